@@ -1,0 +1,43 @@
+# The commands README and CI use. Each target creates .venv when it is missing and installs into it.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: install lint format test demo emulator bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# Dependency groups (PEP 735) need pip 25.1 or newer.
+	$(PY) -m pip install $(PIP_QUIET) --upgrade "pip>=25.1" 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install $(PIP_QUIET) -e ".[postgres,mysql,s3]" --group dev 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import mns_consumer, mns, alibabacloud_dybaseapi20170525, pytest, mypy"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
+	$(VENV)/bin/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/mns-consumer emulator --listen 127.0.0.1:9100 --seed-receipts 20 \
+		--queue SmsReport=Alicom-Queue-i1-SmsReport --queue SmsUp=Alicom-Queue-i1-SmsUp \
+		--queue SignSmsReport=Alicom-Queue-i1-SignSmsReport --queue TemplateSmsReport=Alicom-Queue-i1-TemplateSmsReport
+
+emulator: demo
+
+bench: $(STAMP)
+	$(PY) bench/emulator_bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist

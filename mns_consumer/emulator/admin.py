@@ -1,0 +1,90 @@
+"""The emulator's admin endpoint: fault switches, clock, tokens and seeding over plain JSON.
+
+Routes (all under ``/__emulator/``):
+
+==========  =====================  =============================================================
+GET         ``state``              queues with message counts, live faults, clock offset, tokens
+POST        ``faults``             switch a fault on; body: :class:`FaultRule` fields as JSON
+DELETE      ``faults[?kind=K]``    switch every fault (or every fault of kind K) off
+POST        ``clock``              ``{"advance_seconds": N}`` moves the emulator clock forward
+POST        ``tokens/expire``      every queue token expires now
+POST        ``receipts``           ``{"message_type", "count", "variant", "malformed"}`` seeds receipts
+==========  =====================  =============================================================
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from mns_consumer.emulator.faults import FaultRule
+from mns_consumer.emulator.http_reply import Reply
+from mns_consumer.emulator.queues import MnsFault
+from mns_consumer.errors import EmulatorError
+
+if TYPE_CHECKING:
+    from mns_consumer.emulator.server import Emulator
+
+
+class AdminApi:
+    """Serves ``/__emulator/...`` for one emulator."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self._emulator = emulator
+
+    def handle(self, method: str, target: str, body: bytes) -> Reply:
+        """Answer one admin request with JSON; client mistakes get 400 with the reason."""
+        path, _, query = target.partition("?")
+        route = path.removeprefix("/__emulator/").strip("/")
+        try:
+            payload: Any = json.loads(body) if body.strip() else {}
+            if not isinstance(payload, dict):
+                raise TypeError("the request body must be a JSON object")
+            result = self._dispatch(method, route, payload, parse_qs(query))
+        except (TypeError, ValueError, KeyError, EmulatorError, MnsFault) as exc:
+            return Reply.json(400, json.dumps({"error": str(exc)}))
+        if result is None:
+            return Reply.json(404, json.dumps({"error": f"no admin route {method} {path}"}))
+        return Reply.json(200, json.dumps(result, ensure_ascii=False))
+
+    def _dispatch(
+        self, method: str, route: str, payload: dict[str, Any], query: dict[str, list[str]]
+    ) -> dict[str, Any] | None:
+        emulator = self._emulator
+        if (method, route) == ("GET", "state"):
+            return self.state()
+        if (method, route) == ("POST", "faults"):
+            return emulator.faults.add(FaultRule(**payload)).to_dict()
+        if (method, route) == ("DELETE", "faults"):
+            kind = query.get("kind", [None])[0]
+            return {"cleared": emulator.faults.clear(kind)}
+        if (method, route) == ("POST", "clock"):
+            emulator.clock.advance(float(payload["advance_seconds"]))
+            return {"offset_seconds": emulator.clock.offset_seconds}
+        if (method, route) == ("POST", "tokens/expire"):
+            return {"expired": emulator.expire_tokens()}
+        if (method, route) == ("POST", "receipts"):
+            generated = emulator.produce(
+                str(payload["message_type"]),
+                int(payload.get("count", 1)),
+                variant=str(payload.get("variant", "mainland")),
+                malformed=int(payload.get("malformed", 0)),
+            )
+            return {"generated": len(generated)}
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-ready picture of the emulator."""
+        emulator = self._emulator
+        queues: dict[str, Any] = {}
+        for name in emulator.store.names():
+            counts = emulator.store.get(name).counts()
+            queues[name] = {"active": counts.active, "inactive": counts.inactive, "delayed": counts.delayed}
+        return {
+            "queues": queues,
+            "faults": [rule.to_dict() for rule in emulator.faults.rules()],
+            "clock_offset_seconds": emulator.clock.offset_seconds,
+            "live_tokens": emulator.credentials.live_count(),
+            "send_log_records": len(emulator.send_log),
+        }

@@ -1,0 +1,145 @@
+"""``mns-consumer emulator`` as users run it: a subprocess, real signals, real clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from mns.account import Account
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def emulator_process() -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    """The emulator CLI on a free port with seeded receipts; yields the process and its printed endpoints."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mns_consumer",
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+            "--seed-receipts",
+            "5",
+            "--queue",
+            "SmsUp=Alicom-Queue-i9-SmsUp",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert process.stdout is not None
+        described = json.loads(process.stdout.readline())
+        yield process, described
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def test_emulator_command_serves_seeded_receipts_and_stops_cleanly_on_sigterm(
+    emulator_process: tuple[subprocess.Popen[str], dict[str, Any]],
+) -> None:
+    """The printed endpoint and credentials work with the real SDK, and SIGTERM exits 0."""
+    process, described = emulator_process
+    assert described["queues"] == {"SmsUp": "Alicom-Queue-i9-SmsUp"}
+    account = Account(described["mns_endpoint"], described["access_key_id"], described["access_key_secret"])
+    try:
+        messages = account.get_queue("Alicom-Queue-i9-SmsUp").batch_receive_message(16, 0)
+    finally:
+        account.mns_client.close_connection()
+    bodies = [json.loads(m.message_body) for m in messages]
+    assert len(bodies) == 5
+    assert all({"phone_number", "content", "send_time"} <= set(body) for body in bodies)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+
+
+def test_emulator_command_refuses_a_bad_listen_address_with_exit_2() -> None:
+    """A malformed --listen is a usage error: exit 2 and a message saying what to write."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mns_consumer", "emulator", "--listen", "nowhere"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "HOST:PORT" in result.stderr
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[list[dict[str, Any]]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(json.loads(body))
+        payload = b'{"code":0,"msg":"ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def test_push_command_posts_json_arrays_and_reports_them_accepted() -> None:
+    """``emulator push`` POSTs the receipts as JSON arrays and exits 0 when all were accepted."""
+    received: list[list[dict[str, Any]]] = []
+    handler = type("Receiver", (_Receiver,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/alicom/SmsReport"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mns_consumer",
+                "emulator",
+                "push",
+                "--url",
+                url,
+                "--type",
+                "SmsReport",
+                "--count",
+                "7",
+                "--batch-size",
+                "3",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=60,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["accepted_receipts"] == 7
+    assert [len(batch) for batch in received] == [3, 3, 1]
+    assert all("biz_id" in receipt for batch in received for receipt in batch)

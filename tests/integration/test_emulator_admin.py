@@ -1,0 +1,56 @@
+"""The admin endpoint: fault switches, clock, token expiry and seeding over plain HTTP and JSON."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from mns_consumer.emulator import Emulator
+
+
+@pytest.fixture
+def admin(emulator: Emulator) -> httpx.Client:
+    with httpx.Client(base_url=f"{emulator.url}/__emulator/", trust_env=False, timeout=10) as client:
+        yield client
+
+
+def test_state_lists_queues_with_counts(admin: httpx.Client, emulator: Emulator) -> None:
+    """GET state shows every queue with its active/inactive/delayed counts."""
+    emulator.produce("SmsUp", 3)
+    state = admin.get("state").json()
+    assert state["queues"]["Alicom-Queue-i1-SmsUp"] == {"active": 3, "inactive": 0, "delayed": 0}
+    assert state["faults"] == []
+
+
+def test_faults_are_switched_on_and_off_over_http(admin: httpx.Client, emulator: Emulator) -> None:
+    """POST faults adds a live rule; DELETE faults removes it."""
+    response = admin.post("faults", json={"kind": "error", "service": "mns", "status": 500, "times": 2})
+    assert response.status_code == 200
+    assert response.json()["kind"] == "error"
+    assert [rule.kind for rule in emulator.faults.rules()] == ["error"]
+    assert admin.delete("faults").json() == {"cleared": 1}
+    assert emulator.faults.rules() == []
+
+
+def test_a_bad_fault_is_refused_with_the_reason(admin: httpx.Client) -> None:
+    """An unknown fault kind is a 400 that names the known kinds."""
+    response = admin.post("faults", json={"kind": "explode"})
+    assert response.status_code == 400
+    assert "latency" in response.json()["error"]
+
+
+def test_clock_tokens_and_seeding_are_driven_over_http(admin: httpx.Client, emulator: Emulator) -> None:
+    """The clock moves, tokens expire and receipts are seeded through the admin endpoint."""
+    assert admin.post("clock", json={"advance_seconds": 90}).json()["offset_seconds"] >= 90
+    emulator.credentials.mint("SmsReport", "Alicom-Queue-i1-SmsReport")
+    assert admin.post("tokens/expire").json() == {"expired": 1}
+    assert admin.post("receipts", json={"message_type": "SmsReport", "count": 4, "malformed": 1}).json() == {
+        "generated": 4
+    }
+    assert emulator.queue("Alicom-Queue-i1-SmsReport").counts().active == 5
+    assert admin.post("receipts", json={"message_type": "VoiceReport"}).status_code == 400
+
+
+def test_unknown_admin_route_is_404(admin: httpx.Client) -> None:
+    """A route the admin endpoint does not serve is a 404, not a crash."""
+    assert admin.get("nope").status_code == 404
