@@ -79,8 +79,14 @@ class AdminApi:
         emulator = self._emulator
         queues: dict[str, Any] = {}
         for name in emulator.store.names():
-            counts = emulator.store.get(name).counts()
-            queues[name] = {"active": counts.active, "inactive": counts.inactive, "delayed": counts.delayed}
+            queue = emulator.store.get(name)
+            counts = queue.counts()
+            queues[name] = {
+                "active": counts.active,
+                "inactive": counts.inactive,
+                "delayed": counts.delayed,
+                "waiting_polls": queue.waiting_polls(),
+            }
         return {
             "queues": queues,
             "faults": [rule.to_dict() for rule in emulator.faults.rules()],

@@ -346,6 +346,11 @@ class Queue:
             states = [m.state for m in self._messages.values()]
         return QueueCounts(states.count("active"), states.count("inactive"), states.count("delayed"))
 
+    def waiting_polls(self) -> int:
+        """How many long polls are waiting on this queue right now."""
+        with self._lock:
+            return self._gate.waiting
+
     def set_attributes(self, attributes: QueueAttributes) -> None:
         """Replace the queue's attributes (SetQueueAttributes)."""
         attributes.validate()

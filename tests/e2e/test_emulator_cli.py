@@ -143,3 +143,20 @@ def test_push_command_posts_json_arrays_and_reports_them_accepted() -> None:
     assert report["accepted_receipts"] == 7
     assert [len(batch) for batch in received] == [3, 3, 1]
     assert all("biz_id" in receipt for batch in received for receipt in batch)
+
+
+def test_version_and_help_work_without_starting_anything() -> None:
+    """``--version`` prints the version, and the emulator's help ends with worked examples."""
+    version = subprocess.run(
+        [sys.executable, "-m", "mns_consumer", "--version"], capture_output=True, text=True, env=_env(), check=True
+    )
+    assert version.stdout.startswith("mns-consumer, version ")
+    helptext = subprocess.run(
+        [sys.executable, "-m", "mns_consumer", "emulator", "--help"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=True,
+    )
+    assert "Examples:" in helptext.stdout
+    assert "--seed-receipts" in helptext.stdout

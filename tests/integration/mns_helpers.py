@@ -76,8 +76,8 @@ def dybase_client(emulator: Emulator, **overrides: Any) -> DybaseClient:
         access_key_secret=overrides.pop("access_key_secret", emulator.settings.access_key_secret),
         endpoint=emulator.endpoint,
         protocol=emulator.scheme,
-        read_timeout=10000,
-        connect_timeout=5000,
+        read_timeout=overrides.pop("read_timeout", 10000),
+        connect_timeout=overrides.pop("connect_timeout", 5000),
         **overrides,
     )
     return DybaseClient(config)

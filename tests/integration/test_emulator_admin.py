@@ -18,7 +18,12 @@ def test_state_lists_queues_with_counts(admin: httpx.Client, emulator: Emulator)
     """GET state shows every queue with its active/inactive/delayed counts."""
     emulator.produce("SmsUp", 3)
     state = admin.get("state").json()
-    assert state["queues"]["Alicom-Queue-i1-SmsUp"] == {"active": 3, "inactive": 0, "delayed": 0}
+    assert state["queues"]["Alicom-Queue-i1-SmsUp"] == {
+        "active": 3,
+        "inactive": 0,
+        "delayed": 0,
+        "waiting_polls": 0,
+    }
     assert state["faults"] == []
 
 

@@ -297,20 +297,14 @@ def test_wrong_case_waitseconds_is_ignored_like_the_real_service(accounts: Accou
 # -- long polling ---------------------------------------------------------------------------------
 
 
-def test_long_poll_returns_as_soon_as_a_message_is_sent(accounts: Accounts) -> None:
-    """A waiting receive wakes up on a send instead of waiting out its 30 s."""
+def test_long_poll_returns_as_soon_as_a_message_is_sent(accounts: Accounts, emulator: Emulator) -> None:
+    """A receive already waiting on an empty queue wakes up on a send instead of waiting out its 30 s."""
     receiver = accounts.master().get_queue(QUEUE)
     sender = accounts.master().get_queue(QUEUE)
     received: list[str] = []
-    started = threading.Event()
-
-    def receive() -> None:
-        started.set()
-        received.append(str(receiver.receive_message(30).message_id))
-
-    thread = threading.Thread(target=receive)
+    thread = threading.Thread(target=lambda: received.append(str(receiver.receive_message(30).message_id)))
     thread.start()
-    started.wait()
+    wait_until_polling(emulator)
     message_id = send_json(sender, {"n": 1})
     thread.join(timeout=20)
     assert not thread.is_alive(), "the long poll did not wake up on the send"
@@ -335,11 +329,10 @@ def test_long_polls_beyond_the_cap_get_message_not_exist_at_once(make_emulator: 
         waiting = accounts.master().get_queue(QUEUE)
         extra = accounts.master().get_queue(QUEUE)
         outcome: list[str] = []
-        thread = threading.Thread(target=lambda: outcome.append(str(waiting.receive_message(3).message_id)))
+        thread = threading.Thread(target=lambda: outcome.append(str(waiting.receive_message(30).message_id)))
         thread.start()
-        while not _someone_waits(emulator):
-            threading.Event().wait(0.01)
-        error = error_of(lambda: extra.receive_message(3))
+        wait_until_polling(emulator)
+        error = error_of(lambda: extra.receive_message(30))
         assert error.type == "MessageNotExist"
         assert thread.is_alive(), "the capped poll should have been answered while the first one waits"
         emulator.send_body(QUEUE, "eyJhIjoxfQ==")
@@ -347,8 +340,13 @@ def test_long_polls_beyond_the_cap_get_message_not_exist_at_once(make_emulator: 
         assert len(outcome) == 1
 
 
-def _someone_waits(emulator: Emulator) -> bool:
-    return emulator.queue(QUEUE)._gate.waiting > 0
+def wait_until_polling(emulator: Emulator) -> None:
+    """Block until a long poll is waiting on the test queue inside the emulator."""
+    for _ in range(2000):
+        if emulator.queue(QUEUE).waiting_polls() > 0:
+            return
+        time.sleep(0.005)
+    raise AssertionError("no long poll reached the emulator")
 
 
 def test_concurrent_consumers_never_hold_the_same_message_at_once(accounts: Accounts, emulator: Emulator) -> None:
