@@ -1,7 +1,7 @@
 """The exception hierarchy of mns-consumer, and nothing else.
 
 No exception's ``str()`` ever contains a secret: errors carry identifiers (queue names, AccessKey ids,
-request ids), never AccessKey secrets, security tokens or signatures.
+request ids, sink names), never AccessKey secrets, security tokens, signatures or webhook secrets.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ class ConfigError(MnsConsumerError):
     Attributes:
         source: The file (or option) the bad value came from.
         key_path: Dotted path of the offending key, e.g. ``queues[1].wait_seconds``.
+        problem: What is wrong with it.
         hint: What to write instead.
     """
 
@@ -27,6 +28,48 @@ class ConfigError(MnsConsumerError):
         self.hint = hint
         where = f"{source}: {key_path}: " if key_path else f"{source}: "
         super().__init__(where + problem + (f" ({hint})" if hint else ""))
+
+
+class DecodeError(MnsConsumerError):
+    """A receipt body cannot be decoded into a :class:`~mns_consumer.receipts.Receipt`.
+
+    It goes to the dead-letter sink with the raw body and this reason; it is never retried.
+
+    Attributes:
+        message_type: The MessageType the body was decoded as.
+        field: The field at fault, or ``""`` when the body as a whole is (not base64, not JSON, ...).
+        reason: Why, in words a person can act on.
+        raw: The body exactly as received.
+    """
+
+    def __init__(self, message_type: str, field: str, reason: str, raw: bytes = b"") -> None:
+        self.message_type = message_type
+        self.field = field
+        self.reason = reason
+        self.raw = raw
+        where = f"{message_type}.{field}" if field else message_type
+        super().__init__(f"{where}: {reason}")
+
+
+class SinkError(MnsConsumerError):
+    """A sink failed in a way its caller must handle."""
+
+
+class SinkUnavailable(SinkError):  # noqa: N818  (a state, named as one: see STYLE.md)
+    """A sink cannot accept writes right now (server down, disk full, timeout): retry later.
+
+    Nothing of the batch that raised it may be assumed stored.
+
+    Attributes:
+        sink: The name of the sink.
+        retry_after_seconds: A delay the sink was told to wait (e.g. an HTTP Retry-After), if any.
+    """
+
+    def __init__(self, sink: str, reason: str, *, retry_after_seconds: float | None = None) -> None:
+        self.sink = sink
+        self.reason = reason
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(f"sink {sink!r} unavailable: {reason}")
 
 
 class EmulatorError(MnsConsumerError):

@@ -1,0 +1,157 @@
+"""The one normalized receipt every path produces (MNS, HTTP push, backfill) and every sink consumes.
+
+Decoders live in :mod:`mns_consumer.receipts`; this module holds only the value type and its JSON
+form, so sinks depend on nothing but the shape.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, TypeAlias
+
+Source: TypeAlias = Literal["mns", "push", "query"]
+"""Where a receipt came from: an MNS queue, an HTTP batch push, or a QuerySendDetails backfill."""
+
+Kind: TypeAlias = Literal[
+    "delivery_report",
+    "reply",
+    "sign_review",
+    "template_review",
+    "card_render",
+    "card_template_review",
+]
+"""What a receipt is about, independent of its MessageType's wire format."""
+
+Status: TypeAlias = Literal[
+    "delivered",
+    "failed",
+    "expired",
+    "pending",
+    "approving",
+    "approved",
+    "rejected",
+    "received",
+    "rendered",
+]
+"""The normalized outcome: delivered/failed/expired (reports; pending while QuerySendDetails waits),
+approving/approved/rejected (reviews), received (replies), rendered (card render results)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A decoded, normalized receipt.
+
+    Attributes:
+        kind: What the receipt is about.
+        message_type: The Alibaba MessageType it was received as (``SmsReport``, ``SmsUp``, ...).
+        source: ``mns``, ``push`` or ``query``.
+        queue: The MNS queue (or push route) it came from; None for backfill.
+        dedupe_key: Stable identity: equal for duplicates of the same receipt, different otherwise.
+        phone_number: The recipient (reports) or sender (replies), as Alibaba wrote it.
+        biz_id: ``BizId`` of the send; shared by every number of one batch send.
+        out_id: The ``OutId`` the sender passed, if any.
+        status: Normalized outcome (see :data:`Status`).
+        error_code: Carrier or platform code (``DELIVERED`` on success for mainland reports).
+        error_message: Human text of the code.
+        sent_at: When the message was handed to the carrier (or the reply was sent), timezone-aware.
+        reported_at: When the carrier reported (or the review completed), timezone-aware.
+        sms_parts: Billed segments.
+        content: Reply text (SmsUp) or template content.
+        sign_name: Signature name.
+        template_code: Template code.
+        reason: Review reason or rejection text.
+        extra: Every field of the body not mapped above, as received.
+        raw: The body exactly as received.
+    """
+
+    kind: Kind
+    message_type: str
+    source: Source
+    dedupe_key: str
+    raw: bytes
+    queue: str | None = None
+    phone_number: str | None = None
+    biz_id: str | None = None
+    out_id: str | None = None
+    status: Status | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    sent_at: datetime | None = None
+    reported_at: datetime | None = None
+    sms_parts: int | None = None
+    content: str | None = None
+    sign_name: str | None = None
+    template_code: str | None = None
+    reason: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The receipt as JSON-ready data: ISO 8601 times with offsets, raw as text when it is UTF-8.
+
+        A raw body that is not valid UTF-8 is given as ``raw_base64`` instead of ``raw``.
+        """
+        data: dict[str, Any] = {
+            "dedupe_key": self.dedupe_key,
+            "kind": self.kind,
+            "message_type": self.message_type,
+            "source": self.source,
+            "queue": self.queue,
+            "phone_number": self.phone_number,
+            "biz_id": self.biz_id,
+            "out_id": self.out_id,
+            "status": self.status,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+            "reported_at": self.reported_at.isoformat() if self.reported_at else None,
+            "sms_parts": self.sms_parts,
+            "content": self.content,
+            "sign_name": self.sign_name,
+            "template_code": self.template_code,
+            "reason": self.reason,
+            "extra": dict(self.extra),
+        }
+        try:
+            data["raw"] = self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            data["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
+        return data
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> Receipt:
+        """Rebuild a receipt from :meth:`to_json_dict` output (file sinks, replays, tests).
+
+        Raises:
+            KeyError: If a required key is missing.
+            ValueError: If a time is not ISO 8601.
+        """
+        raw = data["raw"].encode("utf-8") if "raw" in data else base64.b64decode(data["raw_base64"])
+        return cls(
+            kind=data["kind"],
+            message_type=data["message_type"],
+            source=data["source"],
+            dedupe_key=data["dedupe_key"],
+            raw=raw,
+            queue=data.get("queue"),
+            phone_number=data.get("phone_number"),
+            biz_id=data.get("biz_id"),
+            out_id=data.get("out_id"),
+            status=data.get("status"),
+            error_code=data.get("error_code"),
+            error_message=data.get("error_message"),
+            sent_at=_parse_iso(data.get("sent_at")),
+            reported_at=_parse_iso(data.get("reported_at")),
+            sms_parts=data.get("sms_parts"),
+            content=data.get("content"),
+            sign_name=data.get("sign_name"),
+            template_code=data.get("template_code"),
+            reason=data.get("reason"),
+            extra=dict(data.get("extra") or {}),
+        )
+
+
+def _parse_iso(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

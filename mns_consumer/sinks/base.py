@@ -1,0 +1,205 @@
+"""The sink interface, its result type, the config base class and the registry of sink types.
+
+A sink is anything with ``name``, ``open()``, ``write(batch) -> SinkResult`` and ``close()``; it need
+not inherit from anything (:class:`Sink` is a structural Protocol). The contract:
+
+* ``write`` returns only once every receipt it reports as accepted is durable (fsynced, committed,
+  acknowledged by the remote end). A receipt already stored (same ``dedupe_key``) counts as accepted:
+  that is how duplicates are absorbed.
+* A receipt the sink will never accept (it violates the sink's own constraints) is reported in
+  ``SinkResult.rejected`` with a reason; it goes to the dead-letter sink. That is data, not an error.
+* A transient failure of the whole call (server down, timeout, disk full) raises
+  :class:`~mns_consumer.errors.SinkUnavailable`; nothing of the batch is assumed stored, and the
+  caller retries later. The next ``write`` must work again once the cause is gone (reconnecting on its
+  own if needed).
+* Anything else raised is a bug in the sink.
+
+Retries, timing, metrics, logging and dead-lettering live in the dispatcher, not in sinks.
+
+New sink types register a :class:`SinkConfig` subclass, either built in (:data:`BUILTIN_SINK_TYPES`)
+or from another distribution through the entry-point group ``mns_consumer.sinks``::
+
+    [project.entry-points."mns_consumer.sinks"]
+    kafka = "my_package.kafka:KafkaSinkConfig"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from mns_consumer.receipt_model import Receipt
+
+ENTRY_POINT_GROUP = "mns_consumer.sinks"
+
+
+@dataclass(frozen=True)
+class SinkResult:
+    """What a sink did with a batch.
+
+    Attributes:
+        accepted: Dedupe keys now durably stored (or stored before: duplicates count as accepted).
+        rejected: Dedupe key -> permanent reason, for receipts this sink will never accept.
+    """
+
+    accepted: frozenset[str] = frozenset()
+    rejected: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def accept_all(cls, batch: Sequence[Receipt]) -> SinkResult:
+        """Every receipt of the batch accepted."""
+        return cls(accepted=frozenset(r.dedupe_key for r in batch))
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where receipts are stored. See the module docstring for the contract."""
+
+    name: str
+
+    def open(self) -> None:
+        """Acquire resources (files, connections, tables); called once before the first write.
+
+        Raises:
+            SinkUnavailable: If the destination cannot be reached now.
+            ConfigError: If the destination exists but cannot ever work (e.g. an incompatible table).
+        """
+
+    def write(self, batch: Sequence[Receipt]) -> SinkResult:
+        """Store a batch durably; see the module docstring for what to return and raise."""
+
+    def close(self) -> None:
+        """Flush and release everything; the sink is not used afterwards."""
+
+
+@runtime_checkable
+class Reopenable(Protocol):
+    """A sink holding file handles that log rotation must be able to reopen (SIGHUP)."""
+
+    def reopen(self) -> None:
+        """Close and reopen the sink's files at their configured paths."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that could not be stored: kept with everything needed to explain and replay it.
+
+    Attributes:
+        message_type: The MessageType the body was decoded as.
+        source: ``mns``, ``push`` or ``query``.
+        queue: The queue (or push route) it came from.
+        raw: The body exactly as received.
+        reason: Why it is here (a decode error, or a sink's rejection reason).
+        message_id: The MNS MessageId, if it came from MNS.
+        dequeue_count: How often MNS had delivered it (the attempt count).
+        sink: The sink that rejected it, when a sink did.
+        dedupe_key: The receipt's dedupe key, when it was decoded.
+        failed_at: When it was dead-lettered.
+    """
+
+    message_type: str
+    source: str
+    queue: str | None
+    raw: bytes
+    reason: str
+    failed_at: datetime
+    message_id: str | None = None
+    dequeue_count: int | None = None
+    sink: str | None = None
+    dedupe_key: str | None = None
+
+
+class DeadLetterSink(Protocol):
+    """Where undecodable or rejected messages go; ``write`` returns once they are durable."""
+
+    name: str
+
+    def open(self) -> None:
+        """Acquire resources."""
+
+    def write(self, letters: Sequence[DeadLetter]) -> None:
+        """Store dead letters durably.
+
+        Raises:
+            SinkUnavailable: If they could not be stored; the messages then stay in MNS.
+        """
+
+    def close(self) -> None:
+        """Flush and release everything."""
+
+
+class SinkConfig(BaseModel):
+    """Base of every sink's configuration model; subclasses add their own fields and ``build``.
+
+    Subclasses set ``type`` to a ``Literal`` of their type name and implement :meth:`build`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    sink_type: ClassVar[str] = ""
+
+    def build(self, name: str) -> Sink:
+        """Create the sink described by this configuration (not opened yet)."""
+        raise NotImplementedError
+
+
+BUILTIN_SINK_TYPES: dict[str, str] = {
+    "file": "mns_consumer.sinks.file:FileSinkConfig",
+    "database": "mns_consumer.sinks.database:DatabaseSinkConfig",
+    "webhook": "mns_consumer.sinks.webhook:WebhookSinkConfig",
+    "s3": "mns_consumer.sinks.s3:S3SinkConfig",
+}
+"""Built-in sink types and where their config models live (imported on first use, so optional
+extras such as boto3 are only needed when their sink is configured)."""
+
+
+def _load(target: str) -> type[SinkConfig]:
+    module_name, _, attribute = target.partition(":")
+    loaded: Any = getattr(import_module(module_name), attribute)
+    if not (isinstance(loaded, type) and issubclass(loaded, SinkConfig)):
+        raise TypeError(f"{target} is not a SinkConfig subclass")
+    return loaded
+
+
+def known_sink_types() -> dict[str, str]:
+    """Every sink type name -> where its config model lives, built-ins first, then entry points."""
+    known = dict(BUILTIN_SINK_TYPES)
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        known.setdefault(entry_point.name, entry_point.value)
+    return known
+
+
+def sink_config_class(type_name: str) -> type[SinkConfig]:
+    """The config model of a sink type.
+
+    Raises:
+        LookupError: If no built-in or installed plugin provides the type; the message lists the known
+            ones.
+        ImportError: If the type's module (or its optional dependency) cannot be imported.
+    """
+    known = known_sink_types()
+    try:
+        target = known[type_name]
+    except KeyError:
+        raise LookupError(f"unknown sink type {type_name!r}; known types: {', '.join(sorted(known))}") from None
+    return _load(target)
+
+
+def parse_sink_config(data: Mapping[str, Any]) -> SinkConfig:
+    """Validate one ``sinks.<name>`` mapping into its type's config model.
+
+    Raises:
+        LookupError: For an unknown ``type``.
+        pydantic.ValidationError: For invalid fields.
+    """
+    type_name = data.get("type")
+    if not isinstance(type_name, str):
+        raise LookupError(f"every sink needs a 'type'; known types: {', '.join(sorted(known_sink_types()))}")
+    return sink_config_class(type_name).model_validate(dict(data))

@@ -1,0 +1,53 @@
+"""A bounded memory of recently stored dedupe keys, for sinks that cannot ask their destination.
+
+File, S3 and webhook destinations cannot answer "is this key stored already?" cheaply, yet
+duplicates arrive close together in time (a visibility timeout, a lost delete, Alibaba re-sending),
+so remembering the most recent keys absorbs them. The window is bounded: a duplicate older than
+``capacity`` stored receipts is written again, which the database sink (exactly once, by a unique
+key) and downstream consumers (by ``dedupe_key``) absorb.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+
+DEFAULT_CAPACITY = 100_000
+
+
+class RecentKeys:
+    """A thread-safe set of the last ``capacity`` keys added, oldest evicted first."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._keys
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._keys)
+
+    def add_all(self, keys: Iterable[str]) -> None:
+        """Remember keys (they become the most recent), evicting the oldest beyond capacity."""
+        with self._lock:
+            for key in keys:
+                self._keys[key] = None
+                self._keys.move_to_end(key)
+            while len(self._keys) > self.capacity:
+                self._keys.popitem(last=False)
+
+    def unseen(self, keys: Iterable[str]) -> list[str]:
+        """The keys not remembered, in order, each once (a batch's internal duplicates collapse)."""
+        fresh: dict[str, None] = {}
+        with self._lock:
+            for key in keys:
+                if key not in self._keys:
+                    fresh[key] = None
+        return list(fresh)

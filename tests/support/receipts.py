@@ -1,0 +1,46 @@
+"""Receipts for sink tests: valid, distinct by default, with any field overridden."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from mns_consumer.receipt_model import Receipt
+
+BEIJING = timezone(timedelta(hours=8))
+
+
+def make_receipt(n: int = 0, **overrides: Any) -> Receipt:
+    """A delivered mainland SmsReport numbered ``n``; distinct ``n`` give distinct dedupe keys."""
+    phone = f"139{n:08d}"
+    biz_id = f"8123456789{n // 5:08d}^0"
+    raw = (
+        f'{{"phone_number":"{phone}","send_time":"2026-11-22 10:00:00","report_time":"2026-11-22 10:00:04",'
+        f'"success":true,"err_code":"DELIVERED","err_msg":"用户接收成功","sms_size":"1","biz_id":"{biz_id}"}}'
+    ).encode()
+    fields: dict[str, Any] = {
+        "kind": "delivery_report",
+        "message_type": "SmsReport",
+        "source": "mns",
+        "dedupe_key": hashlib.sha256(f"SmsReport|{biz_id}|{phone}".encode()).hexdigest(),
+        "raw": raw,
+        "queue": "Alicom-Queue-i1-SmsReport",
+        "phone_number": phone,
+        "biz_id": biz_id,
+        "out_id": f"order-{n}",
+        "status": "delivered",
+        "error_code": "DELIVERED",
+        "error_message": "用户接收成功",
+        "sent_at": datetime(2026, 11, 22, 10, 0, 0, tzinfo=BEIJING),
+        "reported_at": datetime(2026, 11, 22, 10, 0, 4, tzinfo=BEIJING),
+        "sms_parts": 1,
+        "extra": {"sms_size": "1"},
+    }
+    fields.update(overrides)
+    return Receipt(**fields)
+
+
+def make_batch(size: int, start: int = 0) -> list[Receipt]:
+    """``size`` distinct receipts numbered from ``start``."""
+    return [make_receipt(n) for n in range(start, start + size)]
