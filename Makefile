@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict tests/typing
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
@@ -37,7 +38,8 @@ demo: $(STAMP)
 emulator: demo
 
 bench: $(STAMP)
-	$(PY) bench/emulator_bench.py $(BENCH_ARGS)
+	$(PY) bench/emulator_bench.py
+	$(PY) bench/sink_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist

@@ -22,6 +22,9 @@ EXIT_USAGE = 2
 
 EPILOG = """\b
 Examples:
+  mns-consumer check-config /etc/mns-consumer/config.yaml
+  mns-consumer decode --message-type SmsReport body.txt
+  mns-consumer dead-letters replay /var/lib/mns-consumer/dead-letter.jsonl --config config.yaml --remaining left.jsonl
   mns-consumer emulator --listen 127.0.0.1:9100 --queue SmsReport=Alicom-Queue-i1-SmsReport --seed-receipts 100
   mns-consumer emulator --tls --tls-dir /tmp/emu --queue SmsUp=Alicom-Queue-i1-SmsUp
   mns-consumer emulator push --url http://127.0.0.1:8080/alicom/SmsReport --type SmsReport --count 500
@@ -221,6 +224,125 @@ def push(
 def _attempt_line(attempt: object) -> str:
     fields = {name: getattr(attempt, name, None) for name in ("batch_index", "attempt", "status_code", "outcome")}
     return "push " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+@main.command(
+    "decode",
+    epilog="""\b
+Examples:
+  mns-consumer decode --message-type SmsReport body.b64
+  echo '{"to":"6591234567","status":"1","message_id":"12441353"}' | mns-consumer decode --message-type GlobeSmsReport
+  mns-consumer decode --message-type SmsUp push-payload.json
+""",
+)
+@click.option("--message-type", required=True, help="MessageType of the body, e.g. SmsReport or SmsUp.")
+@click.argument(
+    "body_file", metavar="[FILE]", default="-", type=click.Path(exists=True, dir_okay=False, allow_dash=True)
+)
+def decode(message_type: str, body_file: str) -> None:
+    """Decode one receipt body from FILE (or stdin) and print the normalized receipt as JSON.
+
+    The body may be an MNS body (base64 text, or the JSON object it encodes) or an HTTP push body (a JSON
+    array), which prints an array. A body that does not decode is explained on stderr, with exit code 1.
+    """
+    from mns_consumer.errors import DecodeError
+    from mns_consumer.receipts import MESSAGE_TYPES, decode_mns_body, decode_push
+
+    if message_type not in MESSAGE_TYPES:
+        raise click.BadParameter(
+            f"{message_type!r} is not one of {', '.join(MESSAGE_TYPES)}", param_hint="--message-type"
+        )
+    with click.open_file(body_file, "rb") as stream:
+        body: bytes = stream.read()
+    errors: list[DecodeError] = []
+    try:
+        if body.lstrip().startswith(b"["):
+            results = decode_push(message_type, body)
+            receipts = [result for result in results if not isinstance(result, DecodeError)]
+            errors = [result for result in results if isinstance(result, DecodeError)]
+            click.echo(json.dumps([r.to_json_dict() for r in receipts], ensure_ascii=False, indent=2))
+        else:
+            receipt = decode_mns_body(message_type, body)
+            click.echo(json.dumps(receipt.to_json_dict(), ensure_ascii=False, indent=2))
+    except DecodeError as exc:
+        errors = [exc]
+    for error in errors:
+        click.echo(f"cannot decode {message_type}: field {error.field or '(body)'}: {error.reason}", err=True)
+    sys.exit(EXIT_FAILURE if errors else EXIT_OK)
+
+
+@main.command("check-config", epilog=EPILOG)
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
+def check_config(config_file: Path) -> None:
+    """Validate CONFIG and print the effective configuration with every secret masked.
+
+    Exits 0 when the file is valid and 2 (with the file, the key and the fix) when it is not.
+    """
+    from mns_consumer.config import load_config
+    from mns_consumer.errors import ConfigError
+
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(yaml_dump(config.masked()))
+
+
+def yaml_dump(data: object) -> str:
+    """Readable YAML of plain data, keys in their declared order."""
+    import yaml
+
+    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True)).rstrip()
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Inspect and replay dead letters (messages that could not be decoded or stored)."""
+
+
+@dead_letters.command("replay", epilog=EPILOG)
+@click.argument("letters_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The configuration naming queues and sinks.",
+)
+@click.option(
+    "--remaining",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the letters that still fail here (FILE itself is never edited).",
+)
+def replay(letters_file: Path, config_file: Path, remaining: Path | None) -> None:
+    """Re-decode the dead letters in FILE and deliver them to their sinks once the cause is fixed.
+
+    A letter is replayed when it decodes and every sink of its queue accepts it. Exits 0 when every
+    letter was replayed, 1 when some still fail (listed with their reasons), 2 on a bad configuration.
+    """
+    from mns_consumer.config import load_config
+    from mns_consumer.errors import ConfigError, SinkUnavailable
+    from mns_consumer.replay import replay_dead_letters, write_remaining
+
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        report = replay_dead_letters(letters_file, config)
+    except (ValueError, SinkUnavailable) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    for letter in report.remaining:
+        where = letter.message_id or letter.dedupe_key or "-"
+        click.echo(f"still failing: {letter.message_type} {where}: {letter.reason}", err=True)
+    if remaining is not None:
+        write_remaining(report.remaining, remaining)
+        click.echo(f"wrote {len(report.remaining)} remaining letter(s) to {remaining}", err=True)
+    click.echo(report.summary())
+    sys.exit(EXIT_OK if not report.remaining else EXIT_FAILURE)
 
 
 def emulator_main() -> None:

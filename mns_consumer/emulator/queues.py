@@ -18,6 +18,7 @@ import itertools
 import re
 import secrets
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -185,6 +186,7 @@ class Queue:
     _handles: dict[str, str] = field(default_factory=dict, repr=False)
     _ready: list[tuple[int, int, str, int]] = field(default_factory=list, repr=False)
     _timers: list[tuple[int, int, str, int]] = field(default_factory=list, repr=False)
+    _by_age: deque[tuple[int, str]] = field(default_factory=deque, repr=False)
     _gate: _LongPollGate = field(default_factory=_LongPollGate, repr=False)
     _sequence: Iterator[int] = field(default_factory=itertools.count, repr=False)
     _id_prefix: str = field(default_factory=lambda: secrets.token_hex(8).upper(), repr=False)
@@ -417,6 +419,7 @@ class Queue:
             sequence=sequence,
         )
         self._messages[message_id] = message
+        self._by_age.append((now, message_id))
         if delay > 0:
             # Delayed messages come back with a handle in the docs (reference 3.4, SendMessage).
             message.receipt_handle = self._new_handle(message, now)
@@ -446,8 +449,15 @@ class Queue:
         return taken
 
     def _promote(self) -> None:
-        """Turn every inactive or delayed message whose time has come active again."""
+        """Drop messages past retention, and turn inactive or delayed ones whose time has come active."""
         now = self.clock.now_ms()
+        # Enqueue order is age order, so expired messages are always at the front, whatever their state.
+        horizon = now - self.attributes.message_retention_period * 1000
+        while self._by_age and self._by_age[0][0] < horizon:
+            _, message_id = self._by_age.popleft()
+            expired = self._messages.get(message_id)
+            if expired is not None:
+                self._remove(expired)
         while self._timers and self._timers[0][0] <= now:
             entry = heapq.heappop(self._timers)
             if not self._is_current(entry):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from mns_consumer.receipt_model import Receipt
+from mns_consumer.receipts import dedupe_key
 
 BEIJING = timezone(timedelta(hours=8))
 
@@ -23,7 +23,7 @@ def make_receipt(n: int = 0, **overrides: Any) -> Receipt:
         "kind": "delivery_report",
         "message_type": "SmsReport",
         "source": "mns",
-        "dedupe_key": hashlib.sha256(f"SmsReport|{biz_id}|{phone}".encode()).hexdigest(),
+        "dedupe_key": dedupe_key("SmsReport", biz_id=biz_id, phone_number=phone, status="delivered"),
         "raw": raw,
         "queue": "Alicom-Queue-i1-SmsReport",
         "phone_number": phone,

@@ -412,19 +412,11 @@ def test_a_delayed_message_is_counted_delayed_and_received_only_after_its_delay(
     assert receive_now(queue)[0].body == "later"
 
 
-RETENTION_BUG = (
-    "BUG in queues.py: retention is only enforced when a timer fires or a receive pops the message, "
-    "so counts(), message_ids(), peek() and delete() still see messages past MessageRetentionPeriod"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=RETENTION_BUG)
 def test_an_unreceived_message_past_retention_is_gone_from_counts_ids_and_peek() -> None:
     """A message older than MessageRetentionPeriod is removed whether consumed or not (reference 3.5)."""
     clock, queue = make_queue(message_retention_period=60)
     queue.send("old")
     clock.advance(61)
-    # BUG: the active message stays in the ready heap until a receive pops it, so these still see it.
     assert queue.counts().active == 0
     assert queue.message_ids() == []
     with pytest.raises(MnsFault) as caught:
@@ -432,7 +424,6 @@ def test_an_unreceived_message_past_retention_is_gone_from_counts_ids_and_peek()
     assert caught.value.code == "MessageNotExist"
 
 
-@pytest.mark.xfail(strict=True, reason=RETENTION_BUG)
 def test_an_invisible_message_past_retention_can_no_longer_be_deleted() -> None:
     """A received message whose retention ends while it is invisible vanishes, and so does its handle."""
     clock, queue = make_queue(message_retention_period=60)
@@ -440,8 +431,6 @@ def test_an_invisible_message_past_retention_can_no_longer_be_deleted() -> None:
     delivery = receive_now(queue)[0]
     handle, _ = queue.change_visibility(delivery.receipt_handle, 3600)
     clock.advance(61)
-    # BUG: expiry is only checked when the visibility timer fires (an hour away), so the message
-    # still counts as inactive and the delete below succeeds.
     assert queue.counts().inactive == 0
     with pytest.raises(MnsFault) as caught:
         queue.delete(handle)

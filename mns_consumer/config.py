@@ -1,0 +1,276 @@
+"""The YAML configuration: pydantic models, ``${VAR}`` interpolation, and errors that say what to write.
+
+:func:`load_config` is the only place that reads YAML or the environment for configuration. Every
+model is strict (an unknown key is an error, as a typo must not silently change behaviour) and
+frozen. Secrets are ``SecretStr`` and print as ``**********``.
+
+Interpolation applies to string values after YAML parsing: ``${NAME}`` is the environment variable
+(an error if unset), ``${NAME:-fallback}`` falls back when it is unset or empty, and ``$${`` is a
+literal ``${``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mns_consumer.errors import ConfigError
+from mns_consumer.sinks.base import SinkConfig, known_sink_types, parse_sink_config
+from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
+
+_VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class StrictModel(BaseModel):
+    """Base of every configuration section: unknown keys fail, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CredentialsConfig(StrictModel):
+    """The AccessKey used for QueryTokenForMnsQueue and QuerySendDetails.
+
+    When absent, ``ALIBABA_CLOUD_ACCESS_KEY_ID``/``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` and then the
+    ``alibabacloud-credentials`` default chain (ECS RAM role, RRSA/OIDC, credentials file) apply.
+    """
+
+    access_key_id: str = Field(description="AccessKey id (not secret, but keep it out of code).")
+    access_key_secret: SecretStr = Field(description="AccessKey secret; use ${ALIBABA_CLOUD_ACCESS_KEY_SECRET}.")
+
+
+class EndpointsConfig(StrictModel):
+    """Overrides of the endpoints ``region`` implies; how the emulator is used."""
+
+    dybaseapi: str | None = Field(None, description="host[:port] of Dybaseapi (QueryTokenForMnsQueue).")
+    dysmsapi: str | None = Field(None, description="host[:port] of Dysmsapi (QuerySendDetails).")
+    mns: str | None = Field(
+        None, description="MNS endpoint URL, e.g. https://1943695596114318.mns.cn-hangzhou.aliyuncs.com"
+    )
+    protocol: str = Field("https", pattern="^https?$", description="Scheme for Dybaseapi and Dysmsapi.")
+    ca_file: str | None = Field(None, description="CA bundle to trust for HTTPS endpoints (e.g. the emulator's).")
+
+
+class QueueConfig(StrictModel):
+    """One receipt queue: its MessageType, its QueueName as the console shows it, and its sinks."""
+
+    message_type: str = Field(description="Alibaba MessageType, e.g. SmsReport, SmsUp, SignSmsReport.")
+    queue_name: str = Field(min_length=1, description="QueueName copied from the console; never derived.")
+    sinks: list[str] = Field(min_length=1, description="Names (keys of `sinks`) every receipt must reach.")
+    batch_size: int = Field(16, ge=1, le=16, description="Messages per BatchReceiveMessage (MNS limit 16).")
+    wait_seconds: int = Field(30, ge=0, le=30, description="Long-poll wait per receive, s (MNS limit 30).")
+    in_flight_batches: int = Field(4, ge=1, le=64, description="Batches received but not yet deleted.")
+
+    @field_validator("sinks")
+    @classmethod
+    def _unique_sinks(cls, value: list[str]) -> list[str]:
+        duplicates = sorted({name for name in value if value.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"sink listed twice: {', '.join(duplicates)}")
+        return value
+
+
+class Config(StrictModel):
+    """The whole configuration file."""
+
+    credentials: CredentialsConfig | None = Field(None, description="AccessKey; absent: environment or default chain.")
+    region: str = Field("cn-hangzhou", description="Picks the Dybaseapi host and the shared MNS account.")
+    endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig, description="Endpoint overrides.")
+    queues: list[QueueConfig] = Field(default_factory=list, description="Receipt queues to consume.")
+    # SerializeAsAny: dumps show each sink's own fields, not just those of the base class.
+    sinks: dict[str, SerializeAsAny[SinkConfig]] = Field(
+        default_factory=dict, description="Named sinks; each has a `type` and that type's keys."
+    )
+    dead_letter: DeadLetterSinkConfig | None = Field(None, description="Where undecodable or rejected messages go.")
+
+    @field_validator("sinks", mode="before")
+    @classmethod
+    def _typed_sinks(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        parsed: dict[str, Any] = {}
+        for name, section in value.items():
+            if isinstance(section, SinkConfig):
+                parsed[name] = section
+                continue
+            if not isinstance(section, Mapping):
+                raise ValueError(f"sink {name!r} must be a mapping with a 'type'")
+            try:
+                parsed[name] = parse_sink_config(section)
+            except LookupError as exc:
+                raise _NestedSinkError(name, str(exc).strip("'\"")) from None
+            except ValidationError as exc:
+                raise _NestedSinkError(name, "is invalid", exc) from None
+        return parsed
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        seen: set[tuple[str, str]] = set()
+        for index, queue in enumerate(self.queues):
+            missing = [name for name in queue.sinks if name not in self.sinks]
+            if missing:
+                known = ", ".join(sorted(self.sinks)) or "none defined"
+                raise ValueError(
+                    f"queues[{index}].sinks names undefined sink(s) {', '.join(missing)} (defined: {known})"
+                )
+            identity = (queue.message_type, queue.queue_name)
+            if identity in seen:
+                raise ValueError(f"queues[{index}] repeats {queue.message_type} on {queue.queue_name}")
+            seen.add(identity)
+        return self
+
+    def sinks_for(self, message_type: str, queue_name: str | None = None) -> list[str]:
+        """The sink names receipts of a type (from a queue, when given) are routed to."""
+        names: list[str] = []
+        for queue in self.queues:
+            if queue.message_type == message_type and (queue_name is None or queue.queue_name == queue_name):
+                names.extend(n for n in queue.sinks if n not in names)
+        return names
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data with every secret shown as ``**********``."""
+        masked: dict[str, Any] = _mask(self.model_dump(mode="python"))
+        return masked
+
+
+class _NestedSinkError(ValueError):
+    """Carries a sink's name (and its own validation errors) up so the key path can be reported."""
+
+    def __init__(self, name: str, problem: str, error: ValidationError | None = None) -> None:
+        super().__init__(problem)
+        self.name = name
+        self.problem = problem
+        self.error = error
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "**********" if value.get_secret_value() else ""
+    if isinstance(value, Mapping):
+        return {key: _mask(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def interpolate(value: Any, source: str, path: str = "") -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-fallback}`` in every string of a parsed YAML tree.
+
+    Raises:
+        ConfigError: When a variable without a fallback is not set.
+    """
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            escaped, name, fallback = match.group(1), match.group(2), match.group(3)
+            if escaped:
+                return match.group(0)[1:]
+            resolved = os.environ.get(name)
+            if resolved is None or (resolved == "" and fallback is not None):
+                if fallback is None:
+                    raise ConfigError(
+                        source,
+                        path or "(top level)",
+                        f"environment variable {name} is not set",
+                        f"export {name}=... or write ${{{name}:-default}}",
+                    )
+                return fallback
+            return resolved
+
+        return _VARIABLE.sub(substitute, value)
+    if isinstance(value, Mapping):
+        return {key: interpolate(item, source, _join(path, str(key))) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, source, f"{path}[{index}]") for index, item in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def parse_config(data: Any, source: str) -> Config:
+    """Validate already-parsed configuration data (environment variables are interpolated first).
+
+    Raises:
+        ConfigError: Naming the source, the key path and what to write instead.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, "", "the file must hold a mapping of sections", "see config.example.yaml")
+    try:
+        return Config.model_validate(interpolate(data, source))
+    except ValidationError as exc:
+        raise _config_error(exc, source) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, interpolate and validate a YAML configuration file.
+
+    Raises:
+        ConfigError: If the file cannot be read, is not YAML, or any value is invalid.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(source, "", f"{where}not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_config(data, source)
+
+
+def _config_error(error: ValidationError, source: str) -> ConfigError:
+    first = error.errors(include_url=False)[0]
+    location = [str(part) for part in first["loc"]]
+    context = first.get("ctx") or {}
+    nested = context.get("error")
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if isinstance(nested, _NestedSinkError):
+        location = ["sinks", nested.name]
+        message = nested.problem
+        if nested.error is not None:
+            first = nested.error.errors(include_url=False)[0]
+            location += [str(part) for part in first["loc"]]
+            message = str(first["msg"]).removeprefix("Value error, ")
+    key_path = _format_location(location)
+    hint = ""
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+        hint = "remove it or check its spelling against config.example.yaml"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    elif location and location[0] == "sinks" and "unknown sink type" in message:
+        hint = f"use one of: {', '.join(sorted(known_sink_types()))}"
+    return ConfigError(source, key_path, message, hint)
+
+
+def _format_location(parts: list[str]) -> str:
+    text = ""
+    for part in parts:
+        if part.isdigit():
+            text += f"[{part}]"
+        else:
+            text = _join(text, part)
+    return text

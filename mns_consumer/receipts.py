@@ -1,0 +1,806 @@
+"""Decoders of every supported Alicom receipt body into one normalized :class:`Receipt`, and its dedupe key.
+
+Three entry points cover the three ways a body arrives:
+
+* :func:`decode_mns_body` takes one MNS message body, either the base64 text Alibaba enqueues or the
+  bytes the SDK already decoded (reference 3.6, pitfall 1), and decides which one it got.
+* :func:`decode_push` takes one HTTP push POST body, a JSON array (reference 5), and decodes each element
+  on its own, so one bad element does not cost the others.
+* :func:`decode_object` decodes one JSON object that was already parsed (backfill, tests).
+
+Every failure, whatever the input, is a :class:`~mns_consumer.errors.DecodeError` naming the field at
+fault and why; the caller dead-letters it with the raw body. Nothing else escapes.
+
+Normalization (reference 4 and 4.9): mainland times are Beijing time (UTC+8) in ``yyyy-MM-dd HH:mm:ss``
+or ``yyyyMMddHHmmss``, international ones RFC 2822 with an offset; every time becomes an aware
+``datetime``. ``success`` may be ``true``, ``"true"`` or ``1``. Numbers may come as strings and ids as
+numbers. ``order_id`` and ``orderId`` are one field, kept as ``extra["order_id"]``. Nulls and empty
+strings of optional fields read as absent. Every field the :class:`Receipt` has no attribute for is kept,
+under its own name, in ``extra``. SmsReport bodies come in two shapes, told apart by their keys: the
+mainland snake_case one (``biz_id``, ``phone_number``) and the international PascalCase one (``To``,
+``MessageId``, ``Status``); DypnsSmsVerifyReport uses the mainland SmsReport field set.
+
+Dedupe keys. A receipt's :attr:`Receipt.dedupe_key` is the SHA-256 hex digest of the UTF-8 bytes of
+the compact, ASCII-escaped JSON array ``[family, *identity]``: JSON quoting makes the separator
+unambiguous whatever the values contain. Identity values are normalized first (surrounding whitespace
+stripped, numbers as decimal strings, statuses as :data:`Status` values, times as UTC ISO 8601), so
+key order, JSON whitespace, escaping, base64 or not, and number-versus-string spellings never change a
+key. The source, queue, raw body and the MNS message id are never part of it, so the same receipt has the same
+key whether it came from MNS, a push or a backfill. :func:`dedupe_key` computes it from the identity
+values alone, for code that builds receipts from other data (QuerySendDetails backfill).
+
+=========================  ==========================================  ======================================
+Family (MessageType)       Identity, in key order                      Body fields
+=========================  ==========================================  ======================================
+SmsReport (mainland)       biz_id, phone_number, status                ``biz_id``, ``phone_number``,
+                                                                       ``success``
+SmsReport/international    message_id, to, status                      ``MessageId``, ``To``, ``Status``
+DypnsSmsVerifyReport       biz_id, phone_number, status                as mainland SmsReport
+GlobeSmsReport             message_id, to, status                      ``message_id``, ``to``, ``status``
+SmsUp                      phone_number, sequence_id, send_time,       ``phone_number``, ``sequence_id``,
+                           dest_code                                   ``send_time``, ``dest_code``
+SignSmsReport              sign_name, order_id, sign_status            ``sign_name``, ``order_id`` or
+                                                                       ``orderId``, ``sign_status``
+TemplateSmsReport          template_code, order_id, template_status    ``template_code``, ``order_id`` or
+                                                                       ``orderId``, ``template_status``
+MnsCardVender              mobile, out_id, render_status               ``mobile``, ``outId``,
+                                                                       ``render_status``
+MnsCardTemplate            template_code, approval_status, tmp_ops     ``template_code``,
+                                                                       ``approval_status``, ``tmpOps``
+=========================  ==========================================  ======================================
+
+Why these identities:
+
+* Delivery reports: one ``biz_id`` covers every number of a batch send, so the number is part of the
+  identity (reference 4.1, pitfall 6). The normalized status is part of it too. Duplicates of one
+  receipt always carry the same status, so this costs no deduplication, but a number can be reported
+  more than once with different outcomes (a failed or expired report, then a delivered one after a
+  carrier retry, or a QuerySendDetails ``pending`` before the real report), and a key without the
+  status would swallow the later, final report. ``report_time`` and ``err_code`` stay out, so that a
+  QuerySendDetails backfill, whose times and codes may be written differently, still dedupes against
+  the MNS receipt. The international and Globe reports follow the same rule for the same reason.
+* SmsUp: reference 4.9; ``sequence_id`` alone is not confirmed unique, and ``send_time`` is compared as
+  an instant, so the two time formats give one key.
+* Sign and template reviews: one ticket moves ``approving`` to ``approved`` or ``rejected``, and each
+  step is an event of its own.
+* MnsCardVender: the status is the numeric ``render_status`` code (``"0"``), not the normalized one,
+  since every non-zero code normalizes to ``failed``.
+* MnsCardTemplate: ``tmp_ops`` is the compact JSON of the sorted ``[vendorCode, state]`` pairs of
+  ``tmpOps``: vendor order and the human ``desc`` do not make a new event, a vendor's new state does.
+
+Every identity field is required: a body without one, or with one of an impossible type (an object, a
+boolean, a fraction), is rejected. The only exception is ``tmpOps``, whose absence reads as no vendors.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, TypeVar
+
+from mns_consumer.errors import DecodeError
+from mns_consumer.receipt_model import Kind, Receipt, Source, Status
+
+__all__ = [
+    "BEIJING",
+    "IDENTITY_FIELDS",
+    "MESSAGE_TYPES",
+    "Receipt",
+    "decode_mns_body",
+    "decode_object",
+    "decode_push",
+    "dedupe_key",
+]
+
+MESSAGE_TYPES: Final[tuple[str, ...]] = (
+    "SmsReport",
+    "GlobeSmsReport",
+    "SmsUp",
+    "SignSmsReport",
+    "TemplateSmsReport",
+    "MnsCardVender",
+    "MnsCardTemplate",
+    "DypnsSmsVerifyReport",
+)
+"""The MessageTypes this module decodes; any other is rejected with this list in the reason."""
+
+IDENTITY_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "SmsReport": ("biz_id", "phone_number", "status"),
+    "SmsReport/international": ("message_id", "to", "status"),
+    "DypnsSmsVerifyReport": ("biz_id", "phone_number", "status"),
+    "GlobeSmsReport": ("message_id", "to", "status"),
+    "SmsUp": ("phone_number", "sequence_id", "send_time", "dest_code"),
+    "SignSmsReport": ("sign_name", "order_id", "sign_status"),
+    "TemplateSmsReport": ("template_code", "order_id", "template_status"),
+    "MnsCardVender": ("mobile", "out_id", "render_status"),
+    "MnsCardTemplate": ("template_code", "approval_status", "tmp_ops"),
+}
+"""Dedupe key family -> the names of its identity values, in key order (see the module docstring)."""
+
+BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
+"""Alibaba's platform time zone, in which mainland receipt times are written without an offset."""
+
+_MAINLAND_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_COMPACT_TIME_FORMAT = "%Y%m%d%H%M%S"
+# int() refuses longer digit strings (CPython's conversion limit); such a string is kept as text.
+_MAX_DIGITS = 4300
+_T = TypeVar("_T")
+_INTERNATIONAL_KEYS = ("To", "MessageId", "Status")
+_MAINLAND_KEYS = ("biz_id", "phone_number")
+_INTERNATIONAL_STATUSES: Mapping[int, Status] = {1: "delivered", 2: "failed", 6: "expired"}
+_GLOBE_STATUSES: Mapping[int, Status] = {1: "delivered", 2: "failed"}
+_CARD_APPROVAL_STATUSES: Mapping[int, Status] = {0: "approving", 1: "approved", 2: "rejected"}
+_REVIEW_STATUSES: Mapping[str, Status] = {"approving": "approving", "approved": "approved", "rejected": "rejected"}
+
+
+def dedupe_key(family: str, **identity: str | datetime | None) -> str:
+    """The dedupe key of a receipt from its identity values (see the table in the module docstring).
+
+    Decoders call it for every receipt; code that builds receipts from other data calls it with the same
+    normalized values to get the same key, e.g. a backfilled mainland report:
+    ``dedupe_key("SmsReport", biz_id="812^0", phone_number="13900001111", status="delivered")``.
+
+    Args:
+        family: One of :data:`IDENTITY_FIELDS` (a MessageType, or ``SmsReport/international``).
+        **identity: Exactly the family's identity values, normalized as the decoders do: stripped text,
+            numbers as decimal strings, statuses as :data:`Status` values; a datetime must be aware.
+
+    Returns:
+        64 lower-case hex digits.
+
+    Raises:
+        ValueError: If the family is unknown, the names are not exactly its identity fields, or a
+            datetime is naive. These are programming errors, not bad receipts.
+    """
+    names = IDENTITY_FIELDS.get(family)
+    if names is None:
+        raise ValueError(f"unknown dedupe family {family!r}; known: {', '.join(IDENTITY_FIELDS)}")
+    if set(identity) != set(names):
+        raise ValueError(f"{family} identity is {', '.join(names)}; got {', '.join(sorted(identity)) or 'nothing'}")
+    parts: list[str | None] = [family]
+    for name in names:
+        value = identity[name]
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError(f"{family} identity {name} must be timezone-aware")
+            value = value.astimezone(UTC).isoformat()
+        parts.append(value)
+    # ensure_ascii keeps the canonical text encodable whatever the values hold (lone surrogates included).
+    canonical = json.dumps(parts, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def decode_mns_body(
+    message_type: str,
+    body: bytes | str,
+    *,
+    queue: str | None = None,
+    source: Source = "mns",
+) -> Receipt:
+    """Decode one MNS message body of the given MessageType.
+
+    The body may be the base64 text Alibaba enqueues (the SDK with ``set_encoding(False)``) or the JSON
+    bytes the SDK already decoded (its default): a body that parses as a JSON object is used as it is,
+    anything else must be strict base64 of UTF-8 JSON (reference 3.6, pitfall 1).
+
+    Args:
+        message_type: The queue's MessageType, one of :data:`MESSAGE_TYPES`.
+        body: The message body as received, text or bytes.
+        queue: The queue it came from, recorded on the receipt.
+        source: Recorded on the receipt; ``mns`` unless replaying a body from elsewhere.
+
+    Returns:
+        The normalized receipt, whose ``raw`` is the body exactly as given (text encoded as UTF-8).
+
+    Raises:
+        DecodeError: If the type is unknown, the body is neither a JSON object nor base64 of one, or
+            the object is not a valid receipt of that type.
+    """
+    # surrogatepass: a str body with lone surrogates must still be kept, byte for byte, for dead letters.
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    return _guarded(message_type, raw, lambda: _decode_mns_body(message_type, raw, queue, source))
+
+
+def decode_object(
+    message_type: str,
+    obj: Mapping[str, Any],
+    *,
+    raw: bytes,
+    source: Source,
+    queue: str | None,
+) -> Receipt:
+    """Decode one receipt JSON object of the given MessageType.
+
+    Args:
+        message_type: One of :data:`MESSAGE_TYPES`.
+        obj: The parsed JSON object.
+        raw: The body it was parsed from, kept on the receipt and on any error.
+        source: Where it came from.
+        queue: The MNS queue or push route it came from, if any.
+
+    Returns:
+        The normalized receipt.
+
+    Raises:
+        DecodeError: If the type is unknown, ``obj`` is not a JSON object, a required field is missing
+            or of an impossible type, or a value (status, time, count) cannot be understood.
+    """
+    return _guarded(message_type, raw, lambda: _decode_object(message_type, obj, raw, source, queue))
+
+
+def decode_push(message_type: str, payload: bytes, *, route: str | None = None) -> list[Receipt | DecodeError]:
+    """Decode one HTTP push body: a JSON array of receipt objects (a single object is accepted too).
+
+    Each element decodes on its own, with ``source="push"``, ``queue=route`` and, as ``raw``, the compact
+    UTF-8 JSON of that element, so a dead letter holds exactly the element that failed.
+
+    Args:
+        message_type: The MessageType the push route is configured for (pushes carry no type, reference 5).
+        payload: The POST body.
+        route: The push route (URL path) it came to, recorded as the receipts' queue.
+
+    Returns:
+        One result per element, in order: its receipt, or the DecodeError that rejects it.
+
+    Raises:
+        DecodeError: If the type is unknown, or the payload is not UTF-8 JSON, or is JSON but neither an
+            array nor an object.
+    """
+    raw = bytes(payload)
+    elements = _guarded(message_type, raw, lambda: _push_elements(message_type, raw))
+    results: list[Receipt | DecodeError] = []
+    for index, element in enumerate(elements):
+        element_raw = _compact_json(element)
+        if element_raw is None:
+            results.append(DecodeError(message_type, "", f"element {index} is nested too deeply", raw))
+            continue
+        try:
+            results.append(decode_object(message_type, element, raw=element_raw, source="push", queue=route))
+        except DecodeError as exc:
+            results.append(exc)
+    return results
+
+
+def _guarded(message_type: str, raw: bytes, decode: Callable[[], _T]) -> _T:
+    """Run a decoder so that whatever it raises reaches the caller as a DecodeError."""
+    try:
+        return decode()
+    except DecodeError:
+        raise
+    except RecursionError:
+        raise DecodeError(message_type, "", "body is nested too deeply", raw) from None
+    # A decoder bug must not crash-loop a poller on one message: dead-lettered, it can be replayed once fixed.
+    except Exception as exc:
+        raise DecodeError(message_type, "", f"internal decoder error ({type(exc).__name__}: {exc})", raw) from exc
+
+
+def _check_message_type(message_type: str, raw: bytes) -> None:
+    if message_type not in MESSAGE_TYPES:
+        raise DecodeError(
+            message_type, "", f"unknown message type {message_type!r}; known: {', '.join(MESSAGE_TYPES)}", raw
+        )
+
+
+def _decode_mns_body(message_type: str, raw: bytes, queue: str | None, source: Source) -> Receipt:
+    _check_message_type(message_type, raw)
+    if not raw.strip():
+        raise DecodeError(message_type, "", "body is empty", raw)
+    try:
+        direct = _load_json(message_type, raw, raw)
+    except DecodeError as exc:
+        direct_error, is_json = exc, False
+    else:
+        if isinstance(direct, dict):
+            return _decode_object(message_type, direct, raw, source, queue)
+        direct_error = DecodeError(message_type, "", f"body is a JSON {_json_type(direct)}, not an object", raw)
+        is_json = True
+    try:
+        # Base64 never contains braces, so a body that is not a JSON object is taken as base64; whitespace
+        # (line wrapping, a trailing newline) is not part of base64 and is dropped before the strict check.
+        decoded = base64.b64decode(b"".join(raw.split()), validate=True)
+        obj = _load_json(message_type, decoded, raw)
+    except (binascii.Error, ValueError, DecodeError) as exc:
+        if is_json:
+            raise direct_error from None
+        if isinstance(exc, DecodeError):
+            raise DecodeError(
+                message_type, "", f"body is base64, but {exc.reason.removeprefix('body ')}", raw
+            ) from None
+        raise DecodeError(
+            message_type, "", f"body is neither a JSON object nor base64 of one ({direct_error.reason})", raw
+        ) from None
+    if not isinstance(obj, dict):
+        raise DecodeError(message_type, "", f"body is base64 of a JSON {_json_type(obj)}, not an object", raw)
+    return _decode_object(message_type, obj, raw, source, queue)
+
+
+def _push_elements(message_type: str, raw: bytes) -> list[Any]:
+    _check_message_type(message_type, raw)
+    data = _load_json(message_type, raw, raw)
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        return [data]
+    raise DecodeError(message_type, "", f"push body is a JSON {_json_type(data)}, not an array or object", raw)
+
+
+def _load_json(message_type: str, data: bytes, raw: bytes) -> Any:
+    """Parse UTF-8 JSON (a byte order mark is tolerated), refusing NaN and Infinity, which JSON lacks."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(message_type, "", f"body is not UTF-8 (byte {exc.start})", raw) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise DecodeError(message_type, "", "JSON is nested too deeply", raw) from None
+    except ValueError as exc:
+        raise DecodeError(message_type, "", f"body is not valid JSON ({_short(str(exc))})", raw) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _compact_json(value: Any) -> bytes | None:
+    """The compact UTF-8 JSON of one push element, as its ``raw``; None if it is too deep to serialize."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        return None
+    # A lone surrogate escape in the element survives here and is rejected by the decoder with a reason.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _decode_object(message_type: str, obj: Mapping[str, Any], raw: bytes, source: Source, queue: str | None) -> Receipt:
+    _check_message_type(message_type, raw)
+    if not isinstance(obj, Mapping):
+        raise DecodeError(message_type, "", f"body is a JSON {_json_type(obj)}, not an object", raw)
+    try:
+        # Sinks write receipts as UTF-8 JSON; a value they could not write must fail here, not there.
+        json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DecodeError(message_type, "", "body contains a lone surrogate escape (not valid Unicode)", raw) from None
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(message_type, "", f"body is not plain JSON data ({_short(str(exc))})", raw) from None
+    fields = _Fields(message_type, obj, raw, source, queue)
+    if message_type in ("SmsReport", "DypnsSmsVerifyReport") and _is_international(obj):
+        return _international_report(fields)
+    return _DECODERS[message_type](fields)
+
+
+def _is_international(obj: Mapping[str, Any]) -> bool:
+    """Whether an SmsReport body is the international site's PascalCase shape (reference 4.7)."""
+    return any(key in obj for key in _INTERNATIONAL_KEYS) and not any(key in obj for key in _MAINLAND_KEYS)
+
+
+class _Fields:
+    """One body being decoded: typed access to its fields, remembering which ones were mapped.
+
+    Every accessor takes the field's spellings in order of preference and uses the first one present
+    and not null; every spelling present counts as mapped, so none of them also lands in ``extra``.
+    """
+
+    def __init__(
+        self, message_type: str, obj: Mapping[str, Any], raw: bytes, source: Source, queue: str | None
+    ) -> None:
+        self.message_type = message_type
+        self.source: Source = source
+        self.queue = queue
+        self.raw = raw
+        self._obj = obj
+        self._mapped: set[str] = set()
+
+    def error(self, field: str, reason: str) -> DecodeError:
+        """A DecodeError about one field of this body."""
+        return DecodeError(self.message_type, field, reason, self.raw)
+
+    def _lookup(self, names: tuple[str, ...], keep: bool) -> tuple[str, Any]:
+        found_name, found = names[0], None
+        for name in names:
+            if name in self._obj:
+                if not keep:
+                    self._mapped.add(name)
+                if found is None and self._obj[name] is not None:
+                    found_name, found = name, self._obj[name]
+        return found_name, found
+
+    def text(self, *names: str) -> str | None:
+        """An optional text field; numbers are accepted as their decimal text, empty reads as absent."""
+        name, value = self._lookup(names, keep=False)
+        if value is None:
+            return None
+        text = _as_text(value)
+        if text is None:
+            raise self.error(name, f"must be a string, got {_json_type(value)} {_show(value)}")
+        return text or None
+
+    def identity(self, *names: str, keep: bool = False, numeric: bool = False) -> str:
+        """A required identity field as stripped text.
+
+        Args:
+            *names: The field's spellings.
+            keep: Leave the field in ``extra`` too, under its own name and with its original value.
+            numeric: Canonicalize a decimal string (``"0042"`` and ``42`` both become ``"42"``).
+        """
+        name, value = self._lookup(names, keep=keep)
+        if value is None:
+            present = any(n in self._obj for n in names)
+            raise self.error(name, "required field is null" if present else "required field is missing")
+        text = _as_text(value)
+        if text is None:
+            raise self.error(name, f"must be a string or an integer, got {_json_type(value)} {_show(value)}")
+        text = text.strip()
+        if not text:
+            raise self.error(name, "required field is empty")
+        if numeric and text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS:
+            text = str(int(text))
+        return text
+
+    def code(self, *names: str) -> int:
+        """A required integer status code, given as a number or a decimal string (reference pitfall 17)."""
+        name, value = self._lookup(names, keep=False)
+        if value is None:
+            present = any(n in self._obj for n in names)
+            raise self.error(name, "required field is null" if present else "required field is missing")
+        code = _as_code(value)
+        if code is None:
+            raise self.error(name, f"must be an integer code, got {_json_type(value)} {_show(value)}")
+        return code
+
+    def flag(self, name: str) -> bool:
+        """A required boolean: ``true``/``false``, their strings in any case, or 1/0 (reference 4.9)."""
+        _, value = self._lookup((name,), keep=False)
+        if value is None:
+            raise self.error(name, "required field is null" if name in self._obj else "required field is missing")
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return value == 1
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+            return value.strip().lower() in ("true", "1")
+        raise self.error(name, f"must be true or false, got {_json_type(value)} {_show(value)}")
+
+    def time(self, *names: str) -> datetime | None:
+        """An optional time as an aware datetime (Beijing time when the text carries no offset)."""
+        name, value = self._lookup(names, keep=False)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise self.error(name, f"must be a time string, got {_json_type(value)} {_show(value)}")
+        parsed = _parse_time(value)
+        if parsed is None:
+            raise self.error(
+                name, f"unparseable time {_show(value)}; expected yyyy-MM-dd HH:mm:ss, yyyyMMddHHmmss or RFC 2822"
+            )
+        return parsed
+
+    def required_time(self, *names: str) -> datetime:
+        """A required time (an identity field)."""
+        parsed = self.time(*names)
+        if parsed is None:
+            present = any(n in self._obj for n in names)
+            raise self.error(names[0], "required field is null or empty" if present else "required field is missing")
+        return parsed
+
+    def count(self, *names: str) -> int | None:
+        """An optional non-negative count, given as a number or a decimal string (``sms_size: "1"``)."""
+        name, value = self._lookup(names, keep=False)
+        if value is None or value == "":
+            return None
+        count = _as_code(value)
+        if count is None:
+            raise self.error(name, f"must be a non-negative integer, got {_json_type(value)} {_show(value)}")
+        return count
+
+    def raw_value(self, name: str) -> Any:
+        """A field's value as received, without mapping it (it stays in ``extra``)."""
+        return self._obj.get(name)
+
+    def receipt(
+        self,
+        kind: Kind,
+        family: str,
+        identity: Mapping[str, str | datetime | None],
+        extra: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> Receipt:
+        """The receipt: mapped ``fields``, every unmapped body field in ``extra``, and the dedupe key.
+
+        Args:
+            kind: What the receipt is about.
+            family: Its dedupe family.
+            identity: Its identity values, by name.
+            extra: Normalized values that replace (or add to) the unmapped fields in ``extra``.
+            **fields: The Receipt attributes decoded from the body.
+        """
+        remaining = {key: value for key, value in self._obj.items() if key not in self._mapped}
+        remaining.update(extra or {})
+        return Receipt(
+            kind=kind,
+            message_type=self.message_type,
+            source=self.source,
+            queue=self.queue,
+            raw=self.raw,
+            dedupe_key=dedupe_key(family, **identity),
+            extra=remaining,
+            **fields,
+        )
+
+
+def _mainland_report(fields: _Fields) -> Receipt:
+    """SmsReport (reference 4.1) and DypnsSmsVerifyReport, which shares its field set."""
+    biz_id = fields.identity("biz_id")
+    phone_number = fields.identity("phone_number")
+    status: Status = "delivered" if fields.flag("success") else "failed"
+    return fields.receipt(
+        "delivery_report",
+        fields.message_type,
+        {"biz_id": biz_id, "phone_number": phone_number, "status": status},
+        biz_id=biz_id,
+        phone_number=phone_number,
+        status=status,
+        out_id=fields.text("out_id", "outId"),
+        error_code=fields.text("err_code"),
+        error_message=fields.text("err_msg"),
+        sent_at=fields.time("send_time"),
+        reported_at=fields.time("report_time"),
+        sms_parts=fields.count("sms_size"),
+    )
+
+
+def _international_report(fields: _Fields) -> Receipt:
+    """The international site's SmsReport (reference 4.7): PascalCase, Status 1/2/6, RFC 2822 dates."""
+    message_id = fields.identity("MessageId", keep=True)
+    to = fields.identity("To")
+    status = _mapped_code(fields, "Status", _INTERNATIONAL_STATUSES)
+    return fields.receipt(
+        "delivery_report",
+        "SmsReport/international",
+        {"message_id": message_id, "to": to, "status": status},
+        phone_number=to,
+        status=status,
+        out_id=fields.text("OutId", "out_id", "outId"),
+        error_code=fields.text("ErrorCode"),
+        error_message=fields.text("ErrorDescription"),
+        sent_at=fields.time("SendDate"),
+        reported_at=fields.time("ReceiveDate"),
+        sms_parts=fields.count("SmsSize"),
+    )
+
+
+def _globe_report(fields: _Fields) -> Receipt:
+    """GlobeSmsReport (reference 4.6): status "1" delivered or "2" failed, Beijing times."""
+    message_id = fields.identity("message_id", keep=True)
+    to = fields.identity("to")
+    status = _mapped_code(fields, "status", _GLOBE_STATUSES)
+    return fields.receipt(
+        "delivery_report",
+        "GlobeSmsReport",
+        {"message_id": message_id, "to": to, "status": status},
+        phone_number=to,
+        status=status,
+        out_id=fields.text("out_id", "outId"),
+        error_code=fields.text("error_code"),
+        error_message=fields.text("error_description"),
+        sent_at=fields.time("send_date"),
+        reported_at=fields.time("receive_date"),
+    )
+
+
+def _sms_up(fields: _Fields) -> Receipt:
+    """SmsUp (reference 4.2): a reply; ``sequence_id`` may be a number or a string."""
+    phone_number = fields.identity("phone_number")
+    sequence_id = fields.identity("sequence_id", numeric=True)
+    dest_code = fields.identity("dest_code", keep=True)
+    sent_at = fields.required_time("send_time")
+    return fields.receipt(
+        "reply",
+        "SmsUp",
+        {"phone_number": phone_number, "sequence_id": sequence_id, "send_time": sent_at, "dest_code": dest_code},
+        extra={"sequence_id": sequence_id},
+        phone_number=phone_number,
+        status="received",
+        sent_at=sent_at,
+        content=fields.text("content"),
+        sign_name=fields.text("sign_name"),
+    )
+
+
+def _sign_report(fields: _Fields) -> Receipt:
+    """SignSmsReport (reference 4.3): a signature review step; ``order_id`` or ``orderId`` by mode."""
+    sign_name = fields.identity("sign_name")
+    order_id = fields.identity("order_id", "orderId")
+    status = _review_status(fields, "sign_status")
+    return fields.receipt(
+        "sign_review",
+        "SignSmsReport",
+        {"sign_name": sign_name, "order_id": order_id, "sign_status": status},
+        extra={"order_id": order_id},
+        sign_name=sign_name,
+        status=status,
+        reason=fields.text("reason"),
+        reported_at=fields.time("create_date"),
+    )
+
+
+def _template_report(fields: _Fields) -> Receipt:
+    """TemplateSmsReport (reference 4.4): a template review step; its content keeps ``${var}`` holes."""
+    template_code = fields.identity("template_code")
+    order_id = fields.identity("order_id", "orderId")
+    status = _review_status(fields, "template_status")
+    return fields.receipt(
+        "template_review",
+        "TemplateSmsReport",
+        {"template_code": template_code, "order_id": order_id, "template_status": status},
+        extra={"order_id": order_id},
+        template_code=template_code,
+        status=status,
+        reason=fields.text("reason"),
+        content=fields.text("template_content"),
+        reported_at=fields.time("create_date"),
+    )
+
+
+def _card_vender(fields: _Fields) -> Receipt:
+    """MnsCardVender (reference 4.5): a card render result; ``render_status`` 0 is success."""
+    mobile = fields.identity("mobile", "phone_number")
+    out_id = fields.identity("outId", "out_id")
+    render_status = fields.code("render_status")
+    return fields.receipt(
+        "card_render",
+        "MnsCardVender",
+        {"mobile": mobile, "out_id": out_id, "render_status": str(render_status)},
+        phone_number=mobile,
+        out_id=out_id,
+        status="rendered" if render_status == 0 else "failed",
+        reason=fields.text("desc"),
+    )
+
+
+def _card_template(fields: _Fields) -> Receipt:
+    """MnsCardTemplate (reference 4.5): a card template review summed over phone vendors (``tmpOps``)."""
+    template_code = fields.identity("template_code")
+    status = _mapped_code(fields, "approval_status", _CARD_APPROVAL_STATUSES)
+    tmp_ops = _canonical_tmp_ops(fields)
+    return fields.receipt(
+        "card_template_review",
+        "MnsCardTemplate",
+        {"template_code": template_code, "approval_status": status, "tmp_ops": tmp_ops},
+        template_code=template_code,
+        status=status,
+        reason=fields.text("desc"),
+    )
+
+
+def _canonical_tmp_ops(fields: _Fields) -> str:
+    """``tmpOps`` as the compact JSON of its sorted ``[vendorCode, state]`` pairs."""
+    ops = fields.raw_value("tmpOps")
+    if ops is None:
+        return "[]"
+    if not isinstance(ops, list):
+        raise fields.error("tmpOps", f"must be an array, got {_json_type(ops)}")
+    pairs: list[tuple[str, str]] = []
+    for index, op in enumerate(ops):
+        if not isinstance(op, Mapping):
+            raise fields.error(f"tmpOps[{index}]", f"must be an object, got {_json_type(op)}")
+        vendor = _as_text(op.get("vendorCode"))
+        state = _as_code(op.get("state"))
+        if vendor is None or not vendor.strip():
+            raise fields.error(
+                f"tmpOps[{index}].vendorCode", f"must be a non-empty string, got {_show(op.get('vendorCode'))}"
+            )
+        if state is None:
+            raise fields.error(f"tmpOps[{index}].state", f"must be an integer, got {_show(op.get('state'))}")
+        pairs.append((vendor.strip(), str(state)))
+    return json.dumps(sorted(pairs), ensure_ascii=True, separators=(",", ":"))
+
+
+def _mapped_code(fields: _Fields, name: str, statuses: Mapping[int, Status]) -> Status:
+    """A numeric status code mapped to its normalized status."""
+    code = fields.code(name)
+    status = statuses.get(code)
+    if status is None:
+        known = ", ".join(f"{number} ({value})" for number, value in statuses.items())
+        raise fields.error(name, f"unknown status code {code}; known: {known}")
+    return status
+
+
+def _review_status(fields: _Fields, name: str) -> Status:
+    """A review status word (``approving``, ``approved``, ``rejected``), in any case."""
+    word = fields.identity(name)
+    status = _REVIEW_STATUSES.get(word.lower())
+    if status is None:
+        raise fields.error(name, f"unknown review status {_show(word)}; known: {', '.join(_REVIEW_STATUSES)}")
+    return status
+
+
+_DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
+    "SmsReport": _mainland_report,
+    "DypnsSmsVerifyReport": _mainland_report,
+    "GlobeSmsReport": _globe_report,
+    "SmsUp": _sms_up,
+    "SignSmsReport": _sign_report,
+    "TemplateSmsReport": _template_report,
+    "MnsCardVender": _card_vender,
+    "MnsCardTemplate": _card_template,
+}
+
+
+def _as_text(value: Any) -> str | None:
+    """A JSON scalar as text: strings as they are, integers (also integral floats) in decimal; else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def _as_code(value: Any) -> int | None:
+    """A non-negative integer given as a number or a decimal string; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        # A status code or segment count has a handful of digits; more is not a code.
+        if not (text.isascii() and text.isdigit() and len(text) <= 18):
+            return None
+        value = int(text)
+    if isinstance(value, int) and value >= 0:
+        return value
+    return None
+
+
+def _parse_time(value: str) -> datetime | None:
+    """A receipt time as an aware datetime, or None when it is in none of the known formats."""
+    text = value.strip()
+    formats = (_COMPACT_TIME_FORMAT,) if len(text) == 14 and text.isascii() and text.isdigit() else ()
+    for time_format in (*formats, _MAINLAND_TIME_FORMAT):
+        try:
+            return datetime.strptime(text, time_format).replace(tzinfo=BEIJING)
+        except ValueError:
+            continue
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    # RFC 2822's "-0000" means UTC with no local zone known; parsedate_to_datetime leaves it naive.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a value's type, for error reasons."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    """A short representation of a value for an error reason."""
+    return _short(repr(value))
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,161 @@
+"""Replaying dead letters: re-decode each one and deliver it again once its cause is fixed.
+
+A dead letter is replayed when it decodes and every sink its queue routes to accepts it. The dead-letter
+file itself is never edited (it is an append-only record); the letters that still fail are written to
+a separate file, with their new reason, for the operator to swap in or inspect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mns_consumer.config import Config
+from mns_consumer.errors import DecodeError, SinkUnavailable
+from mns_consumer.receipt_model import Receipt, Source
+from mns_consumer.receipts import decode_mns_body
+from mns_consumer.sinks.base import DeadLetter, Sink
+from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig, read_dead_letters
+
+REPLAY_BATCH = 256
+
+
+@dataclass
+class ReplayReport:
+    """What a replay did.
+
+    Attributes:
+        read: Dead letters read from the file.
+        replayed: Delivered to every routed sink.
+        still_failing: Letters that decode but a sink rejected again, or that still do not decode,
+            or whose MessageType no configured queue routes.
+        stopped_by: The sink that became unavailable and stopped the replay, if one did.
+        remaining: The letters not replayed, with their current reason.
+    """
+
+    read: int = 0
+    replayed: int = 0
+    still_failing: int = 0
+    stopped_by: str | None = None
+    remaining: list[DeadLetter] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the operator."""
+        text = f"read {self.read}, replayed {self.replayed}, still failing {len(self.remaining)}"
+        if self.stopped_by:
+            text += f" (stopped: sink {self.stopped_by!r} is unavailable; the rest was not tried)"
+        return text
+
+
+def replay_dead_letters(
+    path: Path,
+    config: Config,
+    *,
+    build_sink: Callable[[str], Sink] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ReplayReport:
+    """Re-decode the dead letters of ``path`` and deliver them to their sinks.
+
+    Args:
+        path: A dead-letter file (JSON Lines as the dead-letter sink writes them).
+        config: The configuration naming queues and sinks.
+        build_sink: Makes a sink by name (default: from ``config.sinks``); for tests and embedding.
+        now: The clock stamped on letters that fail again.
+
+    Raises:
+        ValueError: If the file has a malformed line (its number is in the message).
+        OSError: If the file cannot be read.
+    """
+    report = ReplayReport()
+    letters = list(read_dead_letters(path))
+    report.read = len(letters)
+    opened: dict[str, Sink] = {}
+
+    def sink(name: str) -> Sink:
+        if name not in opened:
+            made = build_sink(name) if build_sink else config.sinks[name].build(name)
+            made.open()
+            opened[name] = made
+        return opened[name]
+
+    try:
+        pending: list[tuple[DeadLetter, Receipt, list[str]]] = []
+        for letter in letters:
+            routed = config.sinks_for(letter.message_type, letter.queue) or config.sinks_for(letter.message_type)
+            if not routed:
+                report.remaining.append(_fail(letter, "no configured queue routes this MessageType", now()))
+                continue
+            try:
+                receipt = decode_mns_body(letter.message_type, letter.raw, queue=letter.queue, source=_source(letter))
+            except DecodeError as exc:
+                report.remaining.append(_fail(letter, f"still does not decode: {exc}", now()))
+                continue
+            pending.append((letter, receipt, routed))
+        for start in range(0, len(pending), REPLAY_BATCH):
+            chunk = pending[start : start + REPLAY_BATCH]
+            try:
+                _deliver(chunk, sink, report, now)
+            except SinkUnavailable as exc:
+                report.stopped_by = exc.sink
+                report.remaining.extend(letter for letter, _, _ in pending[start:])
+                break
+    finally:
+        for made in opened.values():
+            made.close()
+    report.still_failing = len(report.remaining)
+    return report
+
+
+def _deliver(
+    chunk: Sequence[tuple[DeadLetter, Receipt, list[str]]],
+    sink: Callable[[str], Sink],
+    report: ReplayReport,
+    now: Callable[[], datetime],
+) -> None:
+    names = sorted({name for _, _, routed in chunk for name in routed})
+    refusals: dict[str, str] = {}
+    for name in names:
+        batch = [receipt for _, receipt, routed in chunk if name in routed]
+        result = sink(name).write(batch)
+        for receipt in batch:
+            if receipt.dedupe_key in result.rejected:
+                refusals.setdefault(
+                    receipt.dedupe_key, f"sink {name!r} rejected it: {result.rejected[receipt.dedupe_key]}"
+                )
+            elif receipt.dedupe_key not in result.accepted:
+                refusals.setdefault(receipt.dedupe_key, f"sink {name!r} did not accept it")
+    for letter, receipt, _ in chunk:
+        reason = refusals.get(receipt.dedupe_key)
+        if reason is None:
+            report.replayed += 1
+        else:
+            report.remaining.append(_fail(replace(letter, dedupe_key=receipt.dedupe_key), reason, now()))
+
+
+def _fail(letter: DeadLetter, reason: str, at: datetime) -> DeadLetter:
+    return replace(letter, reason=reason, failed_at=at)
+
+
+def _source(letter: DeadLetter) -> Source:
+    if letter.source == "push":
+        return "push"
+    return "query" if letter.source == "query" else "mns"
+
+
+def write_remaining(letters: Iterable[DeadLetter], path: Path) -> int:
+    """Write letters to a new dead-letter file (durably); returns how many.
+
+    Raises:
+        SinkUnavailable: If the file cannot be written.
+    """
+    items = list(letters)
+    target = DeadLetterSinkConfig(type="file", path=str(path)).build("replay-remaining")
+    target.open()
+    try:
+        if items:
+            target.write(items)
+    finally:
+        target.close()
+    return len(items)

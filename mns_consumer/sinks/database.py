@@ -1,0 +1,764 @@
+"""Store receipts as rows of one SQL table: :class:`DatabaseSinkConfig` and :class:`DatabaseSink`.
+
+Backends, all through SQLAlchemy Core: SQLite (``sqlite:///path/receipts.db``), PostgreSQL
+(``postgresql+psycopg://user:password@host/db``, extra ``postgres``) and MySQL/MariaDB
+(``mysql+pymysql://user:password@host/db``, extra ``mysql``). ``postgresql://`` and ``mysql://``
+without a driver mean those drivers. Several daemons may share one PostgreSQL or MySQL table: the
+unique ``dedupe_key`` makes the stored effect exactly once.
+
+Table layout (``sms_receipts`` by default; created when missing with ``create_table: true``):
+
+================  =====================  =========================  ====================  ========
+column            PostgreSQL             MySQL / MariaDB            SQLite                null
+================  =====================  =========================  ====================  ========
+id                BIGSERIAL              BIGINT AUTO_INCREMENT      INTEGER (rowid)       PK
+dedupe_key        VARCHAR(64) UNIQUE     VARCHAR(64) UNIQUE         VARCHAR(64) UNIQUE    no
+kind              VARCHAR(32)            VARCHAR(32)                VARCHAR(32)           no
+message_type      VARCHAR(64)            VARCHAR(64)                VARCHAR(64)           no
+source            VARCHAR(16)            VARCHAR(16)                VARCHAR(16)           no
+queue             VARCHAR(255)           VARCHAR(255)               VARCHAR(255)          yes
+phone_number      VARCHAR(32), index     VARCHAR(32), index         VARCHAR(32), index    yes
+biz_id            VARCHAR(64), index     VARCHAR(64), index         VARCHAR(64), index    yes
+out_id            VARCHAR(255), index    VARCHAR(255), index        VARCHAR(255), index   yes
+status            VARCHAR(32)            VARCHAR(32)                VARCHAR(32)           yes
+error_code        VARCHAR(128)           VARCHAR(128)               VARCHAR(128)          yes
+error_message     TEXT                   MEDIUMTEXT                 TEXT                  yes
+sent_at           TIMESTAMPTZ            DATETIME(6), UTC           DATETIME, UTC         yes
+reported_at       TIMESTAMPTZ, index     DATETIME(6), UTC, index    DATETIME, UTC, index  yes
+sms_parts         INTEGER                INTEGER                    INTEGER               yes
+content           TEXT                   MEDIUMTEXT                 TEXT                  yes
+sign_name         VARCHAR(255)           VARCHAR(255)               VARCHAR(255)          yes
+template_code     VARCHAR(128)           VARCHAR(128)               VARCHAR(128)          yes
+reason            TEXT                   MEDIUMTEXT                 TEXT                  yes
+extra             JSONB                  JSON (LONGTEXT, MariaDB)   JSON (text)           no
+raw               BYTEA                  LONGBLOB                   BLOB                  no
+stored_at         TIMESTAMPTZ, now()     DATETIME(6), UTC, now      DATETIME, UTC, now    no
+================  =====================  =========================  ====================  ========
+
+Index names are ``ix_<table>_<column>``, the unique constraint ``uq_<table>_dedupe_key``. Times are
+stored as instants: the original UTC offset is not kept (``raw`` keeps the body as received), and
+they read back as UTC-aware datetimes. On MySQL the session time zone is set to UTC so ``stored_at``
+is UTC too. MySQL tables use ``utf8mb4`` with the binary collation (exact comparisons, as on the
+other backends), so emoji in SmsUp replies round-trip. Lengths count characters.
+
+Semantics of :meth:`DatabaseSink.write`:
+
+* One transaction per batch, committed before ``write`` returns. Durability past a crash is the
+  server's: SQLite runs in WAL mode with ``synchronous=FULL`` (set by the sink); PostgreSQL needs
+  ``synchronous_commit=on`` and MySQL ``innodb_flush_log_at_trx_commit=1`` (both defaults).
+* Duplicates (stored before, by any daemon, or repeated inside the batch) count as accepted and are
+  stored once: ``ON CONFLICT (dedupe_key) DO NOTHING`` on PostgreSQL and SQLite, ``ON DUPLICATE KEY
+  UPDATE dedupe_key = dedupe_key`` on MySQL. ``INSERT IGNORE`` is never used, because it would also
+  turn data errors into silent truncation; MySQL sessions add ``STRICT_ALL_TABLES`` for the same
+  reason.
+* A receipt that breaks the table's limits (a value longer than its column, text that is not valid
+  Unicode, a NUL character on PostgreSQL, a naive datetime, ``extra`` that is not JSON) is rejected
+  with the reason, and the rest of the batch is stored. If the database still refuses the batch for
+  its data (e.g. a table created by hand with narrower columns), the rows are retried one by one and
+  only those refused are rejected.
+* Connection loss, refusal, timeouts, a locked SQLite file or too many connections raise
+  :class:`~mns_consumer.errors.SinkUnavailable` (without the password); the pool is then discarded,
+  and the next write reconnects. A deadlock between concurrent writers is retried at once, twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Final, Literal
+
+import sqlalchemy as sa
+import structlog
+from pydantic import ConfigDict as PydanticConfigDict
+from pydantic import Field, SecretStr, field_serializer, field_validator
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import FunctionElement
+
+from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.receipt_model import Receipt
+from mns_consumer.sinks.base import SinkConfig, SinkResult
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TABLE: Final = "sms_receipts"
+"""The table name used when ``table`` is not set."""
+
+TABLE_NAME_PATTERN: Final = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+"""Table names: lower case (PostgreSQL folds unquoted names, MySQL on Linux does not), at most 40
+characters so that ``ix_<table>_phone_number`` fits PostgreSQL's 63-character identifiers."""
+
+STRING_LIMITS: Final[Mapping[str, int]] = {
+    "dedupe_key": 64,
+    "kind": 32,
+    "message_type": 64,
+    "source": 16,
+    "queue": 255,
+    "phone_number": 32,
+    "biz_id": 64,
+    "out_id": 255,
+    "status": 32,
+    "error_code": 128,
+    "sign_name": 255,
+    "template_code": 128,
+}
+"""VARCHAR columns and their lengths, in characters."""
+
+TEXT_COLUMNS: Final = ("error_message", "content", "reason")
+"""Unbounded text columns (MEDIUMTEXT, 16 MiB, on MySQL)."""
+
+TIME_COLUMNS: Final = ("sent_at", "reported_at")
+"""Receipt times, stored as UTC instants."""
+
+INDEXED_COLUMNS: Final = ("phone_number", "biz_id", "out_id", "reported_at")
+"""Columns with a (non-unique) index: the lookups people run on receipts."""
+
+WRITTEN_COLUMNS: Final = (
+    *STRING_LIMITS,
+    *TEXT_COLUMNS,
+    *TIME_COLUMNS,
+    "sms_parts",
+    "extra",
+    "raw",
+)
+"""Columns the sink writes; an existing table must have all of them (``id`` and ``stored_at`` are the
+table's own)."""
+
+_REQUIRED_COLUMNS: Final = frozenset({"dedupe_key", "kind", "message_type", "source"})
+_MYSQL: Final = ("mysql", "mariadb")
+_DRIVERS: Final[Mapping[str, str]] = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql"}
+_EXTRAS: Final[Mapping[str, str]] = {"postgresql": "postgres", "mysql": "mysql"}
+_MEDIUMTEXT_BYTES: Final = 2**24 - 1
+_INT32: Final = 2**31
+_DEADLOCK_ATTEMPTS: Final = 3
+_REASON_CHARS: Final = 300
+# PyMySQL raises these data errors as OperationalError (it maps unknown codes >= 1000 that way):
+# 1292 truncated wrong value, 1300 invalid character string, 1367 illegal value, 3140 invalid JSON,
+# 3819 and 4025 CHECK constraint violated (MySQL, MariaDB).
+_MYSQL_DATA_ERRNOS: Final = frozenset({1292, 1300, 1367, 3140, 3819, 4025})
+_MYSQL_DEADLOCK_ERRNO: Final = 1213
+_PG_RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
+# psycopg raises read_only_sql_transaction (a primary demoted during failover) as InternalError.
+_PG_UNAVAILABLE_SQLSTATES: Final = frozenset({"25006"})
+_SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+_json_dumps: Callable[[Any], str] = partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+class DatabaseUrl(SecretStr):
+    """A SQLAlchemy URL that may embed a password: shown everywhere with the password masked."""
+
+    def _display(self) -> str:
+        return masked_url(self.get_secret_value())
+
+    def __str__(self) -> str:
+        return self._display()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._display()!r})"
+
+
+def masked_url(url: str | URL) -> str:
+    """A database URL safe to log: password and password-like query parameters replaced by ``***``.
+
+    Args:
+        url: The URL, as text or parsed.
+
+    Returns:
+        The URL with secrets masked, or ``"<invalid database URL>"`` if it does not parse.
+    """
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return "<invalid database URL>"
+    placeholder = "MNSCONSUMERMASKED"
+    query = {key: placeholder if _SECRET_QUERY_KEY.search(key) else value for key, value in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True).replace(placeholder, "***")
+
+
+class DatabaseSinkConfig(SinkConfig):
+    """``type: database``: insert receipts into a SQLite, PostgreSQL or MySQL/MariaDB table."""
+
+    # A pydantic error would otherwise echo the URL, password included.
+    model_config = PydanticConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    sink_type = "database"
+
+    type: Literal["database"] = Field(default="database", description="Sink type name.")
+    url: DatabaseUrl = Field(
+        description="SQLAlchemy URL: sqlite:///path/receipts.db, postgresql+psycopg://user:password@host:5432/db "
+        "or mysql+pymysql://user:password@host:3306/db. Shown with the password masked. Required."
+    )
+    table: str = Field(
+        default=DEFAULT_TABLE,
+        description="Table name: lower-case letters, digits and _, at most 40 characters. Default: sms_receipts.",
+    )
+    create_table: bool = Field(
+        default=True,
+        description="Create the table and its indexes when missing. With false, the table must exist with the "
+        "documented columns and a unique dedupe_key. Default: true.",
+    )
+    pool_size: int = Field(
+        default=4, ge=1, le=100, description="Connections kept open, connections; one per concurrent write. Default: 4."
+    )
+    connect_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Timeout to connect, seconds (PostgreSQL rounds up to whole seconds, at least 2). Default: 5.",
+    )
+    statement_timeout_seconds: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a statement may run, seconds: PostgreSQL statement_timeout, MySQL client read/write "
+        "timeout; unset for no limit. Not used by SQLite (see busy_timeout_seconds). Default: 30.",
+    )
+    busy_timeout_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="SQLite only: how long a write waits for another process's lock before the sink reports "
+        "itself unavailable, seconds. Default: 5.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: DatabaseUrl) -> DatabaseUrl:
+        try:
+            url = make_url(value.get_secret_value())
+        except (sa.exc.ArgumentError, ValueError):
+            raise ValueError("not a database URL (e.g. postgresql+psycopg://user:password@host/db)") from None
+        backend = _backend_name(url)
+        if backend not in _DRIVERS:
+            raise ValueError(f"unsupported database {url.get_backend_name()!r}; use sqlite, postgresql or mysql")
+        driver = url.get_driver_name()
+        if "+" in url.drivername and driver != _DRIVERS[backend]:
+            raise ValueError(f"unsupported driver {driver!r}; use {backend}+{_DRIVERS[backend]}")
+        if backend == "sqlite" and (url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"):
+            raise ValueError("an in-memory SQLite database is not durable; give a file path: sqlite:///path/to.db")
+        return value
+
+    @field_validator("table")
+    @classmethod
+    def _check_table(cls, value: str) -> str:
+        if not TABLE_NAME_PATTERN.fullmatch(value):
+            raise ValueError("must be lower-case letters, digits and _, not start with a digit, at most 40 characters")
+        return value
+
+    @field_serializer("url", when_used="json")
+    def _serialize_url(self, value: DatabaseUrl) -> str:
+        return str(value)
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its password masked, for logs and messages."""
+        return masked_url(self.url.get_secret_value())
+
+    def engine_url(self) -> URL:
+        """The URL the engine connects to: the default driver filled in, utf8mb4 forced on MySQL."""
+        url = make_url(self.url.get_secret_value())
+        backend = _backend_name(url)
+        url = url.set(drivername=f"{url.get_backend_name()}+{_DRIVERS[backend]}")
+        if backend == "mysql":
+            url = url.update_query_dict({"charset": "utf8mb4"})
+        return url
+
+    def build(self, name: str) -> DatabaseSink:
+        """The sink described by this configuration, not opened yet.
+
+        Args:
+            name: The sink's name in the configuration (``sinks.<name>``).
+        """
+        return DatabaseSink(name, self)
+
+
+def _backend_name(url: URL) -> str:
+    backend = url.get_backend_name()
+    return "mysql" if backend in _MYSQL else backend
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """An aware datetime stored as a UTC instant: TIMESTAMPTZ on PostgreSQL, naive UTC elsewhere."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        """The column type per backend (microsecond precision on MySQL, which defaults to seconds)."""
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        if dialect.name in _MYSQL:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC; drop the zone where the column has none.
+
+        Raises:
+            ValueError: If ``value`` is naive.
+        """
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError("naive datetime: the database sink stores only timezone-aware times")
+        utc = value.astimezone(UTC)
+        return utc if dialect.name == "postgresql" else utc.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read back as an aware UTC datetime."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class utc_now(FunctionElement[datetime]):  # noqa: N801  (SQL functions are lower case, like sa.func.now)
+    """The server's current time as the column default: ``CURRENT_TIMESTAMP`` at the column's precision."""
+
+    type = UtcDateTime()
+    inherit_cache = True
+
+
+@compiles(utc_now)
+def _compile_utc_now(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(utc_now, "mysql")
+@compiles(utc_now, "mariadb")
+def _compile_utc_now_mysql(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
+    # MySQL refuses a default whose precision differs from the column's DATETIME(6).
+    return "CURRENT_TIMESTAMP(6)"
+
+
+def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE) -> sa.Table:
+    """The documented receipts table (see the module docstring), added to ``metadata``.
+
+    Args:
+        metadata: Where the table is defined.
+        name: The table name.
+
+    Returns:
+        The table, with its unique constraint and indexes.
+    """
+    text = sa.Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
+    columns: list[sa.Column[Any]] = [
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        *(
+            sa.Column(column, sa.String(length), nullable=column not in _REQUIRED_COLUMNS)
+            for column, length in STRING_LIMITS.items()
+        ),
+        *(sa.Column(column, text) for column in TEXT_COLUMNS),
+        *(sa.Column(column, UtcDateTime()) for column in TIME_COLUMNS),
+        sa.Column("sms_parts", sa.Integer()),
+        sa.Column("extra", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("raw", sa.LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL), nullable=False),
+        sa.Column("stored_at", UtcDateTime(), nullable=False, server_default=utc_now()),
+    ]
+    return sa.Table(
+        name,
+        metadata,
+        *columns,
+        sa.UniqueConstraint("dedupe_key", name=f"uq_{name}_dedupe_key"),
+        *(sa.Index(f"ix_{name}_{column}", column) for column in INDEXED_COLUMNS),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+
+
+class _RefusedDataError(Exception):
+    """The database refused a batch for its data (not for its availability)."""
+
+    def __init__(self, cause: sa.exc.DBAPIError) -> None:
+        self.cause = cause
+        super().__init__(_describe(cause))
+
+
+class DatabaseSink:
+    """Inserts receipts into one table; duplicates are absorbed by the unique ``dedupe_key``.
+
+    Thread-safe: concurrent ``write`` calls each use their own pooled connection.
+
+    Attributes:
+        name: The sink's name in the configuration.
+        config: Its configuration.
+    """
+
+    def __init__(self, name: str, config: DatabaseSinkConfig) -> None:
+        self.name = name
+        self.config = config
+        self._engine: Engine | None = None
+        self._table = receipts_table(sa.MetaData(), config.table)
+        self._backend = _backend_name(config.engine_url())
+
+    def __repr__(self) -> str:
+        return f"DatabaseSink(name={self.name!r}, url={self.config.display_url!r}, table={self.config.table!r})"
+
+    def open(self) -> None:
+        """Connect, apply the session settings, then create the table or check the existing one.
+
+        Raises:
+            SinkUnavailable: If the database cannot be reached (or the SQLite file is locked) now.
+            ConfigError: If the driver is not installed, or the table is missing (with ``create_table:
+                false``) or lacks a column or the unique ``dedupe_key``.
+        """
+        if self._engine is not None:
+            return
+        engine = self._create_engine()
+        try:
+            with self._availability(engine):
+                if self.config.create_table:
+                    self._create_table(engine)
+                self._check_table(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        self._engine = engine
+        log.info("sink.database.opened", sink=self.name, url=self.config.display_url, table=self.config.table)
+
+    def write(self, batch: Sequence[Receipt]) -> SinkResult:
+        """Insert a batch in one committed transaction; see the module docstring for the semantics.
+
+        Args:
+            batch: The receipts, possibly with duplicates.
+
+        Returns:
+            Accepted dedupe keys (stored now or before) and rejected ones with their reasons.
+
+        Raises:
+            SinkUnavailable: If the database is unreachable, timed out or locked; nothing may be assumed
+                stored.
+            RuntimeError: If the sink is not open.
+        """
+        if self._engine is None:
+            raise RuntimeError(f"database sink {self.name!r} is not open")
+        rows, rejected = self._rows(batch)
+        if rows:
+            try:
+                self._insert(self._engine, rows)
+            except _RefusedDataError as refused:
+                log.warning(
+                    "sink.database.batch_refused", sink=self.name, rows=len(rows), error=str(refused), fallback="rows"
+                )
+                rejected.update(self._insert_one_by_one(self._engine, rows))
+        accepted = frozenset(row["dedupe_key"] for row in rows if row["dedupe_key"] not in rejected)
+        return SinkResult(accepted=accepted, rejected=rejected)
+
+    def close(self) -> None:
+        """Close every pooled connection; the sink is not used afterwards."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+
+    def _create_engine(self) -> Engine:
+        config = self.config
+        url = config.engine_url()
+        options: dict[str, Any] = {
+            "pool_size": config.pool_size,
+            "max_overflow": 0,
+            "pool_timeout": config.statement_timeout_seconds or 30.0,
+            "pool_pre_ping": True,
+            # Exception messages must not carry receipt data (phone numbers, reply text).
+            "hide_parameters": True,
+            "json_serializer": _json_dumps,
+            "connect_args": self._connect_args(),
+        }
+        try:
+            engine = sa.create_engine(url, **options)
+        except ImportError as exc:
+            extra = _EXTRAS.get(self._backend, "")
+            raise ConfigError(
+                f"sink {self.name!r}",
+                f"sinks.{self.name}.url",
+                f"the driver for {config.display_url} is not installed ({exc.name or exc})",
+                f"pip install 'mns-consumer[{extra}]'" if extra else "",
+            ) from None
+        sa.event.listen(engine, "connect", self._on_connect)
+        return engine
+
+    def _connect_args(self) -> dict[str, Any]:
+        config = self.config
+        if self._backend == "sqlite":
+            return {"timeout": config.busy_timeout_seconds, "check_same_thread": False}
+        if self._backend == "postgresql":
+            # libpq wants whole seconds and treats anything below 2 as 2.
+            seconds = max(2, math.ceil(config.connect_timeout_seconds))
+            args: dict[str, Any] = {
+                "connect_timeout": seconds,
+                "application_name": "mns-consumer",
+                # Keepalives notice a server that vanished without a reset while a write waits.
+                "keepalives": 1,
+                "keepalives_idle": seconds,
+                "keepalives_interval": seconds,
+                "keepalives_count": 3,
+            }
+            if config.statement_timeout_seconds is not None:
+                args["options"] = f"-c statement_timeout={math.ceil(config.statement_timeout_seconds * 1000)}"
+            return args
+        args = {"connect_timeout": config.connect_timeout_seconds, "binary_prefix": True}
+        if config.statement_timeout_seconds is not None:
+            args["read_timeout"] = config.statement_timeout_seconds
+            args["write_timeout"] = config.statement_timeout_seconds
+        return args
+
+    def _on_connect(self, dbapi_connection: Any, connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            if self._backend == "sqlite":
+                cursor.execute("PRAGMA journal_mode=WAL")
+                mode = cursor.fetchone()[0]
+                if str(mode).lower() != "wal":
+                    log.warning("sink.database.no_wal", sink=self.name, journal_mode=mode)
+                # FULL: with WAL, NORMAL may lose the last commits on power loss, which the contract forbids.
+                cursor.execute("PRAGMA synchronous=FULL")
+            elif self._backend == "mysql":
+                # STRICT_ALL_TABLES turns silent truncation into errors; UTC makes CURRENT_TIMESTAMP UTC.
+                cursor.execute(
+                    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), "
+                    "time_zone = '+00:00'"
+                )
+        finally:
+            cursor.close()
+
+    def _create_table(self, engine: Engine) -> None:
+        try:
+            with engine.begin() as connection:
+                self._table.create(connection, checkfirst=True)
+        except sa.exc.DBAPIError as exc:
+            if _is_unavailable(exc):
+                raise
+            # Another daemon may have created it between our check and our CREATE.
+            with engine.connect() as connection:
+                if not sa.inspect(connection).has_table(self.config.table):
+                    raise
+        else:
+            log.info("sink.database.table_ready", sink=self.name, table=self.config.table)
+
+    def _check_table(self, engine: Engine) -> None:
+        table = self.config.table
+        where = (f"sink {self.name!r}", f"sinks.{self.name}.table")
+        with engine.connect() as connection:
+            inspector = sa.inspect(connection)
+            if not inspector.has_table(table):
+                raise ConfigError(
+                    *where,
+                    f"table {table!r} does not exist in {self.config.display_url}",
+                    "set create_table: true, or create it with the documented columns",
+                )
+            present = {column["name"] for column in inspector.get_columns(table)}
+            unique_sets = [tuple(c["column_names"]) for c in inspector.get_unique_constraints(table)]
+            unique_sets += [tuple(map(str, i["column_names"])) for i in inspector.get_indexes(table) if i.get("unique")]
+        missing = [column for column in WRITTEN_COLUMNS if column not in present]
+        if missing:
+            raise ConfigError(
+                *where,
+                f"table {table!r} lacks the column(s) {', '.join(missing)}",
+                "add them as documented in mns_consumer.sinks.database, or use another table",
+            )
+        if ("dedupe_key",) not in unique_sets:
+            raise ConfigError(
+                *where,
+                f"table {table!r} has no unique constraint on dedupe_key alone, so duplicates would be stored",
+                f"add UNIQUE (dedupe_key), named uq_{table}_dedupe_key",
+            )
+
+    def _rows(self, batch: Sequence[Receipt]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """Valid receipts as rows, one per dedupe key and sorted by it, plus the rejected keys."""
+        rows: dict[str, dict[str, Any]] = {}
+        rejected: dict[str, str] = {}
+        for receipt in batch:
+            key = receipt.dedupe_key
+            if key in rows:
+                continue
+            reason = _invalid(receipt, self._backend)
+            if reason is None:
+                rows[key] = _row(receipt)
+                rejected.pop(key, None)
+            else:
+                rejected.setdefault(key, reason)
+        # One key order for every writer keeps concurrent transactions from locking rows in crossed order.
+        return [rows[key] for key in sorted(rows)], rejected
+
+    def _insert(self, engine: Engine, rows: list[dict[str, Any]]) -> None:
+        statement = self._insert_statement()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._availability(engine, data_refusals=True), engine.begin() as connection:
+                    connection.execute(statement, rows)
+            except SinkUnavailable as exc:
+                cause = exc.__cause__
+                if attempt < _DEADLOCK_ATTEMPTS and isinstance(cause, sa.exc.DBAPIError) and _is_deadlock(cause):
+                    # The server rolled the whole transaction back and asks for it to be retried.
+                    log.warning("sink.database.deadlock_retry", sink=self.name, attempt=attempt)
+                    continue
+                raise
+            return
+
+    def _insert_one_by_one(self, engine: Engine, rows: list[dict[str, Any]]) -> dict[str, str]:
+        rejected: dict[str, str] = {}
+        for row in rows:
+            try:
+                self._insert(engine, [row])
+            except _RefusedDataError as refused:
+                rejected[row["dedupe_key"]] = f"the database refused it: {refused}"
+        return rejected
+
+    def _insert_statement(self) -> sa.Insert:
+        table = self._table
+        if self._backend == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        if self._backend == "sqlite":
+            return sqlite.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        # A no-op update, unlike INSERT IGNORE, lets every other error (data too long, ...) raise.
+        return mysql.insert(table).on_duplicate_key_update(dedupe_key=table.c.dedupe_key)
+
+    @contextmanager
+    def _availability(self, engine: Engine, *, data_refusals: bool = False) -> Iterator[None]:
+        """Translate availability errors into SinkUnavailable (discarding the pool), and data errors into
+        ``_RefusedDataError`` when ``data_refusals`` is set."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            if data_refusals and _is_data_error(exc):
+                raise _RefusedDataError(exc) from exc
+            if not _is_unavailable(exc):
+                raise
+            engine.dispose()
+            raise SinkUnavailable(self.name, self._scrub(_describe(exc))) from exc
+        except (sa.exc.DisconnectionError, sa.exc.TimeoutError, TimeoutError) as exc:
+            engine.dispose()
+            raise SinkUnavailable(self.name, self._scrub(_describe(exc))) from exc
+
+    def _scrub(self, reason: str) -> str:
+        password = make_url(self.config.url.get_secret_value()).password
+        if password:
+            reason = reason.replace(str(password), "***")
+        return f"{reason} ({self.config.display_url})"
+
+
+def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
+    if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    return getattr(exc.orig, "sqlstate", None) in _PG_UNAVAILABLE_SQLSTATES
+
+
+def _is_data_error(exc: sa.exc.DBAPIError) -> bool:
+    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
+        return True
+    return _mysql_errno(exc) in _MYSQL_DATA_ERRNOS
+
+
+def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
+    return _mysql_errno(exc) == _MYSQL_DEADLOCK_ERRNO or getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE_SQLSTATES
+
+
+def _mysql_errno(exc: sa.exc.DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    # PyMySQL errors are (errno, message); psycopg and sqlite3 errors carry only a message.
+    if type(exc.orig).__module__.startswith("pymysql") and args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """The driver's own message on one line, without SQL or parameters."""
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    message = " ".join(str(cause).split())
+    if len(message) > _REASON_CHARS:
+        message = message[: _REASON_CHARS - 3] + "..."
+    return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
+
+
+def _row(receipt: Receipt) -> dict[str, Any]:
+    return {
+        **{column: getattr(receipt, column) for column in (*STRING_LIMITS, *TEXT_COLUMNS, *TIME_COLUMNS)},
+        "sms_parts": receipt.sms_parts,
+        "extra": dict(receipt.extra),
+        "raw": bytes(receipt.raw),
+    }
+
+
+def _invalid(receipt: Receipt, backend: str) -> str | None:
+    """Why the table cannot hold this receipt, or None if it can."""
+    for column, limit in STRING_LIMITS.items():
+        reason = _invalid_text(getattr(receipt, column), backend, limit, required=column in _REQUIRED_COLUMNS)
+        if reason:
+            return f"{column} {reason}"
+    for column in TEXT_COLUMNS:
+        reason = _invalid_text(getattr(receipt, column), backend, None, required=False)
+        if reason:
+            return f"{column} {reason}"
+    for column in TIME_COLUMNS:
+        reason = _invalid_time(getattr(receipt, column))
+        if reason:
+            return f"{column} {reason}"
+    parts: object = receipt.sms_parts
+    if parts is not None and (not isinstance(parts, int) or isinstance(parts, bool) or not -_INT32 <= parts < _INT32):
+        return "sms_parts is not a 32-bit integer"
+    raw: object = receipt.raw
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        return "raw is not bytes"
+    return _invalid_extra(receipt.extra, backend)
+
+
+def _invalid_text(value: object, backend: str, limit: int | None, *, required: bool) -> str | None:
+    if value is None:
+        return "is missing" if required else None
+    if not isinstance(value, str):
+        return f"is not text but {type(value).__name__}"
+    if limit is not None and len(value) > limit:
+        return f"is {len(value)} characters long; the column holds {limit}"
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it contains a lone surrogate)"
+    if backend == "postgresql" and "\x00" in value:
+        return "contains a NUL character, which PostgreSQL text cannot hold"
+    if backend == "mysql" and limit is None and len(encoded) > _MEDIUMTEXT_BYTES:
+        return f"is {len(encoded)} bytes long; MEDIUMTEXT holds {_MEDIUMTEXT_BYTES}"
+    return None
+
+
+def _invalid_time(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        return f"is not a datetime but {type(value).__name__}"
+    if value.utcoffset() is None:
+        return "has no time zone"
+    try:
+        year = value.astimezone(UTC).year
+    except OverflowError:
+        year = 0
+    if not 1000 <= year <= 9999:
+        return "is outside the years 1000 to 9999"
+    return None
+
+
+def _invalid_extra(extra: Mapping[str, Any], backend: str) -> str | None:
+    try:
+        encoded = _json_dumps(dict(extra))
+        encoded.encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        # UnicodeEncodeError is a ValueError: a lone surrogate decoded from a JSON "\ud83d" escape.
+        return f"extra is not storable as JSON: {exc}"
+    if backend == "postgresql" and "\\u0000" in encoded and _has_nul(extra):
+        return "extra contains a NUL character, which PostgreSQL jsonb cannot hold"
+    return None
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False

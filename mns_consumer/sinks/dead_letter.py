@@ -1,0 +1,273 @@
+"""The file dead-letter sink: undecodable and rejected messages as JSON Lines, fsynced before they count.
+
+Each :class:`~mns_consumer.sinks.base.DeadLetter` is one compact UTF-8 JSON line with ``failed_at``
+(ISO 8601 with its UTC offset; a naive time is taken as UTC), ``message_type``, ``source``, ``queue``,
+``message_id``, ``dequeue_count`` (the attempt count), ``sink``, ``dedupe_key``, ``reason``, and the body
+exactly as received: as ``raw`` text when it is UTF-8, otherwise as ``raw_base64``. Dead letters hold
+no secrets, and nothing is added to them.
+
+A record counts once its closing newline is on disk. A line without one is left over from a write
+that never returned (a crash, ENOSPC). Before each append, the sink truncates such a fragment under an
+exclusive ``flock``, so that the file stays valid JSON Lines for :func:`read_dead_letters`. The message
+it came from is still in MNS and is dead-lettered again. Because of that lock, several processes can
+share one dead-letter file.
+
+The path takes no placeholders and the sink does not rotate. An external logrotate works without a
+signal, as with the file sink (the inode is checked before each write), and SIGHUP works too
+(:meth:`FileDeadLetterSink.reopen`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mns_consumer.errors import SinkUnavailable
+from mns_consumer.sinks.base import DeadLetter
+from mns_consumer.sinks.file import FileMode, encode_json_line, open_for_append, still_at_path, write_all
+
+_READ_BLOCK_BYTES = 1 << 16
+
+
+class DeadLetterSinkConfig(BaseModel):
+    """Configuration of the dead-letter sink (the ``dead_letter`` section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["file"] = Field(default="file", description="Dead-letter sink type; always `file`. Default: file.")
+    path: str = Field(
+        min_length=1,
+        description="File to append dead letters to, as JSON Lines; no placeholders. Required; no default.",
+    )
+    fsync: bool = Field(
+        default=True,
+        description=(
+            "fsync the file (and the folder, when the file is created) before a write returns. Default: true."
+        ),
+    )
+    file_mode: FileMode = Field(
+        default=0o600,
+        description="Permission bits of a created file (octal, owner read and write required). Default: 0o600.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path_has_no_placeholders(cls, path: str) -> str:
+        if "{" in path or "}" in path:
+            raise ValueError(f"dead-letter path {path!r} takes no placeholders; rotate it with logrotate")
+        if "\0" in path:
+            raise ValueError(f"dead-letter path {path!r} contains a NUL character")
+        if path.endswith(os.sep):
+            raise ValueError(f"dead-letter path {path!r} must name a file, not a folder")
+        return path
+
+    def build(self, name: str = "dead_letter") -> FileDeadLetterSink:
+        """Create the sink (not opened yet)."""
+        return FileDeadLetterSink(name, self)
+
+
+class FileDeadLetterSink:
+    """Appends dead letters to one JSON Lines file; see the module docstring.
+
+    Thread-safe: ``open``, ``write``, ``reopen`` and ``close`` hold one lock.
+
+    Attributes:
+        name: The sink's name (used in errors).
+        config: Its configuration.
+    """
+
+    def __init__(self, name: str, config: DeadLetterSinkConfig) -> None:
+        """Create a sink; nothing is opened until :meth:`open` or the first write."""
+        self.name = name
+        self.config = config
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        """Open (creating if needed) the file and its folders.
+
+        Raises:
+            SinkUnavailable: If the file cannot be opened or created.
+        """
+        with self._lock:
+            try:
+                self._file()
+            except OSError as exc:
+                self._close()
+                raise self._unavailable(exc) from exc
+
+    def write(self, letters: Sequence[DeadLetter]) -> None:
+        """Append the dead letters and fsync before returning.
+
+        Raises:
+            SinkUnavailable: If they could not all be stored; none of them counts as stored.
+        """
+        if not letters:
+            return
+        data = b"".join(encode_json_line(dead_letter_to_json_dict(letter)) for letter in letters)
+        with self._lock:
+            try:
+                fd = self._file()
+                # Another process appending to the same file holds this lock, so its unfinished line
+                # is never mistaken for a torn one.
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    _drop_torn_tail(fd)
+                    write_all(fd, data)
+                    if self.config.fsync:
+                        os.fsync(fd)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError as exc:
+                self._close()
+                raise self._unavailable(exc) from exc
+
+    def reopen(self) -> None:
+        """Close the file; the next write opens it again at its path (logrotate, SIGHUP)."""
+        with self._lock:
+            self._close()
+
+    def close(self) -> None:
+        """Close the file (every record was fsynced when written)."""
+        with self._lock:
+            self._close()
+
+    def _file(self) -> int:
+        if self._fd is not None:
+            if still_at_path(self._fd, self.config.path) is not None:
+                return self._fd
+            self._close()
+        self._fd = open_for_append(self.config.path, file_mode=self.config.file_mode, fsync=self.config.fsync)
+        return self._fd
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            # Every record was fsynced when written, so a failing close loses nothing.
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _unavailable(self, exc: OSError) -> SinkUnavailable:
+        return SinkUnavailable(self.name, f"{exc.filename or self.config.path}: {exc.strerror or exc}")
+
+
+def _drop_torn_tail(fd: int) -> None:
+    """Truncate a trailing fragment without a newline (a write that never returned)."""
+    end = os.fstat(fd).st_size
+    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+        return
+    position = end
+    while position > 0:
+        start = max(0, position - _READ_BLOCK_BYTES)
+        newline = os.pread(fd, position - start, start).rfind(b"\n")
+        if newline >= 0:
+            os.ftruncate(fd, start + newline + 1)
+            return
+        position = start
+    os.ftruncate(fd, 0)
+
+
+def dead_letter_to_json_dict(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as JSON-ready data, in the file's field order."""
+    failed_at = letter.failed_at if letter.failed_at.tzinfo else letter.failed_at.replace(tzinfo=UTC)
+    data: dict[str, Any] = {
+        "failed_at": failed_at.isoformat(),
+        "message_type": letter.message_type,
+        "source": letter.source,
+        "queue": letter.queue,
+        "message_id": letter.message_id,
+        "dequeue_count": letter.dequeue_count,
+        "sink": letter.sink,
+        "dedupe_key": letter.dedupe_key,
+        "reason": letter.reason,
+    }
+    try:
+        data["raw"] = letter.raw.decode("utf-8")
+    except UnicodeDecodeError:
+        data["raw_base64"] = base64.b64encode(letter.raw).decode("ascii")
+    return data
+
+
+def read_dead_letters(path: str | os.PathLike[str]) -> Iterator[DeadLetter]:
+    """The dead letters stored in a file, in order (for ``dead-letters replay``).
+
+    A last line without its newline is a write that never finished; it is skipped. Blank lines are
+    skipped too.
+
+    Args:
+        path: A file written by :class:`FileDeadLetterSink`.
+
+    Yields:
+        Each dead letter, with ``raw`` as the original bytes.
+
+    Raises:
+        OSError: If the file cannot be read.
+        ValueError: If a complete line is not a dead letter; the message names the file and line number.
+    """
+    with Path(path).open("rb") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.endswith(b"\n"):
+                return
+            if line.strip():
+                try:
+                    yield _dead_letter_from_line(line)
+                except ValueError as exc:
+                    raise ValueError(f"{os.fspath(path)}: line {number}: {exc}") from None
+
+
+def _dead_letter_from_line(line: bytes) -> DeadLetter:
+    data: Any = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if isinstance(data.get("raw"), str):
+        raw = data["raw"].encode("utf-8")
+    elif isinstance(data.get("raw_base64"), str):
+        try:
+            raw = base64.b64decode(data["raw_base64"], validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"raw_base64 is not base64: {exc}") from None
+    else:
+        raise ValueError("neither raw nor raw_base64 is a string")
+    failed_at = datetime.fromisoformat(_text(data, "failed_at"))
+    if failed_at.tzinfo is None:
+        raise ValueError("failed_at has no UTC offset")
+    dequeue_count = data.get("dequeue_count")
+    if dequeue_count is not None and (isinstance(dequeue_count, bool) or not isinstance(dequeue_count, int)):
+        raise ValueError("dequeue_count is not an integer")
+    return DeadLetter(
+        message_type=_text(data, "message_type"),
+        source=_text(data, "source"),
+        queue=_optional_text(data, "queue"),
+        raw=raw,
+        reason=_text(data, "reason"),
+        failed_at=failed_at,
+        message_id=_optional_text(data, "message_id"),
+        dequeue_count=dequeue_count,
+        sink=_optional_text(data, "sink"),
+        dedupe_key=_optional_text(data, "dedupe_key"),
+    )
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} is missing or not a string")
+    return value
+
+
+def _optional_text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key} is not a string")
+    return value

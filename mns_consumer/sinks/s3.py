@@ -1,0 +1,414 @@
+"""Archive receipts as gzip JSON Lines objects in S3 or an S3-compatible store (Alibaba OSS, MinIO).
+
+Needs the optional extra: ``pip install 'mns-consumer[s3]'`` (boto3). This module imports without it;
+building or opening the sink without boto3 raises a :class:`~mns_consumer.errors.ConfigError` saying so.
+
+Object layout. Each ``write`` puts one object per message type present among the receipts not
+stored recently::
+
+    {prefix}{message_type}/{YYYY}/{MM}/{DD}/{HHMMSS}-{digest}.jsonl.gz
+
+* The date and time are UTC, taken when the sink first attempted that exact set of receipts: a retry
+  of the same receipts by the same process reuses the key, so a PutObject that succeeded although its
+  answer was lost is overwritten, not duplicated.
+* ``digest`` is the first 16 hex digits of the SHA-256 of the object's dedupe keys, sorted and joined
+  with ``"\\n"``.
+* The body is gzip (no file name, mtime 0, so equal content gives equal bytes) of UTF-8 JSON Lines,
+  one :meth:`~mns_consumer.receipt_model.Receipt.to_json_dict` per line. ``Content-Type`` is
+  ``application/x-ndjson``, ``Content-Encoding`` is ``gzip`` and ``Content-MD5`` lets the store refuse
+  a body damaged in transit.
+
+Duplicates. The sink remembers the last ``dedupe_window`` dedupe keys it stored and skips them. On
+:meth:`S3Sink.open` it refills that memory from the newest objects (at most
+``dedupe_scan_max_objects``) under today's and yesterday's UTC date prefixes, so duplicates are
+absorbed across restarts too. Older duplicates are written again; readers dedupe on ``dedupe_key``.
+
+Permissions: ``s3:ListBucket`` (HeadBucket, listing at open), ``s3:GetObject`` (reading at open) and
+``s3:PutObject``.
+
+Failures. S3 is durable once PutObject succeeds, so ``write`` returns right after it. The sink never
+rejects a receipt: every failure of a write (network, timeout, 5xx, throttling, even AccessDenied or a
+bucket deleted underneath) raises :class:`~mns_consumer.errors.SinkUnavailable`, and the dispatcher
+retries; botocore's own retries are turned off so the dispatcher's back-off is the only one.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import importlib
+import json
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.receipt_model import Receipt
+from mns_consumer.sinks.base import SinkConfig, SinkResult
+from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
+
+CONTENT_TYPE = "application/x-ndjson"
+"""``Content-Type`` of every object."""
+
+OBJECT_SUFFIX = ".jsonl.gz"
+"""How every object key ends."""
+
+DIGEST_HEX_CHARS = 16
+"""Hex digits of the dedupe-key digest in an object key."""
+
+_MISSING_BUCKET_CODES = frozenset({"404", "NoSuchBucket"})
+_FORBIDDEN_CODES = frozenset(
+    {"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+)
+_PRELOAD_THREADS = 8
+# Enough to recognise a retry of any batch still being retried, bounded so memory stays flat.
+_ATTEMPT_MEMORY = 4096
+
+
+class S3SinkConfig(SinkConfig):
+    """``type: s3``: gzip JSON Lines objects in an S3 bucket (AWS, Alibaba OSS, MinIO, ...)."""
+
+    sink_type = "s3"
+
+    type: Literal["s3"] = Field(default="s3", description="Sink type name.")
+    bucket: str = Field(min_length=3, max_length=63, description="Bucket name; it must exist.")
+    prefix: str = Field(
+        default="receipts/", description="Key prefix: empty, or ending with '/' and not starting with it."
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="S3 API endpoint, e.g. https://oss-cn-hangzhou.aliyuncs.com for OSS or a MinIO URL. Default: AWS.",
+    )
+    region: str | None = Field(default=None, description="Signing region, e.g. cn-hangzhou. Default: boto3's chain.")
+    access_key_id: SecretStr | None = Field(
+        default=None, description="Access key id; with secret_access_key, or neither for boto3's default chain."
+    )
+    secret_access_key: SecretStr | None = Field(default=None, description="Secret access key. Default: unset.")
+    addressing_style: Literal["auto", "virtual", "path"] = Field(
+        default="auto", description="Bucket in the host name (virtual, which OSS requires) or in the path."
+    )
+    ca_file: str | None = Field(
+        default=None, description="PEM bundle to verify the endpoint's certificate with. Default: boto3's."
+    )
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, description="Connect timeout, seconds.")
+    read_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout waiting for a response, seconds.")
+    dedupe_window: int = Field(
+        default=DEFAULT_CAPACITY, ge=1, description="How many recently stored dedupe keys are remembered, keys."
+    )
+    dedupe_scan_max_objects: int = Field(
+        default=2000,
+        ge=0,
+        description="Most objects read at open to refill the dedupe window (newest first), objects; 0 skips it.",
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if value and (not value.endswith("/") or value.startswith("/")):
+            raise ValueError("must be empty, or end with '/' and not start with '/' (e.g. 'receipts/')")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> S3SinkConfig:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both access_key_id and secret_access_key, or neither for boto3's default chain")
+        return self
+
+    def build(self, name: str) -> S3Sink:
+        """The sink described by this configuration, not opened yet.
+
+        Args:
+            name: The sink's name in the configuration (``sinks.<name>``).
+
+        Raises:
+            ConfigError: If boto3 is not installed.
+        """
+        _import_boto3(name)
+        return S3Sink(name, self)
+
+
+def object_key(prefix: str, message_type: str, first_attempt: datetime, dedupe_keys: Iterable[str]) -> str:
+    """The key of the object holding receipts with these dedupe keys (see the module docstring).
+
+    Args:
+        prefix: The configured prefix.
+        message_type: The receipts' MessageType.
+        first_attempt: When the sink first tried to store them (converted to UTC).
+        dedupe_keys: Their dedupe keys, in any order.
+    """
+    at = first_attempt.astimezone(UTC)
+    return f"{prefix}{message_type}/{at:%Y/%m/%d/%H%M%S}-{_digest(dedupe_keys)[:DIGEST_HEX_CHARS]}{OBJECT_SUFFIX}"
+
+
+def encode_object(receipts: Sequence[Receipt]) -> bytes:
+    """The gzip JSON Lines body of an object holding these receipts, identical for identical input."""
+    lines = "".join(
+        json.dumps(receipt.to_json_dict(), ensure_ascii=False, separators=(",", ":")) + "\n" for receipt in receipts
+    )
+    return gzip.compress(lines.encode("utf-8"), mtime=0)
+
+
+def decode_object_keys(body: bytes) -> list[str]:
+    """The dedupe keys in an object body written by :func:`encode_object`.
+
+    Raises:
+        ValueError: If the body is not gzip JSON Lines of receipts.
+    """
+    try:
+        text = gzip.decompress(body).decode("utf-8")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"not gzip UTF-8: {exc}") from exc
+    keys: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        data = json.loads(line)
+        if not isinstance(data, dict) or not isinstance(data.get("dedupe_key"), str):
+            raise ValueError("a line without a dedupe_key")
+        keys.append(data["dedupe_key"])
+    return keys
+
+
+def _digest(dedupe_keys: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(dedupe_keys)).encode("utf-8")).hexdigest()
+
+
+def _import_boto3(name: str) -> Any:
+    try:
+        return importlib.import_module("boto3")
+    except ImportError as exc:
+        raise ConfigError(
+            f"sinks.{name}", "type", "the s3 sink needs boto3, which is not installed", "install mns-consumer[s3]"
+        ) from exc
+
+
+class S3Sink:
+    """Puts receipts into the configured bucket; see the module docstring for the layout.
+
+    The boto3 client it opens is thread-safe, so concurrent pollers may share the sink.
+    """
+
+    def __init__(self, name: str, config: S3SinkConfig, *, clock: Callable[[], datetime] | None = None) -> None:
+        """Create the sink; nothing is contacted until :meth:`open`.
+
+        Args:
+            name: The sink's name in the configuration.
+            config: Its configuration.
+            clock: Current time (timezone-aware) for object keys and the dates read at open; the system
+                clock by default.
+        """
+        self.name = name
+        self.config = config
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._recent = RecentKeys(config.dedupe_window)
+        self._attempts: OrderedDict[str, datetime] = OrderedDict()
+        self._attempts_lock = threading.Lock()
+        self._client: Any = None
+        self._client_error: type[Exception] = Exception
+        self._boto_error: type[Exception] = Exception
+        self._param_error: type[Exception] = Exception
+
+    def __repr__(self) -> str:
+        return f"S3Sink(name={self.name!r}, bucket={self.config.bucket!r}, prefix={self.config.prefix!r})"
+
+    def open(self) -> None:
+        """Connect, check the bucket, and refill the dedupe window from today's and yesterday's objects.
+
+        Raises:
+            ConfigError: If boto3 is missing, the client cannot be configured (an unknown profile), the
+                bucket does not exist, or access is denied.
+            SinkUnavailable: If the store cannot be reached or fails now.
+        """
+        boto3 = _import_boto3(self.name)
+        botocore_config: Any = importlib.import_module("botocore.config")
+        exceptions: Any = importlib.import_module("botocore.exceptions")
+        self._client_error = exceptions.ClientError
+        self._boto_error = exceptions.BotoCoreError
+        self._param_error = exceptions.ParamValidationError
+        config = self.config
+        client_config = botocore_config.Config(
+            connect_timeout=config.connect_timeout_seconds,
+            read_timeout=config.read_timeout_seconds,
+            # The dispatcher owns retries; total_max_attempts counts the first try (max_attempts would add one).
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            s3={"addressing_style": config.addressing_style},
+            # OSS and older MinIO refuse the CRC32 trailers boto3 adds by default; Content-MD5 covers integrity.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        try:
+            # A private session: boto3's default one is shared process-wide and not thread-safe to create.
+            self._client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=config.endpoint_url,
+                region_name=config.region,
+                aws_access_key_id=config.access_key_id.get_secret_value() if config.access_key_id else None,
+                aws_secret_access_key=config.secret_access_key.get_secret_value() if config.secret_access_key else None,
+                verify=config.ca_file,
+                config=client_config,
+            )
+        except self._boto_error as exc:
+            # E.g. AWS_PROFILE naming a profile that does not exist.
+            raise ConfigError(f"sinks.{self.name}", "", f"cannot create the S3 client: {exc}") from exc
+        try:
+            self._client.head_bucket(Bucket=config.bucket)
+            self._preload()
+        except (self._client_error, self._boto_error) as exc:
+            self.close()
+            raise self._open_error(exc) from exc
+
+    def _open_error(self, exc: Exception) -> ConfigError | SinkUnavailable:
+        code = self._error_code(exc)
+        where = f"sinks.{self.name}"
+        if code in _MISSING_BUCKET_CODES:
+            return ConfigError(where, "bucket", f"bucket {self.config.bucket!r} does not exist", "create it first")
+        if code in _FORBIDDEN_CODES:
+            return ConfigError(
+                where,
+                "access_key_id",
+                f"access to bucket {self.config.bucket!r} denied ({code})",
+                "grant s3:ListBucket, s3:GetObject and s3:PutObject on it",
+            )
+        return SinkUnavailable(self.name, self._describe(exc))
+
+    def _preload(self) -> None:
+        limit = self.config.dedupe_scan_max_objects
+        if limit == 0:
+            return
+        today = self._clock().astimezone(UTC)
+        days = [f"{day:%Y/%m/%d}/" for day in (today, today - timedelta(days=1))]
+        found: list[tuple[str, str]] = []
+        for type_prefix in self._list(self.config.prefix, delimiter=True):
+            for day in days:
+                found += [(key[len(type_prefix) :], key) for key in self._list(type_prefix + day, delimiter=False)]
+        # Keys sort by their date and HHMMSS after the type prefix, so this is newest first.
+        newest = [key for _, key in sorted(found, reverse=True)[:limit]]
+        with ThreadPoolExecutor(max_workers=_PRELOAD_THREADS) as pool:
+            contents = list(pool.map(self._read_keys, newest))
+        # Oldest first, so the newest keys are the last the bounded window evicts.
+        for keys in reversed(contents):
+            self._recent.add_all(keys)
+
+    def _list(self, prefix: str, *, delimiter: bool) -> list[str]:
+        """Object keys under ``prefix``, or with ``delimiter`` the next-level prefixes."""
+        found: list[str] = []
+        arguments: dict[str, Any] = {"Bucket": self.config.bucket, "Prefix": prefix}
+        if delimiter:
+            arguments["Delimiter"] = "/"
+        while True:
+            page = self._client.list_objects_v2(**arguments)
+            if delimiter:
+                found += [str(entry["Prefix"]) for entry in page.get("CommonPrefixes", [])]
+            else:
+                found += [
+                    str(entry["Key"]) for entry in page.get("Contents", []) if entry["Key"].endswith(OBJECT_SUFFIX)
+                ]
+            if not page.get("IsTruncated"):
+                return found
+            arguments["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _read_keys(self, key: str) -> list[str]:
+        try:
+            response = self._client.get_object(Bucket=self.config.bucket, Key=key)
+        except self._client_error as exc:
+            if self._error_code(exc) in ("404", "NoSuchKey"):
+                return []
+            raise
+        with response["Body"] as stream:
+            body: bytes = stream.read()
+        try:
+            return decode_object_keys(body)
+        except ValueError:
+            # Another writer's object under our prefix says nothing about what we stored; skip it.
+            return []
+
+    def write(self, batch: Sequence[Receipt]) -> SinkResult:
+        """Put one object per message type holding the receipts not stored recently.
+
+        Args:
+            batch: Receipts in any order; copies of one receipt are stored once.
+
+        Returns:
+            Every dedupe key of the batch as accepted (the S3 sink never rejects).
+
+        Raises:
+            SinkUnavailable: If any PutObject fails; objects put before it stay stored and remembered.
+            RuntimeError: If the sink was not opened.
+        """
+        if self._client is None:
+            raise RuntimeError(f"s3 sink {self.name!r} is not open")
+        unique: dict[str, Receipt] = {}
+        for receipt in batch:
+            unique.setdefault(receipt.dedupe_key, receipt)
+        by_type: dict[str, list[Receipt]] = {}
+        for key in self._recent.unseen(unique):
+            by_type.setdefault(unique[key].message_type, []).append(unique[key])
+        for message_type, receipts in sorted(by_type.items()):
+            self._put(message_type, receipts)
+        return SinkResult(accepted=frozenset(unique))
+
+    def _put(self, message_type: str, receipts: Sequence[Receipt]) -> None:
+        keys = [receipt.dedupe_key for receipt in receipts]
+        identity = _digest([message_type, *keys])
+        key = object_key(self.config.prefix, message_type, self._first_attempt(identity), keys)
+        body = encode_object(receipts)
+        try:
+            self._client.put_object(
+                Bucket=self.config.bucket,
+                Key=key,
+                Body=body,
+                ContentMD5=base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii"),
+                ContentType=CONTENT_TYPE,
+                ContentEncoding="gzip",
+            )
+        except self._param_error:
+            raise
+        except (self._client_error, self._boto_error) as exc:
+            raise SinkUnavailable(self.name, self._describe(exc)) from exc
+        self._recent.add_all(keys)
+        with self._attempts_lock:
+            self._attempts.pop(identity, None)
+
+    def _first_attempt(self, identity: str) -> datetime:
+        with self._attempts_lock:
+            first = self._attempts.setdefault(identity, self._clock())
+            self._attempts.move_to_end(identity)
+            while len(self._attempts) > _ATTEMPT_MEMORY:
+                self._attempts.popitem(last=False)
+        return first
+
+    def _error_code(self, exc: Exception) -> str:
+        if isinstance(exc, self._client_error):
+            response: Any = getattr(exc, "response", {})
+            return str(response.get("Error", {}).get("Code", ""))
+        return ""
+
+    def _describe(self, exc: Exception) -> str:
+        code = self._error_code(exc)
+        if code:
+            status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return f"{code} (HTTP {status}) from bucket {self.config.bucket!r}"
+        return f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        """Close the client's connection pool; the sink is not used afterwards."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+__all__ = ["S3Sink", "S3SinkConfig", "decode_object_keys", "encode_object", "object_key"]

@@ -1,0 +1,477 @@
+"""The file sink on real files: line format, placeholders, rotation, modes, fsync, dedupe, recovery."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from mns_consumer.errors import SinkUnavailable
+from mns_consumer.receipt_model import Receipt
+from mns_consumer.sinks.base import Reopenable, Sink, SinkResult, parse_sink_config
+from mns_consumer.sinks.file import FileSink, FileSinkConfig, encode_json_line
+from tests.support.receipts import BEIJING, make_batch, make_receipt
+
+NOON = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, at: datetime = NOON) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def make_sink(tmp_path: Path) -> Iterator[Callable[..., FileSink]]:
+    """A factory of opened file sinks over ``tmp_path`` (path relative to it); closes them all afterwards."""
+    made: list[FileSink] = []
+
+    def make(path: str = "out/receipts.jsonl", *, clock: Clock | None = None, **fields: Any) -> FileSink:
+        config = FileSinkConfig(type="file", path=str(tmp_path / path), **fields)
+        sink = FileSink("archive", config, now=clock or Clock())
+        sink.open()
+        made.append(sink)
+        return sink
+
+    yield make
+    for sink in made:
+        sink.close()
+
+
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    """Every line of a JSONL file, parsed."""
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def keys_of(path: Path) -> list[str]:
+    """The dedupe keys of a JSONL file, in order."""
+    return [line["dedupe_key"] for line in lines_of(path)]
+
+
+def keys(receipts: list[Receipt]) -> list[str]:
+    """The dedupe keys of receipts, in order."""
+    return [r.dedupe_key for r in receipts]
+
+
+def test_file_sink_is_a_reopenable_sink(make_sink: Callable[..., FileSink]) -> None:
+    """The file sink satisfies the Sink and Reopenable protocols."""
+    sink = make_sink()
+    assert isinstance(sink, Sink)
+    assert isinstance(sink, Reopenable)
+
+
+def test_registry_builds_the_file_sink_from_its_config() -> None:
+    """``type: file`` resolves to FileSinkConfig, whose build makes a FileSink with that name."""
+    config = parse_sink_config({"type": "file", "path": "/var/lib/mns-consumer/receipts.jsonl"})
+    assert isinstance(config, FileSinkConfig)
+    assert config.build("archive").name == "archive"
+
+
+def test_each_receipt_is_one_compact_utf8_json_line_that_round_trips(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """A line is the receipt's JSON form, compact and unescaped UTF-8, and rebuilds the same receipt."""
+    receipts = [make_receipt(1), make_receipt(2, raw=b"\xff\xfe not utf-8")]
+    result = make_sink().write(receipts)
+    assert result == SinkResult(accepted=frozenset(keys(receipts)))
+    data = (tmp_path / "out/receipts.jsonl").read_bytes()
+    assert "用户接收成功".encode() in data
+    assert b'": ' not in data
+    assert data.startswith(b'{"dedupe_key":')
+    assert [Receipt.from_json_dict(line) for line in lines_of(tmp_path / "out/receipts.jsonl")] == receipts
+
+
+def test_text_with_lone_surrogates_is_written_as_escaped_json() -> None:
+    """Text that cannot be UTF-8 is written with \\u escapes rather than failing the batch."""
+    line = encode_json_line({"content": "bad \ud800 text"})
+    assert line == b'{"content":"bad \\ud800 text"}\n'
+    assert json.loads(line) == {"content": "bad \ud800 text"}
+
+
+def test_message_type_placeholder_writes_one_file_per_message_type(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """Receipts of each MessageType go to the file named after it."""
+    report, reply = make_receipt(1), make_receipt(2, message_type="SmsUp", kind="reply")
+    make_sink("out/{message_type}.jsonl").write([report, reply, make_receipt(3)])
+    assert keys_of(tmp_path / "out/SmsReport.jsonl") == keys([report, make_receipt(3)])
+    assert keys_of(tmp_path / "out/SmsUp.jsonl") == keys([reply])
+
+
+def test_a_message_type_cannot_climb_out_of_the_folder(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+    """Separators and a leading dot in a MessageType are replaced, so the file stays in its folder."""
+    make_sink("out/{message_type}.jsonl").write([make_receipt(1, message_type="../x")])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_._x.jsonl"]
+
+
+def test_date_placeholder_uses_the_utc_date_of_the_write(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+    """At 23:30 UTC (07:30 next day in Beijing) the UTC date names the file, not the receipt's or local time."""
+    clock = Clock(datetime(2026, 11, 23, 7, 30, tzinfo=BEIJING))
+    make_sink("out/{date}/r-{date:%Y%m}.jsonl", clock=clock).write([make_receipt(1)])
+    assert keys_of(tmp_path / "out/2026-11-22/r-202611.jsonl") == keys([make_receipt(1)])
+
+
+def test_date_placeholder_starts_a_new_file_when_the_utc_day_changes(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """Writes after midnight UTC go to the next day's file; the earlier file is left as it was."""
+    clock = Clock(datetime(2026, 11, 22, 23, 59, tzinfo=UTC))
+    sink = make_sink("out/receipts-{date}.jsonl", clock=clock)
+    sink.write([make_receipt(1)])
+    clock.at += timedelta(minutes=2)
+    sink.write([make_receipt(2)])
+    assert keys_of(tmp_path / "out/receipts-2026-11-22.jsonl") == keys([make_receipt(1)])
+    assert keys_of(tmp_path / "out/receipts-2026-11-23.jsonl") == keys([make_receipt(2)])
+
+
+def test_rotate_daily_suffixes_the_path_with_the_utc_date(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+    """With rotate_daily, a path without placeholders is written as <path>.<YYYY-MM-DD>, one file a day."""
+    clock = Clock()
+    sink = make_sink("out/receipts.jsonl", clock=clock, rotate_daily=True)
+    sink.write([make_receipt(1)])
+    clock.at += timedelta(days=1)
+    sink.write([make_receipt(2)])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "receipts.jsonl.2026-11-22",
+        "receipts.jsonl.2026-11-23",
+    ]
+    assert keys_of(tmp_path / "out/receipts.jsonl.2026-11-23") == keys([make_receipt(2)])
+
+
+def line_bytes(receipt: Receipt) -> int:
+    """The size of a receipt's line in the file."""
+    return len(encode_json_line(receipt.to_json_dict()))
+
+
+def test_size_rotation_renames_full_files_with_increasing_numeric_suffixes(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """Full files become .1, .2, ... (higher is newer), none exceeds rotate_bytes, and no line is split."""
+    batch = make_batch(10)
+    limit = 3 * line_bytes(batch[0]) + 10
+    sink = make_sink(rotate_bytes=limit)
+    sink.write(batch[:4])
+    sink.write(batch[4:])
+    folder = tmp_path / "out"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "receipts.jsonl",
+        "receipts.jsonl.1",
+        "receipts.jsonl.2",
+        "receipts.jsonl.3",
+    ]
+    in_order = ["receipts.jsonl.1", "receipts.jsonl.2", "receipts.jsonl.3", "receipts.jsonl"]
+    assert [k for name in in_order for k in keys_of(folder / name)] == keys(batch)
+    assert all((folder / name).stat().st_size <= limit for name in in_order)
+    assert all((folder / name).read_bytes().endswith(b"\n") for name in in_order)
+
+
+def test_size_rotation_continues_numbering_after_a_restart(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+    """A new sink over rotated files takes the next free number instead of overwriting .1."""
+    limit = line_bytes(make_receipt(0)) + 10
+    make_sink(rotate_bytes=limit).write(make_batch(2))
+    make_sink(rotate_bytes=limit).write(make_batch(1, start=2))
+    assert keys_of(tmp_path / "out/receipts.jsonl.1") == keys(make_batch(1))
+    assert keys_of(tmp_path / "out/receipts.jsonl.2") == keys(make_batch(1, start=1))
+    assert keys_of(tmp_path / "out/receipts.jsonl") == keys(make_batch(1, start=2))
+
+
+def test_a_line_larger_than_rotate_bytes_gets_a_file_of_its_own(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """A line bigger than the limit is written whole, alone in its file."""
+    big = make_receipt(1, content="x" * 500)
+    sink = make_sink(rotate_bytes=200)
+    sink.write([make_receipt(0), big, make_receipt(2)])
+    assert keys_of(tmp_path / "out/receipts.jsonl.1") == keys([make_receipt(0)])
+    assert keys_of(tmp_path / "out/receipts.jsonl.2") == keys([big])
+    assert keys_of(tmp_path / "out/receipts.jsonl") == keys([make_receipt(2)])
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """Run with umask 000, the worst case for file modes."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_new_files_are_0600_and_new_folders_0700_even_with_a_permissive_umask(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """Created folders get 0700 and created files 0600 whatever the umask."""
+    make_sink("a/b/{message_type}.jsonl").write([make_receipt(1)])
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a/b").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a/b/SmsReport.jsonl").stat().st_mode) == 0o600
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_configured_file_mode_is_given_to_new_files(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+    """file_mode (here as YAML-style octal text) sets the mode of created files."""
+    make_sink(file_mode="0o640").write([make_receipt(1)])
+    assert stat.S_IMODE((tmp_path / "out/receipts.jsonl").stat().st_mode) == 0o640
+
+
+@pytest.fixture
+def fsync_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A spy on os.fsync recording whether each call synced a file or a folder."""
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        calls.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return calls
+
+
+def test_write_fsyncs_the_file_and_the_folder_of_a_new_file(
+    make_sink: Callable[..., FileSink], fsync_calls: list[str]
+) -> None:
+    """Creating a file syncs its folder; every write syncs the file before returning."""
+    sink = make_sink()
+    fsync_calls.clear()
+    sink.write([make_receipt(1)])
+    assert fsync_calls == ["folder", "file"]
+    sink.write([make_receipt(2)])
+    assert fsync_calls == ["folder", "file", "file"]
+
+
+def test_fsync_false_never_syncs(make_sink: Callable[..., FileSink], fsync_calls: list[str]) -> None:
+    """With fsync: false, neither the file nor the folder is synced."""
+    make_sink("out/new/{message_type}.jsonl", fsync=False).write(make_batch(3))
+    assert fsync_calls == []
+
+
+def test_a_torn_last_line_is_ignored_and_later_lines_start_on_a_line_of_their_own(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """After a crash mid-line, appends start with a newline and the fragment dedupes nothing."""
+    # Given a file whose last write stopped mid-line
+    path = tmp_path / "out/receipts.jsonl"
+    path.parent.mkdir()
+    torn = make_receipt(2)
+    path.write_bytes(encode_json_line(make_receipt(1).to_json_dict()) + encode_json_line(torn.to_json_dict())[:40])
+    # When a sink opens it and writes the torn receipt again
+    make_sink().write([torn, make_receipt(1)])
+    # Then the fragment sits alone on its line and the receipt is stored whole after it
+    lines = path.read_bytes().split(b"\n")
+    assert lines[1] == encode_json_line(torn.to_json_dict())[:40]
+    assert [json.loads(line)["dedupe_key"] for line in (lines[0], lines[2])] == keys([make_receipt(1), torn])
+    assert lines[3:] == [b""]
+
+
+def test_a_write_torn_by_a_full_disk_accepts_nothing_and_the_retry_stores_every_line(
+    make_sink: Callable[..., FileSink], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC after a partial write raises SinkUnavailable; the retry starts on a new line and stores all."""
+    # A full disk cannot be made here without mounting a filesystem, so os.write fails as the kernel would.
+    sink = make_sink()
+    real_write = os.write
+
+    def full_disk(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data[:25]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    batch = make_batch(2)
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(SinkUnavailable, match="No space left on device") as caught:
+        sink.write(batch)
+    assert caught.value.sink == "archive"
+    monkeypatch.setattr(os, "write", real_write)
+    assert sink.write(batch).accepted == frozenset(keys(batch))
+    lines = (tmp_path / "out/receipts.jsonl").read_bytes().split(b"\n")
+    assert len(lines[0]) == 25
+    assert [json.loads(line)["dedupe_key"] for line in lines[1:-1]] == keys(batch)
+
+
+def test_keys_stored_before_a_restart_are_skipped_by_the_preloaded_window(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """A new sink over today's files (live and rotated, per MessageType) skips receipts stored there."""
+    limit = 2 * line_bytes(make_receipt(0)) + 10
+    reply = make_receipt(50, message_type="SmsUp", kind="reply")
+    first = make_sink("out/{message_type}-{date}.jsonl", rotate_bytes=limit)
+    first.write([*make_batch(5), reply])
+    first.close()
+    second = make_sink("out/{message_type}-{date}.jsonl", rotate_bytes=limit)
+    assert second.write([*make_batch(6), reply]).accepted == frozenset(keys([*make_batch(6), reply]))
+    stored = [k for p in sorted((tmp_path / "out").iterdir()) for k in keys_of(p)]
+    assert sorted(stored) == sorted(keys([*make_batch(6), reply]))
+
+
+def test_preload_ignores_files_that_only_match_the_placeholder(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """A dead-letter file beside the per-MessageType files does not count as storing its receipts."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    receipt = make_receipt(1)
+    (folder / "dead-letter.jsonl").write_bytes(encode_json_line(receipt.to_json_dict()))
+    make_sink("out/{message_type}.jsonl").write([receipt])
+    assert keys_of(folder / "SmsReport.jsonl") == keys([receipt])
+
+
+def test_preload_reads_yesterdays_file_just_after_midnight(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+    """A duplicate arriving just after midnight UTC is skipped although its original is in yesterday's file."""
+    clock = Clock(datetime(2026, 11, 22, 23, 59, tzinfo=UTC))
+    make_sink("out/{date}.jsonl", clock=clock).write([make_receipt(1)])
+    clock.at += timedelta(minutes=2)
+    make_sink("out/{date}.jsonl", clock=clock).write([make_receipt(1)])
+    assert not (tmp_path / "out/2026-11-23.jsonl").exists()
+
+
+def test_dedupe_window_is_bounded(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+    """A key pushed out of the window by newer ones is written again."""
+    sink = make_sink(dedupe_window=2)
+    sink.write(make_batch(3))
+    sink.write(make_batch(3))
+    assert keys_of(tmp_path / "out/receipts.jsonl") == keys([*make_batch(3), make_receipt(0)])
+
+
+def test_preload_keeps_the_newest_keys_when_the_files_hold_more_than_the_window(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """With more stored keys than the window holds, a restart remembers the newest ones."""
+    make_sink(dedupe_window=1000).write(make_batch(5))
+    make_sink(dedupe_window=2).write(make_batch(5))
+    assert keys_of(tmp_path / "out/receipts.jsonl") == keys([*make_batch(5), *make_batch(3)])
+
+
+def test_dedupe_window_zero_writes_repeats_but_collapses_duplicates_within_a_batch(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """With the window off, each batch is written in full, but a receipt twice in one batch is written once."""
+    sink = make_sink(dedupe_window=0)
+    sink.write([make_receipt(1), make_receipt(1)])
+    sink.write([make_receipt(1)])
+    assert keys_of(tmp_path / "out/receipts.jsonl") == keys([make_receipt(1)] * 2)
+
+
+def test_reopen_after_logrotate_renamed_the_file_writes_a_new_file(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """After logrotate renames the file and SIGHUP calls reopen, writes go to a new file at the path."""
+    path = tmp_path / "out/receipts.jsonl"
+    sink = make_sink()
+    sink.write([make_receipt(1)])
+    path.rename(tmp_path / "out/receipts.jsonl.1")
+    sink.reopen()
+    sink.write([make_receipt(2)])
+    assert keys_of(path) == keys([make_receipt(2)])
+    assert keys_of(tmp_path / "out/receipts.jsonl.1") == keys([make_receipt(1)])
+
+
+def test_a_file_renamed_away_without_a_signal_is_noticed_at_the_next_write(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """Without reopen, the sink sees the path names another inode and starts a new file there."""
+    path = tmp_path / "out/receipts.jsonl"
+    sink = make_sink()
+    sink.write([make_receipt(1)])
+    path.rename(tmp_path / "out/receipts.jsonl-20261122")
+    sink.write([make_receipt(2)])
+    assert keys_of(path) == keys([make_receipt(2)])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_unusable_folder_raises_sink_unavailable_and_the_next_write_recovers(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """A regular file where the folder should be makes writes unavailable until it is gone."""
+    sink = make_sink("out/{message_type}.jsonl")
+    (tmp_path / "out").rename(tmp_path / "elsewhere")
+    (tmp_path / "out").write_bytes(b"")
+    with pytest.raises(SinkUnavailable, match="archive"):
+        sink.write([make_receipt(1)])
+    (tmp_path / "out").unlink()
+    assert sink.write([make_receipt(1)]).accepted == frozenset(keys([make_receipt(1)]))
+    assert keys_of(tmp_path / "out/SmsReport.jsonl") == keys([make_receipt(1)])
+
+
+def test_open_raises_sink_unavailable_when_the_folder_cannot_be_created(tmp_path: Path) -> None:
+    """open fails with SinkUnavailable, naming the path, when a regular file blocks the folder."""
+    (tmp_path / "blocked").write_bytes(b"")
+    sink = FileSinkConfig(type="file", path=str(tmp_path / "blocked/sub/{message_type}.jsonl")).build("archive")
+    with pytest.raises(SinkUnavailable, match="blocked"):
+        sink.open()
+
+
+def test_concurrent_writers_leave_every_line_whole(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+    """Batches written from several threads at once all end up stored, one intact line each."""
+    sink = make_sink()
+    threads = [threading.Thread(target=sink.write, args=(make_batch(50, start=50 * n),)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(keys_of(tmp_path / "out/receipts.jsonl")) == sorted(keys(make_batch(200)))
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/x/{queue}.jsonl", "unknown placeholder {queue}"),
+        ("/x/{}.jsonl", "unknown placeholder {}"),
+        ("/x/{date.year}.jsonl", "unknown placeholder {date.year}"),
+        ("/x/{message_type!r}.jsonl", "takes no conversion"),
+        ("/x/{message_type:>10}.jsonl", "takes no format"),
+        ("/x/{date:%Q}.jsonl", "unknown strftime directives: %Q"),
+        ("/x/{date:daily}.jsonl", "no strftime directive"),
+        ("/x/{message_type.jsonl", "expected '}' before end of string"),
+        ("/x/}.jsonl", "Single '}'"),
+        ("/x/", "must name a file"),
+    ],
+)
+def test_a_bad_path_template_is_a_validation_error_saying_what_is_wrong(path: str, message: str) -> None:
+    """Unknown, malformed or formatted placeholders fail at config time with a clear message."""
+    with pytest.raises(ValidationError, match=message):
+        FileSinkConfig(type="file", path=path)
+
+
+def test_literal_braces_are_written_doubled() -> None:
+    """{{ and }} stand for literal braces in the file name."""
+    config = FileSinkConfig(type="file", path="/x/{{raw}}-{message_type}.jsonl")
+    assert config.template().render("SmsUp", NOON) == "/x/{raw}-SmsUp.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"rotate_bytes": -1}, "greater than 0"),
+        ({"rotate_bytes": 0}, "greater than 0"),
+        ({"dedupe_window": -1}, "greater than or equal to 0"),
+        ({"file_mode": 0o400}, "must include 0o600"),
+        ({"file_mode": "rw-"}, "not an octal number"),
+        ({"path": "/x/{date}.jsonl", "rotate_daily": True}, "rotate_daily is implied"),
+        ({"compress": True}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_settings_are_validation_errors(fields: dict[str, Any], message: str) -> None:
+    """Negative sizes, unusable modes, doubled daily rotation and unknown keys fail validation."""
+    with pytest.raises(ValidationError, match=message):
+        FileSinkConfig(**{"type": "file", "path": "/x/receipts.jsonl", **fields})
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    """Each config field has a description that states its default."""
+    for name, field in FileSinkConfig.model_fields.items():
+        assert field.description, name
+        assert "Default:" in field.description or "Required" in field.description, name
