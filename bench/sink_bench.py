@@ -12,6 +12,7 @@ machines; each line also prints its ratio to the target.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mns_consumer.sinks.base import Sink, parse_sink_config
@@ -30,14 +33,15 @@ from tests.support.receipts import make_receipt
 
 TARGETS = {"file": 20000, "sqlite": 10000, "postgresql": 5000, "mariadb": 5000, "webhook": 2000, "s3": 0}
 
-RECEIVER = """
+RECEIVER = r"""
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"{}")
+        # One write for head and body: two small writes stall on delayed ACKs (~40 ms per request).
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
     def log_message(self, *a): pass
 s = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
 print("ready", flush=True)
@@ -134,6 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         os.environ.pop(name, None)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(f"sink write throughput, receipts/s ({os.cpu_count()} cores, one process)")
     print(f"{'sink':<11} {'batch 16':>10} {'batch 256':>10} {'target':>8} {'256/target':>11}")
     for kind in args.only.split(","):

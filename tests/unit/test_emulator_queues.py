@@ -18,6 +18,7 @@ from mns_consumer.emulator.queues import Delivery, MnsFault, Queue, QueueAttribu
 
 QUEUE_NAME = "Alicom-Queue-i1-SmsReport"
 VISIBILITY_SECONDS = 5
+RETENTION_SECONDS = 60
 UNKNOWN_HANDLE = "1-" + base64.b64encode(b"8589934592-1435197600-9-999999").decode("ascii")
 
 # The clock is real time plus an offset, so real time creeps by milliseconds between steps. The model
@@ -31,7 +32,7 @@ PICKS = st.integers(min_value=0, max_value=63)
 
 
 def make_queue(**attributes: Any) -> tuple[Clock, Queue]:
-    """A fresh queue with a 5 s visibility timeout on its own clock."""
+    """A fresh queue with a 5 s visibility timeout (and the given attributes) on its own clock."""
     clock = Clock()
     store = QueueStore(clock, max_long_polls_per_queue=4)
     store.create(QUEUE_NAME, QueueAttributes(visibility_timeout=VISIBILITY_SECONDS, **attributes))
@@ -51,6 +52,7 @@ class ModelMessage:
     body: str
     priority: int
     order: int
+    sent_s: int
     state: str = "active"
     visible_at_s: int = 0
     live_handle: str | None = None
@@ -60,18 +62,19 @@ class ModelMessage:
     enqueue_ms: int | None = None
 
 
-@settings(max_examples=60, stateful_step_count=30, deadline=None)
+@settings(max_examples=80, stateful_step_count=40, deadline=None)
 class QueueMachine(RuleBasedStateMachine):
     """Drives one queue with random operations and checks it against a simple model after every step."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock, self.queue = make_queue()
+        self.clock, self.queue = make_queue(message_retention_period=RETENTION_SECONDS)
         self.started = time.monotonic()
         self.now_s = 0
         self.messages: dict[str, ModelMessage] = {}
         self.sent: list[str] = []
         self.deleted: set[str] = set()
+        self.expired: set[str] = set()
         self.dead_handles: list[str] = []
         self.seen_handles: set[str] = set()
 
@@ -100,15 +103,17 @@ class QueueMachine(RuleBasedStateMachine):
         message.handles.append(handle)
         message.live_handle = handle
 
-    def _forget(self, message: ModelMessage) -> None:
+    def _forget(self, message: ModelMessage, *, expired: bool = False) -> None:
         del self.messages[message.message_id]
-        self.deleted.add(message.message_id)
+        (self.expired if expired else self.deleted).add(message.message_id)
         self.dead_handles.extend(message.handles)
 
     def _record_send(self, body: str, priority: int | None, delay: int | None, result: SendResult) -> None:
         assert result.body_md5 == body_md5(body)
         assert result.message_id not in self.sent
-        message = ModelMessage(result.message_id, body, 8 if priority is None else priority, len(self.sent))
+        message = ModelMessage(
+            result.message_id, body, 8 if priority is None else priority, order=len(self.sent), sent_s=self.now_s
+        )
         if delay:
             # Delayed sends come back with a handle (reference 3.4, SendMessage).
             self._issue(message, result.receipt_handle)
@@ -150,8 +155,15 @@ class QueueMachine(RuleBasedStateMachine):
 
     # -- consuming -------------------------------------------------------------------------------
 
-    @rule(count=st.integers(min_value=1, max_value=4))
-    def receive(self, count: int) -> None:
+    @rule()
+    def receive_one(self) -> None:
+        self._receive(1)
+
+    @rule(count=st.integers(min_value=2, max_value=6))
+    def receive_batch(self, count: int) -> None:
+        self._receive(count)
+
+    def _receive(self, count: int) -> None:
         self._begin()
         expected = self._visible()[:count]
         before = self.clock.now_ms()
@@ -252,13 +264,19 @@ class QueueMachine(RuleBasedStateMachine):
         message.visible_at_s = self.now_s + seconds
         self._issue(message, handle)
 
-    @rule(seconds=st.sampled_from([1, 2, 4, 5, 6, 11]))
+    @rule(seconds=st.sampled_from([1, 2, 4, 5, 6, 11, 25]))
     def advance_clock(self, seconds: int) -> None:
         self._begin()
+        # Retention ends after exactly 60 s, where the milliseconds real time crept decide: step over it.
+        if any(self.now_s + seconds - m.sent_s == RETENTION_SECONDS for m in self.messages.values()):
+            seconds += 1
         self.clock.advance(seconds)
         self.now_s += seconds
-        for message in self.messages.values():
-            if message.state != "active" and self.now_s >= message.visible_at_s:
+        for message in list(self.messages.values()):
+            if self.now_s - message.sent_s > RETENTION_SECONDS:
+                # Removed whether consumed or not, and its handles with it (reference 3.5).
+                self._forget(message, expired=True)
+            elif message.state != "active" and self.now_s >= message.visible_at_s:
                 # Visible again: whatever handle it had is stale from this instant (reference 3.5).
                 message.state = "active"
                 message.live_handle = None
@@ -274,11 +292,11 @@ class QueueMachine(RuleBasedStateMachine):
         assert (counts.active, counts.inactive, counts.delayed) == expected
 
     @invariant()
-    def every_sent_message_is_deleted_or_still_present(self) -> None:
+    def every_sent_message_is_deleted_expired_or_still_present(self) -> None:
         self._begin()
         present = self.queue.message_ids()
         assert len(present) == len(set(present))
-        assert set(present) == set(self.sent) - self.deleted
+        assert set(present) == set(self.sent) - self.deleted - self.expired
 
     @invariant()
     def every_handle_but_the_newest_is_refused(self) -> None:
