@@ -51,6 +51,41 @@ class DecodeError(MnsConsumerError):
         super().__init__(f"{where}: {reason}")
 
 
+class AlicomError(MnsConsumerError):
+    """Anything Alibaba said, or failed to say.
+
+    Attributes:
+        code: Alibaba's error code (``MessageNotExist``, ``SignatureDoesNotMatch``, ...) or a local one
+            such as ``NetworkError`` or ``Timeout``.
+        request_id: Alibaba's request id, when the answer carried one.
+    """
+
+    def __init__(self, code: str, message: str, *, request_id: str | None = None) -> None:
+        self.code = code
+        self.request_id = request_id
+        suffix = f" (request id {request_id})" if request_id else ""
+        super().__init__(f"{code}: {message}{suffix}")
+
+
+class TokenError(AlicomError):
+    """QueryTokenForMnsQueue failed: bad AccessKey, refused, throttled, unreachable or a Code other than OK."""
+
+
+class QueueNotFound(AlicomError):  # noqa: N818  (a state, named as one: see STYLE.md)
+    """The MNS queue does not exist (``QueueNotExist``): check ``queue_name`` against the console."""
+
+
+class QueueAuthError(AlicomError):
+    """MNS refused the credentials (expired or wrong token, wrong queue for the token, bad signature).
+
+    The token is refreshed at once and the call retried (reference 2.6, pitfall 3).
+    """
+
+
+class QueueUnavailable(AlicomError):  # noqa: N818  (a state, named as one: see STYLE.md)
+    """MNS could not be reached or answered with a server error or throttling: back off and retry."""
+
+
 class SinkError(MnsConsumerError):
     """A sink failed in a way its caller must handle."""
 
