@@ -19,6 +19,9 @@ EXIT_FAILURE = 1
 """The command ran but its outcome is a failure (e.g. pushes that were not accepted)."""
 EXIT_USAGE = 2
 """Bad arguments or configuration: nothing was started (click's own usage errors use 2 as well)."""
+EXIT_KILLED = 3
+"""A second SIGTERM/SIGINT arrived during the drain: the daemon left at once (nothing is lost: the
+messages it had not deleted come back from MNS)."""
 
 EPILOG = """\b
 Examples:
@@ -85,6 +88,18 @@ def _parse_queues(values: tuple[str, ...]) -> dict[str, str]:
     help="Where cert.pem and key.pem are written (default: a temporary folder).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as one JSON object.")
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print a ready mns-consumer configuration for this emulator (YAML) instead of the endpoints.",
+)
+@click.option(
+    "--data-dir",
+    default="mns-consumer-data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the printed configuration puts its SQLite database, files and dead letters.",
+)
 @click.pass_context
 def emulator(
     ctx: click.Context,
@@ -100,6 +115,8 @@ def emulator(
     tls: bool,
     tls_dir: Path | None,
     as_json: bool,
+    print_config: bool,
+    data_dir: Path,
 ) -> None:
     """Run the local emulator of MNS, Dybaseapi and Dysmsapi until stopped (Ctrl-C or SIGTERM)."""
     if ctx.invoked_subcommand is not None:
@@ -131,7 +148,9 @@ def emulator(
     signal.signal(signal.SIGINT, on_signal)
     with Emulator(settings) as running:
         described = running.describe()
-        if as_json:
+        if print_config:
+            click.echo(yaml_dump(emulator_config(described, data_dir)))
+        elif as_json:
             click.echo(json.dumps(described))
         else:
             click.echo(_describe_text(described))
@@ -139,6 +158,37 @@ def emulator(
         while not stop.wait(3600):
             pass
     click.echo("emulator stopped", err=True)
+
+
+def emulator_config(described: dict[str, object], data_dir: Path) -> dict[str, object]:
+    """A configuration that consumes every queue of a running emulator into SQLite and files."""
+    queues = described["queues"]
+    assert isinstance(queues, dict)  # noqa: S101  (describe() builds it)
+    folder = data_dir.resolve()
+    endpoints: dict[str, object] = {
+        "dybaseapi": described["dybaseapi_endpoint"],
+        "dysmsapi": described["dysmsapi_endpoint"],
+        "mns": described["mns_endpoint"],
+        "protocol": described["protocol"],
+    }
+    if described["ca_file"]:
+        endpoints["ca_file"] = described["ca_file"]
+    return {
+        "credentials": {
+            "access_key_id": described["access_key_id"],
+            "access_key_secret": described["access_key_secret"],
+        },
+        "endpoints": endpoints,
+        "queues": [
+            {"message_type": message_type, "queue_name": queue_name, "sinks": ["db", "archive"]}
+            for message_type, queue_name in queues.items()
+        ],
+        "sinks": {
+            "db": {"type": "database", "url": f"sqlite:///{folder / 'receipts.db'}"},
+            "archive": {"type": "file", "path": str(folder / "{message_type}.jsonl")},
+        },
+        "dead_letter": {"type": "file", "path": str(folder / "dead-letter.jsonl")},
+    }
 
 
 def _describe_text(described: dict[str, object]) -> str:
@@ -269,6 +319,40 @@ def decode(message_type: str, body_file: str) -> None:
     for error in errors:
         click.echo(f"cannot decode {message_type}: field {error.field or '(body)'}: {error.reason}", err=True)
     sys.exit(EXIT_FAILURE if errors else EXIT_OK)
+
+
+@main.command("run", epilog=EPILOG)
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MNS_CONSUMER_CONFIG",
+    help="The YAML configuration (also from MNS_CONSUMER_CONFIG).",
+)
+def run(config_file: Path) -> None:
+    """Consume the configured queues into their sinks until SIGTERM or SIGINT, then drain and exit 0.
+
+    SIGHUP reopens file sinks and the log file. A second SIGTERM/SIGINT exits at once with code 3.
+    A configuration error exits 2 before anything starts.
+    """
+    from mns_consumer.config import load_config
+    from mns_consumer.consume.supervisor import Supervisor
+    from mns_consumer.errors import ConfigError
+    from mns_consumer.observe.logging import configure_logging, reopen_log_file
+
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    configure_logging(config.logging)
+    try:
+        code = Supervisor(config, on_reopen=reopen_log_file).run()
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(code)
 
 
 @main.command("check-config", epilog=EPILOG)

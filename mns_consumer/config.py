@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from mns_consumer.errors import ConfigError
+from mns_consumer.observe.logging import LoggingConfig
 from mns_consumer.sinks.base import SinkConfig, known_sink_types, parse_sink_config
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
 
@@ -73,7 +74,16 @@ class QueueConfig(StrictModel):
     sinks: list[str] = Field(min_length=1, description="Names (keys of `sinks`) every receipt must reach.")
     batch_size: int = Field(16, ge=1, le=16, description="Messages per BatchReceiveMessage (MNS limit 16).")
     wait_seconds: int = Field(30, ge=0, le=30, description="Long-poll wait per receive, s (MNS limit 30).")
-    in_flight_batches: int = Field(4, ge=1, le=64, description="Batches received but not yet deleted.")
+    in_flight_batches: int = Field(4, ge=1, le=64, description="Batches received but not yet deleted, batches.")
+    extend_visibility: bool = Field(
+        True, description="Keep batches invisible (ChangeMessageVisibility) while sinks are slow or down."
+    )
+    visibility_timeout_seconds: float = Field(
+        30.0, ge=5, le=43200, description="Visibility assumed when NextVisibleTime cannot be trusted (clock skew), s."
+    )
+    visibility_extension_seconds: int = Field(
+        60, ge=5, le=43200, description="How far each extension pushes a slow batch's visibility, s."
+    )
 
     @field_validator("sinks")
     @classmethod
@@ -82,6 +92,16 @@ class QueueConfig(StrictModel):
         if duplicates:
             raise ValueError(f"sink listed twice: {', '.join(duplicates)}")
         return value
+
+
+class TokensConfig(StrictModel):
+    """How queue tokens (QueryTokenForMnsQueue) are fetched and refreshed."""
+
+    refresh_margin_seconds: float = Field(
+        120.0, ge=10, le=3600, description="Refresh this long before ExpireTime, s (Alibaba's helpers use 120)."
+    )
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Connect timeout of token calls, s.")
+    read_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Read timeout of token calls, s.")
 
 
 class Config(StrictModel):
@@ -95,7 +115,19 @@ class Config(StrictModel):
     sinks: dict[str, SerializeAsAny[SinkConfig]] = Field(
         default_factory=dict, description="Named sinks; each has a `type` and that type's keys."
     )
-    dead_letter: DeadLetterSinkConfig | None = Field(None, description="Where undecodable or rejected messages go.")
+    dead_letter: DeadLetterSinkConfig | None = Field(
+        None, description="Where undecodable or rejected messages go; required when queues are configured."
+    )
+    tokens: TokensConfig = Field(default_factory=TokensConfig, description="Queue token refresh.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log level, format and masking.")
+    drain_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="On SIGTERM, how long in-flight batches may take to finish, s."
+    )
+    mns_request_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="Timeout of every MNS call beyond a long poll's own wait, s."
+    )
+    sink_retry_initial_seconds: float = Field(0.5, gt=0, le=60, description="First back-off after a sink failure, s.")
+    sink_retry_max_seconds: float = Field(30.0, gt=0, le=3600, description="Longest back-off between sink retries, s.")
 
     @field_validator("sinks", mode="before")
     @classmethod
@@ -119,6 +151,11 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
+        if self.queues and self.dead_letter is None:
+            raise ValueError(
+                "dead_letter is required when queues are configured: undecodable or rejected receipts must "
+                "go somewhere (add dead_letter: {type: file, path: /var/lib/mns-consumer/dead-letter.jsonl})"
+            )
         seen: set[tuple[str, str]] = set()
         for index, queue in enumerate(self.queues):
             missing = [name for name in queue.sinks if name not in self.sinks]

@@ -1,0 +1,569 @@
+"""Queue tokens: QueryTokenForMnsQueue, and one token per queue kept fresh without stampedes.
+
+A receipt queue lives in an Alibaba-owned MNS account, so it is read with temporary credentials that
+Dybaseapi hands out per (MessageType, QueueName) (reference 1, 2). Three pieces:
+
+* :class:`DybaseTokenFetcher` calls QueryTokenForMnsQueue through the real Tea client and turns every
+  failure into :class:`~mns_consumer.errors.TokenError`.
+* :class:`TokenProvider` caches one :class:`QueueToken` per queue, refreshes it ahead of its
+  ExpireTime, lets one thread at a time call the API, and backs off while the API fails.
+* :meth:`TokenProvider.credentials_provider` is what ``mns.account.Account`` takes: the MNS SDK asks it
+  for credentials on every request (reference 3.7), so a refreshed token is used at once, with no
+  client rebuild.
+
+How the MNS queue wrapper uses it::
+
+    tokens = TokenProvider(fetcher, "SmsReport", queue_name)
+    account = Account(endpoints.mns, credentials_provider=tokens.credentials_provider())
+    queue = account.get_queue(queue_name)
+    try:
+        messages = queue.batch_receive_message(16, 30)
+    except MNSServerException as exc:
+        if exc.type in AUTH_ERRORS:  # e.g. SecurityTokenExpired, InvalidAccessKeyId, AccessDenied
+            # On the thread that made the call: current() is the token that call was signed with, so
+            # a token someone else already replaced is left alone.
+            tokens.invalidate(tokens.current())
+            raise QueueAuthError(exc.type, ...) from exc
+
+A :class:`~mns_consumer.errors.TokenError` raised by ``get()`` while the SDK builds a request comes out
+of the SDK call unchanged (the SDK does not wrap it): the wrapper lets it through and the poller backs
+off. Never give ``Account`` a ``logger``: the SDK logs whole requests, ``security-token`` included.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Protocol
+
+import structlog
+import tenacity
+from alibabacloud_credentials.exceptions import CredentialException
+from alibabacloud_dybaseapi20170525 import models as dybase_models
+from alibabacloud_dybaseapi20170525.client import Client as DybaseClient
+from alibabacloud_tea_openapi import models as open_api_models
+from alibabacloud_tea_openapi.exceptions import AlibabaCloudException, ThrottlingException
+from mns.auth import Credentials, CredentialsProvider
+from Tea.exceptions import UnretryableException
+
+from mns_consumer.alicom.credentials import AccessKeySource
+from mns_consumer.alicom.endpoints import Endpoints
+from mns_consumer.errors import TokenError
+
+log = structlog.get_logger(__name__)
+
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+"""The zone of ExpireTime and CreateTime, which carry none (reference 2.4)."""
+
+EXPIRE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+"""``yyyy-MM-dd HH:mm:ss``, the format of ExpireTime and CreateTime."""
+
+NETWORK_ERROR = "NetworkError"
+"""TokenError code when Dybaseapi could not be reached or did not answer in time."""
+
+INVALID_RESPONSE = "InvalidResponse"
+"""TokenError code when Dybaseapi answered something that is not a usable token."""
+
+CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
+"""TokenError code when the default credential chain found no AccessKey to sign with."""
+
+_MAX_MESSAGE_CHARS = 300
+_QUERY_STRING = re.compile(r"\?[^\s'\")]*")
+_STRING_TO_SIGN = re.compile(r"string[ -]?to[ -]?sign", re.IGNORECASE)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_expire_time(text: str) -> datetime:
+    """Parse ExpireTime (or CreateTime): zone-less Beijing time, as an aware UTC datetime.
+
+    Alibaba's own Java helpers pin the format to Asia/Shanghai; reading it as host-local time, as the
+    Python demos do, is wrong on any host not at UTC+8 (reference 2.4, pitfall 3).
+
+    Args:
+        text: ``yyyy-MM-dd HH:mm:ss``, e.g. ``2024-05-01 11:00:00`` (which is 03:00 UTC).
+
+    Returns:
+        The same instant, with ``tzinfo=UTC``.
+
+    Raises:
+        ValueError: If the text is not in that format.
+    """
+    try:
+        local = datetime.strptime(text.strip(), EXPIRE_TIME_FORMAT)
+    except (AttributeError, ValueError):
+        raise ValueError(f"not a yyyy-MM-dd HH:mm:ss time: {text!r}") from None
+    return local.replace(tzinfo=BEIJING).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class QueueToken:
+    """Temporary credentials for one receipt queue, as QueryTokenForMnsQueue returned them.
+
+    Attributes:
+        access_key_id: Temporary AccessKey id (``STS.``...); safe to log.
+        access_key_secret: Temporary secret; left out of ``repr``, never logged.
+        security_token: STS token for the ``security-token`` header; left out of ``repr``, never logged.
+        expires_at: ExpireTime as an aware UTC datetime.
+        created_at: CreateTime as an aware UTC datetime, when the answer carried a readable one.
+    """
+
+    access_key_id: str
+    access_key_secret: str = field(repr=False)
+    security_token: str = field(repr=False)
+    expires_at: datetime
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.expires_at.tzinfo is None:
+            raise ValueError("expires_at must be timezone-aware")
+
+
+class TokenFetcher(Protocol):
+    """Anything that can fetch a queue token; :class:`DybaseTokenFetcher` is the real one."""
+
+    def fetch(self, message_type: str, queue_name: str) -> QueueToken:
+        """Fetch a new token for the queue.
+
+        Raises:
+            TokenError: On every failure; anything else is a bug.
+        """
+        ...
+
+
+class DybaseTokenFetcher:
+    """QueryTokenForMnsQueue through the real Tea client (``alibabacloud_dybaseapi20170525``).
+
+    The client is aimed explicitly: its own endpoint resolution ignores the region and always answers
+    the mainland host (reference 2.1, pitfall 4). It makes no retries of its own; the
+    :class:`TokenProvider` decides when to try again.
+
+    Proxies: the Tea transport reads ``HTTP_PROXY``/``HTTPS_PROXY`` (and their lower-case forms) on every
+    call and sends even loopback requests through them; neither ``NO_PROXY`` nor ``Config.no_proxy``
+    exempts a host (reference 6.3, pitfall 15). This class leaves ``os.environ`` alone, since it belongs
+    to the whole process: a deployment whose proxy cannot reach Dybaseapi, or an emulator on loopback,
+    must run the daemon without those variables (systemd ``UnsetEnvironment=``, or ``env -u``).
+
+    Args:
+        credentials: The AccessKey (or default chain) that signs the calls.
+        endpoints: ``dybaseapi``, ``protocol`` and ``ca_file`` are used.
+        connect_timeout_seconds: TCP (and TLS) connect timeout.
+        read_timeout_seconds: Timeout waiting for the answer.
+    """
+
+    def __init__(
+        self,
+        credentials: AccessKeySource,
+        endpoints: Endpoints,
+        *,
+        connect_timeout_seconds: float = 5,
+        read_timeout_seconds: float = 10,
+    ) -> None:
+        self.endpoint = endpoints.dybaseapi
+        self.credentials_description = credentials.describe()
+        config = open_api_models.Config(
+            endpoint=endpoints.dybaseapi,
+            protocol=endpoints.protocol,
+            ca=endpoints.ca_file,
+            # The Tea client takes milliseconds.
+            connect_timeout=max(1, round(connect_timeout_seconds * 1000)),
+            read_timeout=max(1, round(read_timeout_seconds * 1000)),
+            **credentials.tea_config_fields(),
+        )
+        self._client = DybaseClient(config)
+
+    def fetch(self, message_type: str, queue_name: str) -> QueueToken:
+        """Call QueryTokenForMnsQueue once.
+
+        Args:
+            message_type: The MessageType, e.g. ``SmsReport``.
+            queue_name: The QueueName as the console shows it.
+
+        Returns:
+            The token, its times converted to UTC.
+
+        Raises:
+            TokenError: With Alibaba's code for an HTTP error (``SignatureDoesNotMatch``,
+                ``InvalidAccessKeyId.NotFound``, ``Throttling``...) or for an HTTP 200 whose ``Code`` is
+                not ``OK``; ``NetworkError`` when Dybaseapi cannot be reached or does not answer within
+                the timeouts; ``CredentialsUnavailable`` when the default chain finds no AccessKey;
+                ``InvalidResponse`` when the answer is not a complete token.
+        """
+        request = dybase_models.QueryTokenForMnsQueueRequest(message_type=message_type, queue_name=queue_name)
+        try:
+            response = self._client.query_token_for_mns_queue(request)
+        except AlibabaCloudException as exc:
+            raise _http_error(exc) from exc
+        except UnretryableException as exc:
+            raise self._transport_error(exc) from exc
+        except Exception as exc:
+            # The generated models fail with whatever Python raises on an unexpected shape
+            # (AttributeError, TypeError, KeyError); none of it may crash the caller.
+            raise TokenError(INVALID_RESPONSE, f"unreadable answer ({type(exc).__name__})") from exc
+        return _token_from(getattr(response, "body", None))
+
+    def _transport_error(self, exc: UnretryableException) -> TokenError:
+        inner = exc.inner_exception
+        if isinstance(inner, CredentialException):
+            return TokenError(
+                CREDENTIALS_UNAVAILABLE, f"the {self.credentials_description} found no AccessKey: {_safe_text(inner)}"
+            )
+        if isinstance(inner, ValueError):
+            return TokenError(INVALID_RESPONSE, f"Dybaseapi at {self.endpoint} answered something that is not JSON")
+        # darabonba's RetryError keeps the requests error text in .message; its str() is a dict.
+        message = getattr(inner, "message", None)
+        detail = _safe_text(message if isinstance(message, str) else inner)
+        if "proxy" in detail.lower():
+            detail += " (HTTP_PROXY/HTTPS_PROXY apply even to loopback: reference pitfall 15)"
+        return TokenError(NETWORK_ERROR, f"cannot reach Dybaseapi at {self.endpoint}: {detail}")
+
+
+def _http_error(exc: AlibabaCloudException) -> TokenError:
+    """A TokenError from the Tea SDK's ClientException, ServerException or ThrottlingException."""
+    data = exc.data if isinstance(exc.data, dict) else {}
+    code = str(exc.code) if exc.code not in (None, "", "None") else f"HTTP{exc.status_code}"
+    message = data.get("Message") or data.get("message") or exc.message or "no message"
+    text = f"HTTP {exc.status_code}: {_safe_text(message)}"
+    if isinstance(exc, ThrottlingException) and exc.retry_after:
+        text += f" (retry after {exc.retry_after} s)"
+    request_id = exc.request_id if exc.request_id not in (None, "", "None") else None
+    return TokenError(code, text, request_id=request_id)
+
+
+def _token_from(body: Any) -> QueueToken:
+    """The token in a QueryTokenForMnsQueue answer body (``Any``: the Tea model is untyped).
+
+    Raises:
+        TokenError: The answer's own code when it is not ``OK`` (official helpers treat that as failure
+            even on HTTP 200, reference 2.4); ``InvalidResponse`` when a field is missing or unreadable.
+    """
+    if body is None:
+        raise TokenError(INVALID_RESPONSE, "the answer has no body")
+    request_id = body.request_id if isinstance(body.request_id, str) and body.request_id else None
+    if body.code != "OK":
+        code = body.code if isinstance(body.code, str) and body.code else INVALID_RESPONSE
+        message = _safe_text(body.message) if body.message else "Code is not OK"
+        raise TokenError(code, message, request_id=request_id)
+    dto = body.message_token_dto
+    if dto is None:
+        raise TokenError(INVALID_RESPONSE, "Code is OK but MessageTokenDTO is missing", request_id=request_id)
+    fields = {
+        "AccessKeyId": dto.access_key_id,
+        "AccessKeySecret": dto.access_key_secret,
+        "SecurityToken": dto.security_token,
+        "ExpireTime": dto.expire_time,
+    }
+    missing = [name for name, value in fields.items() if not isinstance(value, str) or not value]
+    if missing:
+        raise TokenError(INVALID_RESPONSE, f"MessageTokenDTO lacks {', '.join(missing)}", request_id=request_id)
+    try:
+        expires_at = parse_expire_time(dto.expire_time)
+    except ValueError:
+        raise TokenError(
+            INVALID_RESPONSE, f"ExpireTime {dto.expire_time[:40]!r} is not yyyy-MM-dd HH:mm:ss", request_id=request_id
+        ) from None
+    created_at: datetime | None
+    try:
+        created_at = parse_expire_time(dto.create_time)
+    except ValueError:
+        created_at = None
+    return QueueToken(
+        access_key_id=dto.access_key_id,
+        access_key_secret=dto.access_key_secret,
+        security_token=dto.security_token,
+        expires_at=expires_at,
+        created_at=created_at,
+    )
+
+
+def _safe_text(value: object) -> str:
+    """Text from an SDK or server message that is fit for an exception: short, no query, no string-to-sign."""
+    text = str(value)
+    # Alibaba echoes its string-to-sign after SignatureDoesNotMatch, and a V1-signed URL carries the
+    # signature and security token in its query: neither may reach a log.
+    match = _STRING_TO_SIGN.search(text)
+    if match:
+        text = text[: match.start()].rstrip() + " [string-to-sign removed]"
+    text = _QUERY_STRING.sub("?...", text)
+    return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 3] + "..."
+
+
+class TokenProvider:
+    """The token of one (MessageType, QueueName), fetched when needed and refreshed ahead of expiry.
+
+    * **Fresh:** :meth:`get` returns the cached token while more than ``refresh_margin_seconds`` remain
+      before its ExpireTime (reference 2.6: the official helpers use 2 minutes). For tokens that live
+      less than twice the margin, half their lifetime is used as the margin instead, so a short-lived
+      token is not refreshed on every call.
+    * **No stampede:** one thread at a time calls the API. Threads that need a token while none is
+      valid wait for that call and share its result; threads that still hold a valid token during a
+      refresh are not held up and keep using it.
+    * **Back-off:** after a failed refresh the API is not called again before an exponential, jittered
+      delay (``min_retry_seconds`` doubling up to ``max_retry_seconds``). Meanwhile a token that has
+      not expired is still served; without one, :meth:`get` raises at once.
+    * **Auth errors:** :meth:`invalidate` drops a token MNS refused, so the next :meth:`get` fetches a
+      new one at once (pitfall 3).
+
+    Args:
+        fetcher: What calls QueryTokenForMnsQueue.
+        message_type: The queue's MessageType.
+        queue_name: The queue's QueueName.
+        refresh_margin_seconds: Refresh when less than this remains before ExpireTime.
+        min_retry_seconds: First delay after a failed refresh.
+        max_retry_seconds: Longest delay between failed refreshes.
+        now: The clock, returning an aware datetime; tests move it.
+
+    Raises:
+        ValueError: If the margin is negative or the retry delays are not ``0 < min <= max``.
+    """
+
+    def __init__(
+        self,
+        fetcher: TokenFetcher,
+        message_type: str,
+        queue_name: str,
+        *,
+        refresh_margin_seconds: float = 120,
+        min_retry_seconds: float = 1,
+        max_retry_seconds: float = 60,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if refresh_margin_seconds < 0:
+            raise ValueError("refresh_margin_seconds must not be negative")
+        if not 0 < min_retry_seconds <= max_retry_seconds:
+            raise ValueError("retry delays must satisfy 0 < min_retry_seconds <= max_retry_seconds")
+        self.fetcher = fetcher
+        self.message_type = message_type
+        self.queue_name = queue_name
+        self.refresh_margin = timedelta(seconds=refresh_margin_seconds)
+        self.min_retry = timedelta(seconds=min_retry_seconds)
+        self._now = now
+        self._wait = tenacity.wait_random_exponential(
+            multiplier=min_retry_seconds, min=min_retry_seconds, max=max_retry_seconds
+        )
+        self._retrying = tenacity.Retrying(wait=self._wait)
+        # _state guards the fields below and is held only briefly; _refresh is held across the API call.
+        self._state = threading.Lock()
+        self._refresh = threading.Lock()
+        self._token: QueueToken | None = None
+        self._refresh_at: datetime | None = None
+        self._retry_at: datetime | None = None
+        self._failures = 0
+        self._last_error: TokenError | None = None
+        self._refresh_count = 0
+        self._local = threading.local()
+
+    # -- the token -------------------------------------------------------------------------------
+
+    def get(self) -> QueueToken:
+        """The token to sign the next MNS request with, fetching or refreshing it when due.
+
+        Returns:
+            A token; during a back-off after failed refreshes, the cached one as long as it has not
+            expired.
+
+        Raises:
+            TokenError: When there is no unexpired token and the API failed now or is in back-off
+                after a recent failure; the caller backs off.
+        """
+        now = self._now()
+        with self._state:
+            token = self._token
+            fresh = token is not None and self._refresh_at is not None and now < self._refresh_at
+            valid = token is not None and token.expires_at > now
+            backing_off = self._retry_at is not None and now < self._retry_at
+        if token is not None and (fresh or (valid and backing_off)):
+            return self._handing_out(token)
+        if token is not None and valid:
+            # Someone is refreshing already: the token in hand still works, so do not queue behind them.
+            if not self._refresh.acquire(blocking=False):
+                return self._handing_out(token)
+        else:
+            self._refresh.acquire()
+        try:
+            return self._handing_out(self._refresh_locked())
+        finally:
+            self._refresh.release()
+
+    def current(self) -> QueueToken | None:
+        """The token the calling thread's latest :meth:`get` returned, else the cached one.
+
+        The MNS SDK calls :meth:`get` (through :meth:`credentials_provider`) on the thread that makes the
+        request, so right after a failed MNS call this is exactly the token that call was signed with:
+        the one to pass to :meth:`invalidate`. Makes no API call.
+        """
+        token: QueueToken | None = getattr(self._local, "token", None)
+        if token is not None:
+            return token
+        with self._state:
+            return self._token
+
+    def invalidate(self, token: QueueToken | None) -> None:
+        """Drop a token MNS refused, so the next :meth:`get` fetches a new one at once.
+
+        Only the cached token is dropped: if the token given was already replaced (another thread saw
+        the same error and refreshed), nothing happens, so one expiry costs one API call. A pending
+        back-off is cut short, as an auth error is news the last failure did not know.
+
+        Args:
+            token: The token the refused request was signed with (see :meth:`current`); None is ignored.
+        """
+        if token is None:
+            return
+        with self._state:
+            if self._token is not token:
+                return
+            self._token = None
+            self._refresh_at = None
+            self._retry_at = None
+        log.info("token.invalidated", message_type=self.message_type, queue=self.queue_name)
+
+    def credentials_provider(self) -> QueueCredentialsProvider:
+        """A ``mns.auth.CredentialsProvider`` for ``mns.account.Account(url, credentials_provider=...)``."""
+        return QueueCredentialsProvider(self)
+
+    # -- for metrics and health ------------------------------------------------------------------
+
+    def seconds_to_expiry(self) -> float | None:
+        """Seconds until the cached token's ExpireTime (negative once past), or None without a token."""
+        with self._state:
+            token = self._token
+        if token is None:
+            return None
+        return (token.expires_at - self._now()).total_seconds()
+
+    @property
+    def last_error(self) -> str | None:
+        """The code of the last failed refresh, or None once a refresh succeeded."""
+        with self._state:
+            return self._last_error.code if self._last_error is not None else None
+
+    @property
+    def refresh_count(self) -> int:
+        """How many tokens were fetched successfully."""
+        with self._state:
+            return self._refresh_count
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _handing_out(self, token: QueueToken) -> QueueToken:
+        self._local.token = token
+        return token
+
+    def _refresh_locked(self) -> QueueToken:
+        """Fetch a token, unless another thread did while this one waited. Call with ``_refresh`` held.
+
+        Raises:
+            TokenError: See :meth:`get`.
+        """
+        now = self._now()
+        with self._state:
+            token = self._token
+            if token is not None and self._refresh_at is not None and now < self._refresh_at:
+                return token
+            if self._retry_at is not None and now < self._retry_at:
+                if token is not None and token.expires_at > now:
+                    return token
+                raise self._backing_off_error(now)
+        try:
+            fresh = self.fetcher.fetch(self.message_type, self.queue_name)
+        except TokenError as exc:
+            return self._failed(exc)
+        self._store(fresh)
+        return fresh
+
+    def _store(self, token: QueueToken) -> None:
+        now = self._now()
+        lifetime = token.expires_at - (token.created_at or now)
+        margin = min(self.refresh_margin, max(lifetime, timedelta(0)) / 2)
+        # The floor keeps a token that looks expired on arrival (a host clock far ahead of Alibaba's)
+        # from being re-fetched on every request; MNS is the judge of whether it still works.
+        refresh_at = max(token.expires_at - margin, now + self.min_retry)
+        with self._state:
+            self._token = token
+            self._refresh_at = refresh_at
+            self._retry_at = None
+            self._failures = 0
+            self._last_error = None
+            self._refresh_count += 1
+            count = self._refresh_count
+        log.info(
+            "token.refreshed",
+            message_type=self.message_type,
+            queue=self.queue_name,
+            expires_at=token.expires_at.isoformat(),
+            seconds_to_expiry=round((token.expires_at - now).total_seconds(), 1),
+            refresh_count=count,
+        )
+
+    def _failed(self, error: TokenError) -> QueueToken:
+        """Record a failed refresh and start the back-off; serve the cached token if it still works.
+
+        Raises:
+            TokenError: ``error`` itself, when there is no unexpired token to fall back on.
+        """
+        now = self._now()
+        with self._state:
+            self._failures += 1
+            delay = self._backoff_seconds(self._failures)
+            self._retry_at = now + timedelta(seconds=delay)
+            self._last_error = error
+            token = self._token
+        serving = token is not None and token.expires_at > now
+        log.warning(
+            "token.refresh_failed",
+            message_type=self.message_type,
+            queue=self.queue_name,
+            code=error.code,
+            request_id=error.request_id,
+            error=str(error),
+            serving_cached=serving,
+            retry_in_seconds=round(delay, 3),
+        )
+        if token is not None and serving:
+            return token
+        raise error
+
+    def _backoff_seconds(self, failures: int) -> float:
+        state = tenacity.RetryCallState(retry_object=self._retrying, fn=None, args=(), kwargs={})
+        state.attempt_number = failures
+        return float(self._wait(state))
+
+    def _backing_off_error(self, now: datetime) -> TokenError:
+        last = self._last_error
+        retry_in = (self._retry_at - now).total_seconds() if self._retry_at is not None else 0.0
+        code = last.code if last is not None else NETWORK_ERROR
+        return TokenError(
+            code,
+            f"no valid token for {self.queue_name}; QueryTokenForMnsQueue failed recently ({last}) "
+            f"and is retried in {retry_in:.1f} s",
+            request_id=last.request_id if last is not None else None,
+        )
+
+
+class QueueCredentialsProvider(CredentialsProvider):  # type: ignore[misc]  # mns ships no type hints
+    """What ``mns.account.Account`` takes as ``credentials_provider``: the provider's token, per request.
+
+    The MNS SDK calls :meth:`get_credentials` before every request (reference 3.7), so refreshes reach
+    it without rebuilding the client, and the token each request used is recorded per thread for
+    :meth:`TokenProvider.current`.
+    """
+
+    def __init__(self, tokens: TokenProvider) -> None:
+        self.tokens = tokens
+
+    def get_credentials(self) -> Credentials:
+        """The current token as MNS SDK credentials.
+
+        Raises:
+            TokenError: From :meth:`TokenProvider.get`; the SDK lets it through to its caller.
+        """
+        token = self.tokens.get()
+        # The SDK puts a None token into the security-token header and then fails every request;
+        # "" is how it spells "no token" (reference 3.7).
+        return Credentials(token.access_key_id, token.access_key_secret, token.security_token or "")

@@ -1,0 +1,210 @@
+"""Fan a batch out to its queue's sinks, settle every message, and say which ones may be deleted.
+
+A message is *settled*, and only then deletable, when either
+
+* its receipt was accepted by every sink of the queue (already stored counts as accepted), or
+* it went to the dead-letter sink: its body did not decode, or a sink rejected its receipt for good.
+
+A sink that is unavailable is retried with exponential back-off for as long as it takes (nothing is
+dead-lettered for an outage); meanwhile :attr:`Dispatcher.healthy` is cleared, which pauses the
+queue's receiver, and the batch stays in flight with its visibility extended. Only the ``abandon``
+event (the drain deadline) ends the wait, and then nothing of the batch is deleted: MNS hands the
+messages out again later and their dedupe keys absorb the repeat.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from mns_consumer.alicom.queue import ReceivedMessage
+from mns_consumer.consume.backoff import Backoff
+from mns_consumer.errors import DecodeError, SinkUnavailable
+from mns_consumer.observe.events import Events
+from mns_consumer.receipt_model import Receipt
+from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink
+
+DEAD_LETTER_SINK = "dead_letter"
+
+
+@dataclass
+class InFlight:
+    """One received message while it is processed.
+
+    Attributes:
+        message: What MNS handed out.
+        handle: The receipt handle to delete with; replaced when visibility is extended.
+        receipt: The decoded receipt, or None when decoding failed.
+        error: Why decoding failed.
+    """
+
+    message: ReceivedMessage
+    handle: str
+    receipt: Receipt | None = None
+    error: DecodeError | None = None
+
+
+@dataclass
+class Batch:
+    """The messages of one receive, carried from receiver to dispatcher to deleter.
+
+    Attributes:
+        batch_id: Sequence number within the poller.
+        messages: The messages, in the order MNS returned them.
+        received_at: ``time.monotonic()`` of the receive.
+        visibility_seconds: How long MNS keeps them invisible from ``visible_since``.
+        visible_since: ``time.monotonic()`` of the receive or of the last visibility extension.
+        lock: Held while a handle is replaced or used, so deletes never race extensions.
+        settled: Set once dispatched: the messages to delete (possibly none).
+        abandoned: Set when the batch is given up (nothing is deleted).
+    """
+
+    batch_id: int
+    messages: list[InFlight]
+    received_at: float
+    visibility_seconds: float
+    visible_since: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    settled: list[InFlight] | None = None
+    abandoned: bool = False
+
+
+class Dispatcher:
+    """Writes batches of one queue to that queue's sinks and the dead-letter sink."""
+
+    def __init__(
+        self,
+        queue: str,
+        message_type: str,
+        sinks: Sequence[Sink],
+        dead_letter: DeadLetterSink,
+        events: Events,
+        abandon: threading.Event,
+        *,
+        retry_initial_seconds: float = 0.5,
+        retry_max_seconds: float = 30.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.queue = queue
+        self.message_type = message_type
+        self.sinks = list(sinks)
+        self.dead_letter = dead_letter
+        self.events = events
+        self.abandon = abandon
+        self.healthy = threading.Event()
+        self.healthy.set()
+        self._backoff = Backoff(retry_initial_seconds, retry_max_seconds)
+        self._now = now
+
+    def dispatch(self, batch: Batch) -> list[InFlight] | None:
+        """Store a batch and return the messages that may now be deleted.
+
+        Returns:
+            The settled messages, or None when the batch was abandoned (a sink bug, or the drain
+            deadline passed while a sink was down): then nothing may be deleted.
+        """
+        letters: list[tuple[InFlight, DeadLetter]] = []
+        for item in batch.messages:
+            if item.error is not None:
+                self.events.decode_failed(self.queue, self.message_type, item.message.message_id, item.error.reason)
+                letters.append((item, self._letter(item, f"undecodable: {item.error}", None)))
+
+        unique: dict[str, Receipt] = {}
+        for item in batch.messages:
+            if item.receipt is not None:
+                unique.setdefault(item.receipt.dedupe_key, item.receipt)
+        refused: dict[str, tuple[str, str]] = {}
+        for sink in self.sinks:
+            outcome = self._write_until_stored(sink, list(unique.values()))
+            if outcome is None:
+                return None
+            for key, reason in outcome.items():
+                refused.setdefault(key, (sink.name, reason))
+
+        for item in batch.messages:
+            if item.receipt is not None and item.receipt.dedupe_key in refused:
+                sink_name, reason = refused[item.receipt.dedupe_key]
+                self.events.receipt_rejected(self.queue, self.message_type, item.message.message_id, sink_name, reason)
+                letters.append((item, self._letter(item, f"rejected by sink {sink_name!r}: {reason}", sink_name)))
+        if letters and not self._dead_letter_until_stored([letter for _, letter in letters]):
+            return None
+        return list(batch.messages)
+
+    def _write_until_stored(self, sink: Sink, receipts: list[Receipt]) -> dict[str, str] | None:
+        """Write until every receipt is accepted or rejected; returns the rejections, None if abandoned."""
+        pending = {r.dedupe_key: r for r in receipts}
+        rejected: dict[str, str] = {}
+        attempt = 0
+        while pending:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                result = sink.write(list(pending.values()))
+            except SinkUnavailable as exc:
+                if not self._back_off(sink.name, attempt, exc):
+                    return None
+                continue
+            except Exception as exc:  # noqa: BLE001  (a sink bug costs only this batch; see STYLE.md 7)
+                self.events.sink_broken(self.queue, sink.name, exc)
+                return None
+            for key in result.accepted:
+                pending.pop(key, None)
+            for key, reason in result.rejected.items():
+                if pending.pop(key, None) is not None:
+                    rejected[key] = reason
+            self.events.sink_written(
+                self.queue, sink.name, len(result.accepted), len(result.rejected), time.monotonic() - started
+            )
+            if pending:
+                # The sink answered without settling some receipts: a contract breach, treated as a
+                # transient failure so nothing unconfirmed is deleted.
+                breach = SinkUnavailable(sink.name, f"{len(pending)} receipt(s) neither accepted nor rejected")
+                if not self._back_off(sink.name, attempt, breach):
+                    return None
+        if attempt > 1:
+            self.events.sink_recovered(self.queue, sink.name, attempt)
+        self.healthy.set()
+        return rejected
+
+    def _dead_letter_until_stored(self, letters: list[DeadLetter]) -> bool:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.dead_letter.write(letters)
+            except SinkUnavailable as exc:
+                if not self._back_off(DEAD_LETTER_SINK, attempt, exc):
+                    return False
+                continue
+            except Exception as exc:  # noqa: BLE001  (as for sinks: the batch is abandoned, nothing lost)
+                self.events.sink_broken(self.queue, DEAD_LETTER_SINK, exc)
+                return False
+            self.events.dead_lettered(self.queue, len(letters))
+            self.healthy.set()
+            return True
+
+    def _back_off(self, sink: str, attempt: int, error: SinkUnavailable) -> bool:
+        """Wait before the next attempt; False when the batch must be abandoned instead."""
+        self.healthy.clear()
+        delay = self._backoff.delay(attempt)
+        if error.retry_after_seconds is not None:
+            delay = max(delay, min(error.retry_after_seconds, 300.0))
+        self.events.sink_retry(self.queue, sink, attempt, error.reason, round(delay, 3))
+        return not self.abandon.wait(delay)
+
+    def _letter(self, item: InFlight, reason: str, sink: str | None) -> DeadLetter:
+        return DeadLetter(
+            message_type=self.message_type,
+            source="mns",
+            queue=self.queue,
+            raw=item.message.body.encode("utf-8"),
+            reason=reason,
+            failed_at=self._now(),
+            message_id=item.message.message_id,
+            dequeue_count=item.message.dequeue_count,
+            sink=sink,
+            dedupe_key=item.receipt.dedupe_key if item.receipt else None,
+        )

@@ -1,0 +1,314 @@
+"""The daemon's top: builds sinks, tokens and pollers from the configuration, owns signals, drains.
+
+Signals only set flags; the main loop acts on them:
+
+* SIGTERM or SIGINT: drain (below) and exit 0. A second one exits at once with :data:`EXIT_KILLED`.
+* SIGHUP: reopen the file sinks' and the log's files (after logrotate).
+
+The drain order, each step after the one before for the reason given:
+
+1. ``STOPPING=1`` to systemd and stop receiving (long polls are interrupted): no new work.
+2. Let the batches in flight finish their sinks and deletes, up to ``drain_timeout_seconds``: what
+   was received is stored and removed, so the next start does not see it again.
+3. Abandon what is still in flight at the deadline: nothing of it is deleted, so MNS hands it out
+   again after its visibility timeout (at least once, never lost).
+4. Close the sinks (flushing them) and the dead-letter sink, last, because steps 2-3 still write.
+
+A poller that dies of an unexpected error is logged with its traceback, counted and replaced by a
+new one after a back-off; its in-flight batches are abandoned as in step 3.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+
+import structlog
+
+from mns_consumer.alicom.credentials import resolve_access_key
+from mns_consumer.alicom.endpoints import Endpoints, resolve_endpoints
+from mns_consumer.alicom.queue import MnsQueue
+from mns_consumer.alicom.tokens import DybaseTokenFetcher, TokenFetcher, TokenProvider
+from mns_consumer.config import Config, QueueConfig
+from mns_consumer.consume.backoff import Backoff
+from mns_consumer.consume.dispatcher import Dispatcher
+from mns_consumer.consume.poller import Poller, PollerSettings
+from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.observe.events import Events
+from mns_consumer.observe.systemd import SystemdNotifier
+from mns_consumer.sinks.base import DeadLetterSink, Reopenable, Sink
+
+log = structlog.get_logger("mns_consumer.supervisor")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_KILLED = 3
+"""A second SIGTERM/SIGINT during the drain: left at once, in-flight batches abandoned."""
+
+TICK_SECONDS = 0.5
+
+
+@dataclass
+class _Slot:
+    """One configured queue and the poller currently serving it."""
+
+    queue: QueueConfig
+    tokens: TokenProvider
+    poller: Poller
+    restarts: int = 0
+    restart_at: float | None = None
+    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
+
+
+class Supervisor:
+    """Runs one poller per configured queue until told to stop; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        events: Events | None = None,
+        notifier: SystemdNotifier | None = None,
+        handle_signals: bool = True,
+        environ: Mapping[str, str] | None = None,
+        token_fetcher: TokenFetcher | None = None,
+        on_reopen: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.events = events or Events()
+        self.environ = dict(os.environ if environ is None else environ)
+        self.notifier = notifier or SystemdNotifier(self.environ)
+        self.handle_signals = handle_signals
+        self.endpoints: Endpoints = resolve_endpoints(config.region, config.endpoints)
+        self._token_fetcher = token_fetcher
+        self._on_reopen = on_reopen
+        self.stop_requested = threading.Event()
+        self._reopen_requested = threading.Event()
+        self._signals = 0
+        self.sinks: dict[str, Sink] = {}
+        self.dead_letter: DeadLetterSink | None = None
+        self.slots: list[_Slot] = []
+        self.ready = threading.Event()
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin the drain (what SIGTERM does)."""
+        self.stop_requested.set()
+
+    def request_reopen(self) -> None:
+        """Reopen file handles (what SIGHUP does)."""
+        self._reopen_requested.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reopen_requested.set()
+            return
+        self._signals += 1
+        if self._signals > 1:
+            # The operator asked twice: leave now. Un-deleted messages simply come back from MNS.
+            os._exit(EXIT_KILLED)
+        self.stop_requested.set()
+
+    # -- run -------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything, serve until stopped, drain, and return the exit code.
+
+        Raises:
+            ConfigError: If a sink's destination can never work (e.g. an incompatible table).
+        """
+        if self.handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, self._on_signal)
+        started = time.monotonic()
+        try:
+            if not self._open_sinks():
+                return self._finish(started)
+            self._start_pollers()
+            self.ready.set()
+            self.notifier.ready()
+            self.notifier.status(f"consuming {len(self.slots)} queue(s)")
+            log.info("daemon.ready", queues=[s.queue.queue_name for s in self.slots], sinks=sorted(self.sinks))
+            self._serve()
+            self._drain()
+        finally:
+            self._close_sinks()
+        return self._finish(started)
+
+    def _open_sinks(self) -> bool:
+        """Open every sink a queue uses, retrying unavailable ones until they open or a stop arrives."""
+        names = sorted({name for queue in self.config.queues for name in queue.sinks})
+        self.sinks = {name: self.config.sinks[name].build(name) for name in names}
+        if self.config.dead_letter is None:
+            raise ConfigError("config", "dead_letter", "is required when queues are configured")
+        self.dead_letter = self.config.dead_letter.build()
+        pending: list[tuple[str, Sink | DeadLetterSink]] = [*self.sinks.items(), ("dead_letter", self.dead_letter)]
+        backoff = Backoff(0.5, 30.0)
+        attempt = 0
+        while pending:
+            name, sink = pending[0]
+            try:
+                sink.open()
+            except SinkUnavailable as exc:
+                attempt += 1
+                delay = backoff.delay(attempt)
+                log.warning("sink.open_failed", sink=name, reason=exc.reason, retry_in_seconds=round(delay, 3))
+                if self.stop_requested.wait(delay):
+                    return False
+                continue
+            attempt = 0
+            pending.pop(0)
+        return True
+
+    def _token_source(self) -> TokenFetcher:
+        if self._token_fetcher is None:
+            access_key = resolve_access_key(self.config.credentials, self.environ)
+            self._token_fetcher = DybaseTokenFetcher(
+                access_key,
+                self.endpoints,
+                connect_timeout_seconds=self.config.tokens.connect_timeout_seconds,
+                read_timeout_seconds=self.config.tokens.read_timeout_seconds,
+            )
+        return self._token_fetcher
+
+    def _start_pollers(self) -> None:
+        fetcher = self._token_source()
+        for queue in self.config.queues:
+            tokens = TokenProvider(
+                fetcher,
+                queue.message_type,
+                queue.queue_name,
+                refresh_margin_seconds=self.config.tokens.refresh_margin_seconds,
+            )
+            slot = _Slot(queue=queue, tokens=tokens, poller=self._new_poller(queue, tokens))
+            self.slots.append(slot)
+            slot.poller.start()
+
+    def _new_poller(self, queue: QueueConfig, tokens: TokenProvider) -> Poller:
+        assert self.dead_letter is not None  # noqa: S101  (opened before pollers start)
+        abandon = threading.Event()
+        dispatcher = Dispatcher(
+            queue.queue_name,
+            queue.message_type,
+            [self.sinks[name] for name in queue.sinks],
+            self.dead_letter,
+            self.events,
+            abandon,
+            retry_initial_seconds=self.config.sink_retry_initial_seconds,
+            retry_max_seconds=self.config.sink_retry_max_seconds,
+        )
+        settings = PollerSettings(
+            message_type=queue.message_type,
+            queue_name=queue.queue_name,
+            batch_size=queue.batch_size,
+            wait_seconds=queue.wait_seconds,
+            in_flight_batches=queue.in_flight_batches,
+            extend_visibility=queue.extend_visibility,
+            visibility_timeout_seconds=queue.visibility_timeout_seconds,
+            visibility_extension_seconds=queue.visibility_extension_seconds,
+            request_timeout_seconds=self.config.mns_request_timeout_seconds,
+        )
+        endpoint, ca_file, timeout = self.endpoints.mns, self.endpoints.ca_file, self.config.mns_request_timeout_seconds
+
+        def make_client() -> MnsQueue:
+            return MnsQueue(
+                endpoint,
+                queue.queue_name,
+                tokens.credentials_provider(),
+                request_timeout_seconds=timeout,
+                ca_file=ca_file,
+            )
+
+        return Poller(settings, tokens, dispatcher, self.events, make_client)
+
+    def _serve(self) -> None:
+        watchdog = self.notifier.watchdog_interval_seconds()
+        last_watchdog = 0.0
+        while not self.stop_requested.wait(TICK_SECONDS):
+            if self._reopen_requested.is_set():
+                self._reopen_requested.clear()
+                self._reopen()
+            self._restart_crashed()
+            now = time.monotonic()
+            if watchdog is not None and now - last_watchdog >= watchdog and self._pollers_progressing(now, watchdog):
+                self.notifier.watchdog()
+                last_watchdog = now
+
+    def _pollers_progressing(self, now: float, interval: float) -> bool:
+        """Whether every live poller's receive loop moved recently (ties the watchdog to real progress)."""
+        limit = max(interval * 2, self.config.mns_request_timeout_seconds + 35.0)
+        return all(now - slot.poller.last_progress < limit for slot in self.slots if slot.restart_at is None)
+
+    def _restart_crashed(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            poller = slot.poller
+            if slot.restart_at is None and poller.crashed is not None:
+                slot.restarts += 1
+                delay = slot.backoff.delay(slot.restarts)
+                self.events.poller_crashed(
+                    slot.queue.queue_name, slot.queue.message_type, poller.crashed, round(delay, 3)
+                )
+                poller.give_up()
+                slot.restart_at = now + delay
+            elif slot.restart_at is not None and now >= slot.restart_at:
+                poller.join(time.monotonic() + 5.0)
+                slot.poller = self._new_poller(slot.queue, slot.tokens)
+                slot.restart_at = None
+                slot.poller.start()
+
+    def _reopen(self) -> None:
+        for name, sink in self.sinks.items():
+            if isinstance(sink, Reopenable):
+                sink.reopen()
+                log.info("sink.reopened", sink=name)
+        reopen_dead_letters = getattr(self.dead_letter, "reopen", None)
+        if callable(reopen_dead_letters):
+            reopen_dead_letters()
+        if self._on_reopen is not None:
+            self._on_reopen()
+
+    def _drain(self) -> None:
+        self.notifier.stopping()
+        in_flight = sum(slot.poller.in_flight for slot in self.slots)
+        self.events.drain("started", in_flight_batches=in_flight, timeout_seconds=self.config.drain_timeout_seconds)
+        deadline = time.monotonic() + self.config.drain_timeout_seconds
+        for slot in self.slots:
+            slot.poller.stop_receiving()
+        unfinished = [slot for slot in self.slots if not slot.poller.join(deadline)]
+        if unfinished:
+            left = sum(slot.poller.in_flight for slot in unfinished)
+            self.events.drain("abandoned", in_flight_batches=left, queues=[s.queue.queue_name for s in unfinished])
+            for slot in unfinished:
+                slot.poller.give_up()
+            for slot in unfinished:
+                slot.poller.join(time.monotonic() + 5.0)
+        self.events.drain(
+            "drained", seconds=round(self.config.drain_timeout_seconds - (deadline - time.monotonic()), 3)
+        )
+
+    def _close_sinks(self) -> None:
+        for name, sink in self.sinks.items():
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001  (one sink failing to close must not keep others open)
+                log.error("sink.close_failed", sink=name, error=repr(exc))
+        if self.dead_letter is not None:
+            self.dead_letter.close()
+
+    def _finish(self, started: float) -> int:
+        totals = {
+            name: self.events.total(name)
+            for name in ("received", "deleted", "dead_lettered", "decode_failed", "rejected", "delete_failed")
+        }
+        restarts = sum(slot.restarts for slot in self.slots)
+        log.info(
+            "daemon.stopped", uptime_seconds=round(time.monotonic() - started, 3), poller_restarts=restarts, **totals
+        )
+        return EXIT_OK

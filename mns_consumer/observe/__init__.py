@@ -1,0 +1,1 @@
+"""Observability: structured logging, metrics, health endpoints and systemd notifications."""
