@@ -13,7 +13,7 @@ class Backoff:
     """
 
     def __init__(self, initial_seconds: float = 0.5, max_seconds: float = 30.0) -> None:
-        self._wait = wait_exponential_jitter(initial=initial_seconds, max=max_seconds, jitter=initial_seconds)
+        self._wait = wait_exponential_jitter(multiplier=initial_seconds, max=max_seconds, jitter=initial_seconds)
         self._retrying = Retrying(wait=self._wait)
 
     def delay(self, attempt: int) -> float:

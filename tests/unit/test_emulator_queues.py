@@ -268,7 +268,7 @@ class QueueMachine(RuleBasedStateMachine):
     def advance_clock(self, seconds: int) -> None:
         self._begin()
         # Retention ends after exactly 60 s, where the milliseconds real time crept decide: step over it.
-        if any(self.now_s + seconds - m.sent_s == RETENTION_SECONDS for m in self.messages.values()):
+        while any(self.now_s + seconds - m.sent_s == RETENTION_SECONDS for m in self.messages.values()):
             seconds += 1
         self.clock.advance(seconds)
         self.now_s += seconds
