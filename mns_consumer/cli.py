@@ -357,10 +357,16 @@ def run(config_file: Path) -> None:
 
 @main.command("check-config", epilog=EPILOG)
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
-def check_config(config_file: Path) -> None:
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also fetch a token for each queue, probe the queue without taking messages, and open each sink.",
+)
+def check_config(config_file: Path, connect: bool) -> None:
     """Validate CONFIG and print the effective configuration with every secret masked.
 
-    Exits 0 when the file is valid and 2 (with the file, the key and the fix) when it is not.
+    Exits 0 when the file is valid (and, with --connect, everything answered), 2 when the file is
+    invalid (with the file, the key and the fix), and 1 when a connection check failed.
     """
     from mns_consumer.config import load_config
     from mns_consumer.errors import ConfigError
@@ -371,6 +377,14 @@ def check_config(config_file: Path) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     click.echo(yaml_dump(config.masked()))
+    if connect:
+        from mns_consumer.connect_check import check_connections
+
+        results = check_connections(config)
+        click.echo("\nconnection checks:")
+        for result in results:
+            click.echo(f"  [{'ok' if result.ok else 'FAILED'}] {result.subject}: {result.detail}")
+        sys.exit(EXIT_OK if all(result.ok for result in results) else EXIT_FAILURE)
 
 
 def yaml_dump(data: object) -> str:

@@ -337,6 +337,31 @@ class MnsQueue:
             with contextlib.suppress(OSError):  # already closed or not yet connected
                 sock.shutdown(socket.SHUT_RDWR)
 
+    def probe(self) -> str:
+        """Check that the queue exists and the credentials are accepted, without taking any message.
+
+        GetQueueAttributes is tried first; a queue token that may not read attributes (AccessDenied)
+        still proves the signature and the token were accepted, which is what a probe needs.
+
+        Returns:
+            A one-line description, e.g. ``"3 active, 0 inactive, 0 delayed"``.
+
+        Raises:
+            QueueNotFound: If the queue does not exist.
+            QueueAuthError: If MNS refused the credentials for another reason than permissions.
+            QueueUnavailable: On a server error, throttling or a network failure.
+        """
+        operation = "GetQueueAttributes"
+        try:
+            meta = self._invoke(operation, self._request_timeout_seconds, self._queue.get_attributes)
+        except MNSServerException as exc:
+            error = self._server_error(operation, exc)
+            if isinstance(error, QueueAuthError) and error.code == "AccessDenied":
+                return "reachable; the token may not read queue attributes"
+            raise error from exc
+        counts = (meta._active_messages, meta._inactive_messages, meta._delay_messages)
+        return "{} active, {} inactive, {} delayed".format(*counts)
+
     def close(self) -> None:
         """Close the connection. Safe to call more than once; a later call would reconnect."""
         self._http.conn.close()

@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mns_consumer.emulator import Emulator
 from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.samples import ReceiptFactory, encode_body
 from mns_consumer.sinks.base import DeadLetter
@@ -102,3 +104,31 @@ def test_replay_delivers_what_now_decodes_and_keeps_what_still_fails(tmp_path: P
     assert "still does not decode" in remaining[0].reason
     assert "no configured queue" in remaining[1].reason
     assert len(list(read_dead_letters(dead))) == 3  # the original file is never edited
+
+
+def test_check_config_connect_reports_each_dependency(tmp_path: Path, make_emulator: Callable[..., Emulator]) -> None:
+    """--connect fetches a token, probes the queue without taking messages, opens the sinks, exits 0."""
+    emulator = make_emulator()
+    emulator.produce("SmsReport", 2)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(f"""
+        credentials:
+          access_key_id: {emulator.settings.access_key_id}
+          access_key_secret: {emulator.settings.access_key_secret}
+        endpoints: {{dybaseapi: "{emulator.endpoint}", mns: "{emulator.url}", protocol: http}}
+        queues:
+          - {{message_type: SmsReport, queue_name: Alicom-Queue-i1-SmsReport, sinks: [archive]}}
+          - {{message_type: SmsUp, queue_name: Alicom-Queue-i1-Missing, sinks: [archive]}}
+        sinks:
+          archive: {{type: file, path: "{tmp_path}/{{message_type}}.jsonl"}}
+        dead_letter: {{type: file, path: "{tmp_path}/dead.jsonl"}}
+        """)
+    )
+    result = run("check-config", "--connect", str(config))
+    assert "[ok] queue Alicom-Queue-i1-SmsReport (SmsReport): 2 active, 0 inactive, 0 delayed" in result.stdout
+    assert "[FAILED] token for queue Alicom-Queue-i1-Missing (SmsUp)" in result.stdout
+    assert "[ok] sink archive: opened" in result.stdout
+    assert emulator.settings.access_key_secret not in result.stdout + result.stderr
+    assert result.returncode == 1
+    assert emulator.queue("Alicom-Queue-i1-SmsReport").counts().active == 2
