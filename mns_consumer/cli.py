@@ -355,6 +355,27 @@ def run(config_file: Path) -> None:
     sys.exit(code)
 
 
+@main.command("health", epilog=EPILOG)
+@click.option(
+    "--url",
+    default="http://127.0.0.1:9464/healthz",
+    show_default=True,
+    help="The probe to ask: /healthz (alive) or /readyz (ready to consume).",
+)
+@click.option("--timeout-seconds", default=3.0, show_default=True, help="How long to wait for the answer, s.")
+def health(url: str, timeout_seconds: float) -> None:
+    """Exit 0 when the daemon's probe at URL passes, 1 otherwise: for container HEALTHCHECKs."""
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=timeout_seconds, trust_env=False)
+    except httpx.HTTPError as exc:
+        click.echo(f"unhealthy: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    click.echo(response.text)
+    sys.exit(EXIT_OK if response.status_code == 200 else EXIT_FAILURE)
+
+
 @main.command("check-config", epilog=EPILOG)
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(

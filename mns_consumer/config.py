@@ -104,6 +104,23 @@ class TokensConfig(StrictModel):
     read_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Read timeout of token calls, s.")
 
 
+class HttpConfig(StrictModel):
+    """The daemon's own HTTP endpoint: /metrics, /healthz, /readyz."""
+
+    listen: str | None = Field(
+        "127.0.0.1:9464",
+        pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$",
+        description="host:port to serve on (0.0.0.0:9464 in a container); null turns the endpoint off.",
+    )
+
+    def address(self) -> tuple[str, int] | None:
+        """(host, port), or None when turned off."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class Config(StrictModel):
     """The whole configuration file."""
 
@@ -120,6 +137,7 @@ class Config(StrictModel):
     )
     tokens: TokensConfig = Field(default_factory=TokensConfig, description="Queue token refresh.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log level, format and masking.")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
     drain_timeout_seconds: float = Field(
         30.0, gt=0, le=3600, description="On SIGTERM, how long in-flight batches may take to finish, s."
     )

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from mns_consumer.config import Config, CredentialsConfig, EndpointsConfig, QueueConfig, TokensConfig
+from mns_consumer.config import Config, CredentialsConfig, EndpointsConfig, HttpConfig, QueueConfig, TokensConfig
 from mns_consumer.observe.logging import LoggingConfig
 from mns_consumer.sinks.base import BUILTIN_SINK_TYPES, sink_config_class
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
@@ -26,6 +26,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("queues[]", QueueConfig),
     ("tokens", TokensConfig),
     ("logging", LoggingConfig),
+    ("http", HttpConfig),
     ("dead_letter", DeadLetterSinkConfig),
 )
 

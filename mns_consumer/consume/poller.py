@@ -27,6 +27,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mns_consumer.alicom.queue import MessageGone, MnsQueue, ReceivedMessage
 from mns_consumer.alicom.tokens import TokenProvider
@@ -158,6 +159,7 @@ class Poller:
                 self.last_progress = time.monotonic()
                 if not self._acquire_slot() or not self._wait_until_sinks_healthy():
                     continue
+                started = time.monotonic()
                 try:
                     messages = client.receive(self.settings.batch_size, self.settings.wait_seconds)
                 except (QueueUnavailable, QueueAuthError, QueueNotFound, TokenError) as exc:
@@ -167,6 +169,9 @@ class Poller:
                         self._after_receive_failure(exc, failures)
                     continue
                 failures = 0
+                self.events.receive_finished(
+                    self.settings.queue_name, time.monotonic() - started, _oldest_age_seconds(messages)
+                )
                 if not messages:
                     self._slots.release()
                     if self.settings.wait_seconds == 0:
@@ -298,7 +303,15 @@ class Poller:
                     continue
             deleted = len(handles) - len(failed)
             if deleted:
-                self.events.receipts_deleted(queue, deleted, batch.batch_id)
+                now = datetime.now(UTC)
+                delays = [
+                    (now - when).total_seconds()
+                    for item in settled
+                    if item.handle not in failed
+                    and item.receipt is not None
+                    and (when := item.receipt.reported_at or item.receipt.sent_at) is not None
+                ]
+                self.events.receipts_deleted(queue, deleted, batch.batch_id, delays)
             if failed:
                 # Typically ReceiptHandleError: the message turned visible and went out again; its
                 # dedupe key absorbs the redelivery (reference pitfall 11).
@@ -359,3 +372,10 @@ class Poller:
             batch.visibility_seconds = float(seconds)
         if extended:
             self.events.visibility_extended(self.settings.queue_name, extended, seconds)
+
+
+def _oldest_age_seconds(messages: list[ReceivedMessage]) -> float | None:
+    """Age of the oldest message of a receive, from its EnqueueTime; None for an empty receive."""
+    if not messages:
+        return None
+    return max(0.0, time.time() - min(m.enqueue_time_ms for m in messages) / 1000)

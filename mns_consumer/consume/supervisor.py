@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from mns_consumer.alicom.credentials import resolve_access_key
 from mns_consumer.alicom.endpoints import Endpoints, resolve_endpoints
@@ -40,6 +41,8 @@ from mns_consumer.consume.dispatcher import Dispatcher
 from mns_consumer.consume.poller import Poller, PollerSettings
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.observe.events import Events
+from mns_consumer.observe.health import HealthServer
+from mns_consumer.observe.metrics import Metrics
 from mns_consumer.observe.systemd import SystemdNotifier
 from mns_consumer.sinks.base import DeadLetterSink, Reopenable, Sink
 
@@ -80,7 +83,9 @@ class Supervisor:
         on_reopen: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
-        self.events = events or Events()
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.events = events or Events(self.metrics)
         self.environ = dict(os.environ if environ is None else environ)
         self.notifier = notifier or SystemdNotifier(self.environ)
         self.handle_signals = handle_signals
@@ -94,6 +99,8 @@ class Supervisor:
         self.dead_letter: DeadLetterSink | None = None
         self.slots: list[_Slot] = []
         self.ready = threading.Event()
+        self.draining = threading.Event()
+        self.health: HealthServer | None = None
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -127,6 +134,7 @@ class Supervisor:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(signum, self._on_signal)
         started = time.monotonic()
+        self._start_health()
         try:
             if not self._open_sinks():
                 return self._finish(started)
@@ -139,7 +147,62 @@ class Supervisor:
             self._drain()
         finally:
             self._close_sinks()
+            # Last, so the drain stays observable to Prometheus and probes until the very end.
+            if self.health is not None:
+                self.health.stop()
         return self._finish(started)
+
+    def _start_health(self) -> None:
+        address = self.config.http.address()
+        if address is None:
+            return
+        try:
+            self.health = HealthServer(address[0], address[1], self.registry, self.liveness, self.readiness).start()
+        except OSError as exc:
+            raise ConfigError("config", "http.listen", f"cannot listen on {self.config.http.listen}: {exc}") from None
+        log.info(
+            "http.listening", address=f"{address[0]}:{self.health.port}", paths=["/metrics", "/healthz", "/readyz"]
+        )
+
+    def _queue_states(self) -> dict[str, dict[str, object]]:
+        states: dict[str, dict[str, object]] = {}
+        for slot in self.slots:
+            poller = slot.poller
+            states[slot.queue.queue_name] = {
+                "message_type": slot.queue.message_type,
+                "poller": "restarting" if slot.restart_at is not None else "running",
+                "restarts": slot.restarts,
+                "in_flight_batches": poller.in_flight,
+                "seconds_since_progress": round(time.monotonic() - poller.last_progress, 3),
+                "sinks_healthy": poller.dispatcher.healthy.is_set(),
+                "token_seconds_to_expiry": slot.tokens.seconds_to_expiry(),
+                "token_error": slot.tokens.last_error,
+            }
+        return states
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """Alive unless a poller's loop has been stuck far longer than a long poll can take."""
+        stuck_after = 2 * (30 + self.config.mns_request_timeout_seconds) + 30
+        now = time.monotonic()
+        stuck = [
+            slot.queue.queue_name
+            for slot in self.slots
+            if slot.restart_at is None and now - slot.poller.last_progress > stuck_after
+        ]
+        return not stuck, {"stuck_pollers": stuck, "queues": self._queue_states()}
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready when started, not draining, and every queue holds a valid token."""
+        reasons: list[str] = []
+        if not self.ready.is_set():
+            reasons.append("starting: sinks not open or pollers not started yet")
+        if self.draining.is_set():
+            reasons.append("draining")
+        for slot in self.slots:
+            remaining = slot.tokens.seconds_to_expiry()
+            if remaining is None or remaining <= 0:
+                reasons.append(f"no valid token for {slot.queue.queue_name}")
+        return not reasons, {"reasons": reasons, "queues": self._queue_states()}
 
     def _open_sinks(self) -> bool:
         """Open every sink a queue uses, retrying unavailable ones until they open or a stop arrives."""
@@ -188,7 +251,22 @@ class Supervisor:
             )
             slot = _Slot(queue=queue, tokens=tokens, poller=self._new_poller(queue, tokens))
             self.slots.append(slot)
+            self._watch(slot)
             slot.poller.start()
+
+    def _watch(self, slot: _Slot) -> None:
+        """Tie the scrape-time gauges of a queue to the slot (which outlives restarted pollers)."""
+        name, message_type = slot.queue.queue_name, slot.queue.message_type
+        self.events.register_queue(name, message_type)
+        self.metrics.watch_queue(
+            name,
+            message_type,
+            seconds_since_receive=lambda: self.events.seconds_since_receive(name),
+            batches_in_flight=lambda: float(slot.poller.in_flight),
+            token_seconds_to_expiry=lambda: _or_minus_one(slot.tokens.seconds_to_expiry()),
+        )
+        for sink in slot.queue.sinks:
+            self.metrics.watch_sink(name, message_type, sink)
 
     def _new_poller(self, queue: QueueConfig, tokens: TokenProvider) -> Poller:
         assert self.dead_letter is not None  # noqa: S101  (opened before pollers start)
@@ -275,6 +353,7 @@ class Supervisor:
             self._on_reopen()
 
     def _drain(self) -> None:
+        self.draining.set()
         self.notifier.stopping()
         in_flight = sum(slot.poller.in_flight for slot in self.slots)
         self.events.drain("started", in_flight_batches=in_flight, timeout_seconds=self.config.drain_timeout_seconds)
@@ -312,3 +391,7 @@ class Supervisor:
             "daemon.stopped", uptime_seconds=round(time.monotonic() - started, 3), poller_restarts=restarts, **totals
         )
         return EXIT_OK
+
+
+def _or_minus_one(value: float | None) -> float:
+    return -1.0 if value is None else value

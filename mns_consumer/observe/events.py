@@ -9,10 +9,14 @@ logging pipeline masks; counters carry only queue, message type, sink and stage.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
+
+from mns_consumer.observe.metrics import Metrics
 
 log = structlog.get_logger("mns_consumer.consume")
 
@@ -24,10 +28,32 @@ class Events:
         totals: Counts by (event name, queue) for the summary line at exit and for tests.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self.totals: Counter[tuple[str, str]] = Counter()
+        self.metrics = metrics
         self._said_once: set[tuple[str, str]] = set()
+        self._types: dict[str, str] = {}
+        self._last_receive: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def register_queue(self, queue: str, message_type: str) -> None:
+        """Name a queue's MessageType once, so every event of the queue is labelled with it."""
+        with self._lock:
+            self._types[queue] = message_type
+            self._last_receive.setdefault(queue, time.monotonic())
+
+    def seconds_since_receive(self, queue: str) -> float:
+        """Seconds since the queue's last successful receive (an empty one counts)."""
+        with self._lock:
+            last = self._last_receive.get(queue)
+        return 0.0 if last is None else time.monotonic() - last
+
+    def _labels(self, queue: str) -> tuple[str, str]:
+        return queue, self._types.get(queue, "")
+
+    def _fail(self, queue: str, stage: str, amount: int = 1) -> None:
+        if self.metrics is not None:
+            self.metrics.failures.labels(*self._labels(queue), stage).inc(amount)
 
     def _count(self, name: str, queue: str, amount: int = 1) -> None:
         with self._lock:
@@ -48,11 +74,22 @@ class Events:
 
     # -- receiving -------------------------------------------------------------------------------
 
+    def receive_finished(self, queue: str, seconds: float, oldest_age_seconds: float | None) -> None:
+        """A receive came back, empty (``oldest_age_seconds`` None) or not: the queue's lag is known."""
+        with self._lock:
+            self._last_receive[queue] = time.monotonic()
+        if self.metrics is not None:
+            labels = self._labels(queue)
+            self.metrics.receive_seconds.labels(*labels).observe(seconds)
+            self.metrics.oldest_message_age.labels(*labels).set(oldest_age_seconds or 0.0)
+
     def batch_received(
         self, queue: str, message_type: str, batch_id: int, count: int, oldest_age_seconds: float
     ) -> None:
         """A receive returned ``count`` messages."""
         self._count("received", queue, count)
+        if self.metrics is not None:
+            self.metrics.received.labels(*self._labels(queue)).inc(count)
         log.debug(
             "batch.received",
             queue=queue,
@@ -65,6 +102,7 @@ class Events:
     def receive_failed(self, queue: str, message_type: str, code: str, retry_in_seconds: float) -> None:
         """A receive failed; the poller backs off."""
         self._count("receive_failed", queue)
+        self._fail(queue, "receive")
         log.warning(
             "receive.failed", queue=queue, message_type=message_type, code=code, retry_in_seconds=retry_in_seconds
         )
@@ -72,6 +110,7 @@ class Events:
     def queue_missing(self, queue: str, message_type: str, retry_in_seconds: float) -> None:
         """MNS says the queue does not exist (wrong name, or a queue asleep after months of no sends)."""
         self._count("receive_failed", queue)
+        self._fail(queue, "receive")
         log.error(
             "queue.not_found",
             queue=queue,
@@ -83,11 +122,13 @@ class Events:
     def auth_refused(self, queue: str, message_type: str, code: str, operation: str) -> None:
         """MNS refused the token; it is refreshed at once."""
         self._count("auth_refused", queue)
+        self._fail(queue, "token")
         log.warning("token.refused_by_mns", queue=queue, message_type=message_type, code=code, operation=operation)
 
     def token_failed(self, queue: str, message_type: str, code: str, retry_in_seconds: float) -> None:
         """No valid token could be had; the poller waits."""
         self._count("token_failed", queue)
+        self._fail(queue, "token")
         log.error(
             "token.unavailable", queue=queue, message_type=message_type, code=code, retry_in_seconds=retry_in_seconds
         )
@@ -97,11 +138,16 @@ class Events:
     def decode_failed(self, queue: str, message_type: str, message_id: str, reason: str) -> None:
         """A body did not decode; it goes to the dead-letter sink."""
         self._count("decode_failed", queue)
+        self._fail(queue, "decode")
         log.warning("receipt.undecodable", queue=queue, message_type=message_type, message_id=message_id, reason=reason)
 
     def sink_written(self, queue: str, sink: str, accepted: int, rejected: int, seconds: float) -> None:
         """A sink accepted (and maybe rejected) part of a batch."""
         self._count(f"accepted:{sink}", queue, accepted)
+        if self.metrics is not None:
+            labels = self._labels(queue)
+            self.metrics.accepted.labels(*labels, sink).inc(accepted)
+            self.metrics.sink_write_seconds.labels(*labels, sink).observe(seconds)
         log.debug(
             "sink.written", queue=queue, sink=sink, accepted=accepted, rejected=rejected, seconds=round(seconds, 4)
         )
@@ -109,6 +155,7 @@ class Events:
     def sink_retry(self, queue: str, sink: str, attempt: int, reason: str, retry_in_seconds: float) -> None:
         """A sink is unavailable; the batch waits and receiving pauses."""
         self._count("sink_failed", queue)
+        self._fail(queue, "sink")
         log.warning(
             "sink.unavailable",
             queue=queue,
@@ -125,6 +172,7 @@ class Events:
     def sink_broken(self, queue: str, sink: str, error: BaseException) -> None:
         """A sink raised something other than SinkUnavailable: a bug; the batch is abandoned."""
         self._count("sink_failed", queue)
+        self._fail(queue, "sink")
         log.critical("sink.bug", queue=queue, sink=sink, error=repr(error), exc_info=error)
 
     def receipt_rejected(self, queue: str, message_type: str, message_id: str, sink: str, reason: str) -> None:
@@ -137,23 +185,34 @@ class Events:
     def dead_lettered(self, queue: str, count: int) -> None:
         """Messages were stored in the dead-letter sink."""
         self._count("dead_lettered", queue, count)
+        if self.metrics is not None:
+            self.metrics.dead_lettered.labels(*self._labels(queue)).inc(count)
         log.info("receipts.dead_lettered", queue=queue, count=count)
 
     # -- deleting and visibility -----------------------------------------------------------------
 
-    def receipts_deleted(self, queue: str, count: int, batch_id: int) -> None:
-        """Messages every sink acknowledged were deleted from MNS."""
+    def receipts_deleted(self, queue: str, count: int, batch_id: int, delays_seconds: Iterable[float] = ()) -> None:
+        """Messages every sink acknowledged were deleted; ``delays_seconds`` run from report time to now."""
         self._count("deleted", queue, count)
+        if self.metrics is not None:
+            labels = self._labels(queue)
+            self.metrics.deleted.labels(*labels).inc(count)
+            histogram = self.metrics.receipt_delay_seconds.labels(*labels)
+            for delay in delays_seconds:
+                histogram.observe(max(0.0, delay))
         log.debug("receipts.deleted", queue=queue, count=count, batch_id=batch_id)
 
     def delete_failed(self, queue: str, count: int, code: str) -> None:
         """Some deletes failed; those messages come back and their dedupe keys absorb them."""
         self._count("delete_failed", queue, count)
+        self._fail(queue, "delete", count)
         log.warning("receipts.delete_failed", queue=queue, count=count, code=code)
 
     def visibility_extended(self, queue: str, count: int, seconds: int) -> None:
         """A slow batch's messages were kept invisible longer."""
         self._count("visibility_extended", queue, count)
+        if self.metrics is not None:
+            self.metrics.visibility_extended.labels(*self._labels(queue)).inc(count)
         log.info("visibility.extended", queue=queue, count=count, seconds=seconds)
 
     def visibility_not_allowed(self, queue: str, code: str) -> None:
@@ -171,11 +230,16 @@ class Events:
 
     def poller_started(self, queue: str, message_type: str) -> None:
         """A poller started (or restarted)."""
+        if self.metrics is not None:
+            self.metrics.poller_up.labels(queue, message_type).set(1)
         log.info("poller.started", queue=queue, message_type=message_type)
 
     def poller_crashed(self, queue: str, message_type: str, error: BaseException, restart_in_seconds: float) -> None:
         """A poller died of an unexpected error; it is restarted after a back-off."""
         self._count("poller_restarts", queue)
+        if self.metrics is not None:
+            self.metrics.poller_up.labels(queue, message_type).set(0)
+            self.metrics.poller_restarts.labels(queue, message_type).inc()
         log.error(
             "poller.crashed",
             queue=queue,
@@ -187,4 +251,6 @@ class Events:
 
     def drain(self, phase: str, **fields: Any) -> None:
         """A step of the shutdown sequence."""
+        if self.metrics is not None:
+            self.metrics.draining.set(1)
         log.info(f"shutdown.{phase}", **fields)

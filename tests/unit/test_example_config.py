@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from mns_consumer.config import Config, CredentialsConfig, EndpointsConfig, QueueConfig, TokensConfig, load_config
+from mns_consumer.config import (
+    Config,
+    CredentialsConfig,
+    EndpointsConfig,
+    HttpConfig,
+    QueueConfig,
+    TokensConfig,
+    load_config,
+)
 from mns_consumer.observe.logging import LoggingConfig
 from mns_consumer.sinks.base import BUILTIN_SINK_TYPES, sink_config_class
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
@@ -34,6 +42,7 @@ def test_the_example_loads_with_every_sink_type(monkeypatch: pytest.MonkeyPatch)
         QueueConfig,
         TokensConfig,
         LoggingConfig,
+        HttpConfig,
         DeadLetterSinkConfig,
         *(sink_config_class(name) for name in sorted(BUILTIN_SINK_TYPES)),
     ],

@@ -1,0 +1,159 @@
+"""Every Prometheus metric of the daemon, built on an injected registry (never the global one).
+
+Labels are bounded to ``queue``, ``message_type``, ``sink`` and ``stage``: never receipt ids, phone
+numbers or MNS message ids. Times are in seconds, with buckets chosen for what they measure: sink
+writes (milliseconds to tens of seconds), long polls (up to the 30 s wait plus the request timeout)
+and receipt delays (seconds to hours, since carriers report late).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from mns_consumer import __version__
+
+STAGES = ("receive", "decode", "sink", "delete", "token")
+"""The ``stage`` label of ``mns_consumer_failures_total``."""
+
+SINK_WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RECEIVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0)
+RECEIPT_DELAY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0, 86400.0)
+
+QUEUE_LABELS = ("queue", "message_type")
+
+
+class Metrics:
+    """The daemon's metrics on one registry; :class:`~mns_consumer.observe.events.Events` updates them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.received = Counter(
+            "mns_consumer_receipts_received", "Messages received from MNS.", QUEUE_LABELS, registry=registry
+        )
+        self.accepted = Counter(
+            "mns_consumer_receipts_accepted",
+            "Receipts a sink durably accepted (duplicates included).",
+            (*QUEUE_LABELS, "sink"),
+            registry=registry,
+        )
+        self.deleted = Counter(
+            "mns_consumer_receipts_deleted",
+            "Messages deleted from MNS after every sink accepted them.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "mns_consumer_receipts_dead_lettered",
+            "Messages stored in the dead-letter sink.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.failures = Counter(
+            "mns_consumer_failures",
+            "Failures by stage: receive, decode, sink, delete, token.",
+            (*QUEUE_LABELS, "stage"),
+            registry=registry,
+        )
+        self.visibility_extended = Counter(
+            "mns_consumer_visibility_extensions",
+            "Messages whose visibility was extended while sinks were slow.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.sink_write_seconds = Histogram(
+            "mns_consumer_sink_write_seconds",
+            "Duration of one sink write call.",
+            (*QUEUE_LABELS, "sink"),
+            buckets=SINK_WRITE_BUCKETS,
+            registry=registry,
+        )
+        self.receive_seconds = Histogram(
+            "mns_consumer_receive_seconds",
+            "Duration of one BatchReceiveMessage, long-poll wait included.",
+            QUEUE_LABELS,
+            buckets=RECEIVE_BUCKETS,
+            registry=registry,
+        )
+        self.receipt_delay_seconds = Histogram(
+            "mns_consumer_receipt_delay_seconds",
+            "From the carrier's report time (or the reply's send time) to the delete from MNS.",
+            QUEUE_LABELS,
+            buckets=RECEIPT_DELAY_BUCKETS,
+            registry=registry,
+        )
+        self.oldest_message_age = Gauge(
+            "mns_consumer_queue_oldest_message_age_seconds",
+            "Age (from EnqueueTime) of the oldest message in the latest receive; 0 when it came back empty.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.seconds_since_receive = Gauge(
+            "mns_consumer_seconds_since_last_receive",
+            "Time since the last successful receive (empty ones count).",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.batches_in_flight = Gauge(
+            "mns_consumer_batches_in_flight",
+            "Batches received and not yet deleted or abandoned.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.token_expiry = Gauge(
+            "mns_consumer_token_seconds_to_expiry",
+            "Seconds until the queue token's ExpireTime (-1: no token).",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.poller_up = Gauge(
+            "mns_consumer_poller_up",
+            "1 while the queue's poller runs, 0 while it waits to be restarted.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.poller_restarts = Counter(
+            "mns_consumer_poller_restarts",
+            "Pollers restarted after an unexpected error.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.draining = Gauge("mns_consumer_draining", "1 while the daemon drains after SIGTERM.", registry=registry)
+        self.build_info = Info("mns_consumer_build", "Version of mns-consumer and of Python.", registry=registry)
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+
+    def watch_queue(
+        self,
+        queue: str,
+        message_type: str,
+        *,
+        seconds_since_receive: Callable[[], float],
+        batches_in_flight: Callable[[], float],
+        token_seconds_to_expiry: Callable[[], float],
+    ) -> None:
+        """Tie the gauges read at scrape time to a queue's live state, and zero its counters.
+
+        Zeroing every labelled counter up front makes each series exist from the first scrape, so
+        ``rate()`` and ``increase()`` see the first increment.
+        """
+        labels = (queue, message_type)
+        self.seconds_since_receive.labels(*labels).set_function(seconds_since_receive)
+        self.batches_in_flight.labels(*labels).set_function(batches_in_flight)
+        self.token_expiry.labels(*labels).set_function(token_seconds_to_expiry)
+        for counter in (
+            self.received,
+            self.deleted,
+            self.dead_lettered,
+            self.visibility_extended,
+            self.poller_restarts,
+        ):
+            counter.labels(*labels)
+        for stage in STAGES:
+            self.failures.labels(*labels, stage)
+        self.oldest_message_age.labels(*labels).set(0)
+
+    def watch_sink(self, queue: str, message_type: str, sink: str) -> None:
+        """Make a queue's sink series exist from the first scrape."""
+        self.accepted.labels(queue, message_type, sink)
