@@ -31,11 +31,12 @@ test: lint
 	$(VENV)/bin/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 demo: $(STAMP)
+	$(VENV)/bin/mns-consumer demo $(DEMO_ARGS)
+
+emulator: $(STAMP)
 	$(VENV)/bin/mns-consumer emulator --listen 127.0.0.1:9100 --seed-receipts 20 \
 		--queue SmsReport=Alicom-Queue-i1-SmsReport --queue SmsUp=Alicom-Queue-i1-SmsUp \
 		--queue SignSmsReport=Alicom-Queue-i1-SignSmsReport --queue TemplateSmsReport=Alicom-Queue-i1-TemplateSmsReport
-
-emulator: demo
 
 bench: $(STAMP)
 	$(PY) bench/emulator_bench.py

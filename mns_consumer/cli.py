@@ -376,6 +376,66 @@ def health(url: str, timeout_seconds: float) -> None:
     sys.exit(EXIT_OK if response.status_code == 200 else EXIT_FAILURE)
 
 
+@main.command(
+    "demo",
+    epilog="""\b
+Examples:
+  mns-consumer demo
+  mns-consumer demo --receipts 1000 --seed 7 --data-dir /tmp/demo
+  mns-consumer demo --forever --http-listen 127.0.0.1:9464
+  mns-consumer demo --receipts 30 --json | tail -n 1
+""",
+)
+@click.option(
+    "--receipts",
+    "receipts_per_queue",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Valid receipts seeded into each queue (a few malformed ones come on top).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the sample receipts.")
+@click.option(
+    "--data-dir",
+    default="mns-consumer-demo",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where the SQLite database, JSON Lines and dead letters go; only a new, empty or earlier demo folder.",
+)
+@click.option("--forever", is_flag=True, help="Keep consuming, with receipts trickling in, until Ctrl-C.")
+@click.option(
+    "--http-listen",
+    default="127.0.0.1:9464",
+    show_default=True,
+    help="HOST:PORT of /metrics, /healthz and /readyz; port 0 picks a free one.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Also print the summary as one JSON line at the end.")
+def demo(receipts_per_queue: int, seed: int, data_dir: Path, forever: bool, http_listen: str, as_json: bool) -> None:
+    """Run the emulator and the daemon in-process on seeded receipts, show progress, and sum up.
+
+    Without --forever it stops once every queue is drained. Exits 0, or 2 when --data-dir holds files
+    the demo did not create or --http-listen cannot be used.
+    """
+    from mns_consumer.demo import DemoOptions, run_demo
+    from mns_consumer.errors import ConfigError
+
+    _parse_listen(http_listen)
+    options = DemoOptions(
+        receipts_per_queue=receipts_per_queue,
+        seed=seed,
+        data_dir=data_dir,
+        forever=forever,
+        http_listen=http_listen,
+        as_json=as_json,
+    )
+    try:
+        code = run_demo(options)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(code)
+
+
 @main.command("check-config", epilog=EPILOG)
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
