@@ -348,7 +348,7 @@ def run(config_file: Path) -> None:
         sys.exit(EXIT_USAGE)
     configure_logging(config.logging)
     try:
-        code = Supervisor(config, on_reopen=reopen_log_file).run()
+        code = Supervisor(config, on_reopen=reopen_log_file, source=str(config_file)).run()
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

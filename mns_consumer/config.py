@@ -144,6 +144,12 @@ class Config(StrictModel):
     mns_request_timeout_seconds: float = Field(
         10.0, gt=0, le=120, description="Timeout of every MNS call beyond a long poll's own wait, s."
     )
+    mns_retry_initial_seconds: float = Field(
+        0.5, gt=0, le=60, description="First back-off after a failed MNS receive or delete, s."
+    )
+    mns_retry_max_seconds: float = Field(
+        30.0, gt=0, le=600, description="Longest back-off between failed MNS receives, s."
+    )
     sink_retry_initial_seconds: float = Field(0.5, gt=0, le=60, description="First back-off after a sink failure, s.")
     sink_retry_max_seconds: float = Field(30.0, gt=0, le=3600, description="Longest back-off between sink retries, s.")
 

@@ -37,8 +37,10 @@ from mns_consumer.errors import DecodeError, QueueAuthError, QueueNotFound, Queu
 from mns_consumer.observe.events import Events
 from mns_consumer.receipts import decode_mns_body
 
-MIN_VISIBILITY_SECONDS = 5.0
-"""Never plan with less than this; shorter measured values come from skewed clocks."""
+MIN_VISIBILITY_SECONDS = 1.0
+"""The shortest visibility planned with; a measured value at or below zero means a skewed clock."""
+KEEPER_TICK_SECONDS = 0.25
+"""How often the keeper looks for batches to extend: a fraction of the shortest useful timeout."""
 MAX_VISIBILITY_SECONDS = 43200.0
 """The MNS limit; longer measured values come from skewed clocks too."""
 QUEUE_MISSING_RETRY_SECONDS = 60.0
@@ -214,7 +216,14 @@ class Poller:
         else:
             code = error.code if isinstance(error, QueueUnavailable) else type(error).__name__
             self.events.receive_failed(queue, message_type, code, round(delay, 3))
-        self.stopping.wait(delay)
+        self._pause(delay)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait out a back-off in slices, marking progress: a loop that backs off is alive (watchdog)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            self.stopping.wait(min(1.0, remaining))
+            self.last_progress = time.monotonic()
 
     def _hand_over(self, messages: list[ReceivedMessage]) -> None:
         now = time.monotonic()
@@ -250,8 +259,9 @@ class Poller:
     def _measured_visibility(self, messages: list[ReceivedMessage], wall_ms: float) -> float:
         """Seconds until the batch turns visible again, read from NextVisibleTime (reference 3.5)."""
         remaining = (min(m.next_visible_time_ms for m in messages) - wall_ms) / 1000
-        if MIN_VISIBILITY_SECONDS <= remaining <= MAX_VISIBILITY_SECONDS:
-            return remaining
+        if 0 < remaining <= MAX_VISIBILITY_SECONDS:
+            # Short timeouts are real (a queue may use 1-5 s); plan with at least a second.
+            return max(MIN_VISIBILITY_SECONDS, remaining)
         # A clock far off MNS's: fall back to the configured timeout rather than a nonsense value.
         return self.settings.visibility_timeout_seconds
 
@@ -287,37 +297,44 @@ class Poller:
 
     def _delete(self, client: MnsQueue, batch: Batch, settled: list[InFlight]) -> None:
         queue = self.settings.queue_name
-        for attempt in range(1, 4):
+        attempt = 0
+        while True:
+            attempt += 1
+            error: QueueAuthError | QueueUnavailable | TokenError | None = None
             with batch.lock:
                 handles = [item.handle for item in settled]
                 try:
                     failed = client.delete(handles)
-                except QueueAuthError as exc:
-                    self.events.auth_refused(queue, self.settings.message_type, exc.code, "BatchDeleteMessage")
-                    self.tokens.invalidate(self.tokens.current())
-                    continue
-                except (QueueUnavailable, TokenError) as exc:
-                    if attempt == 3 or self.abandon.wait(self._backoff.delay(attempt)):
-                        self.events.delete_failed(queue, len(handles), exc.code)
-                        return
-                    continue
-            deleted = len(handles) - len(failed)
-            if deleted:
-                now = datetime.now(UTC)
-                delays = [
-                    (now - when).total_seconds()
-                    for item in settled
-                    if item.handle not in failed
-                    and item.receipt is not None
-                    and (when := item.receipt.reported_at or item.receipt.sent_at) is not None
-                ]
-                self.events.receipts_deleted(queue, deleted, batch.batch_id, delays)
-            if failed:
-                # Typically ReceiptHandleError: the message turned visible and went out again; its
-                # dedupe key absorbs the redelivery (reference pitfall 11).
-                self.events.delete_failed(queue, len(failed), sorted(set(failed.values()))[0])
-            return
-        self.events.delete_failed(queue, len(settled), "AuthError")
+                except (QueueAuthError, QueueUnavailable, TokenError) as exc:
+                    error = exc
+            if error is None:
+                break
+            delay = self._backoff.delay(attempt)
+            if isinstance(error, QueueAuthError):
+                self.events.auth_refused(queue, self.settings.message_type, error.code, "BatchDeleteMessage")
+                self.tokens.invalidate(self.tokens.current())
+                delay = 0.0 if attempt == 1 else delay
+            # Retrying is worth it while the handles are live (the keeper extends them); after that the
+            # messages come back on their own and their dedupe keys absorb the repeat.
+            remaining = batch.visible_since + batch.visibility_seconds - time.monotonic()
+            if remaining <= delay or self.abandon.wait(delay):
+                self.events.delete_failed(queue, len(handles), error.code)
+                return
+        deleted = len(handles) - len(failed)
+        if deleted:
+            now = datetime.now(UTC)
+            delays = [
+                (now - when).total_seconds()
+                for item in settled
+                if item.handle not in failed
+                and item.receipt is not None
+                and (when := item.receipt.reported_at or item.receipt.sent_at) is not None
+            ]
+            self.events.receipts_deleted(queue, deleted, batch.batch_id, delays)
+        if failed:
+            # Typically ReceiptHandleError: the message turned visible and went out again; its
+            # dedupe key absorbs the redelivery (reference pitfall 11).
+            self.events.delete_failed(queue, len(failed), sorted(set(failed.values()))[0])
 
     def _finish(self, batch: Batch) -> None:
         with self._in_flight_lock:
@@ -333,7 +350,7 @@ class Poller:
     def _keep_loop(self) -> None:
         client: MnsQueue | None = None
         try:
-            while not self._done.wait(1.0):
+            while not self._done.wait(KEEPER_TICK_SECONDS):
                 if not self._can_extend:
                     continue
                 now = time.monotonic()

@@ -81,8 +81,10 @@ class Supervisor:
         environ: Mapping[str, str] | None = None,
         token_fetcher: TokenFetcher | None = None,
         on_reopen: Callable[[], None] | None = None,
+        source: str = "configuration",
     ) -> None:
         self.config = config
+        self.source = source
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.events = events or Events(self.metrics)
@@ -159,7 +161,12 @@ class Supervisor:
         try:
             self.health = HealthServer(address[0], address[1], self.registry, self.liveness, self.readiness).start()
         except OSError as exc:
-            raise ConfigError("config", "http.listen", f"cannot listen on {self.config.http.listen}: {exc}") from None
+            raise ConfigError(
+                self.source,
+                "http.listen",
+                f"cannot listen on {self.config.http.listen}: {exc.strerror or exc}",
+                "pick a free port, 0 for any, or null to turn the endpoint off",
+            ) from None
         log.info(
             "http.listening", address=f"{address[0]}:{self.health.port}", paths=["/metrics", "/healthz", "/readyz"]
         )
@@ -209,7 +216,7 @@ class Supervisor:
         names = sorted({name for queue in self.config.queues for name in queue.sinks})
         self.sinks = {name: self.config.sinks[name].build(name) for name in names}
         if self.config.dead_letter is None:
-            raise ConfigError("config", "dead_letter", "is required when queues are configured")
+            raise ConfigError(self.source, "dead_letter", "is required when queues are configured")
         self.dead_letter = self.config.dead_letter.build()
         pending: list[tuple[str, Sink | DeadLetterSink]] = [*self.sinks.items(), ("dead_letter", self.dead_letter)]
         backoff = Backoff(0.5, 30.0)
@@ -291,6 +298,8 @@ class Supervisor:
             visibility_timeout_seconds=queue.visibility_timeout_seconds,
             visibility_extension_seconds=queue.visibility_extension_seconds,
             request_timeout_seconds=self.config.mns_request_timeout_seconds,
+            retry_initial_seconds=self.config.mns_retry_initial_seconds,
+            retry_max_seconds=self.config.mns_retry_max_seconds,
         )
         endpoint, ca_file, timeout = self.endpoints.mns, self.endpoints.ca_file, self.config.mns_request_timeout_seconds
 

@@ -1,0 +1,108 @@
+"""kill -9 at random instants: whatever a killed daemon held comes back from MNS, and nothing is stored twice.
+
+Each trial seeds receipts into two queues, starts the daemon against a PostgreSQL sink, kills it with
+SIGKILL at a random instant after it is ready (``random.Random(trial)``, so runs repeat), restarts it,
+lets it finish and stops it with SIGTERM. The queues' 3 s visibility timeout brings back what the
+killed process had received but not deleted.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from mns_consumer.emulator import Emulator, QueueDefaults
+from mns_consumer.sinks.dead_letter import read_dead_letters
+from tests.e2e.daemon_harness import (
+    DaemonFactory,
+    daemon_config,
+    expected_receipts,
+    queue_total,
+    table_keys,
+    wait_until,
+)
+from tests.support.sink_env_database import ServerEnv
+
+TRIALS = 10
+RECEIPTS_PER_QUEUE = 150
+MAX_KILL_DELAY_SECONDS = 1.5
+QUEUES = {"SmsReport": "Alicom-Queue-chaos-SmsReport", "SmsUp": "Alicom-Queue-chaos-SmsUp"}
+
+
+@pytest.fixture
+def postgres() -> Iterator[ServerEnv]:
+    """A fresh PostgreSQL table (dropped afterwards)."""
+    env = ServerEnv("postgresql")
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
+    """Daemon processes, every one killed at teardown if still running."""
+    factory = DaemonFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.kill_all()
+
+
+def _duplicated_keys(engine: sa.Engine, table: str) -> list[str]:
+    query = sa.text(f"SELECT dedupe_key FROM {table} GROUP BY dedupe_key HAVING count(*) > 1")  # noqa: S608
+    with engine.connect() as connection:
+        return list(connection.execute(query).scalars())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_kill_nine_at_random_instants_loses_nothing_and_stores_nothing_twice(
+    make_emulator, daemons: DaemonFactory, postgres: ServerEnv, tmp_path: Path
+) -> None:
+    """After ten SIGKILLs at random instants and restarts, every seeded receipt is in PostgreSQL exactly once."""
+    # Given two queues with a 3 s visibility timeout and a daemon configuration writing to PostgreSQL
+    emulator: Emulator = make_emulator(queues=dict(QUEUES), queue_defaults=QueueDefaults(visibility_timeout_seconds=3))
+    dead = tmp_path / "dead.jsonl"
+    config = daemons.write(
+        daemon_config(
+            emulator,
+            {"db": {"type": "database", "url": postgres.url, "table": postgres.table, "connect_timeout_seconds": 2}},
+            dead,
+        )
+    )
+    expected: set[str] = set()
+
+    for trial in range(TRIALS):
+        # When receipts are seeded, the daemon is killed -9 at a random instant, restarted and left to finish
+        rng = random.Random(trial)
+        generated = [item for message_type in QUEUES for item in emulator.produce(message_type, RECEIPTS_PER_QUEUE)]
+        fresh = set(expected_receipts(emulator, generated))
+        assert not fresh & expected
+        expected |= fresh
+        victim = daemons.start(config)
+        time.sleep(rng.uniform(0, MAX_KILL_DELAY_SECONDS))
+        victim.kill()
+
+        survivor = daemons.start(config)
+        total = len(expected)
+        wait_until(
+            lambda total=total: queue_total(emulator) == 0 and len(table_keys(postgres.admin, postgres.table)) == total,
+            f"trial {trial}: every receipt stored after the restart",
+            diagnose=survivor.describe,
+        )
+        assert survivor.stop() == 0, survivor.describe()
+        assert not survivor.events_named("poller.crashed")
+
+    # Then every seeded receipt is stored exactly once, nothing was dead-lettered, and the queues are empty
+    assert _duplicated_keys(postgres.admin, postgres.table) == []
+    keys = table_keys(postgres.admin, postgres.table)
+    assert len(keys) == len(expected) == TRIALS * RECEIPTS_PER_QUEUE * len(QUEUES)
+    assert set(keys) == expected
+    assert queue_total(emulator) == 0
+    assert not dead.exists() or list(read_dead_letters(dead)) == []

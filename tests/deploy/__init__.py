@@ -1,0 +1,1 @@
+"""Deployment files (systemd unit, container image, alerts, dashboard, Kubernetes manifest), tested as code."""

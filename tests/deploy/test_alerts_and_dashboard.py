@@ -1,0 +1,352 @@
+"""deploy/prometheus/alerts.yaml and deploy/grafana/mns-consumer.json against the metrics the daemon exports.
+
+Every PromQL expression may name only metrics that :class:`~mns_consumer.observe.metrics.Metrics` registers
+(plus Prometheus' own ``up``). ``promtool`` (Debian package ``prometheus``) checks the rules and replays
+series through them; without it those tests skip, and fail when ``MNS_CONSUMER_REQUIRE_SERVICES=1`` (CI).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import CollectorRegistry
+
+from mns_consumer.observe.metrics import Metrics
+from tests.conftest import service_unavailable
+
+REPO = Path(__file__).resolve().parents[2]
+ALERTS = REPO / "deploy" / "prometheus" / "alerts.yaml"
+DASHBOARD = REPO / "deploy" / "grafana" / "mns-consumer.json"
+README = REPO / "README.md"
+
+SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gauge": ("",),
+    "info": ("_info",),
+}
+"""The series names prometheus_client exposes for a metric family of each type."""
+
+PROMETHEUS_SERIES = {"up"}
+"""Series Prometheus adds to every scrape, which expressions may use too."""
+
+LABELS = {"queue", "message_type", "sink", "stage", "le", "version", "instance", "job"}
+"""Labels an expression may group by: the daemon's own plus what a histogram, the info metric and a scrape add."""
+
+PROMQL_FUNCTIONS = {
+    "abs", "absent", "absent_over_time", "avg", "avg_over_time", "bottomk", "ceil", "changes", "clamp_max",
+    "clamp_min", "count", "count_over_time", "count_values", "delta", "deriv", "floor", "group", "histogram_quantile",
+    "idelta", "increase", "irate", "label_replace", "max", "max_over_time", "min", "min_over_time", "predict_linear",
+    "quantile", "quantile_over_time", "rate", "resets", "round", "scalar", "sort", "sort_desc", "stddev", "sum",
+    "sum_over_time", "time", "timestamp", "topk", "vector",
+}  # fmt: skip
+PROMQL_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+}
+GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+@cache
+def exported_series() -> frozenset[str]:
+    """Every series name a scrape of the daemon can carry, from a fresh :class:`Metrics`."""
+    names: set[str] = set()
+    for family in Metrics(CollectorRegistry()).registry.collect():
+        names.update(family.name + suffix for suffix in SAMPLE_SUFFIXES[family.type])
+    return frozenset(names)
+
+
+@cache
+def exported_families() -> frozenset[str]:
+    return frozenset(family.name for family in Metrics(CollectorRegistry()).registry.collect())
+
+
+def parse_promql(expr: str) -> tuple[set[str], set[str], set[str]]:
+    """The metric names, function names and grouping labels of a PromQL expression (as dashboards write it)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    labels = {label.strip() for _, inside in GROUPING.findall(text) for label in inside.split(",") if label.strip()}
+    text = GROUPING.sub(" ", text)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    metrics: set[str] = set()
+    functions: set[str] = set()
+    for match in IDENTIFIER.finditer(text):
+        name = match.group(0)
+        if re.match(r"\s*\(", text[match.end() :]):
+            functions.add(name)
+        elif name not in PROMQL_KEYWORDS:
+            metrics.add(name)
+    return metrics, functions, labels
+
+
+def assert_uses_only_exported_metrics(expr: str) -> None:
+    metrics, functions, labels = parse_promql(expr)
+    assert metrics, f"no metric in {expr!r}"
+    assert metrics <= exported_series() | PROMETHEUS_SERIES, f"unknown metric(s) {metrics - exported_series()}"
+    assert functions <= PROMQL_FUNCTIONS, f"unknown function(s) {functions - PROMQL_FUNCTIONS} in {expr!r}"
+    assert labels <= LABELS, f"unknown label(s) {labels - LABELS} in {expr!r}"
+
+
+def test_promql_parsing_sees_metrics_functions_and_grouping_labels() -> None:
+    """The checker finds what it checks: metric names, function names and ``by`` labels, not strings or ranges."""
+    metrics, functions, labels = parse_promql(
+        'histogram_quantile(0.99, sum by (le, sink) (rate(mns_consumer_sink_write_seconds_bucket{queue=~"$queue",'
+        ' stage="up"}[$__rate_interval]))) or absent(up{job="mns-consumer"})'
+    )
+    assert metrics == {"mns_consumer_sink_write_seconds_bucket", "up"}
+    assert functions == {"histogram_quantile", "sum", "rate", "absent"}
+    assert labels == {"le", "sink"}
+    assert {"mns_consumer_receipts_received_total", "mns_consumer_receive_seconds_bucket"} <= exported_series()
+
+
+# -- alerts ------------------------------------------------------------------------------------------------
+
+
+@cache
+def alert_rules() -> tuple[dict[str, Any], ...]:
+    document = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    return tuple(rule for group in document["groups"] for rule in group["rules"])
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        service_unavailable("promtool is not installed (Debian package prometheus)")
+    assert path is not None
+    return path
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    """``promtool check rules`` parses every expression and annotation template."""
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+
+
+def test_alert_expressions_use_only_metrics_the_daemon_exports() -> None:
+    """A renamed or misspelt metric would make an alert silently never fire."""
+    for rule in alert_rules():
+        assert_uses_only_exported_metrics(rule["expr"])
+
+
+def test_every_alert_has_a_severity_a_summary_a_description_and_a_runbook() -> None:
+    """On-call gets a routing severity and text saying what broke and what to do."""
+    names = [rule["alert"] for rule in alert_rules()]
+    assert len(names) == len(set(names))
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+        annotations = rule["annotations"]
+        assert annotations["summary"].strip(), rule["alert"]
+        assert len(annotations["description"].split()) >= 15, rule["alert"]
+        assert annotations["runbook_url"].startswith("README.md#"), rule["alert"]
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, flags=re.MULTILINE):
+        text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+        anchors.add(text.replace(" ", "-"))
+    return anchors
+
+
+def test_every_runbook_link_has_its_section_in_the_readme() -> None:
+    """Each runbook_url anchor is a heading of the README (its Troubleshooting section)."""
+    anchors = _anchors(README.read_text(encoding="utf-8"))
+    missing = [
+        rule["annotations"]["runbook_url"]
+        for rule in alert_rules()
+        if rule["annotations"]["runbook_url"].partition("#")[2] not in anchors
+    ]
+    assert missing == []
+
+
+SERIES = 'job="mns-consumer", instance="host-a:9464", queue="Alicom-Queue-1-SmsReport", message_type="SmsReport"'
+SERIES_LABELS = {
+    "job": "mns-consumer",
+    "instance": "host-a:9464",
+    "queue": "Alicom-Queue-1-SmsReport",
+    "message_type": "SmsReport",
+}
+QUEUE_LABELS = {"queue": "Alicom-Queue-1-SmsReport", "message_type": "SmsReport"}
+
+
+def _scenario(alert: str, series: dict[str, str], expected: dict[str, list[dict[str, str]]]) -> dict[str, Any]:
+    """One promtool test: input series (1 minute apart), and the alerts expected at each evaluation time."""
+    return {
+        "interval": "1m",
+        "input_series": [{"series": name, "values": values} for name, values in series.items()],
+        "alert_rule_test": [
+            {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": labels} for labels in alerts]}
+            for at, alerts in expected.items()
+        ],
+    }
+
+
+def _scenarios() -> Iterator[dict[str, Any]]:
+    yield _scenario(
+        "MnsConsumerDown",
+        {'up{job="mns-consumer", instance="host-a:9464"}': "1 1 0x20"},
+        {
+            "4m": [],
+            "10m": [{"severity": "critical", "job": "mns-consumer", "instance": "host-a:9464"}],
+        },
+    )
+    yield _scenario(
+        "MnsConsumerDown",
+        {'up{job="some-other-job", instance="host-b:9100"}': "1x20"},
+        {"3m": [], "10m": [{"severity": "critical", "job": "mns-consumer"}]},
+    )
+    yield _scenario(
+        "MnsConsumerNotReceiving",
+        {f"mns_consumer_seconds_since_last_receive{{{SERIES}}}": "0+60x20"},
+        {"6m": [], "10m": [{"severity": "critical", **SERIES_LABELS}]},
+    )
+    yield _scenario(
+        "MnsConsumerBacklog",
+        {f"mns_consumer_queue_oldest_message_age_seconds{{{SERIES}}}": "0 0 400x30"},
+        {"8m": [], "15m": [{"severity": "warning", **QUEUE_LABELS}]},
+    )
+    yield _scenario(
+        "MnsConsumerFailures",
+        {
+            f'mns_consumer_failures_total{{{SERIES}, stage="sink"}}': "0+120x30",
+            f'mns_consumer_failures_total{{{SERIES}, stage="delete"}}': "0+3x30",
+        },
+        {
+            "5m": [],
+            "20m": [{"severity": "warning", "queue": "Alicom-Queue-1-SmsReport", "stage": "sink"}],
+        },
+    )
+    yield _scenario(
+        "MnsConsumerDeadLetters",
+        {f"mns_consumer_receipts_dead_lettered_total{{{SERIES}}}": "0 0 0 0 1x30"},
+        {"3m": [], "6m": [{"severity": "warning", **QUEUE_LABELS}], "25m": []},
+    )
+    yield _scenario(
+        "MnsConsumerTokenExpiring",
+        {f"mns_consumer_token_seconds_to_expiry{{{SERIES}}}": "3000 3000 30x20"},
+        {"3m": [], "8m": [{"severity": "critical", **SERIES_LABELS}]},
+    )
+    yield _scenario(
+        "MnsConsumerTokenRefreshFailing",
+        {f'mns_consumer_failures_total{{{SERIES}, stage="token"}}': "0+1x40"},
+        {"5m": [], "25m": [{"severity": "warning", **QUEUE_LABELS}]},
+    )
+    yield _scenario(
+        "MnsConsumerPollerRestarting",
+        {f"mns_consumer_poller_restarts_total{{{SERIES}}}": "0 0 0 1x30"},
+        {"2m": [], "5m": [{"severity": "warning", **SERIES_LABELS}], "25m": []},
+    )
+
+
+def test_alerts_fire_on_the_series_they_describe_and_not_before(tmp_path: Path) -> None:
+    """``promtool test rules`` replays series through the rules and compares the alerts at given times."""
+    tested = {scenario["alert_rule_test"][0]["alertname"] for scenario in _scenarios()}
+    assert tested == {rule["alert"] for rule in alert_rules()}, "every alert needs a scenario"
+    # Annotations are templates of the values; this test is about when alerts fire and with which labels.
+    document = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(document), encoding="utf-8")
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(
+        yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": list(_scenarios())}),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [promtool(), "test", "rules", str(tests)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- dashboard ---------------------------------------------------------------------------------------------
+
+
+@cache
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
+
+
+def panels() -> list[dict[str, Any]]:
+    return [panel for panel in dashboard()["panels"] if panel["type"] != "row"]
+
+
+def expressions() -> list[str]:
+    return [target["expr"] for panel in panels() for target in panel["targets"]]
+
+
+def test_dashboard_has_the_datasource_and_queue_variables() -> None:
+    """A Prometheus datasource picker, and a queue picker filled from the received counter's labels."""
+    assert dashboard()["schemaVersion"] >= 36
+    variables = {variable["name"]: variable for variable in dashboard()["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["queue"]["definition"] == "label_values(mns_consumer_receipts_received_total, queue)"
+    assert variables["queue"]["datasource"]["uid"] == "${datasource}"
+
+
+def test_dashboard_queries_use_only_metrics_the_daemon_exports() -> None:
+    """Every panel query names exported metrics, through the datasource variable."""
+    for panel in panels():
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+            assert_uses_only_exported_metrics(target["expr"])
+
+
+def test_dashboard_queries_of_queue_metrics_follow_the_queue_variable() -> None:
+    """Picking queues narrows every panel whose metric has a queue label."""
+    unlabelled = {"mns_consumer_draining", "mns_consumer_build_info"}
+    for expr in expressions():
+        metrics, _, _ = parse_promql(expr)
+        if metrics - unlabelled:
+            assert 'queue=~"$queue"' in expr, expr
+
+
+def test_dashboard_shows_every_metric_the_daemon_exports() -> None:
+    """A new metric needs a panel; the latency histograms show p50 and p99."""
+    text = " ".join(expressions())
+    missing = [family for family in sorted(exported_families()) if family not in text]
+    assert missing == []
+    for histogram in ("sink_write_seconds", "receive_seconds", "receipt_delay_seconds"):
+        for quantile in ("0.5", "0.99"):
+            assert [
+                expr
+                for expr in expressions()
+                if expr.startswith(f"histogram_quantile({quantile}, sum by (le")
+                and f"mns_consumer_{histogram}_bucket" in expr
+            ], f"no p{quantile} panel of {histogram}"
+
+
+def test_dashboard_panels_have_unique_ids_and_fit_the_grid() -> None:
+    """Grafana keys panels by id and lays them out on a 24-column grid."""
+    ids = [panel["id"] for panel in dashboard()["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard()["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
