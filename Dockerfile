@@ -37,7 +37,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/mns-consumer/bin:$PATH \
-    MNS_CONSUMER_CONFIG=/etc/mns-consumer/config.yaml
+    MNS_CONSUMER_CONFIG=/etc/mns-consumer/config.yaml \
+    MALLOC_ARENA_MAX=2
 # Only the wheel crosses over from the build stage, through a bind mount, so no layer keeps it.
 RUN --mount=type=bind,from=build,source=/dist,target=/dist \
     set -- /dist/mns_consumer-*.whl \

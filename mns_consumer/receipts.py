@@ -291,6 +291,17 @@ def _decode_mns_body(message_type: str, raw: bytes, queue: str | None, source: S
     _check_message_type(message_type, raw)
     if not raw.strip():
         raise DecodeError(message_type, "", "body is empty", raw)
+    if raw.lstrip()[:1] != b"{":
+        # The common case: Alibaba enqueues base64 text, which never holds a brace, so decode it first
+        # rather than parse it as JSON and fail. Anything that does not succeed here takes the full
+        # path below, which also words the error.
+        try:
+            decoded: Any = base64.b64decode(b"".join(raw.split()), validate=True)
+            fast = _load_json(message_type, decoded, raw)
+        except (binascii.Error, ValueError, DecodeError):
+            fast = None
+        if isinstance(fast, dict):
+            return _decode_object(message_type, fast, raw, source, queue)
     try:
         direct = _load_json(message_type, raw, raw)
     except DecodeError as exc:
@@ -766,6 +777,13 @@ def _as_code(value: Any) -> int | None:
 def _parse_time(value: str) -> datetime | None:
     """A receipt time as an aware datetime, or None when it is in none of the known formats."""
     text = value.strip()
+    if len(text) == 19 and text.isascii() and text[4] + text[7] + text[10] + text[13] + text[16] == "-- ::":
+        # yyyy-MM-dd HH:mm:ss, by far the most common form: fromisoformat reads it several times
+        # faster than strptime, and agrees with it on every 19-character string of that shape.
+        try:
+            return datetime.fromisoformat(text).replace(tzinfo=BEIJING)
+        except ValueError:
+            pass
     formats = (_COMPACT_TIME_FORMAT,) if len(text) == 14 and text.isascii() and text.isdigit() else ()
     for time_format in (*formats, _MAINLAND_TIME_FORMAT):
         try:

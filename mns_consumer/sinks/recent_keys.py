@@ -16,6 +16,19 @@ from collections.abc import Iterable
 DEFAULT_CAPACITY = 100_000
 
 
+def _compact(key: str) -> str | bytes:
+    """Dedupe keys are 64 hex digits; as 32 raw bytes they take half the memory (a 100,000-key window)."""
+    if len(key) == 64:
+        try:
+            compact = bytes.fromhex(key)
+        except ValueError:
+            return key
+        # Only exact lower-case hex round-trips; "AB.." and "ab.." must stay two different keys.
+        if compact.hex() == key:
+            return compact
+    return key
+
+
 class RecentKeys:
     """A thread-safe set of the last ``capacity`` keys added, oldest evicted first."""
 
@@ -23,12 +36,14 @@ class RecentKeys:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._keys: OrderedDict[str | bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
         with self._lock:
-            return key in self._keys
+            return _compact(key) in self._keys
 
     def __len__(self) -> int:
         with self._lock:
@@ -38,8 +53,9 @@ class RecentKeys:
         """Remember keys (they become the most recent), evicting the oldest beyond capacity."""
         with self._lock:
             for key in keys:
-                self._keys[key] = None
-                self._keys.move_to_end(key)
+                compact = _compact(key)
+                self._keys[compact] = None
+                self._keys.move_to_end(compact)
             while len(self._keys) > self.capacity:
                 self._keys.popitem(last=False)
 
@@ -48,6 +64,6 @@ class RecentKeys:
         fresh: dict[str, None] = {}
         with self._lock:
             for key in keys:
-                if key not in self._keys:
+                if _compact(key) not in self._keys:
                     fresh[key] = None
         return list(fresh)
