@@ -122,6 +122,7 @@ def emulator(
     if ctx.invoked_subcommand is not None:
         return
     from mns_consumer.emulator import Emulator, EmulatorSettings, QueueDefaults
+    from mns_consumer.errors import EmulatorError
 
     host, port = _parse_listen(listen)
     queues = _parse_queues(queue_specs) or {"SmsReport": "Alicom-Queue-i1-SmsReport"}
@@ -146,7 +147,14 @@ def emulator(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with Emulator(settings) as running:
+    emulator_instance = Emulator(settings)
+    try:
+        emulator_instance.start()
+    except (EmulatorError, ValueError) as exc:
+        emulator_instance.stop()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    with emulator_instance as running:
         described = running.describe()
         if print_config:
             click.echo(yaml_dump(emulator_config(described, data_dir)))
@@ -345,6 +353,9 @@ def run(config_file: Path) -> None:
         config = load_config(config_file)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if not config.queues:
+        click.echo(f"error: {config_file}: queues: no queue is configured (add at least one queues[] entry)", err=True)
         sys.exit(EXIT_USAGE)
     configure_logging(config.logging)
     try:

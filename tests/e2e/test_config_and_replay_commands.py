@@ -132,3 +132,12 @@ def test_check_config_connect_reports_each_dependency(tmp_path: Path, make_emula
     assert emulator.settings.access_key_secret not in result.stdout + result.stderr
     assert result.returncode == 1
     assert emulator.queue("Alicom-Queue-i1-SmsReport").counts().active == 2
+
+
+def test_run_without_queues_exits_2_saying_what_to_add(tmp_path: Path) -> None:
+    """A configuration with no queues cannot run: exit 2 naming the key."""
+    config = tmp_path / "empty.yaml"
+    config.write_text("region: cn-hangzhou\n")
+    result = run("run", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}: queues: no queue is configured" in result.stderr

@@ -160,3 +160,29 @@ def test_version_and_help_work_without_starting_anything() -> None:
     )
     assert "Examples:" in helptext.stdout
     assert "--seed-receipts" in helptext.stdout
+
+
+def test_emulator_command_refuses_seeding_a_type_it_cannot_generate_with_exit_2() -> None:
+    """Seeding a queue of a MessageType without a sample generator is a clear usage error, not a traceback."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mns_consumer",
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed-receipts",
+            "1",
+            "--queue",
+            "VoiceReport=Alicom-Queue-i1-VoiceReport",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "unknown message type 'VoiceReport'" in result.stderr
+    assert "Traceback" not in result.stderr
