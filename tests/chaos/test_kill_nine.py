@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,26 +31,6 @@ TRIALS = 10
 RECEIPTS_PER_QUEUE = 150
 MAX_KILL_DELAY_SECONDS = 1.5
 QUEUES = {"SmsReport": "Alicom-Queue-chaos-SmsReport", "SmsUp": "Alicom-Queue-chaos-SmsUp"}
-
-
-@pytest.fixture
-def postgres() -> Iterator[ServerEnv]:
-    """A fresh PostgreSQL table (dropped afterwards)."""
-    env = ServerEnv("postgresql")
-    try:
-        yield env
-    finally:
-        env.close()
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
-    """Daemon processes, every one killed at teardown if still running."""
-    factory = DaemonFactory(tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.kill_all()
 
 
 def _duplicated_keys(engine: sa.Engine, table: str) -> list[str]:
