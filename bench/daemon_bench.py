@@ -69,22 +69,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mns_consumer.cli import emulator_config  # what `emulator --print-config` prints
 from mns_consumer.config import Config
 from mns_consumer.emulator.clock import Clock
-from mns_consumer.emulator.samples import ReceiptFactory, encode_body
+from mns_consumer.emulator.samples import MESSAGE_TYPES, ReceiptFactory, encode_body
 
 QUEUE_TYPE = "SmsReport"
 QUEUE = "Alicom-Queue-i1-SmsReport"
 # Eight receipt queues for the RSS and idle rows: the emulator generates the first seven types, the
 # eighth (same field set as a mainland SmsReport) is seeded over the MNS API with the master key.
-EIGHT_TYPES = (
-    "SmsReport",
-    "SmsUp",
-    "SignSmsReport",
-    "TemplateSmsReport",
-    "MnsCardVender",
-    "MnsCardTemplate",
-    "GlobeSmsReport",
-    "DypnsSmsVerifyReport",
-)
+EIGHT_TYPES = (*MESSAGE_TYPES, "DypnsSmsVerifyReport")
 GENERATED_TYPES = EIGHT_TYPES[:7]
 TARGETS = {
     "vs_demo": 10.0,

@@ -12,16 +12,9 @@ from types import FrameType
 import click
 
 from mns_consumer import __version__
+from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_KILLED, EXIT_OK, EXIT_USAGE
 
-EXIT_OK = 0
-"""Everything asked for was done."""
-EXIT_FAILURE = 1
-"""The command ran but its outcome is a failure (e.g. pushes that were not accepted)."""
-EXIT_USAGE = 2
-"""Bad arguments or configuration: nothing was started (click's own usage errors use 2 as well)."""
-EXIT_KILLED = 3
-"""A second SIGTERM/SIGINT arrived during the drain: the daemon left at once (nothing is lost: the
-messages it had not deleted come back from MNS)."""
+__all__ = ["EXIT_FAILURE", "EXIT_KILLED", "EXIT_OK", "EXIT_USAGE", "main"]
 
 EPILOG = """\b
 Examples:

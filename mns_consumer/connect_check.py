@@ -7,11 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from mns_consumer.alicom.credentials import resolve_access_key
 from mns_consumer.alicom.endpoints import resolve_endpoints
-from mns_consumer.alicom.queue import MnsQueue
-from mns_consumer.alicom.tokens import DybaseTokenFetcher, TokenProvider
 from mns_consumer.config import Config
+from mns_consumer.consume.clients import queue_client, token_fetcher, token_provider
 from mns_consumer.errors import MnsConsumerError
 from mns_consumer.sinks.base import DeadLetterSink, Sink
 
@@ -30,32 +28,20 @@ def check_connections(config: Config) -> list[CheckResult]:
     results: list[CheckResult] = []
     try:
         endpoints = resolve_endpoints(config.region, config.endpoints)
-        access_key = resolve_access_key(config.credentials, os.environ)
-        fetcher = DybaseTokenFetcher(
-            access_key,
-            endpoints,
-            connect_timeout_seconds=config.tokens.connect_timeout_seconds,
-            read_timeout_seconds=config.tokens.read_timeout_seconds,
-        )
+        fetcher = token_fetcher(config, endpoints, os.environ)
     except MnsConsumerError as exc:
         return [CheckResult("credentials and endpoints", False, str(exc))]
-    results.append(CheckResult("credentials", True, access_key.describe()))
+    results.append(CheckResult("credentials", True, fetcher.credentials_description))
     for queue in config.queues:
         subject = f"queue {queue.queue_name} ({queue.message_type})"
-        tokens = TokenProvider(fetcher, queue.message_type, queue.queue_name)
+        tokens = token_provider(config, fetcher, queue)
         try:
             token = tokens.get()
         except MnsConsumerError as exc:
             results.append(CheckResult(f"token for {subject}", False, str(exc)))
             continue
         results.append(CheckResult(f"token for {subject}", True, f"expires {token.expires_at.isoformat()}"))
-        client = MnsQueue(
-            endpoints.mns,
-            queue.queue_name,
-            tokens.credentials_provider(),
-            request_timeout_seconds=config.mns_request_timeout_seconds,
-            ca_file=endpoints.ca_file,
-        )
+        client = queue_client(config, endpoints, queue.queue_name, tokens)
         try:
             results.append(CheckResult(subject, True, client.probe()))
         except MnsConsumerError as exc:

@@ -48,6 +48,7 @@ from mns_consumer.config import parse_config
 from mns_consumer.consume.supervisor import Supervisor
 from mns_consumer.emulator import Emulator, EmulatorSettings
 from mns_consumer.errors import ConfigError
+from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_KILLED, EXIT_OK
 from mns_consumer.observe.logging import LoggingConfig, configure_logging
 from mns_consumer.sinks.dead_letter import read_dead_letters
 
@@ -95,9 +96,8 @@ TRICKLE_PER_SECOND: Final = 3.0
 TRICKLE_MALFORMED_CHANCE: Final = 0.05
 """Chance that a trickled message is a poison body."""
 
-EXIT_OK: Final = 0
-EXIT_STALLED: Final = 1
-EXIT_KILLED: Final = 3
+EXIT_STALLED: Final = EXIT_FAILURE
+"""Nothing settled for a minute: the demo gives up."""
 
 _SUMMARIZED_EVENTS: Final = frozenset({"receipt.undecodable", "receipt.rejected"})
 _SAMPLE_SQL: Final = (

@@ -26,20 +26,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 
 import structlog
 from prometheus_client import CollectorRegistry
 
-from mns_consumer.alicom.credentials import resolve_access_key
 from mns_consumer.alicom.endpoints import Endpoints, resolve_endpoints
-from mns_consumer.alicom.queue import MnsQueue
-from mns_consumer.alicom.tokens import DybaseTokenFetcher, TokenFetcher, TokenProvider
+from mns_consumer.alicom.tokens import TokenFetcher, TokenProvider
 from mns_consumer.config import Config, QueueConfig
 from mns_consumer.consume.backoff import Backoff
+from mns_consumer.consume.clients import queue_client, token_fetcher, token_provider
 from mns_consumer.consume.dispatcher import Dispatcher
 from mns_consumer.consume.poller import Poller, PollerSettings
 from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.exit_codes import EXIT_KILLED, EXIT_OK
 from mns_consumer.observe.events import Events
 from mns_consumer.observe.health import HealthServer
 from mns_consumer.observe.metrics import Metrics
@@ -48,10 +49,6 @@ from mns_consumer.sinks.base import DeadLetterSink, Reopenable, Sink
 
 log = structlog.get_logger("mns_consumer.supervisor")
 
-EXIT_OK = 0
-EXIT_CONFIG = 2
-EXIT_KILLED = 3
-"""A second SIGTERM/SIGINT during the drain: left at once, in-flight batches abandoned."""
 
 TICK_SECONDS = 0.5
 
@@ -238,24 +235,13 @@ class Supervisor:
 
     def _token_source(self) -> TokenFetcher:
         if self._token_fetcher is None:
-            access_key = resolve_access_key(self.config.credentials, self.environ)
-            self._token_fetcher = DybaseTokenFetcher(
-                access_key,
-                self.endpoints,
-                connect_timeout_seconds=self.config.tokens.connect_timeout_seconds,
-                read_timeout_seconds=self.config.tokens.read_timeout_seconds,
-            )
+            self._token_fetcher = token_fetcher(self.config, self.endpoints, self.environ)
         return self._token_fetcher
 
     def _start_pollers(self) -> None:
         fetcher = self._token_source()
         for queue in self.config.queues:
-            tokens = TokenProvider(
-                fetcher,
-                queue.message_type,
-                queue.queue_name,
-                refresh_margin_seconds=self.config.tokens.refresh_margin_seconds,
-            )
+            tokens = token_provider(self.config, fetcher, queue)
             slot = _Slot(queue=queue, tokens=tokens, poller=self._new_poller(queue, tokens))
             self.slots.append(slot)
             self._watch(slot)
@@ -301,17 +287,7 @@ class Supervisor:
             retry_initial_seconds=self.config.mns_retry_initial_seconds,
             retry_max_seconds=self.config.mns_retry_max_seconds,
         )
-        endpoint, ca_file, timeout = self.endpoints.mns, self.endpoints.ca_file, self.config.mns_request_timeout_seconds
-
-        def make_client() -> MnsQueue:
-            return MnsQueue(
-                endpoint,
-                queue.queue_name,
-                tokens.credentials_provider(),
-                request_timeout_seconds=timeout,
-                ca_file=ca_file,
-            )
-
+        make_client = partial(queue_client, self.config, self.endpoints, queue.queue_name, tokens)
         return Poller(settings, tokens, dispatcher, self.events, make_client)
 
     def _serve(self) -> None:
