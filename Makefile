@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/emulator_bench.py
 	$(PY) bench/sink_bench.py
 	$(PY) bench/daemon_bench.py
+	$(PY) bench/push_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist

@@ -24,6 +24,8 @@ Examples:
   mns-consumer emulator --listen 127.0.0.1:9100 --queue SmsReport=Alicom-Queue-i1-SmsReport --seed-receipts 100
   mns-consumer emulator --tls --tls-dir /tmp/emu --queue SmsUp=Alicom-Queue-i1-SmsUp
   mns-consumer emulator push --url http://127.0.0.1:8080/alicom/SmsReport --type SmsReport --count 500
+  mns-consumer backfill --config config.yaml --sends missing-receipts.csv
+  mns-consumer push-server --config /etc/mns-consumer/config.yaml
 """
 
 
@@ -347,12 +349,64 @@ def run(config_file: Path) -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    if not config.queues:
-        click.echo(f"error: {config_file}: queues: no queue is configured (add at least one queues[] entry)", err=True)
+    if not config.queues and config.push is None:
+        click.echo(
+            f"error: {config_file}: queues: no queue is configured (add a queues[] entry or a push section)",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     configure_logging(config.logging)
     try:
         code = Supervisor(config, on_reopen=reopen_log_file, source=str(config_file)).run()
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(code)
+
+
+@main.command(
+    "push-server",
+    epilog="""\b
+Examples:
+  mns-consumer push-server --config /etc/mns-consumer/config.yaml
+  mns-consumer emulator push --url http://127.0.0.1:8080/alicom/SmsReport/$PUSH_SECRET --type SmsReport --count 50
+""",
+)
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MNS_CONSUMER_CONFIG",
+    help="The YAML configuration (also from MNS_CONSUMER_CONFIG); its push section is required.",
+)
+def push_server(config_file: Path) -> None:
+    """Serve only the HTTP push receiver of the configuration (its queues are ignored) until SIGTERM.
+
+    Each push is stored in the spool before it is acknowledged, then delivered to the route's sinks.
+    Signals, exit codes, /metrics, /healthz and /readyz are those of ``run``.
+    """
+    from mns_consumer.config import load_config
+    from mns_consumer.consume.supervisor import Supervisor
+    from mns_consumer.errors import ConfigError
+    from mns_consumer.observe.logging import configure_logging, reopen_log_file
+
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if config.push is None:
+        click.echo(
+            f"error: {config_file}: push: no push section (add push: {{listen: ..., spool_path: ..., routes: [...]}})",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    configure_logging(config.logging)
+    try:
+        code = Supervisor(
+            config.model_copy(update={"queues": []}), on_reopen=reopen_log_file, source=str(config_file)
+        ).run()
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
@@ -526,6 +580,137 @@ def replay(letters_file: Path, config_file: Path, remaining: Path | None) -> Non
         click.echo(f"wrote {len(report.remaining)} remaining letter(s) to {remaining}", err=True)
     click.echo(report.summary())
     sys.exit(EXIT_OK if not report.remaining else EXIT_FAILURE)
+
+
+@main.command(
+    "backfill",
+    epilog="""\b
+Examples:
+  mns-consumer backfill --config config.yaml --phone 13900001111 --date 2024-05-01 --biz-id 812345678901234567^0
+  mns-consumer backfill --config config.yaml --sends missing.csv --dry-run
+  mns-consumer backfill --config config.yaml --sends sends.jsonl --metrics-file /var/lib/node_exporter/backfill.prom
+\b
+A sends file is CSV with a header row, or JSON Lines, with the columns
+phone_number, send_date (YYYY-MM-DD or YYYYMMDD, Beijing day) and biz_id:
+  phone_number,send_date,biz_id
+  13900001111,2024-05-01,812345678901234567^0
+""",
+)
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MNS_CONSUMER_CONFIG",
+    help="The YAML configuration (also from MNS_CONSUMER_CONFIG): credentials, endpoints, sinks, backfill.",
+)
+@click.option("--phone", help="One send: the recipient's number (with --date and --biz-id).")
+@click.option("--date", "send_date", help="One send: its Beijing day, YYYY-MM-DD or YYYYMMDD (last 30 days).")
+@click.option("--biz-id", help="One send: the BizId SendSms returned (required: it is part of the dedupe key).")
+@click.option(
+    "--sends",
+    "sends_file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="CSV (with a header row) or JSON Lines file of sends; - reads standard input.",
+)
+@click.option(
+    "--sink",
+    "sink_names",
+    multiple=True,
+    help="Write to this sink (repeatable) instead of the sinks SmsReport is routed to.",
+)
+@click.option(
+    "--include-pending/--skip-pending",
+    default=None,
+    help="Store sends still waiting for their report as status pending (default: backfill.include_pending).",
+)
+@click.option("--concurrency", type=click.IntRange(1, 32), help="Queries in flight (default: backfill.concurrency).")
+@click.option("--dry-run", is_flag=True, help="Query and print the receipts as JSON lines; store nothing.")
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run's metrics here for node_exporter's textfile collector (*.prom); counters accumulate.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def backfill(
+    config_file: Path,
+    phone: str | None,
+    send_date: str | None,
+    biz_id: str | None,
+    sends_file: Path | None,
+    sink_names: tuple[str, ...],
+    include_pending: bool | None,
+    concurrency: int | None,
+    dry_run: bool,
+    metrics_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Recover missing SmsReport receipts from QuerySendDetails and store them in the sinks, idempotently.
+
+    Each send (number, day, BizId) is queried; delivered and failed records become the receipts MNS would
+    have delivered, with the same dedupe keys, so receipts already stored are not stored again. Exits 0
+    when everything was queried and stored, 1 when some sends failed or receipts were dead-lettered,
+    2 on bad options, configuration or sends file, and 4 when Dysmsapi or a sink stayed unavailable
+    (rerun later).
+    """
+    import os
+
+    from mns_consumer.backfill import (
+        BackfillOptions,
+        collect_sends,
+        describe_failure,
+        events_with_textfile,
+        run_backfill,
+    )
+    from mns_consumer.config import load_config
+    from mns_consumer.errors import ConfigError, InvalidSendsError
+    from mns_consumer.observe.logging import configure_logging
+
+    try:
+        config = load_config(config_file)
+        stdin = sys.stdin.read() if sends_file is not None and str(sends_file) == "-" else None
+        sends = collect_sends(phone, send_date, biz_id, sends_file, stdin=stdin)
+    except (ConfigError, InvalidSendsError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:
+        click.echo(f"error: {sends_file}: cannot read the sends file: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    configure_logging(config.logging)
+    events, write_metrics = events_with_textfile(metrics_file)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # The first signal lets in-flight queries finish and their receipts be stored; a second one kills.
+        stop.set()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    options = BackfillOptions(
+        sinks=sink_names, dry_run=dry_run, include_pending=include_pending, concurrency=concurrency
+    )
+    emit = (lambda receipt: click.echo(json.dumps(receipt.to_json_dict(), ensure_ascii=False))) if dry_run else None
+    try:
+        report = run_backfill(config, sends, options, environ=os.environ, events=events, stop=stop, emit=emit)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    finally:
+        problem = write_metrics()
+        if problem:
+            click.echo(f"warning: {problem}", err=True)
+    mask = config.logging.mask_phone_numbers
+    for failure in report.failures:
+        click.echo(f"error: {describe_failure(failure, mask=mask)}", err=True)
+    if report.stopped:
+        click.echo(f"stopped: {report.stopped}", err=True)
+    if as_json:
+        click.echo(json.dumps(report.to_json(mask=mask), ensure_ascii=False))
+    else:
+        click.echo(report.summary(dry_run=dry_run))
+    sys.exit(report.exit_code)
 
 
 def emulator_main() -> None:

@@ -31,6 +31,7 @@ from pydantic import (
 
 from mns_consumer.errors import ConfigError
 from mns_consumer.observe.logging import LoggingConfig
+from mns_consumer.receipts import MESSAGE_TYPES
 from mns_consumer.sinks.base import SinkConfig, known_sink_types, parse_sink_config
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
 
@@ -121,6 +122,142 @@ class HttpConfig(StrictModel):
         return host.strip("[]"), int(port)
 
 
+class BackfillConfig(StrictModel):
+    """Defaults of ``mns-consumer backfill`` (QuerySendDetails compensation runs); options override them."""
+
+    concurrency: int = Field(
+        4, ge=1, le=32, description="QuerySendDetails calls in flight at once, calls (Alibaba allows 5000/s)."
+    )
+    page_size: int = Field(50, ge=1, le=50, description="Records per QuerySendDetails page (Alibaba's limit: 50).")
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Connect timeout of QuerySendDetails, s.")
+    read_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Read timeout of QuerySendDetails, s.")
+    query_attempts: int = Field(
+        5, ge=1, le=20, description="Tries of one page on throttling, 5xx and network errors, tries."
+    )
+    query_retry_initial_seconds: float = Field(
+        0.5, gt=0, le=60, description="First back-off after a failed QuerySendDetails call, s."
+    )
+    query_retry_max_seconds: float = Field(
+        10.0, gt=0, le=600, description="Longest back-off between QuerySendDetails retries, s."
+    )
+    sink_attempts: int = Field(
+        6,
+        ge=1,
+        le=100,
+        description="Tries of a sink write while the sink is unavailable before the run stops (exit 4), tries.",
+    )
+    batch_size: int = Field(256, ge=1, le=10000, description="Receipts per sink write, receipts.")
+    include_pending: bool = Field(
+        False, description="Also store sends still waiting for their report (SendStatus 1) as status pending."
+    )
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> BackfillConfig:
+        if self.query_retry_initial_seconds > self.query_retry_max_seconds:
+            raise ValueError("query_retry_initial_seconds must not exceed query_retry_max_seconds")
+        return self
+
+
+class PushRouteConfig(StrictModel):
+    """One URL of the HTTP push receiver: Alibaba's console takes one URL per MessageType (reference 5).
+
+    The URL path is ``path``, then ``/``, then ``secret`` when one is set. Pushes carry no signature, so
+    the secret segment is what keeps strangers from injecting receipts: it is never logged, counted or
+    written to dead letters; routes are named by ``name`` instead.
+    """
+
+    path: str = Field(
+        pattern=r"^/[A-Za-z0-9._~/-]*$",
+        description="Public part of the URL path, e.g. /alicom/SmsReport (letters, digits, . _ ~ - /).",
+    )
+    secret: SecretStr | None = Field(
+        None,
+        description="Unguessable last path segment (at least 16 URL-safe characters); use ${PUSH_SECRET}.",
+    )
+    message_type: str = Field(description="Alibaba MessageType pushed to this URL, e.g. SmsReport, SmsUp.")
+    sinks: list[str] = Field(min_length=1, description="Names (keys of `sinks`) every receipt must reach.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description='Route name in logs, metrics (queue="push:<name>") and receipts; default: message_type.',
+    )
+
+    @field_validator("message_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        # A push has no type field, so a wrong type here would dead-letter every receipt of the route.
+        if value not in MESSAGE_TYPES:
+            raise ValueError(f"unknown MessageType {value!r}; use one of: {', '.join(MESSAGE_TYPES)}")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{16,}", value.get_secret_value()):
+            # The message must not echo the value: it is a secret.
+            raise ValueError(
+                "must be at least 16 URL-safe characters (letters, digits, . _ ~ -), e.g. from "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`"
+            )
+        return value
+
+    @field_validator("sinks")
+    @classmethod
+    def _unique_sinks(cls, value: list[str]) -> list[str]:
+        return QueueConfig._unique_sinks(value)
+
+    @property
+    def label(self) -> str:
+        """The route's name as logs, metrics, dead letters and receipts' ``queue`` show it."""
+        return f"push:{self.name or self.message_type}"
+
+    def url_path(self) -> str:
+        """The whole path Alibaba must POST to, secret included: for matching requests only, never to show."""
+        base = self.path.rstrip("/") or ""
+        return f"{base}/{self.secret.get_secret_value()}" if self.secret is not None else (self.path or "/")
+
+
+class PushConfig(StrictModel):
+    """The HTTP batch push receiver: Alibaba POSTs JSON arrays of receipts, one URL per MessageType."""
+
+    listen: str = Field(
+        "0.0.0.0:8080",
+        pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$",
+        description="host:port the receiver serves on; port 0 picks a free one (tests).",
+    )
+    spool_path: str = Field(
+        "/var/lib/mns-consumer/spool.db",
+        min_length=1,
+        description="SQLite file where each push is made durable before it is acknowledged.",
+    )
+    routes: list[PushRouteConfig] = Field(min_length=1, description="One entry per pushed MessageType URL.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, le=1024**3, description="Largest POST body accepted (413 beyond), bytes."
+    )
+    max_items: int = Field(10000, ge=1, le=1_000_000, description="Most receipts in one POST (413 beyond), receipts.")
+    read_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="How long a client may take to send its request, s."
+    )
+    tls_cert_file: str | None = Field(
+        None, description="PEM certificate chain to serve HTTPS directly; unset: plain HTTP behind a proxy."
+    )
+    tls_key_file: str | None = Field(None, description="PEM private key of tls_cert_file.")
+    spool_batch_entries: int = Field(
+        64, ge=1, le=10000, description="Spooled pushes handed to the sinks in one write, pushes."
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> PushConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
+
+    def address(self) -> tuple[str, int]:
+        """(host, port) to bind."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class Config(StrictModel):
     """The whole configuration file."""
 
@@ -133,11 +270,15 @@ class Config(StrictModel):
         default_factory=dict, description="Named sinks; each has a `type` and that type's keys."
     )
     dead_letter: DeadLetterSinkConfig | None = Field(
-        None, description="Where undecodable or rejected messages go; required when queues are configured."
+        None, description="Where undecodable or rejected messages go; required with queues or push."
     )
+    push: PushConfig | None = Field(None, description="HTTP batch push receiver; absent: off.")
     tokens: TokensConfig = Field(default_factory=TokensConfig, description="Queue token refresh.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log level, format and masking.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+    backfill: BackfillConfig = Field(
+        default_factory=BackfillConfig, description="Defaults of QuerySendDetails backfill runs."
+    )
     drain_timeout_seconds: float = Field(
         30.0, gt=0, le=3600, description="On SIGTERM, how long in-flight batches may take to finish, s."
     )
@@ -192,7 +333,34 @@ class Config(StrictModel):
             if identity in seen:
                 raise ValueError(f"queues[{index}] repeats {queue.message_type} on {queue.queue_name}")
             seen.add(identity)
+        if self.push is not None:
+            self._check_push(self.push)
         return self
+
+    def _check_push(self, push: PushConfig) -> None:
+        if self.dead_letter is None:
+            raise ValueError(
+                "dead_letter is required when push is configured: undecodable or rejected receipts must "
+                "go somewhere (add dead_letter: {type: file, path: /var/lib/mns-consumer/dead-letter.jsonl})"
+            )
+        labels: set[str] = set()
+        paths: set[str] = set()
+        for index, route in enumerate(push.routes):
+            missing = [name for name in route.sinks if name not in self.sinks]
+            if missing:
+                known = ", ".join(sorted(self.sinks)) or "none defined"
+                raise ValueError(
+                    f"push.routes[{index}].sinks names undefined sink(s) {', '.join(missing)} (defined: {known})"
+                )
+            if route.label in labels:
+                raise ValueError(
+                    f"push.routes[{index}] is named {route.label} like an earlier route "
+                    "(give each route of one message_type its own name:)"
+                )
+            if route.url_path() in paths:
+                raise ValueError(f"push.routes[{index}] repeats the path and secret of an earlier route")
+            labels.add(route.label)
+            paths.add(route.url_path())
 
     def sinks_for(self, message_type: str, queue_name: str | None = None) -> list[str]:
         """The sink names receipts of a type (from a queue, when given) are routed to."""
@@ -200,6 +368,9 @@ class Config(StrictModel):
         for queue in self.queues:
             if queue.message_type == message_type and (queue_name is None or queue.queue_name == queue_name):
                 names.extend(n for n in queue.sinks if n not in names)
+        for route in self.push.routes if self.push is not None else ():
+            if route.message_type == message_type and (queue_name is None or route.label == queue_name):
+                names.extend(n for n in route.sinks if n not in names)
         return names
 
     def masked(self) -> dict[str, Any]:

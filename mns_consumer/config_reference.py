@@ -14,7 +14,17 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from mns_consumer.config import Config, CredentialsConfig, EndpointsConfig, HttpConfig, QueueConfig, TokensConfig
+from mns_consumer.config import (
+    BackfillConfig,
+    Config,
+    CredentialsConfig,
+    EndpointsConfig,
+    HttpConfig,
+    PushConfig,
+    PushRouteConfig,
+    QueueConfig,
+    TokensConfig,
+)
 from mns_consumer.observe.logging import LoggingConfig
 from mns_consumer.sinks.base import BUILTIN_SINK_TYPES, sink_config_class
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
@@ -27,6 +37,9 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("tokens", TokensConfig),
     ("logging", LoggingConfig),
     ("http", HttpConfig),
+    ("backfill", BackfillConfig),
+    ("push", PushConfig),
+    ("push.routes[]", PushRouteConfig),
     ("dead_letter", DeadLetterSinkConfig),
 )
 

@@ -86,6 +86,41 @@ class QueueUnavailable(AlicomError):  # noqa: N818  (a state, named as one: see 
     """MNS could not be reached or answered with a server error or throttling: back off and retry."""
 
 
+class SendDetailsError(AlicomError):
+    """QuerySendDetails (Dysmsapi) did not answer one query with its records.
+
+    Raised as it is for a query Alibaba refused on its merits (a ``Code`` other than ``OK``, e.g.
+    ``isv.INVALID_PARAMETERS`` for a day outside the 30-day window, or an HTTP 4xx), and, with a local
+    code (``InvalidSendDate``, ``InvalidPhoneNumber``, ``InvalidResponse``), for a query refused before
+    it is sent or an answer that cannot be read. Other queries may still work.
+    """
+
+
+class SendDetailsAuthError(SendDetailsError):
+    """Dysmsapi refused the AccessKey itself (unknown key, bad signature, no permission): no query can work."""
+
+
+class SendDetailsUnavailable(SendDetailsError):  # noqa: N818  (a state, named as one: see STYLE.md)
+    """Dysmsapi could not be reached, answered 5xx or throttled, and kept doing so through every retry."""
+
+
+class InvalidSendsError(MnsConsumerError):
+    """The list of sends to backfill cannot be read (a bad column, date, number or line).
+
+    Attributes:
+        source: The file (or ``command line``) the sends came from.
+        problems: One line per problem, each naming its line number and field, e.g.
+            ``sends.csv:3: send_date: '2024-13-01' is not a date (write YYYY-MM-DD or YYYYMMDD)``.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        shown = problems[:10]
+        more = f"\n... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        super().__init__(f"{source}: cannot read the sends to backfill:\n" + "\n".join(shown) + more)
+
+
 class SinkError(MnsConsumerError):
     """A sink failed in a way its caller must handle."""
 
@@ -105,6 +140,20 @@ class SinkUnavailable(SinkError):  # noqa: N818  (a state, named as one: see STY
         self.reason = reason
         self.retry_after_seconds = retry_after_seconds
         super().__init__(f"sink {sink!r} unavailable: {reason}")
+
+
+class SpoolUnavailable(MnsConsumerError):  # noqa: N818  (a state, named as one: see STYLE.md)
+    """The HTTP push spool cannot store or remove entries right now (disk full, I/O error, locked).
+
+    A push that could not be stored is answered 5xx, so Alibaba sends it again later.
+
+    Attributes:
+        reason: What SQLite or the operating system said (never a path secret: routes are stored by name).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"push spool unavailable: {reason}")
 
 
 class EmulatorError(MnsConsumerError):

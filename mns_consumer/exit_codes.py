@@ -13,3 +13,6 @@ EXIT_USAGE: Final = 2
 EXIT_KILLED: Final = 3
 """A second SIGTERM/SIGINT arrived during the drain: the process left at once (nothing is lost: the
 messages it had not deleted come back from MNS)."""
+EXIT_UNAVAILABLE: Final = 4
+"""A one-shot run (``backfill``) stopped early because Dysmsapi or a sink stayed unavailable through
+every retry: nothing is lost and the run is idempotent, so run it again later."""

@@ -301,7 +301,10 @@ def _decode_mns_body(message_type: str, raw: bytes, queue: str | None, source: S
         except (binascii.Error, ValueError, DecodeError):
             fast = None
         if isinstance(fast, dict):
-            return _decode_object(message_type, fast, raw, source, queue)
+            # json.loads made every value plain JSON data (NaN refused); only a \uD8xx-\uDFxx escape can
+            # still yield text that is not Unicode, so the costly re-encoding check runs only then.
+            plain = b"\\ud" not in decoded and b"\\uD" not in decoded
+            return _decode_object(message_type, fast, raw, source, queue, plain=plain)
     try:
         direct = _load_json(message_type, raw, raw)
     except DecodeError as exc:
@@ -369,10 +372,22 @@ def _compact_json(value: Any) -> bytes | None:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _decode_object(message_type: str, obj: Mapping[str, Any], raw: bytes, source: Source, queue: str | None) -> Receipt:
+def _decode_object(
+    message_type: str, obj: Mapping[str, Any], raw: bytes, source: Source, queue: str | None, *, plain: bool = False
+) -> Receipt:
+    """Decode one JSON object; ``plain`` says it is known to hold only JSON data that encodes as UTF-8."""
     _check_message_type(message_type, raw)
     if not isinstance(obj, Mapping):
         raise DecodeError(message_type, "", f"body is a JSON {_json_type(obj)}, not an object", raw)
+    if not plain:
+        _check_plain(message_type, obj, raw)
+    fields = _Fields(message_type, obj, raw, source, queue)
+    if message_type in ("SmsReport", "DypnsSmsVerifyReport") and _is_international(obj):
+        return _international_report(fields)
+    return _DECODERS[message_type](fields)
+
+
+def _check_plain(message_type: str, obj: Mapping[str, Any], raw: bytes) -> None:
     try:
         # Sinks write receipts as UTF-8 JSON; a value they could not write must fail here, not there.
         json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -380,10 +395,6 @@ def _decode_object(message_type: str, obj: Mapping[str, Any], raw: bytes, source
         raise DecodeError(message_type, "", "body contains a lone surrogate escape (not valid Unicode)", raw) from None
     except (TypeError, ValueError) as exc:
         raise DecodeError(message_type, "", f"body is not plain JSON data ({_short(str(exc))})", raw) from None
-    fields = _Fields(message_type, obj, raw, source, queue)
-    if message_type in ("SmsReport", "DypnsSmsVerifyReport") and _is_international(obj):
-        return _international_report(fields)
-    return _DECODERS[message_type](fields)
 
 
 def _is_international(obj: Mapping[str, Any]) -> bool:

@@ -34,14 +34,17 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from mns.account import Account
 from mns.auth import CredentialsProvider
 from mns.mns_exception import MNSClientNetworkException, MNSClientParameterException, MNSServerException
+from mns.mns_http import RequestInternal
+from mns.mns_request import BatchReceiveMessageRequest, BatchReceiveMessageResponse
 
+from mns_consumer.alicom.message import ReceivedMessage
+from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive
 from mns_consumer.errors import AlicomError, QueueAuthError, QueueNotFound, QueueUnavailable
 
 __all__ = [
@@ -89,36 +92,6 @@ _AUTH_MARKERS: Final = ("AccessKey", "SecurityToken", "Signature", "Authorizatio
 _GONE_CODES: Final = frozenset({"MessageNotExist", "ReceiptHandleError"})
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    """One message as BatchReceiveMessage handed it out.
-
-    Attributes:
-        message_id: MNS MessageId; differs between duplicates of one receipt, so never a dedupe key.
-        receipt_handle: Handle valid until ``next_visible_time_ms``; the only way to delete the message
-            or change its visibility. Treat it as opaque.
-        body: ``MessageBody`` exactly as MNS returned it, not base64-decoded (for Alicom queues, base64
-            of UTF-8 JSON; the receipt decoders handle base64 and raw bodies, reference 3.6).
-        body_md5: ``MessageBodyMD5``, upper-case hex, as MNS computed it.
-        dequeue_count: How many times the message has been received, this time included.
-        enqueue_time_ms: When it was sent, in milliseconds since the epoch.
-        first_dequeue_time_ms: When it was first received, in milliseconds since the epoch.
-        next_visible_time_ms: When it becomes receivable again unless deleted, in milliseconds since the
-            epoch; ``next_visible_time_ms - now`` is the queue's real visibility timeout.
-        priority: 1 (highest) to 16.
-    """
-
-    message_id: str
-    receipt_handle: str
-    body: str
-    body_md5: str
-    dequeue_count: int
-    enqueue_time_ms: int
-    first_dequeue_time_ms: int
-    next_visible_time_ms: int
-    priority: int
 
 
 class MessageGone(AlicomError):  # noqa: N818  (a state, named as one: see STYLE.md)
@@ -187,6 +160,7 @@ class MnsQueue:
         self._queue_name = queue_name
         self._request_timeout_seconds = float(request_timeout_seconds)
         self._connect_timeout_seconds = float(connect_timeout_seconds)
+        self._client: Any = account.mns_client
         self._http: Any = account.mns_client.http
         if ca_file is not None and self._http.is_https:
             try:
@@ -232,14 +206,34 @@ class MnsQueue:
         if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
             raise ValueError(f"wait_seconds must be between 0 and {MAX_WAIT_SECONDS}, not {wait_seconds}")
         operation = "BatchReceiveMessage"
-        call = functools.partial(self._queue.batch_receive_message, batch_size, wait_seconds)
+        call = functools.partial(self._batch_receive, batch_size, wait_seconds)
         try:
-            raw = self._invoke(operation, wait_seconds + self._request_timeout_seconds, call)
+            answer = self._invoke(operation, wait_seconds + self._request_timeout_seconds, call)
         except MNSServerException as exc:
             if exc.type == "MessageNotExist":
                 return []
             raise self._server_error(operation, exc) from exc
-        return [self._to_message(item) for item in raw]
+        try:
+            return parse_batch_receive(answer)
+        except DamagedAnswerError as exc:
+            raise QueueUnavailable(RESP_DATA_DAMAGED, self._where(operation, f"the answer is damaged: {exc}")) from None
+
+    def _batch_receive(self, batch_size: int, wait_seconds: int) -> str:
+        """``Queue.batch_receive_message`` up to the parse: the SDK signs, sends and maps error answers.
+
+        Only the parse of a successful answer is ours (:mod:`mns_consumer.alicom.mns_xml`, seven times
+        faster than the SDK's minidom). Returns the answer's XML text.
+        """
+        request = BatchReceiveMessageRequest(self._queue_name, batch_size, False, wait_seconds)
+        internal = RequestInternal(
+            request.method, f"/queues/{self._queue_name}/messages?numOfMessages={batch_size}&waitseconds={wait_seconds}"
+        )
+        self._client.build_header(request, internal)
+        answer = self._http.send_request(internal)
+        response = BatchReceiveMessageResponse()
+        response.status, response.header = answer.status, answer.header
+        self._client.check_status(internal, answer, response)
+        return str(answer.data)
 
     def delete(self, handles: Sequence[str]) -> dict[str, str]:
         """Delete messages by receipt handle, in BatchDeleteMessage calls of at most 16 handles.
@@ -454,23 +448,6 @@ class MnsQueue:
         if code in _AUTH_CODES or any(marker in code for marker in _AUTH_MARKERS):
             return QueueAuthError(code, message, request_id=request_id)
         return QueueUnavailable(code, message, request_id=request_id)
-
-    def _to_message(self, raw: Any) -> ReceivedMessage:
-        """Narrow one SDK ``Message`` to a :class:`ReceivedMessage`."""
-        body = raw.message_body
-        if not isinstance(body, str):
-            raise TypeError(f"the SDK decoded a MessageBody to {type(body).__name__}; set_encoding(False) failed")
-        return ReceivedMessage(
-            message_id=str(raw.message_id),
-            receipt_handle=str(raw.receipt_handle),
-            body=body,
-            body_md5=str(raw.message_body_md5),
-            dequeue_count=int(raw.dequeue_count),
-            enqueue_time_ms=int(raw.enqueue_time),
-            first_dequeue_time_ms=int(raw.first_dequeue_time),
-            next_visible_time_ms=int(raw.next_visible_time),
-            priority=int(raw.priority),
-        )
 
     def _where(self, operation: str, what: str) -> str:
         return f"{operation} on {self._queue_name}: {what}"

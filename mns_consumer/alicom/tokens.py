@@ -32,7 +32,6 @@ off. Never give ``Account`` a ``logger``: the SDK logs whole requests, ``securit
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,16 +40,15 @@ from typing import Any, Protocol
 
 import structlog
 import tenacity
-from alibabacloud_credentials.exceptions import CredentialException
 from alibabacloud_dybaseapi20170525 import models as dybase_models
 from alibabacloud_dybaseapi20170525.client import Client as DybaseClient
-from alibabacloud_tea_openapi import models as open_api_models
-from alibabacloud_tea_openapi.exceptions import AlibabaCloudException, ThrottlingException
+from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
 from mns.auth import Credentials, CredentialsProvider
 from Tea.exceptions import UnretryableException
 
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
+from mns_consumer.alicom.tea import http_failure, safe_text, tea_config, transport_failure
 from mns_consumer.errors import TokenError
 
 log = structlog.get_logger(__name__)
@@ -69,10 +67,6 @@ INVALID_RESPONSE = "InvalidResponse"
 
 CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
 """TokenError code when the default credential chain found no AccessKey to sign with."""
-
-_MAX_MESSAGE_CHARS = 300
-_QUERY_STRING = re.compile(r"\?[^\s'\")]*")
-_STRING_TO_SIGN = re.compile(r"string[ -]?to[ -]?sign", re.IGNORECASE)
 
 
 def _utc_now() -> datetime:
@@ -166,14 +160,12 @@ class DybaseTokenFetcher:
     ) -> None:
         self.endpoint = endpoints.dybaseapi
         self.credentials_description = credentials.describe()
-        config = open_api_models.Config(
-            endpoint=endpoints.dybaseapi,
-            protocol=endpoints.protocol,
-            ca=endpoints.ca_file,
-            # The Tea client takes milliseconds.
-            connect_timeout=max(1, round(connect_timeout_seconds * 1000)),
-            read_timeout=max(1, round(read_timeout_seconds * 1000)),
-            **credentials.tea_config_fields(),
+        config = tea_config(
+            credentials,
+            endpoints.dybaseapi,
+            endpoints,
+            connect_timeout_seconds=connect_timeout_seconds,
+            read_timeout_seconds=read_timeout_seconds,
         )
         self._client = DybaseClient(config)
 
@@ -208,31 +200,20 @@ class DybaseTokenFetcher:
         return _token_from(getattr(response, "body", None))
 
     def _transport_error(self, exc: UnretryableException) -> TokenError:
-        inner = exc.inner_exception
-        if isinstance(inner, CredentialException):
+        failure = transport_failure(exc)
+        if failure.kind == "credentials":
             return TokenError(
-                CREDENTIALS_UNAVAILABLE, f"the {self.credentials_description} found no AccessKey: {_safe_text(inner)}"
+                CREDENTIALS_UNAVAILABLE, f"the {self.credentials_description} found no AccessKey: {failure.detail}"
             )
-        if isinstance(inner, ValueError):
+        if failure.kind == "not_json":
             return TokenError(INVALID_RESPONSE, f"Dybaseapi at {self.endpoint} answered something that is not JSON")
-        # darabonba's RetryError keeps the requests error text in .message; its str() is a dict.
-        message = getattr(inner, "message", None)
-        detail = _safe_text(message if isinstance(message, str) else inner)
-        if "proxy" in detail.lower():
-            detail += " (HTTP_PROXY/HTTPS_PROXY apply even to loopback: reference pitfall 15)"
-        return TokenError(NETWORK_ERROR, f"cannot reach Dybaseapi at {self.endpoint}: {detail}")
+        return TokenError(NETWORK_ERROR, f"cannot reach Dybaseapi at {self.endpoint}: {failure.detail}")
 
 
 def _http_error(exc: AlibabaCloudException) -> TokenError:
     """A TokenError from the Tea SDK's ClientException, ServerException or ThrottlingException."""
-    data = exc.data if isinstance(exc.data, dict) else {}
-    code = str(exc.code) if exc.code not in (None, "", "None") else f"HTTP{exc.status_code}"
-    message = data.get("Message") or data.get("message") or exc.message or "no message"
-    text = f"HTTP {exc.status_code}: {_safe_text(message)}"
-    if isinstance(exc, ThrottlingException) and exc.retry_after:
-        text += f" (retry after {exc.retry_after} s)"
-    request_id = exc.request_id if exc.request_id not in (None, "", "None") else None
-    return TokenError(code, text, request_id=request_id)
+    failure = http_failure(exc)
+    return TokenError(failure.code, failure.text, request_id=failure.request_id)
 
 
 def _token_from(body: Any) -> QueueToken:
@@ -247,7 +228,7 @@ def _token_from(body: Any) -> QueueToken:
     request_id = body.request_id if isinstance(body.request_id, str) and body.request_id else None
     if body.code != "OK":
         code = body.code if isinstance(body.code, str) and body.code else INVALID_RESPONSE
-        message = _safe_text(body.message) if body.message else "Code is not OK"
+        message = safe_text(body.message) if body.message else "Code is not OK"
         raise TokenError(code, message, request_id=request_id)
     dto = body.message_token_dto
     if dto is None:
@@ -279,18 +260,6 @@ def _token_from(body: Any) -> QueueToken:
         expires_at=expires_at,
         created_at=created_at,
     )
-
-
-def _safe_text(value: object) -> str:
-    """Text from an SDK or server message that is fit for an exception: short, no query, no string-to-sign."""
-    text = str(value)
-    # Alibaba echoes its string-to-sign after SignatureDoesNotMatch, and a V1-signed URL carries the
-    # signature and security token in its query: neither may reach a log.
-    match = _STRING_TO_SIGN.search(text)
-    if match:
-        text = text[: match.start()].rstrip() + " [string-to-sign removed]"
-    text = _QUERY_STRING.sub("?...", text)
-    return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 3] + "..."
 
 
 class TokenProvider:

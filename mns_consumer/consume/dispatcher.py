@@ -24,7 +24,7 @@ from mns_consumer.alicom.queue import ReceivedMessage
 from mns_consumer.consume.backoff import Backoff
 from mns_consumer.errors import DecodeError, SinkUnavailable
 from mns_consumer.observe.events import Events
-from mns_consumer.receipt_model import Receipt
+from mns_consumer.receipt_model import Receipt, Source
 from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink
 
 DEAD_LETTER_SINK = "dead_letter"
@@ -87,8 +87,11 @@ class Dispatcher:
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        source: Source = "mns",
     ) -> None:
         self.queue = queue
+        # Dead letters of other sources (HTTP push) carry no MNS message id or dequeue count.
+        self.source: Source = source
         self.message_type = message_type
         self.sinks = list(sinks)
         self.dead_letter = dead_letter
@@ -106,32 +109,40 @@ class Dispatcher:
             The settled messages, or None when the batch was abandoned (a sink bug, or the drain
             deadline passed while a sink was down): then nothing may be deleted.
         """
+        return list(batch.messages) if self.dispatch_together([batch]) else None
+
+    def dispatch_together(self, batches: Sequence[Batch]) -> bool:
+        """Store several batches with one write per sink, so they share its commit and fsync.
+
+        Returns:
+            True when every message of every batch is settled and may be deleted; False when they were
+            abandoned together (a sink bug, or the drain deadline passed while a sink was down).
+        """
+        messages = [item for batch in batches for item in batch.messages]
         letters: list[tuple[InFlight, DeadLetter]] = []
-        for item in batch.messages:
+        for item in messages:
             if item.error is not None:
                 self.events.decode_failed(self.queue, self.message_type, item.message.message_id, item.error.reason)
                 letters.append((item, self._letter(item, f"undecodable: {item.error}", None)))
 
         unique: dict[str, Receipt] = {}
-        for item in batch.messages:
+        for item in messages:
             if item.receipt is not None:
                 unique.setdefault(item.receipt.dedupe_key, item.receipt)
         refused: dict[str, tuple[str, str]] = {}
         for sink in self.sinks:
             outcome = self._write_until_stored(sink, list(unique.values()))
             if outcome is None:
-                return None
+                return False
             for key, reason in outcome.items():
                 refused.setdefault(key, (sink.name, reason))
 
-        for item in batch.messages:
+        for item in messages:
             if item.receipt is not None and item.receipt.dedupe_key in refused:
                 sink_name, reason = refused[item.receipt.dedupe_key]
                 self.events.receipt_rejected(self.queue, self.message_type, item.message.message_id, sink_name, reason)
                 letters.append((item, self._letter(item, f"rejected by sink {sink_name!r}: {reason}", sink_name)))
-        if letters and not self._dead_letter_until_stored([letter for _, letter in letters]):
-            return None
-        return list(batch.messages)
+        return not letters or self._dead_letter_until_stored([letter for _, letter in letters])
 
     def _write_until_stored(self, sink: Sink, receipts: list[Receipt]) -> dict[str, str] | None:
         """Write until every receipt is accepted or rejected; returns the rejections, None if abandoned."""
@@ -198,13 +209,13 @@ class Dispatcher:
     def _letter(self, item: InFlight, reason: str, sink: str | None) -> DeadLetter:
         return DeadLetter(
             message_type=self.message_type,
-            source="mns",
+            source=self.source,
             queue=self.queue,
             raw=item.message.body.encode("utf-8"),
             reason=reason,
             failed_at=self._now(),
-            message_id=item.message.message_id,
-            dequeue_count=item.message.dequeue_count,
+            message_id=item.message.message_id if self.source == "mns" else None,
+            dequeue_count=item.message.dequeue_count if self.source == "mns" else None,
             sink=sink,
             dedupe_key=item.receipt.dedupe_key if item.receipt else None,
         )

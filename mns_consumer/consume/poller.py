@@ -269,18 +269,37 @@ class Poller:
 
     def _dispatch_loop(self) -> None:
         try:
-            while (batch := self._to_dispatch.get()) is not None:
-                if self.abandon.is_set():
-                    self._drop(batch)
+            while batches := self._next_batches():
+                if self.abandon.is_set() or not self.dispatcher.dispatch_together(batches):
+                    for batch in batches:
+                        self._drop(batch)
                     continue
-                settled = self.dispatcher.dispatch(batch)
-                if settled is None:
-                    self._drop(batch)
-                    continue
-                batch.settled = settled
-                self._to_delete.put(batch)
+                for batch in batches:
+                    batch.settled = list(batch.messages)
+                    self._to_delete.put(batch)
         finally:
             self._to_delete.put(None)
+
+    def _next_batches(self) -> list[Batch]:
+        """The next batch, waiting for it, and every other one already waiting; [] once the receiver ended.
+
+        Batches that queued up while the sinks were busy are written together: one commit and fsync
+        for all of them instead of one each, which is what lets a slow sink catch up.
+        """
+        batch = self._to_dispatch.get()
+        if batch is None:
+            return []
+        batches = [batch]
+        while True:
+            try:
+                more = self._to_dispatch.get_nowait()
+            except queue_module.Empty:
+                return batches
+            if more is None:
+                # The receiver's end marker: put it back for the next call, after these are dispatched.
+                self._to_dispatch.put(None)
+                return batches
+            batches.append(more)
 
     # -- deleter ---------------------------------------------------------------------------------
 

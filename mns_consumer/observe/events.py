@@ -16,9 +16,11 @@ from typing import Any
 
 import structlog
 
-from mns_consumer.observe.metrics import Metrics
+from mns_consumer.observe.metrics import BACKFILL_QUEUE, Metrics
 
 log = structlog.get_logger("mns_consumer.consume")
+push_log = structlog.get_logger("mns_consumer.push")
+backfill_log = structlog.get_logger("mns_consumer.backfill")
 
 
 class Events:
@@ -248,6 +250,154 @@ class Events:
             restart_in_seconds=restart_in_seconds,
             exc_info=error,
         )
+
+    # -- HTTP push --------------------------------------------------------------------------------
+    # Routes are named by their label (push:<name>), never by their URL path, whose last segment is a secret.
+
+    def push_listening(self, address: str, routes: list[dict[str, str]], tls: bool) -> None:
+        """The push receiver serves; ``routes`` shows each route's public path with its secret masked."""
+        push_log.info("push.listening", address=address, tls=tls, routes=routes)
+
+    def push_accepted(self, route: str, message_type: str, receipts: int, seconds: float) -> None:
+        """A push was stored in the spool and acknowledged with code 0."""
+        self._count("received", route, receipts)
+        self._count("push_accepted", route)
+        if self.metrics is not None:
+            self.metrics.received.labels(route, message_type).inc(receipts)
+            self.metrics.push_requests.labels(route, message_type).inc()
+            self.metrics.push_ack_seconds.labels(route, message_type).observe(seconds)
+        push_log.debug("push.accepted", queue=route, message_type=message_type, receipts=receipts, seconds=seconds)
+
+    def push_rejected(self, route: str, message_type: str, stage: str, status: int, reason: str) -> None:
+        """A push was refused with a non-zero code (Alibaba retries it later unless the status is 200)."""
+        self._count("push_rejected", route)
+        if self.metrics is not None:
+            self.metrics.push_rejected.labels(route, message_type, stage).inc()
+        # An unknown path is usually a scanner; the others mean Alibaba's receipts are being refused.
+        level = push_log.info if stage in ("route", "drain") else push_log.warning
+        level("push.rejected", queue=route, message_type=message_type, stage=stage, status=status, reason=reason)
+
+    def push_spool_failed(self, route: str, message_type: str, error: str) -> None:
+        """The spool could not store a push; it was answered 503 so Alibaba retries it."""
+        push_log.error("push.spool_failed", queue=route, message_type=message_type, error=error)
+
+    def push_settled(self, route: str, message_type: str, entries: int, receipts: int) -> None:
+        """Spooled pushes reached every sink (or the dead letters) and left the spool."""
+        self._count("push_settled", route, receipts)
+        if self.metrics is not None:
+            self.metrics.push_settled.labels(route, message_type).inc(receipts)
+        push_log.debug("push.settled", queue=route, message_type=message_type, entries=entries, receipts=receipts)
+
+    def push_spool_opened(self, path: str, waiting: dict[str, int], orphaned: dict[str, int]) -> None:
+        """The spool is open; pushes left by an earlier run are delivered first."""
+        push_log.info("push.spool_opened", path=path, waiting=waiting)
+        if orphaned:
+            push_log.warning(
+                "push.spool_orphaned",
+                routes=orphaned,
+                consequence="kept in the spool until a route of that name is configured again",
+            )
+
+    def push_worker_failed(self, route: str, error: BaseException, retry_in_seconds: float) -> None:
+        """Delivering spooled pushes failed unexpectedly (a sink bug, the spool's disk); retried later."""
+        self._count("push_worker_failed", route)
+        push_log.error(
+            "push.delivery_failed", queue=route, error=repr(error), retry_in_seconds=retry_in_seconds, exc_info=error
+        )
+
+    # -- QuerySendDetails backfill ------------------------------------------------------------------
+    # Labelled queue="backfill" (metrics.BACKFILL_QUEUE); sends are named by where they were given
+    # (sends.csv:12) and their masked phone_number, never by the number itself in a counter.
+
+    def _backfill_fail(self, message_type: str, stage: str) -> None:
+        self._count(f"backfill_{stage}_failed", BACKFILL_QUEUE)
+        if self.metrics is not None:
+            self.metrics.failures.labels(BACKFILL_QUEUE, message_type, stage).inc()
+
+    def backfill_page(self, message_type: str, where: str, page: int, records: int, total_count: int) -> None:
+        """QuerySendDetails answered one page of a send's records."""
+        self._count("backfill_queries", BACKFILL_QUEUE)
+        if self.metrics is not None:
+            self.metrics.backfill_queries.labels(BACKFILL_QUEUE, message_type).inc()
+        backfill_log.debug("backfill.page", where=where, page=page, records=records, total_count=total_count)
+
+    def backfill_query_retry(
+        self, message_type: str, where: str, attempt: int, code: str, error: str, retry_in_seconds: float
+    ) -> None:
+        """A QuerySendDetails call failed transiently (throttling, 5xx, network); it is tried again."""
+        self._backfill_fail(message_type, "query")
+        backfill_log.warning(
+            "backfill.query_retry",
+            where=where,
+            attempt=attempt,
+            code=code,
+            error=error,
+            retry_in_seconds=retry_in_seconds,
+        )
+
+    def backfill_query_failed(self, message_type: str, where: str, phone_number: str, code: str, error: str) -> None:
+        """A send could not be queried (refused, invalid, or unavailable through every retry)."""
+        self._backfill_fail(message_type, "query")
+        backfill_log.error("backfill.query_failed", where=where, phone_number=phone_number, code=code, error=error)
+
+    def backfill_found(self, message_type: str, status: str, count: int) -> None:
+        """QuerySendDetails returned ``count`` records of one status for a send."""
+        self._count(f"backfill_found:{status}", BACKFILL_QUEUE, count)
+        if self.metrics is not None:
+            self.metrics.backfill_found.labels(BACKFILL_QUEUE, message_type, status).inc(count)
+
+    def backfill_stored(self, message_type: str, sink: str, statuses: Counter[str], seconds: float) -> None:
+        """A sink durably accepted backfilled receipts (already present ones included), by status."""
+        for status, count in statuses.items():
+            self._count(f"backfill_stored:{sink}", BACKFILL_QUEUE, count)
+            if self.metrics is not None:
+                self.metrics.backfill_stored.labels(BACKFILL_QUEUE, message_type, sink, status).inc(count)
+        if self.metrics is not None:
+            self.metrics.sink_write_seconds.labels(BACKFILL_QUEUE, message_type, sink).observe(seconds)
+        backfill_log.debug("backfill.stored", sink=sink, receipts=sum(statuses.values()), seconds=round(seconds, 4))
+
+    def backfill_sink_retry(
+        self, message_type: str, sink: str, attempt: int, attempts: int, reason: str, retry_in_seconds: float
+    ) -> None:
+        """A sink is unavailable during a backfill; the write is tried again, at most ``attempts`` times."""
+        self._backfill_fail(message_type, "sink")
+        backfill_log.warning(
+            "backfill.sink_unavailable",
+            sink=sink,
+            attempt=attempt,
+            attempts=attempts,
+            reason=reason,
+            retry_in_seconds=retry_in_seconds,
+        )
+
+    def backfill_sink_gave_up(self, message_type: str, sink: str, attempts: int, reason: str) -> None:
+        """A sink stayed unavailable through every attempt: the run stops (nothing lost; rerun later)."""
+        self._backfill_fail(message_type, "sink")
+        backfill_log.error("backfill.sink_gave_up", sink=sink, attempts=attempts, reason=reason)
+
+    def backfill_rejected(self, message_type: str, sink: str, dedupe_key: str, reason: str) -> None:
+        """A sink rejected a backfilled receipt for good; it goes to the dead-letter sink."""
+        self._count("backfill_rejected", BACKFILL_QUEUE)
+        backfill_log.warning(
+            "backfill.rejected", message_type=message_type, sink=sink, dedupe_key=dedupe_key, reason=reason
+        )
+
+    def backfill_dead_lettered(self, message_type: str, count: int) -> None:
+        """Backfilled receipts were stored in the dead-letter sink."""
+        self._count("dead_lettered", BACKFILL_QUEUE, count)
+        if self.metrics is not None:
+            self.metrics.dead_lettered.labels(BACKFILL_QUEUE, message_type).inc(count)
+        backfill_log.info("backfill.dead_lettered", count=count)
+
+    def backfill_finished(self, message_type: str, ok: bool, seconds: float, ended_at: float, **summary: Any) -> None:
+        """A backfill run ended: the one summary line, and the last-run gauges."""
+        if self.metrics is not None:
+            labels = (BACKFILL_QUEUE, message_type)
+            self.metrics.backfill_last_run.labels(*labels).set(ended_at)
+            self.metrics.backfill_last_duration.labels(*labels).set(seconds)
+            self.metrics.backfill_last_success.labels(*labels).set(1 if ok else 0)
+        level = backfill_log.info if ok else backfill_log.warning
+        level("backfill.finished", ok=ok, seconds=round(seconds, 3), **summary)
 
     def drain(self, phase: str, **fields: Any) -> None:
         """A step of the shutdown sequence."""

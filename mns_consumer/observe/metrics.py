@@ -4,25 +4,49 @@ Labels are bounded to ``queue``, ``message_type``, ``sink`` and ``stage``: never
 numbers or MNS message ids. Times are in seconds, with buckets chosen for what they measure: sink
 writes (milliseconds to tens of seconds), long polls (up to the 30 s wait plus the request timeout)
 and receipt delays (seconds to hours, since carriers report late).
+
+QuerySendDetails backfill runs are labelled ``queue="backfill"`` (:data:`BACKFILL_QUEUE`); their found
+and stored receipts also carry ``status`` (delivered, failed or pending: bounded like a stage), and
+their failures and dead letters count into the daemon's series. A one-shot run writes its series to a
+node_exporter textfile (``backfill --metrics-file``), see :mod:`mns_consumer.observe.textfile`.
+
+HTTP push routes are labelled ``queue="push:<route name>"`` (never their URL, whose last segment is a
+secret) and count into the same receipt, sink and dead-letter series as queues. Push refusals carry a
+``stage`` of :data:`PUSH_STAGES`, and push acknowledgements have buckets around Alibaba's 700 ms limit.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from mns_consumer import __version__
 
-STAGES = ("receive", "decode", "sink", "delete", "token")
+STAGES = ("receive", "decode", "sink", "delete", "token", "query")
 """The ``stage`` label of ``mns_consumer_failures_total``."""
 
 SINK_WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RECEIVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0)
 RECEIPT_DELAY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0, 86400.0)
 
+PUSH_STAGES = ("route", "request", "body", "spool", "drain")
+"""The ``stage`` label of ``mns_consumer_push_rejected_total``: where a push was refused (unknown path;
+method, type or size; a body that is not a JSON array; the spool could not store it; draining)."""
+
+PUSH_ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 2.5)
+
 QUEUE_LABELS = ("queue", "message_type")
+
+BACKFILL_QUEUE = "backfill"
+"""The ``queue`` label of QuerySendDetails backfill runs (they read no queue)."""
+
+BACKFILL_STATUSES = ("delivered", "failed", "pending")
+"""The ``status`` label of the backfill receipt counters."""
+
+UNKNOWN_PUSH_ROUTE = "push:unknown"
+"""The ``queue`` label of pushes to a path no route serves (the path itself is never a label)."""
 
 
 class Metrics:
@@ -31,7 +55,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.received = Counter(
-            "mns_consumer_receipts_received", "Messages received from MNS.", QUEUE_LABELS, registry=registry
+            "mns_consumer_receipts_received",
+            "Messages received from MNS, and receipts in acknowledged HTTP pushes.",
+            QUEUE_LABELS,
+            registry=registry,
         )
         self.accepted = Counter(
             "mns_consumer_receipts_accepted",
@@ -53,7 +80,7 @@ class Metrics:
         )
         self.failures = Counter(
             "mns_consumer_failures",
-            "Failures by stage: receive, decode, sink, delete, token.",
+            "Failures by stage: receive, decode, sink, delete, token, query (QuerySendDetails).",
             (*QUEUE_LABELS, "stage"),
             registry=registry,
         )
@@ -120,6 +147,79 @@ class Metrics:
             QUEUE_LABELS,
             registry=registry,
         )
+        self.push_requests = Counter(
+            "mns_consumer_push_requests",
+            "HTTP pushes stored in the spool and acknowledged with code 0.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.push_rejected = Counter(
+            "mns_consumer_push_rejected",
+            "HTTP pushes refused with a non-zero code, by stage: route, request, body, spool, drain.",
+            (*QUEUE_LABELS, "stage"),
+            registry=registry,
+        )
+        self.push_ack_seconds = Histogram(
+            "mns_consumer_push_ack_seconds",
+            "From a push's request line to its acknowledgement (Alibaba gives up after 0.7 s).",
+            QUEUE_LABELS,
+            buckets=PUSH_ACK_BUCKETS,
+            registry=registry,
+        )
+        self.push_settled = Counter(
+            "mns_consumer_push_receipts_settled",
+            "Pushed receipts stored by every sink or dead-lettered, and removed from the spool.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.spool_entries = Gauge(
+            "mns_consumer_push_spool_entries",
+            "Acknowledged pushes waiting in the spool for their sinks.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.spool_oldest_age = Gauge(
+            "mns_consumer_push_spool_oldest_age_seconds",
+            "Age of the oldest push waiting in the spool; 0 when none waits.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.backfill_queries = Counter(
+            "mns_consumer_backfill_queries",
+            "QuerySendDetails pages answered during backfill runs.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.backfill_found = Counter(
+            "mns_consumer_backfill_receipts_found",
+            "Send records QuerySendDetails returned during backfill runs, by status: delivered, failed, pending.",
+            (*QUEUE_LABELS, "status"),
+            registry=registry,
+        )
+        self.backfill_stored = Counter(
+            "mns_consumer_backfill_receipts_stored",
+            "Backfilled receipts a sink durably accepted (already present included), by status.",
+            (*QUEUE_LABELS, "sink", "status"),
+            registry=registry,
+        )
+        self.backfill_last_run = Gauge(
+            "mns_consumer_backfill_last_run_timestamp_seconds",
+            "When the last backfill run ended, Unix time.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.backfill_last_duration = Gauge(
+            "mns_consumer_backfill_last_run_duration_seconds",
+            "How long the last backfill run took.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.backfill_last_success = Gauge(
+            "mns_consumer_backfill_last_run_success",
+            "1 when the last backfill run queried every send and stored every receipt it found, else 0.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
         self.draining = Gauge("mns_consumer_draining", "1 while the daemon drains after SIGTERM.", registry=registry)
         self.build_info = Info("mns_consumer_build", "Version of mns-consumer and of Python.", registry=registry)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
@@ -157,3 +257,37 @@ class Metrics:
     def watch_sink(self, queue: str, message_type: str, sink: str) -> None:
         """Make a queue's sink series exist from the first scrape."""
         self.accepted.labels(queue, message_type, sink)
+
+    def watch_push_route(
+        self,
+        route: str,
+        message_type: str,
+        sinks: Sequence[str],
+        *,
+        spool_entries: Callable[[], float],
+        spool_oldest_age_seconds: Callable[[], float],
+    ) -> None:
+        """Tie a push route's spool gauges to the spool, and make its series exist from the first scrape."""
+        labels = (route, message_type)
+        self.spool_entries.labels(*labels).set_function(spool_entries)
+        self.spool_oldest_age.labels(*labels).set_function(spool_oldest_age_seconds)
+        for counter in (self.received, self.dead_lettered, self.push_requests, self.push_settled):
+            counter.labels(*labels)
+        for stage in PUSH_STAGES:
+            self.push_rejected.labels(*labels, stage)
+        for stage in ("decode", "sink"):
+            self.failures.labels(*labels, stage)
+        for sink in sinks:
+            self.accepted.labels(*labels, sink)
+
+    def watch_backfill(self, message_type: str, sinks: Sequence[str]) -> None:
+        """Make a backfill run's series exist from the start, so every outcome shows, zero or not."""
+        labels = (BACKFILL_QUEUE, message_type)
+        self.backfill_queries.labels(*labels)
+        self.dead_lettered.labels(*labels)
+        for stage in ("query", "sink"):
+            self.failures.labels(*labels, stage)
+        for status in BACKFILL_STATUSES:
+            self.backfill_found.labels(*labels, status)
+            for sink in sinks:
+                self.backfill_stored.labels(*labels, sink, status)

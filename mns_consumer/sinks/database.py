@@ -151,6 +151,16 @@ _SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
 _json_dumps: Callable[[Any], str] = partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+class _EncodedJson(str):
+    """``extra`` already encoded (and checked) by :func:`_storable_extra`: bound as it is, not encoded again."""
+
+    __slots__ = ()
+
+
+def _json_serializer(value: Any) -> str:
+    return value if isinstance(value, _EncodedJson) else _json_dumps(value)
+
+
 class DatabaseUrl(SecretStr):
     """A SQLAlchemy URL that may embed a password: shown everywhere with the password masked."""
 
@@ -465,7 +475,7 @@ class DatabaseSink:
             "pool_pre_ping": True,
             # Exception messages must not carry receipt data (phone numbers, reply text).
             "hide_parameters": True,
-            "json_serializer": _json_dumps,
+            "json_serializer": _json_serializer,
             "connect_args": self._connect_args(),
         }
         try:
@@ -575,12 +585,12 @@ class DatabaseSink:
             key = receipt.dedupe_key
             if key in rows:
                 continue
-            reason = _invalid(receipt, self._backend)
-            if reason is None:
-                rows[key] = _row(receipt)
+            verdict = _storable(receipt, self._backend)
+            if isinstance(verdict, _EncodedJson):
+                rows[key] = _row(receipt, verdict)
                 rejected.pop(key, None)
             else:
-                rejected.setdefault(key, reason)
+                rejected.setdefault(key, verdict)
         # One key order for every writer keeps concurrent transactions from locking rows in crossed order.
         return [rows[key] for key in sorted(rows)], rejected
 
@@ -676,17 +686,67 @@ def _describe(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
 
 
-def _row(receipt: Receipt) -> dict[str, Any]:
+def _row(receipt: Receipt, extra: _EncodedJson) -> dict[str, Any]:
     return {
         **{column: getattr(receipt, column) for column in (*STRING_LIMITS, *TEXT_COLUMNS, *TIME_COLUMNS)},
         "sms_parts": receipt.sms_parts,
-        "extra": dict(receipt.extra),
+        "extra": extra,
         "raw": bytes(receipt.raw),
     }
 
 
-def _invalid(receipt: Receipt, backend: str) -> str | None:
-    """Why the table cannot hold this receipt, or None if it can."""
+def _storable(receipt: Receipt, backend: str) -> str | _EncodedJson:
+    """The receipt's ``extra`` encoded as the column stores it, or (plain text) why the table cannot hold it."""
+    extra = _storable_extra(receipt.extra, backend)
+    if isinstance(extra, _EncodedJson) and _plain_texts(receipt, backend) and _plain_values(receipt):
+        return extra
+    return _invalid_columns(receipt, backend) or extra
+
+
+def _plain_texts(receipt: Receipt, backend: str) -> bool:
+    """The common case, in one pass: every text column is a str within its limits, all valid Unicode.
+
+    False does not mean invalid, only that :func:`_invalid_columns` must find and word the reason.
+    """
+    texts: list[str] = []
+    for column, limit in STRING_LIMITS.items():
+        value = getattr(receipt, column)
+        if value is None:
+            if column in _REQUIRED_COLUMNS:
+                return False
+        elif type(value) is not str or len(value) > limit:
+            return False
+        else:
+            texts.append(value)
+    for column in TEXT_COLUMNS:
+        value = getattr(receipt, column)
+        if value is not None:
+            # At most 4 bytes per character: short enough for MEDIUMTEXT without encoding it to count.
+            if type(value) is not str or (backend == "mysql" and len(value) > _MEDIUMTEXT_BYTES // 4):
+                return False
+            texts.append(value)
+    joined = "".join(texts)
+    if backend == "postgresql" and "\x00" in joined:
+        return False
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _plain_values(receipt: Receipt) -> bool:
+    """The common case for the other columns: aware times in range, a 32-bit count, bytes."""
+    if any(_invalid_time(getattr(receipt, column)) is not None for column in TIME_COLUMNS):
+        return False
+    parts: object = receipt.sms_parts
+    if parts is not None and (type(parts) is not int or not -_INT32 <= parts < _INT32):
+        return False
+    return isinstance(receipt.raw, bytes | bytearray | memoryview)
+
+
+def _invalid_columns(receipt: Receipt, backend: str) -> str | None:
+    """Why the table cannot hold this receipt's columns (all but ``extra``), or None if it can."""
     for column, limit in STRING_LIMITS.items():
         reason = _invalid_text(getattr(receipt, column), backend, limit, required=column in _REQUIRED_COLUMNS)
         if reason:
@@ -705,7 +765,7 @@ def _invalid(receipt: Receipt, backend: str) -> str | None:
     raw: object = receipt.raw
     if not isinstance(raw, bytes | bytearray | memoryview):
         return "raw is not bytes"
-    return _invalid_extra(receipt.extra, backend)
+    return None
 
 
 def _invalid_text(value: object, backend: str, limit: int | None, *, required: bool) -> str | None:
@@ -742,7 +802,8 @@ def _invalid_time(value: object) -> str | None:
     return None
 
 
-def _invalid_extra(extra: Mapping[str, Any], backend: str) -> str | None:
+def _storable_extra(extra: Mapping[str, Any], backend: str) -> _EncodedJson | str:
+    """``extra`` encoded as the column stores it, or why it cannot be stored."""
     try:
         encoded = _json_dumps(dict(extra))
         encoded.encode("utf-8")
@@ -751,7 +812,7 @@ def _invalid_extra(extra: Mapping[str, Any], backend: str) -> str | None:
         return f"extra is not storable as JSON: {exc}"
     if backend == "postgresql" and "\\u0000" in encoded and _has_nul(extra):
         return "extra contains a NUL character, which PostgreSQL jsonb cannot hold"
-    return None
+    return _EncodedJson(encoded)
 
 
 def _has_nul(value: object) -> bool:

@@ -253,6 +253,21 @@ def _scenarios() -> Iterator[dict[str, Any]]:
         {f'mns_consumer_failures_total{{{SERIES}, stage="token"}}': "0+1x40"},
         {"5m": [], "25m": [{"severity": "warning", **QUEUE_LABELS}]},
     )
+    push = 'job="mns-consumer", instance="host-a:9464", queue="push:SmsReport", message_type="SmsReport"'
+    push_labels = {"queue": "push:SmsReport", "message_type": "SmsReport"}
+    yield _scenario(
+        "MnsConsumerPushSpoolBacklog",
+        {f"mns_consumer_push_spool_oldest_age_seconds{{{push}}}": "0 0 0+60x30"},
+        {"8m": [], "20m": [{"severity": "warning", **push_labels}]},
+    )
+    yield _scenario(
+        "MnsConsumerPushRejected",
+        {
+            f'mns_consumer_push_rejected_total{{{push}, stage="route"}}': "0+5x30",
+            f'mns_consumer_push_rejected_total{{{push}, stage="spool"}}': "0 0 0 0 1x30",
+        },
+        {"3m": [], "6m": [{"severity": "warning", "queue": "push:SmsReport", "stage": "spool"}], "25m": []},
+    )
     yield _scenario(
         "MnsConsumerPollerRestarting",
         {f"mns_consumer_poller_restarts_total{{{SERIES}}}": "0 0 0 1x30"},
@@ -260,9 +275,24 @@ def _scenarios() -> Iterator[dict[str, Any]]:
     )
 
 
+def _backfill_scenarios() -> Iterator[dict[str, Any]]:
+    backfill = 'job="node", instance="host-a:9100", queue="backfill", message_type="SmsReport"'
+    yield _scenario(
+        "MnsConsumerBackfillFailed",
+        {f"mns_consumer_backfill_last_run_success{{{backfill}}}": "1 1 0x10"},
+        {
+            "1m": [],
+            "3m": [
+                {"severity": "warning", "instance": "host-a:9100", "queue": "backfill", "message_type": "SmsReport"}
+            ],
+        },
+    )
+
+
 def test_alerts_fire_on_the_series_they_describe_and_not_before(tmp_path: Path) -> None:
     """``promtool test rules`` replays series through the rules and compares the alerts at given times."""
-    tested = {scenario["alert_rule_test"][0]["alertname"] for scenario in _scenarios()}
+    scenarios = [*_scenarios(), *_backfill_scenarios()]
+    tested = {scenario["alert_rule_test"][0]["alertname"] for scenario in scenarios}
     assert tested == {rule["alert"] for rule in alert_rules()}, "every alert needs a scenario"
     # Annotations are templates of the values; this test is about when alerts fire and with which labels.
     document = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
@@ -273,7 +303,7 @@ def test_alerts_fire_on_the_series_they_describe_and_not_before(tmp_path: Path) 
     rules.write_text(yaml.safe_dump(document), encoding="utf-8")
     tests = tmp_path / "tests.yaml"
     tests.write_text(
-        yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": list(_scenarios())}),
+        yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": scenarios}),
         encoding="utf-8",
     )
     result = subprocess.run(

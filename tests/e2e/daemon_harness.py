@@ -134,8 +134,9 @@ def wait_until(
 class Daemon:
     """One ``mns-consumer run`` process, its captured output and its log events."""
 
-    def __init__(self, config_path: Path, output_dir: Path, label: str) -> None:
+    def __init__(self, config_path: Path, output_dir: Path, label: str, command: str = "run") -> None:
         self.config_path = config_path
+        self.command = command
         self.stdout_path = output_dir / f"{label}.stdout"
         self.stderr_path = output_dir / f"{label}.stderr"
         self.process: subprocess.Popen[bytes] | None = None
@@ -144,7 +145,7 @@ class Daemon:
         """Start the process (returns at once; see :meth:`wait_ready`)."""
         with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mns_consumer", "run", "--config", str(self.config_path)],
+                [sys.executable, "-m", "mns_consumer", self.command, "--config", str(self.config_path)],
                 stdout=stdout,
                 stderr=stderr,
                 env=clean_env(),
@@ -232,6 +233,17 @@ class Daemon:
             self.process.kill()
         self.process.wait(timeout=30)
 
+    def push_url(self, path: str) -> str:
+        """The URL of a push route path (port 0 in tests: read from the ``push.listening`` log event)."""
+        address = self.wait_for_event("push.listening")["address"]
+        port = address.rpartition(":")[2]
+        return f"http://127.0.0.1:{port}{path}"
+
+    def http_url(self, path: str) -> str:
+        """The URL of a path of the metrics and health endpoint (read from the ``http.listening`` event)."""
+        port = self.wait_for_event("http.listening")["address"].rpartition(":")[2]
+        return f"http://127.0.0.1:{port}{path}"
+
     def summary(self) -> dict[str, Any]:
         """The ``daemon.stopped`` line (counts at exit)."""
         lines = self.events_named("daemon.stopped")
@@ -250,10 +262,13 @@ class DaemonFactory:
         """Write a configuration file into the folder."""
         return write_config(self.folder / name, data)
 
-    def start(self, config: Mapping[str, Any] | Path, *, ready: bool = True) -> Daemon:
-        """Start a daemon (writing the configuration if given as data), waiting for ready by default."""
+    def start(self, config: Mapping[str, Any] | Path, *, ready: bool = True, command: str = "run") -> Daemon:
+        """Start a daemon (writing the configuration if given as data), waiting for ready by default.
+
+        ``command`` is ``run`` or ``push-server``.
+        """
         path = config if isinstance(config, Path) else self.write(config)
-        daemon = Daemon(path, self.folder, f"daemon-{len(self.made) + 1}")
+        daemon = Daemon(path, self.folder, f"daemon-{len(self.made) + 1}", command)
         self.made.append(daemon)
         daemon.start()
         if ready:

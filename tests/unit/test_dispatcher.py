@@ -141,3 +141,26 @@ def test_a_dead_letter_outage_keeps_the_poison_in_the_queue_until_it_recovers() 
     dispatcher.abandon.set()
     assert dispatcher.dispatch(batch_of([poison])) is None
     assert dead.letters == []
+
+
+def test_batches_dispatched_together_share_one_write_per_sink() -> None:
+    """Batches that queued up are stored with one write per sink, and every message of each is settled."""
+    sink, dead = RecordingSink("a"), RecordingDeadLetterSink()
+    first = batch_of([decoded(n) for n in range(3)])
+    second = batch_of(
+        [decoded(n) for n in range(3, 5)]
+        + [InFlight(message(9), "H9", error=DecodeError("SmsReport", "", "bad", b"x"))]
+    )
+    assert make_dispatcher(sink, dead=dead).dispatch_together([first, second])
+    assert sink.writes == 1
+    assert sorted(r.dedupe_key for r in sink.stored.values()) == sorted(make_receipt(n).dedupe_key for n in range(5))
+    assert [letter.reason for letter in dead.letters] == ["undecodable: SmsReport: bad"]
+
+
+def test_batches_dispatched_together_are_abandoned_together() -> None:
+    """A sink that never recovers before the drain deadline keeps every batch of the call undeletable."""
+    sink = RecordingSink("a")
+    sink.available = False
+    dispatcher = make_dispatcher(sink)
+    dispatcher.abandon.set()
+    assert not dispatcher.dispatch_together([batch_of([decoded(0)]), batch_of([decoded(1)])])

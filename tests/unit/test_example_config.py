@@ -9,10 +9,13 @@ import pytest
 from pydantic import BaseModel
 
 from mns_consumer.config import (
+    BackfillConfig,
     Config,
     CredentialsConfig,
     EndpointsConfig,
     HttpConfig,
+    PushConfig,
+    PushRouteConfig,
     QueueConfig,
     TokensConfig,
     load_config,
@@ -26,11 +29,18 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 
 def test_the_example_loads_with_every_sink_type(monkeypatch: pytest.MonkeyPatch) -> None:
     """The example is valid as shipped and defines one sink of each built-in type."""
-    for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "DATABASE_URL", "HOOK_SECRET"):
+    for name in (
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "DATABASE_URL",
+        "HOOK_SECRET",
+        "PUSH_SECRET",
+    ):
         monkeypatch.delenv(name, raising=False)
     config = load_config(EXAMPLE)
     assert {sink.type for sink in config.sinks.values()} == set(BUILTIN_SINK_TYPES)
     assert config.dead_letter is not None
+    assert config.push is not None
 
 
 @pytest.mark.parametrize(
@@ -43,6 +53,9 @@ def test_the_example_loads_with_every_sink_type(monkeypatch: pytest.MonkeyPatch)
         TokensConfig,
         LoggingConfig,
         HttpConfig,
+        BackfillConfig,
+        PushConfig,
+        PushRouteConfig,
         DeadLetterSinkConfig,
         *(sink_config_class(name) for name in sorted(BUILTIN_SINK_TYPES)),
     ],

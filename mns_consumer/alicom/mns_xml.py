@@ -1,0 +1,86 @@
+"""A fast parser of BatchReceiveMessage answers.
+
+The SDK parses every answer with ``xml.dom.minidom``, which builds a full DOM in Python: a third of the
+daemon's CPU at full speed went there (py-spy on ``bench/daemon_bench.py``). ElementTree's C parser reads
+the same answer about seven times faster. Everything else of the call (signing, the security token,
+the HTTP exchange, error answers) stays the SDK's; see :meth:`MnsQueue.receive`.
+
+The answer (reference 3.4, BatchReceiveMessage)::
+
+    <Messages xmlns="http://mns.aliyuncs.com/doc/v1/">
+      <Message><MessageId>..</MessageId><ReceiptHandle>..</ReceiptHandle><MessageBodyMD5>..</MessageBodyMD5>
+        <MessageBody>..</MessageBody><EnqueueTime>..</EnqueueTime><NextVisibleTime>..</NextVisibleTime>
+        <FirstDequeueTime>..</FirstDequeueTime><DequeueCount>..</DequeueCount><Priority>..</Priority>
+      </Message>...
+    </Messages>
+
+Like the SDK, fields are matched by local name (the namespace is not checked), unknown elements are
+ignored, and a missing required field makes the whole answer damaged.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+from xml.etree import ElementTree
+
+from mns_consumer.alicom.message import ReceivedMessage
+
+__all__ = ["DamagedAnswerError", "parse_batch_receive"]
+
+_INTEGER_FIELDS: Final = ("DequeueCount", "EnqueueTime", "FirstDequeueTime", "NextVisibleTime", "Priority")
+
+
+class DamagedAnswerError(ValueError):
+    """The answer is not the XML a BatchReceiveMessage returns; the message never quotes the answer."""
+
+
+def parse_batch_receive(answer: str | bytes) -> list[ReceivedMessage]:
+    """The messages of one BatchReceiveMessage answer, in document order.
+
+    Raises:
+        DamagedAnswerError: If the answer is not well-formed XML, its root is not ``Messages``, or a message
+            lacks a field or has a non-integer where an integer belongs. Message bodies can be receipts
+            with phone numbers, so the error names the field, never its value.
+    """
+    try:
+        root = ElementTree.fromstring(answer)  # noqa: S314  (the MNS endpoint's own answer, as the SDK trusts it)
+    except ElementTree.ParseError as exc:
+        raise DamagedAnswerError(f"not well-formed XML (line {exc.position[0]}, column {exc.position[1]})") from None
+    if _local(root.tag) != "Messages":
+        raise DamagedAnswerError(f"root element is {_local(root.tag)!r}, not 'Messages'")
+    messages: list[ReceivedMessage] = []
+    for element in root:
+        if _local(element.tag) != "Message":
+            continue
+        fields = {_local(child.tag): child.text or "" for child in element}
+        messages.append(_message(fields, len(messages)))
+    if not messages:
+        # MNS answers an empty receive with 404 MessageNotExist, never with an empty list.
+        raise DamagedAnswerError("no Message element")
+    return messages
+
+
+def _message(fields: dict[str, str], index: int) -> ReceivedMessage:
+    try:
+        numbers = {name: int(fields[name]) for name in _INTEGER_FIELDS}
+        return ReceivedMessage(
+            message_id=fields["MessageId"],
+            receipt_handle=fields["ReceiptHandle"],
+            body=fields["MessageBody"],
+            body_md5=fields["MessageBodyMD5"],
+            dequeue_count=numbers["DequeueCount"],
+            enqueue_time_ms=numbers["EnqueueTime"],
+            first_dequeue_time_ms=numbers["FirstDequeueTime"],
+            next_visible_time_ms=numbers["NextVisibleTime"],
+            priority=numbers["Priority"],
+        )
+    except KeyError as exc:
+        raise DamagedAnswerError(f"message {index} has no {exc.args[0]}") from None
+    except ValueError:
+        bad = next(name for name in _INTEGER_FIELDS if not fields[name].strip().lstrip("-").isdigit())
+        raise DamagedAnswerError(f"message {index} has a {bad} that is not an integer") from None
+
+
+def _local(tag: str) -> str:
+    """A tag without its ``{namespace}``."""
+    return tag.rpartition("}")[2]

@@ -1,0 +1,128 @@
+"""What every Tea (POP RPC) client of the package shares: how it is aimed and how its failures are worded.
+
+Dybaseapi (:mod:`~mns_consumer.alicom.tokens`) and Dysmsapi (:mod:`~mns_consumer.alicom.send_details`)
+clients are built the same way, from an :class:`~mns_consumer.alicom.endpoints.Endpoints` and an
+:data:`~mns_consumer.alicom.credentials.AccessKeySource`, with explicit timeouts and no SDK retries (the
+callers decide when to try again). Their errors are worded by the same functions, which keep secrets
+out: Alibaba echoes its string-to-sign after ``SignatureDoesNotMatch``, and a V1-signed URL carries the
+signature and security token in its query string (reference 2.3, 6.3).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from alibabacloud_credentials.exceptions import CredentialException
+from alibabacloud_tea_openapi import models as open_api_models
+from alibabacloud_tea_openapi.exceptions import AlibabaCloudException, ThrottlingException
+from Tea.exceptions import UnretryableException
+
+from mns_consumer.alicom.credentials import AccessKeySource
+from mns_consumer.alicom.endpoints import Endpoints
+
+_MAX_MESSAGE_CHARS = 300
+_QUERY_STRING = re.compile(r"\?[^\s'\")]*")
+_STRING_TO_SIGN = re.compile(r"string[ -]?to[ -]?sign", re.IGNORECASE)
+
+
+def tea_config(
+    credentials: AccessKeySource,
+    host: str,
+    endpoints: Endpoints,
+    *,
+    connect_timeout_seconds: float,
+    read_timeout_seconds: float,
+) -> open_api_models.Config:
+    """The ``Config`` of a Tea client aimed at ``host`` (reference 6.3).
+
+    Args:
+        credentials: The AccessKey (or default chain) that signs the calls.
+        host: ``host[:port]`` of the API (``endpoints.dybaseapi`` or ``endpoints.dysmsapi``); it becomes
+            the Host header, so it never carries a scheme.
+        endpoints: ``protocol`` and ``ca_file`` are used.
+        connect_timeout_seconds: TCP (and TLS) connect timeout.
+        read_timeout_seconds: Timeout waiting for the answer.
+    """
+    return open_api_models.Config(
+        endpoint=host,
+        protocol=endpoints.protocol,
+        ca=endpoints.ca_file,
+        # The Tea client takes milliseconds.
+        connect_timeout=max(1, round(connect_timeout_seconds * 1000)),
+        read_timeout=max(1, round(read_timeout_seconds * 1000)),
+        **credentials.tea_config_fields(),
+    )
+
+
+def safe_text(value: object) -> str:
+    """Text from an SDK or server message that is fit for an exception: short, no query, no string-to-sign."""
+    text = str(value)
+    match = _STRING_TO_SIGN.search(text)
+    if match:
+        text = text[: match.start()].rstrip() + " [string-to-sign removed]"
+    text = _QUERY_STRING.sub("?...", text)
+    return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 3] + "..."
+
+
+@dataclass(frozen=True)
+class HttpFailure:
+    """An HTTP 4xx/5xx answer of a Tea client, in log-safe words.
+
+    Attributes:
+        status: The HTTP status.
+        code: Alibaba's ``Code`` (``SignatureDoesNotMatch``, ``Throttling.User``...) or ``HTTP<status>``.
+        text: ``HTTP <status>: <Message>``, scrubbed, with the retry-after delay when throttled.
+        request_id: Alibaba's request id, when the answer carried one.
+        retry_after_seconds: The delay a throttling answer asked for, if any.
+    """
+
+    status: int
+    code: str
+    text: str
+    request_id: str | None
+    retry_after_seconds: float | None
+
+
+def http_failure(exc: AlibabaCloudException) -> HttpFailure:
+    """Describe the Tea SDK's ClientException, ServerException or ThrottlingException."""
+    data = exc.data if isinstance(exc.data, dict) else {}
+    code = str(exc.code) if exc.code not in (None, "", "None") else f"HTTP{exc.status_code}"
+    message = data.get("Message") or data.get("message") or exc.message or "no message"
+    text = f"HTTP {exc.status_code}: {safe_text(message)}"
+    retry_after: float | None = None
+    if isinstance(exc, ThrottlingException) and exc.retry_after:
+        retry_after = float(exc.retry_after)
+        text += f" (retry after {exc.retry_after} s)"
+    request_id = exc.request_id if exc.request_id not in (None, "", "None") else None
+    status = exc.status_code if isinstance(exc.status_code, int) else 0
+    return HttpFailure(status, code, text, request_id, retry_after)
+
+
+@dataclass(frozen=True)
+class TransportFailure:
+    """A Tea call that got no usable HTTP answer.
+
+    Attributes:
+        kind: ``credentials`` (the default chain found no AccessKey), ``not_json`` (the answer was not
+            JSON) or ``network`` (connect, read, TLS or proxy failure, timeouts included).
+        detail: Log-safe words of the cause.
+    """
+
+    kind: str
+    detail: str
+
+
+def transport_failure(exc: UnretryableException) -> TransportFailure:
+    """Describe what a Tea client raised as ``UnretryableException`` (its cause is ``inner_exception``)."""
+    inner = exc.inner_exception
+    if isinstance(inner, CredentialException):
+        return TransportFailure("credentials", safe_text(inner))
+    if isinstance(inner, ValueError):
+        return TransportFailure("not_json", "the answer is not JSON")
+    # darabonba's RetryError keeps the requests error text in .message; its str() is a dict.
+    message = getattr(inner, "message", None)
+    detail = safe_text(message if isinstance(message, str) else inner)
+    if "proxy" in detail.lower():
+        detail += " (HTTP_PROXY/HTTPS_PROXY apply even to loopback: reference pitfall 15)"
+    return TransportFailure("network", detail)

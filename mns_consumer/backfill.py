@@ -1,0 +1,929 @@
+"""QuerySendDetails compensation runs: recover the delivery reports that never reached MNS or a push.
+
+Receipts can be lost (reference 1 step 5, 6): a queue that was not consumed for days, a push endpoint
+that was down through Alibaba's three retries. Alibaba's answer is QuerySendDetails, which reports
+each send of the last 30 days. A run takes a list of sends, ``(phone_number, send_date, biz_id)``, as
+the application knows them from SendSms; queries each (a few at a time, paged, retried); turns every
+record into the mainland SmsReport receipt the MNS path would have produced (same fields, same
+normalization, **same dedupe key**, ``source="query"``); and writes them to the sinks SmsReport is routed
+to, with the daemon's semantics:
+
+* **Idempotent.** A receipt that MNS or a push already delivered has the same dedupe key, so sinks
+  store it once; rerunning a backfill stores nothing twice.
+* **BizId required.** The records carry no BizId (reference 6.2), and the dedupe key of a report is
+  (biz_id, phone_number, status), so only the caller's BizId can make the key match.
+* **Pending.** SendStatus 1 (no carrier report yet) is not a receipt: such records are counted and
+  skipped, unless ``include_pending`` stores them with status ``pending`` (a different key, so the real
+  report stored later is kept too).
+* **Rejections** go to the dead-letter sink with the sink's reason; **outages** are retried with
+  back-off ``sink_attempts`` times, then the run stops (exit 4) instead of hanging: nothing is lost,
+  and the run can simply be repeated.
+* **Failures per send** (a day outside the window, a refused query) are reported with where the send
+  was given (``sends.csv:12``) and do not stop the others; an AccessKey Alibaba refuses, or a Dysmsapi
+  that stays unavailable through every retry, stops the run.
+
+Sends come from the command line or from a file (:func:`read_sends`): CSV with a header row, or JSON
+Lines, with the columns ``phone_number``, ``send_date`` (``YYYY-MM-DD`` or ``YYYYMMDD``, a Beijing
+calendar day) and ``biz_id``; other columns are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry
+
+from mns_consumer.alicom.endpoints import resolve_endpoints
+from mns_consumer.alicom.send_details import (
+    SEND_STATUS_DELIVERED,
+    SEND_STATUS_FAILED,
+    SEND_STATUS_PENDING,
+    SendDetail,
+)
+from mns_consumer.config import Config
+from mns_consumer.consume.backoff import Backoff
+from mns_consumer.consume.clients import send_details_client
+from mns_consumer.errors import (
+    ConfigError,
+    DecodeError,
+    InvalidSendsError,
+    SendDetailsAuthError,
+    SendDetailsError,
+    SendDetailsUnavailable,
+    SinkUnavailable,
+)
+from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE
+from mns_consumer.observe.events import Events
+from mns_consumer.observe.logging import mask_phone_number
+from mns_consumer.observe.metrics import Metrics
+from mns_consumer.observe.textfile import carry_over, write_textfile
+from mns_consumer.receipt_model import Receipt, Status
+from mns_consumer.receipts import decode_object, dedupe_key
+from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink
+
+MESSAGE_TYPE: Final = "SmsReport"
+"""The MessageType backfilled receipts are stored as: QuerySendDetails reports mainland SMS sends."""
+
+COLUMNS: Final = ("phone_number", "send_date", "biz_id")
+"""The columns (CSV header names, JSON Lines keys) of a sends file."""
+
+_ALIASES: Final[Mapping[str, str]] = {
+    "phone": "phone_number",
+    "phonenumber": "phone_number",
+    "phone_number": "phone_number",
+    "date": "send_date",
+    "senddate": "send_date",
+    "send_date": "send_date",
+    "bizid": "biz_id",
+    "biz_id": "biz_id",
+}
+_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d")
+_PHONE_NUMBER = re.compile(r"[0-9]{5,15}")
+_STATUSES: Final[Mapping[int, Status]] = {
+    SEND_STATUS_DELIVERED: "delivered",
+    SEND_STATUS_FAILED: "failed",
+    SEND_STATUS_PENDING: "pending",
+}
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """One message to one number that may be missing its receipt.
+
+    Attributes:
+        phone_number: The recipient, as passed to SendSms (digits; international with country code).
+        send_date: The Beijing calendar day it was sent.
+        biz_id: The BizId SendSms (or SendBatchSms) returned for it.
+        where: Where it was given, for messages: ``sends.csv:12`` or ``command line``.
+    """
+
+    phone_number: str
+    send_date: date
+    biz_id: str
+    where: str = field(default="command line", compare=False)
+
+
+def parse_send_date(text: str) -> date:
+    """A send day written ``YYYY-MM-DD`` or ``YYYYMMDD``.
+
+    Raises:
+        ValueError: With the reason, e.g. for a time or a range (QuerySendDetails takes one day per query).
+    """
+    value = text.strip()
+    for pattern in _DATE_FORMATS:
+        try:
+            return datetime.strptime(value, pattern).date()
+        except ValueError:
+            continue
+    if re.fullmatch(r"\d{4}-?\d{2}-?\d{2}[ T].+", value):
+        raise ValueError(f"{text!r} has a time; give the Beijing calendar day only (YYYY-MM-DD or YYYYMMDD)")
+    if ".." in value or "/" in value or "," in value:
+        raise ValueError(f"{text!r} is not one day; QuerySendDetails takes one day per query, so give one send per day")
+    raise ValueError(f"{text!r} is not a date (write YYYY-MM-DD or YYYYMMDD)")
+
+
+def make_send(phone_number: str, send_date: str, biz_id: str, where: str = "command line") -> Send:
+    """One send from text values, checked.
+
+    Raises:
+        InvalidSendsError: Naming ``where`` and every field at fault.
+    """
+    problems = _check_fields({"phone_number": phone_number, "send_date": send_date, "biz_id": biz_id}, where)
+    if problems:
+        raise InvalidSendsError(where, problems)
+    return Send(phone_number.strip(), parse_send_date(send_date), biz_id.strip(), where)
+
+
+def read_sends(path: Path, text: str | None = None) -> list[Send]:
+    """Read a sends file: JSON Lines (``.jsonl``/``.ndjson``, or a first line starting with ``{``) or CSV.
+
+    CSV needs a header row naming at least ``phone_number``, ``send_date`` and ``biz_id`` (``phone``,
+    ``date``, ``PhoneNumber``, ``SendDate`` and ``BizId`` are accepted too); other columns are ignored, so
+    an export of the application's send log can be used as it is. Blank lines are skipped. Phone numbers
+    and BizIds keep leading zeros and carets: they are text.
+
+    Args:
+        path: The file, named in messages.
+        text: Its content, when already read (standard input); else the file is read as UTF-8.
+
+    Returns:
+        The sends, in file order, each with ``where`` = ``<path>:<line>``.
+
+    Raises:
+        InvalidSendsError: Listing every bad line (with its number and field), or a missing column.
+        OSError: If the file cannot be read.
+    """
+    content = path.read_text(encoding="utf-8-sig") if text is None else text.removeprefix("\ufeff")
+    name = str(path)
+    first = next((line.strip() for line in content.splitlines() if line.strip()), "")
+    if path.suffix.lower() in (".jsonl", ".ndjson") or first.startswith("{"):
+        rows = _jsonl_rows(content, name)
+    else:
+        rows = _csv_rows(content, name)
+    problems: list[str] = []
+    sends: list[Send] = []
+    for where, values in rows:
+        if isinstance(values, str):
+            problems.append(values)
+            continue
+        found = _check_fields(values, where)
+        if found:
+            problems.extend(found)
+            continue
+        sends.append(
+            Send(values["phone_number"].strip(), parse_send_date(values["send_date"]), values["biz_id"].strip(), where)
+        )
+    if problems:
+        raise InvalidSendsError(name, problems)
+    if not sends:
+        raise InvalidSendsError(name, [f"{name}: no sends in the file"])
+    return sends
+
+
+def _csv_rows(content: str, name: str) -> Iterable[tuple[str, dict[str, str] | str]]:
+    reader = csv.reader(io.StringIO(content))
+    header: list[str] | None = None
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if header is None:
+            header = [_ALIASES.get(cell.strip().lower().replace(" ", ""), cell.strip()) for cell in row]
+            missing = [column for column in COLUMNS if column not in header]
+            if missing:
+                raise InvalidSendsError(
+                    name,
+                    [
+                        f"{name}:{line}: the header row lacks {', '.join(missing)} "
+                        f"(the first row must name the columns: {','.join(COLUMNS)})"
+                    ],
+                )
+            continue
+        if len(row) < len(header):
+            yield f"{name}:{line}", f"{name}:{line}: {len(row)} column(s), the header has {len(header)}"
+            continue
+        yield f"{name}:{line}", {column: row[header.index(column)] for column in COLUMNS}
+    if header is None:
+        raise InvalidSendsError(name, [f"{name}: the file is empty (expected a header row: {','.join(COLUMNS)})"])
+
+
+def _jsonl_rows(content: str, name: str) -> Iterable[tuple[str, dict[str, str] | str]]:
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            obj: Any = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield where, f"{where}: not JSON ({exc.msg})"
+            continue
+        if not isinstance(obj, dict):
+            yield where, f'{where}: not a JSON object (each line must be one send: {{"phone_number": ...}})'
+            continue
+        values: dict[str, str] = {}
+        for key, value in obj.items():
+            column = _ALIASES.get(str(key).lower().replace(" ", ""))
+            if column is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                yield where, f"{where}: {column}: must be a string, got {type(value).__name__}"
+                break
+            values[column] = str(value)
+        else:
+            yield where, values
+
+
+def _check_fields(values: Mapping[str, str], where: str) -> list[str]:
+    """Every problem of one send's text values, each as ``<where>: <field>: <what to write>``."""
+    problems: list[str] = []
+    phone = values.get("phone_number", "").strip()
+    if not phone:
+        problems.append(f"{where}: phone_number: missing")
+    elif not _PHONE_NUMBER.fullmatch(phone):
+        problems.append(
+            f"{where}: phone_number: {mask_phone_number(phone)!r} is not one number of 5 to 15 digits "
+            "(international numbers with their country code, no + or spaces)"
+        )
+    day = values.get("send_date", "").strip()
+    if not day:
+        problems.append(f"{where}: send_date: missing")
+    else:
+        try:
+            parse_send_date(day)
+        except ValueError as exc:
+            problems.append(f"{where}: send_date: {exc}")
+    biz_id = values.get("biz_id", "").strip()
+    if not biz_id:
+        problems.append(
+            f"{where}: biz_id: missing (the BizId SendSms returned; without it the receipt's dedupe key "
+            "cannot match the one MNS would deliver)"
+        )
+    return problems
+
+
+# -- mapping ---------------------------------------------------------------------------------------
+
+
+def receipt_from_detail(detail: SendDetail, biz_id: str, *, phone_number: str | None = None) -> Receipt:
+    """The mainland SmsReport receipt a QuerySendDetails record stands for, with ``source="query"``.
+
+    The record is rewritten as the SmsReport body MNS would have carried (reference 4.1): ``success`` from
+    SendStatus (3 true, 2 false), ``err_code`` from ErrCode, ``send_time``/``report_time`` from
+    SendDate/ReceiveDate, ``out_id`` from OutId and the caller's ``biz_id``, and decoded by the same
+    decoder, so normalization and the dedupe key are the MNS path's. That body is the receipt's ``raw``
+    (so ``mns-consumer decode`` and ``dead-letters replay`` read it); ``err_msg`` and ``sms_size`` are
+    not in the record and stay unset. TemplateCode and Content fill ``template_code`` and ``content``;
+    ``extra`` keeps ``send_status``. A pending record (SendStatus 1) becomes status ``pending`` with the
+    key of that status.
+
+    Args:
+        detail: The record.
+        biz_id: The BizId of the send it was queried for (records carry none).
+        phone_number: The number queried, used if the record lacks ``PhoneNum``.
+
+    Raises:
+        DecodeError: If a time in the record cannot be parsed.
+    """
+    body: dict[str, Any] = {
+        "phone_number": detail.phone_number or phone_number or "",
+        "biz_id": biz_id,
+        "success": detail.send_status == SEND_STATUS_DELIVERED,
+        "err_code": detail.err_code,
+        "send_time": detail.send_date,
+        "report_time": detail.receive_date,
+        "out_id": detail.out_id,
+        "send_status": detail.send_status,
+    }
+    body = {key: value for key, value in body.items() if value is not None}
+    raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    receipt = decode_object(MESSAGE_TYPE, body, raw=raw, source="query", queue=None)
+    receipt = replace(receipt, template_code=detail.template_code, content=detail.content)
+    if detail.send_status == SEND_STATUS_PENDING:
+        key = dedupe_key(
+            MESSAGE_TYPE, biz_id=receipt.biz_id or biz_id, phone_number=receipt.phone_number or "", status="pending"
+        )
+        receipt = replace(receipt, status="pending", dedupe_key=key)
+    return receipt
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    """How one run behaves, beyond the ``backfill`` configuration section.
+
+    Attributes:
+        sinks: Sink names to write to; empty: the sinks SmsReport is routed to (queues and push routes).
+        dry_run: Query and map, but open no sink and store nothing (``emit`` sees what would be stored).
+        include_pending: Store SendStatus 1 records as ``pending`` receipts (default: the configuration's).
+        concurrency: Queries in flight (default: the configuration's).
+    """
+
+    sinks: tuple[str, ...] = ()
+    dry_run: bool = False
+    include_pending: bool | None = None
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class SendFailure:
+    """A send that could not be queried.
+
+    Attributes:
+        send: The send.
+        code: Alibaba's code, or a local one (``InvalidSendDate``, ``NetworkError``, ...).
+        message: What went wrong, with what to do where that is known.
+    """
+
+    send: Send
+    code: str
+    message: str
+
+
+@dataclass
+class BackfillReport:
+    """What a run did; :meth:`summary` is its last line, :attr:`exit_code` its exit code.
+
+    Attributes:
+        sends: Distinct sends given.
+        queried: Sends whose every page was answered.
+        pages: QuerySendDetails pages answered.
+        found: Records returned.
+        delivered: Records with SendStatus 3.
+        failed: Records with SendStatus 2.
+        pending: Records with SendStatus 1 (no report yet: skipped unless pending receipts are stored).
+        stored: Receipts every sink durably accepted, whether new or already there (sinks do not say).
+        would_store: In a dry run, receipts that would have been written.
+        dead_lettered: Receipts a sink rejected, now in the dead-letter sink.
+        unstored: Receipts found but not stored because the run stopped first.
+        not_tried: Sends not queried because the run stopped first.
+        failures: The sends that could not be queried.
+        stopped: Why the run stopped before the end, if it did.
+        unavailable: True when it stopped because Dysmsapi or a sink stayed unavailable.
+        seconds: How long the run took.
+    """
+
+    sends: int = 0
+    queried: int = 0
+    pages: int = 0
+    found: int = 0
+    delivered: int = 0
+    failed: int = 0
+    pending: int = 0
+    stored: int = 0
+    would_store: int = 0
+    dead_lettered: int = 0
+    unstored: int = 0
+    not_tried: int = 0
+    failures: list[SendFailure] = field(default_factory=list)
+    stopped: str | None = None
+    unavailable: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Every send queried, every receipt found stored (pending ones may wait for a later run)."""
+        return self.stopped is None and not self.failures and not self.dead_lettered and not self.unstored
+
+    @property
+    def exit_code(self) -> int:
+        """0 when :attr:`ok`; 4 when stopped by an unavailable Dysmsapi or sink (rerun later); else 1."""
+        if self.unavailable:
+            return EXIT_UNAVAILABLE
+        return EXIT_OK if self.ok else EXIT_FAILURE
+
+    def counts(self) -> dict[str, int]:
+        """The counters, by name, for the summary line, JSON output and the log."""
+        return {
+            "sends": self.sends,
+            "queried": self.queried,
+            "pages": self.pages,
+            "found": self.found,
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "pending": self.pending,
+            "stored": self.stored,
+            "would_store": self.would_store,
+            "dead_lettered": self.dead_lettered,
+            "unstored": self.unstored,
+            "errors": len(self.failures),
+            "not_tried": self.not_tried,
+        }
+
+    def summary(self, *, dry_run: bool = False) -> str:
+        """One line for the operator."""
+        stored = f"would store {self.would_store}" if dry_run else f"stored {self.stored} (new or already present)"
+        text = (
+            f"backfill: {self.sends} send(s), {self.queried} queried in {self.pages} page(s), "
+            f"{self.found} record(s) found: {self.delivered} delivered, {self.failed} failed, "
+            f"{self.pending} pending; {stored}, {self.dead_lettered} dead-lettered, "
+            f"{len(self.failures)} error(s)"
+        )
+        if self.not_tried:
+            text += f", {self.not_tried} not tried"
+        if self.unstored:
+            text += f", {self.unstored} found but not stored"
+        text += f" in {self.seconds:.1f} s"
+        if self.stopped:
+            text += f"; stopped: {self.stopped}"
+        return text
+
+    def to_json(self, *, mask: bool = True) -> dict[str, Any]:
+        """The report as JSON-ready data (phone numbers masked unless ``mask`` is False)."""
+        return {
+            **self.counts(),
+            "ok": self.ok,
+            "stopped": self.stopped,
+            "seconds": round(self.seconds, 3),
+            "failures": [
+                {
+                    "where": failure.send.where,
+                    "phone_number": mask_phone_number(failure.send.phone_number) if mask else failure.send.phone_number,
+                    "send_date": failure.send.send_date.isoformat(),
+                    "biz_id": failure.send.biz_id,
+                    "code": failure.code,
+                    "message": failure.message,
+                }
+                for failure in self.failures
+            ],
+        }
+
+
+@dataclass
+class _Queried:
+    """What one worker brings back for one send."""
+
+    send: Send
+    records: list[SendDetail] = field(default_factory=list)
+    pages: int = 0
+    error: SendDetailsError | None = None
+    skipped: bool = False
+
+
+class _Stop(Exception):  # noqa: N818  (a flow signal, STYLE.md 4)
+    """The run must stop: ``reason`` for the report; ``unavailable`` when retrying later will help."""
+
+    def __init__(self, reason: str, *, unavailable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unavailable = unavailable
+
+
+def run_backfill(
+    config: Config,
+    sends: Sequence[Send],
+    options: BackfillOptions | None = None,
+    *,
+    environ: Mapping[str, str],
+    events: Events | None = None,
+    build_sink: Callable[[str], Sink] | None = None,
+    dead_letter: DeadLetterSink | None = None,
+    stop: threading.Event | None = None,
+    emit: Callable[[Receipt], None] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> BackfillReport:
+    """Query each send, map its records to receipts and store them in the SmsReport sinks.
+
+    Args:
+        config: The configuration: credentials, endpoints, sinks, dead letters and the ``backfill`` section.
+        sends: The sends; repeated ones are queried once.
+        options: Per-run choices (sinks, dry run, pending receipts, concurrency).
+        environ: The process environment (AccessKey variables).
+        events: Logs and counts the run (and its metrics, if it has some).
+        build_sink: Makes a sink by name (default: from ``config.sinks``); for tests and embedding.
+        dead_letter: The dead-letter sink (default: from ``config.dead_letter``, if configured).
+        stop: Set it (e.g. from a signal handler) to stop querying; in-flight sends finish.
+        emit: Called with every receipt that is stored (or, in a dry run, would be).
+        now: The clock stamped on dead letters.
+
+    Returns:
+        The report; its ``exit_code`` is the command's.
+
+    Raises:
+        ConfigError: If no sink is routed for SmsReport and none is named, a named sink is not defined,
+            the credentials or endpoints cannot be resolved, or a sink cannot ever work.
+    """
+    options = options or BackfillOptions()
+    run = _Run(config, options, environ, events or Events(), build_sink, dead_letter, stop, emit, now)
+    return run.execute(list(dict.fromkeys(sends)))
+
+
+class _Run:
+    """One backfill run: queries on worker threads, everything else (sinks, counts) on the caller's."""
+
+    def __init__(
+        self,
+        config: Config,
+        options: BackfillOptions,
+        environ: Mapping[str, str],
+        events: Events,
+        build_sink: Callable[[str], Sink] | None,
+        dead_letter: DeadLetterSink | None,
+        stop: threading.Event | None,
+        emit: Callable[[Receipt], None] | None,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.settings = config.backfill
+        self.events = events
+        self.emit = emit
+        self.now = now
+        self.stop = stop or threading.Event()
+        self.report = BackfillReport()
+        self.include_pending = (
+            options.include_pending if options.include_pending is not None else self.settings.include_pending
+        )
+        self.sink_names = self._sink_names()
+        self._build_sink = build_sink or (lambda name: config.sinks[name].build(name))
+        self._dead_letter = dead_letter
+        if dead_letter is None and config.dead_letter is None and not options.dry_run:
+            raise ConfigError(
+                "config",
+                "dead_letter",
+                "is required for a backfill: receipts a sink rejects must go somewhere",
+                "add dead_letter: {type: file, path: /var/lib/mns-consumer/dead-letter.jsonl}",
+            )
+        self._stopped: _Stop | None = None
+        self._sinks: list[Sink] = []
+        self._backoff = Backoff(config.sink_retry_initial_seconds, config.sink_retry_max_seconds)
+        self._buffer: dict[str, Receipt] = {}
+        self._current = threading.local()
+        endpoints = resolve_endpoints(config.region, config.endpoints)
+        self.client = send_details_client(config, endpoints, environ, on_retry=self._on_retry, sleep=self.stop.wait)
+
+    def _sink_names(self) -> list[str]:
+        if self.options.sinks:
+            unknown = [name for name in self.options.sinks if name not in self.config.sinks]
+            if unknown:
+                known = ", ".join(sorted(self.config.sinks)) or "none defined"
+                raise ConfigError("--sink", "", f"undefined sink(s) {', '.join(unknown)}", f"defined: {known}")
+            return list(dict.fromkeys(self.options.sinks))
+        names = self.config.sinks_for(MESSAGE_TYPE)
+        if not names and not self.options.dry_run:
+            raise ConfigError(
+                "config",
+                "queues",
+                "no sink receives SmsReport receipts",
+                "route SmsReport to sinks in queues (or push.routes), or name sinks with --sink",
+            )
+        return names
+
+    # -- the whole run ---------------------------------------------------------------------------
+
+    def execute(self, sends: list[Send]) -> BackfillReport:
+        started = time.monotonic()
+        self.report.sends = len(sends)
+        if self.events.metrics is not None:
+            self.events.metrics.watch_backfill(MESSAGE_TYPE, self.sink_names)
+        try:
+            if not self.options.dry_run:
+                self._open()
+            self._query_all(sends)
+            # Receipts found before a stop on the query side are still stored.
+            self._flush()
+            if self._stopped is not None:
+                raise self._stopped
+            if self.stop.is_set() and self.report.not_tried:
+                self.report.stopped = f"interrupted; {self.report.not_tried} send(s) not tried: rerun them"
+        except _Stop as exc:
+            self.report.stopped = exc.reason
+            self.report.unavailable = exc.unavailable
+            self.report.unstored += len(self._buffer)
+            self._buffer.clear()
+        finally:
+            self._close()
+            self.report.seconds = time.monotonic() - started
+            self.events.backfill_finished(
+                MESSAGE_TYPE,
+                self.report.ok,
+                self.report.seconds,
+                time.time(),
+                stopped=self.report.stopped,
+                **self.report.counts(),
+            )
+        return self.report
+
+    def _open(self) -> None:
+        for name in self.sink_names:
+            sink = self._build_sink(name)
+            try:
+                sink.open()
+            except SinkUnavailable as exc:
+                raise _Stop(f"sink {name!r} is unavailable: {exc.reason}", unavailable=True) from exc
+            self._sinks.append(sink)
+        if self._dead_letter is None and self.config.dead_letter is not None:
+            self._dead_letter = self.config.dead_letter.build()
+        if self._dead_letter is not None:
+            try:
+                self._dead_letter.open()
+            except SinkUnavailable as exc:
+                raise _Stop(f"the dead-letter sink is unavailable: {exc.reason}", unavailable=True) from exc
+
+    def _close(self) -> None:
+        for sink in self._sinks:
+            sink.close()
+        if self._dead_letter is not None and not self.options.dry_run:
+            self._dead_letter.close()
+
+    def _query_all(self, sends: list[Send]) -> None:
+        concurrency = self.options.concurrency or self.settings.concurrency
+        settled: set[int] = set()
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="backfill") as pool:
+            futures: list[Future[_Queried]] = [pool.submit(self._query, send) for send in sends]
+            try:
+                for future in as_completed(futures):
+                    settled.add(id(future))
+                    if future.cancelled():
+                        continue
+                    try:
+                        self._settle(future.result())
+                    except _Stop as exc:
+                        self._stopped = self._stopped or exc
+                        self._cancel(futures)
+                        continue
+                    if len(self._buffer) >= self.settings.batch_size:
+                        self._flush()
+            except BaseException:
+                self._cancel(futures)
+                raise
+            finally:
+                # Sends never started, or whose answer was not used because a sink stopped the run.
+                self.report.not_tried += sum(1 for f in futures if f.cancelled() or id(f) not in settled)
+
+    def _cancel(self, futures: list[Future[_Queried]]) -> None:
+        """Start no more queries; running ones end at their next retry wait (it watches ``stop``)."""
+        self.stop.set()
+        for future in futures:
+            future.cancel()
+
+    # -- one send (worker threads) ---------------------------------------------------------------
+
+    def _query(self, send: Send) -> _Queried:
+        result = _Queried(send)
+        if self.stop.is_set():
+            result.skipped = True
+            return result
+        self._current.send = send
+        try:
+            for page in self.client.pages(send.phone_number, send.send_date, send.biz_id):
+                result.pages += 1
+                result.records.extend(page.records)
+                self.events.backfill_page(MESSAGE_TYPE, send.where, page.page, len(page.records), page.total_count)
+        except SendDetailsError as exc:
+            result.error = exc
+        return result
+
+    def _on_retry(self, attempt: int, error: SendDetailsUnavailable, delay: float) -> None:
+        send: Send | None = getattr(self._current, "send", None)
+        where = send.where if send is not None else "-"
+        self.events.backfill_query_retry(MESSAGE_TYPE, where, attempt, error.code, str(error), round(delay, 3))
+
+    # -- results (caller's thread) ---------------------------------------------------------------
+
+    def _settle(self, result: _Queried) -> None:
+        report = self.report
+        if result.skipped:
+            report.not_tried += 1
+            return
+        report.pages += result.pages
+        if result.error is not None:
+            self._failed(result.send, result.error)
+            return
+        report.queried += 1
+        statuses: Counter[str] = Counter()
+        for detail in result.records:
+            status = _STATUSES[detail.send_status]
+            statuses[status] += 1
+            if detail.send_status == SEND_STATUS_PENDING and not self.include_pending:
+                continue
+            try:
+                receipt = receipt_from_detail(detail, result.send.biz_id, phone_number=result.send.phone_number)
+            except DecodeError as exc:
+                # An unreadable record (a time that does not parse) costs only itself, and is reported.
+                self._failed(result.send, SendDetailsError("InvalidResponse", f"unreadable record: {exc}"))
+                continue
+            self._buffer.setdefault(receipt.dedupe_key, receipt)
+        report.found += len(result.records)
+        report.delivered += statuses["delivered"]
+        report.failed += statuses["failed"]
+        report.pending += statuses["pending"]
+        for name, count in statuses.items():
+            self.events.backfill_found(MESSAGE_TYPE, name, count)
+
+    def _failed(self, send: Send, error: SendDetailsError) -> None:
+        message = str(error)
+        self.report.failures.append(SendFailure(send, error.code, message))
+        self.events.backfill_query_failed(MESSAGE_TYPE, send.where, send.phone_number, error.code, message)
+        if isinstance(error, SendDetailsAuthError):
+            raise _Stop(f"Dysmsapi refused the AccessKey ({error.code}); fix credentials and rerun", unavailable=False)
+        if isinstance(error, SendDetailsUnavailable):
+            raise _Stop(
+                f"Dysmsapi stayed unavailable through {self.settings.query_attempts} tries ({error.code}); "
+                "rerun later (sends already stored are skipped by their dedupe keys)",
+                unavailable=True,
+            )
+
+    # -- storing ---------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        batch = list(self._buffer.values())
+        if not batch:
+            return
+        if self.options.dry_run:
+            self._buffer.clear()
+            self.report.would_store += len(batch)
+            for receipt in batch:
+                if self.emit is not None:
+                    self.emit(receipt)
+            return
+        refused: dict[str, tuple[str, str]] = {}
+        for sink in self._sinks:
+            for key, reason in self._write(sink, batch).items():
+                refused.setdefault(key, (sink.name, reason))
+        letters = [
+            DeadLetter(
+                message_type=MESSAGE_TYPE,
+                source="query",
+                queue=None,
+                raw=receipt.raw,
+                reason=f"rejected by sink {refused[receipt.dedupe_key][0]!r}: {refused[receipt.dedupe_key][1]}",
+                failed_at=self.now(),
+                sink=refused[receipt.dedupe_key][0],
+                dedupe_key=receipt.dedupe_key,
+            )
+            for receipt in batch
+            if receipt.dedupe_key in refused
+        ]
+        if letters:
+            self._dead_letters(letters)
+        self._buffer.clear()
+        for receipt in batch:
+            if receipt.dedupe_key not in refused:
+                self.report.stored += 1
+                if self.emit is not None:
+                    self.emit(receipt)
+
+    def _write(self, sink: Sink, batch: list[Receipt]) -> dict[str, str]:
+        """Write until every receipt is accepted or rejected; returns the rejections.
+
+        Raises:
+            _Stop: When the sink stayed unavailable through ``sink_attempts`` tries.
+        """
+        pending = {receipt.dedupe_key: receipt for receipt in batch}
+        rejected: dict[str, str] = {}
+        attempt = 0
+        while pending:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                result = sink.write(list(pending.values()))
+            except SinkUnavailable as exc:
+                self._back_off(sink.name, attempt, exc)
+                continue
+            accepted: Counter[str] = Counter()
+            for key in result.accepted:
+                receipt = pending.pop(key, None)
+                if receipt is not None:
+                    accepted[receipt.status or "delivered"] += 1
+            for key, reason in result.rejected.items():
+                if pending.pop(key, None) is not None:
+                    rejected[key] = reason
+                    self.events.backfill_rejected(MESSAGE_TYPE, sink.name, key, reason)
+            self.events.backfill_stored(MESSAGE_TYPE, sink.name, accepted, time.monotonic() - started)
+            if pending:
+                # Neither accepted nor rejected: a contract breach, treated as a transient failure (as the daemon does).
+                breach = SinkUnavailable(sink.name, f"{len(pending)} receipt(s) neither accepted nor rejected")
+                self._back_off(sink.name, attempt, breach)
+        return rejected
+
+    def _dead_letters(self, letters: list[DeadLetter]) -> None:
+        dead_letter = self._dead_letter
+        if dead_letter is None:
+            raise RuntimeError("no dead-letter sink: __init__ requires one unless dry_run")
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                dead_letter.write(letters)
+            except SinkUnavailable as exc:
+                self._back_off("dead_letter", attempt, exc)
+                continue
+            self.report.dead_lettered += len(letters)
+            self.events.backfill_dead_lettered(MESSAGE_TYPE, len(letters))
+            return
+
+    def _back_off(self, sink: str, attempt: int, error: SinkUnavailable) -> None:
+        """Wait before the next write, or stop the run once ``sink_attempts`` tries failed.
+
+        Raises:
+            _Stop: After the last attempt, or when the run is stopped meanwhile.
+        """
+        attempts = self.settings.sink_attempts
+        if attempt >= attempts:
+            self.events.backfill_sink_gave_up(MESSAGE_TYPE, sink, attempts, error.reason)
+            raise _Stop(
+                f"sink {sink!r} stayed unavailable through {attempts} tries ({error.reason}); "
+                "nothing is lost: rerun the same backfill once it is back",
+                unavailable=True,
+            )
+        delay = self._backoff.delay(attempt)
+        if error.retry_after_seconds is not None:
+            delay = max(delay, min(error.retry_after_seconds, 300.0))
+        self.events.backfill_sink_retry(MESSAGE_TYPE, sink, attempt, attempts, error.reason, round(delay, 3))
+        if self.stop.wait(delay):
+            raise _Stop(f"interrupted while sink {sink!r} was unavailable", unavailable=False)
+
+
+# -- helpers of the command ------------------------------------------------------------------------
+
+
+def collect_sends(
+    phone_number: str | None,
+    send_date: str | None,
+    biz_id: str | None,
+    sends_file: Path | None,
+    *,
+    stdin: str | None = None,
+) -> list[Send]:
+    """The sends of ``mns-consumer backfill``: one from ``--phone``/``--date``/``--biz-id``, and/or a file.
+
+    Args:
+        phone_number: ``--phone``.
+        send_date: ``--date``.
+        biz_id: ``--biz-id``.
+        sends_file: ``--sends``; ``-`` means ``stdin``.
+        stdin: Standard input's text, when ``sends_file`` is ``-``.
+
+    Raises:
+        InvalidSendsError: If the single send is incomplete or invalid, the file is bad, or there are
+            no sends at all.
+        OSError: If the file cannot be read.
+    """
+    sends: list[Send] = []
+    given = {"--phone": phone_number, "--date": send_date, "--biz-id": biz_id}
+    if any(value is not None for value in given.values()):
+        missing = [name for name, value in given.items() if not value]
+        if missing:
+            raise InvalidSendsError(
+                "command line",
+                [f"{', '.join(missing)} missing: one send needs --phone, --date and --biz-id together"],
+            )
+        sends.append(make_send(phone_number or "", send_date or "", biz_id or ""))
+    if sends_file is not None:
+        if str(sends_file) == "-":
+            sends.extend(read_sends(Path("<stdin>"), stdin or ""))
+        else:
+            sends.extend(read_sends(sends_file))
+    if not sends:
+        raise InvalidSendsError(
+            "command line", ["no sends: give --phone, --date and --biz-id, or --sends FILE (CSV or JSON Lines)"]
+        )
+    return sends
+
+
+def describe_failure(failure: SendFailure, *, mask: bool = True) -> str:
+    """One line about a send that could not be queried: where it was given, which send, why."""
+    send = failure.send
+    phone = mask_phone_number(send.phone_number) if mask else send.phone_number
+    return f"{send.where} ({phone}, {send.send_date.isoformat()}, BizId {send.biz_id}): {failure.message}"
+
+
+def events_with_textfile(path: Path | None) -> tuple[Events, Callable[[], str | None]]:
+    """The run's Events and a function writing its metrics to ``path`` (a node_exporter textfile).
+
+    Without a path, the Events count nothing into metrics and the writer does nothing. With one, the
+    counters of the file's earlier runs are carried over first (see :mod:`mns_consumer.observe.textfile`).
+
+    Returns:
+        The Events, and the writer, which returns a warning text when the file cannot be written.
+    """
+    if path is None:
+        return Events(), lambda: None
+    metrics = Metrics(CollectorRegistry())
+    carry_over(metrics, path)
+
+    def write() -> str | None:
+        try:
+            write_textfile(metrics, path)
+        except OSError as exc:
+            return f"cannot write the metrics file {path}: {exc.strerror or exc}"
+        return None
+
+    return Events(metrics), write

@@ -1,0 +1,280 @@
+"""The HTTP endpoint Alibaba's batch push mode POSTs receipts to (reference section 5).
+
+A push is answered ``200 {"code":0,"msg":"接收成功"}`` only once its body is committed to the
+:class:`~mns_consumer.push.spool.Spool`; the sinks are written later by the spool workers, so the
+answer never waits for a sink and stays far inside Alibaba's 700 ms. Everything else is answered with
+a non-zero ``code`` equal to the HTTP status, and nothing is stored:
+
+======  =================================================================================
+status  when
+======  =================================================================================
+404     the path is not a configured route (the path is never logged: it may hold a secret)
+405     another method than POST on a route
+411     no ``Content-Length`` (Alibaba always sends one)
+413     a body over ``max_body_bytes`` or with more than ``max_items`` elements
+415     a ``Content-Type`` other than ``application/json`` (charset UTF-8 if given)
+400     a body that is not UTF-8 JSON, or is JSON but not an array
+503     the spool cannot store it (disk full, I/O error) or the daemon is draining; Alibaba retries
+======  =================================================================================
+
+Elements of a valid array that are not valid receipts are still accepted: the workers send them to
+the dead-letter sink with their raw JSON and the reason, since a 4xx would only make Alibaba send the
+whole array again three times and then drop the good receipts with the bad.
+
+The server is the standard library's ``ThreadingHTTPServer`` (as for ``/metrics``): a thread per
+connection is plenty for Alibaba's push rate, and the work per request is one JSON parse and one
+SQLite commit, which release the GIL while they wait for the disk.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+
+from mns_consumer.config import PushConfig, PushRouteConfig
+from mns_consumer.errors import SpoolUnavailable
+from mns_consumer.observe.events import Events
+from mns_consumer.observe.metrics import UNKNOWN_PUSH_ROUTE
+from mns_consumer.push.spool import Spool
+
+log = structlog.get_logger("mns_consumer.push")
+
+ACCEPTED_BODY = json.dumps({"code": 0, "msg": "接收成功"}, ensure_ascii=False).encode("utf-8")
+"""Alibaba's documented success answer (reference 5); only ``code`` is checked, as a number."""
+
+RETRY_AFTER_SECONDS = 60
+"""Hint sent with 503s; Alibaba keeps its own schedule (1, 5, 10 minutes) regardless."""
+
+
+class PushRejected(Exception):  # noqa: N818  (a flow signal: the request is answered with its status)
+    """A push is refused; carries what to answer and how to count it.
+
+    Attributes:
+        status: HTTP status, also sent as the body's ``code``.
+        stage: The ``stage`` label of the rejection (see ``PUSH_STAGES``).
+        message: The body's ``msg``; never holds the request path.
+    """
+
+    def __init__(self, status: int, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.stage = stage
+        self.message = message
+
+
+class PushReceiver:
+    """Serves the push routes on ``push.listen`` in background threads, writing into a spool.
+
+    Args:
+        config: The ``push`` section.
+        spool: The opened spool.
+        events: Where acceptances and refusals are logged and counted.
+        on_spooled: Called with the route's name after each stored push (wakes its worker).
+    """
+
+    def __init__(
+        self, config: PushConfig, spool: Spool, events: Events, on_spooled: Callable[[str], None] = lambda _: None
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.events = events
+        self.on_spooled = on_spooled
+        self.accepting = threading.Event()
+        self.accepting.set()
+        self._routes: Sequence[tuple[bytes, PushRouteConfig]] = [
+            (route.url_path().encode("utf-8"), route) for route in config.routes
+        ]
+        host, port = config.address()
+        handler = type("PushHandler", (_Handler,), {"owner": self, "timeout": config.read_timeout_seconds})
+        self._server = _Server((host, port), handler)
+        self._server.daemon_threads = True
+        if config.tls_cert_file is not None and config.tls_key_file is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+            # The handshake runs in the connection's thread (see _Handler.setup), not in the accept loop.
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,), name="push", daemon=True)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the receiver serves HTTPS itself."""
+        return self.config.tls_cert_file is not None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return int(self._server.server_address[1])
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as bound."""
+        return f"{self.config.address()[0]}:{self.port}"
+
+    def alive(self) -> bool:
+        """Whether the accept loop runs."""
+        return self._thread.is_alive()
+
+    def start(self) -> PushReceiver:
+        """Serve in the background."""
+        self._thread.start()
+        return self
+
+    def stop_accepting(self) -> None:
+        """Answer every push 503 from now on, so Alibaba keeps it and retries (the drain's first step)."""
+        self.accepting.clear()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.accepting.clear()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def route_for(self, path: bytes) -> PushRouteConfig | None:
+        """The route whose whole path (secret included) is ``path``, compared in constant time."""
+        found: PushRouteConfig | None = None
+        for candidate, route in self._routes:
+            # Every route is compared, so the time taken says nothing about how much of a secret matched.
+            if hmac.compare_digest(candidate, path):
+                found = route
+        return found
+
+    def handle_push(self, route: PushRouteConfig, content_type: str, body: bytes) -> int:
+        """Check and spool one push body; returns how many receipts it holds.
+
+        Raises:
+            PushRejected: If it must be refused (nothing was stored).
+        """
+        if not self.accepting.is_set():
+            raise PushRejected(503, "drain", "the receiver is shutting down; send it again later")
+        if not _is_json_utf8(content_type):
+            raise PushRejected(415, "request", "Content-Type must be application/json (UTF-8)")
+        try:
+            document: Any = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise PushRejected(400, "body", "the body is not UTF-8 JSON") from None
+        if not isinstance(document, list):
+            raise PushRejected(400, "body", "the body must be a JSON array of receipts")
+        if len(document) > self.config.max_items:
+            raise PushRejected(413, "request", f"more than {self.config.max_items} receipts in one push")
+        if not document:
+            return 0
+        try:
+            self.spool.append(route.label, route.message_type, body, len(document))
+        except SpoolUnavailable as exc:
+            self.events.push_spool_failed(route.label, route.message_type, exc.reason)
+            raise PushRejected(503, "spool", "the push could not be stored; send it again later") from None
+        self.on_spooled(route.label)
+        return len(document)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The default prints a traceback to stderr; a broken connection is routine, and a bug is logged
+        # without the request line (whose path may hold a secret).
+        log.debug("push.connection_error", exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: PushReceiver
+    protocol_version = "HTTP/1.1"
+    server_version = "mns-consumer"
+    sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The standard library logs the request line, whose path holds the route's secret: never.
+        return
+
+    def do_POST(self) -> None:
+        started = time.monotonic()
+        route = self.owner.route_for(self.path.split("?", 1)[0].encode("utf-8", "surrogateescape"))
+        if route is None:
+            self._refuse(None, PushRejected(404, "route", "no push route here"))
+            return
+        try:
+            body = self._read_body()
+            receipts = self.owner.handle_push(route, self.headers.get("Content-Type", ""), body)
+        except PushRejected as rejected:
+            self._refuse(route, rejected)
+            return
+        self._answer(200, ACCEPTED_BODY)
+        self.owner.events.push_accepted(route.label, route.message_type, receipts, time.monotonic() - started)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
+            raise PushRejected(411, "request", "send the body with a Content-Length")
+        length_text = self.headers.get("Content-Length")
+        if length_text is None or not length_text.strip().isdigit():
+            raise PushRejected(411, "request", "a Content-Length is required")
+        length = int(length_text)
+        if length > self.owner.config.max_body_bytes:
+            raise PushRejected(413, "request", f"the body exceeds {self.owner.config.max_body_bytes} bytes")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            raise PushRejected(400, "request", "the body ended before Content-Length")
+        return body
+
+    def _not_post(self) -> None:
+        route = self.owner.route_for(self.path.split("?", 1)[0].encode("utf-8", "surrogateescape"))
+        if route is None:
+            self._refuse(None, PushRejected(404, "route", "no push route here"))
+        else:
+            self._refuse(route, PushRejected(405, "request", "only POST is served here"), allow="POST")
+
+    # BaseHTTPRequestHandler dispatches on these names.
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _not_post  # noqa: N815
+
+    def _refuse(self, route: PushRouteConfig | None, rejected: PushRejected, allow: str | None = None) -> None:
+        headers = {"Allow": allow} if allow else {}
+        if rejected.status == 503:
+            headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        if rejected.status in (400, 411, 413, 415) or route is None:
+            # The body may be unread (or half read): the connection cannot be reused.
+            self.close_connection = True
+        body = json.dumps({"code": rejected.status, "msg": rejected.message}).encode("utf-8")
+        self._answer(rejected.status, body, headers)
+        label, message_type = (route.label, route.message_type) if route is not None else (UNKNOWN_PUSH_ROUTE, "")
+        self.owner.events.push_rejected(label, message_type, rejected.stage, rejected.status, rejected.message)
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def _is_json_utf8(content_type: str) -> bool:
+    """``application/json``, with no charset or a UTF-8 one (Alibaba sends ``;charset=utf-8``)."""
+    media, _, parameters = content_type.partition(";")
+    if media.strip().lower() != "application/json":
+        return False
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True

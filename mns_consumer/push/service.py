@@ -1,0 +1,220 @@
+"""The push receiver, its spool and one spool worker per route, started and drained as one unit.
+
+The supervisor owns it next to the MNS pollers. It listens before the sinks are opened (pushes are
+spooled even while a sink is down at start) and delivers once they are. Its drain mirrors the pollers':
+
+1. :meth:`PushService.stop_accepting`: pushes are answered 503 from now on, so Alibaba keeps them and
+   sends them again later (nothing new enters the spool while it is being emptied).
+2. :meth:`PushService.drain`: the workers deliver what is spooled until the spool is empty or the
+   deadline passes; at the deadline a batch still waiting for a sink is abandoned and stays spooled
+   for the next run.
+3. :meth:`PushService.close`: the listener closes (after the drain, so the 503s keep telling Alibaba to
+   retry rather than leaving it with refused connections), then the spool.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+from mns_consumer.config import PushConfig, PushRouteConfig
+from mns_consumer.consume.dispatcher import Dispatcher
+from mns_consumer.errors import ConfigError, SpoolUnavailable
+from mns_consumer.observe.events import Events
+from mns_consumer.observe.metrics import Metrics
+from mns_consumer.push.receiver import PushReceiver
+from mns_consumer.push.spool import Spool
+from mns_consumer.push.worker import SpoolWorker
+from mns_consumer.sinks.base import DeadLetterSink, Sink
+
+
+class PushService:
+    """Receives pushes into the spool and delivers the spool to each route's sinks.
+
+    Args:
+        config: The ``push`` section.
+        events: Where everything is logged and counted.
+        metrics: Where the spool gauges are registered, if anywhere.
+        retry_initial_seconds: First back-off after a sink failure, s.
+        retry_max_seconds: Longest back-off between sink retries, s.
+        source: The configuration file's name, for errors.
+    """
+
+    def __init__(
+        self,
+        config: PushConfig,
+        events: Events,
+        *,
+        metrics: Metrics | None = None,
+        retry_initial_seconds: float = 0.5,
+        retry_max_seconds: float = 30.0,
+        source: str = "configuration",
+    ) -> None:
+        self.config = config
+        self.events = events
+        self.metrics = metrics
+        self.source = source
+        self.retry_initial_seconds = retry_initial_seconds
+        self.retry_max_seconds = retry_max_seconds
+        self.spool = Spool(config.spool_path)
+        self.workers: dict[str, SpoolWorker] = {}
+        self.receiver: PushReceiver | None = None
+        for route in config.routes:
+            events.register_queue(route.label, route.message_type)
+            if metrics is not None:
+                self._watch(metrics, route)
+
+    def _watch(self, metrics: Metrics, route: PushRouteConfig) -> None:
+        label = route.label
+        metrics.watch_push_route(
+            label,
+            route.message_type,
+            route.sinks,
+            spool_entries=lambda: float(self.spool.depth(label)),
+            spool_oldest_age_seconds=lambda: self.spool.oldest_age_seconds(label),
+        )
+
+    def start(self, sinks: Mapping[str, Sink], dead_letter: DeadLetterSink) -> PushService:
+        """:meth:`listen` and :meth:`deliver` in one call (sinks already open)."""
+        return self.listen().deliver(sinks, dead_letter)
+
+    def listen(self) -> PushService:
+        """Open the spool and serve pushes into it; nothing is delivered until :meth:`deliver`.
+
+        Started before the sinks are opened, so pushes are acknowledged even while a sink cannot be
+        reached at start (Alibaba drops a push after three failed retries).
+
+        Raises:
+            ConfigError: If the spool cannot be opened or the listen address cannot be bound.
+        """
+        try:
+            self.spool.open()
+        except SpoolUnavailable as exc:
+            raise ConfigError(
+                self.source, "push.spool_path", f"cannot open the spool: {exc.reason}", "use a writable path"
+            ) from None
+        waiting = self.spool.depths()
+        labels = {route.label for route in self.config.routes}
+        orphaned = {route: count for route, count in waiting.items() if route not in labels}
+        self.events.push_spool_opened(str(self.spool.path), waiting, orphaned)
+        try:
+            self.receiver = PushReceiver(self.config, self.spool, self.events, self._wake).start()
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(
+                self.source,
+                "push.listen",
+                f"cannot serve on {self.config.listen}: {reason}",
+                "pick a free port, and check tls_cert_file and tls_key_file",
+            ) from None
+        self.events.push_listening(self.receiver.address, self._public_routes(), self.receiver.tls)
+        return self
+
+    def deliver(self, sinks: Mapping[str, Sink], dead_letter: DeadLetterSink) -> PushService:
+        """Start one worker per route, delivering its spool (earlier runs' pushes first) to opened sinks.
+
+        Args:
+            sinks: Every opened sink by name (a superset of what the routes use).
+            dead_letter: The opened dead-letter sink.
+        """
+        for route in self.config.routes:
+            dispatcher = Dispatcher(
+                route.label,
+                route.message_type,
+                [sinks[name] for name in route.sinks],
+                dead_letter,
+                self.events,
+                threading.Event(),
+                retry_initial_seconds=self.retry_initial_seconds,
+                retry_max_seconds=self.retry_max_seconds,
+                source="push",
+            )
+            worker = SpoolWorker(
+                route.label,
+                route.message_type,
+                self.spool,
+                dispatcher,
+                self.events,
+                batch_entries=self.config.spool_batch_entries,
+                retry_initial_seconds=self.retry_initial_seconds,
+                retry_max_seconds=self.retry_max_seconds,
+            )
+            self.workers[route.label] = worker.start()
+        return self
+
+    def _wake(self, route: str) -> None:
+        worker = self.workers.get(route)
+        if worker is not None:
+            worker.wake()
+
+    def _public_routes(self) -> list[dict[str, str]]:
+        return [
+            {
+                "route": route.label,
+                "message_type": route.message_type,
+                "path": route.path.rstrip("/") + "/********" if route.secret is not None else route.path,
+            }
+            for route in self.config.routes
+        ]
+
+    def stop_accepting(self) -> None:
+        """Answer pushes 503 from now on (the drain's first step)."""
+        if self.receiver is not None:
+            self.receiver.stop_accepting()
+
+    def drain(self, deadline: float) -> bool:
+        """Deliver the spool until it is empty or ``deadline`` (monotonic) passes; True if it emptied."""
+        for worker in self.workers.values():
+            worker.finish()
+        unfinished = [worker for worker in self.workers.values() if not worker.join(deadline)]
+        for worker in unfinished:
+            worker.abandon()
+        for worker in unfinished:
+            worker.join(time.monotonic() + 5.0)
+        return not unfinished
+
+    def close(self) -> None:
+        """Stop the listener and the workers, and close the spool (what is left stays in it)."""
+        if self.receiver is not None:
+            self.receiver.stop()
+        for worker in self.workers.values():
+            worker.abandon()
+        for worker in self.workers.values():
+            worker.join(time.monotonic() + 5.0)
+        self.spool.close()
+
+    # -- probes ----------------------------------------------------------------------------------
+
+    def accepting(self) -> bool:
+        """Whether pushes are being stored (listening and not draining)."""
+        return self.receiver is not None and self.receiver.alive() and self.receiver.accepting.is_set()
+
+    def alive(self) -> bool:
+        """Whether the listener and every started worker thread run (false before listen and after close)."""
+        return (
+            self.receiver is not None
+            and self.receiver.alive()
+            and all(worker.alive() for worker in self.workers.values())
+        )
+
+    def state(self) -> dict[str, object]:
+        """JSON-ready state for /healthz and /readyz; routes by name, never by path."""
+        depths = self.spool.depths()
+        routes = {
+            label: {
+                "message_type": worker.message_type,
+                "spool_entries": depths.get(label, 0),
+                "spool_oldest_age_seconds": round(self.spool.oldest_age_seconds(label), 3),
+                "sinks_healthy": worker.dispatcher.healthy.is_set(),
+                "worker": "running" if worker.alive() else "stopped",
+            }
+            for label, worker in self.workers.items()
+        }
+        return {
+            "listen": self.receiver.address if self.receiver is not None else None,
+            "accepting": self.accepting(),
+            "spool_entries": sum(depths.values()),
+            "orphaned_spool_entries": {route: n for route, n in depths.items() if route not in self.workers},
+            "routes": routes,
+        }

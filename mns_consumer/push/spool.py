@@ -1,0 +1,198 @@
+"""The durable spool between the HTTP push receiver and the sinks: one SQLite file, one row per push.
+
+Alibaba waits at most 700 ms for an answer and never sends an acknowledged push again (reference 5),
+so a push is acknowledged only once its row is committed here, and sinks are written afterwards, at
+their own pace, by the spool workers. A row is deleted only once every receipt of it is settled (every
+sink accepted it, or it is in the dead-letter sink); a crash at any instant therefore loses nothing,
+and what it repeats is absorbed by the sinks' dedupe keys.
+
+Durability: WAL with ``synchronous=FULL``, so every commit fsyncs the WAL before it returns. With
+``NORMAL`` a commit survives a crash of the process but not of the machine (power loss, kernel panic),
+and a push acknowledged just before would be gone for good; one fsync per push (milliseconds) is well
+inside the 700 ms budget.
+
+Rows hold the route's *name* (``push:SmsReport``), never its URL path, whose last segment is secret.
+One connection serves every thread behind a lock: SQLite writes one transaction at a time anyway, and
+each operation here is short (the sinks are written outside the lock).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mns_consumer.errors import SpoolUnavailable
+
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS push_spool (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    route TEXT NOT NULL,
+    message_type TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    receipts INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS push_spool_route ON push_spool (route, id);
+"""
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    """One acknowledged push waiting for its sinks.
+
+    Attributes:
+        entry_id: Position in the spool; entries of a route are delivered in this order.
+        route: The route's name (``push:<name>``).
+        message_type: The MessageType the route was configured with when the push arrived.
+        received_at: When it was stored, seconds since the epoch.
+        receipts: Elements of the pushed array.
+        body: The POST body exactly as received.
+    """
+
+    entry_id: int
+    route: str
+    message_type: str
+    received_at: float
+    receipts: int
+    body: bytes
+
+
+class Spool:
+    """A SQLite-backed FIFO of pushes per route; safe to use from several threads."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._depth: dict[str, int] = {}
+
+    def open(self) -> None:
+        """Create (0600 in a 0700 folder) or open the file, and count what an earlier run left.
+
+        Raises:
+            SpoolUnavailable: If the folder or file cannot be created or opened.
+        """
+        try:
+            if not self.path.parent.exists():
+                self.path.parent.mkdir(mode=DIRECTORY_MODE, parents=True)
+            # Created before SQLite opens it, so the mode does not depend on the umask.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+            connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.executescript(_SCHEMA)
+            rows = connection.execute("SELECT route, COUNT(*) FROM push_spool GROUP BY route").fetchall()
+        except (OSError, sqlite3.Error) as exc:
+            raise SpoolUnavailable(_reason(exc)) from None
+        with self._lock:
+            self._connection = connection
+            self._depth = {str(route): int(count) for route, count in rows}
+
+    def append(self, route: str, message_type: str, body: bytes, receipts: int) -> int:
+        """Store a push durably (committed and fsynced) and return its entry id.
+
+        Raises:
+            SpoolUnavailable: If it could not be stored (disk full, I/O error, closed); nothing was stored.
+        """
+        with self._lock:
+            connection = self._open_connection()
+            try:
+                cursor = connection.execute(
+                    "INSERT INTO push_spool (route, message_type, received_at, receipts, body) VALUES (?, ?, ?, ?, ?)",
+                    (route, message_type, time.time(), receipts, body),
+                )
+            except sqlite3.Error as exc:
+                raise SpoolUnavailable(_reason(exc)) from None
+            self._depth[route] = self._depth.get(route, 0) + 1
+            return int(cursor.lastrowid or 0)
+
+    def take(self, route: str, limit: int) -> list[SpoolEntry]:
+        """The oldest ``limit`` entries of a route, left in the spool until :meth:`remove`.
+
+        Raises:
+            SpoolUnavailable: If the spool cannot be read.
+        """
+        with self._lock:
+            connection = self._open_connection()
+            try:
+                rows = connection.execute(
+                    "SELECT id, route, message_type, received_at, receipts, body FROM push_spool "
+                    "WHERE route = ? ORDER BY id LIMIT ?",
+                    (route, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise SpoolUnavailable(_reason(exc)) from None
+        return [SpoolEntry(int(r[0]), str(r[1]), str(r[2]), float(r[3]), int(r[4]), bytes(r[5])) for r in rows]
+
+    def remove(self, entries: Sequence[SpoolEntry]) -> None:
+        """Delete settled entries in one transaction.
+
+        Raises:
+            SpoolUnavailable: If they could not be deleted; they are then delivered again later, and the
+                sinks' dedupe keys absorb the repeat.
+        """
+        if not entries:
+            return
+        with self._lock:
+            connection = self._open_connection()
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                deleted = 0
+                for entry in entries:
+                    deleted += connection.execute("DELETE FROM push_spool WHERE id = ?", (entry.entry_id,)).rowcount
+                connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise SpoolUnavailable(_reason(exc)) from None
+            route = entries[0].route
+            self._depth[route] = max(0, self._depth.get(route, 0) - deleted)
+
+    def depth(self, route: str | None = None) -> int:
+        """Entries waiting (for one route, or in all)."""
+        with self._lock:
+            return self._depth.get(route, 0) if route is not None else sum(self._depth.values())
+
+    def depths(self) -> dict[str, int]:
+        """Entries waiting per route name, routes with none left out."""
+        with self._lock:
+            return {route: count for route, count in self._depth.items() if count}
+
+    def oldest_age_seconds(self, route: str) -> float:
+        """Age of the route's oldest waiting entry; 0 when none waits or the spool cannot be read."""
+        with self._lock:
+            if not self._depth.get(route) or self._connection is None:
+                return 0.0
+            try:
+                row = self._connection.execute(
+                    "SELECT received_at FROM push_spool WHERE route = ? ORDER BY id LIMIT 1", (route,)
+                ).fetchone()
+            except sqlite3.Error:
+                return 0.0
+        return max(0.0, time.time() - float(row[0])) if row else 0.0
+
+    def close(self) -> None:
+        """Close the file; entries still waiting stay for the next run."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def _open_connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise SpoolUnavailable("the spool is closed")
+        return self._connection
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
+    return str(exc)

@@ -1,0 +1,141 @@
+"""``mns-consumer backfill`` as a subprocess: after the daemon drained MNS, it recovers what MNS never got."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from mns_consumer.emulator import Emulator
+from mns_consumer.emulator.clock import BEIJING
+from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from tests.e2e.daemon_harness import (
+    DaemonFactory,
+    clean_env,
+    daemon_config,
+    expected_receipts,
+    queue_total,
+    table_keys,
+    wait_until,
+    write_config,
+)
+
+QUEUES = {"SmsReport": "Alicom-Queue-i1-SmsReport"}
+
+
+def backfill(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the command to its end (a one-shot: a bounded wait is its hang guard)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mns_consumer", "backfill", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=120,
+        check=False,
+    )
+
+
+def write_sends(emulator: Emulator, path: Path) -> int:
+    """The emulator's send log as the CSV an application would export; returns how many sends."""
+    records = emulator.send_log.snapshot()
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["phone_number", "send_date", "biz_id", "template"])
+        for record in records:
+            day = datetime.fromtimestamp(record.send_time, BEIJING).date()
+            writer.writerow([record.phone_number, day.strftime("%Y%m%d"), record.biz_id, record.template_code])
+    return len(records)
+
+
+def test_backfill_recovers_what_a_lose_fault_kept_from_the_daemon_and_reports_it(
+    make_emulator: Callable[..., Emulator], daemons: DaemonFactory, tmp_path: Path
+) -> None:
+    """The daemon stores what MNS had; the command stores the rest, once each, and says so (exit 0)."""
+    # Given: a producer that loses a third of the receipts, and a daemon that drained the queue into SQLite.
+    emulator = make_emulator(queues=QUEUES, seed=5)
+    emulator.add_fault(kind="lose", service="producer", probability=0.35)
+    generated = emulator.produce("SmsReport", 45)
+    database = tmp_path / "receipts.db"
+    config = daemon_config(
+        emulator, {"db": {"type": "database", "url": f"sqlite:///{database}"}}, tmp_path / "dead-letter.jsonl"
+    )
+    daemon = daemons.start(config)
+    # Messages are deleted only once stored, so an empty queue means the table holds them all.
+    wait_until(lambda: queue_total(emulator) == 0, "the queue drained")
+    assert daemon.stop() == 0
+    engine = sa.create_engine(f"sqlite:///{database}", poolclass=sa.pool.NullPool)
+    from_mns = len(table_keys(engine, "sms_receipts"))
+    assert 0 < from_mns < 45
+    sends = tmp_path / "sends.csv"
+    assert write_sends(emulator, sends) == 45
+    metrics = tmp_path / "textfile" / "backfill.prom"
+    config_path = write_config(tmp_path / "config.yaml", config)
+
+    # When: the send log is backfilled.
+    result = backfill(config_path, "--sends", str(sends), "--json", "--metrics-file", str(metrics))
+
+    # Then: each send's receipt is stored exactly once, and the summary and metrics say what happened.
+    assert result.returncode == EXIT_OK, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["sends"] == summary["queried"] == summary["found"] == 45
+    assert summary["stored"] == 45 - summary["pending"]
+    assert summary["errors"] == 0
+    keys = table_keys(engine, "sms_receipts")
+    assert sorted(keys) == sorted(expected_receipts(emulator, generated))
+    text = metrics.read_text(encoding="utf-8")
+    assert 'mns_consumer_backfill_queries_total{message_type="SmsReport",queue="backfill"} 45.0' in text
+    assert 'mns_consumer_backfill_last_run_success{message_type="SmsReport",queue="backfill"} 1.0' in text
+    secret = emulator.settings.access_key_secret
+    assert secret not in result.stdout + result.stderr + text
+
+    # And: a rerun stores nothing new, and the textfile's counters keep counting across runs.
+    again = backfill(config_path, "--sends", str(sends), "--metrics-file", str(metrics))
+    assert again.returncode == EXIT_OK, again.stderr
+    assert again.stdout.startswith("backfill: 45 send(s), 45 queried")
+    assert len(table_keys(engine, "sms_receipts")) == 45
+    assert 'mns_consumer_backfill_queries_total{message_type="SmsReport",queue="backfill"} 90.0' in metrics.read_text(
+        encoding="utf-8"
+    )
+    engine.dispose()
+
+
+def test_a_bad_sends_file_exits_2_naming_the_line_and_nothing_is_queried(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    """A malformed line is a usage error with its line number; no query is made."""
+    emulator = make_emulator(queues=QUEUES)
+    config = write_config(
+        tmp_path / "config.yaml",
+        daemon_config(emulator, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}}, tmp_path / "dl.jsonl"),
+    )
+    sends = tmp_path / "sends.csv"
+    sends.write_text("phone_number,send_date,biz_id\n13900001111,2024-02-30,812^0\n", encoding="utf-8")
+    result = backfill(config, "--sends", str(sends))
+    assert result.returncode == EXIT_USAGE
+    assert f"{sends}:2: send_date: '2024-02-30' is not a date (write YYYY-MM-DD or YYYYMMDD)" in result.stderr
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_one_send_too_old_for_the_window_exits_1_with_a_clear_message(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    """--phone/--date/--biz-id for a day beyond 30 days: exit 1, the reason on stderr, the summary on stdout."""
+    emulator = make_emulator(queues=QUEUES)
+    config = write_config(
+        tmp_path / "config.yaml",
+        daemon_config(emulator, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}}, tmp_path / "dl.jsonl"),
+    )
+    result = backfill(config, "--phone", "13900001111", "--date", "2020-01-01", "--biz-id", "812^0")
+    assert result.returncode == EXIT_FAILURE
+    assert "command line (139****1111, 2020-01-01, BizId 812^0): InvalidSendDate: SendDate 2020-01-01 is" in (
+        result.stderr
+    )
+    assert "QuerySendDetails keeps only the last 30 days" in result.stderr
+    assert "1 error(s)" in result.stdout
+    assert "13900001111" not in result.stdout + result.stderr
