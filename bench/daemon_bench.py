@@ -19,7 +19,8 @@ What is measured (each target printed with its ratio, then everything as one JSO
   runs from the first poll of the emulator's state showing a message received to the first showing
   the queue empty (polled every ``--poll-ms``; daemon start-up is outside it). (a) stops after the
   seeded messages or ``--demo-seconds``, whichever comes first.
-* Enqueue-to-delete latency at half the daemon's measured peak, per sink: the bench trickles receipts
+* Enqueue-to-delete latency at half the daemon's measured peak, per sink, and at the fixed rates of
+  ``--latency-rates`` (1,000 and 2,000 msg/s): the bench trickles receipts
   in through the admin endpoint every ``--trickle-tick-ms`` while the daemon logs at debug level.
   ``batch.received`` carries the age of the batch's oldest message (its MNS EnqueueTime against the
   daemon's wall clock, both this machine's clock) and ``receipts.deleted`` is logged as soon as
@@ -578,7 +579,7 @@ def print_report(results: dict[str, Any], args: argparse.Namespace, wall_seconds
         f"disk (300-byte append + fsync in the data folder, before the latency rows): p50 {probe['p50_ms']:.2f} ms,"
         f" p99 {probe['p99_ms']:.2f} ms, max {probe['max_ms']:.2f} ms"
     )
-    for sink, row in results["latency"].items():
+    for sink, row in {**results["latency"], **results.get("latency_at_rates", {})}.items():
         print(
             f"latency daemon[{sink}]: offered {row['rate_per_second']:.0f}/s,"
             f" achieved {row['achieved_per_second']:.0f}/s,"
@@ -633,6 +634,34 @@ def throughput_rows(
     return rows
 
 
+def latency_rows(
+    peak: dict[str, dict[str, float]],
+    sinks: dict[str, tuple[str, ...]],
+    folder: Path,
+    args: argparse.Namespace,
+    loads: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Latency per sink at half its measured peak, then at each of ``--latency-rates``."""
+    tick = args.trickle_tick_ms / 1000
+    half: dict[str, Any] = {}
+    for sink, names in sinks.items():
+        rate = peak[f"daemon[{sink}]"]["messages_per_second"] / 2
+        loads[f"latency {sink}"] = os.getloadavg()[0]
+        with EmulatorProcess((QUEUE_TYPE,)) as emulator:
+            half[sink] = trickle_latency(emulator, folder / f"trickle-{sink}", names, rate, args.trickle_seconds, tick)
+        print(f"latency daemon[{sink}]: p99 {half[sink]['p99_ms']:.1f} ms", file=sys.stderr)
+    # The same at fixed rates, to show how latency grows as the daemon nears its peak.
+    fixed: dict[str, Any] = {}
+    for rate in args.latency_rates:
+        for sink, names in sinks.items():
+            with EmulatorProcess((QUEUE_TYPE,)) as emulator:
+                scratch = folder / f"rate-{sink}-{rate:g}"
+                row = trickle_latency(emulator, scratch, names, rate, args.trickle_seconds, tick)
+            fixed[f"{sink}@{rate:g}/s"] = row
+            print(f"latency daemon[{sink}] at {rate:g}/s: p99 {row['p99_ms']:.1f} ms", file=sys.stderr)
+    return half, fixed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000, help="seeded messages per loopback throughput row")
@@ -641,6 +670,12 @@ def main() -> None:
     parser.add_argument("--demo-seconds", type=float, default=10.0, help="cap on each (a) demo row, s")
     parser.add_argument("--trickle-seconds", type=float, default=15.0, help="length of each latency row, s")
     parser.add_argument("--trickle-tick-ms", type=float, default=5.0, help="admin seeding interval, ms")
+    parser.add_argument(
+        "--latency-rates",
+        type=lambda text: [float(rate) for rate in text.split(",") if rate],
+        default=[1000.0, 2000.0],
+        help="fixed rates (msg/s, comma-separated) for extra latency rows; empty: none",
+    )
     parser.add_argument("--per-queue", type=int, default=2000, help="messages per queue in the 8-queue row")
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle CPU window, s")
     parser.add_argument(
@@ -658,7 +693,6 @@ def main() -> None:
     results: dict[str, Any] = {"throughput": {}, "latency": {}}
     # Other processes on the machine skew every row; the 1-minute load average before each row says how much.
     loads: dict[str, float] = {}
-    one_queue = (QUEUE_TYPE,)
     sinks = {"file": ("archive",), "sqlite": ("db",)}
     # A fresh emulator per row: a long poll the stopped daemon left waiting would otherwise take up
     # to 16 messages of the next row and hide them for the visibility timeout.
@@ -671,14 +705,7 @@ def main() -> None:
             results["throughput"][network] = throughput_rows(network, count, latency, folder, args, loads)
         results["fsync_probe"] = fsync_probe(folder)
         peak = results["throughput"]["loopback"]
-        for sink, names in sinks.items():
-            rate = peak[f"daemon[{sink}]"]["messages_per_second"] / 2
-            loads[f"latency {sink}"] = os.getloadavg()[0]
-            with EmulatorProcess(one_queue) as emulator:
-                results["latency"][sink] = trickle_latency(
-                    emulator, folder / f"trickle-{sink}", names, rate, args.trickle_seconds, args.trickle_tick_ms / 1000
-                )
-            print(f"latency daemon[{sink}]: p99 {results['latency'][sink]['p99_ms']:.1f} ms", file=sys.stderr)
+        results["latency"], results["latency_at_rates"] = latency_rows(peak, sinks, folder, args, loads)
         loads["eight queues"] = os.getloadavg()[0]
         with EmulatorProcess(EIGHT_TYPES) as emulator:
             results["eight_queues"] = eight_queues(emulator, folder / "eight", args.per_queue, args.idle_seconds, poll)

@@ -339,29 +339,7 @@ def run(config_file: Path) -> None:
     SIGHUP reopens file sinks and the log file. A second SIGTERM/SIGINT exits at once with code 3.
     A configuration error exits 2 before anything starts.
     """
-    from mns_consumer.config import load_config
-    from mns_consumer.consume.supervisor import Supervisor
-    from mns_consumer.errors import ConfigError
-    from mns_consumer.observe.logging import configure_logging, reopen_log_file
-
-    try:
-        config = load_config(config_file)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    if not config.queues and config.push is None:
-        click.echo(
-            f"error: {config_file}: queues: no queue is configured (add a queues[] entry or a push section)",
-            err=True,
-        )
-        sys.exit(EXIT_USAGE)
-    configure_logging(config.logging)
-    try:
-        code = Supervisor(config, on_reopen=reopen_log_file, source=str(config_file)).run()
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    sys.exit(code)
+    _serve(config_file, push_only=False)
 
 
 @main.command(
@@ -386,6 +364,11 @@ def push_server(config_file: Path) -> None:
     Each push is stored in the spool before it is acknowledged, then delivered to the route's sinks.
     Signals, exit codes, /metrics, /healthz and /readyz are those of ``run``.
     """
+    _serve(config_file, push_only=True)
+
+
+def _serve(config_file: Path, *, push_only: bool) -> None:
+    """Load the configuration and run the supervisor until it is stopped (``run`` and ``push-server``)."""
     from mns_consumer.config import load_config
     from mns_consumer.consume.supervisor import Supervisor
     from mns_consumer.errors import ConfigError
@@ -396,17 +379,19 @@ def push_server(config_file: Path) -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    if config.push is None:
-        click.echo(
-            f"error: {config_file}: push: no push section (add push: {{listen: ..., spool_path: ..., routes: [...]}})",
-            err=True,
-        )
+    missing = None
+    if push_only and config.push is None:
+        missing = "push: no push section (add push: {listen: ..., spool_path: ..., routes: [...]})"
+    elif not config.queues and config.push is None:
+        missing = "queues: no queue is configured (add a queues[] entry or a push section)"
+    if missing is not None:
+        click.echo(f"error: {config_file}: {missing}", err=True)
         sys.exit(EXIT_USAGE)
+    if push_only:
+        config = config.model_copy(update={"queues": []})
     configure_logging(config.logging)
     try:
-        code = Supervisor(
-            config.model_copy(update={"queues": []}), on_reopen=reopen_log_file, source=str(config_file)
-        ).run()
+        code = Supervisor(config, on_reopen=reopen_log_file, source=str(config_file)).run()
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

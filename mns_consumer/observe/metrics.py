@@ -27,6 +27,9 @@ from mns_consumer import __version__
 STAGES = ("receive", "decode", "sink", "delete", "token", "query")
 """The ``stage`` label of ``mns_consumer_failures_total``."""
 
+QUEUE_STAGES = ("receive", "decode", "sink", "delete", "token")
+"""The stages an MNS queue can fail at (``query`` is backfill's own)."""
+
 SINK_WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RECEIVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0)
 RECEIPT_DELAY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0, 86400.0)
@@ -250,7 +253,7 @@ class Metrics:
             self.poller_restarts,
         ):
             counter.labels(*labels)
-        for stage in STAGES:
+        for stage in QUEUE_STAGES:
             self.failures.labels(*labels, stage)
         self.oldest_message_age.labels(*labels).set(0)
 

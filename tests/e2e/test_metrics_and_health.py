@@ -13,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mns_consumer.emulator import Emulator
+from mns_consumer.emulator.clock import Clock
+from mns_consumer.emulator.samples import ReceiptFactory
 from tests.e2e.daemon_harness import Daemon, DaemonFactory, clean_env, daemon_config, queue_total, wait_until
 
 QUEUES = {"SmsReport": "Alicom-Queue-m1-SmsReport", "SmsUp": "Alicom-Queue-m1-SmsUp"}
@@ -140,3 +142,60 @@ def test_readyz_turns_not_ready_while_draining_and_healthz_stays_alive(
     assert (
         emulator.queue(QUEUES["SmsReport"]).counts().active + emulator.queue(QUEUES["SmsReport"]).counts().inactive == 5
     )
+
+
+@pytest.mark.timeout(120)
+def test_push_metrics_count_what_was_pushed_refused_settled_and_dead_lettered(
+    make_emulator: Callable[..., Emulator], daemons: DaemonFactory, tmp_path: Path
+) -> None:
+    """A daemon consuming a queue and receiving pushes: the push series move with the pushes, beside the queue's."""
+    # Given a daemon with one queue and one SmsUp push route
+    emulator = make_emulator(queues={"SmsReport": QUEUES["SmsReport"]})
+    emulator.produce("SmsReport", 10)
+    secret = "metrics-Push-Secret-7c2e5f1a"
+    config = daemon_config(
+        emulator,
+        {"archive": {"type": "file", "path": str(tmp_path / "out" / "{message_type}.jsonl")}},
+        tmp_path / "dead.jsonl",
+        http={"listen": "127.0.0.1:0"},
+        push={
+            "listen": "127.0.0.1:0",
+            "spool_path": str(tmp_path / "spool.db"),
+            "routes": [{"path": "/alicom/SmsUp", "secret": secret, "message_type": "SmsUp", "sinks": ["archive"]}],
+        },
+    )
+    daemon = daemons.start(config)
+    base = metrics_url(daemon)
+    url = f"{daemon.push_url('/alicom/SmsUp')}/{secret}"
+
+    # When it gets 3 valid pushes (12 receipts, 1 of them malformed), a body that is no array, and a wrong path
+    receipts = [dict(item.receipt) for item in ReceiptFactory(Clock(), 5).make_many("SmsUp", 11)]
+    pushes = [receipts[:4], receipts[4:8], [*receipts[8:], {"phone_number": "13900001111"}]]
+    for body in pushes:
+        assert httpx.post(url, json=body, trust_env=False).json() == {"code": 0, "msg": "接收成功"}
+    assert httpx.post(url, json={"not": "an array"}, trust_env=False).status_code == 400
+    assert httpx.post(f"{url}-wrong", json=[], trust_env=False).status_code == 404
+    route = {"queue": "push:SmsUp", "message_type": "SmsUp"}
+    wait_until(
+        lambda: value(scrape(base), "mns_consumer_push_receipts_settled_total", **route) == 12,
+        "pushes settled",
+        diagnose=daemon.describe,
+    )
+    wait_until(lambda: queue_total(emulator) == 0, "queue drained", diagnose=daemon.describe)
+    samples = scrape(base)
+
+    # Then the push series say what happened, and the queue's series are untouched by it
+    assert value(samples, "mns_consumer_push_requests_total", **route) == 3
+    assert value(samples, "mns_consumer_push_ack_seconds_count", **route) == 3
+    assert value(samples, "mns_consumer_receipts_received_total", **route) == 12
+    assert value(samples, "mns_consumer_receipts_accepted_total", sink="archive", **route) == 11
+    assert value(samples, "mns_consumer_receipts_dead_lettered_total", **route) == 1
+    assert value(samples, "mns_consumer_push_rejected_total", stage="body", **route) == 1
+    assert value(samples, "mns_consumer_push_rejected_total", stage="route", queue="push:unknown", message_type="") == 1
+    assert value(samples, "mns_consumer_push_spool_entries", **route) == 0
+    assert value(samples, "mns_consumer_push_spool_oldest_age_seconds", **route) == 0
+    report = {"queue": QUEUES["SmsReport"], "message_type": "SmsReport"}
+    assert value(samples, "mns_consumer_receipts_received_total", **report) == 10
+    assert value(samples, "mns_consumer_receipts_accepted_total", sink="archive", **report) == 10
+    assert secret not in httpx.get(f"{base}/metrics", trust_env=False).text
+    assert daemon.stop() == 0

@@ -1,64 +1,32 @@
-"""QuerySendDetails compensation runs: recover the delivery reports that never reached MNS or a push.
-
-Receipts can be lost (reference 1 step 5, 6): a queue that was not consumed for days, a push endpoint
-that was down through Alibaba's three retries. Alibaba's answer is QuerySendDetails, which reports
-each send of the last 30 days. A run takes a list of sends, ``(phone_number, send_date, biz_id)``, as
-the application knows them from SendSms; queries each (a few at a time, paged, retried); turns every
-record into the mainland SmsReport receipt the MNS path would have produced (same fields, same
-normalization, **same dedupe key**, ``source="query"``); and writes them to the sinks SmsReport is routed
-to, with the daemon's semantics:
-
-* **Idempotent.** A receipt that MNS or a push already delivered has the same dedupe key, so sinks
-  store it once; rerunning a backfill stores nothing twice.
-* **BizId required.** The records carry no BizId (reference 6.2), and the dedupe key of a report is
-  (biz_id, phone_number, status), so only the caller's BizId can make the key match.
-* **Pending.** SendStatus 1 (no carrier report yet) is not a receipt: such records are counted and
-  skipped, unless ``include_pending`` stores them with status ``pending`` (a different key, so the real
-  report stored later is kept too).
-* **Rejections** go to the dead-letter sink with the sink's reason; **outages** are retried with
-  back-off ``sink_attempts`` times, then the run stops (exit 4) instead of hanging: nothing is lost,
-  and the run can simply be repeated.
-* **Failures per send** (a day outside the window, a refused query) are reported with where the send
-  was given (``sends.csv:12``) and do not stop the others; an AccessKey Alibaba refuses, or a Dysmsapi
-  that stays unavailable through every retry, stops the run.
-
-Sends come from the command line or from a file (:func:`read_sends`): CSV with a header row, or JSON
-Lines, with the columns ``phone_number``, ``send_date`` (``YYYY-MM-DD`` or ``YYYYMMDD``, a Beijing
-calendar day) and ``biz_id``; other columns are ignored.
-"""
+"""One backfill run: query the sends a few at a time, store what they found, report."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from mns_consumer.alicom.endpoints import resolve_endpoints
 from mns_consumer.alicom.send_details import (
-    SEND_STATUS_DELIVERED,
-    SEND_STATUS_FAILED,
     SEND_STATUS_PENDING,
     SendDetail,
 )
+from mns_consumer.backfill.records import MESSAGE_TYPE, SEND_STATUSES, receipt_from_detail
+from mns_consumer.backfill.sends import Send
 from mns_consumer.config import Config
 from mns_consumer.consume.backoff import Backoff
 from mns_consumer.consume.clients import send_details_client
 from mns_consumer.errors import (
     ConfigError,
     DecodeError,
-    InvalidSendsError,
     SendDetailsAuthError,
     SendDetailsError,
     SendDetailsUnavailable,
@@ -69,259 +37,8 @@ from mns_consumer.observe.events import Events
 from mns_consumer.observe.logging import mask_phone_number
 from mns_consumer.observe.metrics import Metrics
 from mns_consumer.observe.textfile import carry_over, write_textfile
-from mns_consumer.receipt_model import Receipt, Status
-from mns_consumer.receipts import decode_object, dedupe_key
+from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink
-
-MESSAGE_TYPE: Final = "SmsReport"
-"""The MessageType backfilled receipts are stored as: QuerySendDetails reports mainland SMS sends."""
-
-COLUMNS: Final = ("phone_number", "send_date", "biz_id")
-"""The columns (CSV header names, JSON Lines keys) of a sends file."""
-
-_ALIASES: Final[Mapping[str, str]] = {
-    "phone": "phone_number",
-    "phonenumber": "phone_number",
-    "phone_number": "phone_number",
-    "date": "send_date",
-    "senddate": "send_date",
-    "send_date": "send_date",
-    "bizid": "biz_id",
-    "biz_id": "biz_id",
-}
-_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d")
-_PHONE_NUMBER = re.compile(r"[0-9]{5,15}")
-_STATUSES: Final[Mapping[int, Status]] = {
-    SEND_STATUS_DELIVERED: "delivered",
-    SEND_STATUS_FAILED: "failed",
-    SEND_STATUS_PENDING: "pending",
-}
-
-
-# -- inputs ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Send:
-    """One message to one number that may be missing its receipt.
-
-    Attributes:
-        phone_number: The recipient, as passed to SendSms (digits; international with country code).
-        send_date: The Beijing calendar day it was sent.
-        biz_id: The BizId SendSms (or SendBatchSms) returned for it.
-        where: Where it was given, for messages: ``sends.csv:12`` or ``command line``.
-    """
-
-    phone_number: str
-    send_date: date
-    biz_id: str
-    where: str = field(default="command line", compare=False)
-
-
-def parse_send_date(text: str) -> date:
-    """A send day written ``YYYY-MM-DD`` or ``YYYYMMDD``.
-
-    Raises:
-        ValueError: With the reason, e.g. for a time or a range (QuerySendDetails takes one day per query).
-    """
-    value = text.strip()
-    for pattern in _DATE_FORMATS:
-        try:
-            return datetime.strptime(value, pattern).date()
-        except ValueError:
-            continue
-    if re.fullmatch(r"\d{4}-?\d{2}-?\d{2}[ T].+", value):
-        raise ValueError(f"{text!r} has a time; give the Beijing calendar day only (YYYY-MM-DD or YYYYMMDD)")
-    if ".." in value or "/" in value or "," in value:
-        raise ValueError(f"{text!r} is not one day; QuerySendDetails takes one day per query, so give one send per day")
-    raise ValueError(f"{text!r} is not a date (write YYYY-MM-DD or YYYYMMDD)")
-
-
-def make_send(phone_number: str, send_date: str, biz_id: str, where: str = "command line") -> Send:
-    """One send from text values, checked.
-
-    Raises:
-        InvalidSendsError: Naming ``where`` and every field at fault.
-    """
-    problems = _check_fields({"phone_number": phone_number, "send_date": send_date, "biz_id": biz_id}, where)
-    if problems:
-        raise InvalidSendsError(where, problems)
-    return Send(phone_number.strip(), parse_send_date(send_date), biz_id.strip(), where)
-
-
-def read_sends(path: Path, text: str | None = None) -> list[Send]:
-    """Read a sends file: JSON Lines (``.jsonl``/``.ndjson``, or a first line starting with ``{``) or CSV.
-
-    CSV needs a header row naming at least ``phone_number``, ``send_date`` and ``biz_id`` (``phone``,
-    ``date``, ``PhoneNumber``, ``SendDate`` and ``BizId`` are accepted too); other columns are ignored, so
-    an export of the application's send log can be used as it is. Blank lines are skipped. Phone numbers
-    and BizIds keep leading zeros and carets: they are text.
-
-    Args:
-        path: The file, named in messages.
-        text: Its content, when already read (standard input); else the file is read as UTF-8.
-
-    Returns:
-        The sends, in file order, each with ``where`` = ``<path>:<line>``.
-
-    Raises:
-        InvalidSendsError: Listing every bad line (with its number and field), or a missing column.
-        OSError: If the file cannot be read.
-    """
-    content = path.read_text(encoding="utf-8-sig") if text is None else text.removeprefix("\ufeff")
-    name = str(path)
-    first = next((line.strip() for line in content.splitlines() if line.strip()), "")
-    if path.suffix.lower() in (".jsonl", ".ndjson") or first.startswith("{"):
-        rows = _jsonl_rows(content, name)
-    else:
-        rows = _csv_rows(content, name)
-    problems: list[str] = []
-    sends: list[Send] = []
-    for where, values in rows:
-        if isinstance(values, str):
-            problems.append(values)
-            continue
-        found = _check_fields(values, where)
-        if found:
-            problems.extend(found)
-            continue
-        sends.append(
-            Send(values["phone_number"].strip(), parse_send_date(values["send_date"]), values["biz_id"].strip(), where)
-        )
-    if problems:
-        raise InvalidSendsError(name, problems)
-    if not sends:
-        raise InvalidSendsError(name, [f"{name}: no sends in the file"])
-    return sends
-
-
-def _csv_rows(content: str, name: str) -> Iterable[tuple[str, dict[str, str] | str]]:
-    reader = csv.reader(io.StringIO(content))
-    header: list[str] | None = None
-    for row in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        if header is None:
-            header = [_ALIASES.get(cell.strip().lower().replace(" ", ""), cell.strip()) for cell in row]
-            missing = [column for column in COLUMNS if column not in header]
-            if missing:
-                raise InvalidSendsError(
-                    name,
-                    [
-                        f"{name}:{line}: the header row lacks {', '.join(missing)} "
-                        f"(the first row must name the columns: {','.join(COLUMNS)})"
-                    ],
-                )
-            continue
-        if len(row) < len(header):
-            yield f"{name}:{line}", f"{name}:{line}: {len(row)} column(s), the header has {len(header)}"
-            continue
-        yield f"{name}:{line}", {column: row[header.index(column)] for column in COLUMNS}
-    if header is None:
-        raise InvalidSendsError(name, [f"{name}: the file is empty (expected a header row: {','.join(COLUMNS)})"])
-
-
-def _jsonl_rows(content: str, name: str) -> Iterable[tuple[str, dict[str, str] | str]]:
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{number}"
-        try:
-            obj: Any = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield where, f"{where}: not JSON ({exc.msg})"
-            continue
-        if not isinstance(obj, dict):
-            yield where, f'{where}: not a JSON object (each line must be one send: {{"phone_number": ...}})'
-            continue
-        values: dict[str, str] = {}
-        for key, value in obj.items():
-            column = _ALIASES.get(str(key).lower().replace(" ", ""))
-            if column is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, str | int):
-                yield where, f"{where}: {column}: must be a string, got {type(value).__name__}"
-                break
-            values[column] = str(value)
-        else:
-            yield where, values
-
-
-def _check_fields(values: Mapping[str, str], where: str) -> list[str]:
-    """Every problem of one send's text values, each as ``<where>: <field>: <what to write>``."""
-    problems: list[str] = []
-    phone = values.get("phone_number", "").strip()
-    if not phone:
-        problems.append(f"{where}: phone_number: missing")
-    elif not _PHONE_NUMBER.fullmatch(phone):
-        problems.append(
-            f"{where}: phone_number: {mask_phone_number(phone)!r} is not one number of 5 to 15 digits "
-            "(international numbers with their country code, no + or spaces)"
-        )
-    day = values.get("send_date", "").strip()
-    if not day:
-        problems.append(f"{where}: send_date: missing")
-    else:
-        try:
-            parse_send_date(day)
-        except ValueError as exc:
-            problems.append(f"{where}: send_date: {exc}")
-    biz_id = values.get("biz_id", "").strip()
-    if not biz_id:
-        problems.append(
-            f"{where}: biz_id: missing (the BizId SendSms returned; without it the receipt's dedupe key "
-            "cannot match the one MNS would deliver)"
-        )
-    return problems
-
-
-# -- mapping ---------------------------------------------------------------------------------------
-
-
-def receipt_from_detail(detail: SendDetail, biz_id: str, *, phone_number: str | None = None) -> Receipt:
-    """The mainland SmsReport receipt a QuerySendDetails record stands for, with ``source="query"``.
-
-    The record is rewritten as the SmsReport body MNS would have carried (reference 4.1): ``success`` from
-    SendStatus (3 true, 2 false), ``err_code`` from ErrCode, ``send_time``/``report_time`` from
-    SendDate/ReceiveDate, ``out_id`` from OutId and the caller's ``biz_id``, and decoded by the same
-    decoder, so normalization and the dedupe key are the MNS path's. That body is the receipt's ``raw``
-    (so ``mns-consumer decode`` and ``dead-letters replay`` read it); ``err_msg`` and ``sms_size`` are
-    not in the record and stay unset. TemplateCode and Content fill ``template_code`` and ``content``;
-    ``extra`` keeps ``send_status``. A pending record (SendStatus 1) becomes status ``pending`` with the
-    key of that status.
-
-    Args:
-        detail: The record.
-        biz_id: The BizId of the send it was queried for (records carry none).
-        phone_number: The number queried, used if the record lacks ``PhoneNum``.
-
-    Raises:
-        DecodeError: If a time in the record cannot be parsed.
-    """
-    body: dict[str, Any] = {
-        "phone_number": detail.phone_number or phone_number or "",
-        "biz_id": biz_id,
-        "success": detail.send_status == SEND_STATUS_DELIVERED,
-        "err_code": detail.err_code,
-        "send_time": detail.send_date,
-        "report_time": detail.receive_date,
-        "out_id": detail.out_id,
-        "send_status": detail.send_status,
-    }
-    body = {key: value for key, value in body.items() if value is not None}
-    raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    receipt = decode_object(MESSAGE_TYPE, body, raw=raw, source="query", queue=None)
-    receipt = replace(receipt, template_code=detail.template_code, content=detail.content)
-    if detail.send_status == SEND_STATUS_PENDING:
-        key = dedupe_key(
-            MESSAGE_TYPE, biz_id=receipt.biz_id or biz_id, phone_number=receipt.phone_number or "", status="pending"
-        )
-        receipt = replace(receipt, status="pending", dedupe_key=key)
-    return receipt
-
-
-# -- the run ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -709,7 +426,7 @@ class _Run:
         report.queried += 1
         statuses: Counter[str] = Counter()
         for detail in result.records:
-            status = _STATUSES[detail.send_status]
+            status = SEND_STATUSES[detail.send_status]
             statuses[status] += 1
             if detail.send_status == SEND_STATUS_PENDING and not self.include_pending:
                 continue
@@ -849,53 +566,6 @@ class _Run:
         self.events.backfill_sink_retry(MESSAGE_TYPE, sink, attempt, attempts, error.reason, round(delay, 3))
         if self.stop.wait(delay):
             raise _Stop(f"interrupted while sink {sink!r} was unavailable", unavailable=False)
-
-
-# -- helpers of the command ------------------------------------------------------------------------
-
-
-def collect_sends(
-    phone_number: str | None,
-    send_date: str | None,
-    biz_id: str | None,
-    sends_file: Path | None,
-    *,
-    stdin: str | None = None,
-) -> list[Send]:
-    """The sends of ``mns-consumer backfill``: one from ``--phone``/``--date``/``--biz-id``, and/or a file.
-
-    Args:
-        phone_number: ``--phone``.
-        send_date: ``--date``.
-        biz_id: ``--biz-id``.
-        sends_file: ``--sends``; ``-`` means ``stdin``.
-        stdin: Standard input's text, when ``sends_file`` is ``-``.
-
-    Raises:
-        InvalidSendsError: If the single send is incomplete or invalid, the file is bad, or there are
-            no sends at all.
-        OSError: If the file cannot be read.
-    """
-    sends: list[Send] = []
-    given = {"--phone": phone_number, "--date": send_date, "--biz-id": biz_id}
-    if any(value is not None for value in given.values()):
-        missing = [name for name, value in given.items() if not value]
-        if missing:
-            raise InvalidSendsError(
-                "command line",
-                [f"{', '.join(missing)} missing: one send needs --phone, --date and --biz-id together"],
-            )
-        sends.append(make_send(phone_number or "", send_date or "", biz_id or ""))
-    if sends_file is not None:
-        if str(sends_file) == "-":
-            sends.extend(read_sends(Path("<stdin>"), stdin or ""))
-        else:
-            sends.extend(read_sends(sends_file))
-    if not sends:
-        raise InvalidSendsError(
-            "command line", ["no sends: give --phone, --date and --biz-id, or --sends FILE (CSV or JSON Lines)"]
-        )
-    return sends
 
 
 def describe_failure(failure: SendFailure, *, mask: bool = True) -> str:
