@@ -214,8 +214,12 @@ class DatabaseSinkConfig(SinkConfig):
         description="Create the table and its indexes when missing. With false, the table must exist with the "
         "documented columns and a unique dedupe_key. Default: true.",
     )
-    pool_size: int = Field(
-        default=4, ge=1, le=100, description="Connections kept open, connections; one per concurrent write. Default: 4."
+    pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Connections kept open, connections; one per concurrent write. Default: 4, and 1 for SQLite, "
+        "which writes one transaction at a time (more connections would only each hold a page cache).",
     )
     connect_timeout_seconds: float = Field(
         default=5.0,
@@ -469,7 +473,7 @@ class DatabaseSink:
         config = self.config
         url = config.engine_url()
         options: dict[str, Any] = {
-            "pool_size": config.pool_size,
+            "pool_size": config.pool_size or (1 if self._backend == "sqlite" else 4),
             "max_overflow": 0,
             "pool_timeout": config.statement_timeout_seconds or 30.0,
             "pool_pre_ping": True,
