@@ -149,6 +149,7 @@ class LoggingConfig(BaseModel):
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(name: str) -> bool:
     """Whether a key's value is masked by :func:`redact_secrets`.
 
@@ -222,13 +223,26 @@ def scrub_text(text: str) -> str:
     Returns:
         The text with each secret value replaced by :data:`MASK`.
     """
-    if ":" not in text and "=" not in text:
+    if (":" not in text and "=" not in text) or not _may_hold_secret(text):
         return text
     text = _AUTH_PATTERN.sub(_auth_replacement, text)
     text = _URL_PASSWORD_PATTERN.sub(rf"\1{MASK}\2", text)
     text = _QUOTED_PAIR_PATTERN.sub(_quoted_pair_replacement, text)
     text = _HEADER_PATTERN.sub(_header_replacement, text)
     return _ASSIGNMENT_PATTERN.sub(_assignment_replacement, text)
+
+
+def _may_hold_secret(text: str) -> bool:
+    """Whether any pattern of :func:`scrub_text` could mask something in ``text``.
+
+    Most log values (times, queue names, codes) cannot, and skip the five regular expressions. Every
+    pattern but the URL password masks only after a name that :func:`is_secret_key` calls secret, or
+    ``Authorization``/``Cookie``; such a name's normalized form is part of the normalized text.
+    """
+    if "@" in text and "://" in text:
+        return True
+    normalized = _normalize(text)
+    return any(word in normalized for word in _SECRET_WORDS)
 
 
 def _walk(value: Any, on_key: Callable[[str, Any], Any | None], on_text: Callable[[str], str], depth: int) -> Any:

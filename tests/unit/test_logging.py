@@ -9,11 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
+import hypothesis.strategies
 import pydantic
 import pytest
 import structlog
 from structlog.testing import LogCapture
 
+from mns_consumer.observe import logging as logging_module
 from mns_consumer.observe.logging import (
     MASK,
     LoggingConfig,
@@ -523,3 +526,42 @@ def test_reset_logging_removes_the_root_handler_and_closes_the_file(tmp_path: Pa
 
     assert logging.getLogger().handlers == handlers_before
     reopen_log_file()
+
+
+_FRAGMENTS = (
+    "Authorization: MNS id:sig",
+    "x-acs-security-token: abc",
+    "Signature=xyz",
+    "password",
+    "api_key=k",
+    '"AccessKeySecret": "s"',
+    "postgresql://u:pw@host/db",
+    "cookie=c",
+    "queue=Alicom-Queue-1-SmsReport",
+    "ts=2026-11-22T05:00:00Z",
+    ":",
+    "=",
+    "@",
+    "://",
+    " ",
+    "-",
+    "_",
+    "'",
+    '"',
+    "token",
+    "Sec",
+    "ret",
+)
+
+
+@hypothesis.given(hypothesis.strategies.lists(hypothesis.strategies.sampled_from(_FRAGMENTS), max_size=8))
+def test_the_fast_path_of_scrub_text_never_skips_what_the_patterns_would_mask(parts: list[str]) -> None:
+    """Texts the pre-check lets through unchanged are exactly those the five patterns leave unchanged."""
+    text = "".join(parts)
+    patterns = logging_module
+    full = patterns._AUTH_PATTERN.sub(patterns._auth_replacement, text)
+    full = patterns._URL_PASSWORD_PATTERN.sub(rf"\1{patterns.MASK}\2", full)
+    full = patterns._QUOTED_PAIR_PATTERN.sub(patterns._quoted_pair_replacement, full)
+    full = patterns._HEADER_PATTERN.sub(patterns._header_replacement, full)
+    full = patterns._ASSIGNMENT_PATTERN.sub(patterns._assignment_replacement, full)
+    assert patterns.scrub_text(text) == full
