@@ -111,7 +111,10 @@ def test_readyz_turns_not_ready_while_draining_and_healthz_stays_alive(
     )
     daemon = daemons.start(config)
     base = metrics_url(daemon)
-    assert httpx.get(f"{base}/readyz", trust_env=False).status_code == 200
+    # Ready once the queue's first token is fetched, which the poller does just after daemon.ready
+    wait_until(
+        lambda: httpx.get(f"{base}/readyz", trust_env=False).status_code == 200, "ready", diagnose=daemon.describe
+    )
     wait_until(lambda: daemon.events_named("sink.unavailable"), "sink failing", diagnose=daemon.describe)
 
     # When SIGTERM starts the drain, which waits for the sink
