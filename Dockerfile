@@ -54,7 +54,8 @@ RUN --mount=type=bind,from=build,source=/dist,target=/dist \
 USER 10001:10001
 WORKDIR /var/lib/mns-consumer
 VOLUME ["/var/lib/mns-consumer"]
-EXPOSE 9464
+# 9464: /metrics and probes; 8080: the HTTP push receiver, when a push section is configured.
+EXPOSE 9464 8080
 # Liveness (/healthz): fails only when a poller is stuck; a stopped daemon fails to connect.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["mns-consumer", "health", "--url", "http://127.0.0.1:9464/healthz", "--timeout-seconds", "3"]

@@ -334,9 +334,10 @@ def decode(message_type: str, body_file: str) -> None:
     help="The YAML configuration (also from MNS_CONSUMER_CONFIG).",
 )
 def run(config_file: Path) -> None:
-    """Consume the configured queues into their sinks until SIGTERM or SIGINT, then drain and exit 0.
+    """Consume the configured queues (and HTTP pushes, with a push section) into their sinks until stopped.
 
-    SIGHUP reopens file sinks and the log file. A second SIGTERM/SIGINT exits at once with code 3.
+    SIGTERM or SIGINT drains and exits 0. SIGHUP reopens file sinks and the log file. A second
+    SIGTERM/SIGINT exits at once with code 3.
     A configuration error exits 2 before anything starts.
     """
     _serve(config_file, push_only=False)

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from mns_consumer import __version__
-from mns_consumer.config import Config, HttpConfig, parse_config
+from mns_consumer.config import Config, HttpConfig, PushConfig, parse_config
 from tests.conftest import service_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,7 +148,8 @@ def test_image_health_check_asks_the_cli_on_the_default_port() -> None:
     healthcheck = last("HEALTHCHECK")
     command = exec_form(healthcheck[healthcheck.index("CMD ") + 4 :])
     assert command[:4] == ["mns-consumer", "health", "--url", f"http://127.0.0.1:{port}/healthz"]
-    assert last("EXPOSE") == port
+    push_port = str(PushConfig.model_fields["listen"].default).rpartition(":")[2]
+    assert last("EXPOSE").split() == [port, push_port]
 
 
 def test_image_bakes_in_no_secret() -> None:
