@@ -701,52 +701,7 @@ def _row(receipt: Receipt, extra: _EncodedJson) -> dict[str, Any]:
 
 def _storable(receipt: Receipt, backend: str) -> str | _EncodedJson:
     """The receipt's ``extra`` encoded as the column stores it, or (plain text) why the table cannot hold it."""
-    extra = _storable_extra(receipt.extra, backend)
-    if isinstance(extra, _EncodedJson) and _plain_texts(receipt, backend) and _plain_values(receipt):
-        return extra
-    return _invalid_columns(receipt, backend) or extra
-
-
-def _plain_texts(receipt: Receipt, backend: str) -> bool:
-    """The common case, in one pass: every text column is a str within its limits, all valid Unicode.
-
-    False does not mean invalid, only that :func:`_invalid_columns` must find and word the reason.
-    """
-    texts: list[str] = []
-    for column, limit in STRING_LIMITS.items():
-        value = getattr(receipt, column)
-        if value is None:
-            if column in _REQUIRED_COLUMNS:
-                return False
-        elif type(value) is not str or len(value) > limit:
-            return False
-        else:
-            texts.append(value)
-    for column in TEXT_COLUMNS:
-        value = getattr(receipt, column)
-        if value is not None:
-            # At most 4 bytes per character: short enough for MEDIUMTEXT without encoding it to count.
-            if type(value) is not str or (backend == "mysql" and len(value) > _MEDIUMTEXT_BYTES // 4):
-                return False
-            texts.append(value)
-    joined = "".join(texts)
-    if backend == "postgresql" and "\x00" in joined:
-        return False
-    try:
-        joined.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _plain_values(receipt: Receipt) -> bool:
-    """The common case for the other columns: aware times in range, a 32-bit count, bytes."""
-    if any(_invalid_time(getattr(receipt, column)) is not None for column in TIME_COLUMNS):
-        return False
-    parts: object = receipt.sms_parts
-    if parts is not None and (type(parts) is not int or not -_INT32 <= parts < _INT32):
-        return False
-    return isinstance(receipt.raw, bytes | bytearray | memoryview)
+    return _invalid_columns(receipt, backend) or _storable_extra(receipt.extra, backend)
 
 
 def _invalid_columns(receipt: Receipt, backend: str) -> str | None:
@@ -779,14 +734,19 @@ def _invalid_text(value: object, backend: str, limit: int | None, *, required: b
         return f"is not text but {type(value).__name__}"
     if limit is not None and len(value) > limit:
         return f"is {len(value)} characters long; the column holds {limit}"
-    try:
-        encoded = value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid Unicode (it contains a lone surrogate)"
+    # ASCII text (ids, numbers, codes: most columns) is valid UTF-8 of its own length; only other text
+    # is encoded, to find lone surrogates and count bytes.
+    if value.isascii():
+        size = len(value)
+    else:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "is not valid Unicode (it contains a lone surrogate)"
     if backend == "postgresql" and "\x00" in value:
         return "contains a NUL character, which PostgreSQL text cannot hold"
-    if backend == "mysql" and limit is None and len(encoded) > _MEDIUMTEXT_BYTES:
-        return f"is {len(encoded)} bytes long; MEDIUMTEXT holds {_MEDIUMTEXT_BYTES}"
+    if backend == "mysql" and limit is None and size > _MEDIUMTEXT_BYTES:
+        return f"is {size} bytes long; MEDIUMTEXT holds {_MEDIUMTEXT_BYTES}"
     return None
 
 
