@@ -6,8 +6,10 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -324,15 +326,20 @@ def decode(message_type: str, body_file: str) -> None:
     sys.exit(EXIT_FAILURE if errors else EXIT_OK)
 
 
+def _config_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The required ``--config FILE`` of the commands that run from a configuration (also MNS_CONSUMER_CONFIG)."""
+    return click.option(
+        "--config",
+        "config_file",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="MNS_CONSUMER_CONFIG",
+        help=help_text,
+    )
+
+
 @main.command("run", epilog=EPILOG)
-@click.option(
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="MNS_CONSUMER_CONFIG",
-    help="The YAML configuration (also from MNS_CONSUMER_CONFIG).",
-)
+@_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG).")
 def run(config_file: Path) -> None:
     """Consume the configured queues (and HTTP pushes, with a push section) into their sinks until stopped.
 
@@ -351,14 +358,7 @@ Examples:
   mns-consumer emulator push --url http://127.0.0.1:8080/alicom/SmsReport/$PUSH_SECRET --type SmsReport --count 50
 """,
 )
-@click.option(
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="MNS_CONSUMER_CONFIG",
-    help="The YAML configuration (also from MNS_CONSUMER_CONFIG); its push section is required.",
-)
+@_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG); its push section is required.")
 def push_server(config_file: Path) -> None:
     """Serve only the HTTP push receiver of the configuration (its queues are ignored) until SIGTERM.
 
@@ -582,14 +582,7 @@ phone_number, send_date (YYYY-MM-DD or YYYYMMDD, Beijing day) and biz_id:
   13900001111,2024-05-01,812345678901234567^0
 """,
 )
-@click.option(
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="MNS_CONSUMER_CONFIG",
-    help="The YAML configuration (also from MNS_CONSUMER_CONFIG): credentials, endpoints, sinks, backfill.",
-)
+@_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG): credentials, endpoints, sinks, backfill.")
 @click.option("--phone", help="One send: the recipient's number (with --date and --biz-id).")
 @click.option("--date", "send_date", help="One send: its Beijing day, YYYY-MM-DD or YYYYMMDD (last 30 days).")
 @click.option("--biz-id", help="One send: the BizId SendSms returned (required: it is part of the dedupe key).")
