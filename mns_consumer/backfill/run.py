@@ -24,6 +24,7 @@ from mns_consumer.backfill.sends import Send
 from mns_consumer.config import Config
 from mns_consumer.consume.backoff import Backoff
 from mns_consumer.consume.clients import send_details_client
+from mns_consumer.consume.dispatcher import write_until_settled
 from mns_consumer.errors import (
     ConfigError,
     DecodeError,
@@ -38,7 +39,7 @@ from mns_consumer.observe.logging import mask_phone_number
 from mns_consumer.observe.metrics import Metrics
 from mns_consumer.observe.textfile import carry_over, write_textfile
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink
+from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink, SinkResult
 
 
 @dataclass(frozen=True)
@@ -503,32 +504,21 @@ class _Run:
         Raises:
             _Stop: When the sink stayed unavailable through ``sink_attempts`` tries.
         """
-        pending = {receipt.dedupe_key: receipt for receipt in batch}
-        rejected: dict[str, str] = {}
-        attempt = 0
-        while pending:
-            attempt += 1
-            started = time.monotonic()
-            try:
-                result = sink.write(list(pending.values()))
-            except SinkUnavailable as exc:
-                self._back_off(sink.name, attempt, exc)
-                continue
-            accepted: Counter[str] = Counter()
-            for key in result.accepted:
-                receipt = pending.pop(key, None)
-                if receipt is not None:
-                    accepted[receipt.status or "delivered"] += 1
-            for key, reason in result.rejected.items():
-                if pending.pop(key, None) is not None:
-                    rejected[key] = reason
-                    self.events.backfill_rejected(MESSAGE_TYPE, sink.name, key, reason)
-            self.events.backfill_stored(MESSAGE_TYPE, sink.name, accepted, time.monotonic() - started)
-            if pending:
-                # Neither accepted nor rejected: a contract breach, treated as a transient failure (as the daemon does).
-                breach = SinkUnavailable(sink.name, f"{len(pending)} receipt(s) neither accepted nor rejected")
-                self._back_off(sink.name, attempt, breach)
-        return rejected
+
+        def back_off(attempt: int, error: SinkUnavailable) -> bool:
+            self._back_off(sink.name, attempt, error)
+            return True
+
+        def written(result: SinkResult, accepted: list[Receipt], rejected: dict[str, str], seconds: float) -> None:
+            for key, reason in rejected.items():
+                self.events.backfill_rejected(MESSAGE_TYPE, sink.name, key, reason)
+            statuses: Counter[str] = Counter(receipt.status or "delivered" for receipt in accepted)
+            self.events.backfill_stored(MESSAGE_TYPE, sink.name, statuses, seconds)
+
+        outcome = write_until_settled(sink, batch, back_off, written)
+        # back_off never gives up: it raises _Stop instead.
+        assert outcome is not None  # noqa: S101
+        return outcome[0]
 
     def _dead_letters(self, letters: list[DeadLetter]) -> None:
         dead_letter = self._dead_letter

@@ -25,7 +25,7 @@ from mns_consumer.consume.backoff import Backoff
 from mns_consumer.errors import DecodeError, SinkUnavailable
 from mns_consumer.observe.events import Events
 from mns_consumer.receipt_model import Receipt, Source
-from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink
+from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink, SinkResult
 
 DEAD_LETTER_SINK = "dead_letter"
 
@@ -146,37 +146,22 @@ class Dispatcher:
 
     def _write_until_stored(self, sink: Sink, receipts: list[Receipt]) -> dict[str, str] | None:
         """Write until every receipt is accepted or rejected; returns the rejections, None if abandoned."""
-        pending = {r.dedupe_key: r for r in receipts}
-        rejected: dict[str, str] = {}
-        attempt = 0
-        while pending:
-            attempt += 1
-            started = time.monotonic()
-            try:
-                result = sink.write(list(pending.values()))
-            except SinkUnavailable as exc:
-                if not self._back_off(sink.name, attempt, exc):
-                    return None
-                continue
-            except Exception as exc:  # noqa: BLE001  (a sink bug costs only this batch; see STYLE.md 7)
-                self.events.sink_broken(self.queue, sink.name, exc)
-                return None
-            for key in result.accepted:
-                pending.pop(key, None)
-            for key, reason in result.rejected.items():
-                if pending.pop(key, None) is not None:
-                    rejected[key] = reason
-            self.events.sink_written(
-                self.queue, sink.name, len(result.accepted), len(result.rejected), time.monotonic() - started
+
+        def written(result: SinkResult, accepted: list[Receipt], rejected: dict[str, str], seconds: float) -> None:
+            self.events.sink_written(self.queue, sink.name, len(result.accepted), len(result.rejected), seconds)
+
+        try:
+            outcome = write_until_settled(
+                sink, receipts, lambda attempt, error: self._back_off(sink.name, attempt, error), written
             )
-            if pending:
-                # The sink answered without settling some receipts: a contract breach, treated as a
-                # transient failure so nothing unconfirmed is deleted.
-                breach = SinkUnavailable(sink.name, f"{len(pending)} receipt(s) neither accepted nor rejected")
-                if not self._back_off(sink.name, attempt, breach):
-                    return None
-        if attempt > 1:
-            self.events.sink_recovered(self.queue, sink.name, attempt)
+        except Exception as exc:  # noqa: BLE001  (a sink bug costs only this batch; see STYLE.md 7)
+            self.events.sink_broken(self.queue, sink.name, exc)
+            return None
+        if outcome is None:
+            return None
+        rejected, attempts = outcome
+        if attempts > 1:
+            self.events.sink_recovered(self.queue, sink.name, attempts)
         self.healthy.set()
         return rejected
 
@@ -219,3 +204,51 @@ class Dispatcher:
             sink=sink,
             dedupe_key=item.receipt.dedupe_key if item.receipt else None,
         )
+
+
+def write_until_settled(
+    sink: Sink,
+    receipts: Sequence[Receipt],
+    back_off: Callable[[int, SinkUnavailable], bool],
+    written: Callable[[SinkResult, list[Receipt], dict[str, str], float], None],
+) -> tuple[dict[str, str], int] | None:
+    """Write receipts to one sink until each is accepted or rejected: the daemon's and backfill's rule.
+
+    An unavailable sink, or one that answers without settling every receipt (a contract breach), is
+    treated alike: ``back_off(attempt, error)`` waits before the next try, or returns False to give up.
+    Only the receipts still pending are written again.
+
+    Args:
+        sink: The sink.
+        receipts: The receipts, one per dedupe key.
+        back_off: Waits before the next attempt; False abandons the write.
+        written: Called after each answer with the sink's result, the receipts it settled as accepted
+            and as rejected (key to reason) in that answer, and the seconds the write took.
+
+    Returns:
+        The rejections (key to reason) and the number of attempts, or None when ``back_off`` gave up.
+        Errors other than :class:`SinkUnavailable` propagate.
+    """
+    pending = {receipt.dedupe_key: receipt for receipt in receipts}
+    rejected: dict[str, str] = {}
+    attempt = 0
+    while pending:
+        attempt += 1
+        started = time.monotonic()
+        try:
+            result = sink.write(list(pending.values()))
+        except SinkUnavailable as exc:
+            if not back_off(attempt, exc):
+                return None
+            continue
+        accepted = [receipt for key in result.accepted if (receipt := pending.pop(key, None)) is not None]
+        refused = {key: reason for key, reason in result.rejected.items() if pending.pop(key, None) is not None}
+        rejected.update(refused)
+        written(result, accepted, refused, time.monotonic() - started)
+        if pending:
+            # The sink answered without settling some receipts: treated as a transient failure, so
+            # nothing unconfirmed counts as stored.
+            breach = SinkUnavailable(sink.name, f"{len(pending)} receipt(s) neither accepted nor rejected")
+            if not back_off(attempt, breach):
+                return None
+    return rejected, attempt
