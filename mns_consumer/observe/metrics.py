@@ -27,7 +27,7 @@ from mns_consumer import __version__
 STAGES = ("receive", "decode", "sink", "delete", "token", "query")
 """The ``stage`` label of ``mns_consumer_failures_total``."""
 
-QUEUE_STAGES = ("receive", "decode", "sink", "delete", "token")
+QUEUE_STAGES = tuple(stage for stage in STAGES if stage != "query")
 """The stages an MNS queue can fail at (``query`` is backfill's own)."""
 
 SINK_WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
