@@ -20,12 +20,11 @@ What is measured (each target printed with its ratio, then everything as one JSO
   the queue empty (polled every ``--poll-ms``; daemon start-up is outside it). (a) stops after the
   seeded messages or ``--demo-seconds``, whichever comes first.
 * Enqueue-to-delete latency at half the daemon's measured peak, per sink, and at the fixed rates of
-  ``--latency-rates`` (1,000 and 2,000 msg/s): the bench trickles receipts
-  in through the admin endpoint every ``--trickle-tick-ms`` while the daemon logs at debug level.
-  ``batch.received`` carries the age of the batch's oldest message (its MNS EnqueueTime against the
-  daemon's wall clock, both this machine's clock) and ``receipts.deleted`` is logged as soon as
-  BatchDeleteMessage returned. A batch's latency is ``oldest_age + ts(deleted) - ts(received)``, and
-  every message of the batch is charged with it, so the percentiles are upper bounds.
+  ``--latency-rates`` (1,000 and 2,000 msg/s), for ``--trickle-seconds``: the emulator's steady
+  producer (admin ``POST trickle``) generates the receipts first, then enqueues each on schedule
+  (a late one at once, as a burst). A message's latency is what MNS sees, from its EnqueueTime to
+  its delete, both on the emulator's clock (admin ``GET deletions``). The daemon logs at its
+  production level; ``--latency-debug`` runs it at debug level and adds where a batch's time went.
 * Memory with 8 queues (SQLite and file sinks, as ``--print-config`` writes them): VmRSS and VmHWM
   once the daemon drained 8 seeded queues; once more with ``--preload-keys`` receipts already in
   today's file, so the file sink's dedupe window starts full (a restart on a busy day).
@@ -384,59 +383,71 @@ def trickle_latency(
     sinks: tuple[str, ...],
     rate_per_second: float,
     seconds: float,
-    tick_seconds: float,
+    *,
+    debug: bool = False,
 ) -> dict[str, float]:
-    """Trickle receipts at ``rate_per_second`` into the queue and measure enqueue-to-delete latency."""
-    daemon = DaemonProcess(emulator, folder, (QUEUE_TYPE,), sinks, debug=True)
-    sent = 0
+    """Trickle receipts at ``rate_per_second`` into the queue and measure enqueue-to-delete latency.
+
+    The latency of each message is what MNS sees: its EnqueueTime to the moment its delete arrived,
+    both on the emulator's clock. The daemon runs at its production log level; with ``debug`` it
+    logs every batch, and the row also splits latency into the wait before the receive, receive to
+    delete, and the sink write (debug logging costs the daemon some CPU of its own).
+    """
+    daemon = DaemonProcess(emulator, folder, (QUEUE_TYPE,), sinks, debug=debug)
+    queue_name = emulator.queues[QUEUE_TYPE]
     try:
         time.sleep(0.5)  # the first long poll is waiting
+        # The emulator's own steady producer: receipts generated up front, enqueued on schedule, so
+        # neither an HTTP seeding loop nor receipt generation competes with the daemon for the CPU.
+        trickle = {"message_type": QUEUE_TYPE, "rate": rate_per_second, "seconds": seconds}
+        sent = emulator.admin.post("trickle", json=trickle).raise_for_status().json()["messages"]
         began, cpu_daemon, cpu_emulator = time.perf_counter(), daemon.cpu(), emulator.cpu()
-        next_tick = began
-        while (elapsed := time.perf_counter() - began) < seconds:
-            owed = int(rate_per_second * elapsed) - sent
-            if owed > 0:
-                emulator.admin.post("receipts", json={"message_type": QUEUE_TYPE, "count": owed}).raise_for_status()
-                sent += owed
-            next_tick += tick_seconds
-            time.sleep(max(0.0, next_tick - time.perf_counter()))
+        time.sleep(seconds)
         wall = time.perf_counter() - began
         used_daemon, used_emulator = daemon.cpu() - cpu_daemon, emulator.cpu() - cpu_emulator
         deadline = time.monotonic() + 60
-        while emulator.remaining([emulator.queues[QUEUE_TYPE]]) != (0, 0) and time.monotonic() < deadline:
+        while emulator.remaining([queue_name]) != (0, 0) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         daemon.stop()
+    deletions = emulator.admin.get("deletions", params={"queue": queue_name}).json()["deletions"]
+    per_message = sorted((deleted - enqueued) / 1000 for enqueued, deleted in deletions)
+    row = {
+        "rate_per_second": rate_per_second,
+        "achieved_per_second": len(per_message) / wall,
+        "messages": float(len(per_message)),
+        "sent": float(sent),
+        "p50_ms": percentile(per_message, 0.50) * 1000,
+        "p99_ms": percentile(per_message, 0.99) * 1000,
+        "max_ms": per_message[-1] * 1000,
+        "consumer_cpu_cores": used_daemon / wall,
+        "emulator_cpu_cores": used_emulator / wall,
+    }
+    return {**row, **(batch_breakdown(daemon.events()) if debug else {})}
+
+
+def batch_breakdown(events: list[dict[str, Any]]) -> dict[str, float]:
+    """Where a batch's time goes, from the daemon's debug events."""
     received: dict[int, tuple[float, float, int]] = {}
-    latencies: list[tuple[float, int]] = []
+    batches: list[int] = []
     waits: list[float] = []  # oldest message's age when its batch was received
     processing: list[float] = []  # receive -> delete of a batch
     sink_writes: list[float] = []
-    for event in daemon.events():
+    for event in events:
         if event.get("event") == "batch.received":
             received[event["batch_id"]] = (iso_seconds(event["ts"]), event["oldest_age_seconds"], event["count"])
         elif event.get("event") == "sink.written":
             sink_writes.append(event["seconds"])
         elif event.get("event") == "receipts.deleted":
             at, oldest_age, _ = received[event["batch_id"]]
-            in_daemon = iso_seconds(event["ts"]) - at
-            latencies.append((oldest_age + in_daemon, event["count"]))
+            batches.append(event["count"])
             waits.append(oldest_age)
-            processing.append(in_daemon)
-    per_message = sorted(latency for latency, n in latencies for _ in range(n))
-    batches = [n for _, n in latencies]
+            processing.append(iso_seconds(event["ts"]) - at)
     waits.sort()
     processing.sort()
     sink_writes.sort()
     return {
-        "rate_per_second": rate_per_second,
-        "achieved_per_second": sent / wall,
-        "messages": float(len(per_message)),
-        "sent": float(sent),
         "mean_batch": statistics.fmean(batches),
-        "p50_ms": percentile(per_message, 0.50) * 1000,
-        "p99_ms": percentile(per_message, 0.99) * 1000,
-        "max_ms": per_message[-1] * 1000,
         "batch_wait_p50_ms": percentile(waits, 0.50) * 1000,
         "batch_wait_p99_ms": percentile(waits, 0.99) * 1000,
         "batch_receive_to_delete_p50_ms": percentile(processing, 0.50) * 1000,
@@ -444,8 +455,6 @@ def trickle_latency(
         "sink_write_p50_ms": percentile(sink_writes, 0.50) * 1000,
         "sink_write_p99_ms": percentile(sink_writes, 0.99) * 1000,
         "sink_write_max_ms": sink_writes[-1] * 1000,
-        "consumer_cpu_cores": used_daemon / wall,
-        "emulator_cpu_cores": used_emulator / wall,
     }
 
 
@@ -580,14 +589,18 @@ def print_report(results: dict[str, Any], args: argparse.Namespace, wall_seconds
         f" p99 {probe['p99_ms']:.2f} ms, max {probe['max_ms']:.2f} ms"
     )
     for sink, row in {**results["latency"], **results.get("latency_at_rates", {})}.items():
+        breakdown = (
+            f" (mean batch {row['mean_batch']:.1f}; oldest-message wait p99 {row['batch_wait_p99_ms']:.1f} ms"
+            f" + receive->delete p99 {row['batch_receive_to_delete_p99_ms']:.1f} ms;"
+            f" sink write p50 {row['sink_write_p50_ms']:.1f} / p99 {row['sink_write_p99_ms']:.1f}"
+            f" / max {row['sink_write_max_ms']:.1f} ms)"
+            if "mean_batch" in row
+            else ""
+        )
         print(
             f"latency daemon[{sink}]: offered {row['rate_per_second']:.0f}/s,"
-            f" achieved {row['achieved_per_second']:.0f}/s,"
-            f" {int(row['messages'])} messages, mean batch {row['mean_batch']:.1f}; p50 {row['p50_ms']:.1f} ms,"
-            f" p99 {row['p99_ms']:.1f} ms, max {row['max_ms']:.1f} ms (oldest-message wait p99"
-            f" {row['batch_wait_p99_ms']:.1f} ms + receive->delete p99 {row['batch_receive_to_delete_p99_ms']:.1f} ms;"
-            f" sink write p50 {row['sink_write_p50_ms']:.1f} / p99 {row['sink_write_p99_ms']:.1f}"
-            f" / max {row['sink_write_max_ms']:.1f} ms);"
+            f" achieved {row['achieved_per_second']:.0f}/s, {int(row['messages'])} messages;"
+            f" p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, max {row['max_ms']:.1f} ms{breakdown};"
             f" daemon {row['consumer_cpu_cores']:.2f} cores, emulator {row['emulator_cpu_cores']:.2f} cores"
         )
     for key in ("eight_queues", "eight_queues_full_window"):
@@ -642,13 +655,14 @@ def latency_rows(
     loads: dict[str, float],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Latency per sink at half its measured peak, then at each of ``--latency-rates``."""
-    tick = args.trickle_tick_ms / 1000
     half: dict[str, Any] = {}
     for sink, names in sinks.items():
         rate = peak[f"daemon[{sink}]"]["messages_per_second"] / 2
         loads[f"latency {sink}"] = os.getloadavg()[0]
         with EmulatorProcess((QUEUE_TYPE,)) as emulator:
-            half[sink] = trickle_latency(emulator, folder / f"trickle-{sink}", names, rate, args.trickle_seconds, tick)
+            half[sink] = trickle_latency(
+                emulator, folder / f"trickle-{sink}", names, rate, args.trickle_seconds, debug=args.latency_debug
+            )
         print(f"latency daemon[{sink}]: p99 {half[sink]['p99_ms']:.1f} ms", file=sys.stderr)
     # The same at fixed rates, to show how latency grows as the daemon nears its peak.
     fixed: dict[str, Any] = {}
@@ -656,7 +670,7 @@ def latency_rows(
         for sink, names in sinks.items():
             with EmulatorProcess((QUEUE_TYPE,)) as emulator:
                 scratch = folder / f"rate-{sink}-{rate:g}"
-                row = trickle_latency(emulator, scratch, names, rate, args.trickle_seconds, tick)
+                row = trickle_latency(emulator, scratch, names, rate, args.trickle_seconds, debug=args.latency_debug)
             fixed[f"{sink}@{rate:g}/s"] = row
             print(f"latency daemon[{sink}] at {rate:g}/s: p99 {row['p99_ms']:.1f} ms", file=sys.stderr)
     return half, fixed
@@ -669,12 +683,14 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0, help="emulator latency per MNS call")
     parser.add_argument("--demo-seconds", type=float, default=10.0, help="cap on each (a) demo row, s")
     parser.add_argument("--trickle-seconds", type=float, default=15.0, help="length of each latency row, s")
-    parser.add_argument("--trickle-tick-ms", type=float, default=5.0, help="admin seeding interval, ms")
     parser.add_argument(
         "--latency-rates",
         type=lambda text: [float(rate) for rate in text.split(",") if rate],
         default=[1000.0, 2000.0],
         help="fixed rates (msg/s, comma-separated) for extra latency rows; empty: none",
+    )
+    parser.add_argument(
+        "--latency-debug", action="store_true", help="daemon at debug level in latency rows, for a per-batch breakdown"
     )
     parser.add_argument("--per-queue", type=int, default=2000, help="messages per queue in the 8-queue row")
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle CPU window, s")

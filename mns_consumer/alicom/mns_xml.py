@@ -1,9 +1,12 @@
-"""A fast parser of BatchReceiveMessage answers.
+"""A fast parser of BatchReceiveMessage answers and a fast writer of BatchDeleteMessage requests.
 
 The SDK parses every answer with ``xml.dom.minidom``, which builds a full DOM in Python: a third of the
 daemon's CPU at full speed went there (py-spy on ``bench/daemon_bench.py``). ElementTree's C parser reads
 the same answer about seven times faster. Everything else of the call (signing, the security token,
 the HTTP exchange, error answers) stays the SDK's; see :meth:`MnsQueue.receive`.
+
+BatchDeleteMessage's body, which the SDK builds as a minidom document too, is written here as the
+same bytes by string formatting (:func:`receipt_handles_xml`, checked against the SDK's encoder).
 
 The answer (reference 3.4, BatchReceiveMessage)::
 
@@ -25,7 +28,9 @@ from xml.etree import ElementTree
 
 from mns_consumer.alicom.message import ReceivedMessage
 
-__all__ = ["DamagedAnswerError", "parse_batch_receive"]
+__all__ = ["DamagedAnswerError", "parse_batch_receive", "receipt_handles_xml"]
+
+_XMLNS: Final = "http://mns.aliyuncs.com/doc/v1/"
 
 _INTEGER_FIELDS: Final = ("DequeueCount", "EnqueueTime", "FirstDequeueTime", "NextVisibleTime", "Priority")
 
@@ -84,3 +89,17 @@ def _message(fields: dict[str, str], index: int) -> ReceivedMessage:
 def _local(tag: str) -> str:
     """A tag without its ``{namespace}``."""
     return tag.rpartition("}")[2]
+
+
+def receipt_handles_xml(handles: list[str]) -> bytes:
+    """The body of a BatchDeleteMessage request, byte for byte what the SDK's ``ReceiptHandlesEncoder`` writes."""
+    items = "".join(f"<ReceiptHandle>{_escape_text(handle)}</ReceiptHandle>" for handle in handles)
+    document = f'<?xml version="1.0" encoding="utf-8"?><ReceiptHandles xmlns="{_XMLNS}">{items}</ReceiptHandles>'
+    return document.encode("utf-8")
+
+
+def _escape_text(text: str) -> str:
+    # minidom's escaping of text nodes, quotes included; receipt handles never need it in practice.
+    if "&" in text or "<" in text or ">" in text or '"' in text:
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;").replace(">", "&gt;")
+    return text

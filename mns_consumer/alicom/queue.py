@@ -41,10 +41,17 @@ from mns.account import Account
 from mns.auth import CredentialsProvider
 from mns.mns_exception import MNSClientNetworkException, MNSClientParameterException, MNSServerException
 from mns.mns_http import RequestInternal
-from mns.mns_request import BatchReceiveMessageRequest, BatchReceiveMessageResponse
+from mns.mns_request import (
+    BatchDeleteMessageRequest,
+    BatchDeleteMessageResponse,
+    BatchReceiveMessageRequest,
+    BatchReceiveMessageResponse,
+)
+from mns.mns_tool import BatchDeleteMessageValidator
+from mns.mns_xml_handler import BatchDeleteMessageDecoder
 
 from mns_consumer.alicom.message import ReceivedMessage
-from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive
+from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
 from mns_consumer.errors import AlicomError, QueueAuthError, QueueNotFound, QueueUnavailable
 
 __all__ = [
@@ -257,7 +264,7 @@ class MnsQueue:
         failed: dict[str, str] = {}
         for start in range(0, len(handles), MAX_BATCH_SIZE):
             chunk = list(handles[start : start + MAX_BATCH_SIZE])
-            call = functools.partial(self._queue.batch_delete_message, chunk)
+            call = functools.partial(self._batch_delete, chunk)
             try:
                 self._invoke(operation, self._request_timeout_seconds, call)
             except MNSServerException as exc:
@@ -266,6 +273,21 @@ class MnsQueue:
                     raise self._server_error(operation, exc) from exc
                 failed.update({str(item["ReceiptHandle"]): str(item["ErrorCode"]) for item in exc.sub_errors})
         return failed
+
+    def _batch_delete(self, handles: list[str]) -> None:
+        """``Queue.batch_delete_message`` with the request body written by us (the SDK builds it with minidom).
+
+        The SDK signs, sends, and maps error answers, a partial failure's ``sub_errors`` included.
+        """
+        request = BatchDeleteMessageRequest(self._queue_name, handles)
+        BatchDeleteMessageValidator.validate(request)
+        internal = RequestInternal(request.method, f"/queues/{self._queue_name}/messages")
+        internal.data = receipt_handles_xml(handles)
+        self._client.build_header(request, internal)
+        answer = self._http.send_request(internal)
+        response = BatchDeleteMessageResponse()
+        response.status, response.header = answer.status, answer.header
+        self._client.check_status(internal, answer, response, BatchDeleteMessageDecoder)
 
     def change_visibility(self, handle: str, visibility_timeout_seconds: int) -> tuple[str, int]:
         """Make a received message invisible for ``visibility_timeout_seconds`` from now.

@@ -9,6 +9,10 @@ DELETE      ``faults[?kind=K]``    switch every fault (or every fault of kind K)
 POST        ``clock``              ``{"advance_seconds": N}`` moves the emulator clock forward
 POST        ``tokens/expire``      every queue token expires now
 POST        ``receipts``           ``{"message_type", "count", "variant", "malformed"}`` seeds receipts
+POST        ``trickle``            ``{"message_type", "rate", "seconds"}`` starts a steady producer
+                                   (receipts generated first, then enqueued at the rate)
+GET         ``deletions?queue=Q``  ``[EnqueueTime, delete time]`` in ms of Q's latest deleted messages
+                                   (``&clear=1`` forgets them): enqueue-to-delete latency, as MNS sees it
 ==========  =====================  =============================================================
 """
 
@@ -64,6 +68,14 @@ class AdminApi:
             return {"offset_seconds": emulator.clock.offset_seconds}
         if (method, route) == ("POST", "tokens/expire"):
             return {"expired": emulator.expire_tokens()}
+        if (method, route) == ("POST", "trickle"):
+            rate, seconds = float(payload["rate"]), float(payload["seconds"])
+            emulator.trickle(str(payload["message_type"]), rate, seconds)
+            return {"messages": round(rate * seconds), "rate": rate, "seconds": seconds}
+        if (method, route) == ("GET", "deletions"):
+            queue = emulator.store.get(query["queue"][0])
+            clear = query.get("clear", ["0"])[0] in ("1", "true")
+            return {"queue": queue.name, "deletions": queue.deletions(clear=clear)}
         if (method, route) == ("POST", "receipts"):
             generated = emulator.produce(
                 str(payload["message_type"]),

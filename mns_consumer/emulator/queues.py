@@ -32,6 +32,8 @@ MAX_WAIT_SECONDS = 30
 MAX_BATCH_SEND_BYTES = 65536
 MAX_VISIBILITY_SECONDS = 43200
 MAX_DELAY_SECONDS = 604800
+DELETION_LOG = 200_000
+"""How many deletions (enqueue ms, delete ms) a queue remembers, for enqueue-to-delete latency."""
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,119}$")
 
 State = Literal["active", "inactive", "delayed"]
@@ -188,6 +190,11 @@ class Queue:
     _timers: list[tuple[int, int, str, int]] = field(default_factory=list, repr=False)
     _by_age: deque[tuple[int, str]] = field(default_factory=deque, repr=False)
     _gate: _LongPollGate = field(default_factory=_LongPollGate, repr=False)
+    # Kept with every state change, so GetQueueAttributes and the admin state cost O(1), as on MNS.
+    _state_counts: dict[State, int] = field(
+        default_factory=lambda: {"active": 0, "inactive": 0, "delayed": 0}, repr=False
+    )
+    _deletions: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=DELETION_LOG), repr=False)
     _sequence: Iterator[int] = field(default_factory=itertools.count, repr=False)
     _id_prefix: str = field(default_factory=lambda: secrets.token_hex(8).upper(), repr=False)
 
@@ -295,6 +302,7 @@ class Queue:
             self._promote()
             message = self._live_message(receipt_handle)
             self._remove(message)
+            self._deletions.append((message.enqueue_ms, self.clock.now_ms()))
 
     def delete_batch(self, receipt_handles: list[str]) -> list[tuple[str, MnsFault]]:
         """Delete several messages (BatchDeleteMessage); returns only the handles that failed.
@@ -307,11 +315,15 @@ class Queue:
         failures: list[tuple[str, MnsFault]] = []
         with self._lock:
             self._promote()
+            now = self.clock.now_ms()
             for handle in receipt_handles:
                 try:
-                    self._remove(self._live_message(handle))
+                    message = self._live_message(handle)
                 except MnsFault as fault:
                     failures.append((handle, fault))
+                    continue
+                self._remove(message)
+                self._deletions.append((message.enqueue_ms, now))
         return failures
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int) -> tuple[str, int]:
@@ -345,8 +357,19 @@ class Queue:
         """How many messages are active, inactive and delayed right now."""
         with self._lock:
             self._promote()
-            states = [m.state for m in self._messages.values()]
-        return QueueCounts(states.count("active"), states.count("inactive"), states.count("delayed"))
+            counts = self._state_counts
+            return QueueCounts(counts["active"], counts["inactive"], counts["delayed"])
+
+    def deletions(self, *, clear: bool = False) -> list[tuple[int, int]]:
+        """(EnqueueTime, delete time) in ms of the latest messages deleted by a consumer, oldest first.
+
+        Up to :data:`DELETION_LOG` are kept; ``clear`` forgets them after reading.
+        """
+        with self._lock:
+            taken = list(self._deletions)
+            if clear:
+                self._deletions.clear()
+            return taken
 
     def waiting_polls(self) -> int:
         """How many long polls are waiting on this queue right now."""
@@ -419,6 +442,7 @@ class Queue:
             sequence=sequence,
         )
         self._messages[message_id] = message
+        self._state_counts["active"] += 1
         self._by_age.append((now, message_id))
         if delay > 0:
             # Delayed messages come back with a handle in the docs (reference 3.4, SendMessage).
@@ -470,15 +494,20 @@ class Queue:
             message.receipt_handle = ""
             self._activate(message)
 
+    def _set_state(self, message: StoredMessage, state: State) -> None:
+        self._state_counts[message.state] -= 1
+        self._state_counts[state] += 1
+        message.state = state
+
     def _activate(self, message: StoredMessage) -> None:
         message.version += 1
-        message.state = "active"
+        self._set_state(message, "active")
         message.visible_at_ms = self.clock.now_ms()
         heapq.heappush(self._ready, (message.priority, message.sequence, message.message_id, message.version))
 
     def _schedule(self, message: StoredMessage, state: State, at_ms: int) -> None:
         message.version += 1
-        message.state = state
+        self._set_state(message, state)
         message.visible_at_ms = at_ms
         heapq.heappush(self._timers, (at_ms, message.sequence, message.message_id, message.version))
 
@@ -500,6 +529,7 @@ class Queue:
         for handle in message.issued_handles:
             self._handles.pop(handle, None)
         del self._messages[message.message_id]
+        self._state_counts[message.state] -= 1
         # Heap entries of a removed message are skipped lazily by _is_current.
 
     def _new_handle(self, message: StoredMessage, now_ms: int) -> str:

@@ -20,6 +20,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -216,6 +217,46 @@ class Emulator:
                 body = malformed_body(self._random)
             queue.send(body)
         return generated
+
+    def trickle(self, message_type: str, rate_per_second: float, seconds: float) -> threading.Thread:
+        """Enqueue ``rate_per_second`` receipts a second for ``seconds``, from a thread, as a steady producer.
+
+        Every receipt is generated (and its send logged) before the first is enqueued, so producing
+        costs the emulator almost nothing while a consumer is measured; receipt ``i`` is enqueued
+        ``i / rate_per_second`` seconds after the start (late ones at once, so a stall comes out as
+        the burst a real producer would send). A ``lose`` fault applies as in :meth:`produce`.
+
+        Returns:
+            The producer thread, already started; it ends after the last receipt or on :meth:`stop`.
+
+        Raises:
+            EmulatorError: If the type has no queue; ValueError for a rate or length that is not positive.
+        """
+        if rate_per_second <= 0 or seconds <= 0:
+            raise ValueError("rate_per_second and seconds must be positive")
+        queue_name = self.queue_for(message_type)
+        queue = self.store.get(queue_name)
+        generated = self.receipts.make_many(message_type, round(rate_per_second * seconds))
+        bodies: list[str] = []
+        for item in generated:
+            if item.send_record is not None:
+                self.send_log.add(item.send_record)
+            bodies.append(encode_body(item.receipt))
+
+        def produce() -> None:
+            began = time.monotonic()
+            sent = 0
+            while sent < len(bodies) and not self.stopping.is_set():
+                due = min(len(bodies), int((time.monotonic() - began) * rate_per_second) + 1)
+                while sent < due:
+                    if not self.faults.fire("producer", "produce", queue_name):
+                        queue.send(bodies[sent])
+                    sent += 1
+                self.stopping.wait(max(0.001, began + sent / rate_per_second - time.monotonic()))
+
+        thread = threading.Thread(target=produce, name=f"trickle:{queue_name}", daemon=True)
+        thread.start()
+        return thread
 
     def send_body(self, queue_name: str, body: str, *, priority: int | None = None) -> str:
         """Enqueue a raw body string into any queue; returns the MessageId."""

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from mns_consumer.emulator import Emulator
+from tests.integration.mns_helpers import accounts_for
 
 
 @pytest.fixture
@@ -54,6 +55,25 @@ def test_clock_tokens_and_seeding_are_driven_over_http(admin: httpx.Client, emul
     }
     assert emulator.queue("Alicom-Queue-i1-SmsReport").counts().active == 5
     assert admin.post("receipts", json={"message_type": "VoiceReport"}).status_code == 400
+
+
+def test_deletions_give_enqueue_to_delete_latency_of_sdk_deletes(admin: httpx.Client, emulator: Emulator) -> None:
+    """GET deletions lists [EnqueueTime, delete time] of what the real SDK deleted, and clears on request."""
+    emulator.produce("SmsReport", 5)
+    with accounts_for(emulator) as accounts:
+        account, _ = accounts.temporary("SmsReport")
+        queue = account.get_queue("Alicom-Queue-i1-SmsReport")
+        batch = queue.batch_receive_message(5, 1)
+        queue.delete_message(batch[0].receipt_handle)
+        queue.batch_delete_message([m.receipt_handle for m in batch[1:3]])
+
+    answer = admin.get("deletions", params={"queue": "Alicom-Queue-i1-SmsReport", "clear": "1"}).json()
+
+    assert answer["queue"] == "Alicom-Queue-i1-SmsReport"
+    assert [enqueued for enqueued, _ in answer["deletions"]] == [m.enqueue_time for m in batch[:3]]
+    assert all(0 <= deleted - enqueued < 10_000 for enqueued, deleted in answer["deletions"])
+    assert admin.get("deletions", params={"queue": "Alicom-Queue-i1-SmsReport"}).json()["deletions"] == []
+    assert admin.get("deletions", params={"queue": "Alicom-Queue-i1-Nope"}).status_code == 400
 
 
 def test_unknown_admin_route_is_404(admin: httpx.Client) -> None:

@@ -453,3 +453,53 @@ def test_an_invisible_message_past_retention_can_no_longer_be_deleted() -> None:
     with pytest.raises(MnsFault) as caught:
         queue.delete(handle)
     assert caught.value.code == "ReceiptHandleError"
+
+
+def test_deletions_record_enqueue_and_delete_time_of_each_consumer_delete_only() -> None:
+    """Single and batch deletes are logged as (EnqueueTime, delete time); expiry and stale handles are not."""
+    clock, queue = make_queue(message_retention_period=60)
+    queue.send("expires")
+    clock.advance(30)
+    queue.send_batch([("a", None, None), ("b", None, None), ("c", None, None)])
+    deliveries = receive_now(queue, 4)
+    by_body = {d.body: d for d in deliveries}
+    clock.advance(2)
+    queue.delete(by_body["a"].receipt_handle)
+    clock.advance(1)
+    failures = queue.delete_batch([by_body["b"].receipt_handle, by_body["a"].receipt_handle])
+    assert [f.code for _, f in failures] == ["ReceiptHandleError"]
+    clock.advance(40)  # "expires" passes its retention while invisible; "c" comes back, then ages out too
+
+    logged = queue.deletions()
+
+    assert [enqueued for enqueued, _ in logged] == [by_body["a"].enqueue_ms, by_body["b"].enqueue_ms]
+    first, second = (deleted - enqueued for enqueued, deleted in logged)
+    assert 2000 <= first < 2500
+    assert 3000 <= second < 3500
+    assert queue.deletions(clear=True) == logged
+    assert queue.deletions() == []
+
+
+def test_counts_follow_every_state_change_without_a_recount() -> None:
+    """Active, inactive and delayed counts move with sends, receives, timeouts, deletes and expiry."""
+    clock, queue = make_queue(message_retention_period=60)
+
+    def counts() -> tuple[int, int, int]:
+        current = queue.counts()
+        return current.active, current.inactive, current.delayed
+
+    queue.send("now")
+    queue.send("later", delay_seconds=2)
+    assert counts() == (1, 0, 1)
+    received = receive_now(queue)[0]
+    assert counts() == (0, 1, 1)
+    clock.advance(VISIBILITY_SECONDS)
+    assert counts() == (2, 0, 0)
+    again = receive_now(queue, 2)
+    assert counts() == (0, 2, 0)
+    queue.delete_batch([d.receipt_handle for d in again])
+    assert counts() == (0, 0, 0)
+    assert received.body == "now"
+    queue.send("ages out")
+    clock.advance(61)
+    assert counts() == (0, 0, 0)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mns.mns_xml_handler import ReceiptHandlesEncoder
 
-from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive
+from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
 
 NS = "http://mns.aliyuncs.com/doc/v1/"
 FIELDS = (
@@ -58,3 +61,18 @@ def test_a_damaged_answer_is_refused_without_quoting_it(text: str, reason: str) 
         parse_batch_receive(text)
     assert reason in str(raised.value)
     assert "13900001111" not in str(raised.value)
+
+
+XML_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40)
+
+
+@given(st.lists(XML_TEXT, min_size=1, max_size=16))
+def test_batch_delete_body_is_byte_for_byte_the_sdks(handles: list[str]) -> None:
+    """The BatchDeleteMessage body equals ReceiptHandlesEncoder's, escaping included."""
+    assert receipt_handles_xml(handles) == ReceiptHandlesEncoder.encode(handles)
+
+
+def test_batch_delete_body_of_real_handles() -> None:
+    """Handles shaped like MNS's ("1-" + base64) and the characters XML must escape."""
+    handles = ["1-ODU4OTkzNDU5Mi0xNDM1MTk3NjAwLTEtNQ==", "a&b<c>\"d'e"]
+    assert receipt_handles_xml(handles) == ReceiptHandlesEncoder.encode(handles)
