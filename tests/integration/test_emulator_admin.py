@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -74,6 +76,27 @@ def test_deletions_give_enqueue_to_delete_latency_of_sdk_deletes(admin: httpx.Cl
     assert all(0 <= deleted - enqueued < 10_000 for enqueued, deleted in answer["deletions"])
     assert admin.get("deletions", params={"queue": "Alicom-Queue-i1-SmsReport"}).json()["deletions"] == []
     assert admin.get("deletions", params={"queue": "Alicom-Queue-i1-Nope"}).status_code == 400
+
+
+def test_trickle_enqueues_pregenerated_receipts_at_a_steady_rate(admin: httpx.Client, emulator: Emulator) -> None:
+    """POST trickle spreads its receipts over the window rather than enqueueing them at once."""
+    answer = admin.post("trickle", json={"message_type": "SmsReport", "rate": 200, "seconds": 0.5}).json()
+    assert answer == {"messages": 100, "rate": 200.0, "seconds": 0.5}
+    queue = emulator.queue("Alicom-Queue-i1-SmsReport")
+    deadline = time.monotonic() + 10
+    while queue.counts().active < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert queue.counts().active == 100
+    peeked = queue.peek(16)
+    with accounts_for(emulator) as accounts:
+        account = accounts.master()
+        messages = account.get_queue("Alicom-Queue-i1-SmsReport").batch_peek_message(16)
+    assert [m.message_id for m in messages] == [d.message_id for d in peeked]
+    enqueued = sorted(d.enqueue_ms for d in peeked)
+    # 16 messages at 200/s take 75 ms to enqueue; all at once would be a few ms.
+    assert enqueued[-1] - enqueued[0] >= 50
+    assert len(emulator.send_log) >= 100
+    assert admin.post("trickle", json={"message_type": "SmsReport", "rate": 0, "seconds": 1}).status_code == 400
 
 
 def test_unknown_admin_route_is_404(admin: httpx.Client) -> None:
