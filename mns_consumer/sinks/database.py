@@ -148,7 +148,7 @@ _PG_RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
 # psycopg raises read_only_sql_transaction (a primary demoted during failover) as InternalError.
 _PG_UNAVAILABLE_SQLSTATES: Final = frozenset({"25006"})
 _SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
-_json_dumps: Callable[[Any], str] = partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_json_dumps: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 class _EncodedJson(str):
@@ -428,6 +428,7 @@ class DatabaseSink:
         self._engine: Engine | None = None
         self._backend = _backend_name(config.engine_url())
         self._table = receipts_table(sa.MetaData(), config.table, self._backend)
+        self._driver_statement: tuple[str, list[tuple[str, Callable[[Any], Any] | None]]] | None = None
 
     def __repr__(self) -> str:
         return f"DatabaseSink(name={self.name!r}, url={self.config.display_url!r}, table={self.config.table!r})"
@@ -618,13 +619,13 @@ class DatabaseSink:
         return [rows[key] for key in sorted(rows)], rejected
 
     def _insert(self, engine: Engine, rows: list[dict[str, Any]]) -> None:
-        statement = self._insert_statement()
+        execute = self._driver_insert(engine) if self._backend == "sqlite" else self._core_insert()
         attempt = 0
         while True:
             attempt += 1
             try:
                 with self._availability(engine, data_refusals=True), engine.begin() as connection:
-                    connection.execute(statement, rows)
+                    execute(connection, rows)
             except SinkUnavailable as exc:
                 cause = exc.__cause__
                 if attempt < _DEADLOCK_ATTEMPTS and isinstance(cause, sa.exc.DBAPIError) and _is_deadlock(cause):
@@ -642,6 +643,36 @@ class DatabaseSink:
             except _RefusedDataError as refused:
                 rejected[row["dedupe_key"]] = f"the database refused it: {refused}"
         return rejected
+
+    def _core_insert(self) -> Callable[[sa.Connection, list[dict[str, Any]]], object]:
+        """The insert as SQLAlchemy Core executes it (PostgreSQL and MySQL batch it into multi-row VALUES)."""
+        return partial(_execute_core, self._insert_statement())
+
+    def _driver_insert(self, engine: Engine) -> Callable[[sa.Connection, list[dict[str, Any]]], object]:
+        """The same insert handed to the driver's executemany with the columns' own bind processing.
+
+        SQLite has no multi-row batching in SQLAlchemy: Core runs the driver's executemany after
+        building and processing each row's parameters through the compiled statement, which took a
+        quarter of the daemon's CPU with the SQLite sink (py-spy). Here the statement is compiled once
+        per sink, and each value goes through exactly the processor its column type gives the dialect,
+        so the stored values are the same (tested against the Core path).
+        """
+        if self._driver_statement is None:
+            dialect = engine.dialect
+            compiled = self._insert_statement().compile(dialect=dialect, column_keys=list(WRITTEN_COLUMNS))
+            order = compiled.positiontup or []
+            columns = self._table.c
+            processors = [columns[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order]
+            self._driver_statement = (str(compiled), list(zip(order, processors, strict=True)))
+        sql, plan = self._driver_statement
+
+        def execute(connection: sa.Connection, rows: list[dict[str, Any]]) -> object:
+            params = [
+                tuple(row[name] if process is None else process(row[name]) for name, process in plan) for row in rows
+            ]
+            return connection.exec_driver_sql(sql, params)
+
+        return execute
 
     def _insert_statement(self) -> sa.Insert:
         table = self._table
@@ -709,6 +740,10 @@ def _describe(exc: BaseException) -> str:
     if len(message) > _REASON_CHARS:
         message = message[: _REASON_CHARS - 3] + "..."
     return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
+
+
+def _execute_core(statement: sa.Insert, connection: sa.Connection, rows: list[dict[str, Any]]) -> object:
+    return connection.execute(statement, rows)
 
 
 def _row(receipt: Receipt, extra: _EncodedJson) -> dict[str, Any]:

@@ -67,7 +67,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
@@ -333,13 +333,17 @@ class FileSinkConfig(SinkConfig):
         return FileSink(name, self)
 
 
+_JSON_LINE: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Built once: json.dumps with options builds an encoder per call."""
+
+
 def encode_json_line(data: dict[str, Any]) -> bytes:
     """One compact UTF-8 JSON line ending in a newline.
 
     Text with lone surrogates cannot be UTF-8, so such a value is written with ``\\u`` escapes instead.
     """
     try:
-        return (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        return (_JSON_LINE.encode(data) + "\n").encode("utf-8")
     except UnicodeEncodeError:
         return (json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 

@@ -397,6 +397,37 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         env.close()
 
 
+def test_sqlite_driver_inserts_store_exactly_what_sqlalchemy_core_stores(tmp_path: Path) -> None:
+    """The SQLite sink's executemany path writes the same values, of the same SQLite types, as Core."""
+    plain = dataclasses.replace(make_receipt(90), sent_at=None, reported_at=None, sms_parts=None, extra={})
+    utc = dataclasses.replace(make_receipt(91), sent_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    receipts = [full_receipt(), plain, utc, *make_batch(20), full_receipt()]
+    (tmp_path / "driver").mkdir()
+    (tmp_path / "core").mkdir()
+    driver_env, core_env = SqliteEnv(tmp_path / "driver"), SqliteEnv(tmp_path / "core")
+    driver, core = driver_env.make_sink(), core_env.make_sink()
+    driver.open()
+    core.open()
+    try:
+        assert driver.write(receipts).rejected == {}
+        rows, rejected = core._rows(receipts)
+        assert rejected == {}
+        assert core._engine is not None
+        with core._engine.begin() as connection:
+            core._core_insert()(connection, rows)
+    finally:
+        driver.close()
+        core.close()
+    columns = ", ".join(f"{column}, typeof({column})" for column in WRITTEN_COLUMNS)
+
+    def stored(env: SqliteEnv) -> list[tuple[Any, ...]]:
+        with closing(sqlite3.connect(env.path)) as connection:
+            return connection.execute(f"SELECT {columns} FROM sms_receipts ORDER BY dedupe_key").fetchall()  # noqa: S608
+
+    assert len(stored(driver_env)) == len({receipt.dedupe_key for receipt in receipts})
+    assert stored(driver_env) == stored(core_env)
+
+
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_the_password_never_appears_in_errors_logs_or_config(kind: str, tmp_path: Path) -> None:
     """Outages and refused logins raise SinkUnavailable, and neither they, the logs nor the config's
