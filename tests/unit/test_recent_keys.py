@@ -45,3 +45,33 @@ def test_membership_is_exact_for_any_keys(stored: list[str], probed: list[str]) 
     window = RecentKeys()
     window.add_all(stored)
     assert [k in window for k in probed] == [k in set(stored) for k in probed]
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=12)), max_size=200))
+def test_the_window_matches_a_reference_of_the_last_distinct_adds(steps: list[tuple[bool, int]]) -> None:
+    """Under any mix of adds and re-adds, the window holds exactly the ``capacity`` most recently added keys."""
+    window = RecentKeys(capacity=4)
+    reference: list[str] = []  # most recent last, each key once
+    for single, n in steps:
+        added = [key(n)] if single else [key(n), key(n + 1)]
+        window.add_all(added)
+        for k in added:
+            if k in reference:
+                reference.remove(k)
+            reference.append(k)
+        del reference[:-4]
+        assert len(window) == len(reference)
+        assert all(k in window for k in reference)
+        assert window.unseen([key(m) for m in range(14)]) == [key(m) for m in range(14) if key(m) not in reference]
+
+
+def test_many_re_adds_keep_memory_bounded() -> None:
+    """A key added over and over does not grow the window's order without bound."""
+    window = RecentKeys(capacity=3)
+    for _ in range(1000):
+        window.add_all([key(1)])
+    window.add_all([key(2), key(3)])
+    assert len(window._order) <= 6
+    window.add_all([key(4)])
+    assert key(1) not in window
+    assert all(key(n) in window for n in (2, 3, 4))
