@@ -76,6 +76,13 @@ class QueueConfig(StrictModel):
     batch_size: int = Field(16, ge=1, le=16, description="Messages per BatchReceiveMessage (MNS limit 16).")
     wait_seconds: int = Field(30, ge=0, le=30, description="Long-poll wait per receive, s (MNS limit 30).")
     in_flight_batches: int = Field(4, ge=1, le=64, description="Batches received but not yet deleted, batches.")
+    batch_linger_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="After a receive that was not full, wait this long before the next, so a trickle comes in "
+        "fuller batches (less CPU per receipt, up to this much more latency); 0 receives again at once, ms.",
+    )
     extend_visibility: bool = Field(
         True, description="Keep batches invisible (ChangeMessageVisibility) while sinks are slow or down."
     )

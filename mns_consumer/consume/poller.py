@@ -55,6 +55,7 @@ class PollerSettings:
     batch_size: int = 16
     wait_seconds: int = 30
     in_flight_batches: int = 4
+    batch_linger_seconds: float = 0.0
     extend_visibility: bool = True
     visibility_timeout_seconds: float = 30.0
     visibility_extension_seconds: int = 60
@@ -180,6 +181,10 @@ class Poller:
                         self.stopping.wait(1.0)
                     continue
                 self._hand_over(messages)
+                if len(messages) < self.settings.batch_size and self.settings.batch_linger_seconds > 0:
+                    # A partial batch means the queue is keeping up with its producer: let a few more
+                    # messages arrive rather than pay a request (and a delete) for every one or two.
+                    self.stopping.wait(self.settings.batch_linger_seconds)
         finally:
             self._receiver_client = None
             client.close()

@@ -317,6 +317,7 @@ class Supervisor:
             batch_size=queue.batch_size,
             wait_seconds=queue.wait_seconds,
             in_flight_batches=queue.in_flight_batches,
+            batch_linger_seconds=queue.batch_linger_ms / 1000,
             extend_visibility=queue.extend_visibility,
             visibility_timeout_seconds=queue.visibility_timeout_seconds,
             visibility_extension_seconds=queue.visibility_extension_seconds,

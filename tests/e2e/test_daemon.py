@@ -97,6 +97,32 @@ def webhook_receiver() -> Any:
 # -- 1, 2: the happy path ---------------------------------------------------------------------------
 
 
+def test_a_trickle_is_taken_in_fuller_batches_after_a_partial_receive(
+    make_emulator, daemons: DaemonFactory, tmp_path: Path
+) -> None:
+    """With batch_linger_ms, messages arriving one by one are received and deleted a batch at a time."""
+    # Given a daemon that lingers 300 ms after a receive that was not full
+    emulator: Emulator = make_emulator(queues=dict(SMS_UP_ONLY))
+    sinks = {"archive": _archive(tmp_path / "archive")}
+    config = daemon_config(emulator, sinks, tmp_path / "dead.jsonl", queue_settings={"batch_linger_ms": 300})
+    daemon = daemons.start(config)
+
+    # When 80 receipts trickle in at 40 a second
+    emulator.trickle("SmsUp", 40, 2.0).join(10)
+    wait_until(lambda: queue_total(emulator) == 0, "queue drained", diagnose=daemon.describe)
+    assert daemon.stop() == 0
+
+    # Then all are stored and deleted, in a handful of BatchDeleteMessage calls rather than one each,
+    # and none waited much longer than the linger
+    deletions = emulator.queue(SMS_UP_ONLY["SmsUp"]).deletions()
+    assert len(deletions) == 80
+    assert len(file_lines((tmp_path / "archive").glob("*.jsonl"))) == 80
+    batches = len({deleted for _, deleted in deletions})
+    assert batches <= 20, f"{batches} delete calls for 80 receipts"
+    assert max(deleted - enqueued for enqueued, deleted in deletions) < 2000
+    _assert_no_crash(daemon)
+
+
 @pytest.mark.timeout(120)
 def test_daemon_stores_every_receipt_of_four_queues_in_sqlite_and_files_exactly_as_decoded(
     make_emulator, daemons: DaemonFactory, tmp_path: Path
