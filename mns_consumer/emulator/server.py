@@ -43,6 +43,8 @@ from mns_consumer.errors import EmulatorError
 
 ADMIN_PREFIX = "/__emulator/"
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
+MAX_TRICKLE_RECEIPTS = 1_000_000
+"""A trickle's receipts are generated up front; this keeps one request from exhausting memory."""
 
 
 class Emulator:
@@ -230,10 +232,13 @@ class Emulator:
             The producer thread, already started; it ends after the last receipt or on :meth:`stop`.
 
         Raises:
-            EmulatorError: If the type has no queue; ValueError for a rate or length that is not positive.
+            EmulatorError: If the type has no queue; ValueError for a rate or length that is not positive,
+                or more than :data:`MAX_TRICKLE_RECEIPTS` receipts in all.
         """
         if rate_per_second <= 0 or seconds <= 0:
             raise ValueError("rate_per_second and seconds must be positive")
+        if rate_per_second * seconds > MAX_TRICKLE_RECEIPTS:
+            raise ValueError(f"a trickle holds at most {MAX_TRICKLE_RECEIPTS} receipts (rate x seconds)")
         queue_name = self.queue_for(message_type)
         queue = self.store.get(queue_name)
         generated = self.receipts.make_many(message_type, round(rate_per_second * seconds))

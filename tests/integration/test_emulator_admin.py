@@ -97,6 +97,9 @@ def test_trickle_enqueues_pregenerated_receipts_at_a_steady_rate(admin: httpx.Cl
     assert enqueued[-1] - enqueued[0] >= 50
     assert len(emulator.send_log) >= 100
     assert admin.post("trickle", json={"message_type": "SmsReport", "rate": 0, "seconds": 1}).status_code == 400
+    too_many = admin.post("trickle", json={"message_type": "SmsReport", "rate": 1e6, "seconds": 60})
+    assert too_many.status_code == 400
+    assert "at most 1000000 receipts" in too_many.json()["error"]
 
 
 def test_unknown_admin_route_is_404(admin: httpx.Client) -> None:
