@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
-import tenacity
 from alibabacloud_dysmsapi20170525 import models as dysms_models
 from alibabacloud_dysmsapi20170525.client import Client as DysmsClient
 from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
@@ -45,6 +44,7 @@ from Tea.exceptions import UnretryableException
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.tea import http_failure, safe_text, tea_config, transport_failure
+from mns_consumer.consume.backoff import Backoff
 from mns_consumer.errors import SendDetailsAuthError, SendDetailsError, SendDetailsUnavailable
 
 BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -241,9 +241,7 @@ class SendDetailsClient:
         self._read_timeout_seconds = read_timeout_seconds
         self._today = today
         self._on_retry = on_retry
-        self._backoff = tenacity.wait_exponential_jitter(
-            multiplier=retry_initial_seconds, max=retry_max_seconds, jitter=retry_initial_seconds
-        )
+        self._backoff = Backoff(retry_initial_seconds, retry_max_seconds)
         self._sleep: Callable[[float], object] = sleep or time.sleep
         self._local = threading.local()
 
@@ -309,13 +307,9 @@ class SendDetailsClient:
                     raise
 
     def _delay(self, attempt: int, error: SendDetailsUnavailable) -> float:
-        state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
-        state.attempt_number = attempt
-        delay = float(self._backoff(state))
-        if isinstance(error, _Throttled) and error.retry_after_seconds is not None:
-            # Throttling answers say how long to wait; never wait less, never more than five minutes.
-            delay = max(delay, min(error.retry_after_seconds, 300.0))
-        return delay
+        # Throttling answers say how long to wait; Backoff never waits less (nor more than five minutes).
+        retry_after = error.retry_after_seconds if isinstance(error, _Throttled) else None
+        return self._backoff.delay(attempt, retry_after)
 
     def _client(self) -> DysmsClient:
         client: DysmsClient | None = getattr(self._local, "client", None)

@@ -550,9 +550,7 @@ class _Run:
                 "nothing is lost: rerun the same backfill once it is back",
                 unavailable=True,
             )
-        delay = self._backoff.delay(attempt)
-        if error.retry_after_seconds is not None:
-            delay = max(delay, min(error.retry_after_seconds, 300.0))
+        delay = self._backoff.delay(attempt, error.retry_after_seconds)
         self.events.backfill_sink_retry(MESSAGE_TYPE, sink, attempt, attempts, error.reason, round(delay, 3))
         if self.stop.wait(delay):
             raise _Stop(f"interrupted while sink {sink!r} was unavailable", unavailable=False)

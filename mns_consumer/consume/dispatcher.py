@@ -185,9 +185,7 @@ class Dispatcher:
     def _back_off(self, sink: str, attempt: int, error: SinkUnavailable) -> bool:
         """Wait before the next attempt; False when the batch must be abandoned instead."""
         self.healthy.clear()
-        delay = self._backoff.delay(attempt)
-        if error.retry_after_seconds is not None:
-            delay = max(delay, min(error.retry_after_seconds, 300.0))
+        delay = self._backoff.delay(attempt, error.retry_after_seconds)
         self.events.sink_retry(self.queue, sink, attempt, error.reason, round(delay, 3))
         return not self.abandon.wait(delay)
 
