@@ -48,7 +48,7 @@ from mns.mns_request import (
     BatchReceiveMessageResponse,
 )
 from mns.mns_tool import BatchDeleteMessageValidator
-from mns.mns_xml_handler import BatchDeleteMessageDecoder
+from mns.mns_xml_handler import BatchDeleteMessageDecoder, ErrorDecoder
 
 from mns_consumer.alicom.message import ReceivedMessage
 from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
@@ -235,12 +235,7 @@ class MnsQueue:
         internal = RequestInternal(
             request.method, f"/queues/{self._queue_name}/messages?numOfMessages={batch_size}&waitseconds={wait_seconds}"
         )
-        self._client.build_header(request, internal)
-        answer = self._http.send_request(internal)
-        response = BatchReceiveMessageResponse()
-        response.status, response.header = answer.status, answer.header
-        self._client.check_status(internal, answer, response)
-        return str(answer.data)
+        return str(self._exchange(request, internal, BatchReceiveMessageResponse()).data)
 
     def delete(self, handles: Sequence[str]) -> dict[str, str]:
         """Delete messages by receipt handle, in BatchDeleteMessage calls of at most 16 handles.
@@ -283,11 +278,20 @@ class MnsQueue:
         BatchDeleteMessageValidator.validate(request)
         internal = RequestInternal(request.method, f"/queues/{self._queue_name}/messages")
         internal.data = receipt_handles_xml(handles)
+        self._exchange(request, internal, BatchDeleteMessageResponse(), BatchDeleteMessageDecoder)
+
+    def _exchange(self, request: Any, internal: Any, response: Any, error_decoder: Any = ErrorDecoder) -> Any:
+        """The SDK's own steps of a call once its request is built: sign, send, and map an error answer.
+
+        Raises:
+            MNSServerException: For an error answer, decoded by ``error_decoder``, as the SDK's own
+                methods raise it.
+        """
         self._client.build_header(request, internal)
         answer = self._http.send_request(internal)
-        response = BatchDeleteMessageResponse()
         response.status, response.header = answer.status, answer.header
-        self._client.check_status(internal, answer, response, BatchDeleteMessageDecoder)
+        self._client.check_status(internal, answer, response, error_decoder)
+        return answer
 
     def change_visibility(self, handle: str, visibility_timeout_seconds: int) -> tuple[str, int]:
         """Make a received message invisible for ``visibility_timeout_seconds`` from now.
