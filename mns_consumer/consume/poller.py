@@ -269,9 +269,7 @@ class Poller:
     def _dispatch_loop(self) -> None:
         try:
             while batches := self._next_batches():
-                for batch in batches:
-                    self._decode(batch)
-                if self.abandon.is_set() or not self.dispatcher.dispatch_together(batches):
+                if self.abandon.is_set() or not self._store(batches):
                     for batch in batches:
                         self._drop(batch)
                     continue
@@ -280,6 +278,12 @@ class Poller:
                     self._to_delete.put(batch)
         finally:
             self._to_delete.put(None)
+
+    def _store(self, batches: list[Batch]) -> bool:
+        """Decode the batches and write them to the sinks together; True when every message is settled."""
+        for batch in batches:
+            self._decode(batch)
+        return self.dispatcher.dispatch_together(batches)
 
     def _decode(self, batch: Batch) -> None:
         """Decode a batch's bodies here rather than in the receiver, which then spends its time on receives.

@@ -20,7 +20,7 @@ import time
 from mns_consumer.alicom.queue import ReceivedMessage
 from mns_consumer.consume.backoff import Backoff
 from mns_consumer.consume.dispatcher import Batch, Dispatcher, InFlight
-from mns_consumer.errors import DecodeError, SpoolUnavailable
+from mns_consumer.errors import DecodeError
 from mns_consumer.observe.events import Events
 from mns_consumer.push.spool import Spool, SpoolEntry
 from mns_consumer.receipts import decode_push
@@ -134,11 +134,8 @@ class SpoolWorker:
             if self.dispatcher.abandon.is_set():
                 return True
             raise RuntimeError("a sink failed unexpectedly (see the sink.bug event); the entries stay spooled")
-        try:
-            self.spool.remove(entries)
-        except SpoolUnavailable:
-            # Settled but still spooled: they would be delivered again, and the dedupe keys absorb that.
-            raise
+        # If this fails they stay spooled although settled: delivered again, the dedupe keys absorb them.
+        self.spool.remove(entries)
         self.events.push_settled(self.route, self.message_type, len(entries), len(batch.messages))
         return True
 
