@@ -112,21 +112,28 @@ class TokensConfig(StrictModel):
     read_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Read timeout of token calls, s.")
 
 
+LISTEN_PATTERN = r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$"
+"""``host:port`` of a listening socket; an IPv6 host in brackets."""
+
+
+def host_and_port(listen: str) -> tuple[str, int]:
+    """(host, port) to bind, from a ``listen`` value that matched :data:`LISTEN_PATTERN`."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class HttpConfig(StrictModel):
     """The daemon's own HTTP endpoint: /metrics, /healthz, /readyz."""
 
     listen: str | None = Field(
         "127.0.0.1:9464",
-        pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$",
+        pattern=LISTEN_PATTERN,
         description="host:port to serve on (0.0.0.0:9464 in a container); null turns the endpoint off.",
     )
 
     def address(self) -> tuple[str, int] | None:
         """(host, port), or None when turned off."""
-        if self.listen is None:
-            return None
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return None if self.listen is None else host_and_port(self.listen)
 
 
 class BackfillConfig(StrictModel):
@@ -229,7 +236,7 @@ class PushConfig(StrictModel):
 
     listen: str = Field(
         "0.0.0.0:8080",
-        pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$",
+        pattern=LISTEN_PATTERN,
         description="host:port the receiver serves on; port 0 picks a free one (tests).",
     )
     spool_path: str = Field(
@@ -261,8 +268,7 @@ class PushConfig(StrictModel):
 
     def address(self) -> tuple[str, int]:
         """(host, port) to bind."""
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return host_and_port(self.listen)
 
 
 class Config(StrictModel):

@@ -281,7 +281,7 @@ class Metrics:
         for stage in ("decode", "sink"):
             self.failures.labels(*labels, stage)
         for sink in sinks:
-            self.accepted.labels(*labels, sink)
+            self.watch_sink(route, message_type, sink)
 
     def watch_backfill(self, message_type: str, sinks: Sequence[str]) -> None:
         """Make a backfill run's series exist from the start, so every outcome shows, zero or not."""

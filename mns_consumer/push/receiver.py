@@ -205,9 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         started = time.monotonic()
-        route = self.owner.route_for(self.path.split("?", 1)[0].encode("utf-8", "surrogateescape"))
+        route = self._route()
         if route is None:
-            self._refuse(None, PushRejected(404, "route", "no push route here"))
             return
         try:
             body = self._read_body()
@@ -234,11 +233,16 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _not_post(self) -> None:
+        route = self._route()
+        if route is not None:
+            self._refuse(route, PushRejected(405, "request", "only POST is served here"), allow="POST")
+
+    def _route(self) -> PushRouteConfig | None:
+        """The route the request's path names; None after answering 404 when it names none."""
         route = self.owner.route_for(self.path.split("?", 1)[0].encode("utf-8", "surrogateescape"))
         if route is None:
             self._refuse(None, PushRejected(404, "route", "no push route here"))
-        else:
-            self._refuse(route, PushRejected(405, "request", "only POST is served here"), allow="POST")
+        return route
 
     # BaseHTTPRequestHandler dispatches on these names.
     do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _not_post  # noqa: N815
