@@ -43,7 +43,15 @@ from Tea.exceptions import UnretryableException
 
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
-from mns_consumer.alicom.tea import http_failure, safe_text, tea_config, transport_failure
+from mns_consumer.alicom.tea import (
+    INVALID_RESPONSE,
+    http_failure,
+    refusal_of,
+    request_id_of,
+    safe_text,
+    tea_config,
+    transport_failure,
+)
 from mns_consumer.consume.backoff import Backoff
 from mns_consumer.errors import SendDetailsAuthError, SendDetailsError, SendDetailsUnavailable
 
@@ -67,8 +75,6 @@ INVALID_SEND_DATE: Final = "InvalidSendDate"
 """Local SendDetailsError code: the day is malformed, in the future or older than the window."""
 INVALID_PHONE_NUMBER: Final = "InvalidPhoneNumber"
 """Local SendDetailsError code: not one phone number."""
-INVALID_RESPONSE: Final = "InvalidResponse"
-"""Local SendDetailsError code: an answer that is not a readable QuerySendDetails result."""
 NETWORK_ERROR: Final = "NetworkError"
 """Local SendDetailsUnavailable code: Dysmsapi could not be reached or did not answer in time."""
 CREDENTIALS_UNAVAILABLE: Final = "CredentialsUnavailable"
@@ -393,11 +399,10 @@ def _page_from(body: Any, page_number: int) -> SendDetailsPage:
     """
     if body is None:
         raise SendDetailsError(INVALID_RESPONSE, "the answer has no body")
-    request_id = body.request_id if isinstance(body.request_id, str) and body.request_id else None
-    if body.code != "OK":
-        code = body.code if isinstance(body.code, str) and body.code else INVALID_RESPONSE
-        message = safe_text(body.message) if body.message else "Code is not OK"
-        raise _classify(code, message, status=200, request_id=request_id)
+    request_id = request_id_of(body)
+    refusal = refusal_of(body)
+    if refusal is not None:
+        raise _classify(*refusal, status=200, request_id=request_id)
     total = _as_int(body.total_count)
     if total is None or total < 0:
         raise SendDetailsError(

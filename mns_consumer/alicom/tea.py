@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from alibabacloud_credentials.exceptions import CredentialException
 from alibabacloud_tea_openapi import models as open_api_models
@@ -63,6 +64,28 @@ def safe_text(value: object) -> str:
         text = text[: match.start()].rstrip() + " [string-to-sign removed]"
     text = _QUERY_STRING.sub("?...", text)
     return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 3] + "..."
+
+
+INVALID_RESPONSE = "InvalidResponse"
+"""The code of an answer that is not what its API documents (here: one without a readable ``Code``)."""
+
+
+def request_id_of(body: Any) -> str | None:
+    """The ``RequestId`` of a Tea answer body (``Any``: the models are untyped), if it has one."""
+    request_id = getattr(body, "request_id", None)
+    return request_id if isinstance(request_id, str) and request_id else None
+
+
+def refusal_of(body: Any) -> tuple[str, str] | None:
+    """``(Code, Message)`` of an answer body whose ``Code`` is not ``OK``, the message scrubbed; None when OK.
+
+    POP APIs report some refusals with HTTP 200 and a code (reference 2.4, 6.2); a missing code reads
+    as ``InvalidResponse``.
+    """
+    if body.code == "OK":
+        return None
+    code = body.code if isinstance(body.code, str) and body.code else INVALID_RESPONSE
+    return code, safe_text(body.message) if body.message else "Code is not OK"
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,14 @@ from Tea.exceptions import UnretryableException
 
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
-from mns_consumer.alicom.tea import http_failure, safe_text, tea_config, transport_failure
+from mns_consumer.alicom.tea import (
+    INVALID_RESPONSE,
+    http_failure,
+    refusal_of,
+    request_id_of,
+    tea_config,
+    transport_failure,
+)
 from mns_consumer.errors import TokenError
 
 log = structlog.get_logger(__name__)
@@ -60,10 +67,8 @@ EXPIRE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 """``yyyy-MM-dd HH:mm:ss``, the format of ExpireTime and CreateTime."""
 
 NETWORK_ERROR = "NetworkError"
-"""TokenError code when Dybaseapi could not be reached or did not answer in time."""
-
-INVALID_RESPONSE = "InvalidResponse"
-"""TokenError code when Dybaseapi answered something that is not a usable token."""
+"""TokenError code when Dybaseapi could not be reached or did not answer in time; ``INVALID_RESPONSE``
+(shared with Dysmsapi, :mod:`mns_consumer.alicom.tea`) when it answered something that is not a token."""
 
 CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
 """TokenError code when the default credential chain found no AccessKey to sign with."""
@@ -225,11 +230,10 @@ def _token_from(body: Any) -> QueueToken:
     """
     if body is None:
         raise TokenError(INVALID_RESPONSE, "the answer has no body")
-    request_id = body.request_id if isinstance(body.request_id, str) and body.request_id else None
-    if body.code != "OK":
-        code = body.code if isinstance(body.code, str) and body.code else INVALID_RESPONSE
-        message = safe_text(body.message) if body.message else "Code is not OK"
-        raise TokenError(code, message, request_id=request_id)
+    request_id = request_id_of(body)
+    refusal = refusal_of(body)
+    if refusal is not None:
+        raise TokenError(*refusal, request_id=request_id)
     dto = body.message_token_dto
     if dto is None:
         raise TokenError(INVALID_RESPONSE, "Code is OK but MessageTokenDTO is missing", request_id=request_id)
