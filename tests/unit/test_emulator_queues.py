@@ -14,7 +14,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from mns_consumer.emulator.clock import Clock
-from mns_consumer.emulator.queues import Delivery, MnsFault, Queue, QueueAttributes, QueueStore, SendResult, body_md5
+from mns_consumer.emulator.queues import (
+    Delivery,
+    MnsFault,
+    Queue,
+    QueueAttributes,
+    QueueStore,
+    SendResult,
+    _DeletionLog,
+    body_md5,
+)
 
 QUEUE_NAME = "Alicom-Queue-i1-SmsReport"
 VISIBILITY_SECONDS = 5
@@ -503,3 +512,14 @@ def test_counts_follow_every_state_change_without_a_recount() -> None:
     queue.send("ages out")
     clock.advance(61)
     assert counts() == (0, 0, 0)
+
+
+def test_the_deletion_log_keeps_the_latest_entries_in_order_once_full() -> None:
+    """Past its capacity the log drops its oldest entries and still lists the rest oldest first."""
+    log = _DeletionLog(3)
+    for n in range(5):
+        log.add(n, n + 100)
+    assert log.items() == [(2, 102), (3, 103), (4, 104)]
+    log.clear()
+    log.add(7, 8)
+    assert log.items() == [(7, 8)]
