@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 from alibabacloud_dysmsapi20170525 import models as dysms_models
@@ -44,6 +44,7 @@ from Tea.exceptions import UnretryableException
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.tea import (
+    BEIJING,
     INVALID_RESPONSE,
     http_failure,
     refusal_of,
@@ -54,9 +55,6 @@ from mns_consumer.alicom.tea import (
 )
 from mns_consumer.consume.backoff import Backoff
 from mns_consumer.errors import SendDetailsAuthError, SendDetailsError, SendDetailsUnavailable
-
-BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
-"""The zone whose calendar days ``SendDate`` names."""
 
 QUERY_WINDOW_DAYS: Final = 30
 """QuerySendDetails answers for sends of the last 30 Beijing days (reference 6.1)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta, timezone
+from typing import Any, Final
 
 from alibabacloud_credentials.exceptions import CredentialException
 from alibabacloud_tea_openapi import models as open_api_models
@@ -21,6 +22,9 @@ from Tea.exceptions import UnretryableException
 
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
+
+BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
+"""The zone of the POP APIs' times without an offset (ExpireTime, SendDate) and of their calendar days."""
 
 _MAX_MESSAGE_CHARS = 300
 _QUERY_STRING = re.compile(r"\?[^\s'\")]*")

@@ -35,7 +35,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -49,6 +49,7 @@ from Tea.exceptions import UnretryableException
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.tea import (
+    BEIJING,
     INVALID_RESPONSE,
     http_failure,
     refusal_of,
@@ -59,9 +60,6 @@ from mns_consumer.alicom.tea import (
 from mns_consumer.errors import TokenError
 
 log = structlog.get_logger(__name__)
-
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
-"""The zone of ExpireTime and CreateTime, which carry none (reference 2.4)."""
 
 EXPIRE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 """``yyyy-MM-dd HH:mm:ss``, the format of ExpireTime and CreateTime."""
