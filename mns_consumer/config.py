@@ -75,7 +75,13 @@ class QueueConfig(StrictModel):
     sinks: list[str] = Field(min_length=1, description="Names (keys of `sinks`) every receipt must reach.")
     batch_size: int = Field(16, ge=1, le=16, description="Messages per BatchReceiveMessage (MNS limit 16).")
     wait_seconds: int = Field(30, ge=0, le=30, description="Long-poll wait per receive, s (MNS limit 30).")
-    in_flight_batches: int = Field(4, ge=1, le=64, description="Batches received but not yet deleted, batches.")
+    in_flight_batches: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Batches received but not yet deleted; more lets a busy sink write more batches per commit, "
+        "batches.",
+    )
     batch_linger_ms: float = Field(
         5.0,
         ge=0,

@@ -79,9 +79,10 @@ import binascii
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any, Final, TypeVar
 
 from mns_consumer.errors import DecodeError
@@ -163,16 +164,23 @@ def dedupe_key(family: str, **identity: str | datetime | None) -> str:
         raise ValueError(f"unknown dedupe family {family!r}; known: {', '.join(IDENTITY_FIELDS)}")
     if set(identity) != set(names):
         raise ValueError(f"{family} identity is {', '.join(names)}; got {', '.join(sorted(identity)) or 'nothing'}")
-    parts: list[str | None] = [family]
     for name in names:
         value = identity[name]
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError(f"{family} identity {name} must be timezone-aware")
-            value = value.astimezone(UTC).isoformat()
-        parts.append(value)
-    # ensure_ascii keeps the canonical text encodable whatever the values hold (lone surrogates included).
-    canonical = _CANONICAL_JSON.encode(parts)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError(f"{family} identity {name} must be timezone-aware")
+    return _key(family, [identity[name] for name in names])
+
+
+def _key(family: str, values: Iterable[str | datetime | None]) -> str:
+    """:func:`dedupe_key` of identity values already checked and in key order (the decoders' own call)."""
+    parts = [encode_basestring_ascii(family)]
+    for value in values:
+        text = value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
+        # Exactly what a JSON encoder with ensure_ascii and compact separators writes for a list of
+        # strings and nulls, without the encoder's set-up on every call; ASCII escapes keep the text
+        # encodable whatever the values hold (lone surrogates included).
+        parts.append("null" if text is None else encode_basestring_ascii(text))
+    canonical = "[" + ",".join(parts) + "]"
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
@@ -289,22 +297,11 @@ def _check_message_type(message_type: str, raw: bytes) -> None:
 
 def _decode_mns_body(message_type: str, raw: bytes, queue: str | None, source: Source) -> Receipt:
     _check_message_type(message_type, raw)
+    fast = _strict_base64_json(raw)
+    if fast is not None:
+        return _decode_object(message_type, fast[0], raw, source, queue, plain=fast[1])
     if not raw.strip():
         raise DecodeError(message_type, "", "body is empty", raw)
-    if raw.lstrip()[:1] != b"{":
-        # The common case: Alibaba enqueues base64 text, which never holds a brace, so decode it first
-        # rather than parse it as JSON and fail. Anything that does not succeed here takes the full
-        # path below, which also words the error.
-        try:
-            decoded: Any = base64.b64decode(b"".join(raw.split()), validate=True)
-            fast = _load_json(message_type, decoded, raw)
-        except (binascii.Error, ValueError, DecodeError):
-            fast = None
-        if isinstance(fast, dict):
-            # json.loads made every value plain JSON data (NaN refused); only a \uD8xx-\uDFxx escape can
-            # still yield text that is not Unicode, so the costly re-encoding check runs only then.
-            plain = b"\\ud" not in decoded and b"\\uD" not in decoded
-            return _decode_object(message_type, fast, raw, source, queue, plain=plain)
     try:
         direct = _load_json(message_type, raw, raw)
     except DecodeError as exc:
@@ -344,6 +341,27 @@ def _push_elements(message_type: str, raw: bytes) -> list[Any]:
     raise DecodeError(message_type, "", f"push body is a JSON {_json_type(data)}, not an array or object", raw)
 
 
+def _strict_base64_json(raw: bytes) -> tuple[dict[str, Any], bool] | None:
+    """The common case, taken first: a body that is unwrapped base64 of a UTF-8 JSON object.
+
+    Returns the object and whether it is known to be plain (see below), or None for anything else,
+    which takes the full path of :func:`_decode_mns_body`: that one also words the error. Strict
+    ``a2b_base64`` accepts only what ``b64decode(validate=True)`` accepts, and decodes it the same.
+    """
+    try:
+        decoded = binascii.a2b_base64(raw, strict_mode=True)
+        text = decoded.decode("utf-8")
+        obj = _JSON_DECODER.decode(text[1:] if text[:1] == "\ufeff" else text)
+    except (ValueError, RecursionError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    if type(obj) is not dict:
+        return None
+    # The decoder made every value plain JSON data (NaN and out-of-range numbers refused); only a
+    # \uD8xx-\uDFxx escape can still yield text that is not Unicode, so the costly re-encoding check
+    # runs only then.
+    return obj, b"\\ud" not in decoded and b"\\uD" not in decoded
+
+
 def _load_json(message_type: str, data: bytes, raw: bytes) -> Any:
     """Parse UTF-8 JSON (a byte order mark is tolerated), refusing NaN and Infinity, which JSON lacks."""
     try:
@@ -362,10 +380,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-# One encoder and one decoder for every call: json.dumps and json.loads with options build a new one
+def _finite_float(text: str) -> float:
+    # json.loads reads 1e400 as inf, which no sink can write back as JSON.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {_short(text, 40)} is out of range")
+    return value
+
+
+# One decoder for every call: json.loads with options builds a new one
 # each time, which costs a few microseconds per receipt (about as much as decoding a short body).
-_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
-_CANONICAL_JSON: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _compact_json(value: Any) -> bytes | None:
@@ -430,6 +455,14 @@ class _Fields:
         return DecodeError(self.message_type, field, reason, self.raw)
 
     def _lookup(self, names: tuple[str, ...], keep: bool) -> tuple[str, Any]:
+        if len(names) == 1:
+            # Most fields have one spelling: the loop below, without its bookkeeping.
+            name = names[0]
+            if name not in self._obj:
+                return name, None
+            if not keep:
+                self._mapped.add(name)
+            return name, self._obj[name]
         found_name, found = names[0], None
         for name in names:
             if name in self._obj:
@@ -556,7 +589,7 @@ class _Fields:
             source=self.source,
             queue=self.queue,
             raw=self.raw,
-            dedupe_key=dedupe_key(family, **identity),
+            dedupe_key=_key(family, [identity[name] for name in IDENTITY_FIELDS[family]]),
             extra=remaining,
             **fields,
         )

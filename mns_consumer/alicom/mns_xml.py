@@ -33,6 +33,10 @@ __all__ = ["DamagedAnswerError", "parse_batch_receive", "receipt_handles_xml"]
 _XMLNS: Final = "http://mns.aliyuncs.com/doc/v1/"
 
 _INTEGER_FIELDS: Final = ("DequeueCount", "EnqueueTime", "FirstDequeueTime", "NextVisibleTime", "Priority")
+_FIELDS: Final = ("MessageId", "ReceiptHandle", "MessageBody", "MessageBodyMD5", *_INTEGER_FIELDS)
+# The local names of the tags MNS writes, looked up rather than split off for each of the ~10 elements
+# of each message; any other tag (another namespace, an unknown field) still goes through _local.
+_LOCAL_NAMES: Final = {tag: name for name in (*_FIELDS, "Message") for tag in (f"{{{_XMLNS}}}{name}", name)}
 
 
 class DamagedAnswerError(ValueError):
@@ -55,9 +59,9 @@ def parse_batch_receive(answer: str | bytes) -> list[ReceivedMessage]:
         raise DamagedAnswerError(f"root element is {_local(root.tag)!r}, not 'Messages'")
     messages: list[ReceivedMessage] = []
     for element in root:
-        if _local(element.tag) != "Message":
+        if (_LOCAL_NAMES.get(element.tag) or _local(element.tag)) != "Message":
             continue
-        fields = {_local(child.tag): child.text or "" for child in element}
+        fields = {_LOCAL_NAMES.get(child.tag) or _local(child.tag): child.text or "" for child in element}
         messages.append(_message(fields, len(messages)))
     if not messages:
         # MNS answers an empty receive with 404 MessageNotExist, never with an empty list.

@@ -496,7 +496,9 @@ class DatabaseSink:
             "pool_size": config.pool_size or (1 if self._backend == "sqlite" else 4),
             "max_overflow": 0,
             "pool_timeout": config.statement_timeout_seconds or 30.0,
-            "pool_pre_ping": True,
+            # A server may drop an idle connection; a SQLite file cannot, and the ping would cost a
+            # statement per transaction.
+            "pool_pre_ping": self._backend != "sqlite",
             # Exception messages must not carry receipt data (phone numbers, reply text).
             "hide_parameters": True,
             "json_serializer": _json_serializer,

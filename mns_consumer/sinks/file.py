@@ -540,10 +540,15 @@ class FileSink:
         keys = [r.dedupe_key for r in batch]
         fresh = set(self._recent.unseen(keys) if self._recent is not None else keys)
         groups: dict[str, list[Receipt]] = {}
+        # A batch is nearly always one MessageType: render its path once, not once per receipt.
+        paths: dict[str, str] = {}
         for receipt in batch:
             if receipt.dedupe_key in fresh:
                 fresh.discard(receipt.dedupe_key)
-                groups.setdefault(self._template.render(receipt.message_type, now), []).append(receipt)
+                path = paths.get(receipt.message_type)
+                if path is None:
+                    path = paths[receipt.message_type] = self._template.render(receipt.message_type, now)
+                groups.setdefault(path, []).append(receipt)
         return groups
 
     def _close_files_of_other_days(self, now: datetime) -> None:

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mns_consumer import receipt_model, receipts
 from mns_consumer.emulator.clock import Clock
@@ -345,6 +347,24 @@ def test_dedupe_key_is_documented_sha256_of_the_identity_tuple() -> None:
     assert dedupe_key(
         "SmsUp", phone_number="139", sequence_id="42", send_time=utc(2024, 5, 1, 2, 5), dest_code="1234"
     ) == (expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text()), min_size=3, max_size=3))
+def test_dedupe_key_hashes_exactly_the_documented_json_whatever_the_text(values: list[str | None]) -> None:
+    """Any text (quotes, control characters, non-ASCII, lone surrogates) or null, as json.dumps writes it."""
+    canonical = json.dumps(["SignSmsReport", *values], ensure_ascii=True, separators=(",", ":"))
+    identity = dict(zip(("sign_name", "order_id", "sign_status"), values, strict=True))
+    assert dedupe_key("SignSmsReport", **identity) == hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1" + "0" * 400 + ".0"])
+@pytest.mark.parametrize("as_base64", [True, False])
+def test_a_number_beyond_the_float_range_is_refused_not_read_as_infinity(number: str, as_base64: bool) -> None:
+    """json.loads reads 1e400 as inf, which no sink could write back as JSON: the body is refused either way."""
+    body = f'{{"biz_id":"1^0","phone_number":"139","success":true,"price":{number}}}'.encode()
+    with pytest.raises(DecodeError, match="out of range"):
+        decode_mns_body("SmsReport", base64.b64encode(body) if as_base64 else body)
 
 
 @pytest.mark.parametrize(
