@@ -440,14 +440,20 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def still_at_path(fd: int, path: str) -> os.stat_result | None:
-    """The path's status if it still names the file open at ``fd``, else None (renamed, removed, replaced)."""
+def still_at_path(fd: int, path: str, identity: tuple[int, int] | None = None) -> os.stat_result | None:
+    """The path's status if it still names the file open at ``fd``, else None (renamed, removed, replaced).
+
+    ``identity`` is the open file's ``(st_dev, st_ino)`` when the caller kept it, which saves an fstat:
+    every system call releases the GIL, and getting it back costs a busy daemon more than the call.
+    """
     try:
         at_path = os.stat(path)
     except OSError:
         return None
-    opened = os.fstat(fd)
-    if (at_path.st_dev, at_path.st_ino) != (opened.st_dev, opened.st_ino):
+    if identity is None:
+        opened = os.fstat(fd)
+        identity = (opened.st_dev, opened.st_ino)
+    if (at_path.st_dev, at_path.st_ino) != identity:
         return None
     return at_path
 
@@ -456,6 +462,7 @@ def still_at_path(fd: int, path: str) -> os.stat_result | None:
 class _OpenFile:
     path: str
     fd: int
+    identity: tuple[int, int]
     size_bytes: int
     needs_newline: bool
 
@@ -583,7 +590,7 @@ class FileSink:
     def _file_at(self, path: str) -> _OpenFile:
         current = self._files.get(path)
         if current is not None:
-            at_path = still_at_path(current.fd, path)
+            at_path = still_at_path(current.fd, path, current.identity)
             if at_path is not None:
                 # copytruncate (or an operator) may have shrunk the file under the open handle.
                 current.size_bytes = at_path.st_size
@@ -591,12 +598,13 @@ class FileSink:
             os.close(self._files.pop(path).fd)
         fd = open_for_append(path, file_mode=self.config.file_mode, fsync=self.config.fsync)
         try:
-            size = os.fstat(fd).st_size
+            status = os.fstat(fd)
+            size = status.st_size
             needs_newline = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
         except OSError:
             os.close(fd)
             raise
-        opened = _OpenFile(path, fd, size, needs_newline)
+        opened = _OpenFile(path, fd, (status.st_dev, status.st_ino), size, needs_newline)
         self._files[path] = opened
         return opened
 

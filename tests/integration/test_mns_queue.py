@@ -97,6 +97,26 @@ def test_receive_returns_messages_with_the_body_exactly_as_stored(
         assert 1 <= message.priority <= 16
 
 
+def test_answers_larger_than_the_read_buffer_arrive_whole_and_the_connection_is_reused(
+    any_emulator: Emulator, open_queue: OpenQueue
+) -> None:
+    """Answers are read through a 64 KiB buffer: a 1 MB one arrives whole, and the next call reuses the socket."""
+    bodies = [f"{n:02d}" + "QUJD" * 16_000 for n in range(16)]  # 16 bodies of 64,002 characters
+    for body in bodies:
+        any_emulator.send_body(QUEUE, body)
+    client = open_queue(any_emulator)
+
+    messages = client.receive(16, 0)
+    sock = client._http.conn.sock
+    assert client.delete([m.receipt_handle for m in messages]) == {}
+
+    assert sorted(m.body for m in messages) == bodies
+    assert client._http.conn.sock is sock
+    assert client.receive(16, 0) == []
+    client.close()
+    assert sock.fileno() == -1  # nothing kept the socket open after close()
+
+
 def test_long_poll_outlasts_a_shorter_request_timeout(emulator: Emulator, open_queue: OpenQueue) -> None:
     """The socket timeout of a receive covers its wait, so a 2 s poll with a 1 s request timeout ends empty."""
     assert open_queue(emulator, request_timeout_seconds=1).receive(1, 2) == []
