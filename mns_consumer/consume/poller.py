@@ -54,7 +54,7 @@ class PollerSettings:
     queue_name: str
     batch_size: int = 16
     wait_seconds: int = 30
-    in_flight_batches: int = 8
+    in_flight_batches: int = 4
     batch_linger_seconds: float = 0.0
     extend_visibility: bool = True
     visibility_timeout_seconds: float = 30.0

