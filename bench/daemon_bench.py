@@ -19,6 +19,10 @@ What is measured (each target printed with its ratio, then everything as one JSO
   runs from the first poll of the emulator's state showing a message received to the first showing
   the queue empty (polled every ``--poll-ms``; daemon start-up is outside it). (a) stops after the
   seeded messages or ``--demo-seconds``, whichever comes first.
+* The loopback drain again with the daemon pinned to one CPU (``--pin-cpu``, as systemd's
+  ``CPUAffinity=`` or ``docker run --cpuset-cpus`` would): its threads take turns at the GIL, and a
+  turn handed to a thread on the other CPU costs a wake-up there. Reported beside the unpinned rows,
+  never instead of them.
 * Enqueue-to-delete latency at half the daemon's measured peak, per sink, and at the fixed rates of
   ``--latency-rates`` (1,000 and 2,000 msg/s), for ``--trickle-seconds``: the emulator's steady
   producer (admin ``POST trickle``) generates the receipts first, then enqueues each on schedule
@@ -34,7 +38,7 @@ Every row reports the emulator's CPU time: at ~0.5 ms per request, an emulator n
 the limit rather than the consumer. The 1-minute load average before each row and an fsync probe
 show what else the machine was doing. Run with::
 
-    .venv/bin/python bench/daemon_bench.py [--messages 20000] [--latency-ms 20] [--repeat 3] [--quick]
+    .venv/bin/python bench/daemon_bench.py [--messages 20000] [--latency-ms 20] [--repeat 3] [--pin-cpu 0] [--quick]
 """
 
 from __future__ import annotations
@@ -213,6 +217,7 @@ class DaemonProcess:
         sinks: tuple[str, ...],
         *,
         debug: bool = False,
+        cpus: set[int] | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         config = emulator_config(emulator.described, folder)
@@ -232,6 +237,8 @@ class DaemonProcess:
             env=clean_env(),
             stderr=subprocess.PIPE,
             text=True,
+            # Every thread the daemon starts inherits the affinity (what systemd's CPUAffinity= does).
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,  # noqa: PLW1509
         )
         self.pid = self.process.pid
         self._wait_ready()
@@ -261,11 +268,18 @@ class DaemonProcess:
 
 
 def daemon_drain(
-    emulator: EmulatorProcess, *, folder: Path, sinks: tuple[str, ...], count: int, poll_seconds: float = 0.02
+    emulator: EmulatorProcess,
+    *,
+    folder: Path,
+    sinks: tuple[str, ...],
+    count: int,
+    poll_seconds: float = 0.02,
+    cpus: set[int] | None = None,
 ) -> dict[str, float]:
-    """Seed ``count`` receipts, start the daemon, and time it from first receive to empty queue."""
+    """Seed ``count`` receipts, start the daemon (on ``cpus`` only, if given), and time it from first
+    receive to empty queue."""
     emulator.seed(QUEUE_TYPE, count)
-    daemon = DaemonProcess(emulator, folder, (QUEUE_TYPE,), sinks)
+    daemon = DaemonProcess(emulator, folder, (QUEUE_TYPE,), sinks, cpus=cpus)
     try:
         row = watch_drain(emulator, [emulator.queues[QUEUE_TYPE]], count, daemon.pid, poll_seconds)
     finally:
@@ -546,14 +560,14 @@ def print_report(results: dict[str, Any], args: argparse.Namespace, wall_seconds
         " own processes, (a) and (b) one thread each in the bench process; a fresh emulator per row"
     )
     print(
-        f"{'network':<9} {'consumer':<18} {'messages':>8} {'msg/s':>7} {'CPU ms/msg':>10}"
+        f"{'network':<9} {'consumer':<20} {'messages':>8} {'msg/s':>7} {'CPU ms/msg':>10}"
         f" {'emu CPU s':>9} {'emu cores':>9} {'load':>5}"
     )
     for network, rows in through.items():
         for name, row in rows.items():
             load = results["load_average_1min"][f"{network} {name}"]
             print(
-                f"{network:<9} {name:<18} {int(row['messages']):>8} {row['messages_per_second']:>7.0f}"
+                f"{network:<9} {name:<20} {int(row['messages']):>8} {row['messages_per_second']:>7.0f}"
                 f" {row['consumer_cpu_seconds'] / row['messages'] * 1000:>10.3f} {row['emulator_cpu_seconds']:>9.2f}"
                 f" {row['emulator_cpu_seconds'] / row['seconds']:>9.2f} {load:>5.2f}"
             )
@@ -571,6 +585,9 @@ def print_report(results: dict[str, Any], args: argparse.Namespace, wall_seconds
             demo, bare = rows["(a) demo"]["messages_per_second"], rows["(b) bare SDK loop"]["messages_per_second"]
             line(f"{network}: daemon[{sink}] / (a) demo", daemon / demo, TARGETS["vs_demo"], "x", True)
             line(f"{network}: daemon[{sink}] / (b) bare SDK loop", daemon / bare, TARGETS["vs_bare"], "x", True)
+            if f"daemon[{sink}] 1 CPU" in rows:
+                pinned = rows[f"daemon[{sink}] 1 CPU"]["messages_per_second"]
+                line(f"{network}: daemon[{sink}] on 1 CPU / (a) demo", pinned / demo, TARGETS["vs_demo"], "x", True)
     for sink, row in results["latency"].items():
         label = f"p99 enqueue->delete, daemon[{sink}] at {row['rate_per_second']:.0f}/s"
         line(label, row["p99_ms"], TARGETS["p99_ms"], "ms", False)
@@ -626,6 +643,14 @@ def throughput_rows(
         *(
             (f"daemon[{sink}]", functools.partial(daemon_drain, sinks=names, poll_seconds=args.poll_ms / 1000))
             for sink, names in sinks.items()
+        ),
+        *(
+            (
+                f"daemon[{sink}] 1 CPU",
+                functools.partial(daemon_drain, sinks=names, poll_seconds=args.poll_ms / 1000, cpus={args.pin_cpu}),
+            )
+            for sink, names in sinks.items()
+            if args.pin_cpu >= 0 and not latency_seconds
         ),
         ("(a) demo", functools.partial(demo_consumer, max_seconds=args.demo_seconds)),
         ("(b) bare SDK loop", functools.partial(bare_loop, max_seconds=600.0)),
@@ -699,6 +724,12 @@ def main() -> None:
     )
     parser.add_argument("--poll-ms", type=float, default=20.0, help="emulator state polling interval, ms")
     parser.add_argument("--repeat", type=int, default=1, help="runs per throughput row; the median is reported")
+    parser.add_argument(
+        "--pin-cpu",
+        type=int,
+        default=0,
+        help="add loopback rows with the daemon pinned to this one CPU, as CPUAffinity= would (-1: none)",
+    )
     parser.add_argument("--quick", action="store_true", help="a fifth of every size (smoke run)")
     args = parser.parse_args()
     if args.quick:

@@ -89,8 +89,8 @@ class Poller:
         self.last_progress = time.monotonic()
         """When the receive loop last completed an iteration (for the systemd watchdog)."""
         self._slots = threading.BoundedSemaphore(settings.in_flight_batches)
-        self._to_dispatch: queue_module.Queue[Batch | None] = queue_module.Queue()
-        self._to_delete: queue_module.Queue[Batch | None] = queue_module.Queue()
+        self._to_dispatch: queue_module.SimpleQueue[Batch | None] = queue_module.SimpleQueue()
+        self._to_delete: queue_module.SimpleQueue[Batch | None] = queue_module.SimpleQueue()
         self._in_flight: dict[int, Batch] = {}
         self._in_flight_lock = threading.Lock()
         self._receiver_client: MnsQueue | None = None
