@@ -327,9 +327,7 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         """
         if value is None:
             return None
-        if value.utcoffset() is None:
-            raise ValueError("naive datetime: the database sink stores only timezone-aware times")
-        utc = value.astimezone(UTC)
+        utc = _as_utc(value)
         return utc if dialect.name == "postgresql" else utc.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -350,9 +348,13 @@ def sqlite_utc_text(value: datetime | None) -> str | None:
     """
     if value is None:
         return None
+    return _as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _as_utc(value: datetime) -> datetime:
     if value.utcoffset() is None:
         raise ValueError("naive datetime: the database sink stores only timezone-aware times")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.astimezone(UTC)
 
 
 class utc_now(FunctionElement[datetime]):  # noqa: N801  (SQL functions are lower case, like sa.func.now)
