@@ -351,7 +351,7 @@ def _strict_base64_json(raw: bytes) -> tuple[dict[str, Any], bool] | None:
     try:
         decoded = binascii.a2b_base64(raw, strict_mode=True)
         text = decoded.decode("utf-8")
-        obj = _JSON_DECODER.decode(text[1:] if text[:1] == "\ufeff" else text)
+        obj = _FINITE_JSON_DECODER.decode(text[1:] if text[:1] == "\ufeff" else text)
     except (ValueError, RecursionError):  # binascii.Error and UnicodeDecodeError are ValueErrors
         return None
     if type(obj) is not dict:
@@ -381,16 +381,20 @@ def _reject_constant(name: str) -> Any:
 
 
 def _finite_float(text: str) -> float:
-    # json.loads reads 1e400 as inf, which no sink can write back as JSON.
+    # json.loads reads 1e400 as inf, which no sink can write back as JSON (see _FINITE_JSON_DECODER).
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"number {_short(text, 40)} is out of range")
     return value
 
 
-# One decoder for every call: json.loads with options builds a new one
-# each time, which costs a few microseconds per receipt (about as much as decoding a short body).
-_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+# Decoders built once: json.loads with options builds a new one each time, which costs a few
+# microseconds per receipt (about as much as decoding a short body). The fast path's also refuses
+# numbers beyond the float range, which json.loads reads as inf: such a body then takes the full
+# path, whose plain-data check words the refusal. Push payloads use the other one, so that such a
+# number costs only its own element.
+_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_FINITE_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _compact_json(value: Any) -> bytes | None:

@@ -363,8 +363,17 @@ def test_dedupe_key_hashes_exactly_the_documented_json_whatever_the_text(values:
 def test_a_number_beyond_the_float_range_is_refused_not_read_as_infinity(number: str, as_base64: bool) -> None:
     """json.loads reads 1e400 as inf, which no sink could write back as JSON: the body is refused either way."""
     body = f'{{"biz_id":"1^0","phone_number":"139","success":true,"price":{number}}}'.encode()
-    with pytest.raises(DecodeError, match="out of range"):
+    with pytest.raises(DecodeError, match="body is not plain JSON data \\(Out of range float"):
         decode_mns_body("SmsReport", base64.b64encode(body) if as_base64 else body)
+
+
+def test_a_number_beyond_the_float_range_costs_a_push_only_its_own_element() -> None:
+    """The payload still parses; the element with 1e400 is refused and its neighbours are decoded."""
+    good = '{"biz_id":"1^0","phone_number":"139","success":true}'
+    bad = '{"biz_id":"2^0","phone_number":"138","success":true,"price":1e400}'
+    results = decode_push("SmsReport", f"[{good},{bad},{good.replace('139', '137')}]".encode())
+    assert [type(result) for result in results] == [Receipt, DecodeError, Receipt]
+    assert "Out of range float" in str(results[1])
 
 
 @pytest.mark.parametrize(
