@@ -639,18 +639,18 @@ def throughput_rows(
     """The four consumers on one network, each against a fresh emulator, ``args.repeat`` times each."""
     sinks = {"file": ("archive",), "sqlite": ("db",)}
     rows: dict[str, dict[str, Any]] = {}
+    # (row name suffix, CPUs the daemon may run on): unpinned, then pinned on loopback if asked for.
+    placements: list[tuple[str, set[int] | None]] = [("", None)]
+    if args.pin_cpu >= 0 and not latency_seconds:
+        placements.append((" 1 CPU", {args.pin_cpu}))
     runs: list[tuple[str, Callable[..., dict[str, float]]]] = [
         *(
-            (f"daemon[{sink}]", functools.partial(daemon_drain, sinks=names, poll_seconds=args.poll_ms / 1000))
-            for sink, names in sinks.items()
-        ),
-        *(
             (
-                f"daemon[{sink}] 1 CPU",
-                functools.partial(daemon_drain, sinks=names, poll_seconds=args.poll_ms / 1000, cpus={args.pin_cpu}),
+                f"daemon[{sink}]{suffix}",
+                functools.partial(daemon_drain, sinks=names, poll_seconds=args.poll_ms / 1000, cpus=cpus),
             )
+            for suffix, cpus in placements
             for sink, names in sinks.items()
-            if args.pin_cpu >= 0 and not latency_seconds
         ),
         ("(a) demo", functools.partial(demo_consumer, max_seconds=args.demo_seconds)),
         ("(b) bare SDK loop", functools.partial(bare_loop, max_seconds=600.0)),
