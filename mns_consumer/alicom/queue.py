@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import http.client
-import io
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 from mns.account import Account
 from mns.auth import CredentialsProvider
@@ -52,6 +50,7 @@ from mns.mns_request import (
 from mns.mns_tool import BatchDeleteMessageValidator
 from mns.mns_xml_handler import BatchDeleteMessageDecoder, ErrorDecoder
 
+from mns_consumer.alicom.http_answer import AnswerResponse
 from mns_consumer.alicom.message import ReceivedMessage
 from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
 from mns_consumer.errors import AlicomError, QueueAuthError, QueueNotFound, QueueUnavailable
@@ -101,22 +100,6 @@ _AUTH_MARKERS: Final = ("AccessKey", "SecurityToken", "Signature", "Authorizatio
 _GONE_CODES: Final = frozenset({"MessageNotExist", "ReceiptHandleError"})
 
 _T = TypeVar("_T")
-
-_ANSWER_BUFFER_BYTES: Final = 64 * 1024
-
-
-class _WholeAnswerResponse(http.client.HTTPResponse):
-    """An HTTP response read through a 64 KiB buffer instead of http.client's 8 KiB.
-
-    A BatchReceiveMessage answer of 16 receipts is about 10 KB, so the default buffer takes two reads
-    of the socket, each a system call that releases the GIL (with a socket timeout, two: poll and
-    recv), and getting it back costs a busy daemon more than the call itself.
-    """
-
-    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
-        super().__init__(sock, *args, **kwargs)
-        self.fp.close()  # only the file object the parent opened; the socket stays open
-        self.fp = cast("io.BufferedReader", sock.makefile("rb", buffering=_ANSWER_BUFFER_BYTES))
 
 
 class MessageGone(AlicomError):  # noqa: N818  (a state, named as one: see STYLE.md)
@@ -195,7 +178,7 @@ class MnsQueue:
             # The SDK builds its HTTPSConnection without a context argument; this is the attribute
             # http.client wraps the socket with at connect time.
             self._http.conn._context = context
-        self._http.conn.response_class = _WholeAnswerResponse
+        self._http.conn.response_class = AnswerResponse
         self._queue: Any = account.get_queue(queue_name)
         # Bodies stay as MNS sent them; decoding is the receipt decoders' job (reference 3.6, pitfall 1).
         self._queue.set_encoding(False)
