@@ -4,6 +4,9 @@ Run with ``make bench`` or::
 
     .venv/bin/python bench/sink_bench.py [--receipts 20000] [--only file,sqlite]
 
+``sqlite-ckpt1000`` is the SQLite sink with ``wal_autocheckpoint_pages: 1000`` (SQLite's own default)
+beside the sink's default of 10000, to show what the larger checkpoints buy.
+
 Targets (issue 3): file >= 20,000/s with an fsync per batch of 256, SQLite >= 10,000/s,
 PostgreSQL >= 5,000/s, webhook to a local receiver >= 2,000/s. Absolute figures drift on shared
 machines; each line also prints its ratio to the target.
@@ -31,7 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mns_consumer.sinks.base import Sink, parse_sink_config
 from tests.support.receipts import make_receipt
 
-TARGETS = {"file": 20000, "sqlite": 10000, "postgresql": 5000, "mariadb": 5000, "webhook": 2000, "s3": 0}
+TARGETS = {
+    "file": 20000,
+    "sqlite": 10000,
+    "sqlite-ckpt1000": 10000,
+    "postgresql": 5000,
+    "mariadb": 5000,
+    "webhook": 2000,
+    "s3": 0,
+}
 
 RECEIVER = r"""
 import sys
@@ -81,8 +92,10 @@ def sink_under_test(kind: str, folder: Path) -> Iterator[Sink | None]:
     config: dict[str, Any]
     if kind == "file":
         config = {"type": "file", "path": str(folder / "{message_type}.jsonl")}
-    elif kind == "sqlite":
+    elif kind in ("sqlite", "sqlite-ckpt1000"):
         config = {"type": "database", "url": f"sqlite:///{folder / 'receipts.db'}", "table": "bench_receipts"}
+        if kind == "sqlite-ckpt1000":
+            config["wal_autocheckpoint_pages"] = 1000
     elif kind == "postgresql":
         if not reachable(5432):
             yield None
@@ -134,17 +147,19 @@ def measure(sink: Sink, receipts: int, batch_size: int, offset: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--receipts", type=int, default=20000, help="receipts per measurement")
-    parser.add_argument("--only", default="file,sqlite,postgresql,mariadb,webhook", help="comma-separated sinks")
+    parser.add_argument(
+        "--only", default="file,sqlite,sqlite-ckpt1000,postgresql,mariadb,webhook", help="comma-separated sinks"
+    )
     args = parser.parse_args()
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         os.environ.pop(name, None)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(f"sink write throughput, receipts/s ({os.cpu_count()} cores, one process)")
-    print(f"{'sink':<11} {'batch 16':>10} {'batch 256':>10} {'target':>8} {'256/target':>11}")
+    print(f"{'sink':<16} {'batch 16':>10} {'batch 256':>10} {'target':>8} {'256/target':>11}")
     for kind in args.only.split(","):
         with tempfile.TemporaryDirectory() as folder, sink_under_test(kind, Path(folder)) as sink:
             if sink is None:
-                print(f"{kind:<11} {'skipped: server not reachable':>41}")
+                print(f"{kind:<16} {'skipped: server not reachable':>41}")
                 continue
             sink.open()
             try:
@@ -153,7 +168,7 @@ def main() -> None:
                 sink.close()
         target = TARGETS[kind]
         ratio = f"{rates[256] / target:.2f}x" if target else "-"
-        print(f"{kind:<11} {rates[16]:>10,.0f} {rates[256]:>10,.0f} {target:>8,} {ratio:>11}")
+        print(f"{kind:<16} {rates[16]:>10,.0f} {rates[256]:>10,.0f} {target:>8,} {ratio:>11}")
 
 
 if __name__ == "__main__":

@@ -248,6 +248,14 @@ class DatabaseSinkConfig(SinkConfig):
         description="SQLite only: how long a write waits for another process's lock before the sink reports "
         "itself unavailable, seconds. Default: 5.",
     )
+    wal_autocheckpoint_pages: int = Field(
+        default=10000,
+        ge=0,
+        description="SQLite only: pages the write-ahead log may hold before a commit copies them into the "
+        "database file (a checkpoint), pages of 4 KiB by default; 0 turns checkpoints off (never do that unless "
+        "another process runs them). Larger values write a page changed several times once and raise "
+        "throughput; the log file grows to about this size. SQLite's own default is 1000. Default: 10000.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -583,6 +591,12 @@ class DatabaseSink:
                     log.warning("sink.database.no_wal", sink=self.name, journal_mode=mode)
                 # FULL: with WAL, NORMAL may lose the last commits on power loss, which the contract forbids.
                 cursor.execute("PRAGMA synchronous=FULL")
+                # Receipts scatter over five B-trees (the unique key and four indexes), so a checkpoint of
+                # SQLite's default 1000 pages copies nearly every page it logged; over 10000 pages most of
+                # them were changed several times and are copied once: 35-60% more inserts per second in
+                # batches of 256, 5-10% in batches of 16 (bench/sink_bench.py, sqlite against
+                # sqlite-ckpt1000), for checkpoint pauses of about 25 ms instead of 15.
+                cursor.execute(f"PRAGMA wal_autocheckpoint={int(self.config.wal_autocheckpoint_pages)}")
             elif self._backend == "mysql":
                 # STRICT_ALL_TABLES turns silent truncation into errors; UTC makes CURRENT_TIMESTAMP UTC.
                 cursor.execute(

@@ -401,6 +401,31 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         env.close()
 
 
+@pytest.mark.parametrize("pages", [0, 40, 100000])
+def test_sqlite_checkpoints_its_log_after_the_configured_number_of_pages(tmp_path: Path, pages: int) -> None:
+    """wal_autocheckpoint_pages bounds the write-ahead log; 0 leaves every page in it."""
+    env = SqliteEnv(tmp_path)
+    sink = env.make_sink(wal_autocheckpoint_pages=pages)
+    sink.open()
+    try:
+        for start in range(0, 3000, 50):
+            sink.write([make_receipt(n) for n in range(start, start + 50)])
+        with closing(sqlite3.connect(env.path)) as connection:
+            page_bytes = connection.execute("PRAGMA page_size").fetchone()[0]
+        log_pages = Path(f"{env.path}-wal").stat().st_size / page_bytes
+        with sink._engine.connect() as connection:  # type: ignore[union-attr]  # the sink's own connection
+            assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == pages
+        assert set(env.stored_keys()) == {make_receipt(n).dedupe_key for n in range(3000)}
+    finally:
+        sink.close()
+        env.close()
+    # 3000 receipts log several thousand pages: checkpoints every 40 keep the log to a few batches' worth.
+    if pages == 40:
+        assert log_pages < 400
+    else:
+        assert log_pages > 2000
+
+
 def test_sqlite_driver_inserts_store_exactly_what_sqlalchemy_core_stores(tmp_path: Path) -> None:
     """The SQLite sink's executemany path writes the same values, of the same SQLite types, as Core."""
     plain = dataclasses.replace(make_receipt(90), sent_at=None, reported_at=None, sms_parts=None, extra={})
