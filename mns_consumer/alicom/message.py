@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["ReceivedMessage"]
 
 
-@dataclass(frozen=True)
-class ReceivedMessage:
+class ReceivedMessage(NamedTuple):
     """One message as BatchReceiveMessage handed it out.
+
+    A named tuple rather than a frozen dataclass: just as immutable, and built in a third of the time,
+    which a receive pays sixteen times.
 
     Attributes:
         message_id: MNS MessageId; differs between duplicates of one receipt, so never a dedupe key.

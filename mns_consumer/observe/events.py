@@ -37,6 +37,7 @@ class Events:
         self._types: dict[str, str] = {}
         self._last_receive: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def register_queue(self, queue: str, message_type: str) -> None:
         """Name a queue's MessageType once, so every event of the queue is labelled with it."""
@@ -50,12 +51,22 @@ class Events:
             last = self._last_receive.get(queue)
         return 0.0 if last is None else time.monotonic() - last
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: prometheus-client validates the labels on every call,
+        which cost a busy poller several microseconds per batch for each series it touches."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            # A race makes two lookups of the same child, which labels() returns for both.
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _labels(self, queue: str) -> tuple[str, str]:
         return queue, self._types.get(queue, "")
 
     def _fail(self, queue: str, stage: str, amount: int = 1) -> None:
         if self.metrics is not None:
-            self.metrics.failures.labels(*self._labels(queue), stage).inc(amount)
+            self._child(self.metrics.failures, *self._labels(queue), stage).inc(amount)
 
     def _count(self, name: str, queue: str, amount: int = 1) -> None:
         with self._lock:
@@ -82,8 +93,8 @@ class Events:
             self._last_receive[queue] = time.monotonic()
         if self.metrics is not None:
             labels = self._labels(queue)
-            self.metrics.receive_seconds.labels(*labels).observe(seconds)
-            self.metrics.oldest_message_age.labels(*labels).set(oldest_age_seconds or 0.0)
+            self._child(self.metrics.receive_seconds, *labels).observe(seconds)
+            self._child(self.metrics.oldest_message_age, *labels).set(oldest_age_seconds or 0.0)
 
     def batch_received(
         self, queue: str, message_type: str, batch_id: int, count: int, oldest_age_seconds: float
@@ -91,7 +102,7 @@ class Events:
         """A receive returned ``count`` messages."""
         self._count("received", queue, count)
         if self.metrics is not None:
-            self.metrics.received.labels(*self._labels(queue)).inc(count)
+            self._child(self.metrics.received, *self._labels(queue)).inc(count)
         log.debug(
             "batch.received",
             queue=queue,
@@ -148,8 +159,8 @@ class Events:
         self._count(f"accepted:{sink}", queue, accepted)
         if self.metrics is not None:
             labels = self._labels(queue)
-            self.metrics.accepted.labels(*labels, sink).inc(accepted)
-            self.metrics.sink_write_seconds.labels(*labels, sink).observe(seconds)
+            self._child(self.metrics.accepted, *labels, sink).inc(accepted)
+            self._child(self.metrics.sink_write_seconds, *labels, sink).observe(seconds)
         log.debug(
             "sink.written", queue=queue, sink=sink, accepted=accepted, rejected=rejected, seconds=round(seconds, 4)
         )
@@ -188,7 +199,7 @@ class Events:
         """Messages were stored in the dead-letter sink."""
         self._count("dead_lettered", queue, count)
         if self.metrics is not None:
-            self.metrics.dead_lettered.labels(*self._labels(queue)).inc(count)
+            self._child(self.metrics.dead_lettered, *self._labels(queue)).inc(count)
         log.info("receipts.dead_lettered", queue=queue, count=count)
 
     # -- deleting and visibility -----------------------------------------------------------------
@@ -198,8 +209,8 @@ class Events:
         self._count("deleted", queue, count)
         if self.metrics is not None:
             labels = self._labels(queue)
-            self.metrics.deleted.labels(*labels).inc(count)
-            histogram = self.metrics.receipt_delay_seconds.labels(*labels)
+            self._child(self.metrics.deleted, *labels).inc(count)
+            histogram = self._child(self.metrics.receipt_delay_seconds, *labels)
             for delay in delays_seconds:
                 histogram.observe(max(0.0, delay))
         log.debug("receipts.deleted", queue=queue, count=count, batch_id=batch_id)
@@ -214,7 +225,7 @@ class Events:
         """A slow batch's messages were kept invisible longer."""
         self._count("visibility_extended", queue, count)
         if self.metrics is not None:
-            self.metrics.visibility_extended.labels(*self._labels(queue)).inc(count)
+            self._child(self.metrics.visibility_extended, *self._labels(queue)).inc(count)
         log.info("visibility.extended", queue=queue, count=count, seconds=seconds)
 
     def visibility_not_allowed(self, queue: str, code: str) -> None:
@@ -233,15 +244,15 @@ class Events:
     def poller_started(self, queue: str, message_type: str) -> None:
         """A poller started (or restarted)."""
         if self.metrics is not None:
-            self.metrics.poller_up.labels(queue, message_type).set(1)
+            self._child(self.metrics.poller_up, queue, message_type).set(1)
         log.info("poller.started", queue=queue, message_type=message_type)
 
     def poller_crashed(self, queue: str, message_type: str, error: BaseException, restart_in_seconds: float) -> None:
         """A poller died of an unexpected error; it is restarted after a back-off."""
         self._count("poller_restarts", queue)
         if self.metrics is not None:
-            self.metrics.poller_up.labels(queue, message_type).set(0)
-            self.metrics.poller_restarts.labels(queue, message_type).inc()
+            self._child(self.metrics.poller_up, queue, message_type).set(0)
+            self._child(self.metrics.poller_restarts, queue, message_type).inc()
         log.error(
             "poller.crashed",
             queue=queue,
@@ -263,16 +274,16 @@ class Events:
         self._count("received", route, receipts)
         self._count("push_accepted", route)
         if self.metrics is not None:
-            self.metrics.received.labels(route, message_type).inc(receipts)
-            self.metrics.push_requests.labels(route, message_type).inc()
-            self.metrics.push_ack_seconds.labels(route, message_type).observe(seconds)
+            self._child(self.metrics.received, route, message_type).inc(receipts)
+            self._child(self.metrics.push_requests, route, message_type).inc()
+            self._child(self.metrics.push_ack_seconds, route, message_type).observe(seconds)
         push_log.debug("push.accepted", queue=route, message_type=message_type, receipts=receipts, seconds=seconds)
 
     def push_rejected(self, route: str, message_type: str, stage: str, status: int, reason: str) -> None:
         """A push was refused with a non-zero code (Alibaba retries it later unless the status is 200)."""
         self._count("push_rejected", route)
         if self.metrics is not None:
-            self.metrics.push_rejected.labels(route, message_type, stage).inc()
+            self._child(self.metrics.push_rejected, route, message_type, stage).inc()
         # An unknown path is usually a scanner; the others mean Alibaba's receipts are being refused.
         level = push_log.info if stage in ("route", "drain") else push_log.warning
         level("push.rejected", queue=route, message_type=message_type, stage=stage, status=status, reason=reason)
@@ -285,7 +296,7 @@ class Events:
         """Spooled pushes reached every sink (or the dead letters) and left the spool."""
         self._count("push_settled", route, receipts)
         if self.metrics is not None:
-            self.metrics.push_settled.labels(route, message_type).inc(receipts)
+            self._child(self.metrics.push_settled, route, message_type).inc(receipts)
         push_log.debug("push.settled", queue=route, message_type=message_type, entries=entries, receipts=receipts)
 
     def push_spool_opened(self, path: str, waiting: dict[str, int], orphaned: dict[str, int]) -> None:
@@ -312,13 +323,13 @@ class Events:
     def _backfill_fail(self, message_type: str, stage: str) -> None:
         self._count(f"backfill_{stage}_failed", BACKFILL_QUEUE)
         if self.metrics is not None:
-            self.metrics.failures.labels(BACKFILL_QUEUE, message_type, stage).inc()
+            self._child(self.metrics.failures, BACKFILL_QUEUE, message_type, stage).inc()
 
     def backfill_page(self, message_type: str, where: str, page: int, records: int, total_count: int) -> None:
         """QuerySendDetails answered one page of a send's records."""
         self._count("backfill_queries", BACKFILL_QUEUE)
         if self.metrics is not None:
-            self.metrics.backfill_queries.labels(BACKFILL_QUEUE, message_type).inc()
+            self._child(self.metrics.backfill_queries, BACKFILL_QUEUE, message_type).inc()
         backfill_log.debug("backfill.page", where=where, page=page, records=records, total_count=total_count)
 
     def backfill_query_retry(
@@ -344,16 +355,16 @@ class Events:
         """QuerySendDetails returned ``count`` records of one status for a send."""
         self._count(f"backfill_found:{status}", BACKFILL_QUEUE, count)
         if self.metrics is not None:
-            self.metrics.backfill_found.labels(BACKFILL_QUEUE, message_type, status).inc(count)
+            self._child(self.metrics.backfill_found, BACKFILL_QUEUE, message_type, status).inc(count)
 
     def backfill_stored(self, message_type: str, sink: str, statuses: Counter[str], seconds: float) -> None:
         """A sink durably accepted backfilled receipts (already present ones included), by status."""
         for status, count in statuses.items():
             self._count(f"backfill_stored:{sink}", BACKFILL_QUEUE, count)
             if self.metrics is not None:
-                self.metrics.backfill_stored.labels(BACKFILL_QUEUE, message_type, sink, status).inc(count)
+                self._child(self.metrics.backfill_stored, BACKFILL_QUEUE, message_type, sink, status).inc(count)
         if self.metrics is not None:
-            self.metrics.sink_write_seconds.labels(BACKFILL_QUEUE, message_type, sink).observe(seconds)
+            self._child(self.metrics.sink_write_seconds, BACKFILL_QUEUE, message_type, sink).observe(seconds)
         backfill_log.debug("backfill.stored", sink=sink, receipts=sum(statuses.values()), seconds=round(seconds, 4))
 
     def backfill_sink_retry(
@@ -386,16 +397,16 @@ class Events:
         """Backfilled receipts were stored in the dead-letter sink."""
         self._count("dead_lettered", BACKFILL_QUEUE, count)
         if self.metrics is not None:
-            self.metrics.dead_lettered.labels(BACKFILL_QUEUE, message_type).inc(count)
+            self._child(self.metrics.dead_lettered, BACKFILL_QUEUE, message_type).inc(count)
         backfill_log.info("backfill.dead_lettered", count=count)
 
     def backfill_finished(self, message_type: str, ok: bool, seconds: float, ended_at: float, **summary: Any) -> None:
         """A backfill run ended: the one summary line, and the last-run gauges."""
         if self.metrics is not None:
             labels = (BACKFILL_QUEUE, message_type)
-            self.metrics.backfill_last_run.labels(*labels).set(ended_at)
-            self.metrics.backfill_last_duration.labels(*labels).set(seconds)
-            self.metrics.backfill_last_success.labels(*labels).set(1 if ok else 0)
+            self._child(self.metrics.backfill_last_run, *labels).set(ended_at)
+            self._child(self.metrics.backfill_last_duration, *labels).set(seconds)
+            self._child(self.metrics.backfill_last_success, *labels).set(1 if ok else 0)
         level = backfill_log.info if ok else backfill_log.warning
         level("backfill.finished", ok=ok, seconds=round(seconds, 3), **summary)
 
