@@ -593,9 +593,9 @@ class DatabaseSink:
                 cursor.execute("PRAGMA synchronous=FULL")
                 # Receipts scatter over five B-trees (the unique key and four indexes), so a checkpoint of
                 # SQLite's default 1000 pages copies nearly every page it logged; over 10000 pages most of
-                # them were changed several times and are copied once: 35-60% more inserts per second in
-                # batches of 256, 5-10% in batches of 16 (bench/sink_bench.py, sqlite against
-                # sqlite-ckpt1000), for checkpoint pauses of about 25 ms instead of 15.
+                # them were changed several times and are copied once: 10-60% more inserts per second in
+                # batches of 256 and 3-12% in batches of 16 over one day's runs of bench/sink_bench.py
+                # (sqlite against sqlite-ckpt1000), for checkpoint pauses of about 25 ms instead of 15.
                 cursor.execute(f"PRAGMA wal_autocheckpoint={int(self.config.wal_autocheckpoint_pages)}")
             elif self._backend == "mysql":
                 # STRICT_ALL_TABLES turns silent truncation into errors; UTC makes CURRENT_TIMESTAMP UTC.
