@@ -371,7 +371,8 @@ class DemoSqliteStore:
 
         path = folder / "demo-receipts.db"
         engine = sa.create_engine(f"sqlite:///{path}")
-        receipts_table(sa.MetaData(), backend="sqlite").create(engine)
+        table = receipts_table(sa.MetaData(), backend="sqlite")
+        table.create(engine)
         engine.dispose()
         pages = DatabaseSinkConfig.model_fields["wal_autocheckpoint_pages"].default
         self._db = sqlite3.connect(path, isolation_level=None)
@@ -379,7 +380,7 @@ class DemoSqliteStore:
             self._db.execute(f"PRAGMA {pragma}").fetchall()
         placeholders = ", ".join("?" * len(self.COLUMNS))
         self._sql = (
-            f"INSERT INTO sms_receipts ({', '.join(self.COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+            f"INSERT INTO {table.name} ({', '.join(self.COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
             " ON CONFLICT (dedupe_key) DO NOTHING"
         )
         self._queue = queue

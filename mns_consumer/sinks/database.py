@@ -594,7 +594,7 @@ class DatabaseSink:
                 # Receipts scatter over five B-trees (the unique key and four indexes), so a checkpoint of
                 # SQLite's default 1000 pages copies nearly every page it logged; over 10000 pages most of
                 # them were changed several times and are copied once: 10-60% more inserts per second in
-                # batches of 256 and 3-12% in batches of 16 over one day's runs of bench/sink_bench.py
+                # batches of 256 and 2-12% in batches of 16 over one day's runs of bench/sink_bench.py
                 # (sqlite against sqlite-ckpt1000), for checkpoint pauses of about 25 ms instead of 15.
                 cursor.execute(f"PRAGMA wal_autocheckpoint={int(self.config.wal_autocheckpoint_pages)}")
             elif self._backend == "mysql":
