@@ -829,8 +829,8 @@ def _as_code(value: Any) -> int | None:
     return None
 
 
-# Receipts of one burst share their seconds, so most times were parsed a moment ago: a hit costs 0.15 µs,
-# a parse 1.4 (on the machine of the benchmarks). Datetimes are immutable, so receipts may share them.
+# Receipts of one burst share their seconds, so most times were parsed a moment ago: a hit costs 0.2 µs,
+# a parse 1.4 (on the slower of the benchmark machines). Datetimes are immutable, so receipts may share them.
 @lru_cache(maxsize=256)
 def _parse_time(value: str) -> datetime | None:
     """A receipt time as an aware datetime, or None when it is in none of the known formats."""

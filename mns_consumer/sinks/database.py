@@ -346,15 +346,15 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
 
 
 # Equal datetimes are the same instant, whatever their offsets, and so have the same text; a burst of
-# receipts shares a few seconds, and a hit costs 0.15 µs against 5 for the conversion.
+# receipts shares a few seconds, and a hit costs 0.2 µs against 5 for the conversion.
 @lru_cache(maxsize=256)
 def sqlite_utc_text(value: datetime | None) -> str | None:
     """What :class:`UtcDateTime` and then SQLAlchemy's SQLite ``DATETIME`` make of a time, in one step.
 
     SQLite stores times as text, ``YYYY-MM-DD HH:MM:SS.ffffff``. The aware UTC time's own ``isoformat``
     is cut and padded to that, because ``replace(tzinfo=None)`` and a ``timespec`` argument, both parsed
-    as keywords, cost more than the formatting: 2.4 µs a time instead of 6.5 (9 through the type
-    decorator and the dialect) on the machine of the benchmarks.
+    as keywords, cost more than the formatting: 5.0 µs a time instead of 6.5 on the slower of the
+    benchmark machines.
 
     Raises:
         ValueError: If ``value`` is naive.
