@@ -24,10 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon_bench import QUEUE_TYPE, EmulatorProcess, daemon_drain
+from daemon_bench import QUEUE_TYPE, SINKS, EmulatorProcess, daemon_drain
 
 ROOT = Path(__file__).resolve().parents[1]
-SINKS = {"file": ("archive",), "sqlite": ("db",)}
 
 
 def export_revision(revision: str, folder: Path) -> Path:

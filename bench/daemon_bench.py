@@ -100,6 +100,8 @@ TARGETS = {
     "idle_cpu_percent": 1.0,
 }
 BEIJING = timezone(timedelta(hours=8))
+SINKS: dict[str, tuple[str, ...]] = {"file": ("archive",), "sqlite": ("db",)}
+"""Daemon rows by sink: the names of the ``--print-config`` sinks each one keeps."""
 DRAIN_POLL_SECONDS = 0.25
 """How often a drain under way is polled (its end is read from the deletion log, not the poll)."""
 
@@ -250,6 +252,8 @@ class DaemonProcess:
             config["http"] = {"listen": f"127.0.0.1:{free_port()}"}
         config_path = folder / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.launched = time.time()
+        """Wall time just before the daemon was started: no receive can come earlier."""
         self.process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
             [sys.executable, "-m", "mns_consumer", "run", "--config", str(config_path)],
             env=clean_env(),
@@ -299,14 +303,14 @@ def daemon_drain(
     emulator.seed(QUEUE_TYPE, count)
     daemon = DaemonProcess(emulator, folder, (QUEUE_TYPE,), sinks, cpus=cpus)
     try:
-        row = watch_drain(emulator, [emulator.queues[QUEUE_TYPE]], count, daemon.pid, poll_seconds)
+        row = watch_drain(emulator, [emulator.queues[QUEUE_TYPE]], count, daemon, poll_seconds)
     finally:
         daemon.stop()
     return row
 
 
 def watch_drain(
-    emulator: EmulatorProcess, queue_names: list[str], count: int, daemon_pid: int, poll_seconds: float
+    emulator: EmulatorProcess, queue_names: list[str], count: int, daemon: DaemonProcess, poll_seconds: float
 ) -> dict[str, float]:
     """Time a drain from its first receive to its last delete, watching it through the emulator.
 
@@ -314,8 +318,10 @@ def watch_drain(
     which rows (a) and (b), timed in-process, never pay. So the state is polled every ``poll_seconds``
     only until the first receive, then every ``DRAIN_POLL_SECONDS``; the end is the last delete in the
     emulator's deletion log, on its clock, which is this host's, so the slower polling costs no precision.
-    The start is the last poll that still saw every message waiting: never later than the first receive.
+    The start is the last poll that still saw every message waiting, or the daemon's launch if none
+    did: never later than the first receive.
     """
+    last_idle = daemon.launched
     while True:
         asked = time.time()
         visible, inflight = emulator.remaining(queue_names)
@@ -323,11 +329,11 @@ def watch_drain(
             break
         last_idle = asked
         time.sleep(poll_seconds)
-    cpu_daemon, cpu_emulator = cpu_seconds(daemon_pid), emulator.cpu()
+    cpu_daemon_began, cpu_emulator_began = daemon.cpu(), emulator.cpu()
     while visible or inflight:
         time.sleep(DRAIN_POLL_SECONDS)
         visible, inflight = emulator.remaining(queue_names)
-    cpu_daemon, cpu_emulator = cpu_seconds(daemon_pid) - cpu_daemon, emulator.cpu() - cpu_emulator
+    cpu_daemon, cpu_emulator = daemon.cpu() - cpu_daemon_began, emulator.cpu() - cpu_emulator_began
     last_delete_ms = max(deleted for name in queue_names for _, deleted in emulator.deletions(name))
     seconds = last_delete_ms / 1000 - last_idle
     return {
@@ -536,8 +542,7 @@ def trickle_latency(
             time.sleep(0.05)
     finally:
         daemon.stop()
-    deletions = emulator.admin.get("deletions", params={"queue": queue_name}).json()["deletions"]
-    per_message = sorted((deleted - enqueued) / 1000 for enqueued, deleted in deletions)
+    per_message = sorted((deleted - enqueued) / 1000 for enqueued, deleted in emulator.deletions(queue_name))
     row = {
         "rate_per_second": rate_per_second,
         "achieved_per_second": len(per_message) / wall,
@@ -634,7 +639,7 @@ def eight_queues(
     idle: dict[str, float] = {}
     try:
         names = [emulator.queues[t] for t in EIGHT_TYPES]
-        drained = watch_drain(emulator, names, per_queue * len(EIGHT_TYPES), daemon.pid, poll_seconds)
+        drained = watch_drain(emulator, names, per_queue * len(EIGHT_TYPES), daemon, poll_seconds)
         memory = memory_mb(daemon.pid)
         threads = len(os.listdir(f"/proc/{daemon.pid}/task"))
         if idle_seconds:
@@ -754,7 +759,6 @@ def throughput_rows(
     network: str, count: int, latency_seconds: float, folder: Path, args: argparse.Namespace, loads: dict[str, float]
 ) -> dict[str, dict[str, Any]]:
     """The consumers on one network, each against a fresh emulator, ``args.repeat`` times each."""
-    sinks = {"file": ("archive",), "sqlite": ("db",)}
     rows: dict[str, dict[str, Any]] = {}
     # (row name suffix, CPUs the daemon may run on): unpinned, then pinned on loopback if asked for.
     placements: list[tuple[str, set[int] | None]] = [("", None)]
@@ -767,11 +771,11 @@ def throughput_rows(
                 functools.partial(daemon_drain, sinks=names, poll_seconds=args.poll_ms / 1000, cpus=cpus),
             )
             for suffix, cpus in placements
-            for sink, names in sinks.items()
+            for sink, names in SINKS.items()
         ),
         *(
             (f"(a) demo[{sink}]", functools.partial(demo_consumer, max_seconds=args.demo_seconds, keep=sink))
-            for sink in sinks
+            for sink in SINKS
         ),
         ("(b) bare SDK loop", functools.partial(bare_loop, max_seconds=600.0)),
     ]
@@ -875,7 +879,6 @@ def main() -> None:
     results: dict[str, Any] = {"throughput": {}, "latency": {}}
     # Other processes on the machine skew every row; the 1-minute load average before each row says how much.
     loads: dict[str, float] = {}
-    sinks = {"file": ("archive",), "sqlite": ("db",)}
     # A fresh emulator per row: a long poll the stopped daemon left waiting would otherwise take up
     # to 16 messages of the next row and hide them for the visibility timeout.
     with tempfile.TemporaryDirectory(prefix="daemon-bench-") as scratch:
@@ -887,7 +890,7 @@ def main() -> None:
             results["throughput"][network] = throughput_rows(network, count, latency, folder, args, loads)
         results["fsync_probe"] = fsync_probe(folder)
         peak = results["throughput"]["loopback"]
-        results["latency"], results["latency_at_rates"] = latency_rows(peak, sinks, folder, args, loads)
+        results["latency"], results["latency_at_rates"] = latency_rows(peak, SINKS, folder, args, loads)
         loads["eight queues"] = os.getloadavg()[0]
         with EmulatorProcess(EIGHT_TYPES) as emulator:
             results["eight_queues"] = eight_queues(emulator, folder / "eight", args.per_queue, args.idle_seconds, poll)
