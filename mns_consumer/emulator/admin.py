@@ -3,7 +3,8 @@
 Routes (all under ``/__emulator/``):
 
 ==========  =====================  =============================================================
-GET         ``state``              queues with message counts, live faults, clock offset, tokens
+GET         ``state``              queues with message counts and the time (ms) a receive first
+                                   handed out a message, live faults, clock offset, tokens
 POST        ``faults``             switch a fault on; body: :class:`FaultRule` fields as JSON
 DELETE      ``faults[?kind=K]``    switch every fault (or every fault of kind K) off
 POST        ``clock``              ``{"advance_seconds": N}`` moves the emulator clock forward
@@ -98,6 +99,7 @@ class AdminApi:
                 "inactive": counts.inactive,
                 "delayed": counts.delayed,
                 "waiting_polls": queue.waiting_polls(),
+                "first_received_ms": queue.first_received_ms(),
             }
         return {
             "queues": queues,

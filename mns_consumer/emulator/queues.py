@@ -228,6 +228,7 @@ class Queue:
         default_factory=lambda: {"active": 0, "inactive": 0, "delayed": 0}, repr=False
     )
     _deletions: _DeletionLog = field(default_factory=lambda: _DeletionLog(DELETION_LOG), repr=False)
+    _first_received_ms: int | None = field(default=None, repr=False)
     _sequence: Iterator[int] = field(default_factory=itertools.count, repr=False)
     _id_prefix: str = field(default_factory=lambda: secrets.token_hex(8).upper(), repr=False)
 
@@ -404,6 +405,15 @@ class Queue:
                 self._deletions.clear()
             return taken
 
+    def first_received_ms(self) -> int | None:
+        """When a receive first handed out a message of this queue (ms, emulator clock); None before.
+
+        A consumer's throughput is timed from here: it excludes the consumer's own start-up, as a
+        client timing itself from its first request would.
+        """
+        with self._lock:
+            return self._first_received_ms
+
     def waiting_polls(self) -> int:
         """How many long polls are waiting on this queue right now."""
         with self._lock:
@@ -503,6 +513,8 @@ class Queue:
             message.receipt_handle = self._new_handle(message, now)
             self._schedule(message, "inactive", now + self.attributes.visibility_timeout * 1000)
             taken.append(self._snapshot(message))
+        if taken and self._first_received_ms is None:
+            self._first_received_ms = now
         return taken
 
     def _promote(self) -> None:

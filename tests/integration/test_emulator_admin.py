@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+from mns.mns_exception import MNSServerException
 
 from mns_consumer.emulator import Emulator
 from tests.integration.mns_helpers import accounts_for
@@ -26,6 +27,7 @@ def test_state_lists_queues_with_counts(admin: httpx.Client, emulator: Emulator)
         "inactive": 0,
         "delayed": 0,
         "waiting_polls": 0,
+        "first_received_ms": None,
     }
     assert state["faults"] == []
 
@@ -103,3 +105,31 @@ def test_trickle_enqueues_pregenerated_receipts_at_a_steady_rate(admin: httpx.Cl
 def test_unknown_admin_route_is_404(admin: httpx.Client) -> None:
     """A route the admin endpoint does not serve is a 404, not a crash."""
     assert admin.get("nope").status_code == 404
+
+
+def test_state_gives_when_a_receive_first_handed_out_a_message(admin: httpx.Client, emulator: Emulator) -> None:
+    """first_received_ms: not set by an empty receive, set by the first one that hands out messages, then kept."""
+    name = "Alicom-Queue-i1-SmsReport"
+
+    def first_received() -> int | None:
+        value: int | None = admin.get("state").json()["queues"][name]["first_received_ms"]
+        return value
+
+    with accounts_for(emulator) as accounts:
+        account, _ = accounts.temporary("SmsReport")
+        queue = account.get_queue(name)
+        with pytest.raises(MNSServerException, match="MessageNotExist"):
+            queue.batch_receive_message(16, 0)
+        assert first_received() is None
+
+        emulator.produce("SmsReport", 4)
+        before = emulator.clock.now_ms()
+        queue.batch_receive_message(2, 0)
+        after = emulator.clock.now_ms()
+        first = first_received()
+        assert first is not None
+        assert before <= first <= after
+
+        time.sleep(0.01)
+        queue.batch_receive_message(2, 0)
+        assert first_received() == first
