@@ -190,16 +190,19 @@ class EmulatorProcess:
     def master_key(self) -> tuple[str, str]:
         return self.described["access_key_id"], self.described["access_key_secret"]
 
+    def queue_states(self, queue_names: list[str] | None = None) -> list[dict[str, Any]]:
+        """The admin ``state`` entries of the given queues (default: all)."""
+        queues = self.admin.get("state").json()["queues"]
+        return [queues[name] for name in (queue_names or list(queues))]
+
     def remaining(self, queue_names: list[str] | None = None) -> tuple[int, int]:
         """(visible, received but not deleted) messages over the given queues (default: all)."""
-        queues = self.admin.get("state").json()["queues"]
-        chosen = [queues[name] for name in (queue_names or list(queues))]
+        chosen = self.queue_states(queue_names)
         return sum(q["active"] + q["delayed"] for q in chosen), sum(q["inactive"] for q in chosen)
 
     def first_received_ms(self, queue_names: list[str]) -> int:
         """When a receive first handed out a message of any of these queues (ms, emulator clock)."""
-        queues = self.admin.get("state").json()["queues"]
-        times = [queues[name]["first_received_ms"] for name in queue_names]
+        times = [q["first_received_ms"] for q in self.queue_states(queue_names)]
         if None in times:
             raise RuntimeError(f"no message was ever received from some of {queue_names}")
         return int(min(times))
