@@ -58,11 +58,13 @@ class AlicomError(MnsConsumerError):
         code: Alibaba's error code (``MessageNotExist``, ``SignatureDoesNotMatch``, ...) or a local one
             such as ``NetworkError`` or ``Timeout``.
         request_id: Alibaba's request id, when the answer carried one.
+        detail: The message alone, without the code and request id that ``str()`` adds.
     """
 
     def __init__(self, code: str, message: str, *, request_id: str | None = None) -> None:
         self.code = code
         self.request_id = request_id
+        self.detail = message
         suffix = f" (request id {request_id})" if request_id else ""
         super().__init__(f"{code}: {message}{suffix}")
 

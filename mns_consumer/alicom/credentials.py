@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from alibabacloud_credentials.client import Client as CredentialClient
-
 from mns_consumer.config import CredentialsConfig
 from mns_consumer.errors import ConfigError
 
@@ -79,6 +77,10 @@ class DefaultCredentialChain:
 
     def tea_config_fields(self) -> dict[str, object]:
         """The ``credential=`` keyword argument of a Tea ``Config``: a new default-chain client."""
+        # Imported here: only the process that builds a Tea client needs the library (and its
+        # requests and cryptography), which the daemon leaves to its token child process.
+        from alibabacloud_credentials.client import Client as CredentialClient  # noqa: PLC0415
+
         return {"credential": CredentialClient()}
 
 

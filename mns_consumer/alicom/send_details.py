@@ -43,13 +43,12 @@ from Tea.exceptions import UnretryableException
 
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
+from mns_consumer.alicom.pop_text import BEIJING, safe_text
 from mns_consumer.alicom.tea import (
-    BEIJING,
     INVALID_RESPONSE,
     http_failure,
     refusal_of,
     request_id_of,
-    safe_text,
     tea_config,
     transport_failure,
 )

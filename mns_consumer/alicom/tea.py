@@ -10,10 +10,8 @@ signature and security token in its query string (reference 2.3, 6.3).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import timedelta, timezone
-from typing import Any, Final
+from typing import Any
 
 from alibabacloud_credentials.exceptions import CredentialException
 from alibabacloud_tea_openapi import models as open_api_models
@@ -22,13 +20,7 @@ from Tea.exceptions import UnretryableException
 
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
-
-BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
-"""The zone of the POP APIs' times without an offset (ExpireTime, SendDate) and of their calendar days."""
-
-_MAX_MESSAGE_CHARS = 300
-_QUERY_STRING = re.compile(r"\?[^\s'\")]*")
-_STRING_TO_SIGN = re.compile(r"string[ -]?to[ -]?sign", re.IGNORECASE)
+from mns_consumer.alicom.pop_text import safe_text
 
 
 def tea_config(
@@ -58,16 +50,6 @@ def tea_config(
         read_timeout=max(1, round(read_timeout_seconds * 1000)),
         **credentials.tea_config_fields(),
     )
-
-
-def safe_text(value: object) -> str:
-    """Text from an SDK or server message that is fit for an exception: short, no query, no string-to-sign."""
-    text = str(value)
-    match = _STRING_TO_SIGN.search(text)
-    if match:
-        text = text[: match.start()].rstrip() + " [string-to-sign removed]"
-    text = _QUERY_STRING.sub("?...", text)
-    return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 3] + "..."
 
 
 INVALID_RESPONSE = "InvalidResponse"

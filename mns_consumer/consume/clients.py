@@ -8,26 +8,45 @@ from typing import TYPE_CHECKING
 from mns_consumer.alicom.credentials import resolve_access_key
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.queue import MnsQueue
-from mns_consumer.alicom.tokens import DybaseTokenFetcher, TokenFetcher, TokenProvider
+from mns_consumer.alicom.token_process import ChildProcessTokenFetcher
+from mns_consumer.alicom.tokens import TokenFetcher, TokenProvider
 from mns_consumer.config import Config, QueueConfig
 from mns_consumer.errors import SendDetailsUnavailable
 
 if TYPE_CHECKING:
-    # Imported when called: the daemon never backfills, and Dysmsapi's SDK would cost it ~2 MiB.
+    # Imported when called: the daemon never backfills, and Dysmsapi's SDK would cost it ~2 MiB; the
+    # Tea SDK behind DybaseTokenFetcher is left to the token child process unless configured otherwise.
+    from mns_consumer.alicom.dybase import DybaseTokenFetcher
     from mns_consumer.alicom.send_details import SendDetailsClient
 
 
-def token_fetcher(config: Config, endpoints: Endpoints, environ: Mapping[str, str]) -> DybaseTokenFetcher:
+def token_fetcher(
+    config: Config, endpoints: Endpoints, environ: Mapping[str, str]
+) -> ChildProcessTokenFetcher | DybaseTokenFetcher:
     """QueryTokenForMnsQueue with the configured (or environment, or default-chain) AccessKey.
+
+    In a child process per refresh unless ``tokens.child_process`` is false.
 
     Raises:
         ConfigError: If the credentials or endpoints cannot be resolved.
     """
+    credentials = resolve_access_key(config.credentials, environ)
+    tokens = config.tokens
+    if tokens.child_process:
+        return ChildProcessTokenFetcher(
+            credentials,
+            endpoints,
+            connect_timeout_seconds=tokens.connect_timeout_seconds,
+            read_timeout_seconds=tokens.read_timeout_seconds,
+            start_timeout_seconds=tokens.child_start_timeout_seconds,
+        )
+    from mns_consumer.alicom.dybase import DybaseTokenFetcher  # noqa: PLC0415  (see TYPE_CHECKING above)
+
     return DybaseTokenFetcher(
-        resolve_access_key(config.credentials, environ),
+        credentials,
         endpoints,
-        connect_timeout_seconds=config.tokens.connect_timeout_seconds,
-        read_timeout_seconds=config.tokens.read_timeout_seconds,
+        connect_timeout_seconds=tokens.connect_timeout_seconds,
+        read_timeout_seconds=tokens.read_timeout_seconds,
     )
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from mns_consumer.emulator import Emulator
 from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.samples import ReceiptFactory, encode_body
@@ -106,8 +108,11 @@ def test_replay_delivers_what_now_decodes_and_keeps_what_still_fails(tmp_path: P
     assert len(list(read_dead_letters(dead))) == 3  # the original file is never edited
 
 
-def test_check_config_connect_reports_each_dependency(tmp_path: Path, make_emulator: Callable[..., Emulator]) -> None:
-    """--connect fetches a token, probes the queue without taking messages, opens the sinks, exits 0."""
+@pytest.mark.parametrize("child_process", [True, False], ids=["token-child-process", "token-in-process"])
+def test_check_config_connect_reports_each_dependency(
+    tmp_path: Path, make_emulator: Callable[..., Emulator], child_process: bool
+) -> None:
+    """--connect fetches tokens (either way), probes the queue without taking messages, opens the sinks."""
     emulator = make_emulator()
     emulator.produce("SmsReport", 2)
     config = tmp_path / "config.yaml"
@@ -117,6 +122,7 @@ def test_check_config_connect_reports_each_dependency(tmp_path: Path, make_emula
           access_key_id: {emulator.settings.access_key_id}
           access_key_secret: {emulator.settings.access_key_secret}
         endpoints: {{dybaseapi: "{emulator.endpoint}", mns: "{emulator.url}", protocol: http}}
+        tokens: {{child_process: {str(child_process).lower()}}}
         queues:
           - {{message_type: SmsReport, queue_name: Alicom-Queue-i1-SmsReport, sinks: [archive]}}
           - {{message_type: SmsUp, queue_name: Alicom-Queue-i1-Missing, sinks: [archive]}}
@@ -127,7 +133,7 @@ def test_check_config_connect_reports_each_dependency(tmp_path: Path, make_emula
     )
     result = run("check-config", "--connect", str(config))
     assert "[ok] queue Alicom-Queue-i1-SmsReport (SmsReport): 2 active, 0 inactive, 0 delayed" in result.stdout
-    assert "[FAILED] token for queue Alicom-Queue-i1-Missing (SmsUp)" in result.stdout
+    assert "[FAILED] token for queue Alicom-Queue-i1-Missing (SmsUp): InvalidQueueName.NotFound" in result.stdout
     assert "[ok] sink archive: opened" in result.stdout
     assert emulator.settings.access_key_secret not in result.stdout + result.stderr
     assert result.returncode == 1

@@ -140,7 +140,13 @@ def test_daemon_stores_every_receipt_of_four_queues_in_sqlite_and_files_exactly_
     daemon = daemons.start(daemon_config(emulator, sinks, tmp_path / "dead.jsonl"))
     wait_until(lambda: queue_total(emulator) == 0, "queues drained", diagnose=daemon.describe)
 
-    # Then SIGTERM exits 0, and both sinks hold every receipt once, exactly as decoded
+    # Then its tokens came from a child process: the daemon never mapped the Tea SDK's native parts
+    mapped = Path(f"/proc/{daemon.pid}/maps").read_text()
+    assert "/aiohttp/" not in mapped
+    assert "/cryptography/" not in mapped
+    assert len(daemon.events_named("token.refreshed")) == len(ALL_TYPES)
+
+    # And SIGTERM exits 0, and both sinks hold every receipt once, exactly as decoded
     assert daemon.stop() == 0
     assert table_rows(engine, "sms_receipts") == {key: row_of(receipt) for key, receipt in expected.items()}
     lines = file_lines((tmp_path / "archive").glob("*.jsonl"))

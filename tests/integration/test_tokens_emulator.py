@@ -12,8 +12,10 @@ from mns.mns_exception import MNSServerException
 from mns.queue import Queue
 
 from mns_consumer.alicom.credentials import AccessKey
+from mns_consumer.alicom.dybase import DybaseTokenFetcher
 from mns_consumer.alicom.endpoints import Endpoints
-from mns_consumer.alicom.tokens import DybaseTokenFetcher, TokenProvider
+from mns_consumer.alicom.token_process import ChildProcessTokenFetcher
+from mns_consumer.alicom.tokens import TokenProvider
 from mns_consumer.emulator import Emulator
 from mns_consumer.errors import TokenError
 
@@ -31,10 +33,26 @@ def endpoints_of(emulator: Emulator) -> Endpoints:
     )
 
 
-def fetcher_for(emulator: Emulator, *, secret: str | None = None, **timeouts: float) -> DybaseTokenFetcher:
+FETCHERS: dict[str, type[DybaseTokenFetcher | ChildProcessTokenFetcher]] = {
+    "in_process": DybaseTokenFetcher,
+    "child_process": ChildProcessTokenFetcher,
+}
+"""The two ways of calling the Tea client: each test of the API's answers runs with both."""
+
+Fetcher = type[DybaseTokenFetcher | ChildProcessTokenFetcher]
+
+
+@pytest.fixture(params=sorted(FETCHERS))
+def fetcher_class(request: pytest.FixtureRequest) -> Fetcher:
+    return FETCHERS[request.param]
+
+
+def fetcher_for(
+    emulator: Emulator, *, secret: str | None = None, cls: Fetcher = DybaseTokenFetcher, **timeouts: float
+) -> DybaseTokenFetcher | ChildProcessTokenFetcher:
     settings = emulator.settings
     key = AccessKey(settings.access_key_id, secret if secret is not None else settings.access_key_secret)
-    return DybaseTokenFetcher(key, endpoints_of(emulator), **timeouts)
+    return cls(key, endpoints_of(emulator), **timeouts)
 
 
 def provider_for(emulator: Emulator, **options: float) -> TokenProvider:
@@ -71,56 +89,67 @@ def test_a_fetched_token_receives_from_its_queue_through_the_sdk(emulator: Emula
     assert tokens.refresh_count == 1
 
 
-def test_expire_time_is_created_time_plus_the_ttl_in_utc(make_emulator: Callable[..., Emulator]) -> None:
+def test_expire_time_is_created_time_plus_the_ttl_in_utc(
+    make_emulator: Callable[..., Emulator], fetcher_class: Fetcher
+) -> None:
     """ExpireTime and CreateTime, sent in Beijing time, come back as UTC instants one TTL apart."""
     emulator = make_emulator(token_ttl_seconds=900)
-    token = fetcher_for(emulator).fetch("SmsReport", QUEUE)
+    token = fetcher_for(emulator, cls=fetcher_class).fetch("SmsReport", QUEUE)
     assert token.created_at is not None
     assert token.expires_at - token.created_at == timedelta(seconds=900)
     assert token.expires_at.utcoffset() == timedelta(0)
     assert abs((token.created_at - emulator.clock.now_datetime()).total_seconds()) < 5
 
 
-def test_a_wrong_secret_is_signature_does_not_match(emulator: Emulator) -> None:
+def test_a_wrong_secret_is_signature_does_not_match(emulator: Emulator, fetcher_class: Fetcher) -> None:
     """The emulator verifies the ACS3 signature; a wrong secret is SignatureDoesNotMatch with a request id."""
-    error = token_error(lambda: fetcher_for(emulator, secret="not-the-secret").fetch("SmsReport", QUEUE))
+    error = token_error(
+        lambda: fetcher_for(emulator, cls=fetcher_class, secret="not-the-secret").fetch("SmsReport", QUEUE)
+    )
     assert error.code == "SignatureDoesNotMatch"
     assert error.request_id
     assert "not-the-secret" not in str(error)
 
 
-def test_an_injected_503_is_a_token_error_with_its_code(emulator: Emulator) -> None:
+def test_an_injected_503_is_a_token_error_with_its_code(emulator: Emulator, fetcher_class: Fetcher) -> None:
     """A 5xx from Dybaseapi (ServerException in the SDK) keeps the service's code."""
     emulator.add_fault(kind="error", operation="QueryTokenForMnsQueue", status=503, code="ServiceUnavailable", times=1)
-    assert token_error(lambda: fetcher_for(emulator).fetch("SmsReport", QUEUE)).code == "ServiceUnavailable"
+    assert (
+        token_error(lambda: fetcher_for(emulator, cls=fetcher_class).fetch("SmsReport", QUEUE)).code
+        == "ServiceUnavailable"
+    )
 
 
-def test_http_200_with_code_other_than_ok_is_a_token_error_with_that_code(emulator: Emulator) -> None:
+def test_http_200_with_code_other_than_ok_is_a_token_error_with_that_code(
+    emulator: Emulator, fetcher_class: Fetcher
+) -> None:
     """A business failure answered with HTTP 200 is a failure, as in Alibaba's own helpers."""
     emulator.add_fault(kind="error", operation="QueryTokenForMnsQueue", status=200, code="isv.BUSINESS_LIMIT_CONTROL")
-    error = token_error(lambda: fetcher_for(emulator).fetch("SmsReport", QUEUE))
+    error = token_error(lambda: fetcher_for(emulator, cls=fetcher_class).fetch("SmsReport", QUEUE))
     assert error.code == "isv.BUSINESS_LIMIT_CONTROL"
 
 
-def test_an_answer_slower_than_the_read_timeout_is_a_network_error(emulator: Emulator) -> None:
+def test_an_answer_slower_than_the_read_timeout_is_a_network_error(emulator: Emulator, fetcher_class: Fetcher) -> None:
     """A latency fault beyond read_timeout_seconds fails the call on the client side."""
     emulator.add_fault(kind="latency", operation="QueryTokenForMnsQueue", seconds=2, times=1)
-    fetcher = fetcher_for(emulator, read_timeout_seconds=0.3)
+    fetcher = fetcher_for(emulator, cls=fetcher_class, read_timeout_seconds=0.3)
     error = token_error(lambda: fetcher.fetch("SmsReport", QUEUE))
     assert error.code == "NetworkError"
     assert "timed out" in str(error)
 
 
-def test_a_queue_name_that_is_not_the_types_queue_is_a_token_error(emulator: Emulator) -> None:
+def test_a_queue_name_that_is_not_the_types_queue_is_a_token_error(emulator: Emulator, fetcher_class: Fetcher) -> None:
     """QueueName is checked against the MessageType's queue (emulator's code; Alibaba's is unpublished)."""
-    error = token_error(lambda: fetcher_for(emulator).fetch("SmsReport", "Alicom-Queue-i1-SmsUp"))
+    error = token_error(lambda: fetcher_for(emulator, cls=fetcher_class).fetch("SmsReport", "Alicom-Queue-i1-SmsUp"))
     assert error.code == "InvalidQueueName.NotFound"
 
 
-def test_an_unreachable_dybaseapi_is_a_network_error(make_emulator: Callable[..., Emulator]) -> None:
+def test_an_unreachable_dybaseapi_is_a_network_error(
+    make_emulator: Callable[..., Emulator], fetcher_class: Fetcher
+) -> None:
     """Nothing listening on the port is a NetworkError naming the endpoint."""
     emulator = make_emulator()
-    fetcher = fetcher_for(emulator, connect_timeout_seconds=1)
+    fetcher = fetcher_for(emulator, cls=fetcher_class, connect_timeout_seconds=1)
     endpoint = emulator.endpoint
     emulator.stop()
     error = token_error(lambda: fetcher.fetch("SmsReport", QUEUE))
@@ -128,10 +157,10 @@ def test_an_unreachable_dybaseapi_is_a_network_error(make_emulator: Callable[...
     assert endpoint in str(error)
 
 
-def test_the_ca_file_is_trusted_over_tls(make_emulator: Callable[..., Emulator]) -> None:
+def test_the_ca_file_is_trusted_over_tls(make_emulator: Callable[..., Emulator], fetcher_class: Fetcher) -> None:
     """With the emulator's certificate as ca_file, the HTTPS token call verifies and succeeds."""
     emulator = make_emulator(tls=True)
-    token = fetcher_for(emulator).fetch("SmsReport", QUEUE)
+    token = fetcher_for(emulator, cls=fetcher_class).fetch("SmsReport", QUEUE)
     assert token.access_key_id.startswith("STS.")
 
 

@@ -19,11 +19,11 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from mns_consumer.alicom.credentials import AccessKey, DefaultCredentialChain, resolve_access_key
+from mns_consumer.alicom.dybase import _token_from
 from mns_consumer.alicom.tokens import (
     QueueCredentialsProvider,
     QueueToken,
     TokenProvider,
-    _token_from,
     parse_expire_time,
 )
 from mns_consumer.config import CredentialsConfig
