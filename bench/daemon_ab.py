@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon_bench import QUEUE_TYPE, SINKS, EmulatorProcess, daemon_drain
+from daemon_bench import QUEUE_TYPE, SINKS, EmulatorProcess, clean_env, daemon_drain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +42,20 @@ def export_revision(revision: str, folder: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(folder / "tree", filter="data")
     return folder / "tree"
+
+
+def imported_package(tree: Path, folder: Path) -> Path:
+    """Where a daemon started as ``drain`` starts it (PYTHONPATH=tree, cwd a data folder) imports the package from."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import mns_consumer; print(mns_consumer.__file__)"],
+        env={**clean_env(), "PYTHONPATH": str(tree)},
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(done.stdout.strip()).resolve().parent.parent
 
 
 def drain(tree: Path, sink: str, count: int, folder: Path) -> tuple[float, float]:
@@ -71,6 +85,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="daemon-ab-") as scratch:
         folder = Path(scratch)
         trees = {"baseline": export_revision(args.baseline, folder), "candidate": ROOT}
+        for name, tree in trees.items():
+            # Each side must run its own code: a check, since a daemon started in a source tree once
+            # imported that tree for both sides, and every ratio came out as 1.00 +- noise.
+            loaded = imported_package(tree, folder / f"check-{name}")
+            if loaded != tree.resolve():
+                raise SystemExit(f"the {name} daemon would import mns_consumer from {loaded}, not {tree}")
+            print(f"{name}: mns_consumer from {loaded}")
         results: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for round_number in range(args.rounds):
             order = list(trees) if round_number % 2 == 0 else list(reversed(trees))

@@ -268,6 +268,10 @@ class DaemonProcess:
         self.process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
             [sys.executable, "-m", "mns_consumer", "run", "--config", str(config_path)],
             env=clean_env(),
+            # Its own data folder, not the bench's: `python -m` puts the working directory first on
+            # sys.path, so started from a source tree the daemon would import that tree's package
+            # whatever PYTHONPATH says (bench/daemon_ab.py relies on PYTHONPATH choosing it).
+            cwd=folder,
             stderr=subprocess.PIPE,
             text=True,
             # Every thread the daemon starts inherits the affinity (what systemd's CPUAffinity= does).
