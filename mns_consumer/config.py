@@ -76,7 +76,7 @@ class QueueConfig(StrictModel):
     batch_size: int = Field(16, ge=1, le=16, description="Messages per BatchReceiveMessage (MNS limit 16).")
     wait_seconds: int = Field(30, ge=0, le=30, description="Long-poll wait per receive, s (MNS limit 30).")
     in_flight_batches: int = Field(
-        4,
+        8,
         ge=1,
         le=64,
         description="Batches received but not yet deleted; more lets a busy sink write more batches per commit, "

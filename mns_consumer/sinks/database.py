@@ -86,6 +86,7 @@ from sqlalchemy.sql.expression import FunctionElement
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
+from mns_consumer.sinks.sqlite_writer import SqliteWriterProcess, WriterFailed, plain_row
 
 log = structlog.get_logger(__name__)
 
@@ -255,6 +256,13 @@ class DatabaseSinkConfig(SinkConfig):
         "database file (a checkpoint), pages of 4 KiB by default; 0 turns checkpoints off (never do that unless "
         "another process runs them). Larger values write a page changed several times once and raise "
         "throughput; the log file grows to about this size. SQLite's own default is 1000. Default: 10000.",
+    )
+    writer_process: bool = Field(
+        default=True,
+        description="SQLite only: run the inserts in a child process (python -m mns_consumer.sinks.sqlite_writer, "
+        "13-17 MB resident), which commits each one before the sink accepts it, as in-process writes do; the "
+        "B-tree and log work then runs beside the daemon instead of taking its CPU. false writes from the daemon "
+        "itself. Default: true.",
     )
 
     @field_validator("url")
@@ -450,7 +458,7 @@ def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: st
 class _RefusedDataError(Exception):
     """The database refused a batch for its data (not for its availability)."""
 
-    def __init__(self, cause: sa.exc.DBAPIError) -> None:
+    def __init__(self, cause: sa.exc.DBAPIError | WriterFailed) -> None:
         self.cause = cause
         super().__init__(_describe(cause))
 
@@ -476,6 +484,7 @@ class DatabaseSink:
         self._driver_statement: (
             tuple[str, Callable[[dict[str, Any]], Any], list[tuple[int, Callable[[Any], Any]]]] | None
         ) = None
+        self._writer: SqliteWriterProcess | None = None
 
     def __repr__(self) -> str:
         return f"DatabaseSink(name={self.name!r}, url={self.config.display_url!r}, table={self.config.table!r})"
@@ -500,7 +509,20 @@ class DatabaseSink:
             engine.dispose()
             raise
         self._engine = engine
-        log.info("sink.database.opened", sink=self.name, url=self.config.display_url, table=self.config.table)
+        if self._backend == "sqlite" and self.config.writer_process and engine.url.database:
+            self._writer = SqliteWriterProcess(
+                engine.url.database,
+                self._sqlite_pragmas(),
+                # A lock held elsewhere may take busy_timeout_seconds; the rest is the commit's fsync.
+                reply_timeout_seconds=self.config.busy_timeout_seconds + _WRITER_MARGIN_SECONDS,
+            )
+        log.info(
+            "sink.database.opened",
+            sink=self.name,
+            url=self.config.display_url,
+            table=self.config.table,
+            writer_process=self._writer is not None,
+        )
 
     def write(self, batch: Sequence[Receipt]) -> SinkResult:
         """Insert a batch in one committed transaction; see the module docstring for the semantics.
@@ -531,7 +553,10 @@ class DatabaseSink:
         return SinkResult(accepted=accepted, rejected=rejected)
 
     def close(self) -> None:
-        """Close every pooled connection; the sink is not used afterwards."""
+        """Close every pooled connection (and end the SQLite writer process); the sink is not used afterwards."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
@@ -564,6 +589,22 @@ class DatabaseSink:
         sa.event.listen(engine, "connect", self._on_connect)
         return engine
 
+    def _sqlite_pragmas(self) -> list[str]:
+        """What every SQLite connection runs first, in the daemon and in the writer process alike."""
+        return [
+            "PRAGMA journal_mode=WAL",
+            # FULL: with WAL, NORMAL may lose the last commits on power loss, which the contract forbids.
+            "PRAGMA synchronous=FULL",
+            # Receipts scatter over five B-trees (the unique key and four indexes), so a checkpoint of
+            # SQLite's default 1000 pages copies nearly every page it logged; over 10000 pages most of
+            # them were changed several times and are copied once: 10-60% more inserts per second in
+            # batches of 256 and 2-12% in batches of 16 over one day's runs of bench/sink_bench.py
+            # (sqlite against sqlite-ckpt1000), for checkpoint pauses of about 25 ms instead of 15.
+            f"PRAGMA wal_autocheckpoint={int(self.config.wal_autocheckpoint_pages)}",
+            # The driver's timeout= in the daemon; the writer process sets it here.
+            f"PRAGMA busy_timeout={round(self.config.busy_timeout_seconds * 1000)}",
+        ]
+
     def _connect_args(self) -> dict[str, Any]:
         config = self.config
         if self._backend == "sqlite":
@@ -593,18 +634,13 @@ class DatabaseSink:
         cursor = dbapi_connection.cursor()
         try:
             if self._backend == "sqlite":
-                cursor.execute("PRAGMA journal_mode=WAL")
+                journal, *others = self._sqlite_pragmas()
+                cursor.execute(journal)
                 mode = cursor.fetchone()[0]
                 if str(mode).lower() != "wal":
                     log.warning("sink.database.no_wal", sink=self.name, journal_mode=mode)
-                # FULL: with WAL, NORMAL may lose the last commits on power loss, which the contract forbids.
-                cursor.execute("PRAGMA synchronous=FULL")
-                # Receipts scatter over five B-trees (the unique key and four indexes), so a checkpoint of
-                # SQLite's default 1000 pages copies nearly every page it logged; over 10000 pages most of
-                # them were changed several times and are copied once: 10-60% more inserts per second in
-                # batches of 256 and 2-12% in batches of 16 over one day's runs of bench/sink_bench.py
-                # (sqlite against sqlite-ckpt1000), for checkpoint pauses of about 25 ms instead of 15.
-                cursor.execute(f"PRAGMA wal_autocheckpoint={int(self.config.wal_autocheckpoint_pages)}")
+                for pragma in others:
+                    cursor.execute(pragma)
             elif self._backend == "mysql":
                 # STRICT_ALL_TABLES turns silent truncation into errors; UTC makes CURRENT_TIMESTAMP UTC.
                 cursor.execute(
@@ -674,6 +710,9 @@ class DatabaseSink:
         return [rows[key] for key in sorted(rows)], rejected
 
     def _insert(self, engine: Engine, rows: list[dict[str, Any]]) -> None:
+        if self._writer is not None:
+            self._insert_by_writer(engine, self._writer, rows)
+            return
         execute = self._driver_insert(engine) if self._backend == "sqlite" else self._core_insert()
         attempt = 0
         while True:
@@ -689,6 +728,15 @@ class DatabaseSink:
                     continue
                 raise
             return
+
+    def _insert_by_writer(self, engine: Engine, writer: SqliteWriterProcess, rows: list[dict[str, Any]]) -> None:
+        sql, params = self._driver_params(engine, rows)
+        try:
+            writer.execute(sql, [plain_row(values) for values in params])
+        except WriterFailed as exc:
+            if exc.refused:
+                raise _RefusedDataError(exc) from exc
+            raise SinkUnavailable(self.name, self._scrub(_describe(exc))) from exc
 
     def _insert_one_by_one(self, engine: Engine, rows: list[dict[str, Any]]) -> dict[str, str]:
         rejected: dict[str, str] = {}
@@ -725,18 +773,25 @@ class DatabaseSink:
                 elif (process := columns[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None:
                     processors.append((index, process))
             self._driver_statement = (str(compiled), operator.itemgetter(*order), processors)
-        sql, values_of, processors = self._driver_statement
 
         def execute(connection: sa.Connection, rows: list[dict[str, Any]]) -> object:
-            params = []
-            for row in rows:
-                values = list(values_of(row))
-                for index, process in processors:
-                    values[index] = process(values[index])
-                params.append(tuple(values))
-            return connection.exec_driver_sql(sql, params)
+            return connection.exec_driver_sql(*self._driver_params(engine, rows))
 
         return execute
+
+    def _driver_params(self, engine: Engine, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+        """The driver's SQL and each row's values in its parameter order, bind-processed (see above)."""
+        if self._driver_statement is None:
+            self._driver_insert(engine)
+        assert self._driver_statement is not None  # noqa: S101  (_driver_insert sets it)
+        sql, values_of, processors = self._driver_statement
+        params = []
+        for row in rows:
+            values = list(values_of(row))
+            for index, process in processors:
+                values[index] = process(values[index])
+            params.append(tuple(values))
+        return sql, params
 
     def _insert_statement(self) -> sa.Insert:
         table = self._table
@@ -795,6 +850,11 @@ def _mysql_errno(exc: sa.exc.DBAPIError) -> int | None:
     if type(exc.orig).__module__.startswith("pymysql") and args and isinstance(args[0], int):
         return args[0]
     return None
+
+
+_WRITER_MARGIN_SECONDS = 30.0
+"""What an insert through the SQLite writer process may take beyond the busy timeout: the commit's fsync
+and, for the first, the child's start."""
 
 
 def _describe(exc: BaseException) -> str:

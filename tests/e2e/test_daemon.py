@@ -471,6 +471,8 @@ def test_sigterm_while_a_slow_webhook_holds_a_batch_finishes_it_and_exits_0(
         emulator,
         {"hook": _webhook(webhook_receiver, max_batch=16)},
         tmp_path / "dead.jsonl",
+        # 4 batches of 2 s each fit the 15 s drain; 8, the default, would not
+        queue_settings={"in_flight_batches": 4},
         drain_timeout_seconds=15,
     )
     daemon = daemons.start(config)

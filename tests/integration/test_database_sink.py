@@ -7,7 +7,9 @@ exactly-once storage under concurrent writers, rejects, and that the password ne
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import signal
 import sqlite3
 import threading
 import time
@@ -426,18 +428,20 @@ def test_sqlite_checkpoints_its_log_after_the_configured_number_of_pages(tmp_pat
         assert log_pages > 2000
 
 
-def test_sqlite_driver_inserts_store_exactly_what_sqlalchemy_core_stores(tmp_path: Path) -> None:
-    """The SQLite sink's executemany path writes the same values, of the same SQLite types, as Core."""
+@pytest.mark.parametrize("writer_process", [True, False], ids=["writer-process", "in-process"])
+def test_sqlite_driver_inserts_store_exactly_what_sqlalchemy_core_stores(tmp_path: Path, writer_process: bool) -> None:
+    """The SQLite sink's executemany path, in its writer process or not, stores the same values and types as Core."""
     plain = dataclasses.replace(make_receipt(90), sent_at=None, reported_at=None, sms_parts=None, extra={})
     utc = dataclasses.replace(make_receipt(91), sent_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     receipts = [full_receipt(), plain, utc, *make_batch(20), full_receipt()]
     (tmp_path / "driver").mkdir()
     (tmp_path / "core").mkdir()
     driver_env, core_env = SqliteEnv(tmp_path / "driver"), SqliteEnv(tmp_path / "core")
-    driver, core = driver_env.make_sink(), core_env.make_sink()
+    driver, core = driver_env.make_sink(writer_process=writer_process), core_env.make_sink(writer_process=False)
     driver.open()
     core.open()
     try:
+        assert (driver._writer is not None) is writer_process
         assert driver.write(receipts).rejected == {}
         rows, rejected = core._rows(receipts)
         assert rejected == {}
@@ -538,3 +542,102 @@ def test_config_is_found_by_type_and_fills_in_the_default_drivers() -> None:
     mysql_url = DatabaseSinkConfig(url="mysql://mns@db/receipts?charset=latin1").engine_url()
     assert (mysql_url.drivername, mysql_url.query["charset"]) == ("mysql+pymysql", "utf8mb4")
     assert config.display_url == "postgresql://mns:***@db/receipts"
+
+
+# -- the SQLite writer process ---------------------------------------------------------------------
+
+
+def _writer_pid(sink: DatabaseSink) -> int:
+    assert sink._writer is not None
+    pid = sink._writer.pid
+    assert pid is not None
+    return pid
+
+
+def test_sqlite_inserts_run_in_a_child_process_that_ends_with_the_sink(tmp_path: Path) -> None:
+    """With the default writer_process, another process commits the rows, and close() ends it."""
+    env = SqliteEnv(tmp_path)
+    sink = env.make_sink()
+    sink.open()
+    try:
+        assert sink.write(make_batch(16)).rejected == {}
+        pid = _writer_pid(sink)
+        assert pid != os.getpid()
+        assert set(env.stored_keys()) == {receipt.dedupe_key for receipt in make_batch(16)}
+    finally:
+        sink.close()
+        env.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_writer_process_killed_between_writes_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
+    """SIGKILL of the writer costs nothing: the next write starts a new one."""
+    env = SqliteEnv(tmp_path)
+    sink = env.make_sink()
+    sink.open()
+    try:
+        sink.write(make_batch(16))
+        first = _writer_pid(sink)
+        assert sink._writer is not None
+        child = sink._writer._child
+        assert child is not None
+        os.kill(first, signal.SIGKILL)
+        assert child.wait(10) == -signal.SIGKILL
+        assert sink.write(make_batch(16, start=16)).rejected == {}
+        assert _writer_pid(sink) != first
+        assert sorted(env.stored_keys()) == sorted(receipt.dedupe_key for receipt in make_batch(32))
+    finally:
+        sink.close()
+        env.close()
+
+
+def test_a_writer_process_that_stops_answering_makes_the_sink_unavailable_until_replaced(tmp_path: Path) -> None:
+    """A frozen writer is killed at the reply deadline (busy timeout + margin); the retry stores the batch once."""
+    env = SqliteEnv(tmp_path)
+    sink = env.make_sink(busy_timeout_seconds=0)
+    sink.open()
+    try:
+        sink.write(make_batch(16))
+        assert sink._writer is not None
+        sink._writer.reply_timeout_seconds = 0.5
+        frozen = _writer_pid(sink)
+        os.kill(frozen, signal.SIGSTOP)
+        batch = make_batch(16, start=16)
+        with pytest.raises(SinkUnavailable, match="no answer in time"):
+            sink.write(batch)
+        _wait_for_exit(frozen)
+        assert sink.write(batch).rejected == {}
+        assert sorted(env.stored_keys()) == sorted(receipt.dedupe_key for receipt in make_batch(32))
+    finally:
+        sink.close()
+        env.close()
+
+
+def test_the_writer_process_ends_when_its_parent_goes_away(tmp_path: Path) -> None:
+    """End of input (the daemon died, even by SIGKILL) ends the child after its last commit."""
+    env = SqliteEnv(tmp_path)
+    sink = env.make_sink()
+    sink.open()
+    try:
+        sink.write(make_batch(4))
+        assert sink._writer is not None
+        child = sink._writer._child
+        assert child is not None
+        assert child.stdin is not None
+        child.stdin.close()  # what the kernel does to the pipe when the parent dies
+        assert child.wait(10) == 0
+    finally:
+        sink.close()
+        env.close()
+
+
+def _wait_for_exit(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"hang guard: process {pid} still exists")
