@@ -72,7 +72,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache, partial
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeAlias
 
 import sqlalchemy as sa
 import structlog
@@ -86,7 +86,7 @@ from sqlalchemy.sql.expression import FunctionElement
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
-from mns_consumer.sinks.sqlite_writer import SqliteWriterProcess, WriterFailed, plain_row
+from mns_consumer.sinks.sqlite_writer import SqliteWriterProcess, WriterFailed
 
 log = structlog.get_logger(__name__)
 
@@ -455,6 +455,11 @@ def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: st
     )
 
 
+_DriverStatement: TypeAlias = tuple[str, Callable[[dict[str, Any]], Any], list[tuple[int, Callable[[Any], Any]]]]
+"""The compiled SQLite insert: its SQL, what reads a row's values in parameter order, and the bind
+processing of the columns that have any (by position)."""
+
+
 class _RefusedDataError(Exception):
     """The database refused a batch for its data (not for its availability)."""
 
@@ -479,11 +484,7 @@ class DatabaseSink:
         self._engine: Engine | None = None
         self._backend = _backend_name(config.engine_url())
         self._table = receipts_table(sa.MetaData(), config.table, self._backend)
-        # The compiled SQL, what reads a row's values in its parameter order, and the bind processing
-        # of the columns that have any (by position).
-        self._driver_statement: (
-            tuple[str, Callable[[dict[str, Any]], Any], list[tuple[int, Callable[[Any], Any]]]] | None
-        ) = None
+        self._driver_statement: _DriverStatement | None = None
         self._writer: SqliteWriterProcess | None = None
 
     def __repr__(self) -> str:
@@ -732,7 +733,7 @@ class DatabaseSink:
     def _insert_by_writer(self, engine: Engine, writer: SqliteWriterProcess, rows: list[dict[str, Any]]) -> None:
         sql, params = self._driver_params(engine, rows)
         try:
-            writer.execute(sql, [plain_row(values) for values in params])
+            writer.execute(sql, params)
         except WriterFailed as exc:
             if exc.refused:
                 raise _RefusedDataError(exc) from exc
@@ -760,19 +761,6 @@ class DatabaseSink:
         per sink, and each value goes through exactly the processor its column type gives the dialect,
         so the stored values are the same (tested against the Core path).
         """
-        if self._driver_statement is None:
-            dialect = engine.dialect
-            compiled = self._insert_statement().compile(dialect=dialect, column_keys=list(WRITTEN_COLUMNS))
-            order = compiled.positiontup or []
-            columns = self._table.c
-            processors: list[tuple[int, Callable[[Any], Any]]] = []
-            for index, name in enumerate(order):
-                if isinstance(columns[name].type, UtcDateTime):
-                    # UtcDateTime's conversion and then SQLite's DATETIME text, in one step (tested equal).
-                    processors.append((index, sqlite_utc_text))
-                elif (process := columns[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None:
-                    processors.append((index, process))
-            self._driver_statement = (str(compiled), operator.itemgetter(*order), processors)
 
         def execute(connection: sa.Connection, rows: list[dict[str, Any]]) -> object:
             return connection.exec_driver_sql(*self._driver_params(engine, rows))
@@ -781,10 +769,7 @@ class DatabaseSink:
 
     def _driver_params(self, engine: Engine, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
         """The driver's SQL and each row's values in its parameter order, bind-processed (see above)."""
-        if self._driver_statement is None:
-            self._driver_insert(engine)
-        assert self._driver_statement is not None  # noqa: S101  (_driver_insert sets it)
-        sql, values_of, processors = self._driver_statement
+        sql, values_of, processors = self._driver_statement or self._compile_driver_statement(engine)
         params = []
         for row in rows:
             values = list(values_of(row))
@@ -792,6 +777,22 @@ class DatabaseSink:
                 values[index] = process(values[index])
             params.append(tuple(values))
         return sql, params
+
+    def _compile_driver_statement(self, engine: Engine) -> _DriverStatement:
+        """Compile the insert once: its SQL, what reads a row's values in order, and the bind processors."""
+        dialect = engine.dialect
+        compiled = self._insert_statement().compile(dialect=dialect, column_keys=list(WRITTEN_COLUMNS))
+        order = compiled.positiontup or []
+        columns = self._table.c
+        processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, name in enumerate(order):
+            if isinstance(columns[name].type, UtcDateTime):
+                # UtcDateTime's conversion and then SQLite's DATETIME text, in one step (tested equal).
+                processors.append((index, sqlite_utc_text))
+            elif (process := columns[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None:
+                processors.append((index, process))
+        self._driver_statement = (str(compiled), operator.itemgetter(*order), processors)
+        return self._driver_statement
 
     def _insert_statement(self) -> sa.Insert:
         table = self._table

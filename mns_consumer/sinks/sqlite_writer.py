@@ -96,23 +96,19 @@ class SqliteWriterProcess:
         self.command = command if command is not None else [sys.executable, "-m", CHILD_MODULE]
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
-        self.started = 0
-        """How many child processes were started (1 unless one failed)."""
 
-    @property
-    def pid(self) -> int | None:
-        """The running child's process id, if any."""
-        child = self._child
-        return child.pid if child is not None and child.poll() is None else None
-
-    def execute(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    def execute(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Insert ``rows`` with ``sql`` in one transaction and return once it is committed.
+
+        Args:
+            sql: The statement, with ``?`` placeholders.
+            rows: Each row's values, already bound (str and bytes subclasses are sent as their base type).
 
         Raises:
             WriterFailed: ``refused`` when SQLite refused the data; otherwise the writer or the database
                 is unavailable and nothing may be assumed stored.
         """
-        payload = marshal.dumps((sql, rows))
+        payload = marshal.dumps((sql, [plain_row(values) for values in rows]))
         with self._lock:
             deadline = time.monotonic() + self.reply_timeout_seconds
             try:
@@ -148,7 +144,6 @@ class SqliteWriterProcess:
             start_new_session=True,
         )
         self._child = child
-        self.started += 1
         setup = json.dumps(self.pragmas).encode()
         _pipes(child)[0].write(FRAME.pack(len(setup)) + setup)
         return child

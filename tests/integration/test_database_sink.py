@@ -11,10 +11,11 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -389,27 +390,31 @@ def test_open_raises_unavailable_while_the_database_is_unreachable(env: Database
         sink.close()
 
 
-def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
-    """The SQLite file is switched to write-ahead logging, so readers never block the writer."""
+@contextmanager
+def opened_sqlite_sink(tmp_path: Path, **overrides: Any) -> Iterator[tuple[SqliteEnv, DatabaseSink]]:
+    """A SQLite sink, opened on a file in ``tmp_path``, closed (with its env) afterwards."""
     env = SqliteEnv(tmp_path)
-    sink = env.make_sink()
+    sink = env.make_sink(**overrides)
     sink.open()
     try:
-        sink.write(make_batch(1))
-        with closing(sqlite3.connect(env.path)) as connection:
-            assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        yield env, sink
     finally:
         sink.close()
         env.close()
 
 
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    """The SQLite file is switched to write-ahead logging, so readers never block the writer."""
+    with opened_sqlite_sink(tmp_path) as (env, sink):
+        sink.write(make_batch(1))
+        with closing(sqlite3.connect(env.path)) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
 @pytest.mark.parametrize("pages", [0, 40, 100000])
 def test_sqlite_checkpoints_its_log_after_the_configured_number_of_pages(tmp_path: Path, pages: int) -> None:
     """wal_autocheckpoint_pages bounds the write-ahead log; 0 leaves every page in it."""
-    env = SqliteEnv(tmp_path)
-    sink = env.make_sink(wal_autocheckpoint_pages=pages)
-    sink.open()
-    try:
+    with opened_sqlite_sink(tmp_path, wal_autocheckpoint_pages=pages) as (env, sink):
         for start in range(0, 3000, 50):
             sink.write([make_receipt(n) for n in range(start, start + 50)])
         with closing(sqlite3.connect(env.path)) as connection:
@@ -418,9 +423,6 @@ def test_sqlite_checkpoints_its_log_after_the_configured_number_of_pages(tmp_pat
         with sink._engine.connect() as connection:  # type: ignore[union-attr]  # the sink's own connection
             assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == pages
         assert set(env.stored_keys()) == {make_receipt(n).dedupe_key for n in range(3000)}
-    finally:
-        sink.close()
-        env.close()
     # 3000 receipts log several thousand pages: checkpoints every 40 keep the log to a few batches' worth.
     if pages == 40:
         assert log_pages < 400
@@ -547,61 +549,47 @@ def test_config_is_found_by_type_and_fills_in_the_default_drivers() -> None:
 # -- the SQLite writer process ---------------------------------------------------------------------
 
 
-def _writer_pid(sink: DatabaseSink) -> int:
+def _writer_child(sink: DatabaseSink) -> subprocess.Popen[bytes]:
     assert sink._writer is not None
-    pid = sink._writer.pid
-    assert pid is not None
-    return pid
+    child = sink._writer._child
+    assert child is not None
+    return child
 
 
 def test_sqlite_inserts_run_in_a_child_process_that_ends_with_the_sink(tmp_path: Path) -> None:
     """With the default writer_process, another process commits the rows, and close() ends it."""
-    env = SqliteEnv(tmp_path)
-    sink = env.make_sink()
-    sink.open()
-    try:
+    with opened_sqlite_sink(tmp_path) as (env, sink):
         assert sink.write(make_batch(16)).rejected == {}
-        pid = _writer_pid(sink)
+        writer = _writer_child(sink)
+        assert writer.poll() is None
+        pid = writer.pid
         assert pid != os.getpid()
         assert set(env.stored_keys()) == {receipt.dedupe_key for receipt in make_batch(16)}
-    finally:
-        sink.close()
-        env.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 
 
 def test_a_writer_process_killed_between_writes_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     """SIGKILL of the writer costs nothing: the next write starts a new one."""
-    env = SqliteEnv(tmp_path)
-    sink = env.make_sink()
-    sink.open()
-    try:
+    with opened_sqlite_sink(tmp_path) as (env, sink):
         sink.write(make_batch(16))
-        first = _writer_pid(sink)
-        assert sink._writer is not None
-        child = sink._writer._child
-        assert child is not None
-        os.kill(first, signal.SIGKILL)
+        child = _writer_child(sink)
+        os.kill(child.pid, signal.SIGKILL)
         assert child.wait(10) == -signal.SIGKILL
         assert sink.write(make_batch(16, start=16)).rejected == {}
-        assert _writer_pid(sink) != first
+        replacement = _writer_child(sink)
+        assert replacement.pid != child.pid
+        assert replacement.poll() is None
         assert sorted(env.stored_keys()) == sorted(receipt.dedupe_key for receipt in make_batch(32))
-    finally:
-        sink.close()
-        env.close()
 
 
 def test_a_writer_process_that_stops_answering_makes_the_sink_unavailable_until_replaced(tmp_path: Path) -> None:
     """A frozen writer is killed at the reply deadline (busy timeout + margin); the retry stores the batch once."""
-    env = SqliteEnv(tmp_path)
-    sink = env.make_sink(busy_timeout_seconds=0)
-    sink.open()
-    try:
+    with opened_sqlite_sink(tmp_path, busy_timeout_seconds=0) as (env, sink):
         sink.write(make_batch(16))
         assert sink._writer is not None
         sink._writer.reply_timeout_seconds = 0.5
-        frozen = _writer_pid(sink)
+        frozen = _writer_child(sink).pid
         os.kill(frozen, signal.SIGSTOP)
         batch = make_batch(16, start=16)
         with pytest.raises(SinkUnavailable, match="no answer in time"):
@@ -609,27 +597,16 @@ def test_a_writer_process_that_stops_answering_makes_the_sink_unavailable_until_
         _wait_for_exit(frozen)
         assert sink.write(batch).rejected == {}
         assert sorted(env.stored_keys()) == sorted(receipt.dedupe_key for receipt in make_batch(32))
-    finally:
-        sink.close()
-        env.close()
 
 
 def test_the_writer_process_ends_when_its_parent_goes_away(tmp_path: Path) -> None:
     """End of input (the daemon died, even by SIGKILL) ends the child after its last commit."""
-    env = SqliteEnv(tmp_path)
-    sink = env.make_sink()
-    sink.open()
-    try:
+    with opened_sqlite_sink(tmp_path) as (_env, sink):
         sink.write(make_batch(4))
-        assert sink._writer is not None
-        child = sink._writer._child
-        assert child is not None
+        child = _writer_child(sink)
         assert child.stdin is not None
         child.stdin.close()  # what the kernel does to the pipe when the parent dies
         assert child.wait(10) == 0
-    finally:
-        sink.close()
-        env.close()
 
 
 def _wait_for_exit(pid: int) -> None:
