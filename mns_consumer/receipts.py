@@ -417,10 +417,72 @@ def _decode_object(
         raise DecodeError(message_type, "", f"body is a JSON {_json_type(obj)}, not an object", raw)
     if not plain:
         _check_plain(message_type, obj, raw)
+    if message_type in _MAINLAND_REPORT_TYPES and (
+        receipt := _plain_mainland_report(message_type, obj, raw, source, queue)
+    ):
+        return receipt
     fields = _Fields(message_type, obj, raw, source, queue)
-    if message_type in ("SmsReport", "DypnsSmsVerifyReport") and _is_international(obj):
+    if message_type in _MAINLAND_REPORT_TYPES and _is_international(obj):
         return _international_report(fields)
     return _DECODERS[message_type](fields)
+
+
+_MAINLAND_REPORT_TYPES: Final = frozenset({"SmsReport", "DypnsSmsVerifyReport"})
+_MAINLAND_REPORT_FIELDS: Final = frozenset(
+    {"biz_id", "phone_number", "success", "out_id", "err_code", "err_msg", "send_time", "report_time", "sms_size"}
+)
+
+
+def _plain_mainland_report(
+    message_type: str, obj: Mapping[str, Any], raw: bytes, source: Source, queue: str | None
+) -> Receipt | None:
+    """:func:`_mainland_report` for the body nearly every delivery report is; None for any other.
+
+    Nearly every receipt a busy queue holds is one: the documented fields, no others, each of its
+    documented JSON type. This builds its receipt directly, without :class:`_Fields`' bookkeeping,
+    which cost half of the decoding. Anything else (another spelling, a number where text belongs,
+    a field to keep in ``extra``, a value to refuse) returns None and takes the general path, which
+    words the refusal; a property test checks that the two agree on every body this one accepts.
+    """
+    if not obj.keys() <= _MAINLAND_REPORT_FIELDS:
+        return None
+    biz_id, phone_number, success = obj.get("biz_id"), obj.get("phone_number"), obj.get("success")
+    if type(biz_id) is not str or type(phone_number) is not str or type(success) is not bool:
+        return None
+    biz_id, phone_number = biz_id.strip(), phone_number.strip()
+    out_id, err_code, err_msg = obj.get("out_id"), obj.get("err_code"), obj.get("err_msg")
+    send_time, report_time, sms_size = obj.get("send_time"), obj.get("report_time"), obj.get("sms_size")
+    if not biz_id or not phone_number:
+        return None
+    if any(
+        value is not None and type(value) is not str for value in (out_id, err_code, err_msg, send_time, report_time)
+    ):
+        return None
+    sent_at = _parse_time(send_time) if send_time else None
+    reported_at = _parse_time(report_time) if report_time else None
+    counted = sms_size is not None and sms_size != ""
+    parts = _as_code(sms_size) if counted else None
+    if (send_time and sent_at is None) or (report_time and reported_at is None) or (parts is None and counted):
+        return None
+    status: Status = "delivered" if success else "failed"
+    return Receipt(
+        kind="delivery_report",
+        message_type=message_type,
+        source=source,
+        queue=queue,
+        raw=raw,
+        dedupe_key=_key(message_type, (biz_id, phone_number, status)),
+        extra={},
+        biz_id=biz_id,
+        phone_number=phone_number,
+        status=status,
+        out_id=out_id or None,
+        error_code=err_code or None,
+        error_message=err_msg or None,
+        sent_at=sent_at,
+        reported_at=reported_at,
+        sms_parts=parts,
+    )
 
 
 def _check_plain(message_type: str, obj: Mapping[str, Any], raw: bytes) -> None:

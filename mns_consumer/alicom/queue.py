@@ -32,6 +32,7 @@ import contextlib
 import functools
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -40,7 +41,7 @@ from typing import Any, Final, TypeVar
 from mns.account import Account
 from mns.auth import CredentialsProvider
 from mns.mns_exception import MNSClientNetworkException, MNSClientParameterException, MNSServerException
-from mns.mns_http import RequestInternal
+from mns.mns_http import RequestInternal, ResponseInternal
 from mns.mns_request import (
     BatchDeleteMessageRequest,
     BatchDeleteMessageResponse,
@@ -51,6 +52,7 @@ from mns.mns_tool import BatchDeleteMessageValidator
 from mns.mns_xml_handler import BatchDeleteMessageDecoder, ErrorDecoder
 
 from mns_consumer.alicom.http_answer import AnswerResponse
+from mns_consumer.alicom.http_exchange import Answer, ConnectionLostError, encode_request, exchange
 from mns_consumer.alicom.message import ReceivedMessage
 from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
 from mns_consumer.errors import AlicomError, QueueAuthError, QueueNotFound, QueueUnavailable
@@ -184,6 +186,11 @@ class MnsQueue:
         self._queue.set_encoding(False)
         self._lock = threading.Lock()
         self._abort_requested = False
+        # The socket and the timeouts it was last given, so an unchanged one costs no system call.
+        self._armed: tuple[socket.socket, bool, float] | None = None
+        # True from connecting until an answer came back on the connection: only a connection that
+        # already carried an answer may have gone stale while kept alive.
+        self._fresh_connection = True
 
     @property
     def queue_name(self) -> str:
@@ -215,9 +222,10 @@ class MnsQueue:
         if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
             raise ValueError(f"wait_seconds must be between 0 and {MAX_WAIT_SECONDS}, not {wait_seconds}")
         operation = "BatchReceiveMessage"
-        call = functools.partial(self._batch_receive, batch_size, wait_seconds)
+        timeout_seconds = wait_seconds + self._request_timeout_seconds
+        call = functools.partial(self._batch_receive, batch_size, wait_seconds, timeout_seconds)
         try:
-            answer = self._invoke(operation, wait_seconds + self._request_timeout_seconds, call)
+            answer = self._invoke(operation, timeout_seconds, call, kernel_timeouts=True)
         except MNSServerException as exc:
             if exc.type == "MessageNotExist":
                 return []
@@ -227,17 +235,18 @@ class MnsQueue:
         except DamagedAnswerError as exc:
             raise QueueUnavailable(RESP_DATA_DAMAGED, self._where(operation, f"the answer is damaged: {exc}")) from None
 
-    def _batch_receive(self, batch_size: int, wait_seconds: int) -> str:
-        """``Queue.batch_receive_message`` up to the parse: the SDK signs, sends and maps error answers.
+    def _batch_receive(self, batch_size: int, wait_seconds: int, timeout_seconds: float) -> bytes:
+        """``Queue.batch_receive_message`` up to the parse: the SDK builds, signs and maps error answers.
 
-        Only the parse of a successful answer is ours (:mod:`mns_consumer.alicom.mns_xml`, seven times
-        faster than the SDK's minidom). Returns the answer's XML text.
+        The transport (:mod:`mns_consumer.alicom.http_exchange`) and the parse of a successful answer
+        (:mod:`mns_consumer.alicom.mns_xml`, seven times faster than the SDK's minidom) are ours.
+        Returns the answer's XML document.
         """
         request = BatchReceiveMessageRequest(self._queue_name, batch_size, False, wait_seconds)
         internal = RequestInternal(
             request.method, f"/queues/{self._queue_name}/messages?numOfMessages={batch_size}&waitseconds={wait_seconds}"
         )
-        return str(self._exchange(request, internal, BatchReceiveMessageResponse()).data)
+        return self._exchange(request, internal, BatchReceiveMessageResponse(), timeout_seconds).body
 
     def delete(self, handles: Sequence[str]) -> dict[str, str]:
         """Delete messages by receipt handle, in BatchDeleteMessage calls of at most 16 handles.
@@ -263,7 +272,7 @@ class MnsQueue:
             chunk = list(handles[start : start + MAX_BATCH_SIZE])
             call = functools.partial(self._batch_delete, chunk)
             try:
-                self._invoke(operation, self._request_timeout_seconds, call)
+                self._invoke(operation, self._request_timeout_seconds, call, kernel_timeouts=True)
             except MNSServerException as exc:
                 # A partial failure lists only the refused handles, in sub_errors (reference 3.4).
                 if exc.sub_errors is None:
@@ -274,25 +283,63 @@ class MnsQueue:
     def _batch_delete(self, handles: list[str]) -> None:
         """``Queue.batch_delete_message`` with the request body written by us (the SDK builds it with minidom).
 
-        The SDK signs, sends, and maps error answers, a partial failure's ``sub_errors`` included.
+        The SDK signs and maps error answers, a partial failure's ``sub_errors`` included.
         """
         request = BatchDeleteMessageRequest(self._queue_name, handles)
         BatchDeleteMessageValidator.validate(request)
         internal = RequestInternal(request.method, f"/queues/{self._queue_name}/messages")
         internal.data = receipt_handles_xml(handles)
-        self._exchange(request, internal, BatchDeleteMessageResponse(), BatchDeleteMessageDecoder)
+        self._exchange(
+            request, internal, BatchDeleteMessageResponse(), self._request_timeout_seconds, BatchDeleteMessageDecoder
+        )
 
-    def _exchange(self, request: Any, internal: Any, response: Any, error_decoder: Any = ErrorDecoder) -> Any:
-        """The SDK's own steps of a call once its request is built: sign, send, and map an error answer.
+    def _exchange(
+        self, request: Any, internal: Any, response: Any, timeout_seconds: float, error_decoder: Any = ErrorDecoder
+    ) -> Answer:
+        """The SDK's steps of a call once its request is built (sign, map an error answer), our transport between.
 
         Raises:
             MNSServerException: For an error answer, decoded by ``error_decoder``, as the SDK's own
                 methods raise it.
+            MNSClientNetworkException: As the SDK's transport raises it, for a failed exchange.
         """
         self._client.build_header(request, internal)
-        answer = self._http.send_request(internal)
-        response.status, response.header = answer.status, answer.header
-        self._client.check_status(internal, answer, response, error_decoder)
+        answer = self._send(internal, timeout_seconds)
+        response.status, response.header = answer.status, answer.headers
+        # Only an error answer's body is read by check_status, as text (the SDK decodes every answer).
+        text = "" if 200 <= answer.status < 400 else _answer_text(answer, internal)
+        sdk_answer = ResponseInternal(answer.status, answer.headers, text)
+        self._client.check_status(internal, sdk_answer, response, error_decoder)
+        return answer
+
+    def _send(self, internal: Any, timeout_seconds: float) -> Answer:
+        """Send a signed request and read its answer, again once on a new connection if a kept-alive one went stale.
+
+        The SDK re-sends in that case too (on a status line that never came). A send is repeated only
+        when no byte of an answer arrived and the call was not aborted; a repeated receive at worst hides
+        messages for their visibility timeout, and a repeated delete finds the handles already used.
+        """
+        connection = self._http.conn
+        try:
+            request = encode_request(internal.method, internal.uri, internal.header, _request_body(internal.data))
+            while True:
+                reused = not self._fresh_connection
+                try:
+                    answer = exchange(connection.sock, request)
+                    break
+                except ConnectionLostError:
+                    connection.close()
+                    with self._lock:
+                        aborted = self._abort_requested
+                    if not reused or aborted:
+                        raise
+                    self._arm_connection(timeout_seconds, kernel_timeouts=True)
+        except (OSError, ValueError) as exc:
+            connection.close()
+            raise MNSClientNetworkException("NetWorkException", _describe(exc), internal.get_req_id()) from exc
+        self._fresh_connection = False
+        if not answer.keep_alive:
+            connection.close()
         return answer
 
     def change_visibility(self, handle: str, visibility_timeout_seconds: int) -> tuple[str, int]:
@@ -398,15 +445,18 @@ class MnsQueue:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _invoke(self, operation: str, timeout_seconds: float, call: Callable[[], _T]) -> _T:
-        """Run one SDK call with its socket timeout set, honouring abort and mapping client-side failures.
+    def _invoke(
+        self, operation: str, timeout_seconds: float, call: Callable[[], _T], *, kernel_timeouts: bool = False
+    ) -> _T:
+        """Run one call with its socket timeout set, honouring abort and mapping client-side failures.
 
-        Server errors (``MNSServerException``) pass through for the caller to map, since their meaning
-        depends on the operation.
+        ``kernel_timeouts`` is for calls that go through :meth:`_send` rather than the SDK's
+        ``http.client`` (see :meth:`_arm_connection`). Server errors (``MNSServerException``) pass
+        through for the caller to map, since their meaning depends on the operation.
         """
         self._start_call(operation)
         try:
-            self._arm_connection(timeout_seconds)
+            self._arm_connection(timeout_seconds, kernel_timeouts=kernel_timeouts)
             with self._lock:
                 # abort() may have landed while connecting, before there was a socket to shut down.
                 aborted = self._abort_requested
@@ -433,7 +483,7 @@ class MnsQueue:
             self._http.conn.close()
             raise QueueUnavailable(ABORTED, self._where(operation, "aborted before it started"))
 
-    def _arm_connection(self, timeout_seconds: float) -> None:
+    def _arm_connection(self, timeout_seconds: float, *, kernel_timeouts: bool) -> None:
         """Give this call's socket, existing or new, an explicit timeout (reference 3.7, pitfall 9).
 
         The SDK's plain-HTTP connection reads ``connection_timeout`` when it connects; its HTTPS
@@ -441,16 +491,32 @@ class MnsQueue:
         whichever class is in use picks its own up, and a connection the SDK reopens by itself (after a
         stale keep-alive) is bounded by the call's timeout. A new connection is opened here with the
         connect timeout, and the live socket then gets the call's timeout, so no call churns connections.
+
+        With ``kernel_timeouts``, a plain-HTTP socket is made blocking with ``SO_RCVTIMEO`` and
+        ``SO_SNDTIMEO`` instead: Python's own timeout polls before every send and read, two system calls
+        where one does, and each hands the GIL to another thread. Only :func:`exchange` reads such a
+        socket (it reports the kernel's EAGAIN as a timeout); TLS sockets keep Python's timeout.
         """
         connection = self._http.conn
         if connection.sock is None:
             connection.connection_timeout = connection.timeout = self._connect_timeout_seconds
             connection.connect()
+            self._fresh_connection = True
         connection.connection_timeout = connection.timeout = timeout_seconds
-        # settimeout is a system call that releases the GIL even when nothing changes; each connection
-        # mostly makes one kind of call, so its timeout rarely does.
-        if connection.sock.gettimeout() != timeout_seconds:
-            connection.sock.settimeout(timeout_seconds)
+        sock = connection.sock
+        kernel = kernel_timeouts and not self._http.is_https
+        # Each connection mostly makes one kind of call, so its timeouts rarely change: set only then.
+        if self._armed is not None and self._armed[0] is sock and self._armed[1:] == (kernel, timeout_seconds):
+            return
+        if kernel:
+            sock.settimeout(None)
+            whole = int(timeout_seconds)
+            interval = struct.pack("@ll", whole, int((timeout_seconds - whole) * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, interval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
+        else:
+            sock.settimeout(timeout_seconds)
+        self._armed = (sock, kernel, timeout_seconds)
 
     def _network_error(
         self, operation: str, sdk_type: str, cause: BaseException | None, timeout_seconds: float
@@ -482,6 +548,18 @@ class MnsQueue:
 
     def _where(self, operation: str, what: str) -> str:
         return f"{operation} on {self._queue_name}: {what}"
+
+
+def _request_body(data: str | bytes) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else data
+
+
+def _answer_text(answer: Answer, internal: Any) -> str:
+    """An error answer's body as the text the SDK's decoders read."""
+    try:
+        return answer.body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MNSClientNetworkException("NetWorkException", "the answer is not UTF-8", internal.get_req_id()) from exc
 
 
 def _optional_str(value: Any) -> str | None:

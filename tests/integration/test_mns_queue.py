@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from mns_consumer.alicom.queue import (
 )
 from mns_consumer.emulator import Emulator
 from mns_consumer.errors import QueueAuthError, QueueNotFound, QueueUnavailable
+from tests.support.tcp_proxy import TcpProxy
 
 QUEUE = "Alicom-Queue-i1-SmsReport"
 
@@ -31,11 +33,13 @@ def open_queue() -> Iterator[OpenQueue]:
     """A factory of MnsQueue clients (master key by default); every one it made is closed afterwards."""
     opened: list[MnsQueue] = []
 
-    def open_(emulator: Emulator, queue_name: str = QUEUE, credentials: Any = None, **kwargs: Any) -> MnsQueue:
+    def open_(
+        emulator: Emulator, queue_name: str = QUEUE, credentials: Any = None, endpoint_url: str = "", **kwargs: Any
+    ) -> MnsQueue:
         if credentials is None:
             settings = emulator.settings
             credentials = StaticCredentialsProvider(settings.access_key_id, settings.access_key_secret, "")
-        client = MnsQueue(emulator.url, queue_name, credentials, **kwargs)
+        client = MnsQueue(endpoint_url or emulator.url, queue_name, credentials, **kwargs)
         opened.append(client)
         return client
 
@@ -298,6 +302,61 @@ def test_dropped_answer_raises_network_error_and_the_next_call_reconnects(
     assert len(client.receive(1, 0)) == 1
 
 
+def test_a_kept_alive_connection_the_server_dropped_is_replaced_and_the_call_sent_again(
+    emulator: Emulator, open_queue: OpenQueue
+) -> None:
+    """A server that reset an idle kept-alive connection costs nothing: the call goes out again on a new one."""
+    proxy = TcpProxy("127.0.0.1", emulator.port).start()
+    try:
+        # Given a client whose connection carried a call and was then reset by the server's side
+        client = open_queue(emulator, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        assert client.receive(1, 0) == []
+        proxy.stop()
+        proxy.start()
+        emulator.produce("SmsReport", 2)
+
+        # When it receives and deletes
+        messages = client.receive(16, 0)
+        assert client.delete([message.receipt_handle for message in messages]) == {}
+
+        # Then both calls went through, on a new connection
+        assert len(messages) == 2
+        counts = emulator.queue(QUEUE).counts()
+        assert (counts.active, counts.inactive) == (0, 0)
+    finally:
+        proxy.stop()
+
+
+def test_a_new_connection_closed_before_any_answer_is_a_network_error_not_sent_again(open_queue: OpenQueue) -> None:
+    """Only a kept-alive connection may have gone stale: a new one that fails is an error at once."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept_and_close() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.recv(65536)
+            accepted.append(connection)
+            connection.close()
+
+    thread = threading.Thread(target=accept_and_close, daemon=True)
+    thread.start()
+    credentials = StaticCredentialsProvider("key", "secret", "")
+    client = MnsQueue(f"http://127.0.0.1:{listener.getsockname()[1]}", QUEUE, credentials)
+    try:
+        with pytest.raises(QueueUnavailable) as caught:
+            client.receive(1, 0)
+        assert caught.value.code == NETWORK_ERROR
+        assert len(accepted) == 1
+    finally:
+        client.close()
+        listener.close()
+        thread.join(5)
+
+
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("warm", [False, True], ids=["new-connection", "kept-alive-connection"])
 def test_hanging_peer_times_out_within_the_request_timeout(
@@ -334,9 +393,17 @@ def test_ca_file_trusts_an_https_endpoint_without_ssl_cert_file(
 
 
 @pytest.mark.timeout(20)
-def test_abort_interrupts_a_long_poll_from_another_thread(any_emulator: Emulator, open_queue: OpenQueue) -> None:
-    """abort() ends a 30 s long poll on an empty queue at once; the next call reconnects and works."""
+@pytest.mark.parametrize("warm", [False, True], ids=["new-connection", "kept-alive-connection"])
+def test_abort_interrupts_a_long_poll_from_another_thread(
+    any_emulator: Emulator, open_queue: OpenQueue, warm: bool
+) -> None:
+    """abort() ends a 30 s long poll on an empty queue at once; the next call reconnects and works.
+
+    On a kept-alive connection the abort is not taken for a stale connection: the poll is not sent again.
+    """
     client = open_queue(any_emulator)
+    if warm:
+        assert client.receive(1, 0) == []
     outcome: list[BaseException | list[ReceivedMessage]] = []
 
     def poll() -> None:

@@ -291,3 +291,57 @@ def mutate(name: str, value: Any) -> Any:
     if value is None:
         return "added"
     return value + "7"
+
+
+# -- the plain mainland report path -----------------------------------------------------------------
+
+_REPORT_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.sampled_from(["", " ", "2", " 1 ", "x", "0042", "DELIVERED", "2026-12-04 10:00:00", "2026-13-04 10:00:00"]),
+    st.sampled_from(["Fri, 04 Dec 2026 10:00:00 +0800", "20261204100000", " 2026-12-04 10:00:00 "]),
+    st.text(max_size=12),
+)
+_REPORT_KEYS = ["biz_id", "phone_number", "success", "out_id", "err_code", "err_msg", "send_time", "report_time"]
+
+
+@st.composite
+def mainland_report_objects(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly well-formed mainland reports, each field now and then missing, null, mistyped or odd."""
+    obj: dict[str, Any] = {
+        "biz_id": draw(st.sampled_from(["1234^5678", " 99 ", "", "b"])),
+        "phone_number": draw(st.sampled_from(["13800138000", " 139 ", ""])),
+        "success": draw(st.booleans()),
+        "send_time": "2026-12-04 10:00:00",
+        "report_time": "2026-12-04 10:00:05",
+        "err_code": "DELIVERED",
+        "err_msg": "用户接收成功",
+        "sms_size": "1",
+    }
+    for key in draw(st.lists(st.sampled_from([*_REPORT_KEYS, "sms_size"]), max_size=3)):
+        obj[key] = draw(_REPORT_VALUES)
+    for key in draw(st.lists(st.sampled_from([*_REPORT_KEYS, "sms_size", "outId", "new_field"]), max_size=2)):
+        obj.pop(key, None) if draw(st.booleans()) else obj.__setitem__(key, draw(_REPORT_VALUES))
+    return obj
+
+
+@FAST
+@given(obj=mainland_report_objects(), message_type=st.sampled_from(["SmsReport", "DypnsSmsVerifyReport"]))
+def test_the_plain_mainland_path_decodes_as_the_general_path_or_steps_aside(
+    obj: dict[str, Any], message_type: str
+) -> None:
+    """Every body the plain path takes gives the receipt the general decoder gives; it never takes one to refuse."""
+    from mns_consumer import receipts
+
+    raw = json.dumps(obj).encode()
+    plain = receipts._plain_mainland_report(message_type, obj, raw, "mns", "q")
+    fields = receipts._Fields(message_type, obj, raw, "mns", "q")
+    try:
+        general: Receipt | DecodeError = receipts._mainland_report(fields)
+    except DecodeError as exc:
+        general = exc
+    if plain is not None:
+        assert plain == general
+        assert type(plain.extra) is dict
