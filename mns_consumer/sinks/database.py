@@ -158,6 +158,7 @@ _TEXT_CHECKS: Final = (
 # The columns a row takes straight from the receipt's attributes.
 _PLAIN_COLUMNS: Final = (*STRING_LIMITS, *TEXT_COLUMNS, *TIME_COLUMNS, "sms_parts")
 _plain_values: Final = operator.attrgetter(*_PLAIN_COLUMNS)
+_text_values: Final = operator.attrgetter(*(column for column, _, _ in _TEXT_CHECKS))
 _json_dumps: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -165,6 +166,9 @@ class _EncodedJson(str):
     """``extra`` already encoded (and checked) by :func:`_storable_extra`: bound as it is, not encoded again."""
 
     __slots__ = ()
+
+
+_EMPTY_EXTRA: Final = _EncodedJson(_json_dumps({}))
 
 
 def _json_serializer(value: Any) -> str:
@@ -885,9 +889,12 @@ def _storable(receipt: Receipt, backend: str) -> str | _EncodedJson:
 
 def _invalid_columns(receipt: Receipt, backend: str) -> str | None:
     """Why the table cannot hold this receipt's columns (all but ``extra``), or None if it can."""
-    for column, limit, required in _TEXT_CHECKS:
-        value = getattr(receipt, column)
+    for (column, limit, required), value in zip(_TEXT_CHECKS, _text_values(receipt), strict=True):
         if value is None and not required:
+            continue
+        # Short ASCII text without NUL (ids, numbers, codes, statuses: nearly every value) fits every
+        # column of every backend, since its length is its size in bytes; anything else is checked.
+        if type(value) is str and value.isascii() and len(value) <= (limit or _MEDIUMTEXT_BYTES) and "\0" not in value:
             continue
         reason = _invalid_text(value, backend, limit, required=required)
         if reason:
@@ -949,6 +956,8 @@ def _invalid_time(value: object) -> str | None:
 
 def _storable_extra(extra: Mapping[str, Any], backend: str) -> _EncodedJson | str:
     """``extra`` encoded as the column stores it, or why it cannot be stored."""
+    if not extra:
+        return _EMPTY_EXTRA  # what a body of documented fields only leaves: nothing to encode
     try:
         encoded = _json_dumps(dict(extra))
         encoded.encode("utf-8")
