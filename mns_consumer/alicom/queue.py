@@ -400,6 +400,7 @@ class MnsQueue:
             connection = self._http.conn
             # The SDK re-sends once on a fresh connection when an answer ends early (its stale
             # keep-alive handling); with auto-open off that re-send fails instead of polling again.
+            # _send, which carries receives and deletes, checks _abort_requested instead.
             connection.auto_open = 0
             sock = connection.sock
         if sock is not None:
