@@ -51,7 +51,6 @@ from mns.mns_request import (
 from mns.mns_tool import BatchDeleteMessageValidator
 from mns.mns_xml_handler import BatchDeleteMessageDecoder, ErrorDecoder
 
-from mns_consumer.alicom.http_answer import AnswerResponse
 from mns_consumer.alicom.http_exchange import Answer, ConnectionLostError, encode_request, exchange
 from mns_consumer.alicom.message import ReceivedMessage
 from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
@@ -180,7 +179,6 @@ class MnsQueue:
             # The SDK builds its HTTPSConnection without a context argument; this is the attribute
             # http.client wraps the socket with at connect time.
             self._http.conn._context = context
-        self._http.conn.response_class = AnswerResponse
         self._queue: Any = account.get_queue(queue_name)
         # Bodies stay as MNS sent them; decoding is the receipt decoders' job (reference 3.6, pitfall 1).
         self._queue.set_encoding(False)
