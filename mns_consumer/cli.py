@@ -20,7 +20,7 @@ __all__ = ["EXIT_FAILURE", "EXIT_KILLED", "EXIT_OK", "EXIT_USAGE", "main"]
 
 EPILOG = """\b
 Examples:
-  mns-consumer check-config /etc/mns-consumer/config.yaml
+  mns-consumer check-config --config /etc/mns-consumer/config.yaml
   mns-consumer decode --message-type SmsReport body.txt
   mns-consumer dead-letters replay /var/lib/mns-consumer/dead-letter.jsonl --config config.yaml --remaining left.jsonl
   mns-consumer emulator --listen 127.0.0.1:9100 --queue SmsReport=Alicom-Queue-i1-SmsReport --seed-receipts 100
@@ -326,12 +326,17 @@ def decode(message_type: str, body_file: str) -> None:
     sys.exit(EXIT_FAILURE if errors else EXIT_OK)
 
 
-def _config_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The required ``--config FILE`` of the commands that run from a configuration (also MNS_CONSUMER_CONFIG)."""
+def _config_option(
+    help_text: str, *, required: bool = True, name: str = "config_file"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--config FILE`` every command that reads a configuration takes (also MNS_CONSUMER_CONFIG).
+
+    One spelling for all of them, so a command copied from one place to another keeps working.
+    """
     return click.option(
         "--config",
-        "config_file",
-        required=True,
+        name,
+        required=required,
         type=click.Path(dir_okay=False, path_type=Path),
         envvar="MNS_CONSUMER_CONFIG",
         help=help_text,
@@ -481,21 +486,27 @@ def demo(receipts_per_queue: int, seed: int, data_dir: Path, forever: bool, http
 
 
 @main.command("check-config", epilog=EPILOG)
-@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
+@_config_option(
+    "The YAML configuration to check (also from MNS_CONSUMER_CONFIG).", required=False, name="config_option"
+)
+@click.argument("config_argument", metavar="[CONFIG]", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--connect",
     is_flag=True,
     help="Also fetch a token for each queue, probe the queue without taking messages, and open each sink.",
 )
-def check_config(config_file: Path, connect: bool) -> None:
-    """Validate CONFIG and print the effective configuration with every secret masked.
+@click.pass_context
+def check_config(ctx: click.Context, config_option: Path | None, config_argument: Path | None, connect: bool) -> None:
+    """Validate the configuration and print it in effect, with every secret masked.
 
-    Exits 0 when the file is valid (and, with --connect, everything answered), 2 when the file is
-    invalid (with the file, the key and the fix), and 1 when a connection check failed.
+    The file is given as --config FILE, like every other command, or as the positional CONFIG, the
+    older spelling. Exits 0 when the file is valid (and, with --connect, everything answered), 2 when
+    the file is invalid (with the file, the key and the fix), and 1 when a connection check failed.
     """
     from mns_consumer.config import load_config
     from mns_consumer.errors import ConfigError
 
+    config_file = _one_config_file(ctx, config_option, config_argument)
     try:
         config = load_config(config_file)
     except ConfigError as exc:
@@ -512,6 +523,22 @@ def check_config(config_file: Path, connect: bool) -> None:
         sys.exit(EXIT_OK if all(result.ok for result in results) else EXIT_FAILURE)
 
 
+def _one_config_file(ctx: click.Context, option: Path | None, argument: Path | None) -> Path:
+    """The file of ``--config FILE`` or of the positional CONFIG; a usage error when neither or two differ.
+
+    The positional wins over MNS_CONSUMER_CONFIG, since it was typed on this command line.
+    """
+    from click.core import ParameterSource
+
+    typed = ctx.get_parameter_source("config_option") is ParameterSource.COMMANDLINE
+    if argument is not None and option is not None and typed and argument != option:
+        raise click.UsageError(f"two configurations given ({argument} and --config {option}): give one")
+    chosen = argument if argument is not None else option
+    if chosen is None:
+        raise click.UsageError("Missing option '--config' (or the positional CONFIG).")
+    return chosen
+
+
 def yaml_dump(data: object) -> str:
     """Readable YAML of plain data, keys in their declared order."""
     import yaml
@@ -526,13 +553,7 @@ def dead_letters() -> None:
 
 @dead_letters.command("replay", epilog=EPILOG)
 @click.argument("letters_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The configuration naming queues and sinks.",
-)
+@_config_option("The configuration naming queues and sinks (also from MNS_CONSUMER_CONFIG).")
 @click.option(
     "--remaining",
     type=click.Path(dir_okay=False, path_type=Path),

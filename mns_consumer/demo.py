@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Any, Final, TextIO
 
 import structlog
+import yaml
 from structlog.typing import EventDict, WrappedLogger
 
 from mns_consumer.cli import emulator_config
@@ -138,6 +139,8 @@ class DemoPaths:
         sqlite: The SQLite database of the ``db`` sink.
         jsonl: The ``archive`` sink's file per MessageType.
         dead_letter: The dead-letter file.
+        config: The run's configuration, written so that the commands the summary prints (such as
+            ``dead-letters replay --config``) run as shown after the demo has ended.
     """
 
     data_dir: Path
@@ -145,6 +148,7 @@ class DemoPaths:
     sqlite: Path
     jsonl: dict[str, Path]
     dead_letter: Path
+    config: Path
 
     @classmethod
     def for_dir(cls, data_dir: Path) -> DemoPaths:
@@ -156,12 +160,13 @@ class DemoPaths:
             sqlite=folder / "receipts.db",
             jsonl={message_type: folder / f"{message_type}.jsonl" for message_type in DEMO_MESSAGE_TYPES},
             dead_letter=folder / "dead-letter.jsonl",
+            config=folder / "config.yaml",
         )
 
     def demo_files(self) -> list[Path]:
         """Every file a demo run may leave behind, except the marker: what the next run deletes."""
         sqlite_files = [self.sqlite.with_name(self.sqlite.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
-        return [self.sqlite, *sqlite_files, *self.jsonl.values(), self.dead_letter]
+        return [self.sqlite, *sqlite_files, *self.jsonl.values(), self.dead_letter, self.config]
 
 
 def claim_data_dir(paths: DemoPaths) -> None:
@@ -193,7 +198,7 @@ def claim_data_dir(paths: DemoPaths) -> None:
             path.unlink(missing_ok=True)
         paths.marker.write_text(
             "This folder holds the data of `mns-consumer demo`. The next demo run here deletes the demo's\n"
-            "files (receipts.db, <MessageType>.jsonl, dead-letter.jsonl) and keeps anything else.\n",
+            "files (receipts.db, <MessageType>.jsonl, dead-letter.jsonl, config.yaml) and keeps anything else.\n",
             encoding="utf-8",
         )
     except OSError as exc:
@@ -313,6 +318,7 @@ class DemoSummary:
                 "sqlite": str(self.paths.sqlite),
                 "jsonl": {t.message_type: str(self.paths.jsonl[t.message_type]) for t in self.tallies},
                 "dead_letter": str(self.paths.dead_letter),
+                "config": str(self.paths.config),
             },
             "metrics_url": self.metrics_url,
             "sample_query": self.sample_commands(),
@@ -369,10 +375,13 @@ class DemoSummary:
             return ["Dead letters: none."]
         lines = [f"Dead letters: {total} (their warnings were kept off the screen), by reason:"]
         lines.extend(f"  {count:>4} x {reason}" for reason, count in self.dead_letter_reasons.most_common())
-        lines.append(
-            f"  replay them once fixed: mns-consumer dead-letters replay {shlex.quote(str(self.paths.dead_letter))}"
-        )
+        lines.append(f"  replay them once fixed: {self.replay_command()}")
         return lines
+
+    def replay_command(self) -> str:
+        """The ``dead-letters replay`` command line for this demo's dead letters and configuration."""
+        letters = shlex.quote(str(self.paths.dead_letter))
+        return f"mns-consumer dead-letters replay {letters} --config {shlex.quote(str(self.paths.config))}"
 
     def _where_lines(self) -> list[str]:
         lines = [f"Where the data is ({self.paths.data_dir}):"]
@@ -626,6 +635,16 @@ def _demo_config(emulator: Emulator, options: DemoOptions, paths: DemoPaths) -> 
     return data
 
 
+def _write_config(path: Path, data: dict[str, Any]) -> None:
+    """Write the run's configuration as YAML, 0600 like every file the daemon creates (it holds a key)."""
+    text = "# The configuration of the last `mns-consumer demo` run in this folder.\n" + yaml.safe_dump(
+        data, sort_keys=False, allow_unicode=True
+    )
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        stream.write(text)
+
+
 def _wait_until_ready(runner: _SupervisorThread, interrupts: _Interrupts) -> bool:
     """Wait for the pollers to run; False if the run ended (or was interrupted) first.
 
@@ -758,7 +777,9 @@ def run_demo(
     ):
         for tally in tallies:
             _seed(emulator, tally, options.receipts_per_queue)
-        config = parse_config(_demo_config(emulator, options, paths), "demo")
+        data = _demo_config(emulator, options, paths)
+        config = parse_config(data, "demo")
+        _write_config(paths.config, data)
         supervisor = Supervisor(config, handle_signals=False, environ={})
         runner = _SupervisorThread(supervisor)
         runner.start()
