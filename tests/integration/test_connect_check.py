@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from mns_consumer.connect_check import check_dead_letter, check_sink, check_spool
 from mns_consumer.sinks.base import parse_sink_config
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
 from mns_consumer.sinks.webhook import PROBE_HEADER, verify_signature
-from tests.support.sink_env_database import POSTGRES_PASSWORD
+from tests.support.sink_env_database import POSTGRES_PASSWORD, ServerEnv
 from tests.support.sink_env_s3 import S3Env
 from tests.support.sink_env_webhook import SECRET, WebhookReceiver
 
@@ -102,6 +103,24 @@ def test_a_database_on_a_closed_port_fails_without_showing_the_password() -> Non
     assert not result.ok
     assert f"127.0.0.1:{port}" in result.detail
     assert POSTGRES_PASSWORD not in result.detail
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_a_live_database_server_answers_and_a_missing_table_is_reported(kind: str) -> None:
+    """A reachable server passes; with create_table: false a missing table fails the check; nothing is created."""
+    env = ServerEnv(kind)
+    try:
+        will_create = check_sink("db", env.config())
+        must_exist = check_sink("db", env.config(create_table=False))
+
+        assert will_create.ok, will_create.detail
+        assert f"SELECT 1 answered; table {env.table!r} will be created at start" in will_create.detail
+        assert not must_exist.ok
+        assert f"table {env.table!r} does not exist" in must_exist.detail
+        assert POSTGRES_PASSWORD not in will_create.detail + must_exist.detail
+        assert not sa.inspect(env.admin).has_table(env.table)
+    finally:
+        env.close()
 
 
 def test_an_existing_sqlite_database_answers_select_1_and_is_left_as_it_was(tmp_path: Path) -> None:
