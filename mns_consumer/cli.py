@@ -9,12 +9,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mns_consumer import __version__
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_KILLED, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from mns_consumer.config import Config
 
 __all__ = ["EXIT_FAILURE", "EXIT_KILLED", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -373,12 +376,25 @@ def push_server(config_file: Path) -> None:
     _serve(config_file, push_only=True)
 
 
+def _configure_logging(config: Config, config_file: Path) -> None:
+    """Set up logging, or exit 2 naming ``logging.file`` when the log file cannot be opened."""
+    from mns_consumer.files import describe_os_error
+    from mns_consumer.observe.logging import configure_logging
+
+    try:
+        configure_logging(config.logging)
+    except OSError as exc:
+        where = describe_os_error(exc, config.logging.file or "")
+        click.echo(f"error: {config_file}: logging.file: cannot open {where} (use a writable path)", err=True)
+        sys.exit(EXIT_USAGE)
+
+
 def _serve(config_file: Path, *, push_only: bool) -> None:
     """Load the configuration and run the supervisor until it is stopped (``run`` and ``push-server``)."""
     from mns_consumer.config import load_config
     from mns_consumer.consume.supervisor import Supervisor
     from mns_consumer.errors import ConfigError
-    from mns_consumer.observe.logging import configure_logging, reopen_log_file
+    from mns_consumer.observe.logging import reopen_log_file
 
     try:
         config = load_config(config_file)
@@ -395,7 +411,7 @@ def _serve(config_file: Path, *, push_only: bool) -> None:
         sys.exit(EXIT_USAGE)
     if push_only:
         config = config.model_copy(update={"queues": []})
-    configure_logging(config.logging)
+    _configure_logging(config, config_file)
     try:
         code = Supervisor(config, on_reopen=reopen_log_file, source=str(config_file)).run()
     except ConfigError as exc:
@@ -493,7 +509,9 @@ def demo(receipts_per_queue: int, seed: int, data_dir: Path, forever: bool, http
 @click.option(
     "--connect",
     is_flag=True,
-    help="Also fetch a token for each queue, probe the queue without taking messages, and open each sink.",
+    help="Also fetch a token for each queue, probe the queue without taking messages, and reach each sink "
+    "without storing anything (webhook: an empty batch marked X-MNS-Consumer-Probe: 1; database: SELECT 1; "
+    "S3: HeadBucket; files: the folder is writable).",
 )
 @click.pass_context
 def check_config(ctx: click.Context, config_option: Path | None, config_argument: Path | None, connect: bool) -> None:
@@ -501,7 +519,8 @@ def check_config(ctx: click.Context, config_option: Path | None, config_argument
 
     The file is given as --config FILE, like every other command, or as the positional CONFIG, the
     older spelling. Exits 0 when the file is valid (and, with --connect, everything answered), 2 when
-    the file is invalid (with the file, the key and the fix), and 1 when a connection check failed.
+    the file is invalid (with the file, the key and the fix), and 1 when a connection check failed (its
+    line starts with [FAILED] and names the dependency and the reason).
     """
     from mns_consumer.config import load_config
     from mns_consumer.errors import ConfigError
@@ -664,7 +683,6 @@ def backfill(
     )
     from mns_consumer.config import load_config
     from mns_consumer.errors import ConfigError, InvalidSendsError
-    from mns_consumer.observe.logging import configure_logging
 
     try:
         config = load_config(config_file)
@@ -676,7 +694,7 @@ def backfill(
     except OSError as exc:
         click.echo(f"error: {sends_file}: cannot read the sends file: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_USAGE)
-    configure_logging(config.logging)
+    _configure_logging(config, config_file)
     events, write_metrics = events_with_textfile(metrics_file)
     stop = threading.Event()
 

@@ -1,17 +1,34 @@
-"""``check-config --connect``: try every outside dependency once, read-only, and report each result."""
+"""``check-config --connect``: reach every outside dependency once, change nothing, and report each result.
+
+What "reached" means, per dependency:
+
+* credentials and each queue: a token is fetched, and the queue's attributes are read (no message is
+  received, so none becomes invisible);
+* a webhook sink: one real, signed POST of an empty batch marked ``X-MNS-Consumer-Probe: 1``
+  (:meth:`~mns_consumer.sinks.webhook.WebhookSink.probe`);
+* a database sink: a ``SELECT 1`` round trip and a look at the table; a SQLite file that does not
+  exist yet is not created, its folder is checked instead;
+* an S3 sink: HeadBucket;
+* a file sink, the dead-letter file and the push spool: their folder exists and a file can be created
+  in it (a temporary one, removed at once), or, when missing, the nearest existing folder lets it be
+  created. Nothing is created for them: the check may run as another user than the daemon.
+
+A sink type from another distribution that has no ``probe`` method is opened and closed instead.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from mns_consumer.alicom.endpoints import resolve_endpoints
 from mns_consumer.config import Config
 from mns_consumer.consume.clients import queue_client, token_fetcher, token_provider
-from mns_consumer.errors import MnsConsumerError
-from mns_consumer.sinks.base import DeadLetterSink, Sink
+from mns_consumer.errors import MnsConsumerError, SinkUnavailable
+from mns_consumer.files import check_can_create_in
+from mns_consumer.sinks.base import DeadLetterSink, Probeable, Sink, SinkConfig
+from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
 
 
 @dataclass(frozen=True)
@@ -24,14 +41,32 @@ class CheckResult:
 
 
 def check_connections(config: Config) -> list[CheckResult]:
-    """Fetch a token and probe each queue (taking no message), then open and close each sink."""
-    results: list[CheckResult] = []
+    """Check the credentials, each queue, each sink in use, the dead-letter file and the push spool.
+
+    Returns:
+        One result per dependency, in that order; the command fails if any is not ``ok``.
+    """
+    results = _check_queues(config)
+    names = {name for queue in config.queues for name in queue.sinks}
+    if config.push is not None:
+        names.update(name for route in config.push.routes for name in route.sinks)
+    results += [check_sink(name, config.sinks[name]) for name in sorted(names)]
+    if config.dead_letter is not None:
+        results.append(check_dead_letter(config.dead_letter))
+    if config.push is not None:
+        results.append(check_spool(config.push.spool_path))
+    return results
+
+
+def _check_queues(config: Config) -> list[CheckResult]:
+    if not config.queues:
+        return []
     try:
         endpoints = resolve_endpoints(config.region, config.endpoints)
         fetcher = token_fetcher(config, endpoints, os.environ)
     except MnsConsumerError as exc:
         return [CheckResult("credentials and endpoints", False, str(exc))]
-    results.append(CheckResult("credentials", True, fetcher.credentials_description))
+    results = [CheckResult("credentials", True, fetcher.credentials_description)]
     for queue in config.queues:
         subject = f"queue {queue.queue_name} ({queue.message_type})"
         tokens = token_provider(config, fetcher, queue)
@@ -48,19 +83,46 @@ def check_connections(config: Config) -> list[CheckResult]:
             results.append(CheckResult(subject, False, str(exc)))
         finally:
             client.close()
-    for name in sorted({name for queue in config.queues for name in queue.sinks}):
-        results.append(_open_and_close(f"sink {name}", partial(config.sinks[name].build, name)))
-    if config.dead_letter is not None:
-        dead_letter = config.dead_letter
-        results.append(_open_and_close("dead_letter", dead_letter.build))
     return results
 
 
-def _open_and_close(subject: str, build: Callable[[], Sink | DeadLetterSink]) -> CheckResult:
+def check_sink(name: str, sink_config: SinkConfig) -> CheckResult:
+    """Reach one sink's destination (see the module docstring for how, per type).
+
+    Args:
+        name: The sink's name in the configuration.
+        sink_config: Its configuration.
+
+    Returns:
+        ``sink <name>`` and the outcome; a failure's detail says why, without secrets.
+    """
+    return _check(f"sink {name}", lambda: sink_config.build(name))
+
+
+def check_dead_letter(dead_letter: DeadLetterSinkConfig) -> CheckResult:
+    """Check that the dead-letter file can be appended to, or created (creating nothing)."""
+    return _check("dead_letter", dead_letter.build)
+
+
+def check_spool(spool_path: str) -> CheckResult:
+    """Check that the push spool's folder exists and is writable, or can be created (creating nothing)."""
+    try:
+        found = check_can_create_in(os.path.dirname(spool_path))
+    except OSError as exc:
+        return CheckResult("push spool", False, f"{exc.filename or spool_path}: {exc.strerror or exc}")
+    return CheckResult("push spool", True, found)
+
+
+def _check(subject: str, build: Callable[[], Sink | DeadLetterSink]) -> CheckResult:
     try:
         sink = build()
+        if isinstance(sink, Probeable):
+            return CheckResult(subject, True, sink.probe())
         sink.open()
         sink.close()
+    except SinkUnavailable as exc:
+        # The reason alone: the subject already names the sink.
+        return CheckResult(subject, False, exc.reason)
     except MnsConsumerError as exc:
         return CheckResult(subject, False, str(exc))
-    return CheckResult(subject, True, "opened")
+    return CheckResult(subject, True, "opened and closed (this sink type has no probe)")

@@ -21,7 +21,8 @@ Where lines go:
       prints the normalised configuration, ``--version`` the version). The stream is looked up at
       each write, so a replaced ``sys.stderr`` (tests, click's runner) is followed.
     * **a file** when :attr:`LoggingConfig.file` is set, appended to and reopened by
-      :func:`reopen_log_file` when the supervisor handles SIGHUP (after logrotate moved it).
+      :func:`reopen_log_file` when the supervisor handles SIGHUP (after logrotate moved it). A file
+      it creates is 0600 whatever the umask; an existing one keeps its mode.
 
 Format ``auto`` renders JSON lines unless that destination is a terminal, where the console renderer
 is easier to read. Exceptions are JSON structures (``exception``: a list of ``exc_type``,
@@ -52,6 +53,8 @@ import structlog.stdlib
 from pydantic import BaseModel, ConfigDict, Field
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+from mns_consumer.files import open_private
 
 __all__ = [
     "MASK",
@@ -381,6 +384,24 @@ def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventD
     return event_dict
 
 
+def _open_log_file(path: str) -> IO[str]:
+    """Open the log file for appending; a new one is created 0600 whatever the umask.
+
+    Log lines carry queue names, sink URLs and (unless masked) phone numbers, so the file is private
+    like every file the daemon creates (:mod:`mns_consumer.files`). Its folder must exist: the
+    configuration check reports a missing one. An existing file keeps its mode.
+
+    Raises:
+        OSError: If it cannot be opened or created.
+    """
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class _LogSink:
     """The one destination of every line: a file, a given stream, or whatever ``sys.stderr`` is now.
 
@@ -390,7 +411,7 @@ class _LogSink:
     def __init__(self, stream: TextIO | None, path: str | None) -> None:
         self.path = path
         self._stream = stream
-        self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self._file: IO[str] | None = _open_log_file(path) if path else None
         self._lock = threading.Lock()
         self._failed = False
 
@@ -432,7 +453,7 @@ class _LogSink:
     def reopen(self) -> None:
         if self.path is None:
             return
-        replacement = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        replacement = _open_log_file(self.path)
         with self._lock:
             previous, self._file = self._file, replacement
             self._failed = False

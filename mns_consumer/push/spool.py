@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mns_consumer.errors import SpoolUnavailable
-
-DIRECTORY_MODE = 0o700
-FILE_MODE = 0o600
+from mns_consumer.files import create_private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS push_spool (
@@ -75,16 +73,15 @@ class Spool:
         self._depth: dict[str, int] = {}
 
     def open(self) -> None:
-        """Create (0600 in a 0700 folder) or open the file, and count what an earlier run left.
+        """Create (0600, in folders made 0700) or open the file, and count what an earlier run left.
 
         Raises:
             SpoolUnavailable: If the folder or file cannot be created or opened.
         """
         try:
-            if not self.path.parent.exists():
-                self.path.parent.mkdir(mode=DIRECTORY_MODE, parents=True)
-            # Created before SQLite opens it, so the mode does not depend on the umask.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+            # Created before SQLite opens it, so it (and SQLite's -wal and -shm files, which take its
+            # mode) is 0600 and its missing folders 0700, whatever the umask.
+            create_private_file(str(self.path))
             connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")

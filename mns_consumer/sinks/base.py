@@ -86,6 +86,26 @@ class Reopenable(Protocol):
         """Close and reopen the sink's files at their configured paths."""
 
 
+@runtime_checkable
+class Probeable(Protocol):
+    """A sink that can check its destination without storing anything (``check-config --connect``).
+
+    Optional: a sink without ``probe`` is checked by opening and closing it, which proves less (the
+    built-in webhook sink, for one, opens without sending a request).
+    """
+
+    def probe(self) -> str:
+        """Reach the destination once, as a write would, changing nothing there; called on an unopened sink.
+
+        Returns:
+            What was seen, for one report line (never a secret).
+
+        Raises:
+            SinkUnavailable: If the destination cannot be reached or refuses the check now.
+            ConfigError: If it can never work as configured.
+        """
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """A message that could not be stored: kept with everything needed to explain and replay it.

@@ -6,6 +6,12 @@ Backends, all through SQLAlchemy Core: SQLite (``sqlite:///path/receipts.db``), 
 without a driver mean those drivers. Several daemons may share one PostgreSQL or MySQL table: the
 unique ``dedupe_key`` makes the stored effect exactly once.
 
+SQLite files. A missing database file is created by the sink, mode 0600, and its missing folders
+0700, whatever the umask (:mod:`mns_consumer.files`); SQLite gives its ``-wal`` and ``-shm`` files the
+database file's mode, so they are 0600 too. An existing file keeps its mode. A folder that cannot be
+created (a regular file in the way, no permission) is a :class:`~mns_consumer.errors.ConfigError` at
+start, naming the path.
+
 Table layout (``sms_receipts`` by default; created when missing with ``create_table: true``):
 
 ================  =====================  =========================  ====================  ========
@@ -67,11 +73,14 @@ import importlib
 import json
 import math
 import operator
+import os
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache, partial
+from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
 
 import sqlalchemy as sa
@@ -84,6 +93,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import FunctionElement
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.files import check_can_create_in, create_private_file, describe_os_error, needs_operator
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
 from mns_consumer.sinks.sqlite_writer import SqliteWriterProcess, WriterFailed
@@ -504,6 +514,8 @@ class DatabaseSink:
         """
         if self._engine is not None:
             return
+        if self._backend == "sqlite":
+            self._create_sqlite_file()
         engine = self._create_engine()
         try:
             with self._availability(engine):
@@ -565,6 +577,101 @@ class DatabaseSink:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
+
+    def probe(self) -> str:
+        """Reach the database once and change nothing: ``SELECT 1``, then a look at the table.
+
+        For SQLite, a missing file is not created: its folder is checked instead. An existing file is
+        opened read-write without creating anything or changing its journal mode.
+
+        Returns:
+            What was found: the round trip and whether the table exists (or will be created).
+
+        Raises:
+            SinkUnavailable: If the database cannot be reached or refuses the query (no password shown).
+            ConfigError: If the driver is missing, or the table is missing with ``create_table: false``
+                or lacks a documented column or the unique ``dedupe_key``.
+        """
+        path = self._sqlite_path()
+        if path is not None and not os.path.exists(path):
+            try:
+                found = check_can_create_in(os.path.dirname(path))
+            except OSError as exc:
+                raise SinkUnavailable(
+                    self.name, f"cannot create the SQLite database {path}: {describe_os_error(exc, path)}"
+                ) from exc
+            return f"{path} does not exist yet and will be created (0600) at start; {found}"
+        engine = self._create_engine() if path is None else self._probe_sqlite_engine(path)
+        table = self.config.table
+        try:
+            with self._availability(engine):
+                with engine.connect() as connection:
+                    connection.execute(sa.text("SELECT 1")).scalar_one()
+                    present = sa.inspect(connection).has_table(table)
+                if present:
+                    self._check_table(engine)
+        except sa.exc.DBAPIError as exc:
+            # Not an availability error, e.g. SQLite's "file is not a database": still a failed check.
+            raise SinkUnavailable(self.name, self._scrub(_describe(exc))) from exc
+        finally:
+            engine.dispose()
+        if present:
+            return f"SELECT 1 answered; table {table!r} exists with the documented columns ({self.config.display_url})"
+        if not self.config.create_table:
+            raise ConfigError(
+                f"sink {self.name!r}",
+                f"sinks.{self.name}.table",
+                f"table {table!r} does not exist in {self.config.display_url}",
+                "set create_table: true, or create it with the documented columns",
+            )
+        return f"SELECT 1 answered; table {table!r} will be created at start ({self.config.display_url})"
+
+    def _sqlite_path(self) -> str | None:
+        """The SQLite database file, or None for other backends and for ``file:`` URIs SQLite resolves itself."""
+        if self._backend != "sqlite":
+            return None
+        url = self.config.engine_url()
+        if not url.database or url.query.get("uri"):
+            return None
+        return url.database
+
+    def _create_sqlite_file(self) -> None:
+        """Create a missing SQLite file 0600 (folders 0700) before SQLite does, whatever the umask.
+
+        SQLite would create it 0644 under umask 022 and could not create a missing folder at all (then
+        failing with "unable to open database file" on every retry). Its ``-wal`` and ``-shm`` files take
+        the database file's mode, in the daemon and in the writer process alike.
+
+        Raises:
+            ConfigError: If it can never be created as things stand (a regular file in the way, no
+                permission, a read-only mount).
+            SinkUnavailable: If it cannot be created now for a reason that may pass (a full disk).
+        """
+        path = self._sqlite_path()
+        if path is None:
+            return
+        try:
+            create_private_file(path)
+        except OSError as exc:
+            problem = f"cannot create the SQLite database {path}: {describe_os_error(exc, path)}"
+            if needs_operator(exc):
+                raise ConfigError(
+                    f"sink {self.name!r}",
+                    f"sinks.{self.name}.url",
+                    problem,
+                    "make its folder one the daemon may write to, or choose another path",
+                ) from exc
+            raise SinkUnavailable(self.name, problem) from exc
+
+    def _probe_sqlite_engine(self, path: str) -> Engine:
+        """An engine on an existing SQLite file that neither creates it nor sets pragmas (``mode=rw``)."""
+        uri = Path(path).absolute().as_uri() + "?mode=rw"
+        timeout = self.config.busy_timeout_seconds
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(uri, uri=True, timeout=timeout)
+
+        return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
 
     def _create_engine(self) -> Engine:
         config = self.config

@@ -33,7 +33,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mns_consumer.errors import SinkUnavailable
+from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.files import check_can_create_in, describe_os_error, needs_operator
 from mns_consumer.sinks.base import DeadLetter
 from mns_consumer.sinks.file import FileMode, encode_json_line, open_for_append, still_at_path, write_all
 
@@ -98,14 +99,43 @@ class FileDeadLetterSink:
         """Open (creating if needed) the file and its folders.
 
         Raises:
-            SinkUnavailable: If the file cannot be opened or created.
+            ConfigError: If the file or its folder can never be created as things stand (a regular
+                file in the way, no permission, a read-only mount): the daemon stops at start.
+            SinkUnavailable: If the file cannot be opened or created for a reason that may pass.
         """
         with self._lock:
             try:
                 self._file()
             except OSError as exc:
                 self._close()
+                if needs_operator(exc):
+                    raise ConfigError(
+                        f"sink {self.name!r}",
+                        # Built from the configuration's dead_letter section, or by replay for --remaining.
+                        "dead_letter.path" if self.name == "dead_letter" else "path",
+                        f"cannot create or open {describe_os_error(exc, self.config.path)}",
+                        "make its folder one the daemon may write to, or choose another path",
+                    ) from exc
                 raise self._unavailable(exc) from exc
+
+    def probe(self) -> str:
+        """Check, changing nothing, that the file can be appended to, or created in its folder.
+
+        Returns:
+            What was found.
+
+        Raises:
+            SinkUnavailable: If it cannot, naming the path and the reason.
+        """
+        path = self.config.path
+        try:
+            if os.path.exists(path):
+                # Opened for appending and closed at once: proves write access without writing.
+                os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
+                return f"{path} exists and is writable"
+            return check_can_create_in(os.path.dirname(path))
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
 
     def write(self, letters: Sequence[DeadLetter]) -> None:
         """Append the dead letters and fsync before returning.

@@ -35,7 +35,11 @@ folder also gets an fsync of its parent folder, so its name survives a power los
 are made with mode 0700 and new files with ``file_mode`` (0600 by default), whatever the umask. Existing
 files and folders keep their modes. Any ``OSError`` (ENOSPC, EROFS, EACCES, a regular file where a
 folder should be) raises :class:`~mns_consumer.errors.SinkUnavailable`: nothing of that batch counts
-as accepted, every handle is closed, and the next write opens afresh. The file sink never rejects.
+as accepted, every handle is closed, and the next write opens afresh. The file sink never rejects. At
+start (:meth:`FileSink.open`), a folder that cannot be created until someone changes the file system
+(a regular file in the way, no permission, a read-only mount) is a
+:class:`~mns_consumer.errors.ConfigError` naming the path instead, so the daemon stops with exit 2
+rather than retrying for ever.
 
 Dedupe. The sink remembers the keys it stored most recently, up to ``dedupe_window`` of them
 (:class:`~mns_consumer.sinks.recent_keys.RecentKeys`). It skips receipts whose key it remembers and still
@@ -56,7 +60,6 @@ One sink in one process writes a given path. Size rotation and the size count as
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import json
 import os
@@ -71,13 +74,17 @@ from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from mns_consumer.errors import SinkUnavailable
+from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.files import (
+    check_can_create_in,
+    describe_os_error,
+    ensure_private_dir,
+    needs_operator,
+    open_private,
+)
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
 from mns_consumer.sinks.recent_keys import RecentKeys
-
-DIRECTORY_MODE = 0o700
-"""Mode of every folder the file sinks create (existing folders are left alone)."""
 
 DEFAULT_DATE_FORMAT = "%Y-%m-%d"
 """The format of a bare ``{date}`` placeholder and of the ``rotate_daily`` suffix."""
@@ -348,84 +355,21 @@ def encode_json_line(data: dict[str, Any]) -> bytes:
         return (json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
-def fsync_directory(path: str) -> None:
-    """fsync a folder so that names created or renamed in it survive a power loss.
-
-    Raises:
-        OSError: If the folder cannot be opened or synced.
-    """
-    fd = os.open(path or os.curdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some filesystems (certain FUSE and network mounts) cannot sync a folder at all; the file's own
-        # fsync is then all the durability there is.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
-
-
-def ensure_directory(path: str, *, fsync: bool) -> None:
-    """Create a folder and its missing parents with mode 0700 whatever the umask.
-
-    Args:
-        path: The folder ("" means the current folder, which exists).
-        fsync: Also fsync the parent of every folder created.
-
-    Raises:
-        OSError: If a folder cannot be created (e.g. a regular file stands in the way).
-    """
-    missing: list[str] = []
-    current = path
-    while current and not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, DIRECTORY_MODE)
-        except FileExistsError:
-            if not os.path.isdir(directory):
-                raise
-            continue
-        # mkdir's mode passes through the umask, which may have removed the owner's bits.
-        os.chmod(directory, DIRECTORY_MODE)
-        if fsync:
-            fsync_directory(os.path.dirname(directory))
-
-
 def open_for_append(path: str, *, file_mode: int, fsync: bool) -> int:
     """Open a file for appending (and reading back), creating it and its folders as needed.
 
-    A new file gets exactly ``file_mode`` whatever the umask, and (with ``fsync``) its folder is synced.
-    An existing file keeps the mode its owner gave it.
+    A new file gets exactly ``file_mode`` and new folders 0700, whatever the umask (see
+    :mod:`mns_consumer.files`); with ``fsync``, the folders holding new names are synced. An existing
+    file keeps the mode its owner gave it.
 
     Returns:
-        A file descriptor opened ``O_RDWR | O_APPEND``.
+        A file descriptor opened ``O_RDWR | O_APPEND``: read access lets the sink check the last byte
+        for a torn line.
 
     Raises:
-        OSError: If the file cannot be opened or created.
+        OSError: If the file or a folder cannot be opened or created.
     """
-    directory = os.path.dirname(path)
-    ensure_directory(directory, fsync=fsync)
-    # Read access lets the sink check the last byte for a torn line; O_EXCL tells whether this call
-    # created the file, which alone gets the mode and the folder fsync.
-    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, file_mode)
-    except FileExistsError:
-        return os.open(path, flags)
-    try:
-        os.fchmod(fd, file_mode)
-        if fsync:
-            fsync_directory(directory)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
+    return open_private(path, os.O_RDWR | os.O_APPEND, mode=file_mode, make_dirs=True, fsync=fsync)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -498,17 +442,42 @@ class FileSink:
         """Create the fixed part of the folder and preload the dedupe window from today's files.
 
         Raises:
-            SinkUnavailable: If the folder cannot be created or the files cannot be read.
+            ConfigError: If the folder can never be created as things stand (a regular file in the way,
+                no permission, a read-only mount): the daemon stops at start, naming the path.
+            SinkUnavailable: If the folder cannot be created or the files cannot be read for a reason
+                that may pass (a full disk, an I/O error).
         """
         with self._lock:
             path = self._template.fixed_directory()
             try:
-                ensure_directory(path, fsync=self.config.fsync)
+                ensure_private_dir(path, fsync=self.config.fsync)
                 if self._recent is not None:
                     now = self._now()
                     self._recent.add_all(self._stored_keys_to_preload([now - timedelta(days=1), now]))
             except OSError as exc:
+                if needs_operator(exc):
+                    raise ConfigError(
+                        f"sink {self.name!r}",
+                        f"sinks.{self.name}.path",
+                        f"cannot create the folder {describe_os_error(exc, path)}",
+                        "make that path a folder the daemon may write to, or choose another path",
+                    ) from exc
                 raise self._unavailable(exc, path) from exc
+
+    def probe(self) -> str:
+        """Check, creating nothing, that the sink's folder exists or can be created, and is writable.
+
+        Returns:
+            What was found (see :func:`mns_consumer.files.check_can_create_in`).
+
+        Raises:
+            SinkUnavailable: If files cannot be created there, naming the path and the reason.
+        """
+        path = self._template.fixed_directory()
+        try:
+            return check_can_create_in(path)
+        except OSError as exc:
+            raise self._unavailable(exc, path) from exc
 
     def write(self, batch: Sequence[Receipt]) -> SinkResult:
         """Append the receipts not stored recently, fsync, and report the whole batch accepted.

@@ -233,6 +233,39 @@ class S3Sink:
                 bucket does not exist, or access is denied.
             SinkUnavailable: If the store cannot be reached or fails now.
         """
+        self._connect()
+        try:
+            self._client.head_bucket(Bucket=self.config.bucket)
+            self._preload()
+        except (self._client_error, self._boto_error) as exc:
+            self.close()
+            raise self._open_error(exc) from exc
+
+    def probe(self) -> str:
+        """HeadBucket once and close (``check-config --connect``): reads nothing, writes nothing.
+
+        Returns:
+            What was found.
+
+        Raises:
+            ConfigError: As :meth:`open` does: boto3 missing, a missing bucket, access denied.
+            SinkUnavailable: If the store cannot be reached or fails now.
+        """
+        self._connect()
+        try:
+            self._client.head_bucket(Bucket=self.config.bucket)
+        except (self._client_error, self._boto_error) as exc:
+            raise self._open_error(exc) from exc
+        finally:
+            self.close()
+        return f"HeadBucket on bucket {self.config.bucket!r} answered"
+
+    def _connect(self) -> None:
+        """Create the boto3 client (no request is sent).
+
+        Raises:
+            ConfigError: If boto3 is missing or the client cannot be configured (an unknown profile).
+        """
         boto3 = _import_boto3(self.name)
         botocore_config: Any = importlib.import_module("botocore.config")
         exceptions: Any = importlib.import_module("botocore.exceptions")
@@ -264,12 +297,6 @@ class S3Sink:
         except self._boto_error as exc:
             # E.g. AWS_PROFILE naming a profile that does not exist.
             raise ConfigError(f"sinks.{self.name}", "", f"cannot create the S3 client: {exc}") from exc
-        try:
-            self._client.head_bucket(Bucket=config.bucket)
-            self._preload()
-        except (self._client_error, self._boto_error) as exc:
-            self.close()
-            raise self._open_error(exc) from exc
 
     def _open_error(self, exc: Exception) -> ConfigError | SinkUnavailable:
         code = self._error_code(exc)

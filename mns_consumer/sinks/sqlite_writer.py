@@ -33,6 +33,8 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any, Final
 
+from mns_consumer.files import create_private_file
+
 FRAME: Final = struct.Struct("<I")
 COMMITTED: Final = b"\x00"
 FAILED: Final = b"\x01"
@@ -213,6 +215,10 @@ def serve(path: str, stdin: IO[bytes], stdout: IO[bytes]) -> int:
     setup = _read_frame(stdin)
     if setup is None:
         return 0
+    if not path.startswith("file:"):
+        # The sink created the file 0600 before starting this process; should it have been removed
+        # since, it is created 0600 again here rather than 0644 by SQLite (its -wal and -shm follow).
+        create_private_file(path, make_dirs=False)
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         for pragma in json.loads(setup):

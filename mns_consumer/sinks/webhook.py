@@ -30,7 +30,10 @@ to refuse replays::
         digest = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
         return hmac.compare_digest("sha256=" + digest, headers.get("X-Signature", ""))
 
-(:func:`verify_signature` does the same.) Delivery is at least once: a receiver must treat a known
+(:func:`verify_signature` does the same.) ``mns-consumer check-config --connect`` sends one request
+of this format with an empty batch, ``{"receipts": []}``, and the extra header
+``X-MNS-Consumer-Probe: 1``; a receiver should answer it 2xx without storing anything (which the
+plain contract already gives: there are no receipts to store). Delivery is at least once: a receiver must treat a known
 ``Idempotency-Key``, or a known ``dedupe_key`` inside a body, as already stored and answer 2xx.
 
 Outcomes per request:
@@ -78,8 +81,20 @@ SIGNATURE_PREFIX = "sha256="
 REJECT_BODY_CHARS = 200
 """How much of a rejecting response body ends up in the rejection reason."""
 
+PROBE_HEADER = "X-MNS-Consumer-Probe"
+"""Header (value ``1``) marking the empty batch ``check-config --connect`` sends; receivers may ignore it."""
+
 RESERVED_HEADERS = frozenset(
-    {"content-type", "content-length", "host", "transfer-encoding", "x-timestamp", "x-signature", "idempotency-key"}
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "x-timestamp",
+        "x-signature",
+        "idempotency-key",
+        PROBE_HEADER.lower(),
+    }
 )
 """Headers the sink sets itself and ``headers`` may not override (lower case)."""
 
@@ -367,29 +382,74 @@ class WebhookSink:
         body = json.dumps(
             {"receipts": [receipt.to_json_dict() for receipt in receipts]}, ensure_ascii=False, separators=(",", ":")
         ).encode("utf-8")
-        # Signed per attempt, not per batch: receivers refuse stale timestamps, and retries can be late.
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            "X-Timestamp": timestamp,
-            "Idempotency-Key": idempotency_key(keys),
-        }
-        if self.config.secret is not None:
-            headers["X-Signature"] = sign_body(self.config.secret.get_secret_value(), timestamp, body)
-        try:
-            response = client.post(self.config.url, content=body, headers=headers)
-        except httpx.TransportError as exc:
-            raise SinkUnavailable(self.name, f"{type(exc).__name__} posting to {self._origin}: {exc}") from exc
+        response = self._send(client, body, idempotency_key(keys))
         status = response.status_code
         if 200 <= status < 300:
             return _Answer(keys)
-        if status < 400 or status >= 500 or status in _TRANSIENT_STATUSES or status in _MISCONFIGURED_STATUSES:
+        if self._unavailable_status(status):
             raise SinkUnavailable(
                 self.name,
                 f"HTTP {status} from {self._origin}",
                 retry_after_seconds=parse_retry_after(response.headers.get("Retry-After")),
             )
         return _Answer(keys, f"HTTP {status}: {self._snippet(response.text)}")
+
+    def _send(
+        self, client: httpx.Client, body: bytes, key: str, extra_headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        # Signed per attempt, not per batch: receivers refuse stale timestamps, and retries can be late.
+        timestamp = str(int(time.time()))
+        headers = {"Content-Type": "application/json", "X-Timestamp": timestamp, "Idempotency-Key": key}
+        if extra_headers:
+            headers.update(extra_headers)
+        if self.config.secret is not None:
+            headers["X-Signature"] = sign_body(self.config.secret.get_secret_value(), timestamp, body)
+        try:
+            return client.post(self.config.url, content=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise SinkUnavailable(self.name, f"{type(exc).__name__} posting to {self._origin}: {exc}") from exc
+
+    @staticmethod
+    def _unavailable_status(status: int) -> bool:
+        """Whether a non-2xx status says "later" or "not here" rather than judging the receipts."""
+        return not 200 <= status < 300 and (
+            status < 400 or status >= 500 or status in _TRANSIENT_STATUSES or status in _MISCONFIGURED_STATUSES
+        )
+
+    def probe(self) -> str:
+        """POST one empty, signed batch marked ``X-MNS-Consumer-Probe: 1`` (``check-config --connect``).
+
+        The request is a real one of the wire format, so it proves the whole path a batch takes: DNS,
+        TCP, TLS and its certificate, proxies, the URL, the static headers and the signature. Its body
+        is ``{"receipts": []}``: a receiver that follows the contract stores nothing and answers 2xx,
+        and one that knows the header may answer at once without looking further.
+
+        Returns:
+            The status seen. A 4xx other than those that mean "wrong URL or credentials" still passes:
+            the receiver was reached and judged the body (an empty batch), as it would judge receipts.
+
+        Raises:
+            SinkUnavailable: On a connection, TLS or timeout error, or a status that makes ``write``
+                report the sink unavailable (3xx, 401, 403, 404, 405, 407, 408, 425, 429, 5xx).
+            ConfigError: If ``ca_file`` cannot be loaded.
+        """
+        self.open()
+        try:
+            client = self._client
+            assert client is not None  # noqa: S101  (just opened)
+            body = b'{"receipts":[]}'
+            response = self._send(client, body, idempotency_key([]), {PROBE_HEADER: "1"})
+        finally:
+            self.close()
+        status = response.status_code
+        if self._unavailable_status(status):
+            raise SinkUnavailable(self.name, f"HTTP {status} from {self._origin} to the probe request")
+        if 200 <= status < 300:
+            return f"HTTP {status} from {self._origin}: the receiver took the empty probe batch"
+        return (
+            f"HTTP {status} from {self._origin}: reachable, but the receiver refused the empty probe batch "
+            f"({self._snippet(response.text)}); it should answer 2xx to {PROBE_HEADER}: 1"
+        )
 
     def _snippet(self, text: str) -> str:
         # A debugging receiver may echo request headers back; our own secrets must not travel on.
@@ -410,6 +470,7 @@ def _origin(url: str) -> str:
 
 
 __all__ = [
+    "PROBE_HEADER",
     "WebhookSink",
     "WebhookSinkConfig",
     "idempotency_key",

@@ -112,7 +112,7 @@ def test_replay_delivers_what_now_decodes_and_keeps_what_still_fails(tmp_path: P
 def test_check_config_connect_reports_each_dependency(
     tmp_path: Path, make_emulator: Callable[..., Emulator], child_process: bool
 ) -> None:
-    """--connect fetches tokens (either way), probes the queue without taking messages, opens the sinks."""
+    """--connect fetches tokens (either way), probes the queue without taking messages, checks the sinks."""
     emulator = make_emulator()
     emulator.produce("SmsReport", 2)
     config = tmp_path / "config.yaml"
@@ -134,7 +134,8 @@ def test_check_config_connect_reports_each_dependency(
     result = run("check-config", "--connect", str(config))
     assert "[ok] queue Alicom-Queue-i1-SmsReport (SmsReport): 2 active, 0 inactive, 0 delayed" in result.stdout
     assert "[FAILED] token for queue Alicom-Queue-i1-Missing (SmsUp): InvalidQueueName.NotFound" in result.stdout
-    assert "[ok] sink archive: opened" in result.stdout
+    assert f"[ok] sink archive: {tmp_path} is writable" in result.stdout
+    assert f"[ok] dead_letter: {tmp_path} is writable" in result.stdout
     assert emulator.settings.access_key_secret not in result.stdout + result.stderr
     assert result.returncode == 1
     assert emulator.queue("Alicom-Queue-i1-SmsReport").counts().active == 2

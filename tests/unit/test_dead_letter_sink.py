@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mns_consumer.errors import SinkUnavailable
+from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.sinks.base import DeadLetter, Reopenable
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig, FileDeadLetterSink, read_dead_letters
 
@@ -142,11 +142,11 @@ def test_an_unusable_path_raises_sink_unavailable_and_the_next_write_recovers(
     assert list(read_dead_letters(tmp_path / "state/dead-letter.jsonl")) == [make_letter(2)]
 
 
-def test_open_raises_sink_unavailable_when_the_file_cannot_be_created(tmp_path: Path) -> None:
-    """open fails with SinkUnavailable naming the sink when the path lies under a regular file."""
+def test_open_raises_config_error_when_the_path_lies_under_a_regular_file(tmp_path: Path) -> None:
+    """A file that can never be created at start is a configuration error naming the key and the path."""
     (tmp_path / "blocked").write_bytes(b"")
-    sink = DeadLetterSinkConfig(type="file", path=str(tmp_path / "blocked/dead-letter.jsonl")).build("dl")
-    with pytest.raises(SinkUnavailable, match="'dl'"):
+    sink = DeadLetterSinkConfig(type="file", path=str(tmp_path / "blocked/dead-letter.jsonl")).build()
+    with pytest.raises(ConfigError, match=f"dead_letter.path: cannot create or open {tmp_path}/blocked"):
         sink.open()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mns_consumer.errors import SinkUnavailable
+from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import Reopenable, Sink, SinkResult, parse_sink_config
 from mns_consumer.sinks.file import FileSink, FileSinkConfig, encode_json_line
@@ -406,11 +406,11 @@ def test_an_unusable_folder_raises_sink_unavailable_and_the_next_write_recovers(
     assert keys_of(tmp_path / "out/SmsReport.jsonl") == keys([make_receipt(1)])
 
 
-def test_open_raises_sink_unavailable_when_the_folder_cannot_be_created(tmp_path: Path) -> None:
-    """open fails with SinkUnavailable, naming the path, when a regular file blocks the folder."""
+def test_open_raises_config_error_when_a_regular_file_blocks_the_folder(tmp_path: Path) -> None:
+    """A folder that can never be created at start is a configuration error naming the key and the path."""
     (tmp_path / "blocked").write_bytes(b"")
     sink = FileSinkConfig(type="file", path=str(tmp_path / "blocked/sub/{message_type}.jsonl")).build("archive")
-    with pytest.raises(SinkUnavailable, match="blocked"):
+    with pytest.raises(ConfigError, match=f"sinks.archive.path: cannot create the folder {tmp_path}/blocked: "):
         sink.open()
 
 
