@@ -295,6 +295,7 @@ class Supervisor:
             name,
             message_type,
             seconds_since_receive=lambda: self.events.seconds_since_receive(name),
+            oldest_message_age_seconds=lambda: slot.poller.oldest_message_age_seconds(),  # noqa: PLW0108  (the poller a restart puts in the slot)
             batches_in_flight=lambda: float(slot.poller.in_flight),
             token_seconds_to_expiry=lambda: _or_minus_one(slot.tokens.seconds_to_expiry()),
         )
