@@ -144,6 +144,12 @@ class Poller:
         with self._in_flight_lock:
             return len(self._in_flight)
 
+    def in_flight_messages(self) -> tuple[int, int]:
+        """Batches and messages received and not yet deleted or abandoned (what an exit now leaves to MNS)."""
+        with self._in_flight_lock:
+            batches = [batch for batch in self._in_flight.values() if not batch.abandoned]
+        return len(batches), sum(len(batch.messages) for batch in batches)
+
     def oldest_message_age_seconds(self) -> float:
         """The queue's lag as far as this poller knows it, computed when asked (at scrape time).
 
