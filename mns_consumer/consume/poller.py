@@ -153,13 +153,14 @@ class Poller:
     def oldest_message_age_seconds(self) -> float:
         """The queue's lag as far as this poller knows it, computed when asked (at scrape time).
 
-        It is the larger of two ages, each a lower bound on how long the oldest message in the queue
-        has waited:
+        It is the larger of two ages:
 
         * the age, at that receive, of the oldest message in the latest receive (0 when it came back
-          empty): MNS hands out roughly oldest first, so while receives flow this is the queue's head;
+          empty): MNS hands out roughly oldest first, so while receives flow this is the queue's head
+          as last seen;
         * the age *now* of the oldest message this poller holds in flight (received, not yet deleted):
-          it is still in the queue, and its EnqueueTime comes from MNS itself.
+          it is still in the queue, and its EnqueueTime comes from MNS itself, so the queue's oldest
+          message is at least that old.
 
         The second is what keeps the gauge honest while receiving pauses for a failing sink: the
         batch that met the outage stays in flight (its visibility extended), so the gauge grows by a
