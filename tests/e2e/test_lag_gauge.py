@@ -57,9 +57,10 @@ def test_lag_gauge_keeps_growing_while_receiving_is_paused_for_a_dead_sink(
         time.sleep(1.2)
 
     # Then nothing more was received (receiving is paused, messages wait in MNS) ...
-    received = [s["mns_consumer_receipts_received_total"] for s in scrapes]
-    assert received == [8.0, 8.0, 8.0]
-    assert emulator.queue(QUEUE).counts().active == 32
+    received = {s["mns_consumer_receipts_received_total"] for s in scrapes}
+    assert len(received) == 1, received
+    assert 1 <= received.pop() <= 8
+    assert emulator.queue(QUEUE).counts().active >= 32
     # ... and the age of the oldest waiting message grows from scrape to scrape, at least a second per 1.2 s
     ages = [s["mns_consumer_queue_oldest_message_age_seconds"] for s in scrapes]
     assert ages[0] < ages[1] < ages[2], ages
