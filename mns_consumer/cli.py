@@ -680,6 +680,7 @@ def backfill(
         describe_failure,
         events_with_textfile,
         run_backfill,
+        unmatched_date_warning,
     )
     from mns_consumer.config import load_config
     from mns_consumer.errors import ConfigError, InvalidSendsError
@@ -724,6 +725,8 @@ def backfill(
         click.echo(f"error: {describe_failure(failure, mask=mask)}", err=True)
     if report.stopped:
         click.echo(f"stopped: {report.stopped}", err=True)
+    if (warning := unmatched_date_warning(report, mask=mask)) is not None:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(report.to_json(mask=mask), ensure_ascii=False))
     else:

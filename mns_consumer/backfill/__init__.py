@@ -32,9 +32,11 @@ from mns_consumer.backfill.run import (
     BackfillOptions,
     BackfillReport,
     SendFailure,
+    StoredKeys,
     describe_failure,
     events_with_textfile,
     run_backfill,
+    unmatched_date_warning,
 )
 from mns_consumer.backfill.sends import COLUMNS, Send, collect_sends, make_send, parse_send_date, read_sends
 
@@ -45,6 +47,7 @@ __all__ = [
     "BackfillReport",
     "Send",
     "SendFailure",
+    "StoredKeys",
     "collect_sends",
     "describe_failure",
     "events_with_textfile",
@@ -53,4 +56,5 @@ __all__ = [
     "read_sends",
     "receipt_from_detail",
     "run_backfill",
+    "unmatched_date_warning",
 ]

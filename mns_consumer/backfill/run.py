@@ -8,9 +8,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 
@@ -18,6 +18,7 @@ from mns_consumer.alicom.endpoints import resolve_endpoints
 from mns_consumer.alicom.send_details import (
     SEND_STATUS_PENDING,
     SendDetail,
+    beijing_today,
 )
 from mns_consumer.backfill.records import MESSAGE_TYPE, SEND_STATUSES, receipt_from_detail
 from mns_consumer.backfill.sends import Send
@@ -40,6 +41,23 @@ from mns_consumer.observe.metrics import Metrics
 from mns_consumer.observe.textfile import carry_over, write_textfile
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink, SinkResult
+
+
+@runtime_checkable
+class StoredKeys(Protocol):
+    """A sink that can say which dedupe keys it holds already (the database sink can; files, webhooks can't).
+
+    When every sink of a run can, the report tells receipts already stored apart from the ones the run
+    recovered; otherwise it counts them together, since a sink's write accepts both alike.
+    """
+
+    def stored_keys(self, keys: Sequence[str]) -> frozenset[str]:
+        """The subset of ``keys`` stored already.
+
+        Raises:
+            SinkUnavailable: If the destination cannot be asked now.
+        """
+        ...
 
 
 @dataclass(frozen=True)
@@ -86,12 +104,18 @@ class BackfillReport:
         delivered: Records with SendStatus 3.
         failed: Records with SendStatus 2.
         pending: Records with SendStatus 1 (no report yet: skipped unless pending receipts are stored).
-        stored: Receipts every sink durably accepted, whether new or already there (sinks do not say).
+        stored: Receipts every sink durably accepted, whether new or already there.
+        already_stored: Of ``stored``, those every sink held before the run wrote them; None when a sink
+            cannot tell (see :class:`StoredKeys`).
+        newly_stored: Of ``stored``, those missing from at least one sink: what the run recovered; None
+            when a sink cannot tell.
         would_store: In a dry run, receipts that would have been written.
         dead_lettered: Receipts a sink rejected, now in the dead-letter sink.
         unstored: Receipts found but not stored because the run stopped first.
         not_tried: Sends not queried because the run stopped first.
         failures: The sends that could not be queried.
+        unmatched: Sends queried successfully that matched no record.
+        beijing_today: Today's date in Beijing (UTC+8) when the run started: Alibaba's calendar day.
         stopped: Why the run stopped before the end, if it did.
         unavailable: True when it stopped because Dysmsapi or a sink stayed unavailable.
         seconds: How long the run took.
@@ -105,11 +129,15 @@ class BackfillReport:
     failed: int = 0
     pending: int = 0
     stored: int = 0
+    already_stored: int | None = 0
+    newly_stored: int | None = 0
     would_store: int = 0
     dead_lettered: int = 0
     unstored: int = 0
     not_tried: int = 0
     failures: list[SendFailure] = field(default_factory=list)
+    unmatched: list[Send] = field(default_factory=list)
+    beijing_today: date | None = None
     stopped: str | None = None
     unavailable: bool = False
     seconds: float = 0.0
@@ -126,8 +154,8 @@ class BackfillReport:
             return EXIT_UNAVAILABLE
         return EXIT_OK if self.ok else EXIT_FAILURE
 
-    def counts(self) -> dict[str, int]:
-        """The counters, by name, for the summary line, JSON output and the log."""
+    def counts(self) -> dict[str, int | None]:
+        """The counters, by name, for the summary line, JSON output and the log (None: a sink cannot tell)."""
         return {
             "sends": self.sends,
             "queried": self.queried,
@@ -137,6 +165,9 @@ class BackfillReport:
             "failed": self.failed,
             "pending": self.pending,
             "stored": self.stored,
+            "already_stored": self.already_stored,
+            "newly_stored": self.newly_stored,
+            "unmatched": len(self.unmatched),
             "would_store": self.would_store,
             "dead_lettered": self.dead_lettered,
             "unstored": self.unstored,
@@ -145,22 +176,40 @@ class BackfillReport:
         }
 
     def summary(self, *, dry_run: bool = False) -> str:
-        """One line for the operator."""
-        stored = f"would store {self.would_store}" if dry_run else f"stored {self.stored} (new or already present)"
+        """One line for the operator, ending with what happened to the receipts.
+
+        In order: sends queried, records found, receipts already stored, newly stored (recovered),
+        still pending (no carrier report yet), and failed (sends that could not be queried, receipts
+        that could not be stored).
+        """
         text = (
-            f"backfill: {self.sends} send(s), {self.queried} queried in {self.pages} page(s), "
-            f"{self.found} record(s) found: {self.delivered} delivered, {self.failed} failed, "
-            f"{self.pending} pending; {stored}, {self.dead_lettered} dead-lettered, "
-            f"{len(self.failures)} error(s)"
+            f"backfill: {self.sends} send(s), {self.queried} queried in {self.pages} page(s); "
+            f"{self.found} record(s) found ({self.delivered} delivered, {self.failed} delivery failed, "
+            f"{self.pending} pending)"
         )
+        if dry_run:
+            text += f"; would store {self.would_store}"
+        elif self.already_stored is None or self.newly_stored is None:
+            text += f"; {self.stored} stored (new or already present: a sink cannot tell which)"
+        else:
+            text += f"; {self.already_stored} already stored, {self.newly_stored} newly stored (recovered)"
+        text += f", {self.pending} still pending, {self._failed_text()}"
         if self.not_tried:
-            text += f", {self.not_tried} not tried"
-        if self.unstored:
-            text += f", {self.unstored} found but not stored"
+            text += f", {self.not_tried} send(s) not tried"
         text += f" in {self.seconds:.1f} s"
         if self.stopped:
             text += f"; stopped: {self.stopped}"
         return text
+
+    def _failed_text(self) -> str:
+        unqueried, unstored = len(self.failures), self.dead_lettered + self.unstored
+        parts = [f"{unqueried} send(s) not queried"] if unqueried else []
+        if self.dead_lettered:
+            parts.append(f"{self.dead_lettered} dead-lettered")
+        if self.unstored:
+            parts.append(f"{self.unstored} found but not stored")
+        detail = f" ({', '.join(parts)})" if parts else ""
+        return f"{unqueried + unstored} failed{detail}"
 
     def to_json(self, *, mask: bool = True) -> dict[str, Any]:
         """The report as JSON-ready data (phone numbers masked unless ``mask`` is False)."""
@@ -308,6 +357,7 @@ class _Run:
     def execute(self, sends: list[Send]) -> BackfillReport:
         started = time.monotonic()
         self.report.sends = len(sends)
+        self.report.beijing_today = beijing_today(self.now())
         if self.events.metrics is not None:
             self.events.metrics.watch_backfill(MESSAGE_TYPE, self.sink_names)
         try:
@@ -346,6 +396,8 @@ class _Run:
             except SinkUnavailable as exc:
                 raise _Stop(f"sink {name!r} is unavailable: {exc.reason}", unavailable=True) from exc
             self._sinks.append(sink)
+        if not all(isinstance(sink, StoredKeys) for sink in self._sinks):
+            self.report.already_stored = self.report.newly_stored = None
         if self._dead_letter is None and self.config.dead_letter is not None:
             self._dead_letter = self.config.dead_letter.build()
         if self._dead_letter is not None:
@@ -425,6 +477,8 @@ class _Run:
             self._failed(result.send, result.error)
             return
         report.queried += 1
+        if not result.records:
+            report.unmatched.append(result.send)
         statuses: Counter[str] = Counter()
         for detail in result.records:
             status = SEND_STATUSES[detail.send_status]
@@ -471,6 +525,7 @@ class _Run:
                 if self.emit is not None:
                     self.emit(receipt)
             return
+        held_before = self._held_by_every_sink([receipt.dedupe_key for receipt in batch])
         refused: dict[str, tuple[str, str]] = {}
         for sink in self._sinks:
             for key, reason in self._write(sink, batch).items():
@@ -495,8 +550,39 @@ class _Run:
         for receipt in batch:
             if receipt.dedupe_key not in refused:
                 self.report.stored += 1
+                self._count_new_or_old(receipt.dedupe_key in held_before)
                 if self.emit is not None:
                     self.emit(receipt)
+
+    def _held_by_every_sink(self, keys: list[str]) -> frozenset[str]:
+        """The keys every sink holds already, asked just before the write; empty when a sink cannot tell.
+
+        A receipt that MNS delivers between this question and the write counts as recovered: the run
+        stored it first. An unavailable sink stops the telling apart for the rest of the run (the
+        write that follows has its own retries), rather than failing the run over a count.
+        """
+        report = self.report
+        if report.already_stored is None:
+            return frozenset()
+        held: frozenset[str] | None = None
+        for sink in self._sinks:
+            assert isinstance(sink, StoredKeys)  # noqa: S101  (checked in _open)
+            try:
+                found = sink.stored_keys(keys)
+            except SinkUnavailable:
+                report.already_stored = report.newly_stored = None
+                return frozenset()
+            held = found if held is None else held & found
+        return held or frozenset()
+
+    def _count_new_or_old(self, held_before: bool) -> None:
+        report = self.report
+        if report.already_stored is None or report.newly_stored is None:
+            return
+        if held_before:
+            report.already_stored += 1
+        else:
+            report.newly_stored += 1
 
     def _write(self, sink: Sink, batch: list[Receipt]) -> dict[str, str]:
         """Write until every receipt is accepted or rejected; returns the rejections.
@@ -561,6 +647,32 @@ def describe_failure(failure: SendFailure, *, mask: bool = True) -> str:
     send = failure.send
     phone = mask_phone_number(send.phone_number) if mask else send.phone_number
     return f"{send.where} ({phone}, {send.send_date.isoformat()}, BizId {send.biz_id}): {failure.message}"
+
+
+def unmatched_date_warning(report: BackfillReport, *, mask: bool = True, limit: int = 3) -> str | None:
+    """A warning about sends that matched nothing on a day that is not today in Beijing, or None.
+
+    QuerySendDetails files a send under its Beijing calendar day (UTC+8), so a day taken from UTC or
+    local time is often the day before Alibaba's and matches nothing, which would otherwise read as
+    "no receipt". A send dated today in Beijing may simply not be reported yet, so it is not named.
+    """
+    today = report.beijing_today
+    suspects = [send for send in report.unmatched if send.send_date != today]
+    if not suspects:
+        return None
+    named = "; ".join(
+        f"{send.where} ({mask_phone_number(send.phone_number) if mask else send.phone_number}, "
+        f"{send.send_date.isoformat()})"
+        for send in suspects[:limit]
+    )
+    more = f" and {len(suspects) - limit} more" if len(suspects) > limit else ""
+    next_day = (suspects[0].send_date + timedelta(days=1)).isoformat()
+    today_text = f" Today is {today.isoformat()} in Beijing." if today is not None else ""
+    return (
+        f"{len(suspects)} send(s) matched no record on the day given: {named}{more}. Alibaba files each send "
+        f"under its day in Beijing time (UTC+8), so a send made after 16:00 UTC falls on the next day.{today_text} "
+        f"If the date came from UTC or local time, try the day after (e.g. --date {next_day})."
+    )
 
 
 def events_with_textfile(path: Path | None) -> tuple[Events, Callable[[], str | None]]:

@@ -99,6 +99,7 @@ class Poller:
         self._backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
         self._can_extend = settings.extend_visibility
         self._done = threading.Event()
+        self._latest_receive_age_seconds = 0.0
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -143,6 +144,39 @@ class Poller:
         with self._in_flight_lock:
             return len(self._in_flight)
 
+    def in_flight_messages(self) -> tuple[int, int]:
+        """Batches and messages received and not yet deleted or abandoned (what an exit now leaves to MNS)."""
+        with self._in_flight_lock:
+            batches = [batch for batch in self._in_flight.values() if not batch.abandoned]
+        return len(batches), sum(len(batch.messages) for batch in batches)
+
+    def oldest_message_age_seconds(self) -> float:
+        """The queue's lag as far as this poller knows it, computed when asked (at scrape time).
+
+        It is the larger of two ages:
+
+        * the age, at that receive, of the oldest message in the latest receive (0 when it came back
+          empty): MNS hands out roughly oldest first, so while receives flow this is the queue's head
+          as last seen;
+        * the age *now* of the oldest message this poller holds in flight (received, not yet deleted):
+          it is still in the queue, and its EnqueueTime comes from MNS itself, so the queue's oldest
+          message is at least that old.
+
+        The second is what keeps the gauge honest while receiving pauses for a failing sink: the
+        batch that met the outage stays in flight (its visibility extended), so the gauge grows by a
+        second every second until the sink recovers, instead of repeating the last receive's value.
+        Time since the last delete would grow on an idle queue too, and ageing the last receive's
+        value would count messages that were deleted since, so neither is used. When MNS itself
+        cannot be reached nothing new is learnt; ``mns_consumer_seconds_since_last_receive`` says so.
+        """
+        with self._in_flight_lock:
+            held = [batch.messages for batch in self._in_flight.values() if not batch.abandoned]
+        oldest_ms = min((item.message.enqueue_time_ms for items in held for item in items), default=None)
+        if oldest_ms is None:
+            return self._latest_receive_age_seconds
+        held_age = time.time() - oldest_ms / 1000
+        return max(self._latest_receive_age_seconds, held_age, 0.0)
+
     def _guarded(self, target: Callable[[], None]) -> None:
         try:
             target()
@@ -172,9 +206,8 @@ class Poller:
                         self._after_receive_failure(exc, failures)
                     continue
                 failures = 0
-                self.events.receive_finished(
-                    self.settings.queue_name, time.monotonic() - started, _oldest_age_seconds(messages)
-                )
+                self._latest_receive_age_seconds = _oldest_age_seconds(messages)
+                self.events.receive_finished(self.settings.queue_name, time.monotonic() - started)
                 if not messages:
                     self._slots.release()
                     if self.settings.wait_seconds == 0:
@@ -429,8 +462,8 @@ class Poller:
             self.events.visibility_extended(self.settings.queue_name, extended, seconds)
 
 
-def _oldest_age_seconds(messages: list[ReceivedMessage]) -> float | None:
-    """Age of the oldest message of a receive, from its EnqueueTime; None for an empty receive."""
+def _oldest_age_seconds(messages: list[ReceivedMessage]) -> float:
+    """Age of the oldest message of a receive, from its EnqueueTime; 0 for an empty receive."""
     if not messages:
-        return None
+        return 0.0
     return max(0.0, time.time() - min(m.enqueue_time_ms for m in messages) / 1000)

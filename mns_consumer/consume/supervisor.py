@@ -2,7 +2,8 @@
 
 Signals only set flags; the main loop acts on them:
 
-* SIGTERM or SIGINT: drain (below) and exit 0. A second one exits at once with :data:`EXIT_KILLED`.
+* SIGTERM or SIGINT: drain (below) and exit 0. A second one exits at once with :data:`EXIT_KILLED`,
+  after one ``shutdown.killed`` line saying what it abandoned (batches and receipts in flight, per queue).
 * SIGHUP: reopen the file sinks' and the log's files (after logrotate).
 
 The drain order, each step after the one before for the reason given:
@@ -59,6 +60,8 @@ log = structlog.get_logger("mns_consumer.supervisor")
 
 
 TICK_SECONDS = 0.5
+KILL_LOG_SECONDS = 1.0
+"""How long a second signal waits for its ``shutdown.killed`` line to be written before leaving anyway."""
 
 
 @dataclass
@@ -102,6 +105,7 @@ class Supervisor:
         self.stop_requested = threading.Event()
         self._reopen_requested = threading.Event()
         self._signals = 0
+        self._killed = threading.Event()
         self.sinks: dict[str, Sink] = {}
         self.dead_letter: DeadLetterSink | None = None
         self.slots: list[_Slot] = []
@@ -126,9 +130,40 @@ class Supervisor:
             return
         self._signals += 1
         if self._signals > 1:
-            # The operator asked twice: leave now. Un-deleted messages simply come back from MNS.
-            os._exit(EXIT_KILLED)
+            # The operator asked twice: leave now (see _exit_when_killed, which says what is left behind).
+            self._killed.set()
+            return
         self.stop_requested.set()
+
+    def _exit_when_killed(self) -> None:
+        """Wait for a second signal, log what it abandons, and end the process with :data:`EXIT_KILLED`.
+
+        A thread rather than the handler: a handler runs on the main thread between two bytecodes, maybe
+        inside a log write whose lock it would then wait for forever. The line itself gets
+        :data:`KILL_LOG_SECONDS` (a blocked stderr must not keep the process alive), then ``os._exit``
+        skips the drain: undeleted messages come back from MNS after their visibility timeout, and
+        their dedupe keys absorb the repeat.
+        """
+        self._killed.wait()
+        writer = threading.Thread(target=self._log_killed, name="killed-log", daemon=True)
+        writer.start()
+        writer.join(KILL_LOG_SECONDS)
+        os._exit(EXIT_KILLED)
+
+    def _log_killed(self) -> None:
+        queues: list[dict[str, object]] = []
+        total_batches = total_receipts = 0
+        for slot in list(self.slots):
+            batches, messages = slot.poller.in_flight_messages()
+            total_batches, total_receipts = total_batches + batches, total_receipts + messages
+            queues.append({"queue": slot.queue.queue_name, "batches": batches, "receipts": messages})
+        self.events.drain(
+            "killed",
+            exit_code=EXIT_KILLED,
+            in_flight_batches=total_batches,
+            in_flight_receipts=total_receipts,
+            queues=queues,
+        )
 
     # -- run -------------------------------------------------------------------------------------
 
@@ -141,6 +176,7 @@ class Supervisor:
         if self.handle_signals:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(signum, self._on_signal)
+            threading.Thread(target=self._exit_when_killed, name="exit-when-killed", daemon=True).start()
         started = time.monotonic()
         limit_malloc_arenas()  # before any thread starts: threads create the arenas
         self._start_health()
@@ -295,6 +331,7 @@ class Supervisor:
             name,
             message_type,
             seconds_since_receive=lambda: self.events.seconds_since_receive(name),
+            oldest_message_age_seconds=lambda: slot.poller.oldest_message_age_seconds(),  # noqa: PLW0108  (the poller a restart puts in the slot)
             batches_in_flight=lambda: float(slot.poller.in_flight),
             token_seconds_to_expiry=lambda: _or_minus_one(slot.tokens.seconds_to_expiry()),
         )

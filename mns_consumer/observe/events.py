@@ -87,14 +87,12 @@ class Events:
 
     # -- receiving -------------------------------------------------------------------------------
 
-    def receive_finished(self, queue: str, seconds: float, oldest_age_seconds: float | None) -> None:
-        """A receive came back, empty (``oldest_age_seconds`` None) or not: the queue's lag is known."""
+    def receive_finished(self, queue: str, seconds: float) -> None:
+        """A receive came back, empty or not (the lag gauge is read from the poller at scrape time)."""
         with self._lock:
             self._last_receive[queue] = time.monotonic()
         if self.metrics is not None:
-            labels = self._labels(queue)
-            self._child(self.metrics.receive_seconds, *labels).observe(seconds)
-            self._child(self.metrics.oldest_message_age, *labels).set(oldest_age_seconds or 0.0)
+            self._child(self.metrics.receive_seconds, *self._labels(queue)).observe(seconds)
 
     def batch_received(
         self, queue: str, message_type: str, batch_id: int, count: int, oldest_age_seconds: float

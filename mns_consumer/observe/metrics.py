@@ -116,7 +116,8 @@ class Metrics:
         )
         self.oldest_message_age = Gauge(
             "mns_consumer_queue_oldest_message_age_seconds",
-            "Age (from EnqueueTime) of the oldest message in the latest receive; 0 when it came back empty.",
+            "Age (from EnqueueTime) of the oldest message known to wait: the larger of the oldest in the latest"
+            " receive (0 when empty) and the oldest still held in flight, which keeps growing while a sink is down.",
             QUEUE_LABELS,
             registry=registry,
         )
@@ -233,6 +234,7 @@ class Metrics:
         message_type: str,
         *,
         seconds_since_receive: Callable[[], float],
+        oldest_message_age_seconds: Callable[[], float],
         batches_in_flight: Callable[[], float],
         token_seconds_to_expiry: Callable[[], float],
     ) -> None:
@@ -243,6 +245,9 @@ class Metrics:
         """
         labels = (queue, message_type)
         self.seconds_since_receive.labels(*labels).set_function(seconds_since_receive)
+        # Read at scrape time, not set on each receive: receiving pauses while a sink is down, and a
+        # value set by the last receive would stand still exactly when the backlog grows.
+        self.oldest_message_age.labels(*labels).set_function(oldest_message_age_seconds)
         self.batches_in_flight.labels(*labels).set_function(batches_in_flight)
         self.token_expiry.labels(*labels).set_function(token_seconds_to_expiry)
         for counter in (
@@ -255,7 +260,6 @@ class Metrics:
             counter.labels(*labels)
         for stage in QUEUE_STAGES:
             self.failures.labels(*labels, stage)
-        self.oldest_message_age.labels(*labels).set(0)
 
     def watch_sink(self, queue: str, message_type: str, sink: str) -> None:
         """Make a queue's sink series exist from the first scrape."""

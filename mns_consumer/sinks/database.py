@@ -150,6 +150,8 @@ _EXTRAS: Final[Mapping[str, str]] = {"postgresql": "postgres", "mysql": "mysql"}
 _MEDIUMTEXT_BYTES: Final = 2**24 - 1
 _INT32: Final = 2**31
 _DEADLOCK_ATTEMPTS: Final = 3
+_LOOKUP_CHUNK: Final = 500
+"""Dedupe keys per SELECT of :meth:`DatabaseSink.stored_keys`."""
 _REASON_CHARS: Final = 300
 # PyMySQL raises these data errors as OperationalError (it maps unknown codes >= 1000 that way):
 # 1292 truncated wrong value, 1300 invalid character string, 1367 illegal value, 3140 invalid JSON,
@@ -568,6 +570,25 @@ class DatabaseSink:
                 rejected.update(self._insert_one_by_one(self._engine, rows))
         accepted = frozenset(row["dedupe_key"] for row in rows if row["dedupe_key"] not in rejected)
         return SinkResult(accepted=accepted, rejected=rejected)
+
+    def stored_keys(self, keys: Sequence[str]) -> frozenset[str]:
+        """Which of these dedupe keys the table holds already (backfill reports new and old apart by it).
+
+        Raises:
+            SinkUnavailable: If the database is unreachable, timed out or locked.
+            RuntimeError: If the sink is not open.
+        """
+        if self._engine is None:
+            raise RuntimeError(f"database sink {self.name!r} is not open")
+        column = self._table.c.dedupe_key
+        found: set[str] = set()
+        unique = list(dict.fromkeys(keys))
+        with self._availability(self._engine), self._engine.connect() as connection:
+            # Bounded IN lists: SQLite allows 32,766 parameters at most, other servers a packet size.
+            for start in range(0, len(unique), _LOOKUP_CHUNK):
+                chunk = unique[start : start + _LOOKUP_CHUNK]
+                found.update(connection.execute(sa.select(column).where(column.in_(chunk))).scalars())
+        return frozenset(found)
 
     def close(self) -> None:
         """Close every pooled connection (and end the SQLite writer process); the sink is not used afterwards."""

@@ -227,6 +227,18 @@ def _scenarios() -> Iterator[dict[str, Any]]:
         {f"mns_consumer_queue_oldest_message_age_seconds{{{SERIES}}}": "0 0 400x30"},
         {"8m": [], "15m": [{"severity": "warning", **QUEUE_LABELS}]},
     )
+    # A sink outage from minute 2: receiving pauses (no more receives), and the lag gauge, read at
+    # scrape time from the batch held in flight, grows a minute per minute from the last receive's
+    # 0.0005 s. It passes 300 s at minute 6 and has stayed above it for 10 minutes at minute 16.
+    yield _scenario(
+        "MnsConsumerBacklog",
+        {
+            f"mns_consumer_seconds_since_last_receive{{{SERIES}}}": "1 1 60+60x30",
+            f'mns_consumer_failures_total{{{SERIES}, stage="sink"}}': "0 0 3+3x30",
+            f"mns_consumer_queue_oldest_message_age_seconds{{{SERIES}}}": "0.0005 0.0005 60.0005+60x30",
+        },
+        {"10m": [], "15m": [], "16m": [{"severity": "warning", **QUEUE_LABELS}]},
+    )
     yield _scenario(
         "MnsConsumerFailures",
         {

@@ -207,6 +207,16 @@ def test_every_field_round_trips_exactly(env: DatabaseEnv, open_sink: Callable[.
     assert row.stored_at.tzinfo is not None
 
 
+def test_stored_keys_names_exactly_the_keys_the_table_holds(open_sink: Callable[..., DatabaseSink]) -> None:
+    """Backfill asks which keys are stored already: the stored ones, across more keys than one SELECT takes."""
+    sink = open_sink()
+    stored = make_batch(30)
+    sink.write(stored)
+    asked = [r.dedupe_key for r in make_batch(1200, start=10)] + [stored[0].dedupe_key] * 2
+    assert sink.stored_keys(asked) == {r.dedupe_key for r in stored[10:]} | {stored[0].dedupe_key}
+    assert sink.stored_keys([]) == frozenset()
+
+
 def test_times_are_stored_as_utc_instants(env: DatabaseEnv, open_sink: Callable[..., DatabaseSink]) -> None:
     """A Beijing time is stored as the same instant: TIMESTAMPTZ on PostgreSQL, UTC wall time elsewhere."""
     open_sink().write([make_receipt(1)])

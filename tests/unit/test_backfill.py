@@ -25,6 +25,7 @@ from mns_consumer.backfill import (
     parse_send_date,
     read_sends,
     receipt_from_detail,
+    unmatched_date_warning,
 )
 from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.samples import ReceiptFactory, encode_body
@@ -262,3 +263,47 @@ def test_the_exit_code_says_done_failed_or_try_again_later() -> None:
     assert BackfillReport(stopped="sink down", unavailable=True).exit_code == EXIT_UNAVAILABLE
     assert describe_failure(failure) == "sends.csv:2 (139****1111, 2024-05-01, BizId 812^0): refused"
     assert BackfillReport(failures=[failure]).to_json()["failures"][0]["phone_number"] == "139****1111"
+
+
+# -- sends that matched nothing --------------------------------------------------------------------
+
+
+def test_a_utc_date_behind_beijing_that_matched_nothing_is_warned_about_with_the_day_to_try() -> None:
+    """At 17:00 UTC on 7 May it is 8 May in Beijing: a send given as 7 May matched nothing, and the warning says why."""
+    send = make_send("13900001111", "2024-05-07", "812^0", where="sends.csv:2")
+    report = BackfillReport(sends=1, queried=1, unmatched=[send], beijing_today=date(2024, 5, 8))
+    warning = unmatched_date_warning(report)
+    assert warning == (
+        "1 send(s) matched no record on the day given: sends.csv:2 (139****1111, 2024-05-07). Alibaba files each "
+        "send under its day in Beijing time (UTC+8), so a send made after 16:00 UTC falls on the next day. Today "
+        "is 2024-05-08 in Beijing. If the date came from UTC or local time, try the day after (e.g. --date 2024-05-08)."
+    )
+
+
+def test_sends_dated_today_in_beijing_are_not_blamed_on_the_date_and_long_lists_are_cut() -> None:
+    """Today's sends may just not be reported yet; past ones are named up to three, then counted."""
+    today = date(2024, 5, 8)
+    todays = make_send("13900001111", today.isoformat(), "1^0")
+    assert unmatched_date_warning(BackfillReport(unmatched=[todays], beijing_today=today)) is None
+    older = [make_send("13900001111", f"2024-05-0{day}", f"{day}^0", where=f"s.csv:{day}") for day in range(1, 6)]
+    warning = unmatched_date_warning(BackfillReport(unmatched=[todays, *older], beijing_today=today))
+    assert warning is not None
+    assert warning.startswith("5 send(s) matched no record on the day given: s.csv:1 (139****1111, 2024-05-01); ")
+    assert "s.csv:3 (139****1111, 2024-05-03) and 2 more. " in warning
+    assert "s.csv:4" not in warning
+
+
+def test_the_summary_ends_with_already_stored_newly_stored_still_pending_and_failed() -> None:
+    """The operator's line, in the order the numbers matter; a sink that cannot tell new from old says so."""
+    failure = SendFailure(make_send("13900001111", "2024-05-01", "1^0"), "X", "x")
+    report = BackfillReport(
+        sends=4, queried=3, pages=3, found=5, delivered=3, failed=1, pending=1, stored=4, already_stored=1,
+        newly_stored=3, dead_lettered=1, failures=[failure],
+    )  # fmt: skip
+    assert report.summary() == (
+        "backfill: 4 send(s), 3 queried in 3 page(s); 5 record(s) found (3 delivered, 1 delivery failed, 1 pending); "
+        "1 already stored, 3 newly stored (recovered), 1 still pending, 2 failed (1 send(s) not queried, "
+        "1 dead-lettered) in 0.0 s"
+    )
+    unknown = dataclasses.replace(report, already_stored=None, newly_stored=None)
+    assert "; 4 stored (new or already present: a sink cannot tell which), 1 still pending, " in unknown.summary()
