@@ -30,8 +30,9 @@ import structlog
 log = structlog.get_logger(__name__)
 
 CANCEL_GRACE_SECONDS = 1.0
-"""How long a cancel request may take, and then how long the cancelled call may take to end, before
-the connection is shut down: the most a broken call can run past its deadline, twice over."""
+"""How long a cancel request may take, and then how long a cancelled call may take to end, before the
+connection is shut down: a late call ends at most twice this past its deadline (once, if the server
+does not answer the cancel request)."""
 
 _POLL_SECONDS = 0.02
 
@@ -138,6 +139,16 @@ class CallDeadlines:
         if watchdog is not None and watchdog is not threading.current_thread():
             watchdog.join(timeout=5)
 
+    def _try_cancel(self, connection: Any) -> bool:
+        """Whether the server took the cancel request within the grace (a frozen one never answers it)."""
+        if self._cancel is None:
+            return False
+        try:
+            self._cancel(connection, CANCEL_GRACE_SECONDS)
+        except Exception:  # noqa: BLE001  (the driver's own errors: timed out, refused, connection gone)
+            return False
+        return True
+
     def _watch(self) -> None:
         """Sleep until the next deadline; hand each call that passes it to its own breaker thread."""
         with self._changed:
@@ -162,11 +173,10 @@ class CallDeadlines:
                 return  # ended meanwhile, or still connecting (bounded by the connect timeout)
             log.warning("sink.database.deadline_passed", sink=self.sink, deadline_seconds=self.seconds)
             # Under the lock, so the owner cannot close the connection while the cancel request reads it.
-            if self._cancel is not None:
-                with contextlib.suppress(Exception):
-                    self._cancel(connection, CANCEL_GRACE_SECONDS)
+            cancelled = self._try_cancel(connection)
+        # A cancel the server took ends the statement with an error, and the connection stays usable.
         ends = time.monotonic() + CANCEL_GRACE_SECONDS
-        while not call.done and time.monotonic() < ends and self._cancel is not None:
+        while cancelled and not call.done and time.monotonic() < ends:
             time.sleep(_POLL_SECONDS)
         with self._changed:
             if call.done or call.connection is not connection or self._fileno is None:

@@ -254,12 +254,10 @@ class DatabaseSinkConfig(SinkConfig):
         default=None,
         gt=0,
         le=3600,
-        description="PostgreSQL and MySQL only: longest one write (taking a pooled connection and checking it, the "
-        "insert, the commit) may wait for the server, seconds. Past it the sink cancels the statement, drops the "
-        "connection and reports itself unavailable (sink.unavailable, not ready, retried until the server answers "
-        "again), so a server that keeps the connection open but stops answering cannot stall the queue. Keep it "
-        "above statement_timeout_seconds, so that a slow statement ends with the server's own error first. "
-        "Default: statement_timeout_seconds + 15 (45 with the defaults; 45 when statement_timeout_seconds is unset).",
+        description="PostgreSQL and MySQL only: longest one write (connection check, insert, commit) may wait for "
+        "the server, seconds; past it the statement is cancelled, the connection dropped and the sink reported "
+        "unavailable, so a server that stops answering cannot stall the queue. Keep it above "
+        "statement_timeout_seconds. Default: statement_timeout_seconds + 15 (45, also when that is unset).",
     )
     busy_timeout_seconds: float = Field(
         default=5.0,

@@ -119,6 +119,51 @@ def test_a_server_that_stops_answering_in_the_middle_of_an_insert_makes_it_unava
     assert sorted(server.stored_keys()) == sorted(r.dedupe_key for r in batch)
 
 
+@pytest.fixture
+def postgres() -> Iterator[ServerEnv]:
+    """A fresh table on the machine's PostgreSQL (the cancel request is PostgreSQL's)."""
+    env = ServerEnv("postgresql")
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+def test_a_statement_still_running_at_the_deadline_is_cancelled_on_the_server(postgres: ServerEnv) -> None:
+    """An insert waiting for another transaction's lock past the deadline is cancelled, then stored later."""
+    server = postgres
+    sink = server.make_sink(call_deadline_seconds=DEADLINE_SECONDS)
+    sink.open()
+    receipt = make_batch(1)[0]
+    try:
+        # Given another transaction holding the receipt's dedupe key, uncommitted
+        with server.admin.connect() as holder:
+            holder.execute(
+                sa.text(
+                    f"INSERT INTO {server.table} (dedupe_key, kind, message_type, source, extra, raw) "  # noqa: S608
+                    "VALUES (:key, 'x', 'x', 'x', '{}', '')"
+                ),
+                {"key": receipt.dedupe_key},
+            )
+
+            # When the sink writes it, and waits on that lock past its deadline
+            with capture_logs() as logs:
+                outcome = write_within_guard(sink, [receipt])
+
+            # Then the server cancelled the statement and the sink reports itself unavailable
+            assert isinstance(outcome, SinkUnavailable), outcome
+            assert "call_deadline_seconds" in outcome.reason
+            assert "cancel" in outcome.reason.lower()
+            assert "sink.database.deadline_passed" in [entry["event"] for entry in logs]
+            holder.rollback()
+
+        # And once the lock is gone, the receipt is stored once
+        assert sink.write([receipt]) == SinkResult.accept_all([receipt])
+        assert server.stored_keys() == [receipt.dedupe_key]
+    finally:
+        sink.close()
+
+
 def test_open_against_a_server_that_stops_answering_is_unavailable(server: ServerEnv) -> None:
     """Opening (connecting, creating and checking the table) is bounded too."""
     sink = server.make_sink(call_deadline_seconds=DEADLINE_SECONDS)
