@@ -81,8 +81,9 @@ class CallDeadlines:
         self._cancel = cancel
         self._fileno = fileno
         self._calls: dict[int, _Call] = {}
-        self._changed = threading.Condition()
+        self._changed = threading.Condition(threading.Lock())
         self._watchdog: threading.Thread | None = None
+        self._wake_at: float | None = None
         self._closed = False
 
     @contextlib.contextmanager
@@ -98,7 +99,10 @@ class CallDeadlines:
             if self._watchdog is None and (self._cancel or self._fileno) and not self._closed:
                 self._watchdog = threading.Thread(target=self._watch, name=f"deadline-{self.sink}", daemon=True)
                 self._watchdog.start()
-            self._changed.notify()
+            # Every call lasts as long, so a new one ends after those under way: the watchdog, already
+            # due to wake for an earlier deadline, need not be woken for each write.
+            if self._wake_at is None or call.deadline < self._wake_at:
+                self._changed.notify()
         try:
             yield
         finally:
@@ -163,6 +167,7 @@ class CallDeadlines:
                         threading.Thread(target=self._break, args=(call,), name="deadline-break", daemon=True).start()
                     else:
                         wake = call.deadline if wake is None else min(wake, call.deadline)
+                self._wake_at = wake
                 self._changed.wait(None if wake is None else wake - now)
 
     def _break(self, call: _Call) -> None:
