@@ -59,6 +59,9 @@ Semantics of :meth:`DatabaseSink.write`:
 * Connection loss, refusal, timeouts, a locked SQLite file or too many connections raise
   :class:`~mns_consumer.errors.SinkUnavailable` (without the password); the pool is then discarded,
   and the next write reconnects. A deadlock between concurrent writers is retried at once, twice.
+* On PostgreSQL and MySQL each write (and ``open``) is one call with a client-side deadline,
+  ``call_deadline_seconds``: a server that keeps the connection open but stops answering makes the
+  write raise ``SinkUnavailable`` soon after it (:mod:`~mns_consumer.sinks.call_deadline`).
 """
 
 from __future__ import annotations
