@@ -263,7 +263,7 @@ class Supervisor:
         return not stuck and not push_down, state
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Ready when started, not draining, and every queue holds a valid token."""
+        """Ready when started, not draining, and every queue holds a valid token and reaches its sinks."""
         reasons: list[str] = []
         if not self.ready.is_set():
             reasons.append("starting: sinks not open or pollers not started yet")
@@ -273,6 +273,9 @@ class Supervisor:
             remaining = slot.tokens.seconds_to_expiry()
             if remaining is None or remaining <= 0:
                 reasons.append(f"no valid token for {slot.queue.queue_name}")
+            if not slot.poller.dispatcher.healthy.is_set():
+                # Receiving is paused until the sink takes the batch again (sink.unavailable says which).
+                reasons.append(f"a sink of {slot.queue.queue_name} is unavailable")
         state: dict[str, object] = {"reasons": reasons, "queues": self._queue_states()}
         if self.push is not None:
             if self.ready.is_set() and not self.draining.is_set() and not self.push.accepting():

@@ -2,8 +2,8 @@
 
 ``/healthz`` (liveness) answers 200 while the process serves and no poller is stuck; a container
 runtime restarts the daemon when it fails. ``/readyz`` (readiness) answers 200 only while the
-daemon can do its job: sinks open, every queue holding a valid token, not draining. Both bodies are
-JSON with the per-queue state, so an operator can read them directly.
+daemon can do its job: sinks open and answering, every queue holding a valid token, not draining.
+Both bodies are JSON with the per-queue state, so an operator can read them directly.
 """
 
 from __future__ import annotations

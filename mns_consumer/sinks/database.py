@@ -65,6 +65,9 @@ Semantics of :meth:`DatabaseSink.write`:
 * Connection loss, refusal, timeouts, a locked SQLite file or too many connections raise
   :class:`~mns_consumer.errors.SinkUnavailable` (without the password); the pool is then discarded,
   and the next write reconnects. A deadlock between concurrent writers is retried at once, twice.
+* On PostgreSQL and MySQL each write (and ``open``) is one call with a client-side deadline,
+  ``call_deadline_seconds``: a server that keeps the connection open but stops answering makes the
+  write raise ``SinkUnavailable`` soon after it (:mod:`~mns_consumer.sinks.call_deadline`).
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import lru_cache, partial
 from pathlib import Path
@@ -96,6 +99,7 @@ from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.files import check_can_create_in, create_private_file, describe_os_error, needs_operator
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
+from mns_consumer.sinks.call_deadline import CallDeadlines, DeadlinePassed
 from mns_consumer.sinks.sqlite_writer import SqliteWriterProcess, WriterFailed
 
 log = structlog.get_logger(__name__)
@@ -153,6 +157,8 @@ _DEADLOCK_ATTEMPTS: Final = 3
 _LOOKUP_CHUNK: Final = 500
 """Dedupe keys per SELECT of :meth:`DatabaseSink.stored_keys`."""
 _REASON_CHARS: Final = 300
+_DEFAULT_STATEMENT_SECONDS: Final = 30.0
+_CALL_DEADLINE_MARGIN_SECONDS: Final = 15.0
 # PyMySQL raises these data errors as OperationalError (it maps unknown codes >= 1000 that way):
 # 1292 truncated wrong value, 1300 invalid character string, 1367 illegal value, 3140 invalid JSON,
 # 3819 and 4025 CHECK constraint violated (MySQL, MariaDB).
@@ -259,6 +265,15 @@ class DatabaseSinkConfig(SinkConfig):
         description="Longest a statement may run, seconds: PostgreSQL statement_timeout, MySQL client read/write "
         "timeout; unset for no limit. Not used by SQLite (see busy_timeout_seconds). Default: 30.",
     )
+    call_deadline_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="PostgreSQL and MySQL only: longest one write (connection check, insert, commit) may wait for "
+        "the server, seconds; past it the statement is cancelled, the connection dropped and the sink reported "
+        "unavailable, so a server that stops answering cannot stall the queue. Keep it above "
+        "statement_timeout_seconds. Default: statement_timeout_seconds + 15 (45, also when that is unset).",
+    )
     busy_timeout_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -313,6 +328,12 @@ class DatabaseSinkConfig(SinkConfig):
     def display_url(self) -> str:
         """The URL with its password masked, for logs and messages."""
         return masked_url(self.url.get_secret_value())
+
+    def call_deadline(self) -> float:
+        """The deadline of each call to a PostgreSQL or MySQL server, seconds (see ``call_deadline_seconds``)."""
+        if self.call_deadline_seconds is not None:
+            return self.call_deadline_seconds
+        return (self.statement_timeout_seconds or _DEFAULT_STATEMENT_SECONDS) + _CALL_DEADLINE_MARGIN_SECONDS
 
     def engine_url(self) -> URL:
         """The URL the engine connects to: the default driver filled in, utf8mb4 forced on MySQL."""
@@ -502,6 +523,9 @@ class DatabaseSink:
         self._table = receipts_table(sa.MetaData(), config.table, self._backend)
         self._driver_statement: _DriverStatement | None = None
         self._writer: SqliteWriterProcess | None = None
+        self._deadlines: CallDeadlines | None = None
+        self._ping: Callable[[Any], object] = _no_ping
+        self._driver_error: type[Exception] = Exception
 
     def __repr__(self) -> str:
         return f"DatabaseSink(name={self.name!r}, url={self.config.display_url!r}, table={self.config.table!r})"
@@ -520,12 +544,14 @@ class DatabaseSink:
             self._create_sqlite_file()
         engine = self._create_engine()
         try:
-            with self._availability(engine):
+            with self._call(), self._availability(engine):
                 if self.config.create_table:
                     self._create_table(engine)
                 self._check_table(engine)
         except BaseException:
             engine.dispose()
+            if self._deadlines is not None:
+                self._deadlines.close()
             raise
         self._engine = engine
         if self._backend == "sqlite" and self.config.writer_process and engine.url.database:
@@ -598,6 +624,8 @@ class DatabaseSink:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
+        if self._deadlines is not None:
+            self._deadlines.close()
 
     def probe(self) -> str:
         """Reach the database once and change nothing: ``SELECT 1``, then a look at the table.
@@ -701,9 +729,9 @@ class DatabaseSink:
             "pool_size": config.pool_size or (1 if self._backend == "sqlite" else 4),
             "max_overflow": 0,
             "pool_timeout": config.statement_timeout_seconds or 30.0,
-            # A server may drop an idle connection; a SQLite file cannot, and the ping would cost a
-            # statement per transaction.
-            "pool_pre_ping": self._backend != "sqlite",
+            # SQLite needs no ping (a file does not drop connections, and a ping would cost a statement per
+            # transaction); servers get theirs from _on_checkout, where the call's deadline bounds it.
+            "pool_pre_ping": False,
             # Exception messages must not carry receipt data (phone numbers, reply text).
             "hide_parameters": True,
             "json_serializer": _json_serializer,
@@ -720,7 +748,68 @@ class DatabaseSink:
                 f"pip install 'mns-consumer[{extra}]'" if extra else "",
             ) from None
         sa.event.listen(engine, "connect", self._on_connect)
+        if self._backend != "sqlite":
+            self._listen_for_deadlines(engine)
         return engine
+
+    def _listen_for_deadlines(self, engine: Engine) -> None:
+        """Give every call to the server a deadline (see :mod:`mns_consumer.sinks.call_deadline`).
+
+        psycopg exposes its socket and a bounded cancel, so a watchdog breaks late PostgreSQL calls;
+        PyMySQL exposes neither, and its own read and write timeouts (at most the deadline) end them.
+        """
+        if self._backend == "postgresql":
+            self._deadlines = CallDeadlines(
+                self.name, self.config.call_deadline(), cancel=_cancel_postgres, fileno=operator.methodcaller("fileno")
+            )
+        else:
+            self._deadlines = CallDeadlines(self.name, self.config.call_deadline())
+        self._ping = engine.dialect.do_ping
+        self._driver_error = engine.dialect.loaded_dbapi.Error
+        sa.event.listen(engine, "do_connect", self._on_do_connect)
+        sa.event.listen(engine, "checkout", self._on_checkout)
+        for returned in ("checkin", "invalidate", "soft_invalidate", "close", "detach"):
+            sa.event.listen(engine, returned, self._on_return)
+
+    def _call(self) -> AbstractContextManager[None]:
+        """One call to the database: bounded by the deadline on servers, unbounded here for SQLite."""
+        return _UNBOUNDED if self._deadlines is None else self._deadlines.call()
+
+    def _on_do_connect(self, dialect: Dialect, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        """A connection opened during a call may take only what is left of the call's deadline."""
+        remaining = self._deadlines.remaining_seconds() if self._deadlines is not None else None
+        if remaining is None:
+            return
+        if remaining <= 0:
+            raise DeadlinePassed(f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s)")
+        if self._backend == "postgresql":
+            cparams["connect_timeout"] = max(2, min(int(cparams["connect_timeout"]), math.ceil(remaining)))
+        else:
+            cparams["connect_timeout"] = min(float(cparams["connect_timeout"]), remaining)
+
+    def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        """Hand the pooled connection to the calling thread's call, then check it is still alive.
+
+        This is SQLAlchemy's pre-ping done here, so that the deadline watchdog knows the connection
+        being pinged: a ping sent to a server that stopped answering would otherwise wait forever.
+        """
+        deadlines = self._deadlines
+        if deadlines is None:
+            return
+        if deadlines.passed():
+            raise DeadlinePassed(f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s)")
+        deadlines.attach(dbapi_connection)
+        if record.info.pop(_FRESH, False):
+            return
+        try:
+            self._ping(dbapi_connection)
+        except self._driver_error as exc:
+            # As SQLAlchemy's own pre-ping does: the pool drops every connection it holds and opens a new one.
+            raise sa.exc.InvalidatePoolError(f"ping failed: {_describe(exc)}") from exc
+
+    def _on_return(self, dbapi_connection: Any, record: Any, *args: Any) -> None:
+        if self._deadlines is not None:
+            self._deadlines.release(dbapi_connection)
 
     def _sqlite_pragmas(self) -> list[str]:
         """What every SQLite connection runs first, in the daemon and in the writer process alike."""
@@ -753,17 +842,26 @@ class DatabaseSink:
                 "keepalives_idle": seconds,
                 "keepalives_interval": seconds,
                 "keepalives_count": 3,
+                # Data the server's side leaves unacknowledged this long (a network gone) ends the connection.
+                "tcp_user_timeout": math.ceil(config.call_deadline() * 1000),
             }
             if config.statement_timeout_seconds is not None:
                 args["options"] = f"-c statement_timeout={math.ceil(config.statement_timeout_seconds * 1000)}"
             return args
-        args = {"connect_timeout": config.connect_timeout_seconds, "binary_prefix": True}
-        if config.statement_timeout_seconds is not None:
-            args["read_timeout"] = config.statement_timeout_seconds
-            args["write_timeout"] = config.statement_timeout_seconds
-        return args
+        # PyMySQL's client timeouts bound every read and write, the handshake's too, within the call's deadline.
+        io_seconds = min(config.statement_timeout_seconds or math.inf, config.call_deadline())
+        return {
+            "connect_timeout": config.connect_timeout_seconds,
+            "binary_prefix": True,
+            "read_timeout": io_seconds,
+            "write_timeout": io_seconds,
+        }
 
     def _on_connect(self, dbapi_connection: Any, connection_record: Any) -> None:
+        if self._deadlines is not None:
+            # A new connection is used at once by the call that opened it, which needs no ping.
+            self._deadlines.attach(dbapi_connection)
+            connection_record.info[_FRESH] = True
         cursor = dbapi_connection.cursor()
         try:
             if self._backend == "sqlite":
@@ -851,7 +949,7 @@ class DatabaseSink:
         while True:
             attempt += 1
             try:
-                with self._availability(engine, data_refusals=True), engine.begin() as connection:
+                with self._call(), self._availability(engine, data_refusals=True), engine.begin() as connection:
                     execute(connection, rows)
             except SinkUnavailable as exc:
                 cause = exc.__cause__
@@ -949,10 +1047,16 @@ class DatabaseSink:
             if not _is_unavailable(exc):
                 raise
             engine.dispose()
-            raise SinkUnavailable(self.name, self._scrub(_describe(exc))) from exc
+            raise SinkUnavailable(self.name, self._scrub(self._late(_describe(exc)))) from exc
         except (sa.exc.DisconnectionError, sa.exc.TimeoutError, TimeoutError) as exc:
             engine.dispose()
-            raise SinkUnavailable(self.name, self._scrub(_describe(exc))) from exc
+            raise SinkUnavailable(self.name, self._scrub(self._late(_describe(exc)))) from exc
+
+    def _late(self, reason: str) -> str:
+        """The reason, saying so when the call's deadline ended it (the driver only saw a lost connection)."""
+        if self._deadlines is None or not self._deadlines.passed() or "call_deadline_seconds" in reason:
+            return reason
+        return f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s): {reason}"
 
     def _scrub(self, reason: str) -> str:
         password = make_url(self.config.url.get_secret_value()).password
@@ -983,6 +1087,20 @@ def _mysql_errno(exc: sa.exc.DBAPIError) -> int | None:
     if type(exc.orig).__module__.startswith("pymysql") and args and isinstance(args[0], int):
         return args[0]
     return None
+
+
+_UNBOUNDED: Final = nullcontext()
+_FRESH: Final = "mns_consumer_fresh"
+"""Marks, in a pool record's ``info``, a connection opened and not yet checked out (so not pinged)."""
+
+
+def _no_ping(dbapi_connection: Any) -> object:
+    return True
+
+
+def _cancel_postgres(connection: Any, seconds: float) -> None:
+    """Ask PostgreSQL to cancel what ``connection`` runs, over a new connection, for at most ``seconds``."""
+    connection.cancel_safe(timeout=seconds)
 
 
 _WRITER_MARGIN_SECONDS = 30.0

@@ -111,11 +111,17 @@ def test_readyz_turns_not_ready_while_draining_and_healthz_stays_alive(
     )
     daemon = daemons.start(config)
     base = metrics_url(daemon)
-    # Ready once the queue's first token is fetched, which the poller does just after daemon.ready
-    wait_until(
-        lambda: httpx.get(f"{base}/readyz", trust_env=False).status_code == 200, "ready", diagnose=daemon.describe
-    )
+    # Started, with the queue's first token fetched (which the poller does just after daemon.ready): the
+    # only reason left not to be ready is the failing sink
     wait_until(lambda: daemon.events_named("sink.unavailable"), "sink failing", diagnose=daemon.describe)
+    wait_until(
+        lambda: (
+            httpx.get(f"{base}/readyz", trust_env=False).json()["reasons"]
+            == [f"a sink of {QUEUES['SmsReport']} is unavailable"]
+        ),
+        "started with a token, the sink failing",
+        diagnose=daemon.describe,
+    )
 
     # When SIGTERM starts the drain, which waits for the sink
     daemon.send(signal.SIGTERM)

@@ -2,7 +2,8 @@
 
 The servers are shared, so each environment works in its own table (dropped in ``close()``) and
 reaches the server through a :class:`~tests.support.tcp_proxy.TcpProxy`, which it stops to make the
-server unavailable. SQLite is made unavailable by another connection holding an exclusive lock.
+server unavailable (or blackholes, to make it stop answering). SQLite is made unavailable by another
+connection holding an exclusive lock.
 """
 
 from __future__ import annotations
@@ -156,6 +157,14 @@ class ServerEnv(DatabaseEnv):
     def restore(self) -> None:
         """Listen again on the same proxy port."""
         self.proxy.start()
+
+    def freeze(self) -> None:
+        """Make the server stop answering: connections stay open, nothing is forwarded."""
+        self.proxy.blackhole()
+
+    def thaw(self) -> None:
+        """Forward again after :meth:`freeze`."""
+        self.proxy.forward()
 
     def close(self) -> None:
         """Stop the proxy and drop the environment's table."""

@@ -1,8 +1,11 @@
-"""A loopback TCP proxy that tests can cut and restore, to take a real server "down" for one client.
+"""A loopback TCP proxy that tests can cut, freeze and restore, to take a real server away from one client.
 
 The machine's PostgreSQL and MariaDB are shared, so tests never stop them; a sink under test
-connects through this proxy instead, and ``stop()`` makes its server unreachable (connection refused,
-established connections reset) while ``start()`` brings it back on the same port.
+connects through this proxy instead. ``stop()`` makes its server unreachable (connection refused,
+established connections reset) while ``start()`` brings it back on the same port. ``blackhole()``
+makes it a server that stops answering: connections stay open and new ones are accepted, but
+nothing is forwarded either way, as with a frozen server process or a proxy whose backend vanished
+(the kernel keeps acknowledging, so only a client-side deadline notices). ``forward()`` resumes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class TcpProxy:
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._forwarding = threading.Event()
+        self._forwarding.set()
 
     def start(self) -> TcpProxy:
         """Listen (again) on the proxy port."""
@@ -54,6 +59,14 @@ class TcpProxy:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             conn.close()
 
+    def blackhole(self) -> None:
+        """Keep every connection open and accept new ones, but forward nothing (not even a close)."""
+        self._forwarding.clear()
+
+    def forward(self) -> None:
+        """Forward again, on held connections too (what the clients sent meanwhile goes through)."""
+        self._forwarding.set()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -74,8 +87,15 @@ class TcpProxy:
         sockets = [a, b]
         try:
             while True:
+                if not self._forwarding.wait(1.0):
+                    # Blackholed: read nothing, so neither data nor a client's close reaches the server.
+                    if a.fileno() == -1 or b.fileno() == -1:
+                        return  # stop() closed them meanwhile
+                    continue
                 readable, _, _ = select.select(sockets, [], [], 1.0)
                 for sock in readable:
+                    if not self._forwarding.is_set():
+                        break
                     data = sock.recv(65536)
                     if not data:
                         return

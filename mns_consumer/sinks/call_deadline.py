@@ -1,0 +1,200 @@
+"""A client-side deadline on each call a database sink makes to its server: :class:`CallDeadlines`.
+
+A server that keeps the connection open but stops answering (a frozen process, a stalled disk, a
+proxy whose backend vanished) is noticed by nothing else: the server's ``statement_timeout`` never
+fires because the server never runs the statement, TCP keepalives and ``tcp_user_timeout`` see a
+healthy peer as long as some kernel acknowledges the packets, and libpq (so psycopg) offers no
+timeout on a statement. A call here is everything one ``write`` (or ``open``) asks of the server:
+taking a pooled connection and checking it, the statements and the commit.
+
+When a call outlives its deadline, a watchdog thread asks the server to cancel the statement (where
+the driver can, e.g. psycopg's ``cancel_safe``), waits a moment for that to end it, and otherwise
+shuts the connection's socket down. The blocked driver call then fails as a lost connection, the pool
+discards the connection, and the sink reports itself unavailable. The socket is shut down, never
+closed, so the descriptor stays the driver's until it closes it; and only while the connection is
+checked out by the late call, so no other call's connection is ever touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+CANCEL_GRACE_SECONDS = 1.0
+"""How long a cancel request may take, and then how long a cancelled call may take to end, before the
+connection is shut down: a late call ends at most twice this past its deadline (once, if the server
+does not answer the cancel request)."""
+
+_POLL_SECONDS = 0.02
+
+
+class DeadlinePassed(TimeoutError):  # noqa: N818  (a state, named as one: see STYLE.md)
+    """A database call reached its deadline; raised instead of opening a connection for it."""
+
+
+class _Call:
+    """One call in progress: when it must end, and the connection it holds (if any)."""
+
+    __slots__ = ("connection", "deadline", "done", "late")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.connection: Any = None
+        self.done = False
+        self.late = False
+
+
+class CallDeadlines:
+    """Deadlines of the calls one sink makes, and the watchdog that breaks the calls that pass them.
+
+    The sink wraps each call in :meth:`call` and reports, from its pool's events, which connection
+    the calling thread holds (:meth:`attach`) and when it gives it back (:meth:`release`).
+
+    Args:
+        sink: The sink's name, for the log.
+        seconds: The deadline of each call.
+        cancel: Asks the server to cancel what a connection runs, waiting at most the given seconds
+            (errors are the driver's; they are ignored), or None when the driver cannot.
+        fileno: The socket descriptor of a connection, or None when the driver does not expose it;
+            with neither, no watchdog runs and the driver's own timeouts must bound each call.
+    """
+
+    def __init__(
+        self,
+        sink: str,
+        seconds: float,
+        *,
+        cancel: Callable[[Any, float], None] | None = None,
+        fileno: Callable[[Any], int] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.seconds = seconds
+        self._cancel = cancel
+        self._fileno = fileno
+        self._calls: dict[int, _Call] = {}
+        self._changed = threading.Condition(threading.Lock())
+        self._watchdog: threading.Thread | None = None
+        self._wake_at: float | None = None
+        self._closed = False
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        """Run the block as one call with a deadline (a call nested in another keeps the outer deadline)."""
+        ident = threading.get_ident()
+        if ident in self._calls:
+            yield
+            return
+        call = _Call(time.monotonic() + self.seconds)
+        with self._changed:
+            self._calls[ident] = call
+            if self._watchdog is None and (self._cancel or self._fileno) and not self._closed:
+                self._watchdog = threading.Thread(target=self._watch, name=f"deadline-{self.sink}", daemon=True)
+                self._watchdog.start()
+            # Every call lasts as long, so a new one ends after those under way: the watchdog, already
+            # due to wake for an earlier deadline, need not be woken for each write.
+            if self._wake_at is None or call.deadline < self._wake_at:
+                self._changed.notify()
+        try:
+            yield
+        finally:
+            with self._changed:
+                call.done = True
+                del self._calls[ident]
+
+    def remaining_seconds(self) -> float | None:
+        """Seconds left to the calling thread's call, or None outside a call."""
+        call = self._calls.get(threading.get_ident())
+        return None if call is None else call.deadline - time.monotonic()
+
+    def passed(self) -> bool:
+        """Whether the calling thread's call has reached its deadline."""
+        remaining = self.remaining_seconds()
+        return remaining is not None and remaining <= 0
+
+    def attach(self, connection: Any) -> None:
+        """The calling thread's call now holds ``connection`` (a pool checkout or a new connection)."""
+        with self._changed:
+            call = self._calls.get(threading.get_ident())
+            if call is not None:
+                call.connection = connection
+
+    def release(self, connection: Any) -> None:
+        """``connection`` went back to the pool or is being closed: no call holds it any more."""
+        with self._changed:
+            for call in self._calls.values():
+                if call.connection is connection:
+                    call.connection = None
+
+    def close(self) -> None:
+        """Stop the watchdog."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not threading.current_thread():
+            watchdog.join(timeout=5)
+
+    def _try_cancel(self, connection: Any) -> bool:
+        """Whether the server took the cancel request within the grace (a frozen one never answers it)."""
+        if self._cancel is None:
+            return False
+        try:
+            self._cancel(connection, CANCEL_GRACE_SECONDS)
+        except Exception:  # noqa: BLE001  (the driver's own errors: timed out, refused, connection gone)
+            return False
+        return True
+
+    def _watch(self) -> None:
+        """Sleep until the next deadline; hand each call that passes it to its own breaker thread."""
+        with self._changed:
+            while not self._closed:
+                now = time.monotonic()
+                wake: float | None = None
+                for call in self._calls.values():
+                    if call.late:
+                        continue
+                    if call.deadline <= now:
+                        call.late = True
+                        threading.Thread(target=self._break, args=(call,), name="deadline-break", daemon=True).start()
+                    else:
+                        wake = call.deadline if wake is None else min(wake, call.deadline)
+                self._wake_at = wake
+                self._changed.wait(None if wake is None else wake - now)
+
+    def _break(self, call: _Call) -> None:
+        """Cancel the late call's statement, then shut its connection down if that did not end it."""
+        with self._changed:
+            connection = call.connection
+            if call.done or connection is None:
+                return  # ended meanwhile, or still connecting (bounded by the connect timeout)
+            log.warning("sink.database.deadline_passed", sink=self.sink, deadline_seconds=self.seconds)
+            # Under the lock, so the owner cannot close the connection while the cancel request reads it.
+            cancelled = self._try_cancel(connection)
+        # A cancel the server took ends the statement with an error, and the connection stays usable.
+        ends = time.monotonic() + CANCEL_GRACE_SECONDS
+        while cancelled and not call.done and time.monotonic() < ends:
+            time.sleep(_POLL_SECONDS)
+        with self._changed:
+            if call.done or call.connection is not connection or self._fileno is None:
+                return
+            try:
+                descriptor = os.dup(self._fileno(connection))
+            except Exception:  # noqa: BLE001  (any driver error means the connection is gone already)
+                return
+            try:
+                sock = socket.socket(fileno=descriptor)
+            except OSError:
+                os.close(descriptor)
+                return
+            # Shut down, not closed: the descriptor stays the driver's, whose blocked read now ends.
+            with sock, contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
