@@ -273,8 +273,10 @@ class Supervisor:
             remaining = slot.tokens.seconds_to_expiry()
             if remaining is None or remaining <= 0:
                 reasons.append(f"no valid token for {slot.queue.queue_name}")
-            if not slot.poller.dispatcher.healthy.is_set():
+            if self.push is None and not slot.poller.dispatcher.healthy.is_set():
                 # Receiving is paused until the sink takes the batch again (sink.unavailable says which).
+                # Not with push: the spool takes pushes through a sink outage, and a daemon taken out of
+                # its Service would turn them into refusals that Alibaba gives up on after three tries.
                 reasons.append(f"a sink of {slot.queue.queue_name} is unavailable")
         state: dict[str, object] = {"reasons": reasons, "queues": self._queue_states()}
         if self.push is not None:
