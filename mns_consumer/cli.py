@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mns_consumer import __version__
+from mns_consumer.emulator.cli_options import service_options, service_settings
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_KILLED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -100,9 +101,11 @@ def _parse_queues(values: tuple[str, ...]) -> dict[str, str]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the printed configuration puts its SQLite database, files and dead letters.",
 )
+@service_options
 @click.pass_context
 def emulator(
     ctx: click.Context,
+    /,
     listen: str,
     access_key_id: str,
     access_key_secret: str,
@@ -117,6 +120,7 @@ def emulator(
     as_json: bool,
     print_config: bool,
     data_dir: Path,
+    **service: Any,
 ) -> None:
     """Run the local emulator of MNS, Dybaseapi and Dysmsapi until stopped (Ctrl-C or SIGTERM)."""
     if ctx.invoked_subcommand is not None:
@@ -139,6 +143,7 @@ def emulator(
         tls_dir=tls_dir,
         max_long_polls_per_queue=max_long_polls,
         queue_defaults=QueueDefaults(visibility_timeout_seconds=visibility_seconds),
+        **service_settings(service),
     )
     stop = threading.Event()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from mns_consumer.emulator import Emulator, EmulatorSettings, FaultRule, running_emulator
+from mns_consumer.emulator import Emulator, EmulatorSettings, FaultRule, FlowLimits, WanProfile, running_emulator
 from mns_consumer.errors import SinkUnavailable
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import DeadLetter, SinkResult
@@ -22,8 +22,10 @@ __all__ = [
     "Emulator",
     "EmulatorSettings",
     "FaultRule",
+    "FlowLimits",
     "RecordingDeadLetterSink",
     "RecordingSink",
+    "WanProfile",
     "running_emulator",
 ]
 

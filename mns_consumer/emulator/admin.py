@@ -3,10 +3,18 @@
 Routes (all under ``/__emulator/``):
 
 ==========  =====================  =============================================================
-GET         ``state``              queues with message counts and the time (ms) a receive first
-                                   handed out a message, live faults, clock offset, tokens
+GET         ``state``              queues with message counts, the time (ms) a receive first handed
+                                   out a message, received-not-deleted now and at most, short
+                                   batches; live faults, flow limiter and its 429s by rule and
+                                   operation, short-batch probability, WAN profile, clock, tokens
 POST        ``faults``             switch a fault on; body: :class:`FaultRule` fields as JSON
 DELETE      ``faults[?kind=K]``    switch every fault (or every fault of kind K) off
+POST        ``flow-limiter``       switch the flow limiter on; body: :class:`FlowLimits` fields (``{}``
+                                   for the documented limits)
+DELETE      ``flow-limiter``       switch it off (its 429 counts stay)
+POST        ``short-batches``      ``{"probability": P}``: share of BatchReceiveMessage answers cut short
+POST        ``wan``                ``{"latency_ms", "jitter_ms", "services": "mns"|"all", "handshake"}``
+DELETE      ``wan``                back to loopback speed
 POST        ``clock``              ``{"advance_seconds": N}`` moves the emulator clock forward
 POST        ``tokens/expire``      every queue token expires now
 POST        ``receipts``           ``{"message_type", "count", "variant", "malformed"}`` seeds receipts
@@ -24,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from mns_consumer.emulator.faults import FaultRule
+from mns_consumer.emulator.flow_limiter import FlowLimits
 from mns_consumer.emulator.http_reply import Reply
 from mns_consumer.emulator.queues import MnsFault
+from mns_consumer.emulator.wan import WanProfile
 from mns_consumer.errors import EmulatorError
 
 if TYPE_CHECKING:
@@ -64,6 +74,15 @@ class AdminApi:
         if (method, route) == ("DELETE", "faults"):
             kind = query.get("kind", [None])[0]
             return {"cleared": emulator.faults.clear(kind)}
+        if route == "flow-limiter" and method in ("POST", "DELETE"):
+            emulator.set_flow_limits(FlowLimits.from_dict(payload) if method == "POST" else None)
+            return emulator.flow_limiter.state()
+        if (method, route) == ("POST", "short-batches"):
+            emulator.set_short_batches(float(payload["probability"]))
+            return {"probability": emulator.short_batch_probability}
+        if route == "wan" and method in ("POST", "DELETE"):
+            emulator.set_wan(WanProfile.from_milliseconds(payload) if method == "POST" else None)
+            return {"wan": emulator.wan.to_dict() if emulator.wan else None}
         if (method, route) == ("POST", "clock"):
             emulator.clock.advance(float(payload["advance_seconds"]))
             return {"offset_seconds": emulator.clock.offset_seconds}
@@ -94,16 +113,24 @@ class AdminApi:
         for name in emulator.store.names():
             queue = emulator.store.get(name)
             counts = queue.counts()
+            consumption = queue.consumption()
             queues[name] = {
                 "active": counts.active,
                 "inactive": counts.inactive,
                 "delayed": counts.delayed,
                 "waiting_polls": queue.waiting_polls(),
                 "first_received_ms": queue.first_received_ms(),
+                "received_not_deleted": consumption.received_not_deleted,
+                "received_not_deleted_max": consumption.received_not_deleted_max,
+                "oldest_received_ms": consumption.oldest_received_ms,
+                "short_batches": consumption.short_batches,
             }
         return {
             "queues": queues,
             "faults": [rule.to_dict() for rule in emulator.faults.rules()],
+            "flow_limiter": emulator.flow_limiter.state(),
+            "short_batch_probability": emulator.short_batch_probability,
+            "wan": emulator.wan.to_dict() if emulator.wan else None,
             "clock_offset_seconds": emulator.clock.offset_seconds,
             "live_tokens": emulator.credentials.live_count(),
             "send_log_records": len(emulator.send_log),

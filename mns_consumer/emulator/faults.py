@@ -8,7 +8,10 @@ switched at run time from Python (:meth:`Faults.add`) or through the admin endpo
 Kinds:
 
 ``latency``
-    Sleep ``seconds`` before answering.
+    Sleep ``seconds`` before answering, give or take ``jitter_seconds`` (drawn uniformly, as
+    ``tc netem delay 50ms 10ms`` does). With ``handshake``, the first request on a new connection
+    also pays the round trips of setting it up: one for TCP, plus one for TLS 1.3 (two for 1.2).
+    A WAN profile (:mod:`mns_consumer.emulator.wan`) is one such rule.
 ``error``
     Answer with ``status`` and ``code`` in the service's own error format (MNS XML, POP JSON);
     a ``status`` of 200 on Dybaseapi/Dysmsapi gives HTTP 200 with ``Code`` other than ``"OK"``.
@@ -54,6 +57,8 @@ class FaultRule:
         times: How many matching requests it fires on; None means until cleared.
         probability: Chance of firing on a matching request (0..1), from the emulator's seeded RNG.
         seconds: Delay for ``latency``; hold time for ``hang`` (None holds until the emulator stops).
+        jitter_seconds: For ``latency``: each round trip takes ``seconds`` plus or minus up to this.
+        handshake: For ``latency``: a new connection's first request also pays its handshake round trips.
         status: HTTP status for ``error``.
         code: Error code for ``error``, e.g. ``InternalError``, ``Throttling``, ``QpsLimitExceeded``.
         message: Error message for ``error``.
@@ -66,6 +71,8 @@ class FaultRule:
     times: int | None = None
     probability: float = 1.0
     seconds: float | None = None
+    jitter_seconds: float = 0.0
+    handshake: bool = False
     status: int = 503
     code: str = "ServiceUnavailable"
     message: str = "Injected fault."
@@ -81,6 +88,8 @@ class FaultRule:
             raise ValueError("probability must be between 0 and 1")
         if self.times is not None and self.times < 0:
             raise ValueError("times must be zero or more")
+        if (self.seconds is not None and self.seconds < 0) or self.jitter_seconds < 0:
+            raise ValueError("seconds and jitter_seconds must be zero or more")
 
     def matches(self, service: str, operation: str, queue: str | None) -> bool:
         """Whether this rule applies to a request (ignoring its remaining count and probability)."""
@@ -111,6 +120,13 @@ class Faults:
             self._next_id += 1
             self._rules.append(rule)
             return rule
+
+    def remove(self, rule_id: int) -> bool:
+        """Switch one rule off by its id. Returns whether it was still live."""
+        with self._lock:
+            before = len(self._rules)
+            self._rules = [r for r in self._rules if r.rule_id != rule_id]
+            return len(self._rules) < before
 
     def clear(self, kind: str | None = None) -> int:
         """Switch off every rule, or every rule of one kind. Returns how many were removed."""
@@ -146,3 +162,20 @@ class Faults:
         """A number in [0, 1) from the seeded generator, for producer-side choices."""
         with self._lock:
             return self._random.random()
+
+    def draw_below(self, limit: int) -> int:
+        """A whole number in [0, limit) from the seeded generator."""
+        with self._lock:
+            return self._random.randrange(limit)
+
+    def delay_seconds(self, rule: FaultRule, round_trips: int) -> float:
+        """How long a ``latency`` rule holds a request that makes ``round_trips`` round trips.
+
+        Each round trip draws its own jitter, uniform in ``seconds +- jitter_seconds`` and never below zero.
+        """
+        base = rule.seconds or 0.0
+        if not rule.jitter_seconds:
+            return base * round_trips
+        with self._lock:
+            draws = [self._random.uniform(-rule.jitter_seconds, rule.jitter_seconds) for _ in range(round_trips)]
+        return sum(max(0.0, base + jitter) for jitter in draws)

@@ -24,6 +24,7 @@ from mns_consumer.emulator.queues import (
     QueueAttributes,
     QueueStore,
     SendResult,
+    ShortBatch,
     message_not_exist,
 )
 from mns_consumer.emulator.settings import EmulatorSettings
@@ -139,10 +140,17 @@ def _int_param(params: Mapping[str, str], name: str, *, required: bool = False) 
 class MnsApi:
     """Serves routed MNS requests from a :class:`QueueStore`."""
 
-    def __init__(self, settings: EmulatorSettings, store: QueueStore, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: EmulatorSettings,
+        store: QueueStore,
+        stopping: threading.Event,
+        short_batch: ShortBatch | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._stopping = stopping
+        self._short_batch = short_batch
         self._host_id = f"http://{settings.account_id}.mns.cn-hangzhou.aliyuncs.com"
 
     # -- entry points ----------------------------------------------------------------------------
@@ -258,7 +266,8 @@ class MnsApi:
             wait = None if raw_wait is None else int(raw_wait)
         except ValueError:
             raise MnsFault("InvalidArgument", 400, "The value of waitseconds should be an integer.") from None
-        deliveries = queue.receive(count or 0, wait, should_stop=self._stopping)
+        short_batch = self._short_batch if batch else None
+        deliveries = queue.receive(count or 0, wait, should_stop=self._stopping, short_batch=short_batch)
         return self._messages_reply(deliveries, batch=batch, peek=False), deliveries
 
     def _send(self, queue: Queue, body: bytes) -> Reply:
@@ -328,6 +337,26 @@ class MnsApi:
         if body:
             headers["Content-Type"] = "text/xml;charset=utf-8"
         return Reply(status, body, headers)
+
+
+def flow_units(request: MnsRequest, reply: Reply, deliveries: list[Delivery]) -> int:
+    """What a served call counts against the account's TPS budget: 1, or its messages for a batch (reference 3.9).
+
+    Batch sends and deletes count the messages they carry, batch receives and peeks the messages they
+    answer; an empty or failed call still counts one.
+    """
+    operation = request.operation
+    if operation == "BatchReceiveMessage":
+        units = len(deliveries)
+    elif operation == "BatchPeekMessage":
+        units = reply.body.count(b"<Message>")
+    elif operation == "BatchSendMessage":
+        units = request.body.count(b"<Message>")
+    elif operation == "BatchDeleteMessage":
+        units = request.body.count(b"<ReceiptHandle>")
+    else:
+        units = 1
+    return max(1, units)
 
 
 def _xml(root: str, inner: str) -> bytes:

@@ -20,7 +20,7 @@ import secrets
 import threading
 from array import array
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -161,6 +161,32 @@ class SendResult:
 
 
 @dataclass(frozen=True)
+class Consumption:
+    """How a queue's consumers receive and delete: what the flow limiter's per-queue rules read (reference 3.9).
+
+    Attributes:
+        received_not_deleted: Messages a receive handed out that are neither deleted nor visible again.
+        received_not_deleted_max: The most there have been at once since the queue was created.
+        received_total: Messages handed out by receives, ever.
+        deleted_total: Messages deleted by a consumer (DeleteMessage, BatchDeleteMessage), ever.
+        oldest_received_ms: When the receive that handed out the longest-held of them ran (ms), or None.
+            A visibility change does not restart it: the consumer still holds the message.
+        short_batches: BatchReceiveMessage answers cut short (fewer messages than were visible).
+    """
+
+    received_not_deleted: int
+    received_not_deleted_max: int
+    received_total: int
+    deleted_total: int
+    oldest_received_ms: int | None
+    short_batches: int
+
+
+ShortBatch = Callable[[int], "int | None"]
+"""Given how many messages a batch receive could take, how many it takes instead (fewer), or None for all."""
+
+
+@dataclass(frozen=True)
 class QueueCounts:
     """Message counts by state, for GetQueueAttributes."""
 
@@ -229,6 +255,12 @@ class Queue:
     )
     _deletions: _DeletionLog = field(default_factory=lambda: _DeletionLog(DELETION_LOG), repr=False)
     _first_received_ms: int | None = field(default=None, repr=False)
+    # Message id -> when the receive that handed it out ran, in receive (so time) order: the oldest is first.
+    _held: dict[str, int] = field(default_factory=dict, repr=False)
+    _held_max: int = field(default=0, repr=False)
+    _received_total: int = field(default=0, repr=False)
+    _deleted_total: int = field(default=0, repr=False)
+    _short_batches: int = field(default=0, repr=False)
     _sequence: Iterator[int] = field(default_factory=itertools.count, repr=False)
     _id_prefix: str = field(default_factory=lambda: secrets.token_hex(8).upper(), repr=False)
 
@@ -275,13 +307,24 @@ class Queue:
 
     # -- consuming -------------------------------------------------------------------------------
 
-    def receive(self, count: int, wait_seconds: int | None, *, should_stop: threading.Event) -> list[Delivery]:
+    def receive(
+        self,
+        count: int,
+        wait_seconds: int | None,
+        *,
+        should_stop: threading.Event,
+        short_batch: ShortBatch | None = None,
+    ) -> list[Delivery]:
         """Receive up to ``count`` messages, long-polling up to ``wait_seconds`` (None: the queue's default).
 
         Each message handed out turns inactive for the queue's VisibilityTimeout, gets a new receipt
         handle, and counts one more dequeue (reference 3.5). A message sent while a receive waits is
         returned at once. When ``max_long_polls`` receives already wait on this queue, a further one
         that would have to wait gets MessageNotExist immediately, as the real service does.
+
+        ``short_batch``, when given, may cut the answer short whenever messages are visible, as SMQ's
+        data nodes do (reference 3.10): it is asked with the number the receive could take and answers
+        a smaller one, or None to take them all. Cut to none, the receive answers MessageNotExist at once.
 
         Raises:
             MnsFault: ``InvalidArgument`` for count or wait out of range; ``MessageNotExist`` when
@@ -295,7 +338,7 @@ class Queue:
             raise invalid_argument("waitseconds", 0, MAX_WAIT_SECONDS, "seconds")
         deadline = self.clock.now() + wait_seconds
         with self._lock:
-            deliveries = self._take(count)
+            deliveries = self._take(count, short_batch)
             if deliveries or wait_seconds == 0:
                 return self._or_empty(deliveries)
             if self._gate.waiting >= self.max_long_polls:
@@ -307,7 +350,7 @@ class Queue:
                     if remaining <= 0:
                         break
                     self._lock.wait(min(remaining, self._seconds_to_next_timer(), 1.0))
-                    deliveries = self._take(count)
+                    deliveries = self._take(count, short_batch)
             finally:
                 self._gate.waiting -= 1
             return self._or_empty(deliveries)
@@ -336,6 +379,7 @@ class Queue:
             self._promote()
             message = self._live_message(receipt_handle)
             self._remove(message)
+            self._deleted_total += 1
             self._deletions.add(message.enqueue_ms, self.clock.now_ms())
 
     def delete_batch(self, receipt_handles: list[str]) -> list[tuple[str, MnsFault]]:
@@ -357,6 +401,7 @@ class Queue:
                     failures.append((handle, fault))
                     continue
                 self._remove(message)
+                self._deleted_total += 1
                 self._deletions.add(message.enqueue_ms, now)
         return failures
 
@@ -413,6 +458,20 @@ class Queue:
         """
         with self._lock:
             return self._first_received_ms
+
+    def consumption(self) -> Consumption:
+        """How this queue is being consumed right now (received and not deleted, totals, short batches)."""
+        with self._lock:
+            self._promote()
+            oldest = next(iter(self._held.values()), None)
+            return Consumption(
+                received_not_deleted=len(self._held),
+                received_not_deleted_max=self._held_max,
+                received_total=self._received_total,
+                deleted_total=self._deleted_total,
+                oldest_received_ms=oldest,
+                short_batches=self._short_batches,
+            )
 
     def waiting_polls(self) -> int:
         """How many long polls are waiting on this queue right now."""
@@ -495,9 +554,18 @@ class Queue:
         self._activate(message)
         return SendResult(message_id, message.body_md5)
 
-    def _take(self, count: int) -> list[Delivery]:
+    def _take(self, count: int, short_batch: ShortBatch | None = None) -> list[Delivery]:
         self._promote()
         now = self.clock.now_ms()
+        if short_batch is not None:
+            could_take = min(count, self._state_counts["active"])
+            cut = short_batch(could_take) if could_take else None
+            if cut is not None and cut < could_take:
+                self._short_batches += 1
+                if cut <= 0:
+                    # The data node this receive reached held none of the visible messages (reference 3.10).
+                    raise message_not_exist()
+                count = cut
         taken: list[Delivery] = []
         while self._ready and len(taken) < count:
             entry = heapq.heappop(self._ready)
@@ -512,9 +580,13 @@ class Queue:
                 message.first_dequeue_ms = now
             message.receipt_handle = self._new_handle(message, now)
             self._schedule(message, "inactive", now + self.attributes.visibility_timeout * 1000)
+            self._held[message.message_id] = now
             taken.append(self._snapshot(message))
-        if taken and self._first_received_ms is None:
-            self._first_received_ms = now
+        if taken:
+            self._received_total += len(taken)
+            self._held_max = max(self._held_max, len(self._held))
+            if self._first_received_ms is None:
+                self._first_received_ms = now
         return taken
 
     def _promote(self) -> None:
@@ -537,6 +609,7 @@ class Queue:
                 continue
             # The message is visible again: whatever handle it had is stale from now on.
             message.receipt_handle = ""
+            self._held.pop(message.message_id, None)
             self._activate(message)
 
     def _set_state(self, message: StoredMessage, state: State) -> None:
@@ -574,6 +647,7 @@ class Queue:
         for handle in message.issued_handles:
             self._handles.pop(handle, None)
         del self._messages[message.message_id]
+        self._held.pop(message.message_id, None)
         self._state_counts[message.state] -= 1
         # Heap entries of a removed message are skipped lazily by _is_current.
 

@@ -6,7 +6,13 @@ Requests are told apart the way the real hosts are:
 * ``POST /`` naming an action in ``x-acs-action`` (ACS3 signing) or ``Action`` (classic signing) is the
   POP front end of Dybaseapi (``QueryTokenForMnsQueue``) and Dysmsapi (``QuerySendDetails``);
 * ``/__emulator/...`` is the admin endpoint (JSON): state, fault switches, the clock, token expiry,
-  receipt seeding. It is unauthenticated, which is why the emulator binds to loopback by default.
+  receipt seeding, the flow limiter, short batches and the WAN profile. It is unauthenticated, which is
+  why the emulator binds to loopback by default.
+
+Beyond faults, three switches make it answer as the service does today: the flow limiter (HTTP 429
+``TooManyRequests``, :mod:`~mns_consumer.emulator.flow_limiter`), short batches (a BatchReceiveMessage
+answering fewer messages than are visible, reference 3.10) and a WAN profile
+(:mod:`~mns_consumer.emulator.wan`). All three are off unless set.
 
 Each connection gets a thread, so a long poll holds only its own connection, as on the real service.
 """
@@ -30,15 +36,17 @@ from mns_consumer.emulator.admin import AdminApi
 from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.credentials import CredentialStore
 from mns_consumer.emulator.faults import FaultRule, Faults
+from mns_consumer.emulator.flow_limiter import FlowLimiter, FlowLimits, too_many_requests
 from mns_consumer.emulator.http_reply import Reply
-from mns_consumer.emulator.mns_api import MnsApi, MnsRequest, route
+from mns_consumer.emulator.mns_api import MnsApi, MnsRequest, flow_units, route
 from mns_consumer.emulator.mns_auth import MnsAuthenticator
 from mns_consumer.emulator.pop import PopApi
-from mns_consumer.emulator.queues import Delivery, MnsFault, Queue, QueueAttributes, QueueStore
+from mns_consumer.emulator.queues import Consumption, Delivery, MnsFault, Queue, QueueAttributes, QueueStore
 from mns_consumer.emulator.samples import GeneratedReceipt, ReceiptFactory, encode_body, malformed_body
 from mns_consumer.emulator.send_log import SendLog
 from mns_consumer.emulator.settings import EmulatorSettings
 from mns_consumer.emulator.tls import TlsMaterial, generate_tls_material
+from mns_consumer.emulator.wan import WanProfile, handshake_round_trips
 from mns_consumer.errors import EmulatorError
 
 ADMIN_PREFIX = "/__emulator/"
@@ -67,7 +75,13 @@ class Emulator:
         self.send_log = SendLog()
         self.receipts = ReceiptFactory(self.clock, self.settings.seed)
         self.stopping = threading.Event()
-        self.mns = MnsApi(self.settings, self.store, self.stopping)
+        self.flow_limiter = FlowLimiter(self.clock, self.faults.draw, self.settings.flow_limits)
+        self.short_batch_probability = 0.0
+        self.set_short_batches(self.settings.short_batch_probability)
+        self.wan: WanProfile | None = None
+        self._wan_rule_id: int | None = None
+        self.set_wan(self.settings.wan)
+        self.mns = MnsApi(self.settings, self.store, self.stopping, short_batch=self._short_batch)
         self.mns_auth = MnsAuthenticator(self.settings, self.clock, self.credentials)
         self.pop = PopApi(self.settings, self.clock, self.credentials, self.send_log)
         self.admin = AdminApi(self)
@@ -271,6 +285,29 @@ class Emulator:
         """Switch a fault on; the keyword arguments are :class:`FaultRule` fields."""
         return self.faults.add(FaultRule(**fields))
 
+    def set_flow_limits(self, limits: FlowLimits | None) -> None:
+        """Switch the flow limiter on with these limits (``FlowLimits()``: the documented ones), or off with None."""
+        self.flow_limiter.configure(limits)
+
+    def set_short_batches(self, probability: float) -> None:
+        """Cut this share of BatchReceiveMessage answers short (0 switches it off).
+
+        Raises:
+            ValueError: If ``probability`` is not between 0 and 1.
+        """
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError("the short-batch probability must be between 0 and 1")
+        self.short_batch_probability = probability
+
+    def set_wan(self, profile: WanProfile | None) -> None:
+        """Answer as if over a WAN with this profile (replacing any earlier one), or on loopback with None."""
+        if self._wan_rule_id is not None:
+            self.faults.remove(self._wan_rule_id)
+            self._wan_rule_id = None
+        self.wan = profile
+        if profile is not None:
+            self._wan_rule_id = self.faults.add(profile.rule()).rule_id
+
     def expire_tokens(self) -> int:
         """Expire every queue token now. Returns how many were live."""
         return self.credentials.expire_all()
@@ -292,23 +329,38 @@ class Emulator:
 
     # -- request handling (called from connection threads) ---------------------------------------
 
-    def serve_mns(self, method: str, raw_target: str, headers: Mapping[str, str], body: bytes) -> _Outcome:
-        """Authenticate, route, apply faults and answer one MNS request."""
+    def serve_mns(
+        self, method: str, raw_target: str, headers: Mapping[str, str], body: bytes, *, handshake_round_trips: int = 0
+    ) -> _Outcome:
+        """Authenticate, route, apply faults and the flow limiter, and answer one MNS request.
+
+        ``handshake_round_trips`` is what the request's connection cost to set up, if it is the first
+        request on it (0 otherwise); latency rules with ``handshake`` charge it.
+        """
         try:
             request = route(method, raw_target, body)
         except MnsFault as fault:
             return _Outcome(self.mns.error(fault))
-        outcome, post = self._pre_faults("mns", request.operation, request.queue, self.mns.error)
+        outcome, post = self._pre_faults("mns", request.operation, request.queue, self.mns.error, handshake_round_trips)
         if outcome is not None:
             return outcome
+        drop = any(r.kind == "drop" for r in post)
         try:
             caller = self.mns_auth.authenticate(method, raw_target, headers, body)
         except MnsFault as fault:
-            return _Outcome(self.mns.error(fault), drop=any(r.kind == "drop" for r in post))
+            return _Outcome(self.mns.error(fault), drop=drop)
+        if self.flow_limiter.check(request.operation, request.queue, lambda: self._consumption(request.queue)):
+            # Backpressure: the service holds a refused request before answering (reference 3.9).
+            limits = self.flow_limiter.limits
+            self.stopping.wait(limits.hold_seconds if limits else 0.0)
+            return _Outcome(self.mns.error(too_many_requests()), drop=drop)
         reply, deliveries = self.mns.handle(request, caller)
+        self.flow_limiter.charge(flow_units(request, reply, deliveries))
         return self._post_faults(request, reply, deliveries, post)
 
-    def serve_pop(self, method: str, raw_target: str, headers: Mapping[str, str], body: bytes) -> _Outcome:
+    def serve_pop(
+        self, method: str, raw_target: str, headers: Mapping[str, str], body: bytes, *, handshake_round_trips: int = 0
+    ) -> _Outcome:
         """Apply faults and answer one Dybaseapi/Dysmsapi request."""
         operation = self.pop.operation(raw_target.partition("?")[2], headers) or ""
         service = PopApi.service_of(operation) if operation else "dybaseapi"
@@ -316,21 +368,42 @@ class Emulator:
         def pop_error(fault: MnsFault) -> Reply:
             return self.pop.error(fault.status, fault.code, fault.message)
 
-        outcome, post = self._pre_faults(service, operation, None, pop_error)
+        outcome, post = self._pre_faults(service, operation, None, pop_error, handshake_round_trips)
         if outcome is not None:
             return outcome
         reply = self.pop.handle(method, raw_target, headers, body)
         return _Outcome(reply, drop=any(r.kind == "drop" for r in post))
 
+    def _consumption(self, queue_name: str | None) -> Consumption | None:
+        if queue_name is None:
+            return None
+        try:
+            return self.store.get(queue_name).consumption()
+        except MnsFault:
+            return None
+
+    def _short_batch(self, could_take: int) -> int | None:
+        """How many messages a batch receive that could take ``could_take`` takes: fewer, or None for all."""
+        probability = self.short_batch_probability
+        if not probability or self.faults.draw() >= probability:
+            return None
+        return self.faults.draw_below(could_take)
+
     def _pre_faults(
-        self, service: str, operation: str, queue: str | None, render: Callable[[MnsFault], Reply]
+        self,
+        service: str,
+        operation: str,
+        queue: str | None,
+        render: Callable[[MnsFault], Reply],
+        handshake_round_trips: int = 0,
     ) -> tuple[_Outcome | None, list[FaultRule]]:
         """Apply the faults that act before a request is served; return the ones that act after it."""
         fired = self.faults.fire(service, operation, queue)
         post = [r for r in fired if r.kind in ("drop", "duplicate", "malformed")]
         for rule in fired:
-            if rule.kind == "latency" and rule.seconds:
-                self.stopping.wait(rule.seconds)
+            if rule.kind == "latency" and (rule.seconds or rule.jitter_seconds):
+                round_trips = 1 + (handshake_round_trips if rule.handshake else 0)
+                self.stopping.wait(self.faults.delay_seconds(rule, round_trips))
         for rule in fired:
             if rule.kind == "hang":
                 seconds = self.settings.hang_seconds_max if rule.seconds is None else rule.seconds
@@ -414,6 +487,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "mns-consumer-emulator"
     sys_version = ""
 
+    def setup(self) -> None:
+        super().setup()
+        self._requests_served = 0
+
     def log_message(self, format: str, *args: Any) -> None:
         return
 
@@ -442,10 +519,15 @@ class _Handler(BaseHTTPRequestHandler):
         if target.startswith(ADMIN_PREFIX):
             self._write(emulator.admin.handle(self.command, target, body))
             return
+        # The first request on a connection pays for setting it up, when a WAN profile says so.
+        handshake = 0
+        if self._requests_served == 0:
+            handshake = handshake_round_trips(getattr(self.connection, "version", lambda: None)())
+        self._requests_served += 1
         if target.startswith("/queues"):
-            outcome = emulator.serve_mns(self.command, target, headers, body)
+            outcome = emulator.serve_mns(self.command, target, headers, body, handshake_round_trips=handshake)
         elif target == "/" or target.startswith("/?"):
-            outcome = emulator.serve_pop(self.command, target, headers, body)
+            outcome = emulator.serve_pop(self.command, target, headers, body, handshake_round_trips=handshake)
         else:
             self._write(Reply.json(404, json.dumps({"Code": "InvalidRequestURL", "Message": f"No route: {target}"})))
             return

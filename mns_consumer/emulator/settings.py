@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mns_consumer.emulator.flow_limiter import FlowLimits
+    from mns_consumer.emulator.wan import WanProfile
 
 MAINLAND_MNS_ACCOUNT = "1943695596114318"
 """The Alibaba-owned account that holds mainland receipt queues (reference 2.7); used in HostId."""
@@ -49,6 +54,9 @@ class EmulatorSettings:
         expired_token_code: MNS error code for it (unconfirmed; see reference 3.3).
         queue_defaults: Attributes of the receipt queues created at start.
         hang_seconds_max: Upper bound on how long a ``hang`` fault holds a connection.
+        flow_limits: Start with the flow limiter on, with these limits (reference 3.9); None: off.
+        short_batch_probability: Share of BatchReceiveMessage answers cut short (reference 3.10); 0: none.
+        wan: Start with this WAN profile (latency, jitter, handshakes); None: loopback speed.
     """
 
     host: str = "127.0.0.1"
@@ -71,3 +79,6 @@ class EmulatorSettings:
     queue_defaults: QueueDefaults = field(default_factory=QueueDefaults)
     hang_seconds_max: float = 3600.0
     account_id: str = MAINLAND_MNS_ACCOUNT
+    flow_limits: FlowLimits | None = None
+    short_batch_probability: float = 0.0
+    wan: WanProfile | None = None

@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from mns.account import Account
+from mns.mns_exception import MNSServerException
 
 
 def _env() -> dict[str, str]:
@@ -186,3 +188,57 @@ def test_emulator_command_refuses_seeding_a_type_it_cannot_generate_with_exit_2(
     assert result.returncode == 2
     assert "unknown message type 'VoiceReport'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_emulator_command_sets_the_flow_limiter_short_batches_and_wan_profile() -> None:
+    """The service options reach the running emulator: its state shows them and a throttled call gets 429."""
+    options = ["--throttle-probability", "1", "--flow-hold-ms", "100", "--max-received-not-deleted-minutes", "10"]
+    options += [
+        "--short-batch-probability",
+        "0.5",
+        "--latency-ms",
+        "20",
+        "--jitter-ms",
+        "5",
+        "--latency-services",
+        "all",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mns_consumer", "emulator", "--listen", "127.0.0.1:0", "--json", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert process.stdout is not None
+        described = json.loads(process.stdout.readline())
+        state = httpx.get(f"{described['admin_url']}state", timeout=10).json()
+        account = Account(described["mns_endpoint"], described["access_key_id"], described["access_key_secret"])
+        try:
+            with pytest.raises(MNSServerException, match="TooManyRequests"):
+                account.get_queue("Alicom-Queue-i1-SmsReport").receive_message(0)
+        finally:
+            account.mns_client.close_connection()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    limits = state["flow_limiter"]["limits"]
+    assert (limits["throttle_probability"], limits["hold_seconds"], limits["account_tps"]) == (1.0, 0.1, 20_000)
+    assert limits["max_received_not_deleted_seconds"] == 600
+    assert state["short_batch_probability"] == 0.5
+    assert state["wan"] == {"latency_ms": 20.0, "jitter_ms": 5.0, "services": "all", "handshake": True}
+
+
+def test_emulator_command_refuses_a_negative_limit_with_exit_2() -> None:
+    """A flow limit out of range is a usage error naming the limit."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mns_consumer", "emulator", "--listen", "127.0.0.1:0", "--account-tps", "-5"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "account_tps must be zero or more" in result.stderr

@@ -28,8 +28,14 @@ def test_state_lists_queues_with_counts(admin: httpx.Client, emulator: Emulator)
         "delayed": 0,
         "waiting_polls": 0,
         "first_received_ms": None,
+        "received_not_deleted": 0,
+        "received_not_deleted_max": 0,
+        "oldest_received_ms": None,
+        "short_batches": 0,
     }
     assert state["faults"] == []
+    assert state["flow_limiter"] == {"enabled": False, "limits": None, "refused": {}, "refused_total": 0}
+    assert (state["short_batch_probability"], state["wan"]) == (0.0, None)
 
 
 def test_faults_are_switched_on_and_off_over_http(admin: httpx.Client, emulator: Emulator) -> None:
@@ -133,3 +139,48 @@ def test_state_gives_when_a_receive_first_handed_out_a_message(admin: httpx.Clie
         time.sleep(0.01)
         queue.batch_receive_message(2, 0)
         assert first_received() == first
+
+
+def test_the_flow_limiter_is_switched_at_run_time_and_its_429s_are_counted_by_rule_and_operation(
+    admin: httpx.Client, emulator: Emulator
+) -> None:
+    """POST flow-limiter turns 429s on, DELETE turns them off; state counts them and the held messages."""
+    name = "Alicom-Queue-i1-SmsReport"
+    emulator.produce("SmsReport", 20)
+    answer = admin.post("flow-limiter", json={"throttle_probability": 1, "hold_seconds": 0.05}).json()
+    assert answer["enabled"] is True
+    assert answer["limits"]["account_tps"] == 20_000
+    with accounts_for(emulator) as accounts:
+        queue = accounts.master().get_queue(name)
+        for call in (lambda: queue.batch_receive_message(16, 0), queue.get_attributes, queue.get_attributes):
+            with pytest.raises(MNSServerException, match="TooManyRequests"):
+                call()
+        assert admin.delete("flow-limiter").json()["enabled"] is False
+        held = queue.batch_receive_message(16, 0)
+        queue.batch_delete_message([m.receipt_handle for m in held[:10]])
+
+    state = admin.get("state").json()
+    assert state["flow_limiter"]["refused"] == {"cluster": {"BatchReceiveMessage": 1, "GetQueueAttributes": 2}}
+    assert state["flow_limiter"]["refused_total"] == 3
+    assert state["queues"][name]["received_not_deleted"] == 6
+    assert state["queues"][name]["received_not_deleted_max"] == 16
+    assert state["queues"][name]["oldest_received_ms"] == held[0].next_visible_time - 30_000
+    assert admin.post("flow-limiter", json={"account_tps": -1}).status_code == 400
+    assert admin.post("flow-limiter", json={"no_such_limit": 1}).status_code == 400
+
+
+def test_short_batches_and_the_wan_profile_are_switched_over_http(admin: httpx.Client, emulator: Emulator) -> None:
+    """POST short-batches sets the probability; POST/DELETE wan sets and clears the profile; state shows both."""
+    assert admin.post("short-batches", json={"probability": 0.25}).json() == {"probability": 0.25}
+    assert admin.post("short-batches", json={"probability": 2}).status_code == 400
+    wan = {"latency_ms": 50, "jitter_ms": 10, "services": "all", "handshake": True}
+    assert admin.post("wan", json=wan).json() == {"wan": {**wan, "latency_ms": 50.0, "jitter_ms": 10.0}}
+    state = admin.get("state").json()
+    assert state["short_batch_probability"] == 0.25
+    assert state["wan"]["services"] == "all"
+    assert [(f["kind"], f["service"], f["seconds"], f["jitter_seconds"]) for f in state["faults"]] == [
+        ("latency", "any", 0.05, 0.01)
+    ]
+    assert admin.delete("wan").json() == {"wan": None}
+    assert admin.get("state").json()["faults"] == []
+    assert admin.post("wan", json={"latency_ms": 5, "services": "sms"}).status_code == 400

@@ -55,3 +55,24 @@ def test_invalid_rules_are_refused(fields: dict[str, object]) -> None:
     """Unknown kinds and services and impossible probabilities are ValueErrors."""
     with pytest.raises(ValueError, match=r"kind|service|probability"):
         FaultRule(**fields)  # type: ignore[arg-type]
+
+
+def test_latency_jitter_spreads_each_round_trip_around_the_latency() -> None:
+    """Each round trip draws its own delay in latency +- jitter; with no jitter it is exactly the latency."""
+    faults = Faults(seed=3)
+    rule = FaultRule(kind="latency", seconds=0.05, jitter_seconds=0.01)
+    draws = [faults.delay_seconds(rule, 1) for _ in range(200)]
+    assert all(0.04 <= d <= 0.06 for d in draws)
+    assert max(draws) - min(draws) > 0.01
+    assert 0.12 <= faults.delay_seconds(rule, 3) <= 0.18
+    assert faults.delay_seconds(FaultRule(kind="latency", seconds=0.05), 2) == 0.1
+
+
+def test_a_rule_is_removed_by_its_id_alone() -> None:
+    """remove() takes one rule away and says whether it was live."""
+    faults = Faults()
+    first = faults.add(FaultRule(kind="latency", seconds=0.1))
+    second = faults.add(FaultRule(kind="error"))
+    assert faults.remove(first.rule_id) is True
+    assert faults.remove(first.rule_id) is False
+    assert faults.rules() == [second]
