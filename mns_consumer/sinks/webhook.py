@@ -289,9 +289,12 @@ class WebhookSink:
         self._client: httpx.Client | None = None
         self._origin = _origin(config.url)
         secrets = [header.get_secret_value() for header in config.headers.values()]
+        # "Bearer abc": a receiver may echo the credential without its scheme.
+        secrets += [value.split(None, 1)[1] for value in secrets if len(value.split(None, 1)) == 2]
         if config.secret is not None:
             secrets.append(config.secret.get_secret_value())
-        self._secrets = tuple(secret for secret in secrets if secret)
+        # Longest first, so that a secret containing another is masked whole.
+        self._secrets = tuple(sorted({secret for secret in secrets if secret.strip()}, key=len, reverse=True))
 
     def __repr__(self) -> str:
         return f"WebhookSink(name={self.name!r}, url={self.config.url!r})"

@@ -133,6 +133,15 @@ def test_a_rejection_reason_never_repeats_a_secret_the_receiver_echoed(
     assert reason == "HTTP 400: bad request with Authorization: **********"
 
 
+def test_a_header_credential_echoed_without_its_scheme_and_in_another_case_is_masked(
+    receiver: WebhookReceiver, make_sink: MakeSink
+) -> None:
+    """An Authorization header's token, echoed bare and lower-cased, is masked in the rejection reason."""
+    receiver.script.append(ScriptedReply(422, body=b"token tok-abcd-1234 has expired"))
+    result = make_sink(headers={"Authorization": "Bearer Tok-AbCd-1234"}).write(make_batch(1))
+    assert list(result.rejected.values()) == ["HTTP 422: token ********** has expired"]
+
+
 def test_a_rejection_echoing_the_secret_in_another_case_and_a_phone_number_reaches_the_dead_letter_masked(
     receiver: WebhookReceiver, make_sink: MakeSink, tmp_path: Path
 ) -> None:
