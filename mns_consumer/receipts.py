@@ -11,6 +11,13 @@ Three entry points cover the three ways a body arrives:
 Every failure, whatever the input, is a :class:`~mns_consumer.errors.DecodeError` naming the field at
 fault and why; the caller dead-letters it with the raw body. Nothing else escapes.
 
+Reasons never quote a value of the body: receipts carry phone numbers and message texts, and reasons
+travel on to logs, dead letters and the replay output, which are read by more people than the raw
+bodies are. A reason names the field (in :attr:`DecodeError.field`), what was expected and what kind of
+value came instead, e.g. ``expected a time like 2024-01-01 00:00:00 (...), got a string of another
+form`` or ``expected true or false (...), got an array``; the raw body, kept with the error, holds the
+value itself.
+
 Normalization (reference 4 and 4.9): mainland times are Beijing time (UTC+8) in ``yyyy-MM-dd HH:mm:ss``
 or ``yyyyMMddHHmmss``, international ones RFC 2822 with an offset; every time becomes an aware
 ``datetime``. ``success`` may be ``true``, ``"true"`` or ``1``. Numbers may come as strings and ids as
@@ -285,8 +292,9 @@ def _guarded(message_type: str, raw: bytes, decode: Callable[[], _T]) -> _T:
     except RecursionError:
         raise DecodeError(message_type, "", "body is nested too deeply", raw) from None
     # A decoder bug must not crash-loop a poller on one message: dead-lettered, it can be replayed once fixed.
+    # The exception's text may quote the body, so only its type goes into the reason (the chain keeps it).
     except Exception as exc:
-        raise DecodeError(message_type, "", f"internal decoder error ({type(exc).__name__}: {exc})", raw) from exc
+        raise DecodeError(message_type, "", f"internal decoder error ({type(exc).__name__})", raw) from exc
 
 
 def _check_message_type(message_type: str, raw: bytes) -> None:
@@ -458,8 +466,8 @@ def _plain_mainland_report(
         value is not None and type(value) is not str for value in (out_id, err_code, err_msg, send_time, report_time)
     ):
         return None
-    sent_at = _parse_time(send_time) if send_time else None
-    reported_at = _parse_time(report_time) if report_time else None
+    sent_at = _receipt_time(send_time) if send_time else None
+    reported_at = _receipt_time(report_time) if report_time else None
     counted = sms_size is not None and sms_size != ""
     parts = _as_code(sms_size) if counted else None
     if (send_time and sent_at is None) or (report_time and reported_at is None) or (parts is None and counted):
@@ -546,7 +554,7 @@ class _Fields:
             return None
         text = _as_text(value)
         if text is None:
-            raise self.error(name, f"must be a string, got {_json_type(value)} {_show(value)}")
+            raise self.error(name, f"expected a string, got {_kind(value)}")
         return text or None
 
     def identity(self, *names: str, keep: bool = False, numeric: bool = False) -> str:
@@ -563,7 +571,7 @@ class _Fields:
             raise self.error(name, "required field is null" if present else "required field is missing")
         text = _as_text(value)
         if text is None:
-            raise self.error(name, f"must be a string or an integer, got {_json_type(value)} {_show(value)}")
+            raise self.error(name, f"expected a string or an integer, got {_kind(value)}")
         text = text.strip()
         if not text:
             raise self.error(name, "required field is empty")
@@ -579,7 +587,9 @@ class _Fields:
             raise self.error(name, "required field is null" if present else "required field is missing")
         code = _as_code(value)
         if code is None:
-            raise self.error(name, f"must be an integer code, got {_json_type(value)} {_show(value)}")
+            raise self.error(
+                name, f"expected an integer code (a number or a string of digits), got {_kind(value, _OTHER_FORM)}"
+            )
         return code
 
     def flag(self, name: str) -> bool:
@@ -593,7 +603,11 @@ class _Fields:
             return value == 1
         if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
             return value.strip().lower() in ("true", "1")
-        raise self.error(name, f"must be true or false, got {_json_type(value)} {_show(value)}")
+        raise self.error(
+            name,
+            "expected true or false (or their strings in any case, or 1 or 0), "
+            f"got {_kind(value, _OTHER_FORM, integer='an integer other than 0 or 1')}",
+        )
 
     def time(self, *names: str) -> datetime | None:
         """An optional time as an aware datetime (Beijing time when the text carries no offset)."""
@@ -601,12 +615,12 @@ class _Fields:
         if value is None or value == "":
             return None
         if not isinstance(value, str):
-            raise self.error(name, f"must be a time string, got {_json_type(value)} {_show(value)}")
-        parsed = _parse_time(value)
+            raise self.error(name, f"expected a time string, got {_kind(value)}")
+        parsed = _receipt_time(value)
         if parsed is None:
-            raise self.error(
-                name, f"unparseable time {_show(value)}; expected yyyy-MM-dd HH:mm:ss, yyyyMMddHHmmss or RFC 2822"
-            )
+            if _parse_time(value) is not None:
+                raise self.error(name, _OUT_OF_RANGE_TIME)
+            raise self.error(name, f"{_EXPECTED_TIME}, got {_kind(value, _OTHER_FORM)}")
         return parsed
 
     def required_time(self, *names: str) -> datetime:
@@ -624,7 +638,7 @@ class _Fields:
             return None
         count = _as_code(value)
         if count is None:
-            raise self.error(name, f"must be a non-negative integer, got {_json_type(value)} {_show(value)}")
+            raise self.error(name, f"expected a non-negative integer, got {_kind(value, _OTHER_FORM)}")
         return count
 
     def raw_value(self, name: str) -> Any:
@@ -813,19 +827,21 @@ def _canonical_tmp_ops(fields: _Fields) -> str:
     if ops is None:
         return "[]"
     if not isinstance(ops, list):
-        raise fields.error("tmpOps", f"must be an array, got {_json_type(ops)}")
+        raise fields.error("tmpOps", f"expected an array, got {_kind(ops)}")
     pairs: list[tuple[str, str]] = []
     for index, op in enumerate(ops):
         if not isinstance(op, Mapping):
-            raise fields.error(f"tmpOps[{index}]", f"must be an object, got {_json_type(op)}")
+            raise fields.error(f"tmpOps[{index}]", f"expected an object, got {_kind(op)}")
         vendor = _as_text(op.get("vendorCode"))
         state = _as_code(op.get("state"))
         if vendor is None or not vendor.strip():
             raise fields.error(
-                f"tmpOps[{index}].vendorCode", f"must be a non-empty string, got {_show(op.get('vendorCode'))}"
+                f"tmpOps[{index}].vendorCode", f"expected a non-empty string, got {_kind(op.get('vendorCode'))}"
             )
         if state is None:
-            raise fields.error(f"tmpOps[{index}].state", f"must be an integer, got {_show(op.get('state'))}")
+            raise fields.error(
+                f"tmpOps[{index}].state", f"expected a non-negative integer, got {_kind(op.get('state'), _OTHER_FORM)}"
+            )
         pairs.append((vendor.strip(), str(state)))
     return json.dumps(sorted(pairs), ensure_ascii=True, separators=(",", ":"))
 
@@ -836,7 +852,7 @@ def _mapped_code(fields: _Fields, name: str, statuses: Mapping[int, Status]) -> 
     status = statuses.get(code)
     if status is None:
         known = ", ".join(f"{number} ({value})" for number, value in statuses.items())
-        raise fields.error(name, f"unknown status code {code}; known: {known}")
+        raise fields.error(name, f"unknown status code: expected one of {known}, got another integer")
     return status
 
 
@@ -845,7 +861,9 @@ def _review_status(fields: _Fields, name: str) -> Status:
     word = fields.identity(name)
     status = _REVIEW_STATUSES.get(word.lower())
     if status is None:
-        raise fields.error(name, f"unknown review status {_show(word)}; known: {', '.join(_REVIEW_STATUSES)}")
+        raise fields.error(
+            name, f"unknown review status: expected one of {', '.join(_REVIEW_STATUSES)} (any case), got another string"
+        )
     return status
 
 
@@ -920,6 +938,26 @@ def _parse_time(value: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+# Cached like _parse_time, for the same reason; a time whose UTC instant is representable is the rule.
+@lru_cache(maxsize=256)
+def _receipt_time(value: str) -> datetime | None:
+    """:func:`_parse_time`, but None also for a time that cannot be shifted to UTC.
+
+    ``0001-01-01 00:00:00`` in Beijing time is an instant before the first one :class:`datetime` holds,
+    and ``Fri, 31 Dec 9999 23:00:00 -0800`` one after the last: converting either to UTC, as dedupe keys
+    and sinks do, raises OverflowError. Only the first and the last day of that range can be affected,
+    since an offset is less than a day.
+    """
+    parsed = _parse_time(value)
+    if parsed is None or 1 < parsed.year < 9999:
+        return parsed
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        return None
+    return parsed
+
+
 def _json_type(value: Any) -> str:
     """The JSON name of a value's type, for error reasons."""
     if value is None:
@@ -937,9 +975,45 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _show(value: Any) -> str:
-    """A short representation of a value for an error reason."""
-    return _short(repr(value))
+_OTHER_FORM: Final = "a string of another form"
+_EXPECTED_TIME: Final = "expected a time like 2024-01-01 00:00:00 (or yyyyMMddHHmmss, or an RFC 2822 date)"
+_OUT_OF_RANGE_TIME: Final = (
+    "expected a time that can be shifted to UTC (years 1 to 9999), got one outside that range once shifted to UTC"
+)
+
+
+def _kind(value: Any, string: str = "a string", *, integer: str | None = None) -> str:
+    """What kind of JSON value ``value`` is, for the "got ..." of an error reason; never the value itself.
+
+    Args:
+        value: The value that was refused.
+        string: How to call a non-blank string: ``a string`` when strings are refused as such,
+            :data:`_OTHER_FORM` when a string of the right form would have done.
+        integer: How to call a non-negative integer, when some integers would have done.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "a number out of range"
+        if not value.is_integer():
+            return "a number with a fraction"
+    if isinstance(value, int | float):
+        if value < 0:
+            return "a negative integer"
+        return integer or "an integer"
+    if isinstance(value, str):
+        if not value:
+            return "an empty string"
+        return "a blank string" if not value.strip() else string
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    # Only an object built in code (decode_object) holds anything else; its type name holds no data.
+    return f"a {type(value).__name__}"
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mns_consumer.config import Config
 from mns_consumer.errors import DecodeError, SinkUnavailable
+from mns_consumer.observe.logging import redact_text
 from mns_consumer.receipt_model import Receipt, Source
 from mns_consumer.receipts import decode_mns_body
 from mns_consumer.sinks.base import DeadLetter, Sink
@@ -32,7 +33,8 @@ class ReplayReport:
         still_failing: Letters that decode but a sink rejected again, or that still do not decode,
             or whose MessageType no configured queue routes.
         stopped_by: The sink that became unavailable and stopped the replay, if one did.
-        remaining: The letters not replayed, with their current reason.
+        remaining: The letters not replayed, with their current reason, redacted as dead-letter reasons
+            are (the command prints them; a file written by an older version may hold unredacted ones).
     """
 
     read: int = 0
@@ -99,7 +101,9 @@ def replay_dead_letters(
                 _deliver(chunk, sink, report, now)
             except SinkUnavailable as exc:
                 report.stopped_by = exc.sink
-                report.remaining.extend(letter for letter, _, _ in pending[start:])
+                report.remaining.extend(
+                    replace(letter, reason=redact_text(letter.reason)) for letter, _, _ in pending[start:]
+                )
                 break
     finally:
         for made in opened.values():
@@ -135,7 +139,7 @@ def _deliver(
 
 
 def _fail(letter: DeadLetter, reason: str, at: datetime) -> DeadLetter:
-    return replace(letter, reason=reason, failed_at=at)
+    return replace(letter, reason=redact_text(reason), failed_at=at)
 
 
 def _source(letter: DeadLetter) -> Source:

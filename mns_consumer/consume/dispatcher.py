@@ -122,7 +122,9 @@ class Dispatcher:
         letters: list[tuple[InFlight, DeadLetter]] = []
         for item in messages:
             if item.error is not None:
-                self.events.decode_failed(self.queue, self.message_type, item.message.message_id, item.error.reason)
+                self.events.decode_failed(
+                    self.queue, self.message_type, item.message.message_id, item.error.field, item.error.reason
+                )
                 letters.append((item, self._letter(item, f"undecodable: {item.error}", None)))
 
         unique: dict[str, Receipt] = {}

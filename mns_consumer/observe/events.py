@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from mns_consumer.observe.logging import redact_text
 from mns_consumer.observe.metrics import BACKFILL_QUEUE, Metrics
 
 log = structlog.get_logger("mns_consumer.consume")
@@ -146,11 +147,23 @@ class Events:
 
     # -- decoding and sinks ----------------------------------------------------------------------
 
-    def decode_failed(self, queue: str, message_type: str, message_id: str, reason: str) -> None:
-        """A body did not decode; it goes to the dead-letter sink."""
+    def decode_failed(self, queue: str, message_type: str, message_id: str, field: str, reason: str) -> None:
+        """A body did not decode; it goes to the dead-letter sink.
+
+        ``field`` is the field at fault (None in the log when the body as a whole is), and ``reason`` what
+        was expected and what kind of value came: decode reasons never quote the body, so the event
+        carries no receipt data.
+        """
         self._count("decode_failed", queue)
         self._fail(queue, "decode")
-        log.warning("receipt.undecodable", queue=queue, message_type=message_type, message_id=message_id, reason=reason)
+        log.warning(
+            "receipt.undecodable",
+            queue=queue,
+            message_type=message_type,
+            message_id=message_id,
+            field=field or None,
+            reason=reason,
+        )
 
     def sink_written(self, queue: str, sink: str, accepted: int, rejected: int, seconds: float) -> None:
         """A sink accepted (and maybe rejected) part of a batch."""
@@ -187,10 +200,18 @@ class Events:
         log.critical("sink.bug", queue=queue, sink=sink, error=repr(error), exc_info=error)
 
     def receipt_rejected(self, queue: str, message_type: str, message_id: str, sink: str, reason: str) -> None:
-        """A sink rejected a receipt permanently; it goes to the dead-letter sink."""
+        """A sink rejected a receipt permanently; it goes to the dead-letter sink.
+
+        The reason is redacted as the dead letter's is (:func:`redact_text`): a sink may quote its server.
+        """
         self._count("rejected", queue)
         log.warning(
-            "receipt.rejected", queue=queue, message_type=message_type, message_id=message_id, sink=sink, reason=reason
+            "receipt.rejected",
+            queue=queue,
+            message_type=message_type,
+            message_id=message_id,
+            sink=sink,
+            reason=redact_text(reason),
         )
 
     def dead_lettered(self, queue: str, count: int) -> None:
@@ -388,7 +409,7 @@ class Events:
         """A sink rejected a backfilled receipt for good; it goes to the dead-letter sink."""
         self._count("backfill_rejected", BACKFILL_QUEUE)
         backfill_log.warning(
-            "backfill.rejected", message_type=message_type, sink=sink, dedupe_key=dedupe_key, reason=reason
+            "backfill.rejected", message_type=message_type, sink=sink, dedupe_key=dedupe_key, reason=redact_text(reason)
         )
 
     def backfill_dead_lettered(self, message_type: str, count: int) -> None:

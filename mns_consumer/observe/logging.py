@@ -42,7 +42,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any, Final, Literal, TextIO, cast
 
 import structlog
@@ -67,6 +67,7 @@ __all__ = [
     "mask_phone_number",
     "mask_phone_numbers",
     "redact_secrets",
+    "redact_text",
     "reopen_log_file",
     "reset_logging",
     "scrub_text",
@@ -246,6 +247,38 @@ def _may_hold_secret(text: str) -> bool:
         return True
     normalized = _normalize(text)
     return any(word in normalized for word in _SECRET_WORDS)
+
+
+# A phone number inside free text: a run of 7 or more digits (an optional + before it), or the spaced
+# or hyphenated forms 139 1234 5678 and +86 139-1234-5678. Groups of two digits (dates, times) never match.
+_PHONE_IN_TEXT: Final = re.compile(r"(?<![\w+])(?:\+?\d{7,}|(?:\+\d{1,3}[ -])?\d{3,4}[ -]\d{3,4}[ -]\d{4})(?!\w)")
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """Mask secrets and phone numbers in free text that leaves the process: error texts, dead-letter reasons.
+
+    The one redaction for text we did not write ourselves, such as the error body a webhook receiver
+    answers with. It does what the log pipeline does to every string (:func:`scrub_text`), and two
+    things only free text needs, since its phone numbers and secrets come under no key:
+
+    * each of ``secrets`` (values the caller knows, such as a sink's HMAC key or header values) is
+      replaced by :data:`MASK` wherever it appears, in any letter case, since receivers echo headers
+      lower- or upper-cased;
+    * phone numbers (runs of 7 or more digits, or ``139 1234 5678``-style groups) are masked as
+      :func:`mask_phone_number` masks them, ``139****5678``.
+
+    Args:
+        text: Any string.
+        secrets: Known secret values to mask; empty ones are ignored.
+
+    Returns:
+        The text with each secret replaced by :data:`MASK` and each phone number masked.
+    """
+    for secret in secrets:
+        if secret:
+            text = re.sub(re.escape(secret), MASK, text, flags=re.IGNORECASE)
+    text = scrub_text(text)
+    return _PHONE_IN_TEXT.sub(lambda match: mask_phone_number(match.group()), text)
 
 
 def _walk(value: Any, on_key: Callable[[str, Any], Any | None], on_text: Callable[[str], str], depth: int) -> Any:

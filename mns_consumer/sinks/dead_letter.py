@@ -6,6 +6,11 @@ Each :class:`~mns_consumer.sinks.base.DeadLetter` is one compact UTF-8 JSON line
 exactly as received: as ``raw`` text when it is UTF-8, otherwise as ``raw_base64``. Dead letters hold
 no secrets, and nothing is added to them.
 
+The ``reason`` is redacted as it is written, by the same function as every free text that leaves the
+process (:func:`~mns_consumer.observe.logging.redact_text`): phone numbers and secret-looking pairs in
+it are masked. Reasons are read more widely than bodies (the replay command prints them), and a sink's
+rejection may quote whatever its server answered. The raw body is kept as it is: it is what replays.
+
 A record counts once its closing newline is on disk. A line without one is left over from a write
 that never returned (a crash, ENOSPC). Before each append, the sink truncates such a fragment under an
 exclusive ``flock``, so that the file stays valid JSON Lines for :func:`read_dead_letters`. The message
@@ -35,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.files import check_can_create_in, describe_os_error, needs_operator
+from mns_consumer.observe.logging import redact_text
 from mns_consumer.sinks.base import DeadLetter
 from mns_consumer.sinks.file import FileMode, encode_json_line, open_for_append, still_at_path, write_all
 
@@ -220,7 +226,7 @@ def dead_letter_to_json_dict(letter: DeadLetter) -> dict[str, Any]:
         "dequeue_count": letter.dequeue_count,
         "sink": letter.sink,
         "dedupe_key": letter.dedupe_key,
-        "reason": letter.reason,
+        "reason": redact_text(letter.reason),
     }
     try:
         data["raw"] = letter.raw.decode("utf-8")

@@ -44,7 +44,9 @@ Outcomes per request:
   connection error or a timeout: :class:`~mns_consumer.errors.SinkUnavailable`, carrying a
   ``Retry-After`` header (delay in seconds or an HTTP date) as ``retry_after_seconds``.
 * Any other 4xx: every receipt of the request is rejected with ``HTTP <status>: <first 200 characters
-  of the response body>``.
+  of the response body>``, redacted as free text is everywhere (:func:`~mns_consumer.observe.logging.redact_text`):
+  our own secrets (the HMAC key, header values) in any letter case, secret-looking ``name: value``
+  pairs and phone numbers are masked, since a receiver may echo the request back.
 
 Requests are independent: receipts of requests answered before a transient failure stay accepted (and
 remembered, so the retry does not send them again), then the failure is raised.
@@ -68,6 +70,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from mns_consumer import __version__
 from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.observe.logging import redact_text
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
@@ -301,9 +304,12 @@ class WebhookSink:
         self._client: httpx.Client | None = None
         self._origin = _origin(config.url)
         secrets = [header.get_secret_value() for header in config.headers.values()]
+        # "Bearer abc": a receiver may echo the credential without its scheme.
+        secrets += [value.split(None, 1)[1] for value in secrets if len(value.split(None, 1)) == 2]
         if config.secret is not None:
             secrets.append(config.secret.get_secret_value())
-        self._secrets = tuple(secret for secret in secrets if secret)
+        # Longest first, so that a secret containing another is masked whole.
+        self._secrets = tuple(sorted({secret for secret in secrets if secret.strip()}, key=len, reverse=True))
 
     def __repr__(self) -> str:
         return f"WebhookSink(name={self.name!r}, url={self.config.url!r})"
@@ -407,7 +413,9 @@ class WebhookSink:
         try:
             return client.post(self.config.url, content=body, headers=headers)
         except httpx.TransportError as exc:
-            raise SinkUnavailable(self.name, f"{type(exc).__name__} posting to {self._origin}: {exc}") from exc
+            raise SinkUnavailable(
+                self.name, redact_text(f"{type(exc).__name__} posting to {self._origin}: {exc}", self._secrets)
+            ) from exc
 
     @staticmethod
     def _unavailable_status(status: int) -> bool:
@@ -452,10 +460,10 @@ class WebhookSink:
         )
 
     def _snippet(self, text: str) -> str:
-        # A debugging receiver may echo request headers back; our own secrets must not travel on.
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return " ".join(text.split())[:REJECT_BODY_CHARS]
+        # A debugging receiver may echo the request back: our secrets and the receipts' phone numbers
+        # must not travel on into logs and dead letters. Redacted before it is cut, so that no secret
+        # is left half masked at the cut.
+        return redact_text(" ".join(text.split()), self._secrets)[:REJECT_BODY_CHARS]
 
     def close(self) -> None:
         """Close the HTTP client and its pooled connections."""

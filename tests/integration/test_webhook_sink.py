@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,16 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from mns_consumer import __version__
+from mns_consumer.alicom.queue import ReceivedMessage
+from mns_consumer.consume.dispatcher import Batch, Dispatcher, InFlight
 from mns_consumer.emulator.tls import generate_tls_material
 from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.observe.events import Events
 from mns_consumer.sinks.base import SinkResult, parse_sink_config, sink_config_class
+from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig, read_dead_letters
 from mns_consumer.sinks.webhook import WebhookSink, WebhookSinkConfig, parse_retry_after
 from tests.support.receipts import make_batch, make_receipt
 from tests.support.sink_env_webhook import REJECT_PHONE, SECRET, ScriptedReply, WebhookReceiver
@@ -124,7 +130,49 @@ def test_a_rejection_reason_never_repeats_a_secret_the_receiver_echoed(
     result = make_sink(headers={"Authorization": "Bearer s3cr3t-token"}).write(make_batch(1))
     (reason,) = result.rejected.values()
     assert "s3cr3t-token" not in reason
-    assert reason == "HTTP 400: bad request with Authorization: ***"
+    assert reason == "HTTP 400: bad request with Authorization: **********"
+
+
+def test_a_header_credential_echoed_without_its_scheme_and_in_another_case_is_masked(
+    receiver: WebhookReceiver, make_sink: MakeSink
+) -> None:
+    """An Authorization header's token, echoed bare and lower-cased, is masked in the rejection reason."""
+    receiver.script.append(ScriptedReply(422, body=b"token tok-abcd-1234 has expired"))
+    result = make_sink(headers={"Authorization": "Bearer Tok-AbCd-1234"}).write(make_batch(1))
+    assert list(result.rejected.values()) == ["HTTP 422: token ********** has expired"]
+
+
+def test_a_rejection_echoing_the_secret_in_another_case_and_a_phone_number_reaches_the_dead_letter_masked(
+    receiver: WebhookReceiver, make_sink: MakeSink, tmp_path: Path
+) -> None:
+    """A 422 quoting our HMAC key upper-cased and the receipt's phone number: neither reaches the dead letter or log."""
+    # Given a receiver that refuses the receipt, echoing the secret in capitals and the phone number
+    receipt = make_receipt(7)
+    phone = receipt.phone_number
+    assert phone is not None
+    echo = f'{{"error":"key {SECRET.upper()} is not ours","detail":"cannot deliver to {phone}","to":"{phone}"}}'
+    receiver.script.append(ScriptedReply(422, {"Content-Type": "application/json"}, echo.encode()))
+    dead = DeadLetterSinkConfig(path=str(tmp_path / "dead.jsonl")).build()
+    dispatcher = Dispatcher("Alicom-Queue-i1-SmsReport", "SmsReport", [make_sink()], dead, Events(), threading.Event())
+    message = ReceivedMessage("M1", "H1", receipt.raw.decode(), "", 1, 0, 0, 0, 8)
+    batch = Batch(1, [InFlight(message, "H1", receipt=receipt)], 0.0, 30.0, 0.0)
+
+    # When the dispatcher writes it and dead-letters the rejection
+    with capture_logs() as logs:
+        assert dispatcher.dispatch(batch) is not None
+    dead.close()
+
+    # Then the dead letter's reason and the log's keep the status and the words, not the secret or the number
+    (letter,) = read_dead_letters(tmp_path / "dead.jsonl")
+    logged = [event["reason"] for event in logs if event["event"] == "receipt.rejected"]
+    assert len(logged) == 1
+    assert letter.reason == f"rejected by sink 'hook': {logged[0]}"
+    for reason in (letter.reason, *logged):
+        assert "HTTP 422: " in reason
+        assert SECRET.lower() not in reason.lower()
+        assert phone not in reason
+        assert f"cannot deliver to {phone[:3]}****{phone[-4:]}" in reason
+    assert letter.raw == receipt.raw
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 408, 425, 429, 401, 403, 404, 301])
