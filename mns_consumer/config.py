@@ -172,7 +172,7 @@ def _port_in_range(listen: str | None) -> str | None:
     return listen
 
 
-class _KeyProblem(ValueError):
+class _KeyValueError(ValueError):
     """A section-level check's error that belongs to one key of the section, so its path names the key."""
 
     def __init__(self, key: str, problem: str) -> None:
@@ -188,20 +188,20 @@ def _check_message_type(message_type: str, *, allow_unknown: bool) -> None:
     QueryTokenForMnsQueue.
 
     Raises:
-        _KeyProblem: At ``message_type``, naming the closest known type and listing all of them.
+        _KeyValueError: At ``message_type``, naming the closest known type and listing all of them.
     """
     if message_type in MESSAGE_TYPES:
         return
     if not allow_unknown:
         close = difflib.get_close_matches(message_type, MESSAGE_TYPES, n=1, cutoff=0.8)
         guess = f"did you mean {close[0]}? " if close else ""
-        raise _KeyProblem(
+        raise _KeyValueError(
             "message_type",
             f"unknown MessageType {message_type!r}; {guess}use one of: {', '.join(MESSAGE_TYPES)}, "
             "or set allow_unknown_message_type: true for a type Alibaba added since",
         )
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{1,63}", message_type):
-        raise _KeyProblem(
+        raise _KeyValueError(
             "message_type", f"{message_type!r} is not a MessageType (letters and digits, as the console shows it)"
         )
 
@@ -584,7 +584,7 @@ def _config_error(error: ValidationError, source: str) -> ConfigError:
             first = nested.error.errors(include_url=False)[0]
             location += [str(part) for part in first["loc"]]
             message = str(first["msg"]).removeprefix("Value error, ")
-    elif isinstance(nested, _KeyProblem):
+    elif isinstance(nested, _KeyValueError):
         location.append(nested.key)
     key_path = _format_location(location)
     hint = ""
