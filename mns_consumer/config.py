@@ -7,6 +7,13 @@ frozen. Secrets are ``SecretStr`` and print as ``**********``.
 Interpolation applies to string values after YAML parsing: ``${NAME}`` is the environment variable
 (an error if unset), ``${NAME:-fallback}`` falls back when it is unset or empty, and ``$${`` is a
 literal ``${``.
+
+Loading is in four steps, each refusing with the file, the key path and the fix (exit 2 in the CLI),
+so that a configuration that cannot work never starts a daemon that crashes later (a restart loop
+under systemd): the YAML itself (:mod:`mns_consumer.config_yaml`: UTF-8, no key twice, bounded aliases,
+depth and numbers), the models (types, ranges, finite numbers, known MessageTypes, references between
+sections), the secrets (:mod:`mns_consumer.config_secrets`: no placeholder, no value below its minimum
+length) and the paths (:mod:`mns_consumer.config_paths`: none that can never be opened).
 """
 
 from __future__ import annotations
@@ -546,6 +553,9 @@ def _join(path: str, key: str) -> str:
 def parse_config(data: Any, source: str) -> Config:
     """Validate already-parsed configuration data (environment variables are interpolated first).
 
+    Beyond the models, secrets and paths are checked here, so the demo and tests that build their data
+    in code are held to the same rules as files.
+
     Raises:
         ConfigError: Naming the source, the key path and what to write instead.
     """
@@ -566,7 +576,8 @@ def load_config(path: str | Path) -> Config:
     """Read, interpolate and validate a YAML configuration file.
 
     Raises:
-        ConfigError: If the file cannot be read, is not YAML, or any value is invalid.
+        ConfigError: If the file cannot be read, is not UTF-8 YAML within the loader's limits, any value
+            is invalid, a secret is a placeholder or too short, or a path can never be opened.
     """
     return parse_config(read_yaml(path), str(path))
 
