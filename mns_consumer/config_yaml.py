@@ -84,6 +84,8 @@ class ConfigLoader(yaml.SafeLoader):
             if path is not None:
                 self._check_integer(event, path)
             self._count(1, event, path if path is not None else self._open[-1].path)
+            if event.anchor is not None:
+                self._anchor_values[event.anchor] = 1
             self._leave_node()
         elif isinstance(event, yaml.AliasEvent):
             path = self._enter_node(event)
