@@ -140,7 +140,12 @@ class ConfigLoader(yaml.SafeLoader):
     def _alias_values(self, event: yaml.AliasEvent, path: str) -> int:
         anchor = event.anchor or ""
         if any(collection.anchor == anchor for collection in self._open):
-            self._fail(path, f"uses the alias *{anchor} inside &{anchor} itself (a recursive alias)", event, "")
+            self._fail(
+                path,
+                f"uses the alias *{anchor} inside &{anchor} itself (a recursive alias)",
+                event,
+                "an alias may only refer to a section that ends before it",
+            )
         # An undefined alias is left to the composer, which reports it with its line.
         return self._anchor_values.get(anchor, 1)
 
