@@ -7,17 +7,24 @@ frozen. Secrets are ``SecretStr`` and print as ``**********``.
 Interpolation applies to string values after YAML parsing: ``${NAME}`` is the environment variable
 (an error if unset), ``${NAME:-fallback}`` falls back when it is unset or empty, and ``$${`` is a
 literal ``${``.
+
+Loading is in four steps, each refusing with the file, the key path and the fix (exit 2 in the CLI),
+so that a configuration that cannot work never starts a daemon that crashes later (a restart loop
+under systemd): the YAML itself (:mod:`mns_consumer.config_yaml`: UTF-8, no key twice, bounded aliases,
+depth and numbers), the models (types, ranges, finite numbers, known MessageTypes, references between
+sections), the secrets (:mod:`mns_consumer.config_secrets`: no placeholder, no value below its minimum
+length) and the paths (:mod:`mns_consumer.config_paths`: none that can never be opened).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,6 +36,9 @@ from pydantic import (
     model_validator,
 )
 
+from mns_consumer.config_paths import check_paths
+from mns_consumer.config_secrets import check_secrets
+from mns_consumer.config_yaml import read_yaml
 from mns_consumer.errors import ConfigError
 from mns_consumer.observe.logging import LoggingConfig
 from mns_consumer.receipts import MESSAGE_TYPES
@@ -39,9 +49,13 @@ _VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class StrictModel(BaseModel):
-    """Base of every configuration section: unknown keys fail, values are immutable."""
+    """Base of every configuration section: unknown keys fail, values are immutable, numbers finite.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ``allow_inf_nan=False``: YAML's ``.inf`` and ``.nan`` are floats, and an infinite timeout or back-off
+    passes every ``gt=0`` bound yet crashes the first call that uses it (or waits forever).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CredentialsConfig(StrictModel):
@@ -70,7 +84,15 @@ class EndpointsConfig(StrictModel):
 class QueueConfig(StrictModel):
     """One receipt queue: its MessageType, its QueueName as the console shows it, and its sinks."""
 
-    message_type: str = Field(description="Alibaba MessageType, e.g. SmsReport, SmsUp, SignSmsReport.")
+    message_type: str = Field(
+        description=f"Alibaba MessageType, one of {', '.join(MESSAGE_TYPES)} (others need allow_unknown_message_type)."
+    )
+    allow_unknown_message_type: bool = Field(
+        False,
+        description="Accept a message_type this version does not decode (a type Alibaba added later): the queue is "
+        "consumed and every message goes to dead_letter with its raw body, for `dead-letters replay` once a "
+        "version decodes it. Default: false (an unknown type is a configuration error, as typos are).",
+    )
     queue_name: str = Field(min_length=1, description="QueueName copied from the console; never derived.")
     sinks: list[str] = Field(min_length=1, description="Names (keys of `sinks`) every receipt must reach.")
     batch_size: int = Field(16, ge=1, le=16, description="Messages per BatchReceiveMessage (MNS limit 16).")
@@ -106,6 +128,11 @@ class QueueConfig(StrictModel):
         if duplicates:
             raise ValueError(f"sink listed twice: {', '.join(duplicates)}")
         return value
+
+    @model_validator(mode="after")
+    def _known_type(self) -> QueueConfig:
+        _check_message_type(self.message_type, allow_unknown=self.allow_unknown_message_type)
+        return self
 
 
 class TokensConfig(StrictModel):
@@ -145,6 +172,47 @@ def host_and_port(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _port_in_range(listen: str | None) -> str | None:
+    # The pattern allows five digits; bind() raises OverflowError past 65535, a traceback at start.
+    if listen is not None and host_and_port(listen)[1] > 65535:
+        raise ValueError("the port must be 0..65535 (0 picks a free one)")
+    return listen
+
+
+class _KeyValueError(ValueError):
+    """A section-level check's error that belongs to one key of the section, so its path names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+
+
+def _check_message_type(message_type: str, *, allow_unknown: bool) -> None:
+    """Refuse a MessageType this version does not decode, unless the entry says it expects one.
+
+    A typo (``SmsRepot``) would otherwise consume a queue that does not exist, or dead-letter every
+    push of a route. A type Alibaba added later must still look like one, as it is sent to Alibaba in
+    QueryTokenForMnsQueue.
+
+    Raises:
+        _KeyValueError: At ``message_type``, naming the closest known type and listing all of them.
+    """
+    if message_type in MESSAGE_TYPES:
+        return
+    if not allow_unknown:
+        close = difflib.get_close_matches(message_type, MESSAGE_TYPES, n=1, cutoff=0.8)
+        guess = f"did you mean {close[0]}? " if close else ""
+        raise _KeyValueError(
+            "message_type",
+            f"unknown MessageType {message_type!r}; {guess}use one of: {', '.join(MESSAGE_TYPES)}, "
+            "or set allow_unknown_message_type: true for a type Alibaba added since",
+        )
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{1,63}", message_type):
+        raise _KeyValueError(
+            "message_type", f"{message_type!r} is not a MessageType (letters and digits, as the console shows it)"
+        )
+
+
 class HttpConfig(StrictModel):
     """The daemon's own HTTP endpoint: /metrics, /healthz, /readyz."""
 
@@ -153,6 +221,8 @@ class HttpConfig(StrictModel):
         pattern=LISTEN_PATTERN,
         description="host:port to serve on (0.0.0.0:9464 in a container); null turns the endpoint off.",
     )
+
+    _listen_port = field_validator("listen")(_port_in_range)
 
     def address(self) -> tuple[str, int] | None:
         """(host, port), or None when turned off."""
@@ -212,6 +282,11 @@ class PushRouteConfig(StrictModel):
         description="Unguessable last path segment (at least 16 URL-safe characters); use ${PUSH_SECRET}.",
     )
     message_type: str = Field(description="Alibaba MessageType pushed to this URL, e.g. SmsReport, SmsUp.")
+    allow_unknown_message_type: bool = Field(
+        False,
+        description="Accept a message_type this version does not decode; every push to the route then goes to "
+        "dead_letter with its raw body. Default: false.",
+    )
     sinks: list[str] = Field(min_length=1, description="Names (keys of `sinks`) every receipt must reach.")
     name: str | None = Field(
         None,
@@ -219,13 +294,11 @@ class PushRouteConfig(StrictModel):
         description='Route name in logs, metrics (queue="push:<name>") and receipts; default: message_type.',
     )
 
-    @field_validator("message_type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
+    @model_validator(mode="after")
+    def _known_type(self) -> PushRouteConfig:
         # A push has no type field, so a wrong type here would dead-letter every receipt of the route.
-        if value not in MESSAGE_TYPES:
-            raise ValueError(f"unknown MessageType {value!r}; use one of: {', '.join(MESSAGE_TYPES)}")
-        return value
+        _check_message_type(self.message_type, allow_unknown=self.allow_unknown_message_type)
+        return self
 
     @field_validator("secret")
     @classmethod
@@ -262,6 +335,8 @@ class PushConfig(StrictModel):
         pattern=LISTEN_PATTERN,
         description="host:port the receiver serves on; port 0 picks a free one (tests).",
     )
+
+    _listen_port = field_validator("listen")(_port_in_range)
     spool_path: str = Field(
         "/var/lib/mns-consumer/spool.db",
         min_length=1,
@@ -427,7 +502,9 @@ class _NestedSinkError(ValueError):
 
 def _mask(value: Any) -> Any:
     if isinstance(value, SecretStr):
-        return "**********" if value.get_secret_value() else ""
+        # Each secret type shows itself safely: a plain SecretStr as asterisks, a database URL with
+        # only its password (and password-like parameters) masked, so the host and path stay checkable.
+        return str(value)
     if isinstance(value, Mapping):
         return {key: _mask(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -476,6 +553,9 @@ def _join(path: str, key: str) -> str:
 def parse_config(data: Any, source: str) -> Config:
     """Validate already-parsed configuration data (environment variables are interpolated first).
 
+    Beyond the models, secrets and paths are checked here, so the demo and tests that build their data
+    in code are held to the same rules as files.
+
     Raises:
         ConfigError: Naming the source, the key path and what to write instead.
     """
@@ -484,29 +564,22 @@ def parse_config(data: Any, source: str) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(source, "", "the file must hold a mapping of sections", "see config.example.yaml")
     try:
-        return Config.model_validate(interpolate(data, source))
+        config = Config.model_validate(interpolate(data, source))
     except ValidationError as exc:
         raise _config_error(exc, source) from None
+    check_secrets(config, source)
+    check_paths(config, source)
+    return config
 
 
 def load_config(path: str | Path) -> Config:
     """Read, interpolate and validate a YAML configuration file.
 
     Raises:
-        ConfigError: If the file cannot be read, is not YAML, or any value is invalid.
+        ConfigError: If the file cannot be read, is not UTF-8 YAML within the loader's limits, any value
+            is invalid, a secret is a placeholder or too short, or a path can never be opened.
     """
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise ConfigError(source, "", f"{where}not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    return parse_config(data, source)
+    return parse_config(read_yaml(path), str(path))
 
 
 def _config_error(error: ValidationError, source: str) -> ConfigError:
@@ -522,6 +595,8 @@ def _config_error(error: ValidationError, source: str) -> ConfigError:
             first = nested.error.errors(include_url=False)[0]
             location += [str(part) for part in first["loc"]]
             message = str(first["msg"]).removeprefix("Value error, ")
+    elif isinstance(nested, _KeyValueError):
+        location.append(nested.key)
     key_path = _format_location(location)
     hint = ""
     if first["type"] == "extra_forbidden":
@@ -529,6 +604,9 @@ def _config_error(error: ValidationError, source: str) -> ConfigError:
         hint = "remove it or check its spelling against config.example.yaml"
     elif first["type"] == "missing":
         message = "required key is missing"
+    elif first["type"] == "finite_number":
+        message = "must be a finite number, not .inf or .nan"
+        hint = "give a number in the key's unit; where the key allows null, null means no limit"
     elif location and location[0] == "sinks" and "unknown sink type" in message:
         hint = f"use one of: {', '.join(sorted(known_sink_types()))}"
     return ConfigError(source, key_path, message, hint)

@@ -157,10 +157,11 @@ class DeadLetterSink(Protocol):
 class SinkConfig(BaseModel):
     """Base of every sink's configuration model; subclasses add their own fields and ``build``.
 
-    Subclasses set ``type`` to a ``Literal`` of their type name and implement :meth:`build`.
+    Subclasses set ``type`` to a ``Literal`` of their type name and implement :meth:`build`. Subclasses
+    inherit ``allow_inf_nan=False``: no sink setting is meaningful as ``.inf`` or ``.nan``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     type: str
     sink_type: ClassVar[str] = ""

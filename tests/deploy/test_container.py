@@ -294,14 +294,21 @@ def test_wheel_installs_into_a_fresh_virtualenv_and_its_entrypoint_works(tmp_pat
     assert __version__ in version.stdout
     # And check-config accepts the example, showing no secret it was given
     secrets = {
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-image-test",
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "image-test-secret-4b1d",
         "HOOK_SECRET": "image-test-hook-9c2e",
+        "PUSH_SECRET": "image-test-push-5e8a",
         "DATABASE_URL": "postgresql+psycopg://mns:image-test-password-77aa@db/receipts",
     }
     checked = _run([cli, "check-config", REPO / "config.example.yaml"], cwd=tmp_path, env=env | secrets, timeout=60)
     assert checked.returncode == 0, checked.stderr
     output = checked.stdout + checked.stderr
-    for leaked in ("image-test-secret-4b1d", "image-test-hook-9c2e", "image-test-password-77aa"):
+    for leaked in (
+        "image-test-secret-4b1d",
+        "image-test-hook-9c2e",
+        "image-test-push-5e8a",
+        "image-test-password-77aa",
+    ):
         assert leaked not in output
     # And the HEALTHCHECK command fails (exit 1) when nothing answers
     health = _run([cli, "health", "--url", "http://127.0.0.1:1/healthz"], cwd=tmp_path, env=env, timeout=60)

@@ -19,6 +19,9 @@ from mns_consumer.emulator.samples import ReceiptFactory, encode_body
 from mns_consumer.sinks.base import DeadLetter
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig, read_dead_letters
 
+AK_SECRET = "Vq2-ak-8Hd3Kx9Lm4Pt7"
+"""An AccessKey secret long enough to load (secrets have a minimum length)."""
+
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -67,7 +70,7 @@ def test_check_config_exits_2_naming_the_file_the_key_and_the_fix(tmp_path: Path
     """An unknown key exits 2 with the file, the key path and what to do."""
     config = write_config(tmp_path)
     config.write_text(config.read_text().replace("    sinks: [archive]", "    sinks: [archive]\n    wait_secs: 3"))
-    result = run("check-config", str(config), env={"TEST_SECRET": "x"})
+    result = run("check-config", str(config), env={"TEST_SECRET": AK_SECRET})
     assert result.returncode == 2
     assert str(config) in result.stderr
     assert "queues[0].wait_secs: unknown key" in result.stderr
@@ -94,7 +97,14 @@ def test_replay_delivers_what_now_decodes_and_keeps_what_still_fails(tmp_path: P
     left = tmp_path / "left.jsonl"
 
     result = run(
-        "dead-letters", "replay", str(dead), "--config", str(config), "--remaining", str(left), env={"TEST_SECRET": "x"}
+        "dead-letters",
+        "replay",
+        str(dead),
+        "--config",
+        str(config),
+        "--remaining",
+        str(left),
+        env={"TEST_SECRET": AK_SECRET},
     )
 
     assert result.returncode == 1

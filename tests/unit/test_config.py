@@ -10,6 +10,8 @@ import pytest
 from mns_consumer.config import load_config
 from mns_consumer.errors import ConfigError
 
+AK_SECRET = "Wd8sQ2-ak-4f1e9c0b7a5d3e2f"
+
 VALID = """
 credentials:
   access_key_id: LTAI-example
@@ -46,11 +48,11 @@ def error_of(path: Path) -> ConfigError:
 
 def test_a_valid_file_loads_with_variables_interpolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """${VAR} takes the environment's value and ${VAR:-default} its fallback."""
-    monkeypatch.setenv("TEST_AK_SECRET", "s3cr3t-value")
+    monkeypatch.setenv("TEST_AK_SECRET", AK_SECRET)
     monkeypatch.delenv("EMULATOR", raising=False)
     config = load_config(write(tmp_path, VALID))
     assert config.credentials is not None
-    assert config.credentials.access_key_secret.get_secret_value() == "s3cr3t-value"
+    assert config.credentials.access_key_secret.get_secret_value() == AK_SECRET
     assert config.endpoints.dybaseapi == "127.0.0.1:9100"
     assert config.sinks_for("SmsReport") == ["archive"]
     assert config.queues[0].wait_seconds == 30
@@ -58,9 +60,9 @@ def test_a_valid_file_loads_with_variables_interpolated(tmp_path: Path, monkeypa
 
 def test_masked_dump_never_shows_a_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The effective configuration prints secrets as asterisks, and shows each sink's own keys."""
-    monkeypatch.setenv("TEST_AK_SECRET", "s3cr3t-value")
+    monkeypatch.setenv("TEST_AK_SECRET", AK_SECRET)
     masked = load_config(write(tmp_path, VALID)).masked()
-    assert "s3cr3t-value" not in repr(masked)
+    assert AK_SECRET not in repr(masked)
     assert masked["credentials"]["access_key_secret"] == "**********"
     assert masked["sinks"]["archive"]["path"] == "/var/lib/mns-consumer/{message_type}.jsonl"
 
@@ -76,7 +78,7 @@ def test_an_unset_variable_names_the_key_and_the_fix(tmp_path: Path, monkeypatch
 
 def test_an_unknown_key_is_refused_with_its_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A typo is an error, never silently ignored."""
-    monkeypatch.setenv("TEST_AK_SECRET", "x")
+    monkeypatch.setenv("TEST_AK_SECRET", AK_SECRET)
     error = error_of(write(tmp_path, VALID.replace("    sinks: [archive]", "    sinks: [archive]\n    wait_secs: 5")))
     assert error.key_path == "queues[0].wait_secs"
     assert error.problem == "unknown key"
@@ -85,7 +87,7 @@ def test_an_unknown_key_is_refused_with_its_path(tmp_path: Path, monkeypatch: py
 
 def test_a_value_out_of_range_says_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """wait_seconds above the MNS limit of 30 is refused at queues[0].wait_seconds."""
-    monkeypatch.setenv("TEST_AK_SECRET", "x")
+    monkeypatch.setenv("TEST_AK_SECRET", AK_SECRET)
     error = error_of(
         write(tmp_path, VALID.replace("    sinks: [archive]", "    sinks: [archive]\n    wait_seconds: 45"))
     )
@@ -95,7 +97,7 @@ def test_a_value_out_of_range_says_the_limit(tmp_path: Path, monkeypatch: pytest
 
 def test_a_queue_naming_an_undefined_sink_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every sink a queue names must be defined under sinks."""
-    monkeypatch.setenv("TEST_AK_SECRET", "x")
+    monkeypatch.setenv("TEST_AK_SECRET", AK_SECRET)
     error = error_of(write(tmp_path, VALID.replace("sinks: [archive]", "sinks: [archive, db]")))
     assert "db" in error.problem
     assert "archive" in error.problem
@@ -103,7 +105,7 @@ def test_a_queue_naming_an_undefined_sink_is_refused(tmp_path: Path, monkeypatch
 
 def test_an_unknown_sink_type_lists_the_known_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unknown sink type names the sink and lists every known type."""
-    monkeypatch.setenv("TEST_AK_SECRET", "x")
+    monkeypatch.setenv("TEST_AK_SECRET", AK_SECRET)
     error = error_of(write(tmp_path, VALID.replace("type: file\n    path", "type: kafka\n    path")))
     assert error.key_path == "sinks.archive"
     assert "database" in str(error)
@@ -112,7 +114,7 @@ def test_an_unknown_sink_type_lists_the_known_ones(tmp_path: Path, monkeypatch: 
 
 def test_a_bad_sink_field_is_reported_under_the_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sink's own field error carries the path sinks.<name>.<field>."""
-    monkeypatch.setenv("TEST_AK_SECRET", "x")
+    monkeypatch.setenv("TEST_AK_SECRET", AK_SECRET)
     text = VALID.replace("    path: /var/lib/mns-consumer/{message_type}.jsonl", "    paht: /tmp/x.jsonl")
     error = error_of(write(tmp_path, text))
     assert error.key_path.startswith("sinks.archive.")
@@ -132,7 +134,7 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_dollar_dollar_escapes_interpolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """$${NAME} is the literal text ${NAME}."""
-    monkeypatch.setenv("TEST_AK_SECRET", "x")
+    monkeypatch.setenv("TEST_AK_SECRET", AK_SECRET)
     config = load_config(write(tmp_path, VALID.replace("LTAI-example", "LTAI-$${literal}")))
     assert config.credentials is not None
     assert config.credentials.access_key_id == "LTAI-${literal}"

@@ -1,0 +1,210 @@
+"""Refusing secrets that are not secret: placeholders, and values too short to resist guessing.
+
+A secret must come from the environment (``${NAME}``) or be written in the file; it never has a public
+default. ``config.example.yaml`` once fell back to ``change-me-to-a-long-random-secret`` for the push
+URL secret, so a daemon started without ``PUSH_SECRET`` accepted receipts from anyone who had read the
+repository, and ``check-config`` masked the value so nobody noticed. :func:`check_secrets` therefore
+stops loading at the first secret that
+
+* is a placeholder (:func:`placeholder_reason` lists the rules, :data:`PLACEHOLDER_WORDS` and
+  :data:`PLACEHOLDER_PARTS` the words), or
+* is shorter than its minimum (:data:`MINIMUM_LENGTHS`, else :data:`DEFAULT_MINIMUM_LENGTH`).
+
+Which keys are secrets is read from the models, not listed here: every ``SecretStr`` field of every
+section, third-party sinks included, except identifiers (names ending in ``_id``), which are masked for
+privacy but are not secret. Two kinds get the placeholder rules without a minimum, because their
+length is someone else's policy: the password and password-like query parameters of a secret URL
+(``sinks.<name>.url``; no password at all is fine, e.g. PostgreSQL ``trust`` or SQLite), and the
+values of secret-looking entries of a secret mapping (``Authorization: Bearer <token>``: the token is
+checked). Error messages describe the rule that matched and never echo the value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pydantic import BaseModel, SecretStr
+
+from mns_consumer.errors import ConfigError
+from mns_consumer.observe.logging import is_secret_key
+
+__all__ = [
+    "DEFAULT_MINIMUM_LENGTH",
+    "MINIMUM_LENGTHS",
+    "PLACEHOLDER_PARTS",
+    "PLACEHOLDER_WORDS",
+    "check_secrets",
+    "placeholder_reason",
+]
+
+PLACEHOLDER_WORDS: Final = frozenset(
+    {
+        # Words that stand in for a value in examples and templates.
+        *("changeme", "changeit", "changethis", "replaceme", "placeholder", "example", "sample", "demo"),
+        *("test", "testing", "default", "dummy", "fake", "todo", "fixme", "tbd", "none", "null", "nil"),
+        *("undefined", "empty", "redacted", "masked", "hidden", "insecure", "unsafe", "notsecret"),
+        # The name of the thing instead of the thing.
+        *("secret", "secrets", "password", "passwd", "pass", "passphrase", "pwd", "token", "apikey", "key"),
+        *("secretkey", "accesskey", "accesskeysecret", "secretaccesskey", "mysecret", "yoursecret"),
+        *("supersecret", "topsecret", "sharedsecret", "webhooksecret", "pushsecret", "hooksecret"),
+        # Published defaults and the most common passwords.
+        *("admin", "root", "guest", "letmein", "qwerty", "abc123", "hunter2", "foobar", "foo", "bar", "baz"),
+        *("123456", "12345678", "123456789", "1234567890", "minioadmin", "postgres", "mysql", "mariadb"),
+    }
+)
+"""Whole values that are placeholders, compared in lower case with everything but letters and digits
+removed (so ``Change-Me``, ``CHANGE_ME`` and ``change me`` all match ``changeme``)."""
+
+PLACEHOLDER_PARTS: Final = (
+    "changeme",
+    "changeit",
+    "changethis",
+    "replaceme",
+    "placeholder",
+    "example",
+    "insertyour",
+    "enteryour",
+    "putyour",
+    "fillin",
+)
+"""Words that make a value a placeholder wherever they appear in it, compared as above
+(``change-me-to-a-long-random-secret``, ``my-example-token``)."""
+
+MINIMUM_LENGTHS: Final[Mapping[str, int]] = {
+    # The last segment of the push URL and the webhook HMAC key: random values we ask users to generate.
+    "secret": 16,
+    # Alibaba issues 30-character AccessKey secrets; a shorter one is cut off or made up.
+    "access_key_secret": 16,
+    # MinIO's own minimum; AWS issues 40 characters, OSS 30.
+    "secret_access_key": 8,
+}
+"""Minimum length of a secret, characters, by field name."""
+
+DEFAULT_MINIMUM_LENGTH: Final = 8
+"""Minimum length of any other secret field (a third-party sink's, say), characters."""
+
+_GENERATE: Final = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+_TEMPLATE: Final = re.compile(r"<[^<>]*>|\{\{.*\}\}|\[\s*(your|insert|enter)\b.*\]")
+_YOUR: Final = re.compile(r"your[^a-z0-9]|your(secret|key|password|pass|token|access|api|webhook|push)")
+
+
+def placeholder_reason(value: str) -> str | None:
+    """Why ``value`` is a placeholder rather than a secret, or None when it is not one.
+
+    The rules, in order: no letters or digits at all (``**********``, as ``check-config`` prints a
+    secret, pasted back); one character repeated (``xxxxxxxx``, ``00000000``); a word of
+    :data:`PLACEHOLDER_WORDS`; containing a word of :data:`PLACEHOLDER_PARTS`; starting with ``your``
+    (``your-access-key-secret``); a template left unfilled (``<secret>``, ``{{ secret }}``,
+    ``[insert secret]``, ``${NAME}`` that was not interpolated); a run of five or more x's
+    (``sk-xxxxxxxx``). A random secret matches none of them except by a chance far below one in a
+    million.
+    """
+    lowered = value.strip().lower()
+    normalized = re.sub(r"[^a-z0-9]", "", lowered)
+    if not normalized:
+        return "it has no letters or digits (a masked or blank value?)"
+    if len(set(normalized)) == 1:
+        return "it is one character repeated"
+    if normalized in PLACEHOLDER_WORDS:
+        return "it is a placeholder word such as change-me, secret or example"
+    part = next((part for part in PLACEHOLDER_PARTS if part in normalized), None)
+    if part is not None:
+        return f"it contains the placeholder word {part!r}"
+    if _YOUR.match(lowered):
+        return "it starts with 'your', like a value copied from an example"
+    if _TEMPLATE.search(lowered) or "${" in value:
+        return "it is a template left unfilled (<...>, {{...}} or ${...})"
+    if "xxxxx" in lowered:
+        return "it holds a run of x's, like a value copied from an example"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Secret:
+    """One secret value found in the configuration and the rule set it is held to."""
+
+    path: str
+    value: str
+    minimum: int
+    part: str = ""
+
+
+def check_secrets(config: BaseModel, source: str) -> None:
+    """Refuse the first secret of a validated configuration that is a placeholder or too short.
+
+    Args:
+        config: The validated configuration (any model: every nested section is visited).
+        source: The file it came from, for the error.
+
+    Raises:
+        ConfigError: Naming the key, the rule it broke (never the value) and how to make a real one.
+    """
+    for secret in _secrets(config, ""):
+        reason = placeholder_reason(secret.value) if secret.value else None
+        if reason is not None:
+            raise ConfigError(
+                source,
+                secret.path,
+                f"{secret.part or 'the value'} is a placeholder, not a secret: {reason}",
+                f"set a real value, e.g. from an environment variable written ${{NAME}}; {_GENERATE} makes one",
+            )
+        if len(secret.value) < secret.minimum:
+            raise ConfigError(
+                source,
+                secret.path,
+                f"is shorter than {secret.minimum} characters, too short to be a secret",
+                f"use a longer random value; {_GENERATE} makes one",
+            )
+
+
+def _secrets(value: object, path: str, name: str = "") -> Iterator[_Secret]:
+    if isinstance(value, BaseModel):
+        for field_name in type(value).model_fields:
+            yield from _secrets(getattr(value, field_name), _join(path, field_name), field_name)
+    elif isinstance(value, SecretStr):
+        if not name.endswith("_id"):
+            yield from _field_secrets(value.get_secret_value(), path, name)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(item, SecretStr):
+                yield from _entry_secrets(item.get_secret_value(), _join(path, str(key)), str(key))
+            else:
+                yield from _secrets(item, _join(path, str(key)), str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _secrets(item, f"{path}[{index}]", name)
+
+
+def _field_secrets(text: str, path: str, name: str) -> Iterator[_Secret]:
+    if "://" in text:
+        yield from _url_secrets(text, path)
+    else:
+        yield _Secret(path, text, MINIMUM_LENGTHS.get(name, DEFAULT_MINIMUM_LENGTH))
+
+
+def _url_secrets(text: str, path: str) -> Iterator[_Secret]:
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:
+        return  # The section's own validator reports a URL that does not parse.
+    if password:
+        yield _Secret(path, unquote(password), 0, "the URL's password")
+    for key, item in parse_qsl(parts.query):
+        if is_secret_key(key) or "pass" in key.lower():
+            yield _Secret(path, item, 0, f"the URL's {key} parameter")
+
+
+def _entry_secrets(text: str, path: str, key: str) -> Iterator[_Secret]:
+    if is_secret_key(key):
+        # "Bearer <token>", "Basic <base64>": the credential is the last word.
+        words = text.split()
+        yield _Secret(path, words[-1] if words else text, 0, "the credential in the value")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
