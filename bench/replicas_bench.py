@@ -4,7 +4,8 @@ Each replica is ``mns-consumer run`` in its own network namespace with its own a
 whose address holds the emulator (its own process, ``python -m mns_consumer emulator``, answering every
 MNS call ``--latency-ms`` late with a ``latency`` fault) and a forwarder to the machine's PostgreSQL
 (or MariaDB), which listens on 127.0.0.1 only (:mod:`tests.support.replica_network`, needs root). All
-replicas consume the one SmsReport queue into one table.
+replicas consume the one SmsReport queue into one table. (The latency is the emulator's, not ``tc
+netem`` on the veths: these machines' kernels have no sch_netem.)
 
 A row starts its replicas on an empty queue and waits until every one of them logged ``daemon.ready``
 (their long polls are then waiting), then seeds the backlog over the admin endpoint. Its window runs

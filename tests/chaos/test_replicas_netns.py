@@ -7,7 +7,11 @@ the bridge's address and answers every MNS call 20 ms late (a ``latency`` fault)
 replica's MNS and database traffic both cross its own link. While a topped-up backlog drains, replicas
 are killed with SIGKILL and restarted at random instants (``random.Random(23)``, so runs repeat), and
 one replica holding a batch is cut off the network for longer than the queue's visibility timeout and
-any extension its keeper made, then brought back.
+any extension its keeper made, then brought back; the test waits until MNS refused that replica's
+deletes of what it held (its handles went stale when another replica took the messages).
+
+The 20 ms come from the emulator rather than ``tc qdisc ... netem`` on the veths, which would delay real
+packets but needs the kernel's sch_netem, missing on these machines (``Specified qdisc kind is unknown``).
 """
 
 from __future__ import annotations
