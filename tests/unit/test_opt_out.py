@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
+from mns_consumer.config import load_config
+from mns_consumer.errors import ConfigError
 from mns_consumer.opt_out import DEFAULT_KEYWORDS, OptOutConfig, OptOutMatcher, normalize_reply
 from mns_consumer.receipts import decode_object
 
@@ -69,3 +73,17 @@ def test_decoded_smsup_carries_the_flag_in_its_json_form() -> None:
     )  # fmt: skip
     assert receipt.opt_out is True
     assert receipt.to_json_dict()["opt_out"] is True
+
+
+def test_a_bad_pattern_or_label_in_the_file_names_its_key(tmp_path: Path) -> None:
+    """Loading a file with a broken opt_out pattern or an unknown delivery label fails at that key."""
+    path = tmp_path / "config.yaml"
+    path.write_text("opt_out:\n  pattern: '(unclosed'\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert raised.value.key_path == "opt_out.pattern"
+    assert "regular expression" in str(raised.value)
+    path.write_text("metrics:\n  delivery_labels: [phone_number]\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert raised.value.key_path.startswith("metrics.delivery_labels")
