@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mns_consumer import __version__
+from mns_consumer.outcomes import OUTCOME_CLASSES
 
 STAGES = ("receive", "decode", "sink", "delete", "token", "query")
 """The ``stage`` label of ``mns_consumer_failures_total``."""
@@ -68,6 +69,20 @@ DELIVERY_LATENCY_BUCKETS = (
     86400.0,
 )
 """From send to the carrier's report: seconds for most, hours for a phone switched off."""
+
+REPORT_MESSAGE_TYPES = ("SmsReport", "GlobeSmsReport", "DypnsSmsVerifyReport")
+"""MessageTypes whose receipts are delivery reports, counted in ``mns_consumer_deliveries_total``."""
+
+REPLY_MESSAGE_TYPES = ("SmsUp",)
+"""MessageTypes whose receipts are replies, counted in ``mns_consumer_opt_outs_total`` when they opt out."""
+
+DELIVERY_SERIES = (
+    ("delivered", "delivered"),
+    *(("failed", klass) for klass in OUTCOME_CLASSES if klass != "delivered"),
+    ("expired", "expired"),
+)
+"""The (outcome, class) pairs a report can take: a delivered report is always ``delivered``, an expired one
+(international Status 6) ``expired``, a failed one any other class (or ``expired`` by its code)."""
 
 DeliveryLabel: TypeAlias = Literal["carrier", "sign_name", "template_code"]
 """Optional labels of the delivery counter (``metrics.delivery_labels``)."""
@@ -369,6 +384,20 @@ class Metrics:
             counter.labels(*labels)
         for stage in QUEUE_STAGES:
             self.failures.labels(*labels, stage)
+        self._watch_outcomes(labels)
+
+    def _watch_outcomes(self, labels: tuple[str, str]) -> None:
+        """Make the delivery or opt-out series of a report or reply queue exist from the first scrape.
+
+        With extra delivery labels their values are not known in advance, so those series appear with
+        their first report.
+        """
+        message_type = labels[1]
+        if message_type in REPORT_MESSAGE_TYPES and not self.delivery_labels:
+            for outcome, klass in DELIVERY_SERIES:
+                self.deliveries.labels(*labels, outcome, klass)
+        if message_type in REPLY_MESSAGE_TYPES:
+            self.opt_outs.labels(*labels)
 
     def watch_sink(self, queue: str, message_type: str, sink: str) -> None:
         """Make a queue's sink series exist from the first scrape."""
@@ -395,6 +424,7 @@ class Metrics:
             self.failures.labels(*labels, stage)
         for sink in sinks:
             self.watch_sink(route, message_type, sink)
+        self._watch_outcomes(labels)
 
     def watch_backfill(self, message_type: str, sinks: Sequence[str]) -> None:
         """Make a backfill run's series exist from the start, so every outcome shows, zero or not."""

@@ -148,3 +148,31 @@ def test_duplicate_extra_labels_are_refused() -> None:
     """Naming a label twice is a configuration error."""
     with pytest.raises(ValueError, match="twice"):
         MetricsConfig(delivery_labels=["carrier", "carrier"])
+
+
+def test_a_report_queue_shows_every_outcome_and_class_from_the_first_scrape() -> None:
+    """Zeroed series make rate() see the first report; a reply queue gets its opt-out series instead."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    for queue, message_type in ((QUEUE, "SmsReport"), ("Alicom-Queue-i1-SmsUp", "SmsUp")):
+        metrics.watch_queue(
+            queue,
+            message_type,
+            seconds_since_receive=lambda: 0.0,
+            oldest_message_age_seconds=lambda: 0.0,
+            batches_in_flight=lambda: 0.0,
+            token_seconds_to_expiry=lambda: 0.0,
+        )
+    series = {
+        (sample.labels["outcome"], sample.labels["class"])
+        for family in registry.collect()
+        if family.name == "mns_consumer_deliveries"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert ("delivered", "delivered") in series
+    assert ("failed", "blocked") in series
+    assert ("failed", "delivered") not in series
+    assert len(series) == 9
+    up = {"queue": "Alicom-Queue-i1-SmsUp", "message_type": "SmsUp"}
+    assert registry.get_sample_value("mns_consumer_opt_outs_total", up) == 0
