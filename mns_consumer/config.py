@@ -41,6 +41,8 @@ from mns_consumer.config_secrets import check_secrets
 from mns_consumer.config_yaml import read_yaml
 from mns_consumer.errors import ConfigError
 from mns_consumer.observe.logging import LoggingConfig
+from mns_consumer.observe.metrics import MetricsConfig
+from mns_consumer.opt_out import OptOutConfig
 from mns_consumer.receipts import MESSAGE_TYPES
 from mns_consumer.sinks.base import SinkConfig, known_sink_types, parse_sink_config
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
@@ -387,6 +389,12 @@ class Config(StrictModel):
     tokens: TokensConfig = Field(default_factory=TokensConfig, description="Queue token refresh.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log level, format and masking.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="Optional labels of the delivery metrics, and their cap."
+    )
+    opt_out: OptOutConfig = Field(
+        default_factory=OptOutConfig, description="Which SmsUp replies are flagged opt_out: true."
+    )
     backfill: BackfillConfig = Field(
         default_factory=BackfillConfig, description="Defaults of QuerySendDetails backfill runs."
     )

@@ -29,6 +29,8 @@ from mns_consumer.config import (
     TokensConfig,
 )
 from mns_consumer.observe.logging import LoggingConfig
+from mns_consumer.observe.metrics import MetricsConfig
+from mns_consumer.opt_out import OptOutConfig
 from mns_consumer.sinks.base import BUILTIN_SINK_TYPES, sink_config_class
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
 
@@ -40,6 +42,8 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("tokens", TokensConfig),
     ("logging", LoggingConfig),
     ("http", HttpConfig),
+    ("metrics", MetricsConfig),
+    ("opt_out", OptOutConfig),
     ("backfill", BackfillConfig),
     ("push", PushConfig),
     ("push.routes[]", PushRouteConfig),

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal, TypeAlias
 
+from mns_consumer.outcomes import OutcomeClass
+
 Source: TypeAlias = Literal["mns", "push", "query"]
 """Where a receipt came from: an MNS queue, an HTTP batch push, or a QuerySendDetails backfill."""
 
@@ -66,6 +68,11 @@ class Receipt:
         reason: Review reason or rejection text.
         extra: Every field of the body not mapped above, as received.
         raw: The body exactly as received.
+        outcome_class: Why a delivery report ended as it did (:mod:`mns_consumer.outcomes`); None for
+            other kinds and for ``pending`` records.
+        retryable: Whether sending again later may succeed; None where ``outcome_class`` is.
+        opt_out: For replies (SmsUp), whether the content is an unsubscribe keyword
+            (:mod:`mns_consumer.opt_out`); None for other kinds.
     """
 
     kind: Kind
@@ -88,6 +95,9 @@ class Receipt:
     template_code: str | None = None
     reason: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    outcome_class: OutcomeClass | None = None
+    retryable: bool | None = None
+    opt_out: bool | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The receipt as JSON-ready data: ISO 8601 times with offsets, raw as text when it is UTF-8.
@@ -113,6 +123,9 @@ class Receipt:
             "sign_name": self.sign_name,
             "template_code": self.template_code,
             "reason": self.reason,
+            "outcome_class": self.outcome_class,
+            "retryable": self.retryable,
+            "opt_out": self.opt_out,
             "extra": dict(self.extra),
         }
         try:
@@ -151,6 +164,9 @@ class Receipt:
             template_code=data.get("template_code"),
             reason=data.get("reason"),
             extra=dict(data.get("extra") or {}),
+            outcome_class=data.get("outcome_class"),
+            retryable=data.get("retryable"),
+            opt_out=data.get("opt_out"),
         )
 
 

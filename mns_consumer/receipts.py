@@ -94,6 +94,8 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, Final, TypeVar
 
 from mns_consumer.errors import DecodeError
+from mns_consumer.opt_out import DEFAULT_MATCHER
+from mns_consumer.outcomes import classify
 from mns_consumer.receipt_model import Kind, Receipt, Source, Status
 
 __all__ = [
@@ -490,6 +492,7 @@ def _plain_mainland_report(
         sent_at=sent_at,
         reported_at=reported_at,
         sms_parts=parts,
+        **_outcome(status, err_code or None),
     )
 
 
@@ -681,15 +684,17 @@ def _mainland_report(fields: _Fields) -> Receipt:
     biz_id = fields.identity("biz_id")
     phone_number = fields.identity("phone_number")
     status: Status = "delivered" if fields.flag("success") else "failed"
+    error_code = fields.text("err_code")
     return fields.receipt(
         "delivery_report",
         fields.message_type,
         {"biz_id": biz_id, "phone_number": phone_number, "status": status},
+        **_outcome(status, error_code),
         biz_id=biz_id,
         phone_number=phone_number,
         status=status,
         out_id=fields.text("out_id", "outId"),
-        error_code=fields.text("err_code"),
+        error_code=error_code,
         error_message=fields.text("err_msg"),
         sent_at=fields.time("send_time"),
         reported_at=fields.time("report_time"),
@@ -702,14 +707,16 @@ def _international_report(fields: _Fields) -> Receipt:
     message_id = fields.identity("MessageId", keep=True)
     to = fields.identity("To")
     status = _mapped_code(fields, "Status", _INTERNATIONAL_STATUSES)
+    error_code = fields.text("ErrorCode")
     return fields.receipt(
         "delivery_report",
         "SmsReport/international",
         {"message_id": message_id, "to": to, "status": status},
+        **_outcome(status, error_code),
         phone_number=to,
         status=status,
         out_id=fields.text("OutId", "out_id", "outId"),
-        error_code=fields.text("ErrorCode"),
+        error_code=error_code,
         error_message=fields.text("ErrorDescription"),
         sent_at=fields.time("SendDate"),
         reported_at=fields.time("ReceiveDate"),
@@ -722,14 +729,16 @@ def _globe_report(fields: _Fields) -> Receipt:
     message_id = fields.identity("message_id", keep=True)
     to = fields.identity("to")
     status = _mapped_code(fields, "status", _GLOBE_STATUSES)
+    error_code = fields.text("error_code")
     return fields.receipt(
         "delivery_report",
         "GlobeSmsReport",
         {"message_id": message_id, "to": to, "status": status},
+        **_outcome(status, error_code),
         phone_number=to,
         status=status,
         out_id=fields.text("out_id", "outId"),
-        error_code=fields.text("error_code"),
+        error_code=error_code,
         error_message=fields.text("error_description"),
         sent_at=fields.time("send_date"),
         reported_at=fields.time("receive_date"),
@@ -742,6 +751,7 @@ def _sms_up(fields: _Fields) -> Receipt:
     sequence_id = fields.identity("sequence_id", numeric=True)
     dest_code = fields.identity("dest_code", keep=True)
     sent_at = fields.required_time("send_time")
+    content = fields.text("content")
     return fields.receipt(
         "reply",
         "SmsUp",
@@ -750,7 +760,9 @@ def _sms_up(fields: _Fields) -> Receipt:
         phone_number=phone_number,
         status="received",
         sent_at=sent_at,
-        content=fields.text("content"),
+        content=content,
+        # The default keywords; the daemon re-reads the reply with the configured opt_out matcher.
+        opt_out=DEFAULT_MATCHER(content),
         sign_name=fields.text("sign_name"),
     )
 
@@ -844,6 +856,17 @@ def _canonical_tmp_ops(fields: _Fields) -> str:
             )
         pairs.append((vendor.strip(), str(state)))
     return json.dumps(sorted(pairs), ensure_ascii=True, separators=(",", ":"))
+
+
+def _outcome(status: Status, error_code: str | None) -> Mapping[str, Any]:
+    """A delivery report's ``outcome_class`` and ``retryable`` (:func:`mns_consumer.outcomes.classify`)."""
+    verdict = classify(status, error_code)
+    if verdict is None:
+        return _NO_OUTCOME
+    return {"outcome_class": verdict[0], "retryable": verdict[1]}
+
+
+_NO_OUTCOME: Final[Mapping[str, Any]] = {"outcome_class": None, "retryable": None}
 
 
 def _mapped_code(fields: _Fields, name: str, statuses: Mapping[int, Status]) -> Status:

@@ -65,5 +65,6 @@ def receipt_from_detail(detail: SendDetail, biz_id: str, *, phone_number: str | 
         key = dedupe_key(
             MESSAGE_TYPE, biz_id=receipt.biz_id or biz_id, phone_number=receipt.phone_number or "", status="pending"
         )
-        receipt = replace(receipt, status="pending", dedupe_key=key)
+        # No carrier report yet, so no outcome to classify.
+        receipt = replace(receipt, status="pending", dedupe_key=key, outcome_class=None, retryable=None)
     return receipt

@@ -10,6 +10,12 @@ dead-lettered for an outage); meanwhile :attr:`Dispatcher.healthy` is cleared, w
 queue's receiver, and the batch stays in flight with its visibility extended. Only the ``abandon``
 event (the drain deadline) ends the wait, and then nothing of the batch is deleted: MNS hands the
 messages out again later and their dedupe keys absorb the repeat.
+
+Once a dispatch settles, the receipts every sink stored are counted (delivery outcomes, opt-outs),
+each dedupe key once while the dispatcher remembers it (the last :data:`COUNTED_KEYS` keys): a
+message redelivered after an abandoned dispatch was never counted, and one redelivered after a lost
+delete is remembered. Beyond that window, across restarts, and between daemons sharing a queue, a
+repeat counts again, so the counters are close to, not exactly, one per receipt.
 """
 
 from __future__ import annotations
@@ -17,17 +23,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from mns_consumer.alicom.queue import ReceivedMessage
 from mns_consumer.consume.backoff import Backoff
 from mns_consumer.errors import DecodeError, SinkUnavailable
 from mns_consumer.observe.events import Events
+from mns_consumer.opt_out import OptOutMatcher
 from mns_consumer.receipt_model import Receipt, Source
 from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink, SinkResult
+from mns_consumer.sinks.recent_keys import RecentKeys
 
 DEAD_LETTER_SINK = "dead_letter"
+
+COUNTED_KEYS = 20_000
+"""Dedupe keys a dispatcher remembers as counted (about 2 MB), so a redelivered receipt counts once."""
 
 
 @dataclass
@@ -88,6 +99,7 @@ class Dispatcher:
         retry_max_seconds: float = 30.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         source: Source = "mns",
+        opt_out: OptOutMatcher | None = None,
     ) -> None:
         self.queue = queue
         # Dead letters of other sources (HTTP push) carry no MNS message id or dequeue count.
@@ -101,6 +113,9 @@ class Dispatcher:
         self.healthy.set()
         self._backoff = Backoff(retry_initial_seconds, retry_max_seconds)
         self._now = now
+        # Replies are re-read with the configured keywords (decoders know only the defaults).
+        self._opt_out = opt_out
+        self._counted = RecentKeys(COUNTED_KEYS)
 
     def dispatch(self, batch: Batch) -> list[InFlight] | None:
         """Store a batch and return the messages that may now be deleted.
@@ -130,6 +145,7 @@ class Dispatcher:
         unique: dict[str, Receipt] = {}
         for item in messages:
             if item.receipt is not None:
+                item.receipt = self._with_opt_out(item.receipt)
                 unique.setdefault(item.receipt.dedupe_key, item.receipt)
         refused: dict[str, tuple[str, str]] = {}
         for sink in self.sinks:
@@ -144,7 +160,24 @@ class Dispatcher:
                 sink_name, reason = refused[item.receipt.dedupe_key]
                 self.events.receipt_rejected(self.queue, self.message_type, item.message.message_id, sink_name, reason)
                 letters.append((item, self._letter(item, f"rejected by sink {sink_name!r}: {reason}", sink_name)))
-        return not letters or self._dead_letter_until_stored([letter for _, letter in letters])
+        if letters and not self._dead_letter_until_stored([letter for _, letter in letters]):
+            return False
+        self._count_stored([receipt for key, receipt in unique.items() if key not in refused])
+        return True
+
+    def _with_opt_out(self, receipt: Receipt) -> Receipt:
+        """A reply flagged by the configured matcher (the decoders applied the default keywords)."""
+        if self._opt_out is None or receipt.kind != "reply":
+            return receipt
+        flag = self._opt_out(receipt.content)
+        return receipt if flag == receipt.opt_out else replace(receipt, opt_out=flag)
+
+    def _count_stored(self, receipts: list[Receipt]) -> None:
+        """Count what every sink stored, skipping the dedupe keys counted before (see the module docstring)."""
+        fresh = set(self._counted.unseen(receipt.dedupe_key for receipt in receipts))
+        if fresh:
+            self._counted.add_all(fresh)
+            self.events.receipts_stored(self.queue, [receipt for receipt in receipts if receipt.dedupe_key in fresh])
 
     def _write_until_stored(self, sink: Sink, receipts: list[Receipt]) -> dict[str, str] | None:
         """Write until every receipt is accepted or rejected; returns the rejections, None if abandoned."""

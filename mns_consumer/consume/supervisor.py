@@ -94,7 +94,8 @@ class Supervisor:
         self.config = config
         self.source = source
         self.registry = CollectorRegistry()
-        self.metrics = Metrics(self.registry)
+        self.metrics = Metrics(self.registry, config.metrics)
+        self.opt_out = config.opt_out.matcher()
         self.events = events or Events(self.metrics)
         self.environ = dict(os.environ if environ is None else environ)
         self.notifier = notifier or SystemdNotifier(self.environ)
@@ -355,6 +356,7 @@ class Supervisor:
             abandon,
             retry_initial_seconds=self.config.sink_retry_initial_seconds,
             retry_max_seconds=self.config.sink_retry_max_seconds,
+            opt_out=self.opt_out,
         )
         settings = PollerSettings(
             message_type=queue.message_type,
@@ -386,6 +388,7 @@ class Supervisor:
             retry_initial_seconds=self.config.sink_retry_initial_seconds,
             retry_max_seconds=self.config.sink_retry_max_seconds,
             source=self.source,
+            opt_out=self.opt_out,
         ).listen()
 
     def _serve(self) -> None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
 
+from mns_consumer.carriers import carrier_of
 from mns_consumer.observe.logging import redact_text
-from mns_consumer.observe.metrics import BACKFILL_QUEUE, Metrics
+from mns_consumer.observe.metrics import BACKFILL_QUEUE, MISSING_LABEL_VALUE, Metrics
+from mns_consumer.receipt_model import Receipt
 
 log = structlog.get_logger("mns_consumer.consume")
 push_log = structlog.get_logger("mns_consumer.push")
@@ -213,6 +215,44 @@ class Events:
             sink=sink,
             reason=redact_text(reason),
         )
+
+    def receipts_stored(self, queue: str, receipts: Sequence[Receipt]) -> None:
+        """Receipts every sink stored, each counted once: delivery reports by outcome and class, opt-outs.
+
+        The caller passes each dedupe key once (see :class:`~mns_consumer.consume.dispatcher.Dispatcher`).
+        """
+        delivered = opted_out = 0
+        for receipt in receipts:
+            if receipt.kind == "delivery_report" and receipt.outcome_class is not None:
+                delivered += 1
+                if self.metrics is not None:
+                    self._count_delivery(queue, receipt)
+            elif receipt.opt_out:
+                opted_out += 1
+                if self.metrics is not None:
+                    self._child(self.metrics.opt_outs, *self._labels(queue)).inc()
+        if delivered:
+            self._count("deliveries", queue, delivered)
+        if opted_out:
+            self._count("opt_outs", queue, opted_out)
+            log.info("replies.opted_out", queue=queue, count=opted_out)
+
+    def _count_delivery(self, queue: str, receipt: Receipt) -> None:
+        metrics = self.metrics
+        assert metrics is not None  # noqa: S101  (checked by the caller)
+        labels = self._labels(queue)
+        outcome = receipt.status or "unknown"
+        extra: list[str] = []
+        for label in metrics.delivery_labels:
+            if label == "carrier":
+                value: str = carrier_of(receipt.phone_number)
+            else:
+                value = getattr(receipt, label) or MISSING_LABEL_VALUE
+            extra.append(metrics.label_cap.value(label, value))
+        self._child(metrics.deliveries, *labels, outcome, str(receipt.outcome_class), *extra).inc()
+        if receipt.sent_at is not None and receipt.reported_at is not None:
+            latency = (receipt.reported_at - receipt.sent_at).total_seconds()
+            self._child(metrics.delivery_latency_seconds, *labels, outcome).observe(max(0.0, latency))
 
     def dead_lettered(self, queue: str, count: int) -> None:
         """Messages were stored in the dead-letter sink."""

@@ -10,6 +10,12 @@ and stored receipts also carry ``status`` (delivered, failed or pending: bounded
 their failures and dead letters count into the daemon's series. A one-shot run writes its series to a
 node_exporter textfile (``backfill --metrics-file``), see :mod:`mns_consumer.observe.textfile`.
 
+Delivery reports stored by every sink are counted once per dedupe key as far as the daemon
+remembers (``mns_consumer_deliveries_total``, by ``outcome`` and ``class``, see
+:mod:`mns_consumer.outcomes`), with their send-to-report latency; opt-out replies are counted too.
+The optional extra delivery labels (``carrier``, ``sign_name``, ``template_code``) are switched on in
+the ``metrics`` section, each capped at ``max_label_values`` distinct values (later ones read ``other``).
+
 HTTP push routes are labelled ``queue="push:<route name>"`` (never their URL, whose last segment is a
 secret) and count into the same receipt, sink and dead-letter series as queues. Push refusals carry a
 ``stage`` of :data:`PUSH_STAGES`, and push acknowledgements have buckets around Alibaba's 700 ms limit.
@@ -18,11 +24,15 @@ secret) and count into the same receipt, sink and dead-letter series as queues. 
 from __future__ import annotations
 
 import platform
+import threading
 from collections.abc import Callable, Sequence
+from typing import Literal, TypeAlias
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mns_consumer import __version__
+from mns_consumer.outcomes import OUTCOME_CLASSES
 
 STAGES = ("receive", "decode", "sink", "delete", "token", "query")
 """The ``stage`` label of ``mns_consumer_failures_total``."""
@@ -42,6 +52,97 @@ PUSH_ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5
 
 QUEUE_LABELS = ("queue", "message_type")
 
+DELIVERY_LATENCY_BUCKETS = (
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    21600.0,
+    86400.0,
+)
+"""From send to the carrier's report: seconds for most, hours for a phone switched off."""
+
+REPORT_MESSAGE_TYPES = ("SmsReport", "GlobeSmsReport", "DypnsSmsVerifyReport")
+"""MessageTypes whose receipts are delivery reports, counted in ``mns_consumer_deliveries_total``."""
+
+REPLY_MESSAGE_TYPES = ("SmsUp",)
+"""MessageTypes whose receipts are replies, counted in ``mns_consumer_opt_outs_total`` when they opt out."""
+
+DELIVERY_SERIES = (
+    ("delivered", "delivered"),
+    *(("failed", klass) for klass in OUTCOME_CLASSES if klass != "delivered"),
+    ("expired", "expired"),
+)
+"""The (outcome, class) pairs a report can take: a delivered report is always ``delivered``, an expired one
+(international Status 6) ``expired``, a failed one any other class (or ``expired`` by its code)."""
+
+DeliveryLabel: TypeAlias = Literal["carrier", "sign_name", "template_code"]
+"""Optional labels of the delivery counter (``metrics.delivery_labels``)."""
+
+OTHER_LABEL_VALUE = "other"
+"""What a capped label reads once it has ``max_label_values`` distinct values."""
+
+MISSING_LABEL_VALUE = "none"
+"""What ``sign_name`` or ``template_code`` reads when the receipt has none (SmsReport bodies carry neither)."""
+
+
+class MetricsConfig(BaseModel):
+    """The ``metrics`` section: optional, bounded labels of the delivery counter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delivery_labels: list[DeliveryLabel] = Field(
+        default_factory=list,
+        description="Extra labels of mns_consumer_deliveries_total: carrier (from the mainland number's segment), "
+        "sign_name, template_code; default none.",
+    )
+    max_label_values: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Distinct values each extra label keeps per daemon; later values are counted as `other`, values.",
+    )
+
+    @field_validator("delivery_labels")
+    @classmethod
+    def _distinct(cls, value: list[DeliveryLabel]) -> list[DeliveryLabel]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a label twice")
+        return value
+
+
+class LabelCap:
+    """Keeps each label's distinct values to a maximum; values past it become :data:`OTHER_LABEL_VALUE`.
+
+    The first values seen keep their own series for the daemon's life: a cap that forgot old values
+    would move their counts between series and break ``rate()``. Thread-safe.
+    """
+
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
+        self._seen: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def value(self, label: str, value: str) -> str:
+        """``value`` if the label already has it or has room for it, else ``other``."""
+        with self._lock:
+            seen = self._seen.setdefault(label, set())
+            if value in seen:
+                return value
+            if len(seen) < self.max_values:
+                seen.add(value)
+                return value
+        return OTHER_LABEL_VALUE
+
+
 BACKFILL_QUEUE = "backfill"
 """The ``queue`` label of QuerySendDetails backfill runs (they read no queue)."""
 
@@ -55,8 +156,31 @@ UNKNOWN_PUSH_ROUTE = "push:unknown"
 class Metrics:
     """The daemon's metrics on one registry; :class:`~mns_consumer.observe.events.Events` updates them."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, config: MetricsConfig | None = None) -> None:
         self.registry = registry
+        self.config = config or MetricsConfig()
+        self.delivery_labels: tuple[DeliveryLabel, ...] = tuple(self.config.delivery_labels)
+        self.label_cap = LabelCap(self.config.max_label_values)
+        self.deliveries = Counter(
+            "mns_consumer_deliveries",
+            "Delivery reports every sink stored, once per dedupe key as far as the daemon remembers, by outcome"
+            " (delivered, failed, expired) and class (mns_consumer.outcomes).",
+            (*QUEUE_LABELS, "outcome", "class", *self.delivery_labels),
+            registry=registry,
+        )
+        self.delivery_latency_seconds = Histogram(
+            "mns_consumer_delivery_latency_seconds",
+            "From a delivery report's send time to its report time, for reports counted in mns_consumer_deliveries.",
+            (*QUEUE_LABELS, "outcome"),
+            buckets=DELIVERY_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.opt_outs = Counter(
+            "mns_consumer_opt_outs",
+            "Replies (SmsUp) every sink stored whose content is an unsubscribe keyword, once per dedupe key.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
         self.received = Counter(
             "mns_consumer_receipts_received",
             "Messages received from MNS, and receipts in acknowledged HTTP pushes.",
@@ -260,6 +384,20 @@ class Metrics:
             counter.labels(*labels)
         for stage in QUEUE_STAGES:
             self.failures.labels(*labels, stage)
+        self._watch_outcomes(labels)
+
+    def _watch_outcomes(self, labels: tuple[str, str]) -> None:
+        """Make the delivery or opt-out series of a report or reply queue exist from the first scrape.
+
+        With extra delivery labels their values are not known in advance, so those series appear with
+        their first report.
+        """
+        message_type = labels[1]
+        if message_type in REPORT_MESSAGE_TYPES and not self.delivery_labels:
+            for outcome, klass in DELIVERY_SERIES:
+                self.deliveries.labels(*labels, outcome, klass)
+        if message_type in REPLY_MESSAGE_TYPES:
+            self.opt_outs.labels(*labels)
 
     def watch_sink(self, queue: str, message_type: str, sink: str) -> None:
         """Make a queue's sink series exist from the first scrape."""
@@ -286,6 +424,7 @@ class Metrics:
             self.failures.labels(*labels, stage)
         for sink in sinks:
             self.watch_sink(route, message_type, sink)
+        self._watch_outcomes(labels)
 
     def watch_backfill(self, message_type: str, sinks: Sequence[str]) -> None:
         """Make a backfill run's series exist from the start, so every outcome shows, zero or not."""

@@ -23,6 +23,7 @@ from mns_consumer.consume.dispatcher import Dispatcher
 from mns_consumer.errors import ConfigError, SpoolUnavailable
 from mns_consumer.observe.events import Events
 from mns_consumer.observe.metrics import Metrics
+from mns_consumer.opt_out import OptOutMatcher
 from mns_consumer.push.receiver import PushReceiver
 from mns_consumer.push.spool import Spool
 from mns_consumer.push.worker import SpoolWorker
@@ -39,6 +40,7 @@ class PushService:
         retry_initial_seconds: First back-off after a sink failure, s.
         retry_max_seconds: Longest back-off between sink retries, s.
         source: The configuration file's name, for errors.
+        opt_out: Re-reads SmsUp replies with the configured unsubscribe keywords; None keeps the decoders'.
     """
 
     def __init__(
@@ -50,8 +52,10 @@ class PushService:
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
         source: str = "configuration",
+        opt_out: OptOutMatcher | None = None,
     ) -> None:
         self.config = config
+        self.opt_out = opt_out
         self.events = events
         self.metrics = metrics
         self.source = source
@@ -129,6 +133,7 @@ class PushService:
                 retry_initial_seconds=self.retry_initial_seconds,
                 retry_max_seconds=self.retry_max_seconds,
                 source="push",
+                opt_out=self.opt_out,
             )
             worker = SpoolWorker(
                 route.label,

@@ -39,7 +39,16 @@ reason            TEXT                   MEDIUMTEXT                 TEXT        
 extra             JSONB                  JSON (LONGTEXT, MariaDB)   JSON (text)           no
 raw               BYTEA                  LONGBLOB                   BLOB                  no
 stored_at         TIMESTAMPTZ, now()     DATETIME(6), UTC, now      DATETIME, UTC, now    no
+outcome_class     VARCHAR(32)            VARCHAR(32)                VARCHAR(32)           yes
+retryable         BOOLEAN                BOOL (TINYINT(1))          BOOLEAN               yes
+opt_out           BOOLEAN                BOOL (TINYINT(1))          BOOLEAN               yes
 ================  =====================  =========================  ====================  ========
+
+The last three (:data:`OUTCOME_COLUMNS`) came with delivery intelligence. A table from an earlier
+version lacks them: with ``create_table: true`` the sink adds them at start (``ALTER TABLE ... ADD
+COLUMN``, nullable, so no rewrite of existing rows on any backend; rows stored before keep NULL);
+with ``create_table: false`` it writes without them and logs ``sink.database.columns_missing`` once
+at start with the statements to run.
 
 Index names are ``ix_<table>_<column>``, the unique constraint ``uq_<table>_dedupe_key``. Times are
 stored as instants: the original UTC offset is not kept (``raw`` keeps the body as received), and
@@ -146,6 +155,9 @@ WRITTEN_COLUMNS: Final = (
 )
 """Columns the sink writes; an existing table must have all of them (``id`` and ``stored_at`` are the
 table's own)."""
+
+OUTCOME_COLUMNS: Final = ("outcome_class", "retryable", "opt_out")
+"""Nullable columns added after the first release: written when the table has them (see the module docstring)."""
 
 _REQUIRED_COLUMNS: Final = frozenset({"dedupe_key", "kind", "message_type", "source"})
 _MYSQL: Final = ("mysql", "mariadb")
@@ -479,6 +491,9 @@ def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: st
         sa.Column("extra", extra, nullable=False),
         sa.Column("raw", raw, nullable=False),
         sa.Column("stored_at", UtcDateTime(), nullable=False, server_default=utc_now()),
+        sa.Column("outcome_class", sa.String(32)),
+        sa.Column("retryable", sa.Boolean()),
+        sa.Column("opt_out", sa.Boolean()),
     ]
     return sa.Table(
         name,
@@ -526,6 +541,8 @@ class DatabaseSink:
         self._deadlines: CallDeadlines | None = None
         self._ping: Callable[[Any], object] = _no_ping
         self._driver_error: type[Exception] = Exception
+        # The outcome columns the table has (all of them once created or upgraded by this sink).
+        self._outcome_columns: tuple[str, ...] = OUTCOME_COLUMNS
 
     def __repr__(self) -> str:
         return f"DatabaseSink(name={self.name!r}, url={self.config.display_url!r}, table={self.config.table!r})"
@@ -658,7 +675,8 @@ class DatabaseSink:
                     connection.execute(sa.text("SELECT 1")).scalar_one()
                     present = sa.inspect(connection).has_table(table)
                 if present:
-                    self._check_table(engine)
+                    # A check changes nothing: missing outcome columns are added at start, not here.
+                    self._check_table(engine, upgrade=False)
         except sa.exc.DBAPIError as exc:
             # Not an availability error, e.g. SQLite's "file is not a database": still a failed check.
             raise SinkUnavailable(self.name, self._scrub(_describe(exc))) from exc
@@ -895,7 +913,7 @@ class DatabaseSink:
         else:
             log.info("sink.database.table_ready", sink=self.name, table=self.config.table)
 
-    def _check_table(self, engine: Engine) -> None:
+    def _check_table(self, engine: Engine, *, upgrade: bool = True) -> None:
         table = self.config.table
         where = (f"sink {self.name!r}", f"sinks.{self.name}.table")
         with engine.connect() as connection:
@@ -916,12 +934,48 @@ class DatabaseSink:
                 f"table {table!r} lacks the column(s) {', '.join(missing)}",
                 "add them as documented in mns_consumer.sinks.database, or use another table",
             )
+        absent = [column for column in OUTCOME_COLUMNS if column not in present]
+        if absent and self.config.create_table:
+            if upgrade:
+                self._add_columns(engine, absent)
+                absent = []
+        elif absent:
+            log.warning(
+                "sink.database.columns_missing",
+                sink=self.name,
+                table=table,
+                columns=absent,
+                fix="; ".join(self._add_column_statements(engine.dialect, absent)),
+            )
+        self._outcome_columns = tuple(column for column in OUTCOME_COLUMNS if column not in absent)
         if ("dedupe_key",) not in unique_sets:
             raise ConfigError(
                 *where,
                 f"table {table!r} has no unique constraint on dedupe_key alone, so duplicates would be stored",
                 f"add UNIQUE (dedupe_key), named uq_{table}_dedupe_key",
             )
+
+    def _add_column_statements(self, dialect: Dialect, columns: Sequence[str]) -> list[str]:
+        """``ALTER TABLE ... ADD COLUMN`` for each of ``columns``, in the dialect's own words."""
+        preparer = dialect.identifier_preparer
+        table = preparer.quote(self.config.table)
+        return [
+            f"ALTER TABLE {table} ADD COLUMN {sa.schema.CreateColumn(self._table.c[column]).compile(dialect=dialect)}"
+            for column in columns
+        ]
+
+    def _add_columns(self, engine: Engine, columns: Sequence[str]) -> None:
+        """Upgrade a table from an earlier version: add the missing nullable outcome columns."""
+        for statement in self._add_column_statements(engine.dialect, columns):
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(statement)
+            except sa.exc.DBAPIError as exc:
+                # Another daemon sharing the table added it since we looked: fine. Anything else is
+                # raised (and translated by open() as usual).
+                if not _is_duplicate_column(exc):
+                    raise
+        log.info("sink.database.columns_added", sink=self.name, table=self.config.table, columns=list(columns))
 
     def _rows(self, batch: Sequence[Receipt]) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """Valid receipts as rows, one per dedupe key and sorted by it, plus the rejected keys."""
@@ -933,7 +987,7 @@ class DatabaseSink:
                 continue
             verdict = _storable(receipt, self._backend)
             if isinstance(verdict, _EncodedJson):
-                rows[key] = _row(receipt, verdict)
+                rows[key] = _row(receipt, verdict, self._outcome_columns)
                 rejected.pop(key, None)
             else:
                 rejected.setdefault(key, verdict)
@@ -1011,7 +1065,9 @@ class DatabaseSink:
     def _compile_driver_statement(self, engine: Engine) -> _DriverStatement:
         """Compile the insert once: its SQL, what reads a row's values in order, and the bind processors."""
         dialect = engine.dialect
-        compiled = self._insert_statement().compile(dialect=dialect, column_keys=list(WRITTEN_COLUMNS))
+        compiled = self._insert_statement().compile(
+            dialect=dialect, column_keys=[*WRITTEN_COLUMNS, *self._outcome_columns]
+        )
         order = compiled.positiontup or []
         columns = self._table.c
         processors: list[tuple[int, Callable[[Any], Any]]] = []
@@ -1121,11 +1177,22 @@ def _execute_core(statement: sa.Insert, connection: sa.Connection, rows: list[di
     return connection.execute(statement, rows)
 
 
-def _row(receipt: Receipt, extra: _EncodedJson) -> dict[str, Any]:
+def _row(receipt: Receipt, extra: _EncodedJson, outcome_columns: Sequence[str] = OUTCOME_COLUMNS) -> dict[str, Any]:
     row = dict(zip(_PLAIN_COLUMNS, _plain_values(receipt), strict=True))
     row["extra"] = extra
     row["raw"] = bytes(receipt.raw)
+    for column in outcome_columns:
+        row[column] = getattr(receipt, column)
     return row
+
+
+def _is_duplicate_column(exc: sa.exc.DBAPIError) -> bool:
+    """The column exists already (a concurrent upgrade): PostgreSQL 42701, MySQL 1060, SQLite's message."""
+    return (
+        getattr(exc.orig, "sqlstate", None) == "42701"
+        or _mysql_errno(exc) == 1060
+        or "duplicate column" in str(exc.orig).lower()
+    )
 
 
 def _storable(receipt: Receipt, backend: str) -> str | _EncodedJson:

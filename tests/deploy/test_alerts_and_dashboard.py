@@ -38,7 +38,9 @@ SAMPLE_SUFFIXES = {
 PROMETHEUS_SERIES = {"up"}
 """Series Prometheus adds to every scrape, which expressions may use too."""
 
-LABELS = {"queue", "message_type", "sink", "stage", "le", "version", "instance", "job"}
+LABELS = {
+    "queue", "message_type", "sink", "stage", "outcome", "class", "carrier", "le", "version", "instance", "job",
+}  # fmt: skip
 """Labels an expression may group by: the daemon's own plus what a histogram, the info metric and a scrape add."""
 
 PROMQL_FUNCTIONS = {
@@ -86,21 +88,26 @@ def parse_promql(expr: str) -> tuple[set[str], set[str], set[str]]:
     text = GROUPING.sub(" ", text)
     text = re.sub(r"\{[^}]*\}", " ", text)
     text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\boffset\s+[0-9a-z]+", " ", text)
     metrics: set[str] = set()
     functions: set[str] = set()
     for match in IDENTIFIER.finditer(text):
         name = match.group(0)
+        if name in PROMQL_KEYWORDS:
+            # "and (", "or (", "unless (": binary operators before a parenthesis, not calls.
+            continue
         if re.match(r"\s*\(", text[match.end() :]):
             functions.add(name)
-        elif name not in PROMQL_KEYWORDS:
+        else:
             metrics.add(name)
     return metrics, functions, labels
 
 
-def assert_uses_only_exported_metrics(expr: str) -> None:
+def assert_uses_only_exported_metrics(expr: str, recorded: frozenset[str] = frozenset()) -> None:
     metrics, functions, labels = parse_promql(expr)
     assert metrics, f"no metric in {expr!r}"
-    assert metrics <= exported_series() | PROMETHEUS_SERIES, f"unknown metric(s) {metrics - exported_series()}"
+    known = exported_series() | PROMETHEUS_SERIES | recorded
+    assert metrics <= known, f"unknown metric(s) {metrics - known}"
     assert functions <= PROMQL_FUNCTIONS, f"unknown function(s) {functions - PROMQL_FUNCTIONS} in {expr!r}"
     assert labels <= LABELS, f"unknown label(s) {labels - LABELS} in {expr!r}"
 
@@ -121,9 +128,21 @@ def test_promql_parsing_sees_metrics_functions_and_grouping_labels() -> None:
 
 
 @cache
-def alert_rules() -> tuple[dict[str, Any], ...]:
+def all_rules() -> tuple[dict[str, Any], ...]:
     document = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
     return tuple(rule for group in document["groups"] for rule in group["rules"])
+
+
+def alert_rules() -> tuple[dict[str, Any], ...]:
+    return tuple(rule for rule in all_rules() if "alert" in rule)
+
+
+def recording_rules() -> tuple[dict[str, Any], ...]:
+    return tuple(rule for rule in all_rules() if "record" in rule)
+
+
+def recorded_series() -> frozenset[str]:
+    return frozenset(rule["record"] for rule in recording_rules())
 
 
 def promtool() -> str:
@@ -140,13 +159,24 @@ def test_promtool_accepts_the_alert_rules() -> None:
         [promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+    assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
 
 
 def test_alert_expressions_use_only_metrics_the_daemon_exports() -> None:
     """A renamed or misspelt metric would make an alert silently never fire."""
     for rule in alert_rules():
+        assert_uses_only_exported_metrics(rule["expr"], recorded_series())
+
+
+def test_recording_rules_use_only_exported_metrics_and_follow_the_naming_convention() -> None:
+    """Recorded series are built from exported metrics and named level:metric:operations, as Prometheus advises."""
+    assert recording_rules(), "the delivery ratio is recorded"
+    for rule in recording_rules():
         assert_uses_only_exported_metrics(rule["expr"])
+        level, metric, operation = rule["record"].split(":")
+        assert level, rule["record"]
+        assert metric.startswith("mns_consumer_"), rule["record"]
+        assert operation.startswith("rate"), rule["record"]
 
 
 def test_every_alert_has_a_severity_a_summary_a_description_and_a_runbook() -> None:
@@ -287,6 +317,74 @@ def _scenarios() -> Iterator[dict[str, Any]]:
     )
 
 
+DELIVERY = 'job="mns-consumer", instance="host-a:9464", queue="Alicom-Queue-1-SmsReport", message_type="SmsReport"'
+
+
+def _deliveries(outcome: str, klass: str, **extra: str) -> str:
+    labels = "".join(f', {name}="{value}"' for name, value in extra.items())
+    return f'mns_consumer_deliveries_total{{{DELIVERY}, outcome="{outcome}", class="{klass}"{labels}}}'
+
+
+def _delivery_scenarios() -> Iterator[dict[str, Any]]:
+    # One report a second delivered throughout; from minute 10 one a second blocked as well: the ratio
+    # falls to 0.5 by minute 16, the alert is pending from minute 12 and fires 15 minutes later.
+    ratio = _scenario(
+        "MnsConsumerDeliveryRatioLow",
+        {_deliveries("delivered", "delivered"): "0+60x60", _deliveries("failed", "blocked"): "0x10 0+60x50"},
+        {"5m": [], "20m": [], "35m": [{"severity": "warning", "message_type": "SmsReport"}]},
+    )
+    ratio["promql_expr_test"] = [
+        {
+            "expr": record,
+            "eval_time": "30m",
+            "exp_samples": [{"labels": f'{record}{{message_type="SmsReport"}}', "value": expected}],
+        }
+        for record, expected in (
+            ("message_type:mns_consumer_delivery_success_ratio:rate5m", 0.5),
+            ("message_type:mns_consumer_deliveries:rate5m", 2),
+        )
+    ]
+    yield ratio
+    # Too few reports (one every 5 minutes, all failing) is no reason to alert.
+    yield _scenario(
+        "MnsConsumerDeliveryRatioLow",
+        {_deliveries("failed", "blocked"): "0+0.2x60"},
+        {"40m": []},
+    )
+    # Carrier labels on: China Mobile delivers everything, China Unicom half of it.
+    yield _scenario(
+        "MnsConsumerDeliveryRatioLowForCarrier",
+        {
+            _deliveries("delivered", "delivered", carrier="china_mobile"): "0+60x60",
+            _deliveries("delivered", "delivered", carrier="china_unicom"): "0+60x60",
+            _deliveries("failed", "carrier_failure", carrier="china_unicom"): "0x10 0+60x50",
+        },
+        {
+            "20m": [],
+            "35m": [{"severity": "warning", "message_type": "SmsReport", "carrier": "china_unicom"}],
+        },
+    )
+    # Six and a half hours of 1% invalid numbers; then blocked reports surge to a third of the traffic at
+    # minute 430, and a class never seen before (content_rejected) appears too.
+    yield _scenario(
+        "MnsConsumerFailureClassSurge",
+        {
+            _deliveries("delivered", "delivered"): "0+100x500",
+            _deliveries("failed", "invalid_number"): "0+1x500",
+            _deliveries("failed", "blocked"): "0x430 0+50x69",
+            _deliveries("failed", "content_rejected"): "_x430 0+50x69",
+        },
+        {
+            "420m": [],
+            "440m": [],
+            "465m": [
+                {"severity": "warning", "message_type": "SmsReport", "class": "blocked"},
+                {"severity": "warning", "message_type": "SmsReport", "class": "content_rejected"},
+            ],
+        },
+    )
+
+
 def _backfill_scenarios() -> Iterator[dict[str, Any]]:
     backfill = 'job="node", instance="host-a:9100", queue="backfill", message_type="SmsReport"'
     yield _scenario(
@@ -303,7 +401,7 @@ def _backfill_scenarios() -> Iterator[dict[str, Any]]:
 
 def test_alerts_fire_on_the_series_they_describe_and_not_before(tmp_path: Path) -> None:
     """``promtool test rules`` replays series through the rules and compares the alerts at given times."""
-    scenarios = [*_scenarios(), *_backfill_scenarios()]
+    scenarios = [*_scenarios(), *_delivery_scenarios(), *_backfill_scenarios()]
     tested = {scenario["alert_rule_test"][0]["alertname"] for scenario in scenarios}
     assert tested == {rule["alert"] for rule in alert_rules()}, "every alert needs a scenario"
     # Annotations are templates of the values; this test is about when alerts fire and with which labels.
@@ -375,7 +473,7 @@ def test_dashboard_shows_every_metric_the_daemon_exports() -> None:
     text = " ".join(expressions())
     missing = [family for family in sorted(exported_families()) if family not in text]
     assert missing == []
-    for histogram in ("sink_write_seconds", "receive_seconds", "receipt_delay_seconds"):
+    for histogram in ("sink_write_seconds", "receive_seconds", "receipt_delay_seconds", "delivery_latency_seconds"):
         for quantile in ("0.5", "0.99"):
             assert [
                 expr

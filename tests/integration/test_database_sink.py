@@ -32,6 +32,7 @@ from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkResult, parse_sink_config
 from mns_consumer.sinks.database import (
     INDEXED_COLUMNS,
+    OUTCOME_COLUMNS,
     WRITTEN_COLUMNS,
     DatabaseSink,
     DatabaseSinkConfig,
@@ -107,7 +108,7 @@ def test_open_creates_the_documented_columns_and_indexes(env: DatabaseEnv, open_
     open_sink()
     inspector = sa.inspect(env.admin)
     columns = {column["name"]: column for column in inspector.get_columns(env.table)}
-    assert set(columns) == {"id", *WRITTEN_COLUMNS, "stored_at"}
+    assert set(columns) == {"id", *WRITTEN_COLUMNS, *OUTCOME_COLUMNS, "stored_at"}
     indexes = {index["name"]: index for index in inspector.get_indexes(env.table)}
     for column in INDEXED_COLUMNS:
         assert indexes[f"ix_{env.table}_{column}"]["column_names"] == [column]
@@ -205,6 +206,72 @@ def test_every_field_round_trips_exactly(env: DatabaseEnv, open_sink: Callable[.
         assert getattr(row, column) == getattr(receipt, column), column
     assert row.sent_at.utcoffset() == timedelta(0)
     assert row.stored_at.tzinfo is not None
+
+
+def test_outcome_class_retryable_and_opt_out_round_trip(
+    env: DatabaseEnv, open_sink: Callable[..., DatabaseSink]
+) -> None:
+    """The delivery-intelligence columns store what the receipt says, NULL included."""
+    report = make_receipt(1, status="failed", error_code="MI:0013", outcome_class="powered_off", retryable=True)
+    opted_out = make_receipt(2, kind="reply", message_type="SmsUp", outcome_class=None, retryable=None, opt_out=True)
+    plain = make_receipt(3, kind="reply", message_type="SmsUp", outcome_class=None, retryable=None, opt_out=False)
+    open_sink().write([report, opted_out, plain])
+    rows = {row.dedupe_key: row for row in read_rows(env)}
+    for receipt in (report, opted_out, plain):
+        row = rows[receipt.dedupe_key]
+        assert (row.outcome_class, row.retryable, row.opt_out) == (
+            receipt.outcome_class,
+            receipt.retryable,
+            receipt.opt_out,
+        )
+
+
+def _table_of_the_previous_release(env: DatabaseEnv) -> None:
+    """The receipts table as releases before delivery intelligence created it (no outcome columns)."""
+    receipts_table(sa.MetaData(), env.table).create(env.admin)
+    with env.admin.begin() as connection:
+        for column in OUTCOME_COLUMNS:
+            connection.execute(sa.text(f"ALTER TABLE {env.table} DROP COLUMN {column}"))
+
+
+def test_an_upgraded_table_gets_the_outcome_columns_when_creating_is_allowed(
+    env: DatabaseEnv, open_sink: Callable[..., DatabaseSink]
+) -> None:
+    """With ``create_table: true`` a table from an earlier release gains the nullable columns at open."""
+    # Given a table an earlier release created, holding a row
+    _table_of_the_previous_release(env)
+    old = make_receipt(1)
+    with capture_logs() as logs:
+        sink = open_sink()
+    assert sink.write([old]).accepted == {old.dedupe_key}
+    # When the new sink opened it, it added the columns, and writes them
+    new = make_receipt(2, status="failed", outcome_class="blocked", retryable=False)
+    sink.write([new])
+    rows = {row.dedupe_key: row for row in read_rows(env)}
+    assert (rows[new.dedupe_key].outcome_class, rows[new.dedupe_key].retryable) == ("blocked", False)
+    added = [e for e in logs if e["event"] == "sink.database.columns_added"]
+    assert [event["columns"] for event in added] == [list(OUTCOME_COLUMNS)]
+    # And a second daemon opening the upgraded table adds nothing
+    open_sink()
+
+
+def test_an_old_table_without_create_table_is_written_without_the_new_columns_and_says_how_to_add_them(
+    env: DatabaseEnv, open_sink: Callable[..., DatabaseSink]
+) -> None:
+    """With ``create_table: false`` the sink does not alter the table: it stores the rest and warns once."""
+    _table_of_the_previous_release(env)
+    with capture_logs() as logs:
+        sink = open_sink(create_table=False)
+    batch = [make_receipt(1, status="failed", outcome_class="blocked", retryable=False)]
+    assert sink.write(batch) == SinkResult.accept_all(batch)
+    assert env.stored_keys() == [batch[0].dedupe_key]
+    (warning,) = [e for e in logs if e["event"] == "sink.database.columns_missing"]
+    assert warning["columns"] == list(OUTCOME_COLUMNS)
+    assert "ALTER TABLE" in warning["fix"]
+    assert "outcome_class" in warning["fix"]
+    with env.admin.connect() as connection:
+        present = {column["name"] for column in sa.inspect(connection).get_columns(env.table)}
+    assert not present & set(OUTCOME_COLUMNS)
 
 
 def test_stored_keys_names_exactly_the_keys_the_table_holds(open_sink: Callable[..., DatabaseSink]) -> None:

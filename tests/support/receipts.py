@@ -36,6 +36,8 @@ def make_receipt(n: int = 0, **overrides: Any) -> Receipt:
         "reported_at": datetime(2026, 11, 22, 10, 0, 4, tzinfo=BEIJING),
         "sms_parts": 1,
         "extra": {"sms_size": "1"},
+        "outcome_class": "delivered",
+        "retryable": False,
     }
     fields.update(overrides)
     return Receipt(**fields)

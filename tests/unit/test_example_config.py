@@ -22,6 +22,8 @@ from mns_consumer.config import (
 )
 from mns_consumer.errors import ConfigError
 from mns_consumer.observe.logging import LoggingConfig
+from mns_consumer.observe.metrics import MetricsConfig
+from mns_consumer.opt_out import OptOutConfig
 from mns_consumer.sinks.base import BUILTIN_SINK_TYPES, sink_config_class
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
 
@@ -58,6 +60,8 @@ def test_the_example_loads_with_every_sink_type(monkeypatch: pytest.MonkeyPatch)
         TokensConfig,
         LoggingConfig,
         HttpConfig,
+        MetricsConfig,
+        OptOutConfig,
         BackfillConfig,
         PushConfig,
         PushRouteConfig,
