@@ -156,7 +156,7 @@ class ReconcileReport:
         ]
         if self.before is not None and self.backfill is not None:
             out.append(f"  before the backfill: {_missing_text(self.before, a)}")
-            out.append(f"  backfill: {self.backfill.summary()}")
+            out.append(f"  {self.backfill.summary()}")
         for sink in self.sinks:
             note = " (its table does not exist yet)" if sink.table_missing else ""
             out.append(f"  sink {sink.sink}{note}:")
