@@ -174,6 +174,22 @@ def test_a_configuration_without_a_database_sink_exits_2_and_says_why(
     assert "type: database" in result.stderr
 
 
+def test_naming_a_file_sink_or_backfilling_without_a_send_log_exits_2(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    """--sink must name a database sink, and --backfill needs --sends: both are usage errors that say so."""
+    emulator = make_emulator(queues=QUEUES)
+    sink, _ = sqlite_sink(tmp_path)
+    sinks = {"db": sink, "f": {"type": "file", "path": str(tmp_path / "r.jsonl")}}
+    config = write_config(tmp_path / "config.yaml", daemon_config(emulator, sinks, tmp_path / "dl.jsonl"))
+    named = reconcile(config, "--date", "20240501", "--sink", "f")
+    assert named.returncode == EXIT_USAGE
+    assert "is not a database sink" in named.stderr
+    unlisted = reconcile(config, "--date", "20240501", "--backfill")
+    assert unlisted.returncode == EXIT_USAGE
+    assert "needs the send log" in unlisted.stderr
+
+
 def test_a_bad_date_is_a_usage_error(make_emulator: Callable[..., Emulator], tmp_path: Path) -> None:
     """--date takes one Beijing day; anything else exits 2 with what to write."""
     emulator = make_emulator(queues=QUEUES)
