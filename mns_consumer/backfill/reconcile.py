@@ -27,7 +27,7 @@ receipt's ``send_time``; a receipt without one cannot be placed on a day and is 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -325,7 +325,6 @@ def reconcile(
     sink_names: Sequence[str] = (),
     backfill: bool = False,
     events: Events | None = None,
-    run_backfill_with: Callable[..., BackfillReport] = run_backfill,
 ) -> ReconcileReport:
     """Compare Alibaba's counts of ``send_date`` with the database sinks; optionally backfill what is missing.
 
@@ -337,7 +336,6 @@ def reconcile(
         sink_names: Database sinks to count (default: those SmsReport is routed to).
         backfill: Recover the sends without a final receipt through :func:`run_backfill`, then count again.
         events: Logs and counts the backfill.
-        run_backfill_with: The backfill entry (for embedding); :func:`run_backfill` by default.
 
     Returns:
         The report.
@@ -374,7 +372,7 @@ def reconcile(
         if backfill:
             missing = list(dict.fromkeys(send for count in counts for send in count.without_final))
             report.before = counts
-            report.backfill = run_backfill_with(
+            report.backfill = run_backfill(
                 config,
                 missing,
                 BackfillOptions(sinks=tuple(sink_names)),

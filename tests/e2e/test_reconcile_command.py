@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from tests.e2e.daemon_harness import (
     wait_until,
     write_config,
 )
+from tests.support.sink_env_database import ServerEnv
 
 QUEUES = {"SmsReport": "Alicom-Queue-i1-SmsReport"}
 RECEIPTS = 45
@@ -63,15 +64,23 @@ def sqlite_sink(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine]:
     return {"type": "database", "url": f"sqlite:///{database}"}, engine
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, Any], sa.Engine, str]:
-    """The sink configuration, an engine on its server and its table: SQLite, or PostgreSQL when running."""
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[dict[str, Any], sa.Engine, str]]:
+    """The sink configuration, an engine on its server and its table: SQLite, or a server when it runs."""
     if request.param == "sqlite":
         sink, engine = sqlite_sink(tmp_path)
-        return sink, engine, "sms_receipts"
-    env = request.getfixturevalue("postgres")
-    sink = {"type": "database", "url": env.url, "table": env.table, "connect_timeout_seconds": 2}
-    return sink, env.admin, env.table
+        yield sink, engine, "sms_receipts"
+        engine.dispose()
+        return
+    env = ServerEnv(request.param)
+    try:
+        yield (
+            {"type": "database", "url": env.url, "table": env.table, "connect_timeout_seconds": 2},
+            env.admin,
+            env.table,
+        )
+    finally:
+        env.close()
 
 
 def test_reconcile_shows_the_exact_gap_lists_the_sends_and_backfill_closes_it(

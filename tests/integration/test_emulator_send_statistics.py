@@ -18,7 +18,7 @@ from mns_consumer.alicom.send_statistics import DailySendStatistics, SendStatist
 from mns_consumer.emulator import Emulator
 from mns_consumer.emulator.clock import BEIJING
 from mns_consumer.emulator.send_log import SEND_STATUS_DELIVERED, SEND_STATUS_FAILED, SEND_STATUS_WAITING, SendRecord
-from mns_consumer.errors import SendDetailsAuthError, SendDetailsError
+from mns_consumer.errors import SendDetailsAuthError, SendDetailsError, SendDetailsUnavailable
 
 QUEUES = {"SmsReport": "Alicom-Queue-1092397003988387-SmsReport"}
 
@@ -236,3 +236,20 @@ def test_a_wrong_secret_is_refused_and_the_client_says_it_is_the_key(emulator: E
         wrong.day(date(2024, 5, 1))
     assert typed.value.code == "SignatureDoesNotMatch"
     assert "wrong" not in str(typed.value)
+
+
+def test_transient_failures_are_retried_and_then_reported_unavailable(emulator: Emulator) -> None:
+    """503s are retried with back-off; once they outlast the attempts the error says Dysmsapi is unavailable."""
+    seed(emulator, date(2024, 5, 1), delivered=2, failed=0, waiting=0)
+    endpoints = Endpoints(dybaseapi=emulator.endpoint, dysmsapi=emulator.endpoint, mns=emulator.url, protocol="http")
+    key = AccessKey(emulator.settings.access_key_id, emulator.settings.access_key_secret)
+    waits: list[float] = []
+    emulator.add_fault(kind="error", service="dysmsapi", operation="QuerySendStatistics", status=503, times=2)
+    patient = SendStatisticsClient(key, endpoints, attempts=3, retry_initial_seconds=0.01, sleep=waits.append)
+    assert patient.day(date(2024, 5, 1)).responded_success == 2
+    assert len(waits) == 2
+    emulator.add_fault(kind="error", service="dysmsapi", operation="QuerySendStatistics", status=503, times=2)
+    impatient = SendStatisticsClient(key, endpoints, attempts=2, retry_initial_seconds=0.01, sleep=waits.append)
+    with pytest.raises(SendDetailsUnavailable) as raised:
+        impatient.day(date(2024, 5, 1))
+    assert raised.value.code == "ServiceUnavailable"
