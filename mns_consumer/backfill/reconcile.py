@@ -233,8 +233,7 @@ class StoredReceipts:
                 "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=sa.pool.NullPool
             )
         else:
-            timeout = max(2, round(config.connect_timeout_seconds))
-            self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": timeout})
+            self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=_connect_args(config))
 
     def close(self) -> None:
         """Release the engine."""
@@ -384,6 +383,18 @@ def reconcile(
         for reader in readers:
             reader.close()
     return report
+
+
+def _connect_args(config: DatabaseSinkConfig) -> dict[str, Any]:
+    """Timeouts of a server connection, as the sink sets them, so a stalled server cannot hang the run."""
+    args: dict[str, Any] = {"connect_timeout": max(2, round(config.connect_timeout_seconds))}
+    seconds = config.statement_timeout_seconds
+    if seconds is not None:
+        if config.engine_url().get_backend_name() == "postgresql":
+            args["options"] = f"-c statement_timeout={round(seconds * 1000)}"
+        else:
+            args["read_timeout"] = args["write_timeout"] = max(1, round(seconds))
+    return args
 
 
 def _final_keys_of(send: Send) -> set[str]:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from mns_consumer.emulator import Emulator
 from mns_consumer.emulator.send_log import SEND_STATUS_DELIVERED, SEND_STATUS_FAILED, SendRecord
-from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from tests.e2e.daemon_harness import (
     DaemonFactory,
     clean_env,
@@ -214,3 +214,18 @@ def _rows(engine: sa.Engine, table: str) -> list[Any]:
         return []
     with engine.connect() as connection:
         return list(connection.execute(sa.text(f"SELECT biz_id, phone_number FROM {table}")))  # noqa: S608
+
+
+def test_an_unreachable_database_exits_4_without_its_password(
+    make_emulator: Callable[..., Emulator], postgres: ServerEnv, tmp_path: Path
+) -> None:
+    """A database that refuses connections is a run to repeat later (exit 4); the URL is shown masked."""
+    emulator = make_emulator(queues=QUEUES)
+    sink = {"type": "database", "url": postgres.url, "table": postgres.table, "connect_timeout_seconds": 2}
+    config = write_config(tmp_path / "config.yaml", daemon_config(emulator, {"db": sink}, tmp_path / "dl.jsonl"))
+    postgres.make_unavailable()
+    result = reconcile(config, "--date", "20240501")
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    assert "cannot read postgresql+psycopg://" in result.stderr
+    password = sa.engine.make_url(postgres.url).password
+    assert not password or password not in result.stderr
