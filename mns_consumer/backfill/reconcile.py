@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from mns_consumer.alicom.credentials import resolve_access_key
 from mns_consumer.alicom.endpoints import resolve_endpoints
 from mns_consumer.alicom.pop_text import BEIJING
+from mns_consumer.alicom.send_details import beijing_today
 from mns_consumer.alicom.send_statistics import DailySendStatistics, SendStatisticsClient
 from mns_consumer.backfill.records import MESSAGE_TYPE
 from mns_consumer.backfill.run import BackfillOptions, BackfillReport, run_backfill
@@ -126,6 +127,7 @@ class ReconcileReport:
         sends_other_days: Sends of the send log dated on other days (not checked).
         before: The sinks' counts before the backfill, when one ran.
         backfill: The backfill's report, when one ran.
+        beijing_today: Today in Beijing when the run started (a day not over yet is still filling).
     """
 
     send_date: date
@@ -135,6 +137,7 @@ class ReconcileReport:
     sends_other_days: int = 0
     before: list[SinkCount] | None = None
     backfill: BackfillReport | None = field(default=None)
+    beijing_today: date | None = None
 
     @property
     def missing(self) -> int:
@@ -154,6 +157,8 @@ class ReconcileReport:
             f"reconcile {day} (Beijing day): Alibaba counts {a.total} sent, {a.responded_success} delivered, "
             f"{a.responded_fail} failed, {a.no_response} without a report"
         ]
+        if self.beijing_today is not None and self.send_date >= self.beijing_today:
+            out.append("  the day is not over in Beijing: sends, reports and receipts are still coming in")
         if self.before is not None and self.backfill is not None:
             out.append(f"  before the backfill: {_missing_text(self.before, a)}")
             out.append(f"  {self.backfill.summary()}")
@@ -198,6 +203,7 @@ class ReconcileReport:
             "backfill": None if self.backfill is None else self.backfill.to_json(mask=mask),
             "sends_of_day": self.sends_of_day,
             "sends_other_days": self.sends_other_days,
+            "day_over": None if self.beijing_today is None else self.send_date < self.beijing_today,
             "missing": self.missing,
             "ok": self.missing == 0,
         }
@@ -366,7 +372,12 @@ def reconcile(
     try:
         counts = [reader.count(send_date, of_day) for reader in readers]
         report = ReconcileReport(
-            send_date, alibaba, counts, None if sends is None else len(of_day), sends_other_days=others
+            send_date,
+            alibaba,
+            counts,
+            None if sends is None else len(of_day),
+            sends_other_days=others,
+            beijing_today=beijing_today(),
         )
         if backfill:
             missing = list(dict.fromkeys(send for count in counts for send in count.without_final))

@@ -135,6 +135,8 @@ def test_reconcile_shows_the_exact_gap_lists_the_sends_and_backfill_closes_it(
     assert report["missing"] == len(lost)
     assert report["sinks"][0]["without_final_receipt"] == []
     assert report["sends_of_day"] is None
+    # The sends are minutes old: their day is (nearly always) today in Beijing, which is not over yet.
+    assert report["day_over"] is (day < emulator.clock.now_beijing().date())
 
     # When: the send log is given, then with --backfill.
     sends = tmp_path / "sends.csv"
