@@ -31,6 +31,7 @@ Examples:
   mns-consumer emulator --tls --tls-dir /tmp/emu --queue SmsUp=Alicom-Queue-i1-SmsUp
   mns-consumer emulator push --url http://127.0.0.1:8080/alicom/SmsReport --type SmsReport --count 500
   mns-consumer backfill --config config.yaml --sends missing-receipts.csv
+  mns-consumer reconcile --config config.yaml --date 20240501 --sends sends.csv
   mns-consumer push-server --config /etc/mns-consumer/config.yaml
 """
 
@@ -736,6 +737,96 @@ def backfill(
         click.echo(json.dumps(report.to_json(mask=mask), ensure_ascii=False))
     else:
         click.echo(report.summary(dry_run=dry_run))
+    sys.exit(report.exit_code)
+
+
+@main.command(
+    "reconcile",
+    epilog="""\b
+Examples:
+  mns-consumer reconcile --config config.yaml --date 20240501
+  mns-consumer reconcile --config config.yaml --date 2024-05-01 --sends sends.csv --backfill --json
+""",
+)
+@_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG): credentials, endpoints, database sinks.")
+@click.option("--date", "send_date", required=True, help="The Beijing day to reconcile, YYYYMMDD or YYYY-MM-DD.")
+@click.option(
+    "--sends",
+    "sends_file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="The application's send log (CSV or JSON Lines, as for backfill): list the day's sends without a final "
+    "receipt.",
+)
+@click.option("--backfill", "do_backfill", is_flag=True, help="Recover those sends through backfill, then count again.")
+@click.option("--sink", "sink_names", multiple=True, help="Count this database sink (repeatable); default: all routed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def reconcile(
+    config_file: Path,
+    send_date: str,
+    sends_file: Path | None,
+    do_backfill: bool,
+    sink_names: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Compare Alibaba's daily counts (QuerySendStatistics) with the database sinks, and show the gap.
+
+    Exits 0 when no sink lacks a delivered or failed report Alibaba counts, 1 when one does (or the
+    query failed), 2 on bad options or configuration (no database sink), 4 when Dysmsapi or a database
+    stayed unavailable.
+    """
+    import os
+
+    from mns_consumer.backfill import parse_send_date, read_sends
+    from mns_consumer.backfill.reconcile import reconcile as run_reconcile
+    from mns_consumer.config import load_config
+    from mns_consumer.errors import (
+        ConfigError,
+        InvalidSendsError,
+        SendDetailsAuthError,
+        SendDetailsError,
+        SendDetailsUnavailable,
+        SinkUnavailable,
+    )
+    from mns_consumer.exit_codes import EXIT_UNAVAILABLE
+
+    try:
+        day = parse_send_date(send_date)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--date") from None
+    try:
+        config = load_config(config_file)
+        sends = None
+        if sends_file is not None:
+            stdin = sys.stdin.read() if str(sends_file) == "-" else None
+            sends = read_sends(Path("<stdin>") if stdin is not None else sends_file, stdin)
+    except (ConfigError, InvalidSendsError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:
+        click.echo(f"error: {sends_file}: cannot read the send log: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    _configure_logging(config, config_file)
+    try:
+        report = run_reconcile(
+            config, day, environ=os.environ, sends=sends, sink_names=sink_names, backfill=do_backfill
+        )
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (SendDetailsUnavailable, SinkUnavailable) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    except SendDetailsAuthError as exc:
+        click.echo(f"error: QuerySendStatistics: {exc} (the RAM policy needs dysms:QuerySendStatistics)", err=True)
+        sys.exit(EXIT_USAGE)
+    except SendDetailsError as exc:
+        click.echo(f"error: QuerySendStatistics: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    mask = config.logging.mask_phone_numbers
+    if as_json:
+        click.echo(json.dumps(report.to_json(mask=mask), ensure_ascii=False))
+    else:
+        click.echo("\n".join(report.lines(mask=mask)))
     sys.exit(report.exit_code)
 
 

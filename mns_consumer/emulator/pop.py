@@ -1,4 +1,5 @@
-"""The POP (RPC-style OpenAPI) front end: Dybaseapi ``QueryTokenForMnsQueue`` and Dysmsapi ``QuerySendDetails``.
+"""The POP (RPC-style OpenAPI) front end: Dybaseapi ``QueryTokenForMnsQueue``, Dysmsapi ``QuerySendDetails`` and
+``QuerySendStatistics``.
 
 Both products answer ``POST /`` (and ``GET /``) with version 2017-05-25. A request names its operation in
 the ``x-acs-action`` header when it is signed with ACS3-HMAC-SHA256 (V3, the Tea SDK default) or in the
@@ -8,8 +9,8 @@ both exactly as reference 2.3 describes, against the master AccessKeys of the
 
 Errors follow Alibaba's two channels (reference 2.5, 6.2): gateway and authentication failures are HTTP
 4xx with a JSON body carrying ``Code``/``Message``/``RequestId`` (the Tea SDK raises ``ClientException``),
-while QuerySendDetails reports invalid values as HTTP 200 with ``Code`` other than ``"OK"``. Codes and
-messages are Alibaba's own where public code quotes them (``SignatureDoesNotMatch``,
+while QuerySendDetails and QuerySendStatistics report invalid values as HTTP 200 with ``Code`` other than
+``"OK"``. Codes and messages are Alibaba's own where public code quotes them (``SignatureDoesNotMatch``,
 ``InvalidAccessKeyId.NotFound``, ``InvalidTimeStamp.Expired``, ``SignatureNonceUsed``, ``InvalidVersion``,
 ``InvalidAction.NotFound``, ``Missing<Parameter>``, ``isv.INVALID_PARAMETERS``,
 ``isv.MOBILE_NUMBER_ILLEGAL``); the others are marked unconfirmed where they are chosen.
@@ -43,6 +44,7 @@ API_VERSION = "2017-05-25"
 OPERATION_SERVICES: dict[str, str] = {
     "QueryTokenForMnsQueue": "dybaseapi",
     "QuerySendDetails": "dysmsapi",
+    "QuerySendStatistics": "dysmsapi",
 }
 """The operations the front end serves, and the product each belongs to."""
 
@@ -53,7 +55,15 @@ QUERY_WINDOW_DAYS = 30
 """QuerySendDetails answers for send days at most this many Beijing days back (reference 6.1)."""
 
 MAX_PAGE_SIZE = 50
-"""The largest QuerySendDetails PageSize (reference 6.1)."""
+"""The largest QuerySendDetails and QuerySendStatistics PageSize (reference 6.1; Alibaba's API reference)."""
+
+IS_GLOBE_MAINLAND = 1
+"""QuerySendStatistics ``IsGlobe`` of messages to mainland China numbers."""
+IS_GLOBE_INTERNATIONAL = 2
+"""QuerySendStatistics ``IsGlobe`` of international (and Hong Kong, Macao, Taiwan) messages."""
+
+TEMPLATE_TYPES = frozenset({0, 1, 2, 3, 7})
+"""QuerySendStatistics ``TemplateType`` values: code, notice, promotion, international, digital."""
 
 NONCE_MEMORY = 100_000
 """How many recent signature nonces are remembered for replay detection, at most."""
@@ -232,6 +242,8 @@ class PopApi:
                     self._verify_acs3(method, path, query, headers, body)
             if action == "QueryTokenForMnsQueue":
                 answer = self._query_token(params)
+            elif action == "QuerySendStatistics":
+                answer = self._query_send_statistics(params)
             else:
                 answer = self._query_send_details(params)
         except _PopError as error:
@@ -438,6 +450,58 @@ class PopApi:
             "SmsSendDetailDTOs": {"SmsSendDetailDTO": [_detail(record) for record in records]},
         }
 
+    def _query_send_statistics(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """QuerySendStatistics: one page of daily counts of the send log, one entry per Beijing send day.
+
+        A send counts by its report as QuerySendDetails shows it (:meth:`SendLog.statistics`), so a
+        receipt a ``lose`` fault kept out of MNS still counts as responded, as Alibaba's own counts do.
+        Days are listed oldest first, only days with sends; ``TotalSize`` counts them on all pages. The
+        emulator's sends are all mainland ones (IsGlobe 1); IsGlobe 2 finds none. ``SignName`` narrows to
+        messages whose content starts with ``【SignName】``; the send log does not know template types, so
+        ``TemplateType`` is checked but does not narrow.
+
+        Raises:
+            _PopError: 400 ``Missing<Parameter>`` for an absent required parameter; HTTP 200 with
+                ``isv.INVALID_PARAMETERS`` for a bad IsGlobe, date, date order, page or template type.
+        """
+        for name in ("IsGlobe", "StartDate", "EndDate", "PageIndex", "PageSize"):
+            if not params.get(name):
+                raise _PopError(400, f"Missing{name}", f"{name} is mandatory for this action.")
+        is_globe = _positive_int(params["IsGlobe"], "IsGlobe")
+        if is_globe not in (IS_GLOBE_MAINLAND, IS_GLOBE_INTERNATIONAL):
+            raise _business("isv.INVALID_PARAMETERS", "参数异常: IsGlobe must be 1 (mainland) or 2 (international).")
+        start = _statistics_date(params["StartDate"], "StartDate")
+        end = _statistics_date(params["EndDate"], "EndDate")
+        if end < start:
+            raise _business("isv.INVALID_PARAMETERS", "参数异常: EndDate must not be before StartDate.")
+        page_index = _positive_int(params["PageIndex"], "PageIndex")
+        page_size = _positive_int(params["PageSize"], "PageSize")
+        if page_size > MAX_PAGE_SIZE:
+            raise _business("isv.INVALID_PARAMETERS", f"参数异常: PageSize must be between 1 and {MAX_PAGE_SIZE}.")
+        template_type = params.get("TemplateType")
+        if template_type and (not template_type.isdigit() or int(template_type) not in TEMPLATE_TYPES):
+            raise _business("isv.INVALID_PARAMETERS", "参数异常: TemplateType must be 0, 1, 2, 3 or 7.")
+        sign_name = params.get("SignName") or None
+        days = self._send_log.statistics(start, end, sign_name=sign_name) if is_globe == IS_GLOBE_MAINLAND else []
+        first = (page_index - 1) * page_size
+        return {
+            "Code": "OK",
+            "Message": "OK",
+            "Data": {
+                "TotalSize": len(days),
+                "TargetList": [
+                    {
+                        "SendDate": day.send_date.strftime("%Y%m%d"),
+                        "TotalCount": day.total,
+                        "RespondedSuccessCount": day.responded_success,
+                        "RespondedFailCount": day.responded_fail,
+                        "NoRespondedCount": day.no_response,
+                    }
+                    for day in days[first : first + page_size]
+                ],
+            },
+        }
+
     def _send_date(self, value: str) -> date:
         """Parse SendDate and check that it lies in the 30-day window before the emulator's Beijing day.
 
@@ -510,6 +574,20 @@ def _parse_authorization(headers: Mapping[str, str]) -> tuple[str, list[str], st
         if name not in headers:
             raise _incomplete(f"signed header {name} is not in the request.")
     return access_key_id, signed_headers, signature
+
+
+def _statistics_date(value: str, name: str) -> date:
+    """A QuerySendStatistics ``yyyyMMdd`` day (no window: Alibaba publishes none for this API).
+
+    Raises:
+        _PopError: HTTP 200 ``isv.INVALID_PARAMETERS`` if it is not a calendar day written yyyyMMdd.
+    """
+    try:
+        if not _SEND_DATE.fullmatch(value):
+            raise ValueError(value)
+        return datetime.strptime(value, "%Y%m%d").date()
+    except ValueError:
+        raise _business("isv.INVALID_PARAMETERS", f"参数异常: {name} must be yyyyMMdd.") from None
 
 
 def _positive_int(value: str, name: str) -> int:

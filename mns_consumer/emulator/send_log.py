@@ -4,6 +4,10 @@ The receipt producer writes one :class:`SendRecord` per recipient of a send, whe
 for it ever reaches a queue, so ``QuerySendDetails`` (reference 6) and the SmsReport receipts always
 tell the same story: SendStatus 3 is a receipt with ``success: true``, 2 one with ``success: false``,
 and 1 a send whose receipt never came.
+
+``QuerySendStatistics`` counts the same records per Beijing send day (:meth:`SendLog.statistics`): a
+receipt that a ``lose`` fault kept out of the queue was still reported to Alibaba by the carrier, so
+it counts as responded, exactly as Alibaba's own daily counts would; only SendStatus 1 is "no response".
 """
 
 from __future__ import annotations
@@ -59,6 +63,25 @@ class SendRecord:
         return datetime.fromtimestamp(self.send_time, BEIJING).date()
 
 
+@dataclass(frozen=True)
+class DayStatistics:
+    """One Beijing day of sends, as one ``TargetList`` entry of QuerySendStatistics counts them.
+
+    Attributes:
+        send_date: The Beijing calendar day.
+        total: Messages sent that day (``TotalCount``).
+        responded_success: Of them, reported delivered (``RespondedSuccessCount``, SendStatus 3).
+        responded_fail: Reported not delivered (``RespondedFailCount``, SendStatus 2).
+        no_response: Without a carrier report yet (``NoRespondedCount``, SendStatus 1).
+    """
+
+    send_date: date
+    total: int
+    responded_success: int
+    responded_fail: int
+    no_response: int
+
+
 class SendLog:
     """Thread-safe store of :class:`SendRecord`, indexed by phone number and ordered by send time."""
 
@@ -110,6 +133,27 @@ class SendLog:
         ]
         start = (current_page - 1) * page_size
         return len(matching), matching[start : start + page_size]
+
+    def statistics(self, start: date, end: date, *, sign_name: str | None = None) -> list[DayStatistics]:
+        """Daily counts of the records sent from ``start`` to ``end`` (Beijing days, both included).
+
+        Only days with at least one send are listed, oldest first. ``sign_name`` keeps only messages
+        whose content starts with ``【sign_name】``, the signature as delivered.
+
+        Raises:
+            ValueError: If ``end`` is before ``start``.
+        """
+        if end < start:
+            raise ValueError("end must not be before start")
+        counts: dict[date, list[int]] = {}
+        for record in self.snapshot():
+            day = record.send_date
+            if start <= day <= end and (sign_name is None or record.content.startswith(f"【{sign_name}】")):
+                # [total, success, fail, no response], indexed so SendStatus 3/2/1 land on 1/2/3.
+                per_day = counts.setdefault(day, [0, 0, 0, 0])
+                per_day[0] += 1
+                per_day[4 - record.send_status] += 1
+        return [DayStatistics(day, *counts[day]) for day in sorted(counts)]
 
     def snapshot(self) -> list[SendRecord]:
         """Every record, ordered by send time."""

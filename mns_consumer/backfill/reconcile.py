@@ -1,0 +1,451 @@
+"""Reconcile one Beijing day: Alibaba's own counts (QuerySendStatistics) against what the database sinks hold.
+
+Receipts go missing silently: a queue that nobody consumed for days, a push endpoint that was down
+through Alibaba's retries. Alibaba keeps its own count of each day's sends and their carrier reports
+(QuerySendStatistics), so a daily ``mns-consumer reconcile`` can say whether the sinks hold them all:
+
+* **Alibaba's side.** One QuerySendStatistics call for the day (``IsGlobe`` 1: mainland SmsReport
+  receipts): ``TotalCount``, ``RespondedSuccessCount``, ``RespondedFailCount``, ``NoRespondedCount``.
+* **The sinks' side.** Each database sink SmsReport is routed to (or each one named) is counted, read
+  only: mainland SmsReport rows (``message_type = 'SmsReport'`` with a ``biz_id``) whose ``sent_at``
+  falls on the day in Beijing time, by status. Delivered rows answer RespondedSuccessCount, failed ones
+  RespondedFailCount; ``pending`` rows (stored by a backfill with ``include_pending``) are shown beside
+  NoRespondedCount. Files, webhooks and S3 cannot be counted, so a configuration without a database
+  sink is refused.
+* **The gap.** Per status, ``missing`` is what Alibaba counts beyond what a sink holds. A day has a gap
+  when a responded (delivered or failed) report is missing from any sink counted; sends still without
+  a report (no response) are not a gap, since there is nothing to receive yet.
+* **The send log.** With the application's sends (the ``backfill`` sends file), the sends of that day
+  that lack a final receipt (neither delivered nor failed) in a sink are listed, and ``--backfill``
+  hands exactly those to :func:`~mns_consumer.backfill.run.run_backfill`, then counts again.
+
+Limits: Alibaba's counts are per message sent; the sinks count receipts, one per message and status,
+so a message reported failed and later delivered would count in both. ``sent_at`` comes from the
+receipt's ``send_time``; a receipt without one cannot be placed on a day and is not counted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from mns_consumer.alicom.credentials import resolve_access_key
+from mns_consumer.alicom.endpoints import resolve_endpoints
+from mns_consumer.alicom.pop_text import BEIJING
+from mns_consumer.alicom.send_details import beijing_today
+from mns_consumer.alicom.send_statistics import DailySendStatistics, SendStatisticsClient
+from mns_consumer.backfill.records import MESSAGE_TYPE
+from mns_consumer.backfill.run import BackfillOptions, BackfillReport, run_backfill
+from mns_consumer.backfill.sends import Send
+from mns_consumer.config import Config
+from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK
+from mns_consumer.observe.events import Events
+from mns_consumer.observe.logging import mask_phone_number
+from mns_consumer.receipts import dedupe_key
+from mns_consumer.sinks.database import DatabaseSinkConfig, masked_url, receipts_table
+
+FINAL_STATUSES: Final = ("delivered", "failed")
+"""Statuses of a final delivery report: a send with one of them needs nothing more."""
+
+_LOOKUP_CHUNK: Final = 500
+
+
+@dataclass(frozen=True)
+class StatusGap:
+    """One status of one sink: Alibaba's count against the sink's.
+
+    Attributes:
+        status: ``responded_success``, ``responded_fail``, ``no_response`` or ``total``.
+        alibaba: Alibaba's count.
+        stored: The sink's count.
+        gap: Whether ``missing`` counts as a gap (not for ``no_response``: there is nothing to receive).
+    """
+
+    status: str
+    alibaba: int
+    stored: int
+    gap: bool = True
+
+    @property
+    def missing(self) -> int:
+        """How many Alibaba counts that the sink lacks (0 when the sink holds as many or more)."""
+        return max(0, self.alibaba - self.stored)
+
+    @property
+    def extra(self) -> int:
+        """How many the sink holds beyond Alibaba's count (e.g. sends dated on another day)."""
+        return max(0, self.stored - self.alibaba)
+
+
+@dataclass(frozen=True)
+class SinkCount:
+    """What one database sink holds for the day, compared with Alibaba.
+
+    Attributes:
+        sink: The sink's name.
+        statuses: Rows by status (``delivered``, ``failed``, ``pending``).
+        without_final: The day's sends (of the send log) with no delivered or failed receipt here.
+        table_missing: True when the table does not exist (yet): the sink holds nothing.
+    """
+
+    sink: str
+    statuses: Mapping[str, int]
+    without_final: tuple[Send, ...] = ()
+    table_missing: bool = False
+
+    def gaps(self, alibaba: DailySendStatistics) -> list[StatusGap]:
+        """The four lines of the comparison: responded success, responded fail, no response, total."""
+        delivered, failed = self.statuses.get("delivered", 0), self.statuses.get("failed", 0)
+        return [
+            StatusGap("responded_success", alibaba.responded_success, delivered),
+            StatusGap("responded_fail", alibaba.responded_fail, failed),
+            StatusGap("no_response", alibaba.no_response, self.statuses.get("pending", 0), gap=False),
+            StatusGap("total", alibaba.total, delivered + failed + self.statuses.get("pending", 0), gap=False),
+        ]
+
+    def missing(self, alibaba: DailySendStatistics) -> int:
+        """Responded reports Alibaba counts that this sink lacks."""
+        return sum(line.missing for line in self.gaps(alibaba) if line.gap)
+
+
+@dataclass
+class ReconcileReport:
+    """The outcome of one reconciliation; :attr:`exit_code` is the command's.
+
+    Attributes:
+        send_date: The Beijing day.
+        alibaba: Alibaba's counts of it.
+        sinks: Each database sink's counts, after the backfill when one ran.
+        sends_of_day: Sends of the send log dated that day (None without a send log).
+        sends_other_days: Sends of the send log dated on other days (not checked).
+        before: The sinks' counts before the backfill, when one ran.
+        backfill: The backfill's report, when one ran.
+        beijing_today: Today in Beijing when the run started (a day not over yet is still filling).
+    """
+
+    send_date: date
+    alibaba: DailySendStatistics
+    sinks: list[SinkCount]
+    sends_of_day: int | None = None
+    sends_other_days: int = 0
+    before: list[SinkCount] | None = None
+    backfill: BackfillReport | None = field(default=None)
+    beijing_today: date | None = None
+
+    @property
+    def missing(self) -> int:
+        """The largest number of responded reports any sink lacks: 0 means nothing is missing."""
+        return max((sink.missing(self.alibaba) for sink in self.sinks), default=0)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when no sink lacks a responded report, 1 when one does (a timer alerts on it)."""
+        return EXIT_OK if self.missing == 0 else EXIT_FAILURE
+
+    def lines(self, *, mask: bool = True) -> list[str]:
+        """The report for a person: the comparison per sink, then the sends without a final receipt."""
+        day = self.send_date.isoformat()
+        a = self.alibaba
+        out = [
+            f"reconcile {day} (Beijing day): Alibaba counts {a.total} sent, {a.responded_success} delivered, "
+            f"{a.responded_fail} failed, {a.no_response} without a report"
+        ]
+        if self.beijing_today is not None and self.send_date >= self.beijing_today:
+            out.append("  the day is not over in Beijing: sends, reports and receipts are still coming in")
+        if self.before is not None and self.backfill is not None:
+            out.append(f"  before the backfill: {_missing_text(self.before, a)}")
+            out.append(f"  {self.backfill.summary()}")
+        for sink in self.sinks:
+            note = " (its table does not exist yet)" if sink.table_missing else ""
+            out.append(f"  sink {sink.sink}{note}:")
+            out.append(f"    {'status':<19}{'alibaba':>9}{'stored':>9}{'missing':>9}")
+            for line in sink.gaps(a):
+                missing = str(line.missing) if line.gap else "-"
+                out.append(f"    {line.status:<19}{line.alibaba:>9}{line.stored:>9}{missing:>9}")
+            if self.sends_of_day is not None:
+                out.append(
+                    f"    {len(sink.without_final)} of {self.sends_of_day} send(s) of the day without a final receipt"
+                )
+                out.extend(
+                    f"      {send.where}: {_phone(send, mask)} BizId {send.biz_id}" for send in sink.without_final
+                )
+        if self.sends_other_days:
+            out.append(f"  {self.sends_other_days} send(s) of the send log are dated on other days: not checked")
+        verdict = (
+            "nothing missing"
+            if self.missing == 0
+            else f"GAP: {self.missing} responded report(s) missing"
+            + ("" if self.backfill else " (recover them: --sends FILE --backfill, or mns-consumer backfill)")
+        )
+        out.append(f"reconcile {day}: {verdict}")
+        return out
+
+    def to_json(self, *, mask: bool = True) -> dict[str, Any]:
+        """The report as JSON-ready data (phone numbers masked unless ``mask`` is False)."""
+        a = self.alibaba
+        return {
+            "send_date": self.send_date.isoformat(),
+            "alibaba": {
+                "total": a.total,
+                "responded_success": a.responded_success,
+                "responded_fail": a.responded_fail,
+                "no_response": a.no_response,
+            },
+            "sinks": [_sink_json(sink, a, mask=mask) for sink in self.sinks],
+            "before_backfill": None if self.before is None else [_sink_json(s, a, mask=mask) for s in self.before],
+            "backfill": None if self.backfill is None else self.backfill.to_json(mask=mask),
+            "sends_of_day": self.sends_of_day,
+            "sends_other_days": self.sends_other_days,
+            "day_over": None if self.beijing_today is None else self.send_date < self.beijing_today,
+            "missing": self.missing,
+            "ok": self.missing == 0,
+        }
+
+
+class StoredReceipts:
+    """Read-only counts of one database sink's table (its own engine: the daemon's sink is not opened).
+
+    Args:
+        name: The sink's name.
+        config: The sink's configuration.
+
+    Raises:
+        ConfigError: If a SQLite database file does not exist.
+    """
+
+    def __init__(self, name: str, config: DatabaseSinkConfig) -> None:
+        self.name = name
+        self.config = config
+        url = config.engine_url()
+        self._table = receipts_table(sa.MetaData(), config.table, url.get_backend_name())
+        if url.get_backend_name() == "sqlite":
+            path = Path(url.database or "")
+            if not path.is_file():
+                raise ConfigError(
+                    "config",
+                    f"sinks.{name}.url",
+                    f"the SQLite database {path} does not exist",
+                    "give the file the daemon writes (has it run yet?)",
+                )
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            self._engine = sa.create_engine(
+                "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=sa.pool.NullPool
+            )
+        else:
+            self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=_connect_args(config))
+
+    def close(self) -> None:
+        """Release the engine."""
+        self._engine.dispose()
+
+    def count(self, send_date: date, sends: Sequence[Send] = ()) -> SinkCount:
+        """The day's mainland SmsReport rows by status, and which of ``sends`` lack a final receipt.
+
+        Raises:
+            SinkUnavailable: If the database cannot be read now.
+        """
+        table = self._table
+        start = datetime.combine(send_date, time(0), BEIJING).astimezone(UTC)
+        end = start + timedelta(days=1)
+        try:
+            with self._engine.connect() as connection:
+                if not sa.inspect(connection).has_table(self.config.table):
+                    return SinkCount(self.name, {}, tuple(sends), table_missing=True)
+                query = (
+                    sa.select(table.c.status, sa.func.count())
+                    .where(
+                        table.c.message_type == MESSAGE_TYPE,
+                        table.c.biz_id.is_not(None),
+                        table.c.sent_at >= start,
+                        table.c.sent_at < end,
+                    )
+                    .group_by(table.c.status)
+                )
+                statuses = {str(status): int(count) for status, count in connection.execute(query)}
+                held = self._final_keys(connection, sends)
+        except sa.exc.DBAPIError as exc:
+            where = masked_url(self.config.url.get_secret_value())
+            raise SinkUnavailable(self.name, f"cannot read {where}: {type(exc.orig).__name__}") from exc
+        without = tuple(send for send in sends if not _final_keys_of(send) & held)
+        return SinkCount(self.name, statuses, without)
+
+    def _final_keys(self, connection: sa.Connection, sends: Sequence[Send]) -> set[str]:
+        column = self._table.c.dedupe_key
+        keys = list(dict.fromkeys(key for send in sends for key in _final_keys_of(send)))
+        found: set[str] = set()
+        for first in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[first : first + _LOOKUP_CHUNK]
+            found.update(connection.execute(sa.select(column).where(column.in_(chunk))).scalars())
+        return found
+
+
+def database_sinks(config: Config, names: Sequence[str] = ()) -> dict[str, DatabaseSinkConfig]:
+    """The database sinks to count: those named, else those SmsReport is routed to.
+
+    Raises:
+        ConfigError: If a named sink is undefined or not a database sink, or none is left to count.
+    """
+    if names:
+        chosen: dict[str, DatabaseSinkConfig] = {}
+        for name in dict.fromkeys(names):
+            sink = config.sinks.get(name)
+            if sink is None:
+                known = ", ".join(sorted(config.sinks)) or "none defined"
+                raise ConfigError("--sink", name, "is not a defined sink", f"defined: {known}")
+            if not isinstance(sink, DatabaseSinkConfig):
+                raise ConfigError(
+                    "--sink", name, "is not a database sink: only a database can be counted", "name a database sink"
+                )
+            chosen[name] = sink
+        return chosen
+    chosen = {
+        name: sink
+        for name in config.sinks_for(MESSAGE_TYPE)
+        if isinstance(sink := config.sinks[name], DatabaseSinkConfig)
+    }
+    if not chosen:
+        raise ConfigError(
+            "config",
+            "sinks",
+            "no database sink receives SmsReport receipts: reconcile counts receipts in a database "
+            "(files, webhooks and S3 cannot be counted)",
+            "route SmsReport to a sink of type: database, or name one with --sink",
+        )
+    return chosen
+
+
+def reconcile(
+    config: Config,
+    send_date: date,
+    *,
+    environ: Mapping[str, str],
+    sends: Sequence[Send] | None = None,
+    sink_names: Sequence[str] = (),
+    backfill: bool = False,
+    events: Events | None = None,
+) -> ReconcileReport:
+    """Compare Alibaba's counts of ``send_date`` with the database sinks; optionally backfill what is missing.
+
+    Args:
+        config: The configuration: credentials, endpoints, sinks.
+        send_date: The Beijing calendar day.
+        environ: The process environment (AccessKey variables).
+        sends: The application's send log (sends of other days are skipped), or None.
+        sink_names: Database sinks to count (default: those SmsReport is routed to).
+        backfill: Recover the sends without a final receipt through :func:`run_backfill`, then count again.
+        events: Logs and counts the backfill.
+
+    Returns:
+        The report.
+
+    Raises:
+        ConfigError: No database sink, an undefined sink, a missing SQLite file, unresolvable
+            credentials or endpoints, or ``backfill`` without sends.
+        SendDetailsError: QuerySendStatistics failed (typed: auth, unavailable, refused).
+        SinkUnavailable: A database could not be read.
+    """
+    if backfill and sends is None:
+        raise ConfigError("--backfill", "", "needs the send log", "give --sends FILE (CSV or JSON Lines)")
+    chosen = database_sinks(config, sink_names)
+    endpoints = resolve_endpoints(config.region, config.endpoints)
+    settings = config.backfill
+    client = SendStatisticsClient(
+        resolve_access_key(config.credentials, environ),
+        endpoints,
+        connect_timeout_seconds=settings.connect_timeout_seconds,
+        read_timeout_seconds=settings.read_timeout_seconds,
+        attempts=settings.query_attempts,
+        retry_initial_seconds=settings.query_retry_initial_seconds,
+        retry_max_seconds=settings.query_retry_max_seconds,
+    )
+    alibaba = client.day(send_date)
+    of_day = [send for send in dict.fromkeys(sends or ()) if send.send_date == send_date]
+    others = len(set(sends or ())) - len(of_day)
+    readers = [StoredReceipts(name, sink) for name, sink in chosen.items()]
+    try:
+        counts = [reader.count(send_date, of_day) for reader in readers]
+        report = ReconcileReport(
+            send_date,
+            alibaba,
+            counts,
+            None if sends is None else len(of_day),
+            sends_other_days=others,
+            beijing_today=beijing_today(),
+        )
+        if backfill:
+            missing = list(dict.fromkeys(send for count in counts for send in count.without_final))
+            report.before = counts
+            report.backfill = run_backfill(
+                config,
+                missing,
+                BackfillOptions(sinks=tuple(sink_names)),
+                environ=environ,
+                events=events or Events(),
+            )
+            report.sinks = [reader.count(send_date, of_day) for reader in readers]
+    finally:
+        for reader in readers:
+            reader.close()
+    return report
+
+
+def _connect_args(config: DatabaseSinkConfig) -> dict[str, Any]:
+    """Timeouts of a server connection, as the sink sets them, so a stalled server cannot hang the run."""
+    args: dict[str, Any] = {"connect_timeout": max(2, round(config.connect_timeout_seconds))}
+    seconds = config.statement_timeout_seconds
+    if seconds is not None:
+        if config.engine_url().get_backend_name() == "postgresql":
+            args["options"] = f"-c statement_timeout={round(seconds * 1000)}"
+        else:
+            args["read_timeout"] = args["write_timeout"] = max(1, round(seconds))
+    return args
+
+
+def _final_keys_of(send: Send) -> set[str]:
+    return {
+        dedupe_key(MESSAGE_TYPE, biz_id=send.biz_id, phone_number=send.phone_number, status=status)
+        for status in FINAL_STATUSES
+    }
+
+
+def _phone(send: Send, mask: bool) -> str:
+    return mask_phone_number(send.phone_number) if mask else send.phone_number
+
+
+def _missing_text(counts: list[SinkCount], alibaba: DailySendStatistics) -> str:
+    return ", ".join(f"sink {count.sink} missing {count.missing(alibaba)}" for count in counts)
+
+
+def _sink_json(sink: SinkCount, alibaba: DailySendStatistics, *, mask: bool) -> dict[str, Any]:
+    return {
+        "sink": sink.sink,
+        "table_missing": sink.table_missing,
+        "statuses": dict(sink.statuses),
+        "gaps": [
+            {
+                "status": line.status,
+                "alibaba": line.alibaba,
+                "stored": line.stored,
+                "missing": line.missing if line.gap else None,
+                "extra": line.extra,
+            }
+            for line in sink.gaps(alibaba)
+        ],
+        "missing": sink.missing(alibaba),
+        "without_final_receipt": [
+            {
+                "where": send.where,
+                "phone_number": _phone(send, mask),
+                "send_date": send.send_date.isoformat(),
+                "biz_id": send.biz_id,
+            }
+            for send in sink.without_final
+        ],
+    }

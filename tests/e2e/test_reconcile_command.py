@@ -1,0 +1,233 @@
+"""``mns-consumer reconcile`` as a subprocess: Alibaba's daily counts against the database the daemon filled."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from mns_consumer.emulator import Emulator
+from mns_consumer.emulator.send_log import SEND_STATUS_DELIVERED, SEND_STATUS_FAILED, SendRecord
+from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from tests.e2e.daemon_harness import (
+    DaemonFactory,
+    clean_env,
+    daemon_config,
+    queue_total,
+    table_keys,
+    wait_until,
+    write_config,
+)
+from tests.support.sink_env_database import ServerEnv
+
+QUEUES = {"SmsReport": "Alicom-Queue-i1-SmsReport"}
+RECEIPTS = 45
+
+
+def reconcile(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the command to its end (a one-shot: a bounded wait is its hang guard)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mns_consumer", "reconcile", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=120,
+        check=False,
+    )
+
+
+def write_sends(records: list[SendRecord], path: Path) -> dict[str, SendRecord]:
+    """The send log as the CSV an application would export; returns each record by its ``file:line``."""
+    by_line: dict[str, SendRecord] = {}
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["phone_number", "send_date", "biz_id"])
+        for line, record in enumerate(records, start=2):
+            writer.writerow([record.phone_number, record.send_date.strftime("%Y%m%d"), record.biz_id])
+            by_line[f"{path}:{line}"] = record
+    return by_line
+
+
+def sqlite_sink(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine]:
+    """A SQLite database sink and an engine to look into it."""
+    database = tmp_path / "receipts.db"
+    engine = sa.create_engine(f"sqlite:///{database}", poolclass=sa.pool.NullPool)
+    return {"type": "database", "url": f"sqlite:///{database}"}, engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[dict[str, Any], sa.Engine, str]]:
+    """The sink configuration, an engine on its server and its table: SQLite, or a server when it runs."""
+    if request.param == "sqlite":
+        sink, engine = sqlite_sink(tmp_path)
+        yield sink, engine, "sms_receipts"
+        engine.dispose()
+        return
+    env = ServerEnv(request.param)
+    try:
+        yield (
+            {"type": "database", "url": env.url, "table": env.table, "connect_timeout_seconds": 2},
+            env.admin,
+            env.table,
+        )
+    finally:
+        env.close()
+
+
+def test_reconcile_shows_the_exact_gap_lists_the_sends_and_backfill_closes_it(
+    make_emulator: Callable[..., Emulator],
+    daemons: DaemonFactory,
+    database: tuple[dict[str, Any], sa.Engine, str],
+    tmp_path: Path,
+) -> None:
+    """Lost receipts show as missing per status, are listed from the send log, and --backfill recovers them."""
+    # Given: a producer that loses about a third of the receipts, and a daemon that drained the queue.
+    sink, engine, table = database
+    emulator = make_emulator(queues=QUEUES, seed=11)
+    emulator.add_fault(kind="lose", service="producer", probability=0.35)
+    generated = emulator.produce("SmsReport", RECEIPTS)
+    config = daemon_config(emulator, {"db": sink}, tmp_path / "dead-letter.jsonl")
+    daemon = daemons.start(config)
+    wait_until(lambda: queue_total(emulator) == 0, "the queue drained")
+    assert daemon.stop() == 0
+    config_path = write_config(tmp_path / "config.yaml", config)
+    records = [item.send_record for item in generated if item.send_record is not None]
+    # Sends are a few minutes old: near Beijing midnight they may straddle two days, so take the fuller one.
+    day: date = Counter(record.send_date for record in records).most_common(1)[0][0]
+    of_day = [record for record in records if record.send_date == day]
+    stored = {(row.biz_id, row.phone_number) for row in _rows(engine, table)}
+    lost = [record for record in of_day if (record.biz_id, record.phone_number) not in stored]
+    assert 0 < len(lost) < len(of_day)
+
+    # When: the day is reconciled.
+    result = reconcile(config_path, "--date", day.strftime("%Y%m%d"), "--json")
+
+    # Then: Alibaba's counts are the send log's, and the gap is exactly the lost receipts, per status.
+    assert result.returncode == EXIT_FAILURE, result.stderr
+    report = json.loads(result.stdout)
+    delivered = sum(1 for r in of_day if r.send_status == SEND_STATUS_DELIVERED)
+    failed = sum(1 for r in of_day if r.send_status == SEND_STATUS_FAILED)
+    assert report["alibaba"] == {
+        "total": len(of_day),
+        "responded_success": delivered,
+        "responded_fail": failed,
+        "no_response": 0,
+    }
+    lost_delivered = sum(1 for r in lost if r.send_status == SEND_STATUS_DELIVERED)
+    gaps = {line["status"]: line for line in report["sinks"][0]["gaps"]}
+    assert gaps["responded_success"] == {
+        "status": "responded_success",
+        "alibaba": delivered,
+        "stored": delivered - lost_delivered,
+        "missing": lost_delivered,
+        "extra": 0,
+    }
+    assert gaps["responded_fail"]["missing"] == len(lost) - lost_delivered
+    assert report["missing"] == len(lost)
+    assert report["sinks"][0]["without_final_receipt"] == []
+    assert report["sends_of_day"] is None
+    # The sends are minutes old: their day is (nearly always) today in Beijing, which is not over yet.
+    assert report["day_over"] is (day < emulator.clock.now_beijing().date())
+
+    # When: the send log is given, then with --backfill.
+    sends = tmp_path / "sends.csv"
+    by_line = write_sends(records, sends)
+    listed = reconcile(config_path, "--date", day.isoformat(), "--sends", str(sends))
+    recovered = reconcile(config_path, "--date", day.isoformat(), "--sends", str(sends), "--backfill", "--json")
+
+    # Then: exactly the lost sends of the day are listed (the text names them by file line) ...
+    assert listed.returncode == EXIT_FAILURE, listed.stderr
+    lost_lines = sorted(where for where, record in by_line.items() if record in lost)
+    assert sorted(line.split(": ")[0].strip() for line in listed.stdout.splitlines() if f"{sends}:" in line) == (
+        lost_lines
+    )
+    assert f"{len(lost)} of {len(of_day)} send(s) of the day without a final receipt" in listed.stdout
+    assert f"GAP: {len(lost)} responded report(s) missing" in listed.stdout
+    # ... and the backfill recovers exactly those, so the sink holds Alibaba's counts.
+    assert recovered.returncode == EXIT_OK, recovered.stderr + recovered.stdout
+    after = json.loads(recovered.stdout)
+    before = after["before_backfill"][0]
+    assert sorted(send["where"] for send in before["without_final_receipt"]) == lost_lines
+    assert after["backfill"]["sends"] == len(lost)
+    assert after["backfill"]["newly_stored"] == len(lost)
+    assert after["missing"] == 0
+    assert after["sinks"][0]["without_final_receipt"] == []
+    assert {line["status"]: line["missing"] for line in after["sinks"][0]["gaps"]}["responded_success"] == 0
+
+    # And: a second reconcile, without a send log, exits 0 and says so.
+    again = reconcile(config_path, "--date", day.strftime("%Y%m%d"))
+    assert again.returncode == EXIT_OK, again.stderr
+    assert again.stdout.splitlines()[-1] == f"reconcile {day.isoformat()}: nothing missing"
+    assert emulator.settings.access_key_secret not in result.stdout + result.stderr + again.stdout
+
+
+def test_a_configuration_without_a_database_sink_exits_2_and_says_why(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    """Files cannot be counted: exit 2 naming the fix, before any call is made."""
+    emulator = make_emulator(queues=QUEUES)
+    config = write_config(
+        tmp_path / "config.yaml",
+        daemon_config(emulator, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}}, tmp_path / "dl.jsonl"),
+    )
+    result = reconcile(config, "--date", "20240501")
+    assert result.returncode == EXIT_USAGE
+    assert "no database sink receives SmsReport receipts" in result.stderr
+    assert "type: database" in result.stderr
+
+
+def test_naming_a_file_sink_or_backfilling_without_a_send_log_exits_2(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    """--sink must name a database sink, and --backfill needs --sends: both are usage errors that say so."""
+    emulator = make_emulator(queues=QUEUES)
+    sink, _ = sqlite_sink(tmp_path)
+    sinks = {"db": sink, "f": {"type": "file", "path": str(tmp_path / "r.jsonl")}}
+    config = write_config(tmp_path / "config.yaml", daemon_config(emulator, sinks, tmp_path / "dl.jsonl"))
+    named = reconcile(config, "--date", "20240501", "--sink", "f")
+    assert named.returncode == EXIT_USAGE
+    assert "is not a database sink" in named.stderr
+    unlisted = reconcile(config, "--date", "20240501", "--backfill")
+    assert unlisted.returncode == EXIT_USAGE
+    assert "needs the send log" in unlisted.stderr
+
+
+def test_a_bad_date_is_a_usage_error(make_emulator: Callable[..., Emulator], tmp_path: Path) -> None:
+    """--date takes one Beijing day; anything else exits 2 with what to write."""
+    emulator = make_emulator(queues=QUEUES)
+    sink, _ = sqlite_sink(tmp_path)
+    config = write_config(tmp_path / "config.yaml", daemon_config(emulator, {"db": sink}, tmp_path / "dl.jsonl"))
+    result = reconcile(config, "--date", "2024-05-01..2024-05-02")
+    assert result.returncode == EXIT_USAGE
+    assert "is not one day" in result.stderr
+
+
+def _rows(engine: sa.Engine, table: str) -> list[Any]:
+    if not table_keys(engine, table):
+        return []
+    with engine.connect() as connection:
+        return list(connection.execute(sa.text(f"SELECT biz_id, phone_number FROM {table}")))  # noqa: S608
+
+
+def test_an_unreachable_database_exits_4_without_its_password(
+    make_emulator: Callable[..., Emulator], postgres: ServerEnv, tmp_path: Path
+) -> None:
+    """A database that refuses connections is a run to repeat later (exit 4); the URL is shown masked."""
+    emulator = make_emulator(queues=QUEUES)
+    sink = {"type": "database", "url": postgres.url, "table": postgres.table, "connect_timeout_seconds": 2}
+    config = write_config(tmp_path / "config.yaml", daemon_config(emulator, {"db": sink}, tmp_path / "dl.jsonl"))
+    postgres.make_unavailable()
+    result = reconcile(config, "--date", "20240501")
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    assert "cannot read postgresql+psycopg://" in result.stderr
+    password = sa.engine.make_url(postgres.url).password
+    assert not password or password not in result.stderr
