@@ -149,7 +149,7 @@ def test_a_client_sending_a_byte_now_and_then_is_closed_at_the_request_deadline(
 def test_dead_letters_hold_each_element_as_sent_and_replay_reproduces_it(
     running: Callable[..., Running], tmp_path: Path
 ) -> None:
-    """1e400, a lone surrogate escape and odd spacing survive into the dead letters and through `dead-letters replay`."""
+    """1e400, a lone surrogate escape and odd spacing survive into dead letters and through `dead-letters replay`."""
     service = running()
     good = json.dumps(_receipts(2)[0])
     bad = [
