@@ -263,6 +263,56 @@ def _proc_status(pid: int, key: str) -> int:
     return 0
 
 
+class _Drippers:
+    """Connections sending a request head and then a byte every ``drip_seconds``, never finishing it."""
+
+    def __init__(self, host: str, port: int, head: bytes, drip_seconds: float) -> None:
+        self.address = (host, port)
+        self.head = head
+        self.drip_seconds = drip_seconds
+        self.connections: list[socket.socket] = []
+        self.opened = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._drip, daemon=True).start()
+
+    def open(self, count: int) -> None:
+        """Open up to ``count``, one at a time while the earlier ones drip (as clients trickling in would);
+        three connects in a row timing out mean the listener stopped accepting."""
+        failures = 0
+        while self.opened < count and failures < 3:
+            try:
+                connection = socket.create_connection(self.address, timeout=1)
+                connection.sendall(self.head)
+            except OSError:
+                failures += 1
+                continue
+            failures = 0
+            connection.setblocking(False)
+            with self._lock:
+                self.connections.append(connection)
+                self.opened += 1
+
+    def _drip(self) -> None:
+        while not self._stop.wait(self.drip_seconds):
+            with self._lock:
+                for connection in list(self.connections):
+                    try:
+                        connection.send(b"a")
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        self.connections.remove(connection)
+                        connection.close()
+
+    def close(self) -> None:
+        """Stop dripping and close every connection."""
+        self._stop.set()
+        with self._lock:
+            for connection in self.connections:
+                connection.close()
+
+
 def slow(folder: Path, args: argparse.Namespace) -> None:
     """Valid pushes while many connections drip their request head, under a low open-files limit."""
     prlimit = shutil.which("prlimit")
@@ -272,35 +322,9 @@ def slow(folder: Path, args: argparse.Namespace) -> None:
     process, url, _ = _start(config, folder, (prlimit, f"--nofile={args.nofile}:{args.nofile}", "--"))
     parsed = httpx.URL(url)
     host, port, target = parsed.host, int(parsed.port or 80), parsed.raw_path.decode()
-    head = f"POST {target} HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode()
-    stop = threading.Event()
-    connections: list[socket.socket] = []
-
-    def drip() -> None:
-        while not stop.wait(args.drip):
-            for connection in list(connections):
-                try:
-                    connection.send(b"a")
-                except OSError:
-                    connections.remove(connection)
-                    connection.close()
-
+    drippers = _Drippers(host, port, f"POST {target} HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode(), args.drip)
     try:
-        for _ in range(args.slow):
-            connection = socket.socket()
-            connection.setblocking(False)
-            connection.connect_ex((host, port))
-            connections.append(connection)
-        time.sleep(0.5)
-        for connection in list(connections):
-            try:
-                connection.send(head)
-            except OSError:
-                connections.remove(connection)
-                connection.close()
-        dripping = threading.Thread(target=drip, daemon=True)
-        dripping.start()
-        time.sleep(args.drip * 2)
+        drippers.open(args.slow)
         threads, descriptors = _proc_status(process.pid, "Threads"), len(os.listdir(f"/proc/{process.pid}/fd"))
         acknowledged, times = 0, []
         for body in _bodies(args.pushes, args.batch, seed=7):
@@ -308,18 +332,15 @@ def slow(folder: Path, args: argparse.Namespace) -> None:
             with contextlib.suppress(OSError):
                 acknowledged += _acknowledged(_raw_push(host, port, target, body))
             times.append(time.perf_counter() - started)
-        still_open = len(connections)
     finally:
-        stop.set()
-        for connection in connections:
-            connection.close()
+        drippers.close()
         process.terminate()
         process.wait(timeout=60)
     print(
         f"nofile {args.nofile}, {args.slow} slow connections (a byte every {args.drip:g} s): "
         f"{acknowledged}/{args.pushes} pushes acknowledged, p50 {statistics.median(times) * 1000:.0f} ms, "
         f"p99 {_percentile(times, 0.99) * 1000:.0f} ms; daemon threads {threads}, descriptors {descriptors}; "
-        f"slow connections still open from the client's side at the end: {still_open}"
+        f"{drippers.opened} slow connections opened before the pushes"
     )
 
 
