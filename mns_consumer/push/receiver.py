@@ -9,8 +9,8 @@ a non-zero ``code`` equal to the HTTP status, and nothing is stored:
 status  when
 ======  =================================================================================
 404     the path is not a configured route (the path is never logged: it may hold a secret)
-405     another method than POST on a route
-411     no ``Content-Length`` (Alibaba always sends one)
+405     another method than POST, GET or HEAD on a route
+411     a ``Transfer-Encoding`` body (chunked) instead of a ``Content-Length``
 413     a body over ``max_body_bytes`` or with more than ``max_items`` elements
 415     a ``Content-Type`` other than ``application/json`` (charset UTF-8 if given)
 400     a body that is not UTF-8 JSON (``NaN`` and ``Infinity`` are not JSON), or is JSON but not
@@ -18,6 +18,10 @@ status  when
         values, or sent together with ``Transfer-Encoding`` (request smuggling)
 503     the spool cannot store it (disk full, I/O error) or the daemon is draining; Alibaba retries
 ======  =================================================================================
+
+Alibaba's console checks a callback URL before saving it with a GET that must be answered
+``{"code":0,"msg":"成功"}`` within 700 ms; a GET (or HEAD) on a route, and an empty POST (no body, or
+``Content-Length: 0``), get that answer and store nothing.
 
 Elements of a valid array that are not valid receipts are still accepted: the workers send them to
 the dead-letter sink with their raw JSON and the reason, since a 4xx would only make Alibaba send the
@@ -68,6 +72,9 @@ log = structlog.get_logger("mns_consumer.push")
 
 ACCEPTED_BODY = json.dumps({"code": 0, "msg": "接收成功"}, ensure_ascii=False).encode("utf-8")
 """Alibaba's documented success answer (reference 5); only ``code`` is checked, as a number."""
+
+URL_CHECK_BODY = json.dumps({"code": 0, "msg": "成功"}, ensure_ascii=False).encode("utf-8")
+"""The answer Alibaba's console expects, within 700 ms, when it checks a callback URL (a GET), before saving it."""
 
 RETRY_AFTER_SECONDS = 60
 """Hint sent with 503s; Alibaba keeps its own schedule (1, 5, 10 minutes) regardless."""
@@ -348,6 +355,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             self._state.reading = False
+            if not body:
+                self._answer_url_check(route)
+                return
             receipts = self.owner.handle_push(route, self.headers.get("Content-Type", ""), body)
         except PushRejected as rejected:
             self._refuse(route, rejected)
@@ -364,7 +374,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.headers.get("Transfer-Encoding", "").strip().lower() != "identity":
                 raise PushRejected(411, "request", "send the body with a Content-Length")
         if not lengths:
-            raise PushRejected(411, "request", "a Content-Length is required")
+            # Neither Content-Length nor Transfer-Encoding: no body (RFC 9112 6.3), as in a URL check.
+            return b""
         length_text = lengths[0].strip()
         if not _ASCII_DIGITS.fullmatch(length_text):
             raise PushRejected(400, "request", "Content-Length must be ASCII digits")
@@ -379,10 +390,20 @@ class _Handler(BaseHTTPRequestHandler):
             raise PushRejected(400, "request", "the body ended before Content-Length")
         return body
 
+    def do_GET(self) -> None:
+        route = self._route()
+        if route is not None:
+            self._answer_url_check(route)
+
+    def _answer_url_check(self, route: PushRouteConfig) -> None:
+        """Answer the console's URL check (a GET, or an empty POST): nothing is stored or counted."""
+        self._answer(200, URL_CHECK_BODY)
+        log.info("push.url_checked", queue=route.label, message_type=route.message_type, method=self.command)
+
     def _not_post(self) -> None:
         route = self._route()
         if route is not None:
-            self._refuse(route, PushRejected(405, "request", "only POST is served here"), allow="POST")
+            self._refuse(route, PushRejected(405, "request", "only POST is served here"), allow="POST, GET")
 
     def _route(self) -> PushRouteConfig | None:
         """The route the request's path names; None after answering 404 when it names none."""
@@ -392,7 +413,8 @@ class _Handler(BaseHTTPRequestHandler):
         return route
 
     # BaseHTTPRequestHandler dispatches on these names.
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _not_post  # noqa: N815
+    do_HEAD = do_GET  # noqa: N815
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_post  # noqa: N815
 
     def _refuse(self, route: PushRouteConfig | None, rejected: PushRejected, allow: str | None = None) -> None:
         headers = {"Allow": allow} if allow else {}

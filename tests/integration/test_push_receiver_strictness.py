@@ -207,3 +207,23 @@ def test_dead_letters_hold_each_element_as_sent_and_replay_reproduces_it(
     )
     assert replayed.returncode == 1, replayed.stderr.decode(errors="replace")
     assert [letter.raw for letter in read_dead_letters(left)] == [text.encode() for text in bad]
+
+
+@pytest.mark.parametrize(
+    ("head", "body"),
+    [
+        (f"GET /alicom/SmsReport/{SECRET} HTTP/1.1\r\nHost: 127.0.0.1\r\n", b""),
+        (f"POST /alicom/SmsReport/{SECRET} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n", b""),
+        (f"POST /alicom/SmsReport/{SECRET} HTTP/1.1\r\nHost: 127.0.0.1\r\n", b""),
+    ],
+    ids=["get", "empty-post", "post-without-length"],
+)
+def test_the_console_url_check_is_answered_success_and_stores_nothing(
+    running: Callable[..., Running], head: str, body: bytes
+) -> None:
+    """Alibaba's console checks a callback URL with a GET expecting {"code":0,"msg":"成功"}; an empty POST too."""
+    service = running()
+    status, answer = _exchange(service, head, body)
+    assert (status, answer) == (200, {"code": 0, "msg": "成功"})
+    assert service.service.spool.depth() == 0
+    assert service.metric("mns_consumer_push_requests_total", queue="push:SmsReport", message_type="SmsReport") == 0
