@@ -350,7 +350,17 @@ class PushConfig(StrictModel):
     )
     max_items: int = Field(10000, ge=1, le=1_000_000, description="Most receipts in one POST (413 beyond), receipts.")
     read_timeout_seconds: float = Field(
-        10.0, gt=0, le=300, description="How long a client may take to send its request, s."
+        10.0,
+        gt=0,
+        le=300,
+        description="How long a client may take to send its whole request (line, headers, body), s.",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Most connections served at once (one thread each; lowered to fit the open-files limit);"
+        " beyond it the one waiting longest for its request is closed, connections.",
     )
     tls_cert_file: str | None = Field(
         None, description="PEM certificate chain to serve HTTPS directly; unset: plain HTTP behind a proxy."
@@ -358,6 +368,13 @@ class PushConfig(StrictModel):
     tls_key_file: str | None = Field(None, description="PEM private key of tls_cert_file.")
     spool_batch_entries: int = Field(
         64, ge=1, le=10000, description="Spooled pushes handed to the sinks in one write, pushes."
+    )
+    spool_batch_receipts: int = Field(
+        10000,
+        ge=1,
+        le=1_000_000,
+        description="Most receipts decoded and handed to the sinks in one write (a larger push goes alone),"
+        " which bounds the workers' memory, receipts.",
     )
 
     @model_validator(mode="after")

@@ -255,8 +255,10 @@ def decode_object(
 def decode_push(message_type: str, payload: bytes, *, route: str | None = None) -> list[Receipt | DecodeError]:
     """Decode one HTTP push body: a JSON array of receipt objects (a single object is accepted too).
 
-    Each element decodes on its own, with ``source="push"``, ``queue=route`` and, as ``raw``, the compact
-    UTF-8 JSON of that element, so a dead letter holds exactly the element that failed.
+    Each element decodes on its own, with ``source="push"``, ``queue=route`` and, as ``raw``, the bytes of
+    that element exactly as they were in the body, so a dead letter holds exactly the element that failed
+    and replaying it decodes what Alibaba sent (re-encoding would turn ``1e400`` into ``Infinity`` and a
+    lone ``\\ud800`` escape into replacement characters).
 
     Args:
         message_type: The MessageType the push route is configured for (pushes carry no type, reference 5).
@@ -273,11 +275,7 @@ def decode_push(message_type: str, payload: bytes, *, route: str | None = None) 
     raw = bytes(payload)
     elements = _guarded(message_type, raw, lambda: _push_elements(message_type, raw))
     results: list[Receipt | DecodeError] = []
-    for index, element in enumerate(elements):
-        element_raw = _compact_json(element)
-        if element_raw is None:
-            results.append(DecodeError(message_type, "", f"element {index} is nested too deeply", raw))
-            continue
+    for element, element_raw in elements:
         try:
             results.append(decode_object(message_type, element, raw=element_raw, source="push", queue=route))
         except DecodeError as exc:
@@ -342,14 +340,63 @@ def _decode_mns_body(message_type: str, raw: bytes, queue: str | None, source: S
     return _decode_object(message_type, obj, raw, source, queue)
 
 
-def _push_elements(message_type: str, raw: bytes) -> list[Any]:
+def _push_elements(message_type: str, raw: bytes) -> list[tuple[Any, bytes]]:
+    """Each element of a push body (an array, or one object) with its bytes, sliced from the body."""
     _check_message_type(message_type, raw)
+    try:
+        text = raw.decode("utf-8-sig")
+        elements = _scan_elements(text)
+    except (ValueError, IndexError):  # UnicodeDecodeError is a ValueError
+        elements = None
+    if elements is not None:
+        return elements
+    # Not an array or object of valid JSON: the whole-body parse words why.
     data = _load_json(message_type, raw, raw)
-    if isinstance(data, list):
-        return data
-    if isinstance(data, dict):
-        return [data]
     raise DecodeError(message_type, "", f"push body is a JSON {_json_type(data)}, not an array or object", raw)
+
+
+def _scan_elements(text: str) -> list[tuple[Any, bytes]] | None:
+    """Parse a JSON array (or object) element by element with ``raw_decode``, which says where each ends.
+
+    UTF-8 text re-encodes to exactly the bytes it was decoded from, so each slice is the element as sent.
+    None when the text is another JSON value; ValueError (or IndexError) when it is not JSON.
+    """
+    start = _skip_space(text, 0)
+    if text[start] == "{":
+        element, end = _JSON_DECODER.raw_decode(text, start)
+        if _skip_space(text, end) != len(text):
+            raise ValueError("extra data after the object")
+        return [(element, text[start:end].encode("utf-8"))]
+    if text[start] != "[":
+        return None
+    elements: list[tuple[Any, bytes]] = []
+    position = _skip_space(text, start + 1)
+    if text[position] == "]":
+        position += 1
+    else:
+        while True:
+            element, end = _JSON_DECODER.raw_decode(text, position)
+            elements.append((element, text[position:end].encode("utf-8")))
+            position = _skip_space(text, end)
+            if text[position] == "]":
+                position += 1
+                break
+            if text[position] != ",":
+                raise ValueError("expected , or ] between elements")
+            position = _skip_space(text, position + 1)
+    if _skip_space(text, position) != len(text):
+        raise ValueError("extra data after the array")
+    return elements
+
+
+_JSON_SPACE: Final = " \t\n\r"
+
+
+def _skip_space(text: str, position: int) -> int:
+    """The first position from ``position`` on that is not JSON whitespace."""
+    while position < len(text) and text[position] in _JSON_SPACE:
+        position += 1
+    return position
 
 
 def _strict_base64_json(raw: bytes) -> tuple[dict[str, Any], bool] | None:
@@ -406,16 +453,6 @@ def _finite_float(text: str) -> float:
 # number costs only its own element.
 _JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 _FINITE_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-
-
-def _compact_json(value: Any) -> bytes | None:
-    """The compact UTF-8 JSON of one push element, as its ``raw``; None if it is too deep to serialize."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    except RecursionError:
-        return None
-    # A lone surrogate escape in the element survives here and is rejected by the decoder with a reason.
-    return text.encode("utf-8", "surrogatepass")
 
 
 def _decode_object(

@@ -9,13 +9,19 @@ a non-zero ``code`` equal to the HTTP status, and nothing is stored:
 status  when
 ======  =================================================================================
 404     the path is not a configured route (the path is never logged: it may hold a secret)
-405     another method than POST on a route
-411     no ``Content-Length`` (Alibaba always sends one)
+405     another method than POST, GET or HEAD on a route
+411     a ``Transfer-Encoding`` body (chunked) instead of a ``Content-Length``
 413     a body over ``max_body_bytes`` or with more than ``max_items`` elements
 415     a ``Content-Type`` other than ``application/json`` (charset UTF-8 if given)
-400     a body that is not UTF-8 JSON, or is JSON but not an array
+400     a body that is not UTF-8 JSON (``NaN`` and ``Infinity`` are not JSON), or is JSON but not
+        an array; a ``Content-Length`` that is not ASCII digits, or given twice with different
+        values, or sent together with ``Transfer-Encoding`` (request smuggling)
 503     the spool cannot store it (disk full, I/O error) or the daemon is draining; Alibaba retries
 ======  =================================================================================
+
+Alibaba's console checks a callback URL before saving it with a GET that must be answered
+``{"code":0,"msg":"成功"}`` within 700 ms; a GET (or HEAD) on a route, and an empty POST (no body, or
+``Content-Length: 0``), get that answer and store nothing.
 
 Elements of a valid array that are not valid receipts are still accepted: the workers send them to
 the dead-letter sink with their raw JSON and the reason, since a 4xx would only make Alibaba send the
@@ -23,13 +29,28 @@ whole array again three times and then drop the good receipts with the bad.
 
 The server is the standard library's ``ThreadingHTTPServer`` (as for ``/metrics``): a thread per
 connection is plenty for Alibaba's push rate, and the work per request is one JSON parse and one
-SQLite commit, which release the GIL while they wait for the disk.
+SQLite commit, which release the GIL while they wait for the disk. Three limits keep it available to
+Alibaba, which drops a push for good after three refused or slow (over 700 ms) attempts:
+
+* a listen backlog of :data:`~mns_consumer.observe.health.LISTEN_BACKLOG`, so a burst of new
+  connections waits in the kernel instead of being reset (socketserver's default is 5);
+* one deadline, ``read_timeout_seconds``, for the whole request (line, headers and body), and for an
+  idle keep-alive connection to start its next one: a client sending a byte now and then no longer
+  holds its thread for ever (the socket timeout alone limits each ``recv``, not the request);
+* at most :meth:`_Server.connection_limit` connections at once (threads and descriptors): a new one
+  beyond it sheds the connection that has been waiting longest for its request to arrive, so slow
+  or idle clients make room for pushes; only when every connection is busy storing a push is the new
+  one closed unanswered (Alibaba retries it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import io
 import json
+import re
+import resource
 import socket
 import ssl
 import threading
@@ -43,6 +64,7 @@ import structlog
 from mns_consumer.config import PushConfig, PushRouteConfig
 from mns_consumer.errors import SpoolUnavailable
 from mns_consumer.observe.events import Events
+from mns_consumer.observe.health import LISTEN_BACKLOG
 from mns_consumer.observe.metrics import UNKNOWN_PUSH_ROUTE
 from mns_consumer.push.spool import Spool
 
@@ -51,8 +73,18 @@ log = structlog.get_logger("mns_consumer.push")
 ACCEPTED_BODY = json.dumps({"code": 0, "msg": "接收成功"}, ensure_ascii=False).encode("utf-8")
 """Alibaba's documented success answer (reference 5); only ``code`` is checked, as a number."""
 
+URL_CHECK_BODY = json.dumps({"code": 0, "msg": "成功"}, ensure_ascii=False).encode("utf-8")
+"""The answer Alibaba's console expects, within 700 ms, when it checks a callback URL (a GET), before saving it."""
+
 RETRY_AFTER_SECONDS = 60
 """Hint sent with 503s; Alibaba keeps its own schedule (1, 5, 10 minutes) regardless."""
+
+RESERVED_DESCRIPTORS = 64
+"""Descriptors left to everything else (spool, sinks, logs, metrics) when the connection cap is derived
+from ``RLIMIT_NOFILE``: a listener out of descriptors cannot accept anything, pushes included."""
+
+_ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
+"""A ``Content-Length`` (RFC 9110 8.6): ASCII digits only; ``str.isdigit`` also takes ``²`` and ``٣``."""
 
 
 class PushRejected(Exception):  # noqa: N818  (a flow signal: the request is answered with its status)
@@ -69,6 +101,11 @@ class PushRejected(Exception):  # noqa: N818  (a flow signal: the request is ans
         self.status = status
         self.stage = stage
         self.message = message
+
+    @staticmethod
+    def refuse_constant(name: str) -> Any:
+        """``parse_constant`` of the receiver's JSON decoder: ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON."""
+        raise ValueError(f"{name} is not a JSON value")
 
 
 class PushReceiver:
@@ -95,7 +132,7 @@ class PushReceiver:
         ]
         host, port = config.address()
         handler = type("PushHandler", (_Handler,), {"owner": self, "timeout": config.read_timeout_seconds})
-        self._server = _Server((host, port), handler)
+        self._server = _Server((host, port), handler, _Server.connection_limit(config.max_connections))
         self._server.daemon_threads = True
         if config.tls_cert_file is not None and config.tls_key_file is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -162,9 +199,11 @@ class PushReceiver:
         if not _is_json_utf8(content_type):
             raise PushRejected(415, "request", "Content-Type must be application/json (UTF-8)")
         try:
-            document: Any = json.loads(body.decode("utf-8"))
+            document: Any = _JSON_DECODER.decode(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise PushRejected(400, "body", "the body is not UTF-8 JSON") from None
+            # NaN and Infinity included: the workers' decoder refuses them, and refusing the push here
+            # keeps Alibaba retrying it instead of losing its good receipts in one undecodable dead letter.
+            raise PushRejected(400, "body", "the body is not UTF-8 JSON (NaN and Infinity are not JSON)") from None
         if not isinstance(document, list):
             raise PushRejected(400, "body", "the body must be a JSON array of receipts")
         if len(document) > self.config.max_items:
@@ -180,7 +219,101 @@ class PushReceiver:
         return len(document)
 
 
+class _Connection:
+    """One accepted connection as the server sees it: whether it is waiting for a request, since when."""
+
+    __slots__ = ("deadline", "reading", "sock", "waiting_since")
+
+    def __init__(self, sock: socket.socket, read_timeout_seconds: float) -> None:
+        self.sock = sock
+        self.reading = True
+        self.waiting_since = time.monotonic()
+        self.deadline = self.waiting_since + read_timeout_seconds
+
+    def expect_request(self, read_timeout_seconds: float) -> None:
+        """The next request (line, headers, body) must arrive within the deadline from now."""
+        self.reading = True
+        self.waiting_since = time.monotonic()
+        self.deadline = self.waiting_since + read_timeout_seconds
+
+    def shed(self) -> None:
+        """Wake the connection's thread, whose read then sees the end of the stream, and let it close."""
+        # socket.socket's own shutdown: an SSLSocket's would drop its TLS state under the reading thread.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reads, each bounded by what is left of the request's deadline."""
+
+    def __init__(self, connection: _Connection) -> None:
+        super().__init__()
+        self._connection = connection
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._connection.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive within read_timeout_seconds")
+        self._connection.sock.settimeout(remaining)
+        return self._connection.sock.recv_into(buffer)
+
+
 class _Server(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], max_connections: int) -> None:
+        super().__init__(address, handler)
+        self.max_connections = max_connections
+        self._connections: dict[int, _Connection] = {}
+        self._connections_lock = threading.Lock()
+        self.read_timeout_seconds = float(handler.timeout or 0) or 10.0
+
+    @staticmethod
+    def connection_limit(configured: int) -> int:
+        """``configured``, lowered to fit the soft ``RLIMIT_NOFILE`` with :data:`RESERVED_DESCRIPTORS` to spare."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return configured
+        return max(1, min(configured, soft - RESERVED_DESCRIPTORS))
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        connection = _Connection(request, self.read_timeout_seconds)
+        with self._connections_lock:
+            if len(self._connections) >= self.max_connections and not self._shed_one():
+                refused = True
+            else:
+                refused = False
+                self._connections[id(request)] = connection
+        if refused:
+            # Every slot is storing a push: closing at once lets the client retry rather than wait.
+            log.warning("push.connection_refused", connections=self.max_connections)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def _shed_one(self) -> bool:
+        """Shed the connection waiting longest for its request; False if none waits (lock held)."""
+        waiting = [(c.waiting_since, key) for key, c in self._connections.items() if c.reading]
+        if not waiting:
+            return False
+        _, key = min(waiting)
+        self._connections.pop(key).shed()
+        return True
+
+    def connection(self, request: Any) -> _Connection:
+        """The state of an accepted connection (a shed one keeps its state, though no longer counted)."""
+        with self._connections_lock:
+            found = self._connections.get(id(request))
+        return found if found is not None else _Connection(request, self.read_timeout_seconds)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.pop(id(request), None)
+        super().shutdown_request(request)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # The default prints a traceback to stderr; a broken connection is routine, and a bug is logged
         # without the request line (whose path may hold a secret).
@@ -193,11 +326,22 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "mns-consumer"
     sys_version = ""
 
+    server: _Server
+
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._state = self.server.connection(self.request)
+        # Every read of the request goes through the deadline (the socket timeout bounds only one recv).
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineReader(self._state))
         if isinstance(self.connection, ssl.SSLSocket):
             self.connection.do_handshake()
+
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        # A kept-alive connection gets a fresh deadline for its next request (and is sheddable meanwhile).
+        self._state.expect_request(self.server.read_timeout_seconds)
 
     def log_message(self, format: str, *args: Any) -> None:
         # The standard library logs the request line, whose path holds the route's secret: never.
@@ -210,6 +354,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_body()
+            self._state.reading = False
+            if not body:
+                self._answer_url_check(route)
+                return
             receipts = self.owner.handle_push(route, self.headers.get("Content-Type", ""), body)
         except PushRejected as rejected:
             self._refuse(route, rejected)
@@ -218,11 +366,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.owner.events.push_accepted(route.label, route.message_type, receipts, time.monotonic() - started)
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
-            raise PushRejected(411, "request", "send the body with a Content-Length")
-        length_text = self.headers.get("Content-Length")
-        if length_text is None or not length_text.strip().isdigit():
-            raise PushRejected(411, "request", "a Content-Length is required")
+        lengths = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding") is not None:
+            if lengths:
+                # Which of the two framings a proxy in front used is unknowable: the smuggling case.
+                raise PushRejected(400, "request", "Transfer-Encoding and Content-Length together")
+            if self.headers.get("Transfer-Encoding", "").strip().lower() != "identity":
+                raise PushRejected(411, "request", "send the body with a Content-Length")
+        if not lengths:
+            # Neither Content-Length nor Transfer-Encoding: no body (RFC 9112 6.3), as in a URL check.
+            return b""
+        length_text = lengths[0].strip()
+        if not _ASCII_DIGITS.fullmatch(length_text):
+            raise PushRejected(400, "request", "Content-Length must be ASCII digits")
+        if any(other.strip() != length_text for other in lengths[1:]):
+            raise PushRejected(400, "request", "Content-Length is given twice with different values")
         length = int(length_text)
         if length > self.owner.config.max_body_bytes:
             raise PushRejected(413, "request", f"the body exceeds {self.owner.config.max_body_bytes} bytes")
@@ -232,10 +390,20 @@ class _Handler(BaseHTTPRequestHandler):
             raise PushRejected(400, "request", "the body ended before Content-Length")
         return body
 
+    def do_GET(self) -> None:
+        route = self._route()
+        if route is not None:
+            self._answer_url_check(route)
+
+    def _answer_url_check(self, route: PushRouteConfig) -> None:
+        """Answer the console's URL check (a GET, or an empty POST): nothing is stored or counted."""
+        self._answer(200, URL_CHECK_BODY)
+        log.info("push.url_checked", queue=route.label, message_type=route.message_type, method=self.command)
+
     def _not_post(self) -> None:
         route = self._route()
         if route is not None:
-            self._refuse(route, PushRejected(405, "request", "only POST is served here"), allow="POST")
+            self._refuse(route, PushRejected(405, "request", "only POST is served here"), allow="POST, GET")
 
     def _route(self) -> PushRouteConfig | None:
         """The route the request's path names; None after answering 404 when it names none."""
@@ -245,7 +413,8 @@ class _Handler(BaseHTTPRequestHandler):
         return route
 
     # BaseHTTPRequestHandler dispatches on these names.
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _not_post  # noqa: N815
+    do_HEAD = do_GET  # noqa: N815
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_post  # noqa: N815
 
     def _refuse(self, route: PushRouteConfig | None, rejected: PushRejected, allow: str | None = None) -> None:
         headers = {"Allow": allow} if allow else {}
@@ -270,6 +439,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+_JSON_DECODER = json.JSONDecoder(parse_constant=PushRejected.refuse_constant)
 
 
 def _is_json_utf8(content_type: str) -> bool:

@@ -142,6 +142,7 @@ class PushService:
                 dispatcher,
                 self.events,
                 batch_entries=self.config.spool_batch_entries,
+                batch_receipts=self.config.spool_batch_receipts,
                 retry_initial_seconds=self.retry_initial_seconds,
                 retry_max_seconds=self.retry_max_seconds,
             )

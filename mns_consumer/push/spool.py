@@ -111,8 +111,15 @@ class Spool:
             self._depth[route] = self._depth.get(route, 0) + 1
             return int(cursor.lastrowid or 0)
 
-    def take(self, route: str, limit: int) -> list[SpoolEntry]:
-        """The oldest ``limit`` entries of a route, left in the spool until :meth:`remove`.
+    def take(self, route: str, limit: int, max_receipts: int | None = None) -> list[SpoolEntry]:
+        """The oldest entries of a route, left in the spool until :meth:`remove`.
+
+        Args:
+            route: The route's name.
+            limit: Most entries.
+            max_receipts: Most receipts in all; the oldest entry is taken even if it alone holds more.
+                The bodies of entries beyond it are not read, so memory stays bounded by it whatever
+                the spool holds.
 
         Raises:
             SpoolUnavailable: If the spool cannot be read.
@@ -120,6 +127,12 @@ class Spool:
         with self._lock:
             connection = self._open_connection()
             try:
+                if max_receipts is not None:
+                    # Counts first (no bodies), to find how many entries fit in the budget.
+                    counts = connection.execute(
+                        "SELECT receipts FROM push_spool WHERE route = ? ORDER BY id LIMIT ?", (route, limit)
+                    ).fetchall()
+                    limit = _entries_within(max_receipts, [int(row[0]) for row in counts])
                 rows = connection.execute(
                     "SELECT id, route, message_type, received_at, receipts, body FROM push_spool "
                     "WHERE route = ? ORDER BY id LIMIT ?",
@@ -187,6 +200,16 @@ class Spool:
         if self._connection is None:
             raise SpoolUnavailable("the spool is closed")
         return self._connection
+
+
+def _entries_within(max_receipts: int, counts: Sequence[int]) -> int:
+    """How many of the leading entries (receipt ``counts``) fit in ``max_receipts``; at least one."""
+    total = 0
+    for taken, count in enumerate(counts):
+        total += count
+        if total > max_receipts:
+            return max(1, taken)
+    return len(counts)
 
 
 def _reason(exc: BaseException) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from mns_consumer.cli import EXIT_KILLED, EXIT_USAGE
-from mns_consumer.config import Config, QueueConfig
+from mns_consumer.config import Config, PushConfig, QueueConfig
 from mns_consumer.consume.poller import QUEUE_MISSING_RETRY_SECONDS
+from mns_consumer.push.receiver import RESERVED_DESCRIPTORS
 from tests.conftest import service_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def only(service: dict[str, list[str]], key: str) -> str:
     return values[0]
 
 
-def default_of(model: type[Config] | type[QueueConfig], field: str) -> float:
+def default_of(model: type[Config] | type[QueueConfig] | type[PushConfig], field: str) -> float:
     value = model.model_fields[field].default
     assert isinstance(value, int | float)
     return float(value)
@@ -114,6 +115,14 @@ def test_unit_watchdog_outlasts_the_longest_healthy_gap_of_a_receive_loop(servic
         + QUEUE_MISSING_RETRY_SECONDS
     )
     assert seconds(only(service, "WatchdogSec")) > longest_gap
+
+
+def test_unit_open_files_limit_fits_the_default_push_connections_with_room_to_spare(
+    service: dict[str, list[str]],
+) -> None:
+    """LimitNOFILE is set (systemd's default soft limit is 1024) and holds the push connections plus the reserve."""
+    limit = int(only(service, "LimitNOFILE"))
+    assert limit >= 4 * (default_of(PushConfig, "max_connections") + RESERVED_DESCRIPTORS)
 
 
 def test_unit_restarts_on_failure_except_for_configuration_errors(service: dict[str, list[str]]) -> None:

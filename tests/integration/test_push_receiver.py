@@ -218,16 +218,17 @@ def test_a_bad_request_is_refused_with_a_non_zero_code_and_nothing_is_spooled(
     assert not (tmp_path / "a.jsonl").exists()
 
 
-def test_an_unknown_path_or_a_wrong_secret_gets_404_and_a_get_gets_405(
+def test_an_unknown_path_or_a_wrong_secret_gets_404_and_a_put_gets_405(
     running: Callable[..., Running], tmp_path: Path
 ) -> None:
-    """Only the exact path with its secret is a route; other methods on it are 405."""
+    """Only the exact path with its secret is a route; methods other than POST, GET and HEAD on it are 405."""
     service = running({"archive": {"type": "file", "path": str(tmp_path / "a.jsonl")}})
     wrong = service.url().replace(SECRET, SECRET[:-1] + "x")
     assert httpx.post(wrong, json=[], trust_env=False).status_code == 404
     assert httpx.post(service.url().rsplit("/", 1)[0], json=[], trust_env=False).status_code == 404
-    assert httpx.get(service.url(), trust_env=False).status_code == 405
-    assert service.metric("mns_consumer_push_rejected_total", queue="push:unknown", message_type="", stage="route") == 2
+    assert httpx.get(wrong, trust_env=False).status_code == 404
+    assert httpx.put(service.url(), json=[], trust_env=False).status_code == 405
+    assert service.metric("mns_consumer_push_rejected_total", queue="push:unknown", message_type="", stage="route") == 3
 
 
 def test_a_draining_receiver_answers_503_so_alibaba_retries(running: Callable[..., Running], tmp_path: Path) -> None:

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from mns_consumer.consume.dispatcher import Dispatcher
+from mns_consumer.emulator.clock import Clock
+from mns_consumer.emulator.samples import ReceiptFactory
 from mns_consumer.errors import SpoolUnavailable
+from mns_consumer.observe.events import Events
 from mns_consumer.push.spool import Spool
+from mns_consumer.push.worker import SpoolWorker
+from mns_consumer.receipt_model import Receipt
+from mns_consumer.receipts import decode_push
+from mns_consumer.sinks.base import SinkResult
+from mns_consumer.testing import RecordingDeadLetterSink, RecordingSink
 
 
 @pytest.fixture
@@ -86,3 +99,52 @@ def test_an_unusable_path_is_reported_as_spool_unavailable(tmp_path: Path) -> No
     blocker.write_text("x")
     with pytest.raises(SpoolUnavailable):
         Spool(blocker / "spool.db").open()
+
+
+class _BatchSizes(RecordingSink):
+    """A recording sink that also notes how many receipts each write carried."""
+
+    def __init__(self) -> None:
+        super().__init__("sizes")
+        self.sizes: list[int] = []
+
+    def write(self, batch: Sequence[Receipt]) -> SinkResult:
+        self.sizes.append(len(batch))
+        return super().write(batch)
+
+
+def test_take_stops_before_the_receipt_budget_but_always_takes_one_entry(spool: Spool) -> None:
+    """Entries are taken while their receipts fit the budget; an entry larger than it comes alone."""
+    for receipts in (3, 4, 5, 20, 1):
+        spool.append("push:SmsReport", "SmsReport", b"[]", receipts)
+    assert [e.receipts for e in spool.take("push:SmsReport", 10, max_receipts=8)] == [3, 4]
+    assert [e.receipts for e in spool.take("push:SmsReport", 1, max_receipts=8)] == [3]
+    spool.remove(spool.take("push:SmsReport", 3))
+    assert [e.receipts for e in spool.take("push:SmsReport", 10, max_receipts=8)] == [20]
+
+
+def test_a_spool_larger_than_one_round_drains_in_rounds_within_the_receipt_bound_exactly_once(spool: Spool) -> None:
+    """40 pushes of 30 receipts with a bound of 100: every write holds at most 100, each receipt arrives once."""
+    factory = ReceiptFactory(Clock(), 7)
+    pushed: list[str] = []
+    for _ in range(40):
+        items = [dict(item.receipt) for item in factory.make_many("SmsReport", 30)]
+        body = json.dumps(items).encode()
+        pushed.extend(r.dedupe_key for r in decode_push("SmsReport", body) if not isinstance(r, Exception))
+        spool.append("push:SmsReport", "SmsReport", body, len(items))
+    sink = _BatchSizes()
+    dispatcher = Dispatcher(
+        "push:SmsReport", "SmsReport", [sink], RecordingDeadLetterSink(), Events(), threading.Event(), source="push"
+    )
+    worker = SpoolWorker(
+        "push:SmsReport", "SmsReport", spool, dispatcher, Events(), batch_entries=64, batch_receipts=100
+    ).start()
+    worker.finish()
+    assert worker.join(time.monotonic() + 60), "hang guard: the worker did not drain the spool within 60 s"
+
+    assert len(pushed) == 1200
+    assert len(sink.sizes) > 1
+    assert max(sink.sizes) <= 100
+    assert sum(sink.sizes) == 1200
+    assert list(sink.stored) == pushed
+    assert spool.depth() == 0
