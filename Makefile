@@ -63,7 +63,9 @@ fuzz: $(STAMP)
 		$(PY) -m tests.fuzz.run $$target -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS) \
 			-artifact_prefix=build/fuzz/$$target- build/fuzz/corpus/$$target tests/fuzz/corpus/$$target \
 			|| status=1; \
-	done; exit $$status
+	done; \
+	$(PY) -c "from tests.fuzz.checks import remove_stale_scratch; remove_stale_scratch()"; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist

@@ -235,10 +235,20 @@ def crashers() -> dict[str, dict[str, bytes]]:
     good = b"[" + GOOD_RECEIPTS["SmsReport"] + b"]"
     minimal = config()["minimal"]
     return {
+        # Found by atheris (make fuzz), as it minimized them.
+        "mns_body": {
+            "GlobeSmsReport-status-word": b'GlobeSmsReport\n{"to":"634567","status":"SI6IjIn2","message_id":"12r"}',
+        },
+        "push_body": {
+            "MnsCardVender-render-status-word": b'MnsCardVender\n{"mobile":"1-90000m111","outId":"card-7",'
+            b'"render_status":"066!!!!!ok"}',
+        },
         "push_http": {
             # str.isdigit() takes the Latin-1 superscripts; int() does not.
             "superscript-length": b"POST " + sms + b" HTTP/1.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: \xb2\r\n\r\n" + good,
+            "superscript-one-in-length": b"POST " + sms + b" HTTP/1.1\r\nConenttpe: ap\x9e\x9cation/json\r\n"
+            b"Content-Length: 99999999\xb999\r\n\r\n",
         },
         "config": {
             "port-99999": minimal + b"http: {listen: '127.0.0.1:99999'}\n",

@@ -34,7 +34,8 @@ def main() -> None:
     # The receiver logs every refusal; at fuzzing rates that is all the output would hold.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     with atheris.instrument_imports(include=["mns_consumer", "yaml", "tests.fuzz"]):
-        from tests.fuzz.checks import CHECKS, known_bug
+        from tests.fuzz.checks import CHECKS, known_bug, remove_stale_scratch
+    remove_stale_scratch()
     atheris.Setup(sys.argv, _tolerating_known(target, CHECKS[target], known_bug))
     atheris.Fuzz()
 
