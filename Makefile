@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install lint format test demo docs emulator bench clean
+.PHONY: install lint format test demo docs emulator bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,24 @@ bench: $(STAMP)
 	$(PY) bench/sink_bench.py
 	$(PY) bench/daemon_bench.py
 	$(PY) bench/push_bench.py
+
+# Each atheris target for FUZZ_SECONDS (docs/development.md, "Fuzzing"). New corpus entries go to
+# build/fuzz/corpus/, crashes to build/fuzz/<target>-crash-*; the checked-in seeds are only read.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= mns_body push_body push_http config replay
+FUZZ_ARGS ?= -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+fuzz: $(STAMP)
+	$(PY) -m pip install $(PIP_QUIET) --group fuzz 2>&1 | grep -v "is ignored" || true
+	@status=0; for target in $(FUZZ_TARGETS); do \
+		mkdir -p build/fuzz/corpus/$$target; \
+		echo "== fuzz $$target for $(FUZZ_SECONDS) s"; \
+		$(PY) -m tests.fuzz.run $$target -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS) \
+			-artifact_prefix=build/fuzz/$$target- build/fuzz/corpus/$$target tests/fuzz/corpus/$$target \
+			|| status=1; \
+	done; \
+	$(PY) -c "from tests.fuzz.checks import remove_stale_scratch; remove_stale_scratch()"; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist

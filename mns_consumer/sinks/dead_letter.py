@@ -263,7 +263,11 @@ def read_dead_letters(path: str | os.PathLike[str]) -> Iterator[DeadLetter]:
 
 
 def _dead_letter_from_line(line: bytes) -> DeadLetter:
-    data: Any = json.loads(line)
+    try:
+        data: Any = json.loads(line)
+    except RecursionError:
+        # A line nested thousands deep is no dead letter this sink wrote; refused like any other bad line.
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     if isinstance(data.get("raw"), str):

@@ -226,3 +226,17 @@ def test_invalid_dead_letter_settings_are_validation_errors(fields: dict[str, An
 def test_the_default_name_is_dead_letter() -> None:
     """build() without a name names the sink dead_letter."""
     assert DeadLetterSinkConfig(path="/x/dl.jsonl").build().name == "dead_letter"
+
+
+def test_a_deeply_nested_line_raises_value_error_naming_its_line_number(tmp_path: Path) -> None:
+    """A line nested too deeply for the JSON parser is refused like any malformed line, not with a RecursionError.
+
+    Found by the replay fuzz target (tests/fuzz/crashers/replay/deep-line): ``dead-letters replay`` ended
+    in a traceback.
+    """
+    path = tmp_path / "dead-letter.jsonl"
+    DeadLetterSinkConfig(path=str(path)).build().write([make_letter(1)])
+    with path.open("ab") as file:
+        file.write(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    with pytest.raises(ValueError, match=r": line 2: JSON nested too deeply"):
+        list(read_dead_letters(path))

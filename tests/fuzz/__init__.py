@@ -1,0 +1,1 @@
+"""Fuzz targets (atheris, ``make fuzz``) and the invariant checks that ``make test`` replays without atheris."""
