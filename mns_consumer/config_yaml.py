@@ -193,15 +193,18 @@ def read_yaml(path: str | Path) -> Any:
     """
     source = str(path)
     text = _read_text(Path(path), source)
-    loader = ConfigLoader(text, source)
+    loader: ConfigLoader | None = None
     try:
+        # The reader checks the text as the loader is made: a control character fails here already.
+        loader = ConfigLoader(text, source)
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise ConfigError(source, "", f"{where}not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _read_text(path: Path, source: str) -> str:

@@ -142,3 +142,12 @@ def test_a_realistic_document_with_anchors_loads(tmp_path: Path) -> None:
     )
     assert data["queues"][1]["sinks"] == ["db", "archive"]
     assert data["drain_timeout_seconds"] == 30
+
+
+def test_a_control_character_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    """PyYAML's reader refuses control characters as the loader is made; that too names the file (fuzz find)."""
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\x01queues: [\n")
+    error = error_of(path)
+    assert error.source == str(path)
+    assert "not valid YAML" in error.problem
