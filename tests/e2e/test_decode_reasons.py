@@ -77,7 +77,7 @@ def test_replay_prints_and_writes_reasons_without_the_values(tmp_path: Path) -> 
     config = tmp_path / "config.yaml"
     config.write_text(
         textwrap.dedent(f"""
-        credentials: {{access_key_id: LTAI-example, access_key_secret: not-used}}
+        credentials: {{access_key_id: LTAI-example, access_key_secret: replay-test-key-6d1f0a93c2}}
         queues:
           - {{message_type: SmsReport, queue_name: Alicom-Queue-i1-SmsReport, sinks: [archive]}}
           - {{message_type: SmsUp, queue_name: Alicom-Queue-i1-SmsUp, sinks: [archive]}}

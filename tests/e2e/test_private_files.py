@@ -222,7 +222,11 @@ def test_a_sqlite_database_under_a_regular_file_stops_the_daemon_with_exit_2_nam
     )
 
     assert result.returncode == 2, result.stderr
-    assert f"sinks.db.url: cannot create the SQLite database {database}: {tmp_path}/blocked:" in result.stderr
+    # check-config's static path check refuses it before the sink would try (the sink's own refusal, for a
+    # folder that becomes impossible later, is tested at sink level).
+    assert f"{config}: sinks.db.url: " in result.stderr
+    assert f"{tmp_path}/blocked" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_log_file_that_cannot_be_opened_stops_the_daemon_with_exit_2(tmp_path: Path) -> None:
@@ -254,5 +258,6 @@ def test_a_log_file_that_cannot_be_opened_stops_the_daemon_with_exit_2(tmp_path:
     )
 
     assert result.returncode == 2, result.stderr
-    assert f"{config}: logging.file: cannot open {tmp_path}/blocked/daemon.log:" in result.stderr
+    assert f"{config}: logging.file: " in result.stderr
+    assert f"{tmp_path}/blocked" in result.stderr
     assert "Traceback" not in result.stderr
