@@ -19,6 +19,7 @@ pushes must still be acknowledged.
 
 from __future__ import annotations
 
+import base64
 import csv
 import socket
 import stat
@@ -45,7 +46,7 @@ from mns_consumer.emulator.push_client import push_receipts
 from mns_consumer.emulator.samples import ReceiptFactory
 from tests.conftest import service_unavailable
 from tests.e2e.daemon_harness import FAST_QUEUE, FAST_SETTINGS, clean_env, queue_total, wait_until, write_config
-from tests.support.secret_scan import find_leaks
+from tests.support.secret_scan import find_leaks, secret_forms
 from tests.support.sink_env_webhook import ScriptedReply, WebhookReceiver
 from tests.support.slow_clients import SlowLoris, oversize_push
 from tests.support.tcp_proxy import TcpProxy
@@ -57,7 +58,7 @@ PUSH_SECRET = "Ps5Jn1HbR8cV4kM7wQ2zT9"
 DATABASE_PASSWORD = "Db8Tc4Ys+/Kd2Fw6Nq"  # '+' and '/' make its URL-encoded form differ
 MISTYPED_PUSH_SECRET = PUSH_SECRET[:-1] + "X"
 """A route secret one character off (a typo in Alibaba's console): logging it would give the secret away."""
-SLOW_LORIS_CONNECTIONS = 200
+SLOW_LORIS_CONNECTIONS = 300  # more than wip/push's default max_connections (256), so shedding is exercised
 VALID_PUSHES_UNDER_ATTACK = 20
 
 
@@ -401,6 +402,19 @@ def scene(make_emulator: Callable[..., Emulator], postgres_role: PostgresRole, t
         yield scene
     finally:
         webhook.stop()
+
+
+@pytest.mark.parametrize("form", sorted(secret_forms(DATABASE_PASSWORD)))
+@pytest.mark.parametrize("prefix", ["", "a", "ab"])
+def test_the_leak_search_finds_every_shape_of_a_secret_wherever_it_sits(form: str, prefix: str) -> None:
+    """The search itself: each shape is found inside other text, at every offset (base64 depends on it)."""
+    if form.startswith("base64"):
+        encode = base64.urlsafe_b64encode if form.startswith("base64url") else base64.b64encode
+        shape = encode(f"{prefix}user:{DATABASE_PASSWORD}".encode()).decode()
+    else:
+        shape = prefix + secret_forms(DATABASE_PASSWORD)[form]
+    leaks = find_leaks({"log": f"Authorization: Basic {shape} trailing"}, {"database password": DATABASE_PASSWORD})
+    assert leaks, f"{form} of the secret was not found in {shape!r}"
 
 
 @pytest.mark.parametrize("log_format", ["json", "console"])
