@@ -322,6 +322,15 @@ class DatabaseSinkConfig(SinkConfig):
         "chooses it; false or null turns it off. Default: true.",
     )
 
+    status_unknown_after_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 365,
+        description="Hours after sending past which `mns-consumer status sweep` marks a status row still pending "
+        "as unknown (Alibaba's console does the same at 72 hours); a later final report still decides it. "
+        "Default: 72.",
+    )
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: DatabaseUrl) -> DatabaseUrl:

@@ -412,3 +412,61 @@ def sweep_statement(table: sa.Table, backend: str, cutoff: datetime, batch_rows:
         .where(c.state == sa.literal_column("'pending'"), sa.tuple_(c.biz_id, c.phone_number).in_(chosen))
         .values(values)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """What one sweep did to one sink's status table."""
+
+    sink: str
+    table: str
+    older_than_hours: float
+    swept: int
+
+
+def sweep_configured_sinks(
+    sinks: Mapping[str, Any],
+    names: Sequence[str] = (),
+    *,
+    older_than_hours: float | None = None,
+    batch_rows: int = DEFAULT_SWEEP_BATCH_ROWS,
+    now: datetime | None = None,
+) -> list[SweepResult]:
+    """Run the sweep on every database sink with a status table (or on the named ones).
+
+    Args:
+        sinks: The configuration's ``sinks`` section (name -> sink configuration).
+        names: Only these sinks; every database sink with a status table when empty.
+        older_than_hours: Overrides each sink's ``status_unknown_after_hours``.
+        batch_rows: Rows changed per transaction.
+        now: The current time (UTC now when None); tests move it forward.
+
+    Raises:
+        ValueError: If a named sink does not exist, is not a database sink, or has no status table.
+        SinkUnavailable: If a database cannot be reached.
+    """
+    from mns_consumer.sinks.database import DatabaseSinkConfig  # noqa: PLC0415  (it imports this module's users)
+
+    chosen: list[tuple[str, DatabaseSinkConfig]] = []
+    for name in names:
+        config = sinks.get(name)
+        if not isinstance(config, DatabaseSinkConfig) or config.status_table_name() is None:
+            raise ValueError(f"sink {name!r} is not a database sink with a status table")
+        chosen.append((name, config))
+    if not names:
+        chosen = [
+            (name, config)
+            for name, config in sinks.items()
+            if isinstance(config, DatabaseSinkConfig) and config.status_table_name() is not None
+        ]
+    results = []
+    for name, config in chosen:
+        hours = config.status_unknown_after_hours if older_than_hours is None else older_than_hours
+        sink = config.build(name)
+        sink.open()
+        try:
+            swept = sink.sweep_unknown(hours, batch_rows=batch_rows, now=now)
+        finally:
+            sink.close()
+        results.append(SweepResult(name, config.status_table_name() or "", hours, swept))
+    return results
