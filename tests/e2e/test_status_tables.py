@@ -193,3 +193,21 @@ def test_status_and_opt_out_tables_show_what_mns_push_and_backfill_reported(
 
     # Then only the unanswered send is unknown, and everything else is as it was
     assert _status(engine) == {**EXPECTED, NO_REPORT: ("unknown", None, None, 1)}
+
+
+def test_status_sweep_names_a_sink_without_a_status_table_and_exits_2(tmp_path: Path) -> None:
+    """--sink of a file sink, or of a database sink with status_table: false, is a usage error."""
+    config = {
+        "sinks": {
+            "archive": {"type": "file", "path": str(tmp_path / "out.jsonl")},
+            "plain": {"type": "database", "url": f"sqlite:///{tmp_path / 'r.db'}", "status_table": False},
+        },
+        "dead_letter": {"type": "file", "path": str(tmp_path / "dead.jsonl")},
+    }
+    path = write_config(tmp_path / "config.yaml", config)
+    for name in ("archive", "plain", "missing"):
+        result = _run("status sweep", path, "--sink", name)
+        assert result.returncode == 2, result.stderr
+        assert f"--sink: sink {name!r} is not a database sink with a status table" in result.stderr
+    result = _run("status sweep", path)
+    assert (result.returncode, result.stdout.strip()) == (EXIT_OK, "no database sink has a status table")
