@@ -55,6 +55,9 @@ DEFAULT_SWEEP_BATCH_ROWS: Final = 1000
 DECIDED_BY_LENGTH: Final = 200
 """Length of ``decided_by``: 32 characters of prefix, an outcome class and a 128-character error code."""
 
+DEST_CODE_LENGTH: Final = 64
+"""Length of the opt-out table's ``dest_code`` (extension codes are a few digits); longer values are cut."""
+
 _STATE_OF: Final[Mapping[str, State]] = {
     "delivered": "delivered",
     "failed": "failed",
@@ -244,10 +247,13 @@ def opt_out_update(receipt: Receipt) -> OptOutUpdate | None:
     if receipt.kind != "reply" or receipt.opt_out is not True or not receipt.phone_number:
         return None
     dest_code = receipt.extra.get("dest_code")
+    # dest_code comes from extra, which no column limit checked: kept to what the key column holds, so an
+    # odd value can never make the receipts' transaction fail.
+    code = "" if dest_code is None else str(dest_code).replace("\x00", "").strip()[:DEST_CODE_LENGTH]
     return OptOutUpdate(
         phone_number=receipt.phone_number,
         sign_name=receipt.sign_name or "",
-        dest_code="" if dest_code is None else str(dest_code).strip(),
+        dest_code=code,
         first_seen_at=receipt.sent_at,
         last_seen_at=receipt.sent_at,
         replies=1,
@@ -312,7 +318,7 @@ def opt_out_table(metadata: sa.MetaData, name: str, time_type: sa.types.TypeEngi
         metadata,
         sa.Column("phone_number", sa.String(32), nullable=False),
         sa.Column("sign_name", sa.String(255), nullable=False, server_default=""),
-        sa.Column("dest_code", sa.String(64), nullable=False, server_default=""),
+        sa.Column("dest_code", sa.String(DEST_CODE_LENGTH), nullable=False, server_default=""),
         sa.Column("first_seen_at", time_type),
         sa.Column("last_seen_at", time_type),
         sa.Column("replies", sa.Integer(), nullable=False),

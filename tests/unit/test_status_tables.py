@@ -45,6 +45,9 @@ def test_report_statuses_map_to_states_and_other_receipts_contribute_nothing() -
     update = opt_out_update(make_opt_out(1, sign_name=None, dest_code="77"))
     assert update is not None
     assert (update.sign_name, update.dest_code, update.replies) == ("", "77", 1)
+    odd = opt_out_update(dataclasses.replace(make_opt_out(1), extra={"dest_code": "9\x00" * 100}))
+    assert odd is not None
+    assert odd.dest_code == "9" * 64
 
 
 _reports = st.lists(
