@@ -610,6 +610,8 @@ class DatabaseSink:
         self._outcome_columns: tuple[str, ...] = OUTCOME_COLUMNS
         self._status_table, self._opt_out_table = self._projection_tables()
         self._sqlite_projection_sql: dict[str, tuple[str, list[str], dict[str, Any]]] = {}
+        self._upserts: dict[str, sa.Insert] = {}
+        self._lookups: dict[bool, sa.Select[Any]] = {}
 
     def __repr__(self) -> str:
         return f"DatabaseSink(name={self.name!r}, url={self.config.display_url!r}, table={self.config.table!r})"
@@ -1224,14 +1226,17 @@ class DatabaseSink:
     def _stored_among(self, connection: sa.Connection, keys: Sequence[str], *, inserted_here: bool = False) -> set[str]:
         """Which of ``keys`` the table holds, as this transaction sees it (PostgreSQL: ``inserted_here``,
         only the rows this transaction inserted)."""
-        column = self._table.c.dedupe_key
-        found: set[str] = set()
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            query = sa.select(column).where(column.in_(keys[start : start + _LOOKUP_CHUNK]))
+        query = self._lookups.get(inserted_here)
+        if query is None:
+            column = self._table.c.dedupe_key
+            query = sa.select(column).where(column.in_(sa.bindparam("keys", expanding=True)))
             if inserted_here:
                 # xmin is 32 bits; txid_current() (any PostgreSQL version) carries the epoch above them.
                 query = query.where(sa.text("xmin::text::bigint = txid_current() % 4294967296"))
-            found.update(connection.execute(query).scalars())
+            self._lookups[inserted_here] = query
+        found: set[str] = set()
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            found.update(connection.execute(query, {"keys": list(keys[start : start + _LOOKUP_CHUNK])}).scalars())
         return found
 
     def _project(self, connection: sa.Connection, contributions: Sequence[_Contribution]) -> None:
@@ -1241,12 +1246,17 @@ class DatabaseSink:
         if self._status_table is not None:
             statuses = fold(status for status, _ in contributions)
             if statuses:
-                statement = status_upsert(self._status_table, self._backend, utc_now())
+                # Built once: constructing the CASE expressions took a third of a 16-receipt write.
+                statement = self._upserts.get("status")
+                if statement is None:
+                    statement = self._upserts["status"] = status_upsert(self._status_table, self._backend, utc_now())
                 connection.execute(statement, [status.as_row() for status in statuses])
         if self._opt_out_table is not None:
             opt_outs = fold(opt_out for _, opt_out in contributions)
             if opt_outs:
-                statement = opt_out_upsert(self._opt_out_table, self._backend, utc_now())
+                statement = self._upserts.get("opt_out")
+                if statement is None:
+                    statement = self._upserts["opt_out"] = opt_out_upsert(self._opt_out_table, self._backend, utc_now())
                 connection.execute(statement, [opt_out.as_row() for opt_out in opt_outs])
 
     def _sqlite_projection(self, engine: Engine, wanted: _Projections) -> Projection:
