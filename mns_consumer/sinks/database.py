@@ -50,6 +50,10 @@ COLUMN``, nullable, so no rewrite of existing rows on any backend; rows stored b
 with ``create_table: false`` it writes without them and logs ``sink.database.columns_missing`` once
 at start with the statements to run.
 
+Beside it the sink keeps, unless turned off, a status table (``<table>_status``, one row per sent
+message and its state) and an opt-out table (``<table>_opt_outs``), written in the same transaction
+for the receipts that transaction inserted: :mod:`~mns_consumer.sinks.status_tables`.
+
 Index names are ``ix_<table>_<column>``, the unique constraint ``uq_<table>_dedupe_key``. Times are
 stored as instants: the original UTC offset is not kept (``raw`` keeps the body as received), and
 they read back as UTC-aware datetimes. On MySQL the session time zone is set to UTC so ``stored_at``
