@@ -5,7 +5,9 @@ Run with ``make bench`` or::
     .venv/bin/python bench/sink_bench.py [--receipts 20000] [--only file,sqlite]
 
 ``sqlite-ckpt1000`` is the SQLite sink with ``wal_autocheckpoint_pages: 1000`` (SQLite's own default)
-beside the sink's default of 10000, to show what the larger checkpoints buy.
+beside the sink's default of 10000, to show what the larger checkpoints buy. Any database kind with
+``-nostatus`` appended (``sqlite-nostatus``, ``postgresql-nostatus``) runs without the status and
+opt-out tables, to show what they cost (every receipt here is a new message's delivery report).
 
 Targets (issue 3): file >= 20,000/s with an fsync per batch of 256, SQLite >= 10,000/s,
 PostgreSQL >= 5,000/s, webhook to a local receiver >= 2,000/s. Absolute figures drift on shared
@@ -38,6 +40,9 @@ TARGETS = {
     "file": 20000,
     "sqlite": 10000,
     "sqlite-ckpt1000": 10000,
+    "sqlite-nostatus": 10000,
+    "postgresql-nostatus": 5000,
+    "mariadb-nostatus": 5000,
     "postgresql": 5000,
     "mariadb": 5000,
     "webhook": 2000,
@@ -89,6 +94,16 @@ def reachable(port: int) -> bool:
 
 @contextmanager
 def sink_under_test(kind: str, folder: Path) -> Iterator[Sink | None]:
+    if kind.endswith("-nostatus"):
+        with _sink_under_test(kind.removesuffix("-nostatus"), folder, status_table=False, opt_out_table=False) as sink:
+            yield sink
+        return
+    with _sink_under_test(kind, folder) as sink:
+        yield sink
+
+
+@contextmanager
+def _sink_under_test(kind: str, folder: Path, **database: Any) -> Iterator[Sink | None]:
     config: dict[str, Any]
     if kind == "file":
         config = {"type": "file", "path": str(folder / "{message_type}.jsonl")}
@@ -117,6 +132,7 @@ def sink_under_test(kind: str, folder: Path) -> Iterator[Sink | None]:
         return
     else:
         raise ValueError(kind)
+    config.update(database)
     sink = parse_sink_config(config).build("bench")
     yield sink
     if kind in ("postgresql", "mariadb"):
@@ -128,7 +144,8 @@ def drop_table(url: str) -> None:
 
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as connection:
-        connection.execute(sqlalchemy.text("DROP TABLE IF EXISTS bench_receipts"))
+        for table in ("bench_receipts", "bench_receipts_status", "bench_receipts_opt_outs"):
+            connection.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {table}"))
     engine.dispose()
 
 
@@ -155,11 +172,11 @@ def main() -> None:
         os.environ.pop(name, None)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(f"sink write throughput, receipts/s ({os.cpu_count()} cores, one process)")
-    print(f"{'sink':<16} {'batch 16':>10} {'batch 256':>10} {'target':>8} {'256/target':>11}")
+    print(f"{'sink':<20} {'batch 16':>10} {'batch 256':>10} {'target':>8} {'256/target':>11}")
     for kind in args.only.split(","):
         with tempfile.TemporaryDirectory() as folder, sink_under_test(kind, Path(folder)) as sink:
             if sink is None:
-                print(f"{kind:<16} {'skipped: server not reachable':>41}")
+                print(f"{kind:<20} {'skipped: server not reachable':>41}")
                 continue
             sink.open()
             try:
@@ -168,7 +185,7 @@ def main() -> None:
                 sink.close()
         target = TARGETS[kind]
         ratio = f"{rates[256] / target:.2f}x" if target else "-"
-        print(f"{kind:<16} {rates[16]:>10,.0f} {rates[256]:>10,.0f} {target:>8,} {ratio:>11}")
+        print(f"{kind:<20} {rates[16]:>10,.0f} {rates[256]:>10,.0f} {target:>8,} {ratio:>11}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -15,7 +16,7 @@ import click
 
 from mns_consumer import __version__
 from mns_consumer.emulator.cli_options import service_options, service_settings
-from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_KILLED, EXIT_OK, EXIT_USAGE
+from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_KILLED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     from mns_consumer.config import Config
@@ -612,6 +613,84 @@ def replay(letters_file: Path, config_file: Path, remaining: Path | None) -> Non
         click.echo(f"wrote {len(report.remaining)} remaining letter(s) to {remaining}", err=True)
     click.echo(report.summary())
     sys.exit(EXIT_OK if not report.remaining else EXIT_FAILURE)
+
+
+@main.group(
+    "status",
+    epilog="""\b
+Examples:
+  mns-consumer status sweep --config /etc/mns-consumer/config.yaml
+  mns-consumer status sweep --config config.yaml --sink db --older-than-hours 72
+""",
+)
+def status() -> None:
+    """The database sinks' status table (one row per sent message)."""
+
+
+@status.command(
+    "sweep",
+    epilog="""\b
+Examples:
+  mns-consumer status sweep --config /etc/mns-consumer/config.yaml
+  mns-consumer status sweep --config config.yaml --sink db --older-than-hours 72
+\b
+Run it from a timer (systemd timer, Kubernetes CronJob) every 10 minutes or so; several at once are harmless.
+""",
+)
+@_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG).")
+@click.option("--sink", "sink_names", multiple=True, help="Sweep this database sink (repeatable); default: all.")
+@click.option(
+    "--older-than-hours",
+    type=click.FloatRange(min=0, min_open=False),
+    help="Age past which pending becomes unknown, hours (default: each sink's status_unknown_after_hours, 72).",
+)
+@click.option(
+    "--batch-rows", default=1000, show_default=True, type=click.IntRange(1, 100000), help="Rows per transaction."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def status_sweep(
+    config_file: Path, sink_names: tuple[str, ...], older_than_hours: float | None, batch_rows: int, as_json: bool
+) -> None:
+    """Mark messages with no final report long after sending as unknown in the status tables.
+
+    A status row still pending status_unknown_after_hours (72) after its send time becomes unknown, as
+    Alibaba's console shows it; a final report arriving later still moves it to delivered or failed.
+    Exits 0 when every sink was swept, 2 on a bad configuration or --sink, 4 when a database is unavailable.
+    """
+    from mns_consumer.config import load_config
+    from mns_consumer.errors import ConfigError, SinkUnavailable
+    from mns_consumer.sinks.status_tables import sweep_configured_sinks
+
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    _configure_logging(config, config_file)
+    try:
+        results = sweep_configured_sinks(
+            config.sinks, sink_names, older_than_hours=older_than_hours, batch_rows=batch_rows
+        )
+    except ValueError as exc:
+        click.echo(f"error: {config_file}: --sink: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except SinkUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    if as_json:
+        click.echo(json.dumps({"swept": [dataclasses.asdict(result) for result in results]}))
+    else:
+        for result in results:
+            click.echo(
+                f"{result.sink}: {result.swept} message(s) pending for more than {result.older_than_hours:g} h "
+                f"marked unknown in {result.table}"
+            )
+        if not results:
+            click.echo("no database sink has a status table")
+    sys.exit(EXIT_OK)
 
 
 @main.command(

@@ -274,6 +274,10 @@ class DemoSummary:
         seed: The seed of the sample receipts.
         metrics_url: Where the metrics were served.
         dead_letter_reasons: Dead letters by (shortened) reason.
+        delivery: Messages per outcome class (state for messages without one), read from the SQLite
+            status table: one row per sent message, whatever number of reports it had.
+        opt_outs: Numbers (per sign and extension code) that replied with an unsubscribe keyword, and
+            their replies, read from the SQLite opt-out table.
     """
 
     tallies: list[QueueTally]
@@ -284,6 +288,24 @@ class DemoSummary:
     seed: int
     metrics_url: str | None
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    delivery: Counter[str] = field(default_factory=Counter)
+    opt_outs: tuple[int, int] = (0, 0)
+
+    def delivery_to_dict(self) -> dict[str, object]:
+        """Messages, the delivered share and each class's count and share (what ``--json`` prints)."""
+        messages = sum(self.delivery.values())
+
+        def percent(count: int) -> float:
+            return round(100.0 * count / messages, 1) if messages else 0.0
+
+        return {
+            "table": "sms_receipts_status",
+            "messages": messages,
+            "delivered_percent": percent(self.delivery["delivered"]),
+            "by_class": {
+                name: {"messages": count, "percent": percent(count)} for name, count in self.delivery.most_common()
+            },
+        }
 
     def sample_commands(self) -> dict[str, str]:
         """The sample query as SQL, as a ``sqlite3`` command line and as a Python one-liner."""
@@ -313,6 +335,8 @@ class DemoSummary:
             "queues": [tally.to_dict() for tally in self.tallies],
             "totals": totals,
             "dead_letter_reasons": dict(self.dead_letter_reasons.most_common()),
+            "delivery": self.delivery_to_dict(),
+            "opt_outs": {"table": "sms_receipts_opt_outs", "numbers": self.opt_outs[0], "replies": self.opt_outs[1]},
             "paths": {
                 "data_dir": str(self.paths.data_dir),
                 "sqlite": str(self.paths.sqlite),
@@ -339,6 +363,8 @@ class DemoSummary:
             for t in self.tallies
             if 0 < t.rows < t.stored
         )
+        lines.append("")
+        lines.extend(self._delivery_lines())
         lines.append("")
         lines.extend(self._dead_letter_lines())
         lines.append("")
@@ -368,6 +394,26 @@ class DemoSummary:
 
         rule = "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))
         return [line(header), rule, *(line(row) for row in rows[:-1]), rule, line(rows[-1])]
+
+    def _delivery_lines(self) -> list[str]:
+        delivery = self.delivery_to_dict()
+        if not delivery["messages"]:
+            return ["Delivery: no SmsReport stored."]
+        lines = [
+            f"Delivery by outcome class (table sms_receipts_status, one row per message): {delivery['messages']} "
+            f"messages, {delivery['delivered_percent']}% delivered"
+        ]
+        by_class: dict[str, dict[str, Any]] = delivery["by_class"]  # type: ignore[assignment]
+        width = max(len(name) for name in by_class)
+        lines.extend(
+            f"  {name:<{width}}  {entry['messages']:>5}  {entry['percent']:>5.1f}%" for name, entry in by_class.items()
+        )
+        numbers, replies = self.opt_outs
+        lines.append(
+            f"Opt-outs (table sms_receipts_opt_outs): {numbers} number(s) replied with an unsubscribe keyword "
+            f"({replies} replies)"
+        )
+        return lines
 
     def _dead_letter_lines(self) -> list[str]:
         total = sum(self.dead_letter_reasons.values())
@@ -681,6 +727,20 @@ def _sqlite_rows(path: Path) -> dict[str, int]:
     return {str(queue): int(count) for queue, count in rows}
 
 
+def _sqlite_delivery(path: Path) -> tuple[Counter[str], tuple[int, int]]:
+    """Messages per outcome class (or state) and the opt-outs, from the SQLite status and opt-out tables."""
+    if not path.exists():
+        return Counter(), (0, 0)
+    with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as database:
+        classes = database.execute(
+            "SELECT COALESCE(outcome_class, state), COUNT(*) FROM sms_receipts_status GROUP BY 1"
+        ).fetchall()
+        numbers, replies = database.execute(
+            "SELECT COUNT(*), COALESCE(SUM(replies), 0) FROM sms_receipts_opt_outs"
+        ).fetchone()
+    return Counter({str(name): int(count) for name, count in classes}), (int(numbers), int(replies))
+
+
 def _dead_letter_reasons(path: Path) -> Counter[str]:
     reasons: Counter[str] = Counter()
     if path.exists():
@@ -815,6 +875,7 @@ def _summarize(
     watch: _Watch, paths: DemoPaths, options: DemoOptions, *, drained: bool, seconds: float, metrics_url: str | None
 ) -> DemoSummary:
     rows = _sqlite_rows(paths.sqlite)
+    delivery, opt_outs = _sqlite_delivery(paths.sqlite)
     for tally in watch.tallies:
         tally.rows = rows.get(tally.queue_name, 0)
         tally.jsonl_lines = _count_lines(paths.jsonl[tally.message_type])
@@ -827,6 +888,8 @@ def _summarize(
         seed=options.seed,
         metrics_url=metrics_url,
         dead_letter_reasons=_dead_letter_reasons(paths.dead_letter),
+        delivery=delivery,
+        opt_outs=opt_outs,
     )
 
 

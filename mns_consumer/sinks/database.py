@@ -50,6 +50,10 @@ COLUMN``, nullable, so no rewrite of existing rows on any backend; rows stored b
 with ``create_table: false`` it writes without them and logs ``sink.database.columns_missing`` once
 at start with the statements to run.
 
+Beside it the sink keeps, unless turned off, a status table (``<table>_status``, one row per sent
+message and its state) and an opt-out table (``<table>_opt_outs``), written in the same transaction
+for the receipts that transaction inserted: :mod:`~mns_consumer.sinks.status_tables`.
+
 Index names are ``ix_<table>_<column>``, the unique constraint ``uq_<table>_dedupe_key``. Times are
 stored as instants: the original UTC offset is not kept (``raw`` keeps the body as received), and
 they read back as UTC-aware datetimes. On MySQL the session time zone is set to UTC so ``stored_at``
@@ -90,7 +94,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
@@ -109,7 +113,7 @@ from mns_consumer.files import check_can_create_in, create_private_file, describ
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
 from mns_consumer.sinks.call_deadline import CallDeadlines, DeadlinePassed
-from mns_consumer.sinks.sqlite_writer import SqliteWriterProcess, WriterFailed
+from mns_consumer.sinks.sqlite_writer import Projection, SqliteWriterProcess, WriterFailed, run_insert
 
 log = structlog.get_logger(__name__)
 
@@ -308,6 +312,29 @@ class DatabaseSinkConfig(SinkConfig):
         "itself. Default: true.",
     )
 
+    status_table: str | bool | None = Field(
+        default=True,
+        description="The status table: one row per sent message (biz_id, phone_number) with its current state "
+        "(pending, delivered, failed, unknown), written in the receipts' transaction. true names it "
+        "<table>_status; a name (lower-case letters, digits and _, at most 40 characters) chooses it; false or "
+        "null turns it off. Default: true.",
+    )
+    opt_out_table: str | bool | None = Field(
+        default=True,
+        description="The opt-out table: one row per (phone_number, sign_name, dest_code) that replied with an "
+        "unsubscribe keyword, written in the receipts' transaction. true names it <table>_opt_outs; a name "
+        "chooses it; false or null turns it off. Default: true.",
+    )
+
+    status_unknown_after_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 365,
+        description="Hours after sending past which `mns-consumer status sweep` marks a status row still pending "
+        "as unknown (Alibaba's console does the same at 72 hours); a later final report still decides it. "
+        "Default: 72.",
+    )
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: DatabaseUrl) -> DatabaseUrl:
@@ -331,6 +358,24 @@ class DatabaseSinkConfig(SinkConfig):
         if not TABLE_NAME_PATTERN.fullmatch(value):
             raise ValueError("must be lower-case letters, digits and _, not start with a digit, at most 40 characters")
         return value
+
+    @field_validator("status_table", "opt_out_table")
+    @classmethod
+    def _check_projection_table(cls, value: str | bool | None) -> str | bool | None:
+        if isinstance(value, str) and not TABLE_NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                "must be true, false, or a table name of lower-case letters, digits and _, not starting with a "
+                "digit, at most 40 characters"
+            )
+        return value
+
+    def status_table_name(self) -> str | None:
+        """The status table's name, or None when it is turned off."""
+        return _projection_name(self.status_table, f"{self.table}_status")
+
+    def opt_out_table_name(self) -> str | None:
+        """The opt-out table's name, or None when it is turned off."""
+        return _projection_name(self.opt_out_table, f"{self.table}_opt_outs")
 
     @field_serializer("url", when_used="json")
     def _serialize_url(self, value: DatabaseUrl) -> str:
@@ -363,6 +408,12 @@ class DatabaseSinkConfig(SinkConfig):
             name: The sink's name in the configuration (``sinks.<name>``).
         """
         return DatabaseSink(name, self)
+
+
+def _projection_name(setting: str | bool | None, default: str) -> str | None:
+    if isinstance(setting, str):
+        return setting
+    return default if setting else None
 
 
 def _backend_name(url: URL) -> str:
@@ -507,6 +558,24 @@ def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: st
     )
 
 
+_Contribution: TypeAlias = tuple[Any, Any]
+"""A receipt's (StatusUpdate | None, OptOutUpdate | None) (:mod:`~mns_consumer.sinks.status_tables`)."""
+_Projections: TypeAlias = dict[str, _Contribution]
+"""Dedupe key -> what that receipt contributes to the status and opt-out tables."""
+
+
+def _sqlite_values(row: Mapping[str, Any], order: Sequence[str], constants: Mapping[str, Any]) -> tuple[Any, ...]:
+    """An upsert's parameters in SQLite's positional order: the row's values (times as SQLite text), then constants."""
+    values = []
+    for name in order:
+        if name in row:
+            value = row[name]
+            values.append(sqlite_utc_text(value) if isinstance(value, datetime) else value)
+        else:
+            values.append(constants[name])
+    return tuple(values)
+
+
 _DriverStatement: TypeAlias = tuple[str, Callable[[dict[str, Any]], Any], list[tuple[int, Callable[[Any], Any]]]]
 """The compiled SQLite insert: its SQL, what reads a row's values in parameter order, and the bind
 processing of the columns that have any (by position)."""
@@ -543,6 +612,10 @@ class DatabaseSink:
         self._driver_error: type[Exception] = Exception
         # The outcome columns the table has (all of them once created or upgraded by this sink).
         self._outcome_columns: tuple[str, ...] = OUTCOME_COLUMNS
+        self._status_table, self._opt_out_table = self._projection_tables()
+        self._sqlite_projection_sql: dict[str, tuple[str, list[str], dict[str, Any]]] = {}
+        self._upserts: dict[str, sa.Insert] = {}
+        self._lookups: dict[bool, sa.Select[Any]] = {}
 
     def __repr__(self) -> str:
         return f"DatabaseSink(name={self.name!r}, url={self.config.display_url!r}, table={self.config.table!r})"
@@ -603,14 +676,15 @@ class DatabaseSink:
         if self._engine is None:
             raise RuntimeError(f"database sink {self.name!r} is not open")
         rows, rejected = self._rows(batch)
+        projections = self._projections(batch, rows)
         if rows:
             try:
-                self._insert(self._engine, rows)
+                self._insert(self._engine, rows, projections)
             except _RefusedDataError as refused:
                 log.warning(
                     "sink.database.batch_refused", sink=self.name, rows=len(rows), error=str(refused), fallback="rows"
                 )
-                rejected.update(self._insert_one_by_one(self._engine, rows))
+                rejected.update(self._insert_one_by_one(self._engine, rows, projections))
         accepted = frozenset(row["dedupe_key"] for row in rows if row["dedupe_key"] not in rejected)
         return SinkResult(accepted=accepted, rejected=rejected)
 
@@ -896,22 +970,27 @@ class DatabaseSink:
                     "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), "
                     "time_zone = '+00:00'"
                 )
+                # InnoDB's default, stated: the status projection relies on one snapshot per transaction.
+                cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         finally:
             cursor.close()
 
     def _create_table(self, engine: Engine) -> None:
-        try:
-            with engine.begin() as connection:
-                self._table.create(connection, checkfirst=True)
-        except sa.exc.DBAPIError as exc:
-            if _is_unavailable(exc):
-                raise
-            # Another daemon may have created it between our check and our CREATE.
-            with engine.connect() as connection:
-                if not sa.inspect(connection).has_table(self.config.table):
+        for table in (self._table, self._status_table, self._opt_out_table):
+            if table is None:
+                continue
+            try:
+                with engine.begin() as connection:
+                    table.create(connection, checkfirst=True)
+            except sa.exc.DBAPIError as exc:
+                if _is_unavailable(exc):
                     raise
-        else:
-            log.info("sink.database.table_ready", sink=self.name, table=self.config.table)
+                # Another daemon may have created it between our check and our CREATE.
+                with engine.connect() as connection:
+                    if not sa.inspect(connection).has_table(table.name):
+                        raise
+            else:
+                log.info("sink.database.table_ready", sink=self.name, table=table.name)
 
     def _check_table(self, engine: Engine, *, upgrade: bool = True) -> None:
         table = self.config.table
@@ -948,12 +1027,41 @@ class DatabaseSink:
                 fix="; ".join(self._add_column_statements(engine.dialect, absent)),
             )
         self._outcome_columns = tuple(column for column in OUTCOME_COLUMNS if column not in absent)
+        self._check_projection_tables(engine)
         if ("dedupe_key",) not in unique_sets:
             raise ConfigError(
                 *where,
                 f"table {table!r} has no unique constraint on dedupe_key alone, so duplicates would be stored",
                 f"add UNIQUE (dedupe_key), named uq_{table}_dedupe_key",
             )
+
+    def _check_projection_tables(self, engine: Engine) -> None:
+        """A status or opt-out table that is missing (``create_table: false``) is not written, with a warning.
+
+        The receipts are what the daemon must not lose; the projections can be rebuilt from them, so
+        their absence is logged once at start with the statement to create them, and does not stop it.
+        """
+        with engine.connect() as connection:
+            inspector = sa.inspect(connection)
+            missing = [
+                table
+                for table in (self._status_table, self._opt_out_table)
+                if table is not None and not inspector.has_table(table.name)
+            ]
+        for table in missing:
+            create = str(sa.schema.CreateTable(table).compile(dialect=engine.dialect)).strip()
+            indexes = [str(sa.schema.CreateIndex(index).compile(dialect=engine.dialect)) for index in table.indexes]
+            log.warning(
+                "sink.database.table_missing",
+                sink=self.name,
+                table=table.name,
+                fix="; ".join([create, *indexes]),
+                setting=f"sinks.{self.name}.{'status_table' if table is self._status_table else 'opt_out_table'}",
+            )
+            if table is self._status_table:
+                self._status_table = None
+            else:
+                self._opt_out_table = None
 
     def _add_column_statements(self, dialect: Dialect, columns: Sequence[str]) -> list[str]:
         """``ALTER TABLE ... ADD COLUMN`` for each of ``columns``, in the dialect's own words."""
@@ -994,9 +1102,11 @@ class DatabaseSink:
         # One key order for every writer keeps concurrent transactions from locking rows in crossed order.
         return [rows[key] for key in sorted(rows)], rejected
 
-    def _insert(self, engine: Engine, rows: list[dict[str, Any]]) -> None:
+    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: _Projections | None = None) -> None:
+        projections = projections or {}
+        wanted = {row["dedupe_key"]: projections[row["dedupe_key"]] for row in rows if row["dedupe_key"] in projections}
         if self._writer is not None:
-            self._insert_by_writer(engine, self._writer, rows)
+            self._insert_by_writer(engine, self._writer, rows, wanted)
             return
         execute = self._driver_insert(engine) if self._backend == "sqlite" else self._core_insert()
         attempt = 0
@@ -1004,7 +1114,10 @@ class DatabaseSink:
             attempt += 1
             try:
                 with self._call(), self._availability(engine, data_refusals=True), engine.begin() as connection:
-                    execute(connection, rows)
+                    if wanted:
+                        self._insert_projecting(engine, connection, rows, wanted, execute)
+                    else:
+                        execute(connection, rows)
             except SinkUnavailable as exc:
                 cause = exc.__cause__
                 if attempt < _DEADLOCK_ATTEMPTS and isinstance(cause, sa.exc.DBAPIError) and _is_deadlock(cause):
@@ -1014,23 +1127,213 @@ class DatabaseSink:
                 raise
             return
 
-    def _insert_by_writer(self, engine: Engine, writer: SqliteWriterProcess, rows: list[dict[str, Any]]) -> None:
+    def _insert_by_writer(
+        self, engine: Engine, writer: SqliteWriterProcess, rows: list[dict[str, Any]], wanted: _Projections
+    ) -> None:
         sql, params = self._driver_params(engine, rows)
         try:
-            writer.execute(sql, params)
+            writer.execute(sql, params, self._sqlite_projection(engine, wanted) if wanted else None)
         except WriterFailed as exc:
             if exc.refused:
                 raise _RefusedDataError(exc) from exc
             raise SinkUnavailable(self.name, self._scrub(_describe(exc))) from exc
 
-    def _insert_one_by_one(self, engine: Engine, rows: list[dict[str, Any]]) -> dict[str, str]:
+    def _insert_one_by_one(
+        self, engine: Engine, rows: list[dict[str, Any]], projections: _Projections
+    ) -> dict[str, str]:
         rejected: dict[str, str] = {}
         for row in rows:
             try:
-                self._insert(engine, [row])
+                self._insert(engine, [row], projections)
             except _RefusedDataError as refused:
                 rejected[row["dedupe_key"]] = f"the database refused it: {refused}"
         return rejected
+
+    def _projection_tables(self) -> tuple[sa.Table | None, sa.Table | None]:
+        """The status and opt-out tables this sink writes, None where turned off."""
+        # Imported here: status_tables builds on this module's column types.
+        from mns_consumer.sinks import status_tables  # noqa: PLC0415
+
+        metadata = sa.MetaData()
+        status_name, opt_out_name = self.config.status_table_name(), self.config.opt_out_table_name()
+        status = None
+        if status_name is not None:
+            status = status_tables.status_table(metadata, status_name, UtcDateTime(), utc_now())
+        opt_out = None
+        if opt_out_name is not None:
+            opt_out = status_tables.opt_out_table(metadata, opt_out_name, UtcDateTime(), utc_now())
+        return status, opt_out
+
+    def _projections(self, batch: Sequence[Receipt], rows: list[dict[str, Any]]) -> _Projections:
+        """What each storable receipt of the batch contributes to the status and opt-out tables."""
+        if self._status_table is None and self._opt_out_table is None:
+            return {}
+        from mns_consumer.sinks.status_tables import opt_out_update, status_update  # noqa: PLC0415
+
+        storable = {row["dedupe_key"] for row in rows}
+        projections: _Projections = {}
+        for receipt in batch:
+            key = receipt.dedupe_key
+            if key not in storable or key in projections:
+                continue
+            status = status_update(receipt) if self._status_table is not None else None
+            opt_out = opt_out_update(receipt) if self._opt_out_table is not None else None
+            if status is not None or opt_out is not None:
+                projections[key] = (status, opt_out)
+        return projections
+
+    def _insert_projecting(
+        self,
+        engine: Engine,
+        connection: sa.Connection,
+        rows: list[dict[str, Any]],
+        wanted: _Projections,
+        execute: Callable[[sa.Connection, list[dict[str, Any]]], object],
+    ) -> None:
+        """Insert the receipts and, in the same transaction, project the ones this insert stored.
+
+        How each backend tells "stored now" from "stored before" (a redelivery must not count twice):
+        PostgreSQL looks the keys up among the rows whose ``xmin`` is this transaction's id (a row that
+        already existed keeps its own: ``ON CONFLICT DO NOTHING`` does not touch it); SQLite takes the
+        write lock first (``BEGIN IMMEDIATE``), so the keys absent before the insert are its own; MySQL
+        reads the keys twice in one REPEATABLE READ snapshot (set per session), before and after the
+        insert: a row another transaction committed meanwhile is invisible in the snapshot, so the keys
+        that appear are exactly the ones this transaction inserted.
+        """
+        if self._backend == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            projection = self._sqlite_projection(engine, wanted)
+            sql, params = self._driver_params(engine, rows)
+
+            def query(statement: str, values: tuple[Any, ...]) -> list[Any]:
+                return list(connection.exec_driver_sql(statement, values).all())
+
+            def execute_many(statement: str, values: list[tuple[Any, ...]]) -> object:
+                return connection.exec_driver_sql(statement, values)
+
+            run_insert(query, execute_many, sql, params, projection)
+            return
+        keys = list(wanted)
+        if self._backend == "postgresql":
+            # Not INSERT ... RETURNING: SQLAlchemy then sends one statement of every row's VALUES, which
+            # psycopg re-parses on each call, 3.5 times slower at 256 rows (bench/sink_bench.py).
+            execute(connection, rows)
+            inserted = self._stored_among(connection, keys, inserted_here=True)
+            new = [key for key in keys if key in inserted]
+        else:
+            before = self._stored_among(connection, keys)
+            execute(connection, rows)
+            after = self._stored_among(connection, keys)
+            new = [key for key in keys if key in after and key not in before]
+        self._project(connection, [wanted[key] for key in new])
+
+    def _stored_among(self, connection: sa.Connection, keys: Sequence[str], *, inserted_here: bool = False) -> set[str]:
+        """Which of ``keys`` the table holds, as this transaction sees it (PostgreSQL: ``inserted_here``,
+        only the rows this transaction inserted)."""
+        query = self._lookups.get(inserted_here)
+        if query is None:
+            column = self._table.c.dedupe_key
+            query = sa.select(column).where(column.in_(sa.bindparam("keys", expanding=True)))
+            if inserted_here:
+                # xmin is 32 bits; txid_current() (any PostgreSQL version) carries the epoch above them.
+                query = query.where(sa.text("xmin::text::bigint = txid_current() % 4294967296"))
+            self._lookups[inserted_here] = query
+        found: set[str] = set()
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            found.update(connection.execute(query, {"keys": list(keys[start : start + _LOOKUP_CHUNK])}).scalars())
+        return found
+
+    def _project(self, connection: sa.Connection, contributions: Sequence[_Contribution]) -> None:
+        """Upsert the status and opt-out rows of new receipts, folded per row and in key order."""
+        from mns_consumer.sinks.status_tables import fold, opt_out_upsert, status_upsert  # noqa: PLC0415
+
+        if self._status_table is not None:
+            statuses = fold(status for status, _ in contributions)
+            if statuses:
+                # Built once: constructing the CASE expressions took a third of a 16-receipt write.
+                statement = self._upserts.get("status")
+                if statement is None:
+                    statement = self._upserts["status"] = status_upsert(self._status_table, self._backend, utc_now())
+                connection.execute(statement, [status.as_row() for status in statuses])
+        if self._opt_out_table is not None:
+            opt_outs = fold(opt_out for _, opt_out in contributions)
+            if opt_outs:
+                statement = self._upserts.get("opt_out")
+                if statement is None:
+                    statement = self._upserts["opt_out"] = opt_out_upsert(self._opt_out_table, self._backend, utc_now())
+                connection.execute(statement, [opt_out.as_row() for opt_out in opt_outs])
+
+    def _sqlite_projection(self, engine: Engine, wanted: _Projections) -> Projection:
+        """The projection as SQLite driver statements (see :func:`~mns_consumer.sinks.sqlite_writer.run_insert`).
+
+        Contributions are not folded: SQLite runs each upsert row by row, and applying them one by
+        one leaves the same row as applying their fold.
+        """
+        from mns_consumer.sinks.status_tables import opt_out_upsert, status_upsert  # noqa: PLC0415
+
+        quoted = engine.dialect.identifier_preparer.quote(self.config.table)
+        lookup = f"SELECT dedupe_key FROM {quoted} WHERE dedupe_key IN ({{}})"  # noqa: S608  (checked name)
+        statements: list[tuple[str, list[tuple[str, tuple[Any, ...]]]]] = []
+        for index, table, upsert in ((0, self._status_table, status_upsert), (1, self._opt_out_table, opt_out_upsert)):
+            if table is None:
+                continue
+            pairs = [(key, part[index]) for key, part in sorted(wanted.items()) if part[index] is not None]
+            if not pairs:
+                continue
+            sql, order, constants = self._sqlite_projection_sql.get(table.name) or self._compile_sqlite_upsert(
+                engine,
+                table,
+                upsert(table, "sqlite", utc_now()),
+                list(pairs[0][1].as_row()),
+            )
+            statements.append(
+                (sql, [(key, _sqlite_values(update.as_row(), order, constants)) for key, update in pairs])
+            )
+        return lookup, statements
+
+    def _compile_sqlite_upsert(
+        self, engine: Engine, table: sa.Table, statement: sa.Insert, columns: list[str]
+    ) -> tuple[str, list[str], dict[str, Any]]:
+        compiled = statement.compile(dialect=engine.dialect, column_keys=columns)
+        order = list(compiled.positiontup or [])
+        constants = {name: value for name, value in compiled.params.items() if name not in table.c}
+        self._sqlite_projection_sql[table.name] = (str(compiled), order, constants)
+        return self._sqlite_projection_sql[table.name]
+
+    def sweep_unknown(self, older_than_hours: float, *, batch_rows: int = 1000, now: datetime | None = None) -> int:
+        """Mark status rows still ``pending`` ``older_than_hours`` after sending as ``unknown``.
+
+        Runs in transactions of at most ``batch_rows`` rows until none is left, so it never holds
+        many row locks at once; safe to run from several hosts at the same time.
+
+        Args:
+            older_than_hours: Age past which a message without a final report is ``unknown`` (72 on
+                Alibaba's console).
+            batch_rows: Rows changed per transaction.
+            now: The current time (UTC now when None).
+
+        Returns:
+            How many rows became ``unknown``; 0 when the status table is turned off.
+
+        Raises:
+            SinkUnavailable: If the database is unreachable, timed out or locked.
+            RuntimeError: If the sink is not open.
+        """
+        from mns_consumer.sinks.status_tables import sweep_statement  # noqa: PLC0415
+
+        if self._engine is None:
+            raise RuntimeError(f"database sink {self.name!r} is not open")
+        if self._status_table is None:
+            return 0
+        cutoff = (now or datetime.now(UTC)) - timedelta(hours=older_than_hours)
+        statement = sweep_statement(self._status_table, self._backend, cutoff, batch_rows, utc_now())
+        swept = 0
+        while True:
+            with self._call(), self._availability(self._engine), self._engine.begin() as connection:
+                changed = connection.execute(statement).rowcount
+            swept += changed
+            if changed < batch_rows:
+                return swept
 
     def _core_insert(self) -> Callable[[sa.Connection, list[dict[str, Any]]], object]:
         """The insert as SQLAlchemy Core executes it (PostgreSQL and MySQL batch it into multi-row VALUES)."""

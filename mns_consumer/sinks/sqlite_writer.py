@@ -9,8 +9,10 @@ statement, pragmas and commit, and answers once the commit (with its fsync) is d
 sink waits for that answer as it would for its own commit, so "accepted" still means "durable".
 
 Wire, over the child's stdin and stdout: the parent writes one frame per insert (a 4-byte
-little-endian length, then ``marshal.dumps((sql, rows))``, rows being tuples of str, int, float,
-bytes or None); the child answers ``b"\\x00"`` once committed, or ``b"\\x01"`` and a frame of JSON
+little-endian length, then ``marshal.dumps((sql, rows, projection))``, rows being tuples of str, int,
+float, bytes or None, and ``projection`` None or the statements that follow the insert in its
+transaction for the rows it inserted, as :func:`run_insert` takes them); the child answers
+``b"\\x00"`` once committed, or ``b"\\x01"`` and a frame of JSON
 ``{"kind": "refused" | "unavailable", "error": ...}`` after rolling back. The first frame the parent
 writes is the JSON list of pragmas to run on connecting. A child that dies, answers nonsense or does
 not answer within the timeout is killed; the insert reports the sink unavailable (nothing may be
@@ -30,8 +32,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import IO, Any, Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any, Final, TypeAlias
 
 from mns_consumer.files import create_private_file
 
@@ -54,6 +56,43 @@ class WriterFailed(Exception):  # noqa: N818  (the insert failed; the name says 
     def __init__(self, message: str, *, refused: bool = False) -> None:
         self.refused = refused
         super().__init__(message)
+
+
+Projection: TypeAlias = tuple[str, list[tuple[str, list[tuple[str, tuple[Any, ...]]]]]]
+"""What follows an insert in its transaction: the lookup of stored dedupe keys (SQL with ``{}`` where
+the ``?`` list goes), then statements, each with its (dedupe key, parameters) pairs, run only for the
+keys the insert stored (see :mod:`mns_consumer.sinks.status_tables`)."""
+
+_LOOKUP_CHUNK: Final = 500
+
+
+def run_insert(
+    query: Callable[[str, tuple[Any, ...]], Iterable[Sequence[Any]]],
+    execute_many: Callable[[str, list[tuple[Any, ...]]], object],
+    sql: str,
+    rows: list[tuple[Any, ...]],
+    projection: Projection | None,
+) -> None:
+    """Insert ``rows``, then run the projection's statements for the dedupe keys this insert stored.
+
+    Must run inside a transaction that holds SQLite's write lock from its start (``BEGIN IMMEDIATE``):
+    then no other writer can store a key between the lookup and the insert, and "not there before"
+    means "stored by this insert".
+    """
+    if projection is None:
+        execute_many(sql, rows)
+        return
+    lookup, statements = projection
+    keys = list(dict.fromkeys(key for _, pairs in statements for key, _ in pairs))
+    stored_before: set[Any] = set()
+    for start in range(0, len(keys), _LOOKUP_CHUNK):
+        chunk = tuple(keys[start : start + _LOOKUP_CHUNK])
+        stored_before.update(row[0] for row in query(lookup.format(",".join("?" * len(chunk))), chunk))
+    execute_many(sql, rows)
+    for statement, pairs in statements:
+        params = [values for key, values in pairs if key not in stored_before]
+        if params:
+            execute_many(statement, params)
 
 
 def plain_row(values: Sequence[Any]) -> tuple[Any, ...]:
@@ -99,18 +138,26 @@ class SqliteWriterProcess:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
 
-    def execute(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def execute(self, sql: str, rows: Sequence[Sequence[Any]], projection: Projection | None = None) -> None:
         """Insert ``rows`` with ``sql`` in one transaction and return once it is committed.
 
         Args:
             sql: The statement, with ``?`` placeholders.
             rows: Each row's values, already bound (str and bytes subclasses are sent as their base type).
+            projection: Statements run in the same transaction for the rows this insert stored
+                (:func:`run_insert`), their values bound likewise.
 
         Raises:
             WriterFailed: ``refused`` when SQLite refused the data; otherwise the writer or the database
                 is unavailable and nothing may be assumed stored.
         """
-        payload = marshal.dumps((sql, [plain_row(values) for values in rows]))
+        if projection is not None:
+            lookup, statements = projection
+            projection = (
+                lookup,
+                [(sql_, [(key, plain_row(values)) for key, values in pairs]) for sql_, pairs in statements],
+            )
+        payload = marshal.dumps((sql, [plain_row(values) for values in rows], projection))
         with self._lock:
             deadline = time.monotonic() + self.reply_timeout_seconds
             try:
@@ -224,10 +271,10 @@ def serve(path: str, stdin: IO[bytes], stdout: IO[bytes]) -> int:
         for pragma in json.loads(setup):
             connection.execute(pragma)
         while (frame := _read_frame(stdin)) is not None:
-            sql, rows = marshal.loads(frame)  # noqa: S302  (from our own parent, over a private pipe)
+            sql, rows, projection = marshal.loads(frame)  # noqa: S302  (from our own parent, over a private pipe)
             try:
                 connection.execute("BEGIN IMMEDIATE")
-                connection.executemany(sql, rows)
+                run_insert(_query(connection), connection.executemany, sql, rows, projection)
                 connection.execute("COMMIT")
             except sqlite3.Error as exc:
                 if connection.in_transaction:
@@ -243,6 +290,13 @@ def serve(path: str, stdin: IO[bytes], stdout: IO[bytes]) -> int:
     finally:
         connection.close()
     return 0
+
+
+def _query(connection: sqlite3.Connection) -> Callable[[str, tuple[Any, ...]], Iterable[Sequence[Any]]]:
+    def query(sql: str, params: tuple[Any, ...]) -> list[Any]:
+        return connection.execute(sql, params).fetchall()
+
+    return query
 
 
 if __name__ == "__main__":

@@ -189,3 +189,26 @@ def test_demo_refuses_a_folder_holding_foreign_files_with_exit_2(tmp_path: Path)
     assert MARKER_NAME in run.stderr
     assert sorted(p.name for p in data_dir.iterdir()) == ["receipts.db"]
     assert (data_dir / "receipts.db").read_text(encoding="utf-8") == "not the demo's"
+
+
+def test_demo_summary_gives_delivery_by_class_and_opt_outs_from_the_status_tables(
+    demo_run: tuple[DemoRun, Path],
+) -> None:
+    """Messages per outcome class and opt-outs agree with the archived receipts: one per message, one per number."""
+    run, _ = demo_run
+    summary = run.summary
+    paths = summary["paths"]["jsonl"]
+    reports = [json.loads(line) for line in Path(paths["SmsReport"]).read_text(encoding="utf-8").splitlines() if line]
+    per_message = {(report["biz_id"], report["phone_number"]): report["outcome_class"] for report in reports}
+    classes = Counter(per_message.values())
+    delivery = summary["delivery"]
+    assert {name: entry["messages"] for name, entry in delivery["by_class"].items()} == dict(classes)
+    assert delivery["messages"] == len(per_message)
+    assert delivery["delivered_percent"] == round(100.0 * classes["delivered"] / len(per_message), 1)
+    assert len(set(classes) - {"delivered"}) >= 2, "the seeded reports should fail in several classes"
+    replies = [json.loads(line) for line in Path(paths["SmsUp"]).read_text(encoding="utf-8").splitlines() if line]
+    opted_out = [reply for reply in replies if reply["opt_out"]]
+    numbers = {(r["phone_number"], r["sign_name"] or "", str(r["extra"]["dest_code"])) for r in opted_out}
+    assert summary["opt_outs"]["numbers"] == len(numbers) > 0
+    assert summary["opt_outs"]["replies"] == len(opted_out)
+    assert f"{len(per_message)} messages, {delivery['delivered_percent']}% delivered" in run.stdout

@@ -92,6 +92,10 @@ class DatabaseEnv:
         """Release everything the environment made."""
         raise NotImplementedError
 
+    def projection_tables(self) -> tuple[str, str]:
+        """The default names of the sink's status and opt-out tables, unique with the receipts table."""
+        return (f"{self.table}_status", f"{self.table}_opt_outs")
+
     def drop_table(self, name: str | None = None) -> None:
         """Drop a table of this environment if it exists (by default the sink's)."""
         with self.admin.begin() as connection:
@@ -167,9 +171,11 @@ class ServerEnv(DatabaseEnv):
         self.proxy.forward()
 
     def close(self) -> None:
-        """Stop the proxy and drop the environment's table."""
+        """Stop the proxy and drop the environment's tables (receipts, status and opt-outs)."""
         self.proxy.stop()
         try:
+            for name in self.projection_tables():
+                self.drop_table(name)
             self.drop_table()
         finally:
             self.admin.dispose()
