@@ -146,6 +146,7 @@ def clean_env() -> dict[str, str]:
 
 
 def free_port() -> int:
+    """A port free right now on loopback (the daemons' HTTP and push listeners; 9464 may be taken)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -206,6 +207,7 @@ class EmulatorProcess:
         self.queues: dict[str, str] = self.described["queues"]
 
     def close(self) -> None:
+        """Stop the emulator and release its pipes."""
         self.admin.close()
         self.process.terminate()
         self.process.wait(timeout=30)
@@ -477,6 +479,7 @@ def take_sample(
     metrics_url: str,
     previous: dict[str, float],
 ) -> dict[str, float | str]:
+    """One row: the watched daemon's RSS, FDs, threads and lag, and the deletions since the last row."""
     now = time.monotonic()
     deleted = emulator.deleted_since_last()
     interval = now - previous.get("at", began)
@@ -536,6 +539,7 @@ def daemon_config(emulator: EmulatorProcess, folder: Path, sink_url: str, table:
 
 
 def wait_for(condition: Callable[[], bool], deadline_seconds: float) -> bool:
+    """Poll ``condition`` once a second; False if it still fails after the deadline."""
     deadline = time.monotonic() + deadline_seconds
     while not condition():
         if time.monotonic() > deadline:
@@ -693,10 +697,12 @@ def drain_and_verify(
 
 
 def numeric(samples: list[dict[str, float | str]], key: str) -> list[float]:
+    """The values of one series, skipping samples where it failed (a scrape refused during a fault)."""
     return [float(s[key]) for s in samples if isinstance(s[key], float)]
 
 
 def phase(samples: list[dict[str, float | str]], start: float, end: float) -> list[dict[str, float | str]]:
+    """The samples taken in [start, end) s."""
     return [s for s in samples if start <= float(s["t"]) < end]
 
 
@@ -773,6 +779,7 @@ def summarise(
     seeder: Seeder,
     pusher: Pusher,
 ) -> dict[str, Any]:
+    """The headline figures of the report: RSS, FDs, threads, throughput, faults survived."""
     rss = numeric(samples, "rss_mb")
     post_warmup = phase(samples, 0.10 * settings.seconds, settings.seconds + 1)
     throughput = numeric(post_warmup, "deleted_per_second")
@@ -835,6 +842,7 @@ def write_report(result: SoakResult, out: Path, plot: bool = True) -> list[Path]
 
 
 def markdown(result: SoakResult) -> str:
+    """The report as markdown: headline figures, one row per fault, one row per check."""
     s, v = result.summary, result.verification
     lines = [
         f"# Soak: {result.settings['minutes']:g} minutes, {'PASSED' if not result.failures else 'FAILED'}",
@@ -908,6 +916,7 @@ def plot_png(result: SoakResult, path: Path) -> Path:
 
 
 def main() -> None:
+    """``make soak``: run, write the report, exit 1 if any bound was broken."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_minutes = float(os.environ.get("SOAK_MINUTES", "30"))
     parser.add_argument(
