@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install lint format test demo docs emulator bench fuzz clean
+.PHONY: install lint format test demo docs emulator bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ fuzz: $(STAMP)
 	done; \
 	$(PY) -c "from tests.fuzz.checks import remove_stale_scratch; remove_stale_scratch()"; \
 	exit $$status
+
+# Hours-long leak and recovery check, not part of `make test` (which runs a 2-minute form of it).
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	$(PY) -m pip install $(PIP_QUIET) --group soak 2>&1 | grep -v "is ignored" || true
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES) --out build/soak
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist
