@@ -143,6 +143,8 @@ class Poller:
         self._can_extend = settings.extend_visibility
         self._done = threading.Event()
         self._receive_ages: dict[int, float] = {}
+        self._undispatched = 0
+        """Batches received and not yet through the sinks (waiting for the dispatcher, or being written)."""
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -335,8 +337,14 @@ class Poller:
         return 0
 
     def _room_for_more(self) -> bool:
-        """Whether another receiver would help: a batch's worth of budget free and the dispatcher keeping up."""
-        return self.budget.available() >= self.settings.batch_size and self._to_dispatch.qsize() <= self.control.target
+        """Whether another receiver would help: a batch's worth of budget free and the sinks keeping up.
+
+        The sinks keep up while no more batches wait for (or are in) the dispatcher than receivers run:
+        a slow or stalled sink stops the growth at once, before more batches pile up behind it.
+        """
+        with self._in_flight_lock:
+            undispatched = self._undispatched
+        return self.budget.available() >= self.settings.batch_size and undispatched < self.control.target
 
     def _acquire_slot(self, index: int) -> bool:
         slot = self._slots[index]
@@ -436,6 +444,7 @@ class Poller:
         )
         with self._in_flight_lock:
             self._in_flight[batch_id] = batch
+            self._undispatched += 1
         self.events.batch_received(
             self.settings.queue_name,
             self.settings.message_type,
@@ -459,7 +468,10 @@ class Poller:
     def _dispatch_loop(self) -> None:
         try:
             while batches := self._next_batches():
-                if self.abandon.is_set() or not self._store(batches):
+                stored = not self.abandon.is_set() and self._store(batches)
+                with self._in_flight_lock:
+                    self._undispatched -= len(batches)
+                if not stored:
                     for batch in batches:
                         self._drop(batch)
                     continue

@@ -477,7 +477,7 @@ class Supervisor:
             self.dead_letter.close()
 
     def _finish(self, started: float) -> int:
-        names = ["received", "deleted", "dead_lettered", "decode_failed", "rejected", "delete_failed"]
+        names = ["received", "deleted", "dead_lettered", "decode_failed", "rejected", "delete_failed", "throttled"]
         if self.config.push is not None:
             names += ["push_accepted", "push_rejected", "push_settled"]
         totals = {name: self.events.total(name) for name in names}

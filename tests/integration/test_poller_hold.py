@@ -41,9 +41,7 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 def emulator(make_emulator: Callable[..., Emulator]) -> Emulator:
     """An emulator whose flow limiter enforces the abnormal-consumption rules, and which accepts requests
     dated by the real clock however far its own clock is moved."""
-    return make_emulator(
-        queues={"SmsReport": QUEUE}, flow_limits=FlowLimits(), max_clock_skew_seconds=24 * 3600.0
-    )
+    return make_emulator(queues={"SmsReport": QUEUE}, flow_limits=FlowLimits(), max_clock_skew_seconds=24 * 3600.0)
 
 
 def make_poller(emulator: Emulator, sink: RecordingSink, events: Events, **settings: float) -> Poller:
@@ -131,7 +129,7 @@ def test_a_long_sink_outage_never_holds_a_message_past_the_thirty_minute_rule(
 
 def _due(poller: Poller) -> bool:
     """Whether a held batch is past half its visibility window and not let go (the keeper still owes a tick)."""
-    now = poller._clock()  # noqa: SLF001  (the test's own clock, handed to the poller)
-    with poller._in_flight_lock:  # noqa: SLF001  (read only, to know when the keeper has looked)
-        batches = list(poller._in_flight.values())  # noqa: SLF001
+    now = poller._clock()  # the test's own clock, handed to the poller
+    with poller._in_flight_lock:
+        batches = list(poller._in_flight.values())
     return any(not batch.released and batch.visible_since + batch.visibility_seconds / 2 <= now for batch in batches)
