@@ -6,7 +6,7 @@ on MNS calls, over plain HTTP or TLS, and with the flow limiter on at its docume
 from Alibaba. The consumers:
 
 ``daemon``
-    ``mns-consumer run`` with its defaults (``max_receivers: 8``, ``max_in_flight_messages: 512``).
+    ``mns-consumer run`` with its defaults (``max_receivers: 16``, ``max_in_flight_messages: 512``).
 ``daemon max_receivers=1``
     The same daemon with one receiver (the design before backlog catch-up: one long poll per queue).
 ``java-style puller``
@@ -301,6 +301,7 @@ def run_row(
     consumer: str, kind: str, latency_ms: float, protocol: str, args: argparse.Namespace, folder: Path
 ) -> dict[str, Any]:
     """One consumer, one sink, one network, against a fresh emulator."""
+    folder.mkdir(parents=True, exist_ok=True)
     tls_dir = folder / "tls" if protocol == "tls" else None
     throttle = args.throttle_probability if consumer == "daemon 30% 429" else 0.0
     count = (
@@ -314,7 +315,7 @@ def run_row(
         emulator_cpu = emulator.cpu()
         try:
             if consumer.startswith("daemon"):
-                settings = {"max_receivers": 1} if "max_receivers" in consumer else {}
+                settings = {"max_receivers": 1} if "max_receivers" in consumer else json.loads(args.daemon_settings)
                 row = daemon_row(emulator, folder / "daemon", sink, count, settings)
             else:
                 store = RowStore(url, table)
@@ -365,6 +366,9 @@ def main() -> None:
         "--consumers",
         default="daemon,daemon max_receivers=1,java-style puller,demo loop",
         help="rows to run, comma-separated",
+    )
+    parser.add_argument(
+        "--daemon-settings", default="{}", help="extra queues[] keys of the daemon row, as JSON (default: none)"
     )
     parser.add_argument("--demo-seconds", type=float, default=15.0, help="cap on each demo row, s")
     parser.add_argument("--throttle-probability", type=float, default=0.3, help="share of calls refused in the 429 row")

@@ -99,7 +99,7 @@ class QueueConfig(StrictModel):
         60, ge=5, le=43200, description="How far each extension pushes a slow batch's visibility, s."
     )
     max_receivers: int = Field(
-        8,
+        16,
         ge=1,
         le=16,
         description="Concurrent receives while a backlog comes back in full batches (one long poll otherwise); "

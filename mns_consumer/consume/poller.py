@@ -339,12 +339,13 @@ class Poller:
     def _room_for_more(self) -> bool:
         """Whether another receiver would help: a batch's worth of budget free and the sinks keeping up.
 
-        The sinks keep up while no more batches wait for (or are in) the dispatcher than receivers run:
-        a slow or stalled sink stops the growth at once, before more batches pile up behind it.
+        The sinks keep up while no more batches wait for (or are in) the dispatcher than receivers run
+        (the dispatcher writes every batch waiting in one go): a slow or stalled sink stops the growth
+        before more batches pile up behind it.
         """
         with self._in_flight_lock:
             undispatched = self._undispatched
-        return self.budget.available() >= self.settings.batch_size and undispatched < self.control.target
+        return self.budget.available() >= self.settings.batch_size and undispatched <= self.control.target
 
     def _acquire_slot(self, index: int) -> bool:
         slot = self._slots[index]
