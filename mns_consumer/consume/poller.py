@@ -151,7 +151,7 @@ class Poller:
     def start(self) -> None:
         """Start receiver 0, the dispatcher, one deleter and the keeper; more receivers start on demand."""
         name = self.settings.queue_name
-        self._spawn_receiver_pair(0)
+        self._spawn_receiver_pair(1)
         for role, target in (("dispatcher", self._dispatch_loop), ("keeper", self._keep_loop)):
             self._spawn(f"{role}:{name}", target)
         self.events.poller_started(name, self.settings.message_type)
@@ -162,27 +162,30 @@ class Poller:
             self._threads.append(thread)
         thread.start()
 
-    def _spawn_receiver_pair(self, index: int) -> None:
-        """Start receiver ``index`` and a deleter to go with it (the caller holds no lock)."""
+    def _spawn_receiver_pair(self, wanted: int) -> bool:
+        """Start the next receiver and a deleter to go with it if fewer than ``wanted`` ever started.
+
+        The index is taken under the lock, so two receivers asking at once never start the same one.
+        """
         name = self.settings.queue_name
-        suffix = "" if index == 0 else f"-{index}"
         with self._threads_lock:
+            index = len(self._slots)
+            if index >= wanted:
+                return False
             self._slots.append(threading.BoundedSemaphore(self.settings.in_flight_batches))
             self._receivers_alive += 1
             self._deleters += 1
             self._deleters_alive += 1
+        suffix = "" if index == 0 else f"-{index}"
         self._spawn(f"receiver{suffix}:{name}", lambda: self._receive_loop(index))
         self._spawn(f"deleter{suffix}:{name}", self._delete_loop)
+        return True
 
     def _receivers_changed(self, receivers: int, reason: str) -> None:
         """The target moved: start the receivers it asks for that never ran (they then park and resume)."""
         self.events.receivers_changed(self.settings.queue_name, receivers, reason)
-        while not self.stopping.is_set():
-            with self._threads_lock:
-                started = len(self._slots)
-            if started >= receivers:
-                return
-            self._spawn_receiver_pair(started)
+        while not self.stopping.is_set() and self._spawn_receiver_pair(receivers):
+            pass
 
     def stop_receiving(self) -> None:
         """Stop taking new batches and interrupt the receives in progress; in-flight batches go on."""
