@@ -332,7 +332,6 @@ def run_row(
             refused = state["flow_limiter"]["refused"]
             row["refused_429"] = refused
             row["received_not_deleted_max"] = queue_state.get("received_not_deleted_max")
-            row["received_total"] = queue_state.get("received_total")
             row["rows"], row["distinct_rows"] = stored_rows(url, table)
             row["left_in_queue"] = queue_state["active"] + queue_state["inactive"] + queue_state["delayed"]
         finally:
@@ -401,7 +400,7 @@ def main() -> None:
         if row["consumer"] == "daemon 30% 429":
             ok = row["rows"] == row["distinct_rows"] == row["messages"] and row["left_in_queue"] == 0
             print(f"  30% 429: drained={row['left_in_queue'] == 0} lost_or_doubled={'no' if ok else 'YES'} "
-                  f"received_total={row['received_total']} rows={row['rows']}")  # fmt: skip
+                  f"received={row['summary'].get('received')} rows={row['rows']}")  # fmt: skip
     print(json.dumps({"arguments": vars(args), "rows": rows}))
 
 

@@ -5,8 +5,9 @@ Three small pieces the poller's receivers share:
 :class:`ReceiverControl`
     The number of concurrent receivers, adapted like TCP's congestion window (AIMD): one more after a
     run of full batches (a backlog the sinks keep up with), one fewer after a run of short or empty
-    ones (caught up), half as many on a 429 from MNS's flow limiter. SMQ answers short batches under
-    load too, so a single short batch never means "drained": both directions need a run.
+    ones (caught up), half as many on a 429 from MNS's flow limiter (once a second at most). SMQ
+    answers short batches under load too, so a single short batch never means "drained": both
+    directions need a run.
 :class:`MessageBudget`
     The messages received and not yet deleted, reserved before each receive, so the cap holds however
     many receivers run.
@@ -16,12 +17,16 @@ Three small pieces the poller's receivers share:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 
 SCALE_UP_AFTER_FULL = 3
 """Consecutive full batches (all receivers together) before one more receiver starts."""
+THROTTLE_DECREASE_INTERVAL_SECONDS = 1.0
+"""At most one halving per this long: the 429s of calls already under way answer for one decrease, as
+TCP cuts its window once per round trip, not once per lost packet."""
 SCALE_DOWN_AFTER_SHORT = 4
 """Consecutive short or empty batches before one receiver stops; at 30 % random short batches a run
 of four happens about once in 120 receives, a run of three full ones every few: the count stays up."""
@@ -38,8 +43,11 @@ class ReceiverControl:
         max_receivers: int,
         batch_size: int,
         on_change: Callable[[int, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_receivers = max_receivers
+        self._clock = clock
+        self._decreased_at = -math.inf
         self.batch_size = batch_size
         self._on_change = on_change
         self._target = 1
@@ -82,11 +90,14 @@ class ReceiverControl:
         return after
 
     def throttled(self) -> int:
-        """A 429: halve the receivers (multiplicative decrease) and start both runs again."""
+        """A 429: halve the receivers (multiplicative decrease, once a second at most) and start both runs again."""
         with self._changed:
             before = self._target
-            self._target = max(1, self._target // 2)
-            self._full_run = self._short_run = 0
+            now = self._clock()
+            if now - self._decreased_at >= THROTTLE_DECREASE_INTERVAL_SECONDS:
+                self._target = max(1, self._target // 2)
+                self._decreased_at = now
+                self._full_run = self._short_run = 0
             after = self._target
         if after != before and self._on_change is not None:
             self._on_change(after, "throttled")

@@ -64,6 +64,8 @@ MAX_VISIBILITY_SECONDS = 43200.0
 QUEUE_MISSING_RETRY_SECONDS = 60.0
 THROTTLE_RETRY_INITIAL_SECONDS = 0.25
 """First pause after a 429 (jittered, doubling while they persist): MNS already held the call ~0.5 s."""
+THROTTLE_RETRY_MAX_SECONDS = 4.0
+"""Longest pause after a 429: fewer receivers is what relieves the limiter; long sleeps only stall the drain."""
 EXTRA_RECEIVER_IDLE_SECONDS = 0.05
 """How long an extra receiver (no long poll) waits after an empty answer before it asks again."""
 
@@ -138,8 +140,11 @@ class Poller:
         self._deleters_alive = 0
         self._batch_ids = itertools.count(1)
         self._backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
-        self._throttle_backoff = Backoff(THROTTLE_RETRY_INITIAL_SECONDS, settings.retry_max_seconds)
-        self._throttled_run = 0
+        self._throttle_backoff = Backoff(
+            THROTTLE_RETRY_INITIAL_SECONDS, min(THROTTLE_RETRY_MAX_SECONDS, settings.retry_max_seconds)
+        )
+        self._throttled_runs: dict[int, int] = {}
+        """429s in a row, per receiver (each receiver's own run sets its pause)."""
         self._can_extend = settings.extend_visibility
         self._done = threading.Event()
         self._receive_ages: dict[int, float] = {}
@@ -314,11 +319,11 @@ class Poller:
             if self.stopping.is_set():
                 return failures
             if isinstance(exc, QueueThrottled):
-                self._after_throttled("BatchReceiveMessage", primary)
+                self._after_throttled(index)
                 return failures
             self._after_receive_failure(exc, failures + 1, primary)
             return failures + 1
-        self._throttled_run = 0
+        self._throttled_runs[index] = 0
         self.budget.release(batch_size - len(messages))
         if self._rate is not None:
             self._rate.spend(len(messages))
@@ -388,13 +393,13 @@ class Poller:
                 return False
         return True
 
-    def _after_throttled(self, operation: str, primary: bool) -> None:
-        """A 429: fewer receivers, a jittered pause that grows while 429s persist, one count and a rate-limited log."""
-        self._throttled_run += 1
-        delay = self._throttle_backoff.delay(min(self._throttled_run, 8))
+    def _after_throttled(self, index: int) -> None:
+        """A 429 on receive: fewer receivers, a jittered pause that grows while this receiver's 429s persist."""
+        run = self._throttled_runs[index] = self._throttled_runs.get(index, 0) + 1
+        delay = self._throttle_backoff.delay(run)
         self.control.throttled()
-        self.events.throttled(self.settings.queue_name, operation, round(delay, 3))
-        if primary:
+        self.events.throttled(self.settings.queue_name, "BatchReceiveMessage", round(delay, 3))
+        if index == 0:
             self._pause(delay)
         else:
             self.stopping.wait(delay)
@@ -563,7 +568,7 @@ class Poller:
             if isinstance(error, QueueThrottled):
                 # Backpressure, not a failure: retried for as long as the handles live, counted apart.
                 throttled += 1
-                delay = self._throttle_backoff.delay(min(throttled, 8))
+                delay = self._throttle_backoff.delay(throttled)
                 self.control.throttled()
                 self.events.throttled(queue, "BatchDeleteMessage", round(delay, 3))
             else:

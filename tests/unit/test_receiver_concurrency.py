@@ -51,13 +51,20 @@ def test_full_batches_add_no_receiver_while_the_sinks_or_the_budget_are_behind()
     assert control.target == 1
 
 
-def test_a_429_halves_the_receivers_and_never_goes_below_one() -> None:
+def test_a_429_halves_the_receivers_once_a_second_at_most_and_never_below_one() -> None:
     changes: list[tuple[int, str]] = []
-    control = ReceiverControl(8, 16, on_change=lambda n, why: changes.append((n, why)))
+    now = [0.0]
+    control = ReceiverControl(8, 16, on_change=lambda n, why: changes.append((n, why)), clock=lambda: now[0])
     for _ in range(SCALE_UP_AFTER_FULL * 7):
         control.observe(16, room_for_more=True)
     assert control.target == 8
-    assert [control.throttled() for _ in range(5)] == [4, 2, 1, 1, 1]
+    # the 429s of calls already under way count for one halving
+    assert [control.throttled() for _ in range(3)] == [4, 4, 4]
+    halvings = []
+    for _ in range(4):
+        now[0] += 1.0
+        halvings.append(control.throttled())
+    assert halvings == [2, 1, 1, 1]
     assert changes[-3:] == [(4, "throttled"), (2, "throttled"), (1, "throttled")]
 
 
