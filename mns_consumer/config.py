@@ -122,6 +122,33 @@ class QueueConfig(StrictModel):
     visibility_extension_seconds: int = Field(
         60, ge=5, le=43200, description="How far each extension pushes a slow batch's visibility, s."
     )
+    max_receivers: int = Field(
+        16,
+        ge=1,
+        le=16,
+        description="Concurrent receives while a backlog comes back in full batches (one long poll otherwise); "
+        "1 keeps a single receiver, receivers.",
+    )
+    max_in_flight_messages: int = Field(
+        512,
+        ge=16,
+        le=4096,
+        description="Messages received and not yet deleted, all receivers together; keep replicas x this well "
+        "under MNS's 5,000 abnormal-consumption limit, messages.",
+    )
+    max_receipts_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="Receive at most this many messages a second from the queue (a share of an account's "
+        "budget); null: no limit, messages/s.",
+    )
+    max_hold_seconds: float = Field(
+        600.0,
+        ge=30,
+        le=1500,
+        description="Longest a received, undeleted message is kept invisible (during a sink outage); past it "
+        "its visibility lapses and MNS hands it out again later, well before the 30-minute rule, s.",
+    )
 
     @field_validator("sinks")
     @classmethod

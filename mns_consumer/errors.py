@@ -88,6 +88,15 @@ class QueueUnavailable(AlicomError):  # noqa: N818  (a state, named as one: see 
     """MNS could not be reached or answered with a server error or throttling: back off and retry."""
 
 
+class QueueThrottled(QueueUnavailable):
+    """MNS's flow limiter refused the call (HTTP 429 ``TooManyRequests``, reference 3.9): backpressure.
+
+    Not a failure of the consumer or of the service: the poller slows down (fewer concurrent calls,
+    a jittered pause) and retries; nothing is dead-lettered. A subclass of :class:`QueueUnavailable`
+    so code that only knows "retry later" keeps working.
+    """
+
+
 class SendDetailsError(AlicomError):
     """QuerySendDetails (Dysmsapi) did not answer one query with its records.
 

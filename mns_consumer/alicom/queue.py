@@ -14,8 +14,11 @@ Error mapping (the raised error always keeps the MNS or local ``code``):
   :class:`~mns_consumer.errors.QueueAuthError`, on which the poller refreshes its token (pitfall 3).
 * ``MessageNotExist`` or ``ReceiptHandleError`` on change_visibility: :class:`MessageGone`.
 * Per-handle failures of BatchDeleteMessage: data, returned by ``delete``.
-* Any other server code (``InternalError``, ``ServiceUnavailable``, ``QpsLimitExceeded``,
-  ``Throttling.*``, unknown ones): :class:`~mns_consumer.errors.QueueUnavailable`.
+* ``TooManyRequests`` (HTTP 429, SMQ's flow limiter, reference 3.9), ``QpsLimitExceeded`` and
+  ``Throttling.*``: :class:`~mns_consumer.errors.QueueThrottled`, a ``QueueUnavailable`` the poller
+  treats as backpressure (slow down), not as a failure.
+* Any other server code (``InternalError``, ``ServiceUnavailable``, unknown ones):
+  :class:`~mns_consumer.errors.QueueUnavailable`.
 * Network failure, socket timeout, unparsable answer, HTTP status outside 200-600: ``QueueUnavailable``
   with code ``NetworkError``, ``Timeout``, ``RespDataDamaged`` or ``UnexpectedStatus``.
 * A call interrupted by :meth:`MnsQueue.abort`: ``QueueUnavailable`` with code ``Aborted``.
@@ -54,7 +57,7 @@ from mns.mns_xml_handler import BatchDeleteMessageDecoder, ErrorDecoder
 from mns_consumer.alicom.http_exchange import Answer, ConnectionLostError, encode_request, exchange
 from mns_consumer.alicom.message import ReceivedMessage
 from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
-from mns_consumer.errors import AlicomError, QueueAuthError, QueueNotFound, QueueUnavailable
+from mns_consumer.errors import AlicomError, QueueAuthError, QueueNotFound, QueueThrottled, QueueUnavailable
 
 __all__ = [
     "ABORTED",
@@ -99,6 +102,7 @@ _AUTH_CODES: Final = frozenset({"AccessDenied", "TimeExpired"})
 # that names a credential part counts as an auth failure, which makes the poller refresh its token.
 _AUTH_MARKERS: Final = ("AccessKey", "SecurityToken", "Signature", "Authorization", "Forbidden", "Unauthorized")
 _GONE_CODES: Final = frozenset({"MessageNotExist", "ReceiptHandleError"})
+_THROTTLE_CODES: Final = frozenset({"TooManyRequests", "QpsLimitExceeded"})
 
 _T = TypeVar("_T")
 
@@ -535,7 +539,7 @@ class MnsQueue:
         return QueueUnavailable(NETWORK_ERROR, self._where(operation, _describe(cause)))
 
     def _server_error(self, operation: str, exc: Any) -> AlicomError:
-        """Map an MNS error answer to QueueNotFound, QueueAuthError or QueueUnavailable."""
+        """Map an MNS error answer to QueueNotFound, QueueAuthError, QueueThrottled or QueueUnavailable."""
         code = str(exc.type)
         message = self._where(operation, str(exc.message))
         request_id = _optional_str(exc.req_id)
@@ -543,6 +547,8 @@ class MnsQueue:
             return QueueNotFound(code, message, request_id=request_id)
         if code in _AUTH_CODES or any(marker in code for marker in _AUTH_MARKERS):
             return QueueAuthError(code, message, request_id=request_id)
+        if code in _THROTTLE_CODES or code.startswith("Throttling"):
+            return QueueThrottled(code, message, request_id=request_id)
         return QueueUnavailable(code, message, request_id=request_id)
 
     def _where(self, operation: str, what: str) -> str:

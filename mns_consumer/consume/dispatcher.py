@@ -56,6 +56,8 @@ class InFlight:
     handle: str
     receipt: Receipt | None = None
     error: DecodeError | None = None
+    visible_until: float = 0.0
+    """When MNS makes it visible again unless extended (the poller's clock); ``inf`` once it is gone."""
 
 
 @dataclass
@@ -71,6 +73,8 @@ class Batch:
         lock: Held while a handle is replaced or used, so deletes never race extensions.
         settled: Set once dispatched: the messages to delete (possibly none).
         abandoned: Set when the batch is given up (nothing is deleted).
+        receiver: Which of the queue's receivers took it (its in-flight slot is that receiver's).
+        released: Set once it was held longer than ``max_hold_seconds`` and its visibility left to lapse.
     """
 
     batch_id: int
@@ -81,6 +85,8 @@ class Batch:
     lock: threading.Lock = field(default_factory=threading.Lock)
     settled: list[InFlight] | None = None
     abandoned: bool = False
+    receiver: int = 0
+    released: bool = False
 
 
 class Dispatcher:

@@ -1,26 +1,36 @@
 """One pipelined consumer of one MNS queue: receive, decode, dispatch, delete, keep slow batches invisible.
 
-Four threads, each with its own MNS connection (the SDK client is not thread-safe):
+Threads, each with its own MNS connection (the SDK client is not thread-safe):
 
-``receiver``
-    Long-polls BatchReceiveMessage. It holds one of ``in_flight_batches`` slots per
-    batch, so at most that many batches are between receive and delete, and it waits while the
-    queue's sinks are failing, so an outage neither churns visibility nor fills the dead letters.
+``receiver:<queue>`` (and ``receiver-N:<queue>`` in a backlog)
+    Receiver 0 long-polls BatchReceiveMessage. While receives come back full and the sinks keep up,
+    :class:`~mns_consumer.consume.concurrency.ReceiverControl` starts more receivers, up to
+    ``max_receivers``; they receive without waiting (``waitseconds=0``), so they never count against
+    MNS's cap of concurrent long polls, and they stop again after a run of short or empty batches, or
+    halve on a 429. Each receiver holds one of its ``in_flight_batches`` slots per batch, and every
+    receive reserves a full batch of the queue's ``max_in_flight_messages`` first; receiving pauses
+    while the queue's sinks are failing, so an outage neither churns visibility nor fills the dead letters.
 ``dispatcher``
     Decodes batches and hands them, in order, to :class:`~mns_consumer.consume.dispatcher.Dispatcher`.
-``deleter``
+``deleter`` (one per receiver started)
     BatchDeleteMessage of exactly the settled messages, with their newest handles.
 ``keeper``
     Extends the visibility of batches in flight longer than half their visibility timeout, and
-    carries the new handles forward.
+    carries the new handles forward, for at most ``max_hold_seconds`` after the receive.
 
-While the dispatcher stores batch k, the receiver already holds batch k+1 and the deleter removes
-batch k-1: few long polls (one per queue, well under MNS's cap), and the speed comes from the overlap.
+While the dispatcher stores batch k, the receivers already hold batch k+1 and the deleters remove
+batch k-1: the speed comes from the overlap, and in a backlog from receiving and deleting on several
+connections at once (each call costs a network round trip, which no amount of CPU shortens).
+
+MNS's flow limiter (HTTP 429 ``TooManyRequests``) is backpressure: every call that meets it is retried
+after a jittered pause, counted (``mns_consumer_throttled_total``) and logged once a minute, and the
+receivers halve; nothing is dead-lettered and nothing is given up for it.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import queue as queue_module
 import threading
 import time
@@ -32,8 +42,16 @@ from datetime import UTC, datetime
 from mns_consumer.alicom.queue import MessageGone, MnsQueue, ReceivedMessage
 from mns_consumer.alicom.tokens import TokenProvider
 from mns_consumer.consume.backoff import Backoff
+from mns_consumer.consume.concurrency import MessageBudget, ReceiptRate, ReceiverControl
 from mns_consumer.consume.dispatcher import Batch, Dispatcher, InFlight
-from mns_consumer.errors import DecodeError, QueueAuthError, QueueNotFound, QueueUnavailable, TokenError
+from mns_consumer.errors import (
+    DecodeError,
+    QueueAuthError,
+    QueueNotFound,
+    QueueThrottled,
+    QueueUnavailable,
+    TokenError,
+)
 from mns_consumer.observe.events import Events
 from mns_consumer.receipts import decode_mns_body
 
@@ -44,6 +62,12 @@ KEEPER_TICK_SECONDS = 0.25
 MAX_VISIBILITY_SECONDS = 43200.0
 """The MNS limit; longer measured values come from skewed clocks too."""
 QUEUE_MISSING_RETRY_SECONDS = 60.0
+THROTTLE_RETRY_INITIAL_SECONDS = 0.25
+"""First pause after a 429 (jittered, doubling while they persist): MNS already held the call ~0.5 s."""
+THROTTLE_RETRY_MAX_SECONDS = 4.0
+"""Longest pause after a 429: fewer receivers is what relieves the limiter; long sleeps only stall the drain."""
+EXTRA_RECEIVER_IDLE_SECONDS = 0.05
+"""How long an extra receiver (no long poll) waits after an empty answer before it asks again."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +86,10 @@ class PollerSettings:
     request_timeout_seconds: float = 10.0
     retry_initial_seconds: float = 0.5
     retry_max_seconds: float = 30.0
+    max_receivers: int = 1
+    max_in_flight_messages: int = 512
+    max_receipts_per_second: float | None = None
+    max_hold_seconds: float = 600.0
 
 
 class Poller:
@@ -74,12 +102,16 @@ class Poller:
         dispatcher: Dispatcher,
         events: Events,
         make_client: Callable[[], MnsQueue],
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` times batches, visibility and holds (tests tie it to the emulator's clock)."""
         self.settings = settings
         self.tokens = tokens
         self.dispatcher = dispatcher
         self.events = events
         self._make_client = make_client
+        self._clock = clock
         self.stopping = threading.Event()
         """Set to stop receiving; batches already received are still finished."""
         self.abandon = dispatcher.abandon
@@ -87,56 +119,110 @@ class Poller:
         self.crashed: BaseException | None = None
         self.crashed_traceback = ""
         self.last_progress = time.monotonic()
-        """When the receive loop last completed an iteration (for the systemd watchdog)."""
-        self._slots = threading.BoundedSemaphore(settings.in_flight_batches)
+        """When receiver 0's loop last completed an iteration (for the systemd watchdog)."""
+        self.control = ReceiverControl(
+            settings.max_receivers,
+            settings.batch_size,
+            on_change=self._receivers_changed,
+        )
+        self.budget = MessageBudget(settings.max_in_flight_messages)
+        self._rate = ReceiptRate(settings.max_receipts_per_second) if settings.max_receipts_per_second else None
+        self._slots: list[threading.BoundedSemaphore] = []
         self._to_dispatch: queue_module.SimpleQueue[Batch | None] = queue_module.SimpleQueue()
         self._to_delete: queue_module.SimpleQueue[Batch | None] = queue_module.SimpleQueue()
         self._in_flight: dict[int, Batch] = {}
         self._in_flight_lock = threading.Lock()
-        self._receiver_client: MnsQueue | None = None
+        self._receiver_clients: dict[int, MnsQueue] = {}
         self._threads: list[threading.Thread] = []
+        self._threads_lock = threading.Lock()
+        self._receivers_alive = 0
+        self._deleters = 0
+        self._deleters_alive = 0
         self._batch_ids = itertools.count(1)
         self._backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
+        self._throttle_backoff = Backoff(
+            THROTTLE_RETRY_INITIAL_SECONDS, min(THROTTLE_RETRY_MAX_SECONDS, settings.retry_max_seconds)
+        )
+        self._throttled_runs: dict[int, int] = {}
+        """429s in a row, per receiver (each receiver's own run sets its pause)."""
         self._can_extend = settings.extend_visibility
         self._done = threading.Event()
-        self._latest_receive_age_seconds = 0.0
+        self._receive_ages: dict[int, float] = {}
+        self._undispatched = 0
+        """Batches received and not yet through the sinks (waiting for the dispatcher, or being written)."""
 
     # -- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the four threads."""
+        """Start receiver 0, the dispatcher, one deleter and the keeper; more receivers start on demand."""
         name = self.settings.queue_name
-        for role, target in (
-            ("receiver", self._receive_loop),
-            ("dispatcher", self._dispatch_loop),
-            ("deleter", self._delete_loop),
-            ("keeper", self._keep_loop),
-        ):
-            thread = threading.Thread(target=self._guarded, args=(target,), name=f"{role}:{name}", daemon=True)
-            self._threads.append(thread)
-        for thread in self._threads:
-            thread.start()
+        self._spawn_receiver_pair(1)
+        for role, target in (("dispatcher", self._dispatch_loop), ("keeper", self._keep_loop)):
+            self._spawn(f"{role}:{name}", target)
         self.events.poller_started(name, self.settings.message_type)
 
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=self._guarded, args=(target,), name=name, daemon=True)
+        with self._threads_lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _spawn_receiver_pair(self, wanted: int) -> bool:
+        """Start the next receiver and a deleter to go with it if fewer than ``wanted`` ever started.
+
+        The index is taken under the lock, so two receivers asking at once never start the same one.
+        """
+        name = self.settings.queue_name
+        with self._threads_lock:
+            index = len(self._slots)
+            if index >= wanted:
+                return False
+            self._slots.append(threading.BoundedSemaphore(self.settings.in_flight_batches))
+            self._receivers_alive += 1
+            self._deleters += 1
+            self._deleters_alive += 1
+        suffix = "" if index == 0 else f"-{index}"
+        self._spawn(f"receiver{suffix}:{name}", lambda: self._receive_loop(index))
+        self._spawn(f"deleter{suffix}:{name}", self._delete_loop)
+        return True
+
+    def _receivers_changed(self, receivers: int, reason: str) -> None:
+        """The target moved: start the receivers it asks for that never ran (they then park and resume)."""
+        self.events.receivers_changed(self.settings.queue_name, receivers, reason)
+        while not self.stopping.is_set() and self._spawn_receiver_pair(receivers):
+            pass
+
     def stop_receiving(self) -> None:
-        """Stop taking new batches and interrupt a long poll in progress; in-flight batches go on."""
+        """Stop taking new batches and interrupt the receives in progress; in-flight batches go on."""
         self.stopping.set()
-        client = self._receiver_client
-        if client is not None:
+        self.control.wake_all()
+        for client in list(self._receiver_clients.values()):
             client.abort()
 
     def join(self, deadline: float) -> bool:
         """Wait until every thread ended or ``time.monotonic()`` passes ``deadline``; True if all ended."""
-        for thread in self._threads:
+        with self._threads_lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads)
+        with self._threads_lock:
+            threads = list(self._threads)
+        return not any(thread.is_alive() for thread in threads)
 
     def give_up(self) -> None:
         """Abandon everything in flight now (nothing more is deleted) and stop every thread."""
         self.stop_receiving()
         self.abandon.set()
         self._to_dispatch.put(None)
-        self._to_delete.put(None)
+        with self._threads_lock:
+            deleters = self._deleters
+        for _ in range(deleters):
+            self._to_delete.put(None)
+
+    @property
+    def receivers(self) -> int:
+        """Receivers running now: 1 (the long poll) unless a backlog brought more."""
+        return self.control.target
 
     @property
     def in_flight(self) -> int:
@@ -156,8 +242,8 @@ class Poller:
         It is the larger of two ages:
 
         * the age, at that receive, of the oldest message in the latest receive (0 when it came back
-          empty): MNS hands out roughly oldest first, so while receives flow this is the queue's head
-          as last seen;
+          empty), the largest over the receivers running: MNS hands out roughly oldest first, so while
+          receives flow this is the queue's head as last seen;
         * the age *now* of the oldest message this poller holds in flight (received, not yet deleted):
           it is still in the queue, and its EnqueueTime comes from MNS itself, so the queue's oldest
           message is at least that old.
@@ -171,11 +257,14 @@ class Poller:
         """
         with self._in_flight_lock:
             held = [batch.messages for batch in self._in_flight.values() if not batch.abandoned]
+        # Each running receiver's latest receive: the largest is the head of the queue as last seen (an
+        # extra receiver's empty answer under load must not hide what another just found).
+        latest = max(self._receive_ages.values(), default=0.0)
         oldest_ms = min((item.message.enqueue_time_ms for items in held for item in items), default=None)
         if oldest_ms is None:
-            return self._latest_receive_age_seconds
+            return latest
         held_age = time.time() - oldest_ms / 1000
-        return max(self._latest_receive_age_seconds, held_age, 0.0)
+        return max(latest, held_age, 0.0)
 
     def _guarded(self, target: Callable[[], None]) -> None:
         try:
@@ -187,58 +276,135 @@ class Poller:
 
     # -- receiver --------------------------------------------------------------------------------
 
-    def _receive_loop(self) -> None:
+    def _receive_loop(self, index: int) -> None:
+        """One receiver: ``index`` 0 long-polls and always runs; the others run while the backlog lasts."""
         client = self._make_client()
-        self._receiver_client = client
+        self._receiver_clients[index] = client
         failures = 0
         try:
             while not self.stopping.is_set():
-                self.last_progress = time.monotonic()
-                if not self._acquire_slot() or not self._wait_until_sinks_healthy():
+                if index == 0:
+                    self.last_progress = time.monotonic()
+                elif not self.control.wait_for_turn(index, 0.5):
+                    self._receive_ages.pop(index, None)
                     continue
-                started = time.monotonic()
-                try:
-                    messages = client.receive(self.settings.batch_size, self.settings.wait_seconds)
-                except (QueueUnavailable, QueueAuthError, QueueNotFound, TokenError) as exc:
-                    self._slots.release()
-                    failures += 1
-                    if not self.stopping.is_set():
-                        self._after_receive_failure(exc, failures)
+                if not self._acquire_slot(index) or not self._wait_until_sinks_healthy(index):
                     continue
-                failures = 0
-                self._latest_receive_age_seconds = _oldest_age_seconds(messages)
-                self.events.receive_finished(self.settings.queue_name, time.monotonic() - started)
-                if not messages:
-                    self._slots.release()
-                    if self.settings.wait_seconds == 0:
-                        self.stopping.wait(1.0)
+                if not self._reserve(index) or not self._wait_for_rate(index):
+                    self._slots[index].release()
                     continue
-                self._hand_over(messages)
-                if len(messages) < self.settings.batch_size and self.settings.batch_linger_seconds > 0:
-                    # A partial batch means the queue is keeping up with its producer: let a few more
-                    # messages arrive rather than pay a request (and a delete) for every one or two.
-                    self.stopping.wait(self.settings.batch_linger_seconds)
+                failures = self._receive_once(client, index, failures)
         finally:
-            self._receiver_client = None
+            self._receiver_clients.pop(index, None)
+            self._receive_ages.pop(index, None)
             client.close()
-            self._to_dispatch.put(None)
+            with self._threads_lock:
+                self._receivers_alive -= 1
+                last = self._receivers_alive == 0
+            if last:
+                # The dispatcher ends after the last receiver: every receiver's batches are dispatched.
+                self._to_dispatch.put(None)
 
-    def _acquire_slot(self) -> bool:
+    def _receive_once(self, client: MnsQueue, index: int, failures: int) -> int:
+        """One receive with its slot and budget already held; returns the receiver's failures in a row."""
+        primary = index == 0
+        wait_seconds = self.settings.wait_seconds if primary else 0
+        batch_size = self.settings.batch_size
+        started = time.monotonic()
+        try:
+            messages = client.receive(batch_size, wait_seconds)
+        except (QueueUnavailable, QueueAuthError, QueueNotFound, TokenError) as exc:
+            self._slots[index].release()
+            self.budget.release(batch_size)
+            if self.stopping.is_set():
+                return failures
+            if isinstance(exc, QueueThrottled):
+                self._after_throttled(index)
+                return failures
+            self._after_receive_failure(exc, failures + 1, primary)
+            return failures + 1
+        self._throttled_runs[index] = 0
+        self.budget.release(batch_size - len(messages))
+        if self._rate is not None:
+            self._rate.spend(len(messages))
+        self._receive_ages[index] = _oldest_age_seconds(messages)
+        self.events.receive_finished(self.settings.queue_name, time.monotonic() - started)
+        target = self.control.observe(len(messages), room_for_more=self._room_for_more())
+        if not messages:
+            self._slots[index].release()
+            if not primary:
+                self.stopping.wait(EXTRA_RECEIVER_IDLE_SECONDS)
+            elif wait_seconds == 0:
+                self.stopping.wait(1.0)
+            return 0
+        self._hand_over(messages, index)
+        if len(messages) < batch_size and target == 1 and self.settings.batch_linger_seconds > 0:
+            # A partial batch means the queue is keeping up with its producer: let a few more
+            # messages arrive rather than pay a request (and a delete) for every one or two.
+            self.stopping.wait(self.settings.batch_linger_seconds)
+        return 0
+
+    def _room_for_more(self) -> bool:
+        """Whether another receiver would help: a batch's worth of budget free and the sinks keeping up.
+
+        The sinks keep up while no more batches wait for (or are in) the dispatcher than receivers run
+        (the dispatcher writes every batch waiting in one go): a slow or stalled sink stops the growth
+        before more batches pile up behind it.
+        """
+        with self._in_flight_lock:
+            undispatched = self._undispatched
+        return self.budget.available() >= self.settings.batch_size and undispatched <= self.control.target
+
+    def _acquire_slot(self, index: int) -> bool:
+        slot = self._slots[index]
         while not self.stopping.is_set():
-            if self._slots.acquire(timeout=0.5):
+            if slot.acquire(timeout=0.5):
                 return True
-            self.last_progress = time.monotonic()
+            if index == 0:
+                self.last_progress = time.monotonic()
         return False
 
-    def _wait_until_sinks_healthy(self) -> bool:
+    def _reserve(self, index: int) -> bool:
+        """Reserve a full batch of the in-flight budget, waiting while it is spent (progress meanwhile)."""
+        while not self.stopping.is_set():
+            if self.budget.reserve(self.settings.batch_size, 0.5):
+                return True
+            if index == 0:
+                self.last_progress = time.monotonic()
+        return False
+
+    def _wait_for_rate(self, index: int) -> bool:
+        """Wait while ``max_receipts_per_second`` is spent; False (budget given back) on a stop."""
+        rate = self._rate
+        while rate is not None and (seconds := rate.seconds_to_wait()) > 0:
+            if self.stopping.wait(min(seconds, 0.5)):
+                self.budget.release(self.settings.batch_size)
+                return False
+            if index == 0:
+                self.last_progress = time.monotonic()
+        return True
+
+    def _wait_until_sinks_healthy(self, index: int) -> bool:
         while not self.dispatcher.healthy.wait(0.5):
-            self.last_progress = time.monotonic()
+            if index == 0:
+                self.last_progress = time.monotonic()
             if self.stopping.is_set():
-                self._slots.release()
+                self._slots[index].release()
                 return False
         return True
 
-    def _after_receive_failure(self, error: Exception, failures: int) -> None:
+    def _after_throttled(self, index: int) -> None:
+        """A 429 on receive: fewer receivers, a jittered pause that grows while this receiver's 429s persist."""
+        run = self._throttled_runs[index] = self._throttled_runs.get(index, 0) + 1
+        delay = self._throttle_backoff.delay(run)
+        self.control.throttled()
+        self.events.throttled(self.settings.queue_name, "BatchReceiveMessage", round(delay, 3))
+        if index == 0:
+            self._pause(delay)
+        else:
+            self.stopping.wait(delay)
+
+    def _after_receive_failure(self, error: Exception, failures: int, primary: bool = True) -> None:
         queue, message_type = self.settings.queue_name, self.settings.message_type
         delay = self._backoff.delay(failures)
         if isinstance(error, QueueAuthError):
@@ -254,7 +420,10 @@ class Poller:
         else:
             code = error.code if isinstance(error, QueueUnavailable) else type(error).__name__
             self.events.receive_failed(queue, message_type, code, round(delay, 3))
-        self._pause(delay)
+        if primary:
+            self._pause(delay)
+        else:
+            self.stopping.wait(delay)
 
     def _pause(self, seconds: float) -> None:
         """Wait out a back-off in slices, marking progress: a loop that backs off is alive (watchdog)."""
@@ -263,22 +432,28 @@ class Poller:
             self.stopping.wait(min(1.0, remaining))
             self.last_progress = time.monotonic()
 
-    def _hand_over(self, messages: list[ReceivedMessage]) -> None:
-        now = time.monotonic()
+    def _hand_over(self, messages: list[ReceivedMessage], receiver: int) -> None:
+        now = self._clock()
         batch_id = next(self._batch_ids)
-        # Decoding is the dispatcher's (see _decode): the receiver goes straight back to MNS.
-        items = [InFlight(message=message, handle=message.receipt_handle) for message in messages]
         wall_ms = time.time() * 1000
+        visibility = self._measured_visibility(messages, wall_ms)
+        # Decoding is the dispatcher's (see _decode): the receiver goes straight back to MNS.
+        items = [
+            InFlight(message=message, handle=message.receipt_handle, visible_until=now + visibility)
+            for message in messages
+        ]
         oldest = min(m.enqueue_time_ms for m in messages)
         batch = Batch(
             batch_id=batch_id,
             messages=items,
             received_at=now,
-            visibility_seconds=self._measured_visibility(messages, wall_ms),
+            visibility_seconds=visibility,
             visible_since=now,
+            receiver=receiver,
         )
         with self._in_flight_lock:
             self._in_flight[batch_id] = batch
+            self._undispatched += 1
         self.events.batch_received(
             self.settings.queue_name,
             self.settings.message_type,
@@ -302,7 +477,10 @@ class Poller:
     def _dispatch_loop(self) -> None:
         try:
             while batches := self._next_batches():
-                if self.abandon.is_set() or not self._store(batches):
+                stored = not self.abandon.is_set() and self._store(batches)
+                with self._in_flight_lock:
+                    self._undispatched -= len(batches)
+                if not stored:
                     for batch in batches:
                         self._drop(batch)
                     continue
@@ -310,7 +488,11 @@ class Poller:
                     batch.settled = list(batch.messages)
                     self._to_delete.put(batch)
         finally:
-            self._to_delete.put(None)
+            # No receiver is left to start a deleter, so this count is final.
+            with self._threads_lock:
+                deleters = self._deleters
+            for _ in range(deleters):
+                self._to_delete.put(None)
 
     def _store(self, batches: list[Batch]) -> bool:
         """Decode the batches and write them to the sinks together; True when every message is settled."""
@@ -364,13 +546,16 @@ class Poller:
                 self._finish(batch)
         finally:
             client.close()
-            self._done.set()
+            with self._threads_lock:
+                self._deleters_alive -= 1
+                last = self._deleters_alive == 0
+            if last:
+                self._done.set()
 
     def _delete(self, client: MnsQueue, batch: Batch, settled: list[InFlight]) -> None:
         queue = self.settings.queue_name
-        attempt = 0
+        attempt = throttled = 0
         while True:
-            attempt += 1
             error: QueueAuthError | QueueUnavailable | TokenError | None = None
             with batch.lock:
                 handles = [item.handle for item in settled]
@@ -380,14 +565,22 @@ class Poller:
                     error = exc
             if error is None:
                 break
-            delay = self._backoff.delay(attempt)
+            if isinstance(error, QueueThrottled):
+                # Backpressure, not a failure: retried for as long as the handles live, counted apart.
+                throttled += 1
+                delay = self._throttle_backoff.delay(throttled)
+                self.control.throttled()
+                self.events.throttled(queue, "BatchDeleteMessage", round(delay, 3))
+            else:
+                attempt += 1
+                delay = self._backoff.delay(attempt)
             if isinstance(error, QueueAuthError):
                 self.events.auth_refused(queue, self.settings.message_type, error.code, "BatchDeleteMessage")
                 self.tokens.invalidate(self.tokens.current())
                 delay = 0.0 if attempt == 1 else delay
             # Retrying is worth it while the handles are live (the keeper extends them); after that the
             # messages come back on their own and their dedupe keys absorb the repeat.
-            remaining = batch.visible_since + batch.visibility_seconds - time.monotonic()
+            remaining = batch.visible_since + batch.visibility_seconds - self._clock()
             if remaining <= delay or self.abandon.wait(delay):
                 self.events.delete_failed(queue, len(handles), error.code)
                 return
@@ -409,8 +602,10 @@ class Poller:
 
     def _finish(self, batch: Batch) -> None:
         with self._in_flight_lock:
-            self._in_flight.pop(batch.batch_id, None)
-        self._slots.release()
+            known = self._in_flight.pop(batch.batch_id, None) is not None
+        if known:
+            self.budget.release(len(batch.messages))
+        self._slots[batch.receiver].release()
 
     def _drop(self, batch: Batch) -> None:
         batch.abandoned = True
@@ -424,42 +619,83 @@ class Poller:
             while not self._done.wait(KEEPER_TICK_SECONDS):
                 if not self._can_extend:
                     continue
-                now = time.monotonic()
+                now = self._clock()
                 with self._in_flight_lock:
-                    batches = [b for b in self._in_flight.values() if not b.abandoned]
+                    batches = [b for b in self._in_flight.values() if not b.abandoned and not b.released]
                 for batch in batches:
-                    if now - batch.visible_since < batch.visibility_seconds / 2:
+                    # visible_since + visibility_seconds is the earliest any of its messages turns visible.
+                    if batch.visible_since + batch.visibility_seconds / 2 > now:
+                        continue
+                    if now - batch.received_at >= self.settings.max_hold_seconds:
+                        self._release(batch, now)
                         continue
                     client = client or self._make_client()
-                    self._extend(client, batch)
+                    if not self._extend(client, batch):
+                        break
         finally:
             if client is not None:
                 client.close()
 
-    def _extend(self, client: MnsQueue, batch: Batch) -> None:
+    def _release(self, batch: Batch, now: float) -> None:
+        """Stop extending a batch held past ``max_hold_seconds``: MNS makes its messages visible again.
+
+        Held received-and-undeleted for 30 minutes, a message trips MNS's abnormal-consumption rule
+        (receives on the queue slow down sharply, reference 3.9), and extensions do not restart that
+        clock. So a batch stuck behind a long sink outage is let go well before: it is redelivered once
+        the sinks are back (receiving is paused until then), and its dedupe keys absorb the repeat.
+        """
+        batch.released = True
+        self.events.visibility_released(self.settings.queue_name, len(batch.messages), now - batch.received_at)
+
+    def _extend(self, client: MnsQueue, batch: Batch) -> bool:
+        """Extend the messages of the batch due for it; False if the queue token may not extend at all.
+
+        A message whose extension fails (429, 5xx, network, token) does not stop the others (it used to,
+        and the rest of the batch then expired): it stays due and is retried on the next tick.
+        """
         seconds = max(self.settings.visibility_extension_seconds, int(batch.visibility_seconds))
         extended = 0
+        failed: list[str] = []
         with batch.lock:
-            started = time.monotonic()
+            now = self._clock()
             for item in batch.messages:
+                if item.visible_until - now >= batch.visibility_seconds / 2:
+                    continue  # not due: extended on an earlier tick (after a partial failure), or gone
+                started = self._clock()
                 try:
                     item.handle, _ = client.change_visibility(item.handle, seconds)
-                    extended += 1
                 except MessageGone:
+                    item.visible_until = math.inf
+                    continue
+                except QueueThrottled:
+                    failed.append("TooManyRequests")
+                    self.control.throttled()
+                    self.events.throttled(self.settings.queue_name, "ChangeMessageVisibility", KEEPER_TICK_SECONDS)
                     continue
                 except QueueAuthError as exc:
                     if exc.code == "AccessDenied":
                         self._can_extend = False
                         self.events.visibility_not_allowed(self.settings.queue_name, exc.code)
-                        return
+                        return False
                     self.tokens.invalidate(self.tokens.current())
-                    return
-                except (QueueUnavailable, TokenError):
-                    return
-            batch.visible_since = started
-            batch.visibility_seconds = float(seconds)
+                    failed.append(exc.code)
+                    continue
+                except (QueueUnavailable, TokenError) as exc:
+                    failed.append(exc.code)
+                    continue
+                item.visible_until = started + seconds
+                extended += 1
+            if extended:
+                batch.visibility_seconds = float(seconds)
+            earliest = min((item.visible_until for item in batch.messages), default=math.inf)
+            if earliest != math.inf:
+                batch.visible_since = earliest - batch.visibility_seconds
         if extended:
             self.events.visibility_extended(self.settings.queue_name, extended, seconds)
+        other = [code for code in failed if code != "TooManyRequests"]
+        if other:
+            self.events.visibility_failed(self.settings.queue_name, len(other), other[0])
+        return True
 
 
 def _oldest_age_seconds(messages: list[ReceivedMessage]) -> float:

@@ -340,6 +340,8 @@ class Supervisor:
             oldest_message_age_seconds=lambda: slot.poller.oldest_message_age_seconds(),  # noqa: PLW0108  (the poller a restart puts in the slot)
             batches_in_flight=lambda: float(slot.poller.in_flight),
             token_seconds_to_expiry=lambda: _or_minus_one(slot.tokens.seconds_to_expiry()),
+            messages_in_flight=lambda: float(slot.poller.in_flight_messages()[1]),
+            receivers=lambda: float(slot.poller.receivers),
         )
         for sink in slot.queue.sinks:
             self.metrics.watch_sink(name, message_type, sink)
@@ -371,6 +373,10 @@ class Supervisor:
             request_timeout_seconds=self.config.mns_request_timeout_seconds,
             retry_initial_seconds=self.config.mns_retry_initial_seconds,
             retry_max_seconds=self.config.mns_retry_max_seconds,
+            max_receivers=queue.max_receivers,
+            max_in_flight_messages=queue.max_in_flight_messages,
+            max_receipts_per_second=queue.max_receipts_per_second,
+            max_hold_seconds=queue.max_hold_seconds,
         )
         make_client = partial(queue_client, self.config, self.endpoints, queue.queue_name, tokens)
         return Poller(settings, tokens, dispatcher, self.events, make_client)
@@ -474,7 +480,7 @@ class Supervisor:
             self.dead_letter.close()
 
     def _finish(self, started: float) -> int:
-        names = ["received", "deleted", "dead_lettered", "decode_failed", "rejected", "delete_failed"]
+        names = ["received", "deleted", "dead_lettered", "decode_failed", "rejected", "delete_failed", "throttled"]
         if self.config.push is not None:
             names += ["push_accepted", "push_rejected", "push_settled"]
         totals = {name: self.events.total(name) for name in names}

@@ -22,6 +22,9 @@ from mns_consumer.observe.metrics import BACKFILL_QUEUE, MISSING_LABEL_VALUE, Me
 from mns_consumer.receipt_model import Receipt
 
 log = structlog.get_logger("mns_consumer.consume")
+
+THROTTLE_LOG_INTERVAL_SECONDS = 60.0
+"""At most one ``mns.throttled`` warning per queue in this long; the counter has every refusal."""
 push_log = structlog.get_logger("mns_consumer.push")
 backfill_log = structlog.get_logger("mns_consumer.backfill")
 
@@ -41,6 +44,9 @@ class Events:
         self._last_receive: dict[str, float] = {}
         self._lock = threading.Lock()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Throttling is logged at most once a minute per queue, with what was counted since.
+        self._throttled_since_log: dict[str, Counter[str]] = {}
+        self._throttled_logged_at: dict[str, float] = {}
 
     def register_queue(self, queue: str, message_type: str) -> None:
         """Name a queue's MessageType once, so every event of the queue is labelled with it."""
@@ -120,6 +126,40 @@ class Events:
         log.warning(
             "receive.failed", queue=queue, message_type=message_type, code=code, retry_in_seconds=retry_in_seconds
         )
+
+    def throttled(self, queue: str, operation: str, retry_in_seconds: float) -> None:
+        """MNS's flow limiter answered 429: counted every time, logged at most once a minute per queue.
+
+        A storm of 429s is backpressure the poller absorbs (it slows down and retries), not news for
+        every call: one warning a minute with the counts by operation says it persists without
+        flooding the log; ``mns_consumer_throttled_total`` has the exact figures.
+        """
+        self._count("throttled", queue)
+        if self.metrics is not None:
+            self._child(self.metrics.throttled, *self._labels(queue), operation).inc()
+        now = time.monotonic()
+        with self._lock:
+            pending = self._throttled_since_log.setdefault(queue, Counter())
+            pending[operation] += 1
+            last = self._throttled_logged_at.get(queue)
+            if last is not None and now - last < THROTTLE_LOG_INTERVAL_SECONDS:
+                return
+            self._throttled_logged_at[queue] = now
+            counts = dict(pending)
+            pending.clear()
+        log.warning(
+            "mns.throttled",
+            queue=queue,
+            message_type=self._types.get(queue, ""),
+            counts=counts,
+            retry_in_seconds=retry_in_seconds,
+            interval_seconds=THROTTLE_LOG_INTERVAL_SECONDS,
+        )
+
+    def receivers_changed(self, queue: str, receivers: int, reason: str) -> None:
+        """The number of concurrent receivers of a queue went up (a backlog) or down (caught up, throttled)."""
+        self._count("receivers_changed", queue)
+        log.info("receivers.changed", queue=queue, receivers=receivers, reason=reason)
 
     def queue_missing(self, queue: str, message_type: str, retry_in_seconds: float) -> None:
         """MNS says the queue does not exist (wrong name, or a queue asleep after months of no sends)."""
@@ -286,6 +326,19 @@ class Events:
         if self.metrics is not None:
             self._child(self.metrics.visibility_extended, *self._labels(queue)).inc(count)
         log.info("visibility.extended", queue=queue, count=count, seconds=seconds)
+
+    def visibility_failed(self, queue: str, count: int, code: str) -> None:
+        """Extending some messages' visibility failed (the rest of the batch was still extended); retried next tick."""
+        self._count("visibility_failed", queue, count)
+        self._fail(queue, "visibility", count)
+        log.warning("visibility.failed", queue=queue, count=count, code=code)
+
+    def visibility_released(self, queue: str, count: int, held_seconds: float) -> None:
+        """Messages held past ``max_hold_seconds`` are no longer extended: MNS makes them visible again."""
+        self._count("visibility_released", queue, count)
+        if self.metrics is not None:
+            self._child(self.metrics.visibility_released, *self._labels(queue)).inc(count)
+        log.warning("visibility.released", queue=queue, count=count, held_seconds=round(held_seconds, 1))
 
     def visibility_not_allowed(self, queue: str, code: str) -> None:
         """The queue token may not change visibility: said once; duplicates are then left to dedupe."""

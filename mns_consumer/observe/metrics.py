@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mns_consumer import __version__
 from mns_consumer.outcomes import OUTCOME_CLASSES
 
-STAGES = ("receive", "decode", "sink", "delete", "token", "query")
+STAGES = ("receive", "decode", "sink", "delete", "visibility", "token", "query")
 """The ``stage`` label of ``mns_consumer_failures_total``."""
 
 QUEUE_STAGES = tuple(stage for stage in STAGES if stage != "query")
@@ -143,6 +143,9 @@ class LabelCap:
         return OTHER_LABEL_VALUE
 
 
+MNS_OPERATIONS = ("BatchReceiveMessage", "BatchDeleteMessage", "ChangeMessageVisibility")
+"""The ``operation`` label of ``mns_consumer_throttled_total``: the calls a poller makes."""
+
 BACKFILL_QUEUE = "backfill"
 """The ``queue`` label of QuerySendDetails backfill runs (they read no queue)."""
 
@@ -217,6 +220,18 @@ class Metrics:
             QUEUE_LABELS,
             registry=registry,
         )
+        self.throttled = Counter(
+            "mns_consumer_throttled",
+            "MNS calls refused by the flow limiter (HTTP 429 TooManyRequests), by operation: backpressure, retried.",
+            (*QUEUE_LABELS, "operation"),
+            registry=registry,
+        )
+        self.visibility_released = Counter(
+            "mns_consumer_visibility_released",
+            "Messages held longer than max_hold_seconds (a sink outage) whose visibility was left to lapse.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
         self.sink_write_seconds = Histogram(
             "mns_consumer_sink_write_seconds",
             "Duration of one sink write call.",
@@ -254,6 +269,19 @@ class Metrics:
         self.batches_in_flight = Gauge(
             "mns_consumer_batches_in_flight",
             "Batches received and not yet deleted or abandoned.",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.messages_in_flight = Gauge(
+            "mns_consumer_messages_in_flight",
+            "Messages received and not yet deleted or abandoned, all receivers together"
+            " (max_in_flight_messages caps it).",
+            QUEUE_LABELS,
+            registry=registry,
+        )
+        self.receivers = Gauge(
+            "mns_consumer_receivers",
+            "Concurrent receivers of the queue: 1 (one long poll) when caught up, up to max_receivers in a backlog.",
             QUEUE_LABELS,
             registry=registry,
         )
@@ -361,6 +389,8 @@ class Metrics:
         oldest_message_age_seconds: Callable[[], float],
         batches_in_flight: Callable[[], float],
         token_seconds_to_expiry: Callable[[], float],
+        messages_in_flight: Callable[[], float] | None = None,
+        receivers: Callable[[], float] | None = None,
     ) -> None:
         """Tie the gauges read at scrape time to a queue's live state, and zero its counters.
 
@@ -374,14 +404,21 @@ class Metrics:
         self.oldest_message_age.labels(*labels).set_function(oldest_message_age_seconds)
         self.batches_in_flight.labels(*labels).set_function(batches_in_flight)
         self.token_expiry.labels(*labels).set_function(token_seconds_to_expiry)
+        if messages_in_flight is not None:
+            self.messages_in_flight.labels(*labels).set_function(messages_in_flight)
+        if receivers is not None:
+            self.receivers.labels(*labels).set_function(receivers)
         for counter in (
             self.received,
             self.deleted,
             self.dead_lettered,
             self.visibility_extended,
+            self.visibility_released,
             self.poller_restarts,
         ):
             counter.labels(*labels)
+        for operation in MNS_OPERATIONS:
+            self.throttled.labels(*labels, operation)
         for stage in QUEUE_STAGES:
             self.failures.labels(*labels, stage)
         self._watch_outcomes(labels)

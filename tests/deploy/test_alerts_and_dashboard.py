@@ -39,7 +39,8 @@ PROMETHEUS_SERIES = {"up"}
 """Series Prometheus adds to every scrape, which expressions may use too."""
 
 LABELS = {
-    "queue", "message_type", "sink", "stage", "outcome", "class", "carrier", "le", "version", "instance", "job",
+    "queue", "message_type", "sink", "stage", "operation", "outcome", "class", "carrier", "le", "version", "instance",
+    "job",
 }  # fmt: skip
 """Labels an expression may group by: the daemon's own plus what a histogram, the info metric and a scrape add."""
 
@@ -279,6 +280,18 @@ def _scenarios() -> Iterator[dict[str, Any]]:
             "5m": [],
             "20m": [{"severity": "warning", "queue": "Alicom-Queue-1-SmsReport", "stage": "sink"}],
         },
+    )
+    # A storm of 429s (1 a second) from minute 2 fires after 15 minutes; a burst of 5 minutes never does.
+    throttled = f'mns_consumer_throttled_total{{{SERIES}, operation="BatchReceiveMessage"}}'
+    yield _scenario(
+        "MnsConsumerThrottled",
+        {throttled: "0 0 60+60x30"},
+        {"10m": [], "22m": [{"severity": "warning", **QUEUE_LABELS}]},
+    )
+    yield _scenario(
+        "MnsConsumerThrottled",
+        {throttled: "0 0 60+60x4 300x25"},
+        {"10m": [], "25m": []},
     )
     yield _scenario(
         "MnsConsumerDeadLetters",

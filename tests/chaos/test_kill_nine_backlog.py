@@ -1,0 +1,98 @@
+"""kill -9 while several receivers drain a backlog: what they held comes back from MNS, nothing is stored twice.
+
+Each trial seeds a backlog behind a 20 ms WAN, starts the daemon against a PostgreSQL sink, waits until
+``/metrics`` shows more than one receiver, kills it with SIGKILL, restarts it and lets it finish. The
+queue's 3 s visibility timeout brings back whatever the killed process had received and not deleted.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mns_consumer.emulator import Emulator, QueueDefaults, WanProfile
+from mns_consumer.sinks.dead_letter import read_dead_letters
+from tests.chaos.test_kill_nine import _duplicated_keys
+from tests.e2e.daemon_harness import (
+    DaemonFactory,
+    daemon_config,
+    expected_receipts,
+    queue_total,
+    table_keys,
+    wait_until,
+)
+from tests.support.sink_env_database import ServerEnv
+
+TRIALS = 3
+RECEIPTS = 3000
+QUEUES = {"SmsReport": "Alicom-Queue-chaos2-SmsReport"}
+
+
+def receivers(url: str) -> float:
+    """``mns_consumer_receivers`` of the queue, 0 if the endpoint does not answer yet."""
+    try:
+        text = httpx.get(url, trust_env=False, timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mns_consumer_receivers":
+                return float(sample.value)
+    return 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_kill_nine_during_concurrent_receives_loses_nothing_and_stores_nothing_twice(
+    make_emulator, daemons: DaemonFactory, postgres: ServerEnv, tmp_path: Path
+) -> None:
+    """SIGKILL while several receivers hold batches, then a restart: every receipt in PostgreSQL exactly once."""
+    # Given a queue behind a WAN with a 3 s visibility timeout and a daemon configuration writing to PostgreSQL
+    emulator: Emulator = make_emulator(
+        queues=dict(QUEUES), queue_defaults=QueueDefaults(visibility_timeout_seconds=3), wan=WanProfile(0.02, 0.002)
+    )
+    dead = tmp_path / "dead.jsonl"
+    config = daemons.write(
+        daemon_config(
+            emulator,
+            {"db": {"type": "database", "url": postgres.url, "table": postgres.table, "connect_timeout_seconds": 2}},
+            dead,
+        )
+    )
+    expected: set[str] = set()
+
+    for trial in range(TRIALS):
+        # When a backlog is seeded, the daemon killed -9 while it runs several receivers, restarted and left to finish
+        rng = random.Random(trial)
+        fresh = set(expected_receipts(emulator, emulator.produce("SmsReport", RECEIPTS)))
+        assert not fresh & expected
+        expected |= fresh
+        victim = daemons.start(config)
+        url = victim.http_url("/metrics")
+        wait_until(lambda url=url: receivers(url) > 1, f"trial {trial}: receivers rising", diagnose=victim.describe)
+        time.sleep(rng.uniform(0, 0.3))
+        victim.kill()
+        assert emulator.queue(QUEUES["SmsReport"]).counts().active > 0, "killed after the backlog was gone"
+
+        survivor = daemons.start(config)
+        total = len(expected)
+        wait_until(
+            lambda total=total: queue_total(emulator) == 0 and len(table_keys(postgres.admin, postgres.table)) == total,
+            f"trial {trial}: every receipt stored after the restart",
+            diagnose=survivor.describe,
+        )
+        assert survivor.stop() == 0, survivor.describe()
+        assert not survivor.events_named("poller.crashed")
+
+    # Then every seeded receipt is stored exactly once, nothing was dead-lettered, and the queue is empty
+    assert _duplicated_keys(postgres.admin, postgres.table) == []
+    keys = table_keys(postgres.admin, postgres.table)
+    assert len(keys) == len(expected) == TRIALS * RECEIPTS
+    assert set(keys) == expected
+    assert queue_total(emulator) == 0
+    assert not dead.exists() or list(read_dead_letters(dead)) == []
