@@ -110,9 +110,25 @@ def test_the_judge_fails_rss_that_keeps_growing_beyond_the_bound() -> None:
     assert _failed(_samples(600, **growing)) == {"rss"}
 
 
-def test_the_judge_fails_descriptors_and_threads_that_do_not_come_back() -> None:
-    leaking = {**STEADY, "fds": lambda t: 20.0 + (10 if t > 300 else 0), "threads": lambda t: 16.0 + (t > 300) * 5}
-    assert _failed(_samples(600, **leaking)) == {"fds", "threads"}
+def test_the_judge_fails_descriptors_and_threads_that_keep_growing() -> None:
+    # A leak grows through the quiet tail too (0.75-0.8 of the run against its last 20%)
+    leaking = {**STEADY, "fds": lambda t: 20.0 + t / 10, "threads": lambda t: 16.0 + t / 15}
+    assert _failed(_samples(600, **leaking)) == {"fds in the quiet tail", "threads in the quiet tail"}
+
+
+def test_the_judge_fails_descriptors_and_threads_past_the_parked_receivers_pool() -> None:
+    pool = soak.RECEIVER_POOL_PER_QUEUE * len(soak.SEEDED_SHARES)
+    swollen = {
+        **STEADY,
+        "fds": lambda t: 20.0 + (pool + 10) * (t > 300),
+        "threads": lambda t: 16.0 + (pool + 5) * (t > 300),
+    }
+    assert _failed(_samples(600, **swollen)) == {"fds", "threads"}
+
+
+def test_the_judge_passes_receivers_that_a_backlog_started_and_that_stay_parked() -> None:
+    parked = {**STEADY, "fds": lambda t: 20.0 + 8 * (t > 300), "threads": lambda t: 16.0 + 8 * (t > 300)}
+    assert _failed(_samples(600, **parked)) == set()
 
 
 def test_the_judge_fails_lag_that_stays_high_after_a_fault() -> None:
