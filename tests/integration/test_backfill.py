@@ -172,11 +172,14 @@ def test_paging_covers_more_than_fifty_records_and_the_bizid_narrows_the_query(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     """120 records of one send come in three pages of 50; records of another BizId are not returned."""
-    now = emulator.clock.now()
+    # The records start at midnight (Beijing) of the day an hour ago: all on one Beijing day, all past,
+    # whatever the hour the test runs at (an hour before now alone crosses midnight from 16:00 UTC).
+    day = datetime.fromtimestamp(emulator.clock.now() - 3600, BEIJING).date()
+    now = datetime(day.year, day.month, day.day, tzinfo=BEIJING).timestamp()
     for index in range(120):
-        emulator.send_log.add(_record("812^0", now - 3600 + index, delivered=index % 2 == 0))
+        emulator.send_log.add(_record("812^0", now + index, delivered=index % 2 == 0))
     for index in range(7):
-        emulator.send_log.add(_record("999^0", now - 3600 + index, delivered=True))
+        emulator.send_log.add(_record("999^0", now + index, delivered=True))
     recording = RecordingSink("recording")
     config = make_config(emulator, tmp_path, {"db": {"type": "file", "path": str(tmp_path / "unused.jsonl")}})
     events, registry = metrics_events()
