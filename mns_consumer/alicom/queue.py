@@ -37,6 +37,7 @@ import socket
 import ssl
 import struct
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -431,7 +432,10 @@ class MnsQueue:
             if isinstance(error, QueueAuthError) and error.code == "AccessDenied":
                 return "reachable; the token may not read queue attributes"
             raise error from exc
-        counts = (meta._active_messages, meta._inactive_messages, meta._delay_messages)
+        with warnings.catch_warnings():
+            # The SDK marks its public count getters deprecated but offers no other way to read them.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            counts = (meta.active_messages, meta.inactive_messages, meta.delay_messages)
         return "{} active, {} inactive, {} delayed".format(*counts)
 
     def close(self) -> None:
