@@ -1,4 +1,4 @@
-"""systemd/mns-consumer.service: systemd accepts it, and its timeouts fit the daemon's own.
+"""systemd/: systemd accepts the units, the daemon's timeouts fit its own, and the status sweep's timer runs it.
 
 ``systemd-analyze`` (Debian package ``systemd``) checks the file as systemd would load it; without it the
 checks that need it skip, and fail when ``MNS_CONSUMER_REQUIRE_SERVICES=1`` (CI).
@@ -22,6 +22,8 @@ from tests.conftest import service_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "mns-consumer.service"
+SWEEP = REPO / "systemd" / "mns-consumer-status-sweep.service"
+SWEEP_TIMER = REPO / "systemd" / "mns-consumer-status-sweep.timer"
 INSTALLED_EXECUTABLE = "/usr/local/bin/mns-consumer"
 
 Unit = dict[str, dict[str, list[str]]]
@@ -79,15 +81,38 @@ def systemd_analyze() -> str:
     return path
 
 
-def unit_for_this_machine(tmp_path: Path) -> Path:
-    """The unit with ExecStart pointing at this environment's mns-consumer, which verify requires to exist."""
+def unit_for_this_machine(tmp_path: Path, unit: Path = UNIT) -> Path:
+    """A unit with ExecStart pointing at this environment's mns-consumer, which verify requires to exist."""
     executable = Path(sys.executable).parent / "mns-consumer"
     assert executable.exists(), f"{executable} missing: install the package into this environment"
-    text = UNIT.read_text(encoding="utf-8")
+    text = unit.read_text(encoding="utf-8")
     assert f"ExecStart={INSTALLED_EXECUTABLE} " in text
-    copy = tmp_path / UNIT.name
+    copy = tmp_path / unit.name
     copy.write_text(text.replace(f"ExecStart={INSTALLED_EXECUTABLE} ", f"ExecStart={executable} "), encoding="utf-8")
     return copy
+
+
+def verify(*units: Path) -> None:
+    """``systemd-analyze verify`` loads the units without an error or a warning about them."""
+    result = subprocess.run(
+        [systemd_analyze(), "verify", *map(str, units)], capture_output=True, text=True, timeout=60, check=False
+    )
+    # verify exits 0 even on unknown keys and bad values, which it reports as warnings naming the file.
+    about_units = [line for line in result.stderr.splitlines() if any(unit.name in line for unit in units)]
+    assert result.returncode == 0, result.stderr
+    assert about_units == []
+
+
+def exposure_at_most_two(unit: Path) -> None:
+    """``systemd-analyze security`` rates the unit's exposure 2.0 or lower (0 is fully locked down, 10 open)."""
+    result = subprocess.run(
+        [systemd_analyze(), "security", "--offline=true", "--threshold=20", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
 
 
 def test_unit_runs_the_daemon_as_a_notify_service_that_reloads_on_sighup(service: dict[str, list[str]]) -> None:
@@ -161,24 +186,87 @@ def test_unit_runs_unprivileged_with_only_its_own_folders_writable(service: dict
 
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     """``systemd-analyze verify`` loads the unit without an error or a warning about it."""
-    unit = unit_for_this_machine(tmp_path)
-    result = subprocess.run(
-        [systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
-    )
-    # verify exits 0 even on unknown keys and bad values, which it reports as warnings naming the file.
-    about_unit = [line for line in result.stderr.splitlines() if unit.name in line]
-    assert result.returncode == 0, result.stderr
-    assert about_unit == []
+    verify(unit_for_this_machine(tmp_path))
 
 
 def test_unit_exposure_stays_at_most_two(tmp_path: Path) -> None:
     """``systemd-analyze security`` rates the unit's exposure 2.0 or lower (0 is fully locked down, 10 open)."""
-    unit = unit_for_this_machine(tmp_path)
-    result = subprocess.run(
-        [systemd_analyze(), "security", "--offline=true", "--threshold=20", str(unit)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    exposure_at_most_two(unit_for_this_machine(tmp_path))
+
+
+# -- the status sweep: a oneshot service and its timer ------------------------------------------------
+
+SHARED_WITH_THE_DAEMON = (
+    "EnvironmentFile",
+    "DynamicUser",
+    "StateDirectory",
+    "StateDirectoryMode",
+    "LogsDirectory",
+    "LogsDirectoryMode",
+    "ConfigurationDirectory",
+    "WorkingDirectory",
+    "UMask",
+    "NoNewPrivileges",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectClock",
+    "ProtectHostname",
+    "ProtectProc",
+    "RestrictAddressFamilies",
+    "RestrictNamespaces",
+    "RestrictRealtime",
+    "RestrictSUIDSGID",
+    "LockPersonality",
+    "MemoryDenyWriteExecute",
+    "SystemCallArchitectures",
+    "SystemCallFilter",
+    "SystemCallErrorNumber",
+    "CapabilityBoundingSet",
+    "AmbientCapabilities",
+)
+"""What the sweep takes over from the daemon's unit: secrets, identity, folders and hardening."""
+
+
+def test_sweep_service_runs_the_status_sweep_once_per_start_with_the_daemons_configuration() -> None:
+    """A oneshot of ``status sweep`` on the daemon's configuration file, bounded in time."""
+    sweep = parse_unit(SWEEP.read_text(encoding="utf-8"))["Service"]
+    assert only(sweep, "Type") == "oneshot"
+    assert only(sweep, "ExecStart") == f"{INSTALLED_EXECUTABLE} status sweep --config /etc/mns-consumer/config.yaml"
+    assert 0 < seconds(only(sweep, "TimeoutStartSec")) <= 3600
+
+
+def test_sweep_service_shares_the_daemons_user_folders_and_hardening(service: dict[str, list[str]]) -> None:
+    """The same dynamic user (named after the daemon's unit) and every hardening line of the daemon's unit."""
+    sweep = parse_unit(SWEEP.read_text(encoding="utf-8"))["Service"]
+    assert {key: sweep.get(key) for key in SHARED_WITH_THE_DAEMON} == {
+        key: service.get(key) for key in SHARED_WITH_THE_DAEMON
+    }
+    assert only(sweep, "User") == only(sweep, "Group") == UNIT.stem
+
+
+def test_sweep_timer_starts_the_sweep_after_boot_and_every_ten_minutes() -> None:
+    """The timer names the sweep service, fires 10 minutes after each start, and is enabled with timers.target."""
+    timer = parse_unit(SWEEP_TIMER.read_text(encoding="utf-8"))
+    assert only(timer["Timer"], "Unit") == SWEEP.name
+    assert seconds(only(timer["Timer"], "OnUnitActiveSec")) == 600
+    assert seconds(only(timer["Timer"], "OnBootSec")) > 0
+    assert only(timer["Install"], "WantedBy") == "timers.target"
+
+
+def test_systemd_accepts_the_sweep_service_and_timer(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` loads the sweep service and its timer without an error or a warning."""
+    service_copy = unit_for_this_machine(tmp_path, SWEEP)
+    timer_copy = tmp_path / SWEEP_TIMER.name
+    timer_copy.write_text(SWEEP_TIMER.read_text(encoding="utf-8"), encoding="utf-8")
+    verify(service_copy, timer_copy)
+
+
+def test_sweep_service_exposure_stays_at_most_two(tmp_path: Path) -> None:
+    """The sweep is as locked down as the daemon: exposure 2.0 or lower."""
+    exposure_at_most_two(unit_for_this_machine(tmp_path, SWEEP))
