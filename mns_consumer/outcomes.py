@@ -15,13 +15,18 @@ The normalized status wins where it is decisive: a delivered report is ``deliver
 code, an expired one (international ``Status`` 6) is ``expired``; a failed report whose code claims
 success is ``unknown``. ``pending`` QuerySendDetails records have no class yet (None).
 
-Sources (see docs/receipts.md for the table with each code's source): Alibaba Cloud's "Error codes"
-page (alibabacloud.com/help/en/sms/developer-reference/error-codes, the "Delivery receipt status
-codes" section), its mainland "Delivery receipt error codes" page
-(help.aliyun.com/en/sms/developer-reference/delivery-receipt-error-codes) and the blacklist FAQ
-(help.aliyun.com/zh/document_detail/2679007.html) name the code families; the meaning of individual
-carrier codes comes from the carriers' gateway tables (CMPP status reports) as republished by other
-Chinese SMS platforms, because Alibaba forwards them unchanged.
+Sources (docs/delivery-status.md#outcome-codes-and-their-sources lists every code with its source,
+and a test keeps that table and this module equal):
+
+* Alibaba's own receipt codes come from its mainland table "短信发送状态回执错误码"
+  (help.aliyun.com/document_detail/101347.html, now a section of the SMS error codes page), each
+  classed by Alibaba's stated cause and advice, e.g. ``IS_CLOSE`` "通道被关停 ... 建议稍后重试" is a
+  retryable carrier failure, ``MOBILE_IN_BLACK`` (unsubscribed or carrier blacklist) is blocked.
+* Alibaba passes carrier codes (``DELIVRD``, ``UNDELIV``, ``MK:0001``, ``IC:0015``, ...) through
+  unchanged and its pages do not explain them one by one, so their classes come from the carriers'
+  gateway tables (CMPP status reports) as republished by Chinese SMS platforms and Huawei Cloud's
+  receipt code tables; the families (``MK:``/``MN:``/``MI:`` number results, ``IC:``/``IA:`` gateway
+  errors) from the same tables.
 """
 
 from __future__ import annotations
@@ -170,6 +175,26 @@ EXACT_CODES: Final[Mapping[str, OutcomeClass]] = {
     "DB:0164": _BLOCKED,
     "DB:0505": _CARRIER,
     "DB00141": _CONTENT,
+    # Alibaba's own receipt codes (mainland "短信发送状态回执错误码"), classed by Alibaba's explanation.
+    "MOBILE_NOT_ON_SERVICE": _INVALID,  # suspended, empty, out of service, off or out of coverage: check the number
+    "MOBILE_ACCOUNT_ABNORMAL": _INVALID,  # account abnormal, ported, in arrears: send again once the number is fixed
+    "INVALID_NUMBER": _INVALID,  # number state abnormal or malformed
+    "SP_NOT_BY_INTER_SMS": _INVALID,  # the recipient cannot receive international SMS until the carrier enables it
+    "MOBLLE_TERMINAL_ERROR": _OFF,  # (sic) handset: memory or SIM full, illegal device; retry after the handset
+    "MOBILE_IN_BLACK": _BLOCKED,  # carrier blacklist, usually the user unsubscribed from this signature
+    "USER_REJECT": _BLOCKED,  # the user unsubscribed or never enabled the service: drop them from the list
+    "MOBILE_SEND_LIMIT": _BLOCKED,  # per-number daily or monthly limit: sending again is what it refuses
+    "CONTENT_KEYWORD": _CONTENT,  # carrier keyword interception
+    "CONTENT_ERROR": _CONTENT,  # a marketing message without the unsubscribe text
+    "SIGNATURE_BLACKLIST": _CONTENT,  # the signature is blacklisted, not the number
+    "PARAMS_ILLEGAL": _CONTENT,  # signature, text or number passed wrongly: fix the request
+    "ISV.UNSUPPORTED_CONTENT": _CONTENT,  # traditional characters, emoji, unusual symbols
+    "ISV.SMS_CONTENT_MISMATCH_TEMPLATE_TYPE": _CONTENT,  # marketing text through a notification template
+    "PORT_NOT_REGISTERED": _CONTENT,  # the sender's port lacks real-name registration with the carrier
+    "NO_ROUTE": _CONTENT,  # no channel carries this content (a scenario not supported for now)
+    "IS_CLOSE": _CARRIER,  # the channel was shut; Alibaba drops it and advises retrying later
+    "SP_UNKNOWN_ERROR": "unknown",  # the carrier reported an unknown error
+    "REQUEST_SUCCESS": "unknown",  # accepted, but no carrier report came back (Alibaba: likely the recipient)
     # Blacklists and keyword filters named in words.
     "MBBLACK": _BLOCKED,
     "DBBLACK": _BLOCKED,

@@ -1,6 +1,13 @@
-"""The taxonomy of delivery report codes: every listed code, the prefix rules, and unknown codes."""
+"""The taxonomy of delivery report codes: every listed code, the prefix rules, and unknown codes.
+
+docs/delivery-status.md shows the codes and families with their sources; the tests read that table, so
+the manual and ``mns_consumer.outcomes`` cannot drift apart.
+"""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -17,6 +24,78 @@ from mns_consumer.outcomes import (
 from mns_consumer.receipts import decode_object
 
 DECODE = {"raw": b"{}", "source": "mns", "queue": "Alicom-Queue-1-SmsReport"}
+MANUAL = Path(__file__).resolve().parents[2] / "docs" / "delivery-status.md"
+SECTION = "## Outcome codes and their sources"
+
+
+def documented_tables() -> list[list[list[str]]]:
+    """The tables of the manual's outcome codes section: rows of cells (``\\|`` unescaped), headers dropped."""
+    text = MANUAL.read_text(encoding="utf-8")
+    section = text[text.index(SECTION) :].split("\n## ", 1)[0]
+    tables: list[list[list[str]]] = []
+    current: list[list[str]] | None = None
+    for line in section.splitlines():
+        if not line.startswith("|"):
+            current = None
+            continue
+        cells = [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if current is None:
+            current = []
+            tables.append(current)
+        elif not set("".join(cells)) <= set("-:"):
+            current.append(cells)
+    return tables
+
+
+def documented_codes() -> list[tuple[str, str, str]]:
+    """(code, class, source) of every row of the manual's code table."""
+    rows = documented_tables()[0]
+    return [
+        (code, re.fullmatch(r"`(\w+)`", klass)[1], source)  # type: ignore[index]
+        for source, klass, codes in rows
+        for code in re.findall(r"`([^`]+)`", codes)
+    ]
+
+
+@pytest.mark.parametrize(("code", "expected", "source"), documented_codes())
+def test_every_documented_code_has_its_documented_class_and_flag(code: str, expected: str, source: str) -> None:
+    """Each row of the manual's table: the code classifies as documented, and a failed report with it too."""
+    assert classify_code(code) == expected, source
+    failed = "unknown" if expected == "delivered" else expected
+    assert classify("failed", code) == (failed, RETRYABLE[failed])
+
+
+def test_the_manual_lists_exactly_the_module_s_codes_once_each() -> None:
+    """No code of the module is missing from the manual, none is extra, none is listed twice."""
+    documented = [(code.upper(), klass) for code, klass, _ in documented_codes()]
+    assert len(documented) == len({code for code, _ in documented})
+    assert dict(documented) == dict(EXACT_CODES)
+
+
+def test_the_manual_lists_the_module_s_prefix_rules_in_order() -> None:
+    """The families table is PREFIX_RULES: the same patterns, classes and order."""
+    rows = documented_tables()[1]
+    assert [(pattern.strip("`"), klass.strip("`")) for pattern, klass, _ in rows] == [
+        (pattern.pattern, klass) for pattern, klass, _ in PREFIX_RULES
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("IS_CLOSE", ("carrier_failure", True)),  # channel shut: Alibaba advises retrying later
+        ("MOBLLE_TERMINAL_ERROR", ("powered_off", True)),  # handset memory/SIM full: retry after the handset
+        ("MOBILE_NOT_ON_SERVICE", ("invalid_number", False)),  # check the number first
+        ("MOBILE_IN_BLACK", ("blocked", False)),  # unsubscribed or carrier blacklist
+        ("USER_REJECT", ("blocked", False)),  # unsubscribed: drop the number
+        ("SIGNATURE_BLACKLIST", ("content_rejected", False)),  # the signature, not the number, is blacklisted
+        ("NO_ROUTE", ("content_rejected", False)),  # no channel for this content
+        ("REQUEST_SUCCESS", ("unknown", False)),  # no carrier report came back
+    ],
+)
+def test_alibaba_receipt_codes_take_the_class_of_alibabas_explanation(code: str, expected: tuple[str, bool]) -> None:
+    """Alibaba's own receipt codes (mainland receipt status code table) follow Alibaba's cause and advice."""
+    assert classify("failed", code) == expected
 
 
 @pytest.mark.parametrize(("code", "expected"), sorted(EXACT_CODES.items()))
