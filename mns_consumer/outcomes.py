@@ -19,14 +19,15 @@ Sources (docs/delivery-status.md#outcome-codes-and-their-sources lists every cod
 and a test keeps that table and this module equal):
 
 * Alibaba's own receipt codes come from its mainland table "短信发送状态回执错误码"
-  (help.aliyun.com/document_detail/101347.html, now a section of the SMS error codes page), each
-  classed by Alibaba's stated cause and advice, e.g. ``IS_CLOSE`` "通道被关停 ... 建议稍后重试" is a
-  retryable carrier failure, ``MOBILE_IN_BLACK`` (unsubscribed or carrier blacklist) is blocked.
-* Alibaba passes carrier codes (``DELIVRD``, ``UNDELIV``, ``MK:0001``, ``IC:0015``, ...) through
-  unchanged and its pages do not explain them one by one, so their classes come from the carriers'
-  gateway tables (CMPP status reports) as republished by Chinese SMS platforms and Huawei Cloud's
-  receipt code tables; the families (``MK:``/``MN:``/``MI:`` number results, ``IC:``/``IA:`` gateway
-  errors) from the same tables.
+  (help.aliyun.com/document_detail/101347.html; in English
+  help.aliyun.com/en/sms/developer-reference/delivery-receipt-error-codes), each classed by
+  Alibaba's stated cause and advice: ``IS_CLOSE`` ("通道被关停 ... 建议稍后重试") is a retryable
+  carrier failure, ``MOBILE_IN_BLACK`` (unsubscribed or carrier blacklist) is blocked.
+* Carrier codes Alibaba passes through unchanged (``DELIVRD``, ``UNDELIV``, ``MK:0001``,
+  ``IC:0015``, ...): no Alibaba row explaining them could be read, so their classes come from the
+  carriers' gateway tables (CMPP status reports) as republished by Chinese SMS platforms and Huawei
+  Cloud, and so do the families (``MK:``/``MN:``/``MI:`` number results, ``IC:``/``IA:`` gateway
+  errors).
 """
 
 from __future__ import annotations
