@@ -84,9 +84,9 @@ from mns.queue import Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mns_consumer.cli import emulator_config  # what `emulator --print-config` prints
 from mns_consumer.config import Config
 from mns_consumer.emulator.clock import Clock
+from mns_consumer.emulator.consumer_config import emulator_config  # what `emulator --print-config` prints
 from mns_consumer.emulator.samples import MESSAGE_TYPES, ReceiptFactory, encode_body
 
 QUEUE_TYPE = "SmsReport"

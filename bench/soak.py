@@ -66,8 +66,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mns_consumer.cli import emulator_config
 from mns_consumer.emulator.clock import Clock
+from mns_consumer.emulator.consumer_config import emulator_config
 from mns_consumer.emulator.push_client import push_receipts
 from mns_consumer.emulator.samples import ReceiptFactory, encode_body
 from mns_consumer.receipts import decode_mns_body, decode_push

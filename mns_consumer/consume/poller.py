@@ -11,7 +11,7 @@ Threads, each with its own MNS connection (the SDK client is not thread-safe):
     receive reserves a full batch of the queue's ``max_in_flight_messages`` first; receiving pauses
     while the queue's sinks are failing, so an outage neither churns visibility nor fills the dead letters.
 ``dispatcher``
-    Decodes batches and hands them, in order, to :class:`~mns_consumer.consume.dispatcher.Dispatcher`.
+    Decodes batches and hands them, in order, to :class:`~mns_consumer.delivery.Dispatcher`.
 ``deleter`` (one per receiver started)
     BatchDeleteMessage of exactly the settled messages, with their newest handles.
 ``keeper``
@@ -36,14 +36,13 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from mns_consumer.alicom.queue import MessageGone, MnsQueue, ReceivedMessage
 from mns_consumer.alicom.tokens import TokenProvider
-from mns_consumer.consume.backoff import Backoff
 from mns_consumer.consume.concurrency import MessageBudget, ReceiptRate, ReceiverControl
-from mns_consumer.consume.dispatcher import Batch, Dispatcher, InFlight
+from mns_consumer.delivery import Dispatcher, Item
 from mns_consumer.errors import (
     DecodeError,
     QueueAuthError,
@@ -53,7 +52,9 @@ from mns_consumer.errors import (
     TokenError,
 )
 from mns_consumer.observe.events import Events
+from mns_consumer.receipt_model import Receipt
 from mns_consumer.receipts import decode_mns_body
+from mns_consumer.retry import Backoff
 
 MIN_VISIBILITY_SECONDS = 1.0
 """The shortest visibility planned with; a measured value at or below zero means a skewed clock."""
@@ -68,6 +69,53 @@ THROTTLE_RETRY_MAX_SECONDS = 4.0
 """Longest pause after a 429: fewer receivers is what relieves the limiter; long sleeps only stall the drain."""
 EXTRA_RECEIVER_IDLE_SECONDS = 0.05
 """How long an extra receiver (no long poll) waits after an empty answer before it asks again."""
+
+
+@dataclass
+class InFlight:
+    """One received message while it is processed.
+
+    Attributes:
+        message: What MNS handed out.
+        handle: The receipt handle to delete with; replaced when visibility is extended.
+        visible_until: When MNS makes it visible again unless extended (the poller's clock); ``inf``
+            once it is gone.
+        receipt: The decoded receipt (None until decoded, or when it did not decode).
+    """
+
+    message: ReceivedMessage
+    handle: str
+    visible_until: float = 0.0
+    receipt: Receipt | None = None
+
+
+@dataclass
+class Batch:
+    """The messages of one receive, carried from receiver to dispatcher to deleter.
+
+    Attributes:
+        batch_id: Sequence number within the poller.
+        messages: The messages, in the order MNS returned them.
+        received_at: The poller clock at the receive.
+        visibility_seconds: How long MNS keeps them invisible from ``visible_since``.
+        visible_since: The poller clock at the receive or at the last visibility extension.
+        receiver: Which of the queue's receivers took it (its in-flight slot is that receiver's).
+        lock: Held while a handle is replaced or used, so deletes never race extensions.
+        settled: Set once stored: every message may be deleted.
+        abandoned: Set when the batch is given up (nothing is deleted).
+        released: Set once held longer than ``max_hold_seconds`` and its visibility left to lapse.
+    """
+
+    batch_id: int
+    messages: list[InFlight]
+    received_at: float
+    visibility_seconds: float
+    visible_since: float
+    receiver: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    settled: bool = False
+    abandoned: bool = False
+    released: bool = False
 
 
 @dataclass(frozen=True)
@@ -437,7 +485,7 @@ class Poller:
         batch_id = next(self._batch_ids)
         wall_ms = time.time() * 1000
         visibility = self._measured_visibility(messages, wall_ms)
-        # Decoding is the dispatcher's (see _decode): the receiver goes straight back to MNS.
+        # Decoding is the dispatcher thread's (see _store): the receiver goes straight back to MNS.
         items = [
             InFlight(message=message, handle=message.receipt_handle, visible_until=now + visibility)
             for message in messages
@@ -485,7 +533,7 @@ class Poller:
                         self._drop(batch)
                     continue
                 for batch in batches:
-                    batch.settled = list(batch.messages)
+                    batch.settled = True
                     self._to_delete.put(batch)
         finally:
             # No receiver is left to start a deleter, so this count is final.
@@ -495,24 +543,24 @@ class Poller:
                 self._to_delete.put(None)
 
     def _store(self, batches: list[Batch]) -> bool:
-        """Decode the batches and write them to the sinks together; True when every message is settled."""
-        for batch in batches:
-            self._decode(batch)
-        return self.dispatcher.dispatch_together(batches)
+        """Decode the batches and write them to the sinks together; True when every message is settled.
 
-    def _decode(self, batch: Batch) -> None:
-        """Decode a batch's bodies here rather than in the receiver, which then spends its time on receives.
-
-        One receiver bounds a queue's throughput (its receives are sequential), so each millisecond of
-        decoding moved off it is one more for receiving; the dispatcher's own time goes mostly to
-        sink I/O, during which it holds no lock the receiver needs.
+        Decoding happens here rather than in the receiver, which bounds a queue's throughput (its
+        receives are sequential) and so goes straight back to MNS.
         """
         message_type, queue = self.settings.message_type, self.settings.queue_name
-        for item in batch.messages:
-            try:
-                item.receipt = decode_mns_body(message_type, item.message.body, queue=queue)
-            except DecodeError as exc:
-                item.error = exc
+        items: list[Item] = []
+        for batch in batches:
+            for held in batch.messages:
+                message = held.message
+                raw = message.body.encode("utf-8")
+                try:
+                    held.receipt = decode_mns_body(message_type, message.body, queue=queue)
+                except DecodeError as exc:
+                    items.append(Item(raw, message.message_id, error=exc, dequeue_count=message.dequeue_count))
+                    continue
+                items.append(Item(raw, message.message_id, held.receipt, dequeue_count=message.dequeue_count))
+        return self.dispatcher.dispatch(items)
 
     def _next_batches(self) -> list[Batch]:
         """The next batch, waiting for it, and every other one already waiting; [] once the receiver ended.
@@ -541,8 +589,8 @@ class Poller:
         client = self._make_client()
         try:
             while (batch := self._to_delete.get()) is not None:
-                if not self.abandon.is_set() and batch.settled:
-                    self._delete(client, batch, batch.settled)
+                if not self.abandon.is_set() and batch.settled and batch.messages:
+                    self._delete(client, batch, batch.messages)
                 self._finish(batch)
         finally:
             client.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mns_consumer.consume.dispatcher import Dispatcher
+from mns_consumer.delivery import Dispatcher
 from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.samples import ReceiptFactory
 from mns_consumer.errors import SpoolUnavailable
