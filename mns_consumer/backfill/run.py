@@ -99,29 +99,11 @@ class SendFailure:
 class BackfillReport:
     """What a run did; :meth:`summary` is its last line, :attr:`exit_code` its exit code.
 
-    Attributes:
-        sends: Distinct sends given.
-        queried: Sends whose every page was answered.
-        pages: QuerySendDetails pages answered.
-        found: Records returned.
-        delivered: Records with SendStatus 3.
-        failed: Records with SendStatus 2.
-        pending: Records with SendStatus 1 (no report yet: skipped unless pending receipts are stored).
-        stored: Receipts every sink durably accepted, whether new or already there.
-        already_stored: Of ``stored``, those every sink held before the run wrote them; None when a sink
-            cannot tell (see :class:`StoredKeys`).
-        newly_stored: Of ``stored``, those missing from at least one sink: what the run recovered; None
-            when a sink cannot tell.
-        would_store: In a dry run, receipts that would have been written.
-        dead_lettered: Receipts a sink rejected, now in the dead-letter sink.
-        unstored: Receipts found but not stored because the run stopped first.
-        not_tried: Sends not queried because the run stopped first.
-        failures: The sends that could not be queried.
-        unmatched: Sends queried successfully that matched no record.
-        beijing_today: Today's date in Beijing (UTC+8) when the run started: Alibaba's calendar day.
-        stopped: Why the run stopped before the end, if it did.
-        unavailable: True when it stopped because Dysmsapi or a sink stayed unavailable.
-        seconds: How long the run took.
+    ``stored`` counts receipts every sink durably accepted, new or not; ``already_stored`` and
+    ``newly_stored`` split it (None when a sink cannot tell, see :class:`StoredKeys`). ``unstored``
+    were found but not stored because the run stopped first, ``not_tried`` sends were not queried
+    for the same reason. ``beijing_today`` is Alibaba's calendar day when the run started, and
+    ``unavailable`` says Dysmsapi or a sink stayed down (rerun later).
     """
 
     sends: int = 0

@@ -5,26 +5,21 @@ Threads, each with its own MNS connection (the SDK client is not thread-safe):
 ``receiver:<queue>`` (and ``receiver-N:<queue>`` in a backlog)
     Receiver 0 long-polls BatchReceiveMessage. While receives come back full and the sinks keep up,
     :class:`~mns_consumer.consume.concurrency.ReceiverControl` starts more receivers, up to
-    ``max_receivers``; they receive without waiting (``waitseconds=0``), so they never count against
-    MNS's cap of concurrent long polls, and they stop again after a run of short or empty batches, or
-    halve on a 429. Each receiver holds one of its ``in_flight_batches`` slots per batch, and every
-    receive reserves a full batch of the queue's ``max_in_flight_messages`` first; receiving pauses
-    while the queue's sinks are failing, so an outage neither churns visibility nor fills the dead letters.
+    ``max_receivers``; they receive without waiting, so they never count against MNS's cap of
+    concurrent long polls. Receiving pauses while the sinks fail, so an outage neither churns
+    visibility nor fills the dead letters.
 ``dispatcher``
     Decodes batches and hands them, in order, to :class:`~mns_consumer.delivery.Dispatcher`.
 ``deleter`` (one per receiver started)
     BatchDeleteMessage of exactly the settled messages, with their newest handles.
 ``keeper``
-    Extends the visibility of batches in flight longer than half their visibility timeout, and
-    carries the new handles forward, for at most ``max_hold_seconds`` after the receive.
+    Extends the visibility of batches in flight past half their timeout, for at most ``max_hold_seconds``.
 
 While the dispatcher stores batch k, the receivers already hold batch k+1 and the deleters remove
-batch k-1: the speed comes from the overlap, and in a backlog from receiving and deleting on several
-connections at once (each call costs a network round trip, which no amount of CPU shortens).
+batch k-1: each call costs a network round trip, which only overlap hides.
 
-MNS's flow limiter (HTTP 429 ``TooManyRequests``) is backpressure: every call that meets it is retried
-after a jittered pause, counted (``mns_consumer_throttled_total``) and logged once a minute, and the
-receivers halve; nothing is dead-lettered and nothing is given up for it.
+A 429 ``TooManyRequests`` is backpressure: the call is retried after a jittered pause and the
+receivers halve; nothing is dead-lettered or given up for it.
 """
 
 from __future__ import annotations
@@ -73,15 +68,7 @@ EXTRA_RECEIVER_IDLE_SECONDS = 0.05
 
 @dataclass
 class InFlight:
-    """One received message while it is processed.
-
-    Attributes:
-        message: What MNS handed out.
-        handle: The receipt handle to delete with; replaced when visibility is extended.
-        visible_until: When MNS makes it visible again unless extended (the poller's clock); ``inf``
-            once it is gone.
-        receipt: The decoded receipt (None until decoded, or when it did not decode).
-    """
+    """One received message; the keeper replaces its handle and ``visible_until`` (``inf`` once gone)."""
 
     message: ReceivedMessage
     handle: str
@@ -91,19 +78,10 @@ class InFlight:
 
 @dataclass
 class Batch:
-    """The messages of one receive, carried from receiver to dispatcher to deleter.
+    """The messages of one receive, from receiver to dispatcher to deleter (times on the poller's clock).
 
-    Attributes:
-        batch_id: Sequence number within the poller.
-        messages: The messages, in the order MNS returned them.
-        received_at: The poller clock at the receive.
-        visibility_seconds: How long MNS keeps them invisible from ``visible_since``.
-        visible_since: The poller clock at the receive or at the last visibility extension.
-        receiver: Which of the queue's receivers took it (its in-flight slot is that receiver's).
-        lock: Held while a handle is replaced or used, so deletes never race extensions.
-        settled: Set once stored: every message may be deleted.
-        abandoned: Set when the batch is given up (nothing is deleted).
-        released: Set once held longer than ``max_hold_seconds`` and its visibility left to lapse.
+    ``lock`` is held while a handle is replaced or used, so deletes never race extensions; ``receiver``
+    owns the in-flight slot; ``released`` means held past ``max_hold_seconds`` and left to lapse.
     """
 
     batch_id: int
@@ -285,23 +263,11 @@ class Poller:
         return len(batches), sum(len(batch.messages) for batch in batches)
 
     def oldest_message_age_seconds(self) -> float:
-        """The queue's lag as far as this poller knows it, computed when asked (at scrape time).
+        """The queue's lag as this poller knows it (at scrape time): the larger of two ages.
 
-        It is the larger of two ages:
-
-        * the age, at that receive, of the oldest message in the latest receive (0 when it came back
-          empty), the largest over the receivers running: MNS hands out roughly oldest first, so while
-          receives flow this is the queue's head as last seen;
-        * the age *now* of the oldest message this poller holds in flight (received, not yet deleted):
-          it is still in the queue, and its EnqueueTime comes from MNS itself, so the queue's oldest
-          message is at least that old.
-
-        The second is what keeps the gauge honest while receiving pauses for a failing sink: the
-        batch that met the outage stays in flight (its visibility extended), so the gauge grows by a
-        second every second until the sink recovers, instead of repeating the last receive's value.
-        Time since the last delete would grow on an idle queue too, and ageing the last receive's
-        value would count messages that were deleted since, so neither is used. When MNS itself
-        cannot be reached nothing new is learnt; ``mns_consumer_seconds_since_last_receive`` says so.
+        The oldest message's age at the latest receive (MNS hands out roughly oldest first), and the
+        age now of the oldest message held in flight, which is still in the queue. The second keeps
+        the gauge growing while receiving pauses for a failing sink, instead of repeating a stale value.
         """
         with self._in_flight_lock:
             held = [batch.messages for batch in self._in_flight.values() if not batch.abandoned]
