@@ -120,10 +120,6 @@ class Supervisor:
         """Begin the drain (what SIGTERM does)."""
         self.stop_requested.set()
 
-    def request_reopen(self) -> None:
-        """Reopen file handles (what SIGHUP does)."""
-        self._reopen_requested.set()
-
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             self._reopen_requested.set()
