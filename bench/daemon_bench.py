@@ -110,8 +110,9 @@ DRAIN_POLL_SECONDS = 0.25
 
 
 def clean_env() -> dict[str, str]:
-    """The environment without proxies: the Tea SDK sends even loopback requests through them."""
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    """The environment without proxies (the Tea SDK sends even loopback requests through them), with the
+    malloc arena cap the systemd unit, the image and the manifests set."""
+    return {"MALLOC_ARENA_MAX": "2", **{k: v for k, v in os.environ.items() if "proxy" not in k.lower()}}
 
 
 def cpu_seconds(pid: int) -> float:

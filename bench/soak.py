@@ -143,6 +143,7 @@ def clean_env() -> dict[str, str]:
     """The environment without proxies: the Tea SDK sends even loopback requests through them."""
     env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
     env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # as the systemd unit, the image and the manifests set it
     return env
 
 
