@@ -147,3 +147,23 @@ def test_batches_dispatched_together_are_abandoned_together() -> None:
     dispatcher = make_dispatcher(sink)
     dispatcher.abandon.set()
     assert dispatcher.dispatch([decoded(0), decoded(1)]) is False
+
+
+def test_a_sink_that_leaves_receipts_unsettled_is_written_again_with_only_those() -> None:
+    """An answer settling only part of the write counts as unavailable: the rest is written again, then settles."""
+
+    class Forgetful(RecordingSink):
+        def __init__(self) -> None:
+            super().__init__("forgetful")
+            self.sizes: list[int] = []
+
+        def write(self, batch: Sequence[Receipt]) -> SinkResult:
+            self.sizes.append(len(batch))
+            return super().write(batch[:1] if self.writes == 0 else batch)
+
+    sink = Forgetful()
+    dispatcher = make_dispatcher(sink)
+    assert dispatcher.dispatch([decoded(n) for n in range(3)]) is True
+    assert sink.sizes == [3, 2]
+    assert len(sink.stored) == 3
+    assert dispatcher.healthy.is_set()
