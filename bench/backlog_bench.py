@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import daemon_bench as base  # the emulator process, CPU accounting and drain timing
 
-from mns_consumer.cli import emulator_config
+from mns_consumer.emulator.consumer_config import emulator_config
 from mns_consumer.sinks.database import receipts_table
 
 QUEUE_TYPE = "SmsReport"

@@ -84,9 +84,9 @@ from mns.queue import Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mns_consumer.cli import emulator_config  # what `emulator --print-config` prints
 from mns_consumer.config import Config
 from mns_consumer.emulator.clock import Clock
+from mns_consumer.emulator.consumer_config import emulator_config  # what `emulator --print-config` prints
 from mns_consumer.emulator.samples import MESSAGE_TYPES, ReceiptFactory, encode_body
 
 QUEUE_TYPE = "SmsReport"
@@ -110,8 +110,9 @@ DRAIN_POLL_SECONDS = 0.25
 
 
 def clean_env() -> dict[str, str]:
-    """The environment without proxies: the Tea SDK sends even loopback requests through them."""
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    """The environment without proxies (the Tea SDK sends even loopback requests through them), with the
+    malloc arena cap the systemd unit, the image and the manifests set."""
+    return {"MALLOC_ARENA_MAX": "2", **{k: v for k, v in os.environ.items() if "proxy" not in k.lower()}}
 
 
 def cpu_seconds(pid: int) -> float:

@@ -44,7 +44,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mns_consumer.cli import emulator_config  # what `emulator --print-config` prints
+from mns_consumer.emulator.consumer_config import emulator_config  # what `emulator --print-config` prints
 from tests.support.replica_network import BoundTcpProxy, NetworkUnavailable, ReplicaNetwork
 
 QUEUE_TYPE = "SmsReport"

@@ -66,8 +66,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mns_consumer.cli import emulator_config
 from mns_consumer.emulator.clock import Clock
+from mns_consumer.emulator.consumer_config import emulator_config
 from mns_consumer.emulator.push_client import push_receipts
 from mns_consumer.emulator.samples import ReceiptFactory, encode_body
 from mns_consumer.receipts import decode_mns_body, decode_push
@@ -143,6 +143,7 @@ def clean_env() -> dict[str, str]:
     """The environment without proxies: the Tea SDK sends even loopback requests through them."""
     env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
     env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # as the systemd unit, the image and the manifests set it
     return env
 
 

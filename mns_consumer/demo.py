@@ -44,10 +44,10 @@ import structlog
 import yaml
 from structlog.typing import EventDict, WrappedLogger
 
-from mns_consumer.cli import emulator_config
 from mns_consumer.config import parse_config
 from mns_consumer.consume.supervisor import Supervisor
 from mns_consumer.emulator import Emulator, EmulatorSettings
+from mns_consumer.emulator.consumer_config import emulator_config
 from mns_consumer.errors import ConfigError
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_KILLED, EXIT_OK
 from mns_consumer.observe.logging import LoggingConfig, configure_logging

@@ -52,8 +52,8 @@ from mns_consumer.alicom.tea import (
     tea_config,
     transport_failure,
 )
-from mns_consumer.consume.backoff import Backoff
 from mns_consumer.errors import SendDetailsAuthError, SendDetailsError, SendDetailsUnavailable
+from mns_consumer.retry import Backoff
 
 QUERY_WINDOW_DAYS: Final = 30
 """QuerySendDetails answers for sends of the last 30 Beijing days (reference 6.1)."""

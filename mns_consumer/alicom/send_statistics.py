@@ -39,8 +39,8 @@ from mns_consumer.alicom.send_details import (
     _Throttled,
 )
 from mns_consumer.alicom.tea import INVALID_RESPONSE, refusal_of, request_id_of, tea_config, transport_failure
-from mns_consumer.consume.backoff import Backoff
 from mns_consumer.errors import SendDetailsAuthError, SendDetailsError, SendDetailsUnavailable
+from mns_consumer.retry import Backoff
 
 IS_GLOBE_MAINLAND: Final = 1
 """``IsGlobe`` of messages to mainland China numbers (the SmsReport receipts of reference 4.1)."""

@@ -1,27 +1,11 @@
-"""Reconcile one Beijing day: Alibaba's own counts (QuerySendStatistics) against what the database sinks hold.
+"""Reconcile one Beijing day: Alibaba's own counts (QuerySendStatistics) against the database sinks.
 
-Receipts go missing silently: a queue that nobody consumed for days, a push endpoint that was down
-through Alibaba's retries. Alibaba keeps its own count of each day's sends and their carrier reports
-(QuerySendStatistics), so a daily ``mns-consumer reconcile`` can say whether the sinks hold them all:
-
-* **Alibaba's side.** One QuerySendStatistics call for the day (``IsGlobe`` 1: mainland SmsReport
-  receipts): ``TotalCount``, ``RespondedSuccessCount``, ``RespondedFailCount``, ``NoRespondedCount``.
-* **The sinks' side.** Each database sink SmsReport is routed to (or each one named) is counted, read
-  only: mainland SmsReport rows (``message_type = 'SmsReport'`` with a ``biz_id``) whose ``sent_at``
-  falls on the day in Beijing time, by status. Delivered rows answer RespondedSuccessCount, failed ones
-  RespondedFailCount; ``pending`` rows (stored by a backfill with ``include_pending``) are shown beside
-  NoRespondedCount. Files, webhooks and S3 cannot be counted, so a configuration without a database
-  sink is refused.
-* **The gap.** Per status, ``missing`` is what Alibaba counts beyond what a sink holds. A day has a gap
-  when a responded (delivered or failed) report is missing from any sink counted; sends still without
-  a report (no response) are not a gap, since there is nothing to receive yet.
-* **The send log.** With the application's sends (the ``backfill`` sends file), the sends of that day
-  that lack a final receipt (neither delivered nor failed) in a sink are listed, and ``--backfill``
-  hands exactly those to :func:`~mns_consumer.backfill.run.run_backfill`, then counts again.
-
-Limits: Alibaba's counts are per message sent; the sinks count receipts, one per message and status,
-so a message reported failed and later delivered would count in both. ``sent_at`` comes from the
-receipt's ``send_time``; a receipt without one cannot be placed on a day and is not counted.
+Receipts go missing silently (a queue nobody consumed, a push endpoint down through Alibaba's
+retries); Alibaba's per-day counts say whether the sinks hold them all. Only responded reports
+(delivered or failed) missing from a sink are a gap; sends still without a report are not. With the
+application's send log, the sends lacking a final receipt are listed and, with ``--backfill``, handed
+to :func:`~mns_consumer.backfill.run.run_backfill`. The manual's Backfill page has the details and
+limits (sinks count receipts per status, Alibaba counts messages).
 """
 
 from __future__ import annotations

@@ -10,22 +10,22 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 
-from mns_consumer.alicom.endpoints import resolve_endpoints
+from mns_consumer.alicom.credentials import resolve_access_key
+from mns_consumer.alicom.endpoints import Endpoints, resolve_endpoints
 from mns_consumer.alicom.send_details import (
     SEND_STATUS_PENDING,
     SendDetail,
+    SendDetailsClient,
     beijing_today,
 )
 from mns_consumer.backfill.records import MESSAGE_TYPE, SEND_STATUSES, receipt_from_detail
 from mns_consumer.backfill.sends import Send
 from mns_consumer.config import Config
-from mns_consumer.consume.backoff import Backoff
-from mns_consumer.consume.clients import send_details_client
-from mns_consumer.consume.dispatcher import write_until_settled
+from mns_consumer.delivery import Abandoned, SinkRetry, store_dead_letters, write_until_settled
 from mns_consumer.errors import (
     ConfigError,
     DecodeError,
@@ -40,7 +40,10 @@ from mns_consumer.observe.logging import mask_phone_number
 from mns_consumer.observe.metrics import Metrics
 from mns_consumer.observe.textfile import carry_over, write_textfile
 from mns_consumer.receipt_model import Receipt
+from mns_consumer.retry import Backoff
 from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink, SinkResult
+
+_T = TypeVar("_T")
 
 
 @runtime_checkable
@@ -96,29 +99,11 @@ class SendFailure:
 class BackfillReport:
     """What a run did; :meth:`summary` is its last line, :attr:`exit_code` its exit code.
 
-    Attributes:
-        sends: Distinct sends given.
-        queried: Sends whose every page was answered.
-        pages: QuerySendDetails pages answered.
-        found: Records returned.
-        delivered: Records with SendStatus 3.
-        failed: Records with SendStatus 2.
-        pending: Records with SendStatus 1 (no report yet: skipped unless pending receipts are stored).
-        stored: Receipts every sink durably accepted, whether new or already there.
-        already_stored: Of ``stored``, those every sink held before the run wrote them; None when a sink
-            cannot tell (see :class:`StoredKeys`).
-        newly_stored: Of ``stored``, those missing from at least one sink: what the run recovered; None
-            when a sink cannot tell.
-        would_store: In a dry run, receipts that would have been written.
-        dead_lettered: Receipts a sink rejected, now in the dead-letter sink.
-        unstored: Receipts found but not stored because the run stopped first.
-        not_tried: Sends not queried because the run stopped first.
-        failures: The sends that could not be queried.
-        unmatched: Sends queried successfully that matched no record.
-        beijing_today: Today's date in Beijing (UTC+8) when the run started: Alibaba's calendar day.
-        stopped: Why the run stopped before the end, if it did.
-        unavailable: True when it stopped because Dysmsapi or a sink stayed unavailable.
-        seconds: How long the run took.
+    ``stored`` counts receipts every sink durably accepted, new or not; ``already_stored`` and
+    ``newly_stored`` split it (None when a sink cannot tell, see :class:`StoredKeys`). ``unstored``
+    were found but not stored because the run stopped first, ``not_tried`` sends were not queried
+    for the same reason. ``beijing_today`` is Alibaba's calendar day when the run started, and
+    ``unavailable`` says Dysmsapi or a sink stayed down (rerun later).
     """
 
     sends: int = 0
@@ -329,7 +314,12 @@ class _Run:
             )
         self._stopped: _Stop | None = None
         self._sinks: list[Sink] = []
-        self._backoff = Backoff(config.sink_retry_initial_seconds, config.sink_retry_max_seconds)
+        self._retry = SinkRetry(
+            Backoff(config.sink_retry_initial_seconds, config.sink_retry_max_seconds),
+            self.stop,
+            self._on_sink_retry,
+            attempts=self.settings.sink_attempts,
+        )
         self._buffer: dict[str, Receipt] = {}
         self._current = threading.local()
         endpoints = resolve_endpoints(config.region, config.endpoints)
@@ -545,7 +535,11 @@ class _Run:
             if receipt.dedupe_key in refused
         ]
         if letters:
-            self._dead_letters(letters)
+            dead_letter = self._dead_letter
+            assert dead_letter is not None  # noqa: S101  (__init__ requires one unless dry_run)
+            self._retried("dead_letter", lambda: store_dead_letters(dead_letter, letters, self._retry))
+            self.report.dead_lettered += len(letters)
+            self.events.backfill_dead_lettered(MESSAGE_TYPE, len(letters))
         self._buffer.clear()
         for receipt in batch:
             if receipt.dedupe_key not in refused:
@@ -588,12 +582,8 @@ class _Run:
         """Write until every receipt is accepted or rejected; returns the rejections.
 
         Raises:
-            _Stop: When the sink stayed unavailable through ``sink_attempts`` tries.
+            _Stop: See :meth:`_retried`.
         """
-
-        def back_off(attempt: int, error: SinkUnavailable) -> bool:
-            self._back_off(sink.name, attempt, error)
-            return True
 
         def written(result: SinkResult, accepted: list[Receipt], rejected: dict[str, str], seconds: float) -> None:
             for key, reason in rejected.items():
@@ -601,45 +591,59 @@ class _Run:
             statuses: Counter[str] = Counter(receipt.status or "delivered" for receipt in accepted)
             self.events.backfill_stored(MESSAGE_TYPE, sink.name, statuses, seconds)
 
-        outcome = write_until_settled(sink, batch, back_off, written)
-        # back_off never gives up: it raises _Stop instead.
-        assert outcome is not None  # noqa: S101
-        return outcome[0]
+        return self._retried(sink.name, lambda: write_until_settled(sink, batch, self._retry, written))[0]
 
-    def _dead_letters(self, letters: list[DeadLetter]) -> None:
-        dead_letter = self._dead_letter
-        if dead_letter is None:
-            raise RuntimeError("no dead-letter sink: __init__ requires one unless dry_run")
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                dead_letter.write(letters)
-            except SinkUnavailable as exc:
-                self._back_off("dead_letter", attempt, exc)
-                continue
-            self.report.dead_lettered += len(letters)
-            self.events.backfill_dead_lettered(MESSAGE_TYPE, len(letters))
-            return
-
-    def _back_off(self, sink: str, attempt: int, error: SinkUnavailable) -> None:
-        """Wait before the next write, or stop the run once ``sink_attempts`` tries failed.
+    def _retried(self, sink: str, write: Callable[[], _T]) -> _T:
+        """Run a write retried by ``self._retry``.
 
         Raises:
-            _Stop: After the last attempt, or when the run is stopped meanwhile.
+            _Stop: When the sink stayed unavailable through ``sink_attempts`` tries, or the run was
+                stopped while waiting for it.
         """
-        attempts = self.settings.sink_attempts
-        if attempt >= attempts:
-            self.events.backfill_sink_gave_up(MESSAGE_TYPE, sink, attempts, error.reason)
+        try:
+            return write()
+        except Abandoned:
+            raise _Stop(f"interrupted while sink {sink!r} was unavailable", unavailable=False) from None
+        except SinkUnavailable as exc:
+            attempts = self.settings.sink_attempts
+            self.events.backfill_sink_gave_up(MESSAGE_TYPE, sink, attempts, exc.reason)
             raise _Stop(
-                f"sink {sink!r} stayed unavailable through {attempts} tries ({error.reason}); "
+                f"sink {sink!r} stayed unavailable through {attempts} tries ({exc.reason}); "
                 "nothing is lost: rerun the same backfill once it is back",
                 unavailable=True,
-            )
-        delay = self._backoff.delay(attempt, error.retry_after_seconds)
+            ) from None
+
+    def _on_sink_retry(self, sink: str, attempt: int, error: SinkUnavailable, delay: float) -> None:
+        attempts = self.settings.sink_attempts
         self.events.backfill_sink_retry(MESSAGE_TYPE, sink, attempt, attempts, error.reason, round(delay, 3))
-        if self.stop.wait(delay):
-            raise _Stop(f"interrupted while sink {sink!r} was unavailable", unavailable=False)
+
+
+def send_details_client(
+    config: Config,
+    endpoints: Endpoints,
+    environ: Mapping[str, str],
+    *,
+    on_retry: Callable[[int, SendDetailsUnavailable, float], None] | None = None,
+    sleep: Callable[[float], object] | None = None,
+) -> SendDetailsClient:
+    """QuerySendDetails with the configured AccessKey, paged and retried per the ``backfill`` section.
+
+    Raises:
+        ConfigError: If the credentials cannot be resolved.
+    """
+    backfill = config.backfill
+    return SendDetailsClient(
+        resolve_access_key(config.credentials, environ),
+        endpoints,
+        connect_timeout_seconds=backfill.connect_timeout_seconds,
+        read_timeout_seconds=backfill.read_timeout_seconds,
+        page_size=backfill.page_size,
+        attempts=backfill.query_attempts,
+        retry_initial_seconds=backfill.query_retry_initial_seconds,
+        retry_max_seconds=backfill.query_retry_max_seconds,
+        on_retry=on_retry,
+        sleep=sleep,
+    )
 
 
 def describe_failure(failure: SendFailure, *, mask: bool = True) -> str:

@@ -1,8 +1,8 @@
-"""The Alibaba clients a configuration calls for, built one way for the daemon and for ``check-config --connect``."""
+"""The MNS clients a configuration calls for, built one way for the daemon and for ``check-config --connect``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from mns_consumer.alicom.credentials import resolve_access_key
@@ -11,13 +11,11 @@ from mns_consumer.alicom.queue import MnsQueue
 from mns_consumer.alicom.token_process import ChildProcessTokenFetcher
 from mns_consumer.alicom.tokens import TokenFetcher, TokenProvider
 from mns_consumer.config import Config, QueueConfig
-from mns_consumer.errors import SendDetailsUnavailable
 
 if TYPE_CHECKING:
-    # Imported when called: the daemon never backfills, and Dysmsapi's SDK would cost it ~2 MiB; the
-    # Tea SDK behind DybaseTokenFetcher is left to the token child process unless configured otherwise.
+    # Imported when called: the Tea SDK behind DybaseTokenFetcher is left to the token child process
+    # unless configured otherwise.
     from mns_consumer.alicom.dybase import DybaseTokenFetcher
-    from mns_consumer.alicom.send_details import SendDetailsClient
 
 
 def token_fetcher(
@@ -68,34 +66,4 @@ def queue_client(config: Config, endpoints: Endpoints, queue_name: str, tokens: 
         tokens.credentials_provider(),
         request_timeout_seconds=config.mns_request_timeout_seconds,
         ca_file=endpoints.ca_file,
-    )
-
-
-def send_details_client(
-    config: Config,
-    endpoints: Endpoints,
-    environ: Mapping[str, str],
-    *,
-    on_retry: Callable[[int, SendDetailsUnavailable, float], None] | None = None,
-    sleep: Callable[[float], object] | None = None,
-) -> SendDetailsClient:
-    """QuerySendDetails with the same AccessKey as the token calls, paged and retried per ``backfill``.
-
-    Raises:
-        ConfigError: If the credentials cannot be resolved.
-    """
-    from mns_consumer.alicom.send_details import SendDetailsClient  # noqa: PLC0415  (see TYPE_CHECKING above)
-
-    backfill = config.backfill
-    return SendDetailsClient(
-        resolve_access_key(config.credentials, environ),
-        endpoints,
-        connect_timeout_seconds=backfill.connect_timeout_seconds,
-        read_timeout_seconds=backfill.read_timeout_seconds,
-        page_size=backfill.page_size,
-        attempts=backfill.query_attempts,
-        retry_initial_seconds=backfill.query_retry_initial_seconds,
-        retry_max_seconds=backfill.query_retry_max_seconds,
-        on_retry=on_retry,
-        sleep=sleep,
     )

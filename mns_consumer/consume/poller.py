@@ -5,26 +5,21 @@ Threads, each with its own MNS connection (the SDK client is not thread-safe):
 ``receiver:<queue>`` (and ``receiver-N:<queue>`` in a backlog)
     Receiver 0 long-polls BatchReceiveMessage. While receives come back full and the sinks keep up,
     :class:`~mns_consumer.consume.concurrency.ReceiverControl` starts more receivers, up to
-    ``max_receivers``; they receive without waiting (``waitseconds=0``), so they never count against
-    MNS's cap of concurrent long polls, and they stop again after a run of short or empty batches, or
-    halve on a 429. Each receiver holds one of its ``in_flight_batches`` slots per batch, and every
-    receive reserves a full batch of the queue's ``max_in_flight_messages`` first; receiving pauses
-    while the queue's sinks are failing, so an outage neither churns visibility nor fills the dead letters.
+    ``max_receivers``; they receive without waiting, so they never count against MNS's cap of
+    concurrent long polls. Receiving pauses while the sinks fail, so an outage neither churns
+    visibility nor fills the dead letters.
 ``dispatcher``
-    Decodes batches and hands them, in order, to :class:`~mns_consumer.consume.dispatcher.Dispatcher`.
+    Decodes batches and hands them, in order, to :class:`~mns_consumer.delivery.Dispatcher`.
 ``deleter`` (one per receiver started)
     BatchDeleteMessage of exactly the settled messages, with their newest handles.
 ``keeper``
-    Extends the visibility of batches in flight longer than half their visibility timeout, and
-    carries the new handles forward, for at most ``max_hold_seconds`` after the receive.
+    Extends the visibility of batches in flight past half their timeout, for at most ``max_hold_seconds``.
 
 While the dispatcher stores batch k, the receivers already hold batch k+1 and the deleters remove
-batch k-1: the speed comes from the overlap, and in a backlog from receiving and deleting on several
-connections at once (each call costs a network round trip, which no amount of CPU shortens).
+batch k-1: each call costs a network round trip, which only overlap hides.
 
-MNS's flow limiter (HTTP 429 ``TooManyRequests``) is backpressure: every call that meets it is retried
-after a jittered pause, counted (``mns_consumer_throttled_total``) and logged once a minute, and the
-receivers halve; nothing is dead-lettered and nothing is given up for it.
+A 429 ``TooManyRequests`` is backpressure: the call is retried after a jittered pause and the
+receivers halve; nothing is dead-lettered or given up for it.
 """
 
 from __future__ import annotations
@@ -36,14 +31,13 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from mns_consumer.alicom.queue import MessageGone, MnsQueue, ReceivedMessage
 from mns_consumer.alicom.tokens import TokenProvider
-from mns_consumer.consume.backoff import Backoff
 from mns_consumer.consume.concurrency import MessageBudget, ReceiptRate, ReceiverControl
-from mns_consumer.consume.dispatcher import Batch, Dispatcher, InFlight
+from mns_consumer.delivery import Dispatcher, Item
 from mns_consumer.errors import (
     DecodeError,
     QueueAuthError,
@@ -53,7 +47,9 @@ from mns_consumer.errors import (
     TokenError,
 )
 from mns_consumer.observe.events import Events
+from mns_consumer.receipt_model import Receipt
 from mns_consumer.receipts import decode_mns_body
+from mns_consumer.retry import Backoff
 
 MIN_VISIBILITY_SECONDS = 1.0
 """The shortest visibility planned with; a measured value at or below zero means a skewed clock."""
@@ -68,6 +64,36 @@ THROTTLE_RETRY_MAX_SECONDS = 4.0
 """Longest pause after a 429: fewer receivers is what relieves the limiter; long sleeps only stall the drain."""
 EXTRA_RECEIVER_IDLE_SECONDS = 0.05
 """How long an extra receiver (no long poll) waits after an empty answer before it asks again."""
+
+
+@dataclass
+class InFlight:
+    """One received message; the keeper replaces its handle and ``visible_until`` (``inf`` once gone)."""
+
+    message: ReceivedMessage
+    handle: str
+    visible_until: float = 0.0
+    receipt: Receipt | None = None
+
+
+@dataclass
+class Batch:
+    """The messages of one receive, from receiver to dispatcher to deleter (times on the poller's clock).
+
+    ``lock`` is held while a handle is replaced or used, so deletes never race extensions; ``receiver``
+    owns the in-flight slot; ``released`` means held past ``max_hold_seconds`` and left to lapse.
+    """
+
+    batch_id: int
+    messages: list[InFlight]
+    received_at: float
+    visibility_seconds: float
+    visible_since: float
+    receiver: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    settled: bool = False
+    abandoned: bool = False
+    released: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,23 +263,11 @@ class Poller:
         return len(batches), sum(len(batch.messages) for batch in batches)
 
     def oldest_message_age_seconds(self) -> float:
-        """The queue's lag as far as this poller knows it, computed when asked (at scrape time).
+        """The queue's lag as this poller knows it (at scrape time): the larger of two ages.
 
-        It is the larger of two ages:
-
-        * the age, at that receive, of the oldest message in the latest receive (0 when it came back
-          empty), the largest over the receivers running: MNS hands out roughly oldest first, so while
-          receives flow this is the queue's head as last seen;
-        * the age *now* of the oldest message this poller holds in flight (received, not yet deleted):
-          it is still in the queue, and its EnqueueTime comes from MNS itself, so the queue's oldest
-          message is at least that old.
-
-        The second is what keeps the gauge honest while receiving pauses for a failing sink: the
-        batch that met the outage stays in flight (its visibility extended), so the gauge grows by a
-        second every second until the sink recovers, instead of repeating the last receive's value.
-        Time since the last delete would grow on an idle queue too, and ageing the last receive's
-        value would count messages that were deleted since, so neither is used. When MNS itself
-        cannot be reached nothing new is learnt; ``mns_consumer_seconds_since_last_receive`` says so.
+        The oldest message's age at the latest receive (MNS hands out roughly oldest first), and the
+        age now of the oldest message held in flight, which is still in the queue. The second keeps
+        the gauge growing while receiving pauses for a failing sink, instead of repeating a stale value.
         """
         with self._in_flight_lock:
             held = [batch.messages for batch in self._in_flight.values() if not batch.abandoned]
@@ -437,7 +451,7 @@ class Poller:
         batch_id = next(self._batch_ids)
         wall_ms = time.time() * 1000
         visibility = self._measured_visibility(messages, wall_ms)
-        # Decoding is the dispatcher's (see _decode): the receiver goes straight back to MNS.
+        # Decoding is the dispatcher thread's (see _store): the receiver goes straight back to MNS.
         items = [
             InFlight(message=message, handle=message.receipt_handle, visible_until=now + visibility)
             for message in messages
@@ -485,7 +499,7 @@ class Poller:
                         self._drop(batch)
                     continue
                 for batch in batches:
-                    batch.settled = list(batch.messages)
+                    batch.settled = True
                     self._to_delete.put(batch)
         finally:
             # No receiver is left to start a deleter, so this count is final.
@@ -495,24 +509,24 @@ class Poller:
                 self._to_delete.put(None)
 
     def _store(self, batches: list[Batch]) -> bool:
-        """Decode the batches and write them to the sinks together; True when every message is settled."""
-        for batch in batches:
-            self._decode(batch)
-        return self.dispatcher.dispatch_together(batches)
+        """Decode the batches and write them to the sinks together; True when every message is settled.
 
-    def _decode(self, batch: Batch) -> None:
-        """Decode a batch's bodies here rather than in the receiver, which then spends its time on receives.
-
-        One receiver bounds a queue's throughput (its receives are sequential), so each millisecond of
-        decoding moved off it is one more for receiving; the dispatcher's own time goes mostly to
-        sink I/O, during which it holds no lock the receiver needs.
+        Decoding happens here rather than in the receiver, which bounds a queue's throughput (its
+        receives are sequential) and so goes straight back to MNS.
         """
         message_type, queue = self.settings.message_type, self.settings.queue_name
-        for item in batch.messages:
-            try:
-                item.receipt = decode_mns_body(message_type, item.message.body, queue=queue)
-            except DecodeError as exc:
-                item.error = exc
+        items: list[Item] = []
+        for batch in batches:
+            for held in batch.messages:
+                message = held.message
+                raw = message.body.encode("utf-8")
+                try:
+                    held.receipt = decode_mns_body(message_type, message.body, queue=queue)
+                except DecodeError as exc:
+                    items.append(Item(raw, message.message_id, error=exc, dequeue_count=message.dequeue_count))
+                    continue
+                items.append(Item(raw, message.message_id, held.receipt, dequeue_count=message.dequeue_count))
+        return self.dispatcher.dispatch(items)
 
     def _next_batches(self) -> list[Batch]:
         """The next batch, waiting for it, and every other one already waiting; [] once the receiver ended.
@@ -541,8 +555,8 @@ class Poller:
         client = self._make_client()
         try:
             while (batch := self._to_delete.get()) is not None:
-                if not self.abandon.is_set() and batch.settled:
-                    self._delete(client, batch, batch.settled)
+                if not self.abandon.is_set() and batch.settled and batch.messages:
+                    self._delete(client, batch, batch.messages)
                 self._finish(batch)
         finally:
             client.close()

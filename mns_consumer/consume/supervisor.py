@@ -23,13 +23,12 @@ new one after a back-off; its in-flight batches are abandoned as in step 3.
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -40,17 +39,16 @@ from prometheus_client import CollectorRegistry
 from mns_consumer.alicom.endpoints import Endpoints, resolve_endpoints
 from mns_consumer.alicom.tokens import TokenFetcher, TokenProvider
 from mns_consumer.config import Config, QueueConfig
-from mns_consumer.consume.backoff import Backoff
 from mns_consumer.consume.clients import queue_client, token_fetcher, token_provider
-from mns_consumer.consume.dispatcher import Dispatcher
-from mns_consumer.consume.malloc import limit_malloc_arenas
 from mns_consumer.consume.poller import Poller, PollerSettings
+from mns_consumer.delivery import Abandoned, Dispatcher, SinkRetry
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.exit_codes import EXIT_KILLED, EXIT_OK
 from mns_consumer.observe.events import Events
 from mns_consumer.observe.health import HealthServer
 from mns_consumer.observe.metrics import Metrics
 from mns_consumer.observe.systemd import SystemdNotifier
+from mns_consumer.retry import Backoff
 from mns_consumer.sinks.base import DeadLetterSink, Reopenable, Sink
 
 if TYPE_CHECKING:
@@ -62,6 +60,8 @@ log = structlog.get_logger("mns_consumer.supervisor")
 TICK_SECONDS = 0.5
 KILL_LOG_SECONDS = 1.0
 """How long a second signal waits for its ``shutdown.killed`` line to be written before leaving anyway."""
+RESTART_BACKOFF = Backoff(1.0, 60.0)
+"""Delays before a crashed poller is replaced, by its restarts so far."""
 
 
 @dataclass
@@ -73,7 +73,6 @@ class _Slot:
     poller: Poller
     restarts: int = 0
     restart_at: float | None = None
-    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
 
 
 class Supervisor:
@@ -120,10 +119,6 @@ class Supervisor:
     def request_stop(self) -> None:
         """Begin the drain (what SIGTERM does)."""
         self.stop_requested.set()
-
-    def request_reopen(self) -> None:
-        """Reopen file handles (what SIGHUP does)."""
-        self._reopen_requested.set()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
@@ -179,7 +174,6 @@ class Supervisor:
                 signal.signal(signum, self._on_signal)
             threading.Thread(target=self._exit_when_killed, name="exit-when-killed", daemon=True).start()
         started = time.monotonic()
-        limit_malloc_arenas()  # before any thread starts: threads create the arenas
         self._start_health()
         try:
             # Before the sinks: pushes are spooled (and acknowledged) even while a sink cannot be opened.
@@ -200,9 +194,6 @@ class Supervisor:
                 push_routes=push_routes,
                 sinks=sorted(self.sinks),
             )
-            # What start-up built lives as long as the daemon. Frozen, it is no longer walked by every
-            # full collection: about 100,000 objects, a pause of ~50 ms that set the receipts' p99 latency.
-            gc.freeze()
             self._serve()
             self._drain()
         finally:
@@ -295,22 +286,13 @@ class Supervisor:
         if self.config.dead_letter is None:
             raise ConfigError(self.source, "dead_letter", "is required when queues or push are configured")
         self.dead_letter = self.config.dead_letter.build()
-        pending: list[tuple[str, Sink | DeadLetterSink]] = [*self.sinks.items(), ("dead_letter", self.dead_letter)]
-        backoff = Backoff(0.5, 30.0)
-        attempt = 0
-        while pending:
-            name, sink = pending[0]
-            try:
-                sink.open()
-            except SinkUnavailable as exc:
-                attempt += 1
-                delay = backoff.delay(attempt)
-                log.warning("sink.open_failed", sink=name, reason=exc.reason, retry_in_seconds=round(delay, 3))
-                if self.stop_requested.wait(delay):
-                    return False
-                continue
-            attempt = 0
-            pending.pop(0)
+        retry = SinkRetry(Backoff(0.5, 30.0), self.stop_requested, _log_open_failed)
+        try:
+            openers: list[tuple[str, Callable[[], None]]] = [(name, sink.open) for name, sink in self.sinks.items()]
+            for name, open_sink in [*openers, ("dead_letter", self.dead_letter.open)]:
+                retry.retrying(name)(open_sink)
+        except Abandoned:
+            return False
         return True
 
     def _token_source(self) -> TokenFetcher:
@@ -421,7 +403,7 @@ class Supervisor:
             poller = slot.poller
             if slot.restart_at is None and poller.crashed is not None:
                 slot.restarts += 1
-                delay = slot.backoff.delay(slot.restarts)
+                delay = RESTART_BACKOFF.delay(slot.restarts)
                 self.events.poller_crashed(
                     slot.queue.queue_name, slot.queue.message_type, poller.crashed, round(delay, 3)
                 )
@@ -489,6 +471,10 @@ class Supervisor:
             "daemon.stopped", uptime_seconds=round(time.monotonic() - started, 3), poller_restarts=restarts, **totals
         )
         return EXIT_OK
+
+
+def _log_open_failed(sink: str, attempt: int, error: SinkUnavailable, delay: float) -> None:
+    log.warning("sink.open_failed", sink=sink, reason=error.reason, retry_in_seconds=round(delay, 3))
 
 
 def _or_minus_one(value: float | None) -> float:

@@ -259,7 +259,7 @@ class Events:
     def receipts_stored(self, queue: str, receipts: Sequence[Receipt]) -> None:
         """Receipts every sink stored, each counted once: delivery reports by outcome and class, opt-outs.
 
-        The caller passes each dedupe key once (see :class:`~mns_consumer.consume.dispatcher.Dispatcher`).
+        The caller passes each dedupe key once (see :class:`~mns_consumer.delivery.Dispatcher`).
         """
         delivered = opted_out = 0
         for receipt in receipts:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 
 from mns_consumer.config import PushConfig, PushRouteConfig
-from mns_consumer.consume.dispatcher import Dispatcher
+from mns_consumer.delivery import Dispatcher
 from mns_consumer.errors import ConfigError, SpoolUnavailable
 from mns_consumer.observe.events import Events
 from mns_consumer.observe.metrics import Metrics

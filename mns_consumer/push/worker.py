@@ -1,18 +1,11 @@
-"""Drain one push route's spool into its sinks through the same :class:`Dispatcher` as the MNS path.
+"""Drain one push route's spool into its sinks through the delivery core, oldest entries first.
 
-Each round takes the route's oldest entries (up to ``push.spool_batch_entries`` pushes holding at most
-``push.spool_batch_receipts`` receipts, or one larger push alone), decodes every element
-of their arrays, and hands them to the dispatcher as one batch, so the semantics are the MNS path's:
-every sink must accept a receipt (already stored counts), outages are retried with back-off for as
-long as it takes, and undecodable or permanently rejected receipts go to the dead-letter sink. The
-entries are removed from the spool only once the dispatcher has settled all of them; until then they
-stay, whatever happens to the process. Bounding a round by receipts bounds the worker's memory (a
-decoded receipt costs a few kilobytes): a round of 64 pushes of 2,000 receipts once peaked at 613 MB,
-and a round killed for memory would come back whole after the restart and never drain.
-
-The dispatcher needs MNS-shaped messages; each element becomes an :class:`InFlight` whose message id
-is ``<entry id>.<index>``, which appears in the log events of a bad element (dead letters of push
-receipts carry no message id).
+Each round takes up to ``push.spool_batch_entries`` pushes holding at most ``push.spool_batch_receipts``
+receipts (or one larger push alone), decodes every element of their arrays and hands them to the
+:class:`~mns_consumer.delivery.Dispatcher` at once, so the MNS path's rules hold. The entries leave
+the spool only once all are settled; until then they stay, whatever happens to the process. The
+receipt bound bounds memory: a round killed for memory would come back whole after a restart and
+never drain.
 """
 
 from __future__ import annotations
@@ -20,27 +13,27 @@ from __future__ import annotations
 import threading
 import time
 
-from mns_consumer.alicom.queue import ReceivedMessage
-from mns_consumer.consume.backoff import Backoff
-from mns_consumer.consume.dispatcher import Batch, Dispatcher, InFlight
+from tenacity import RetryCallState, Retrying, retry_if_exception
+
+from mns_consumer.delivery import Abandoned, Dispatcher, Item
 from mns_consumer.errors import DecodeError
 from mns_consumer.observe.events import Events
 from mns_consumer.push.spool import Spool, SpoolEntry
 from mns_consumer.receipts import decode_push
+from mns_consumer.retry import Backoff
 
 IDLE_WAIT_SECONDS = 1.0
 """Longest sleep of an idle worker; a stored push wakes it at once (:meth:`SpoolWorker.wake`)."""
 
 
 class SpoolWorker:
-    """One thread delivering one route's spooled pushes, oldest first.
+    """One thread delivering one route's spooled pushes.
 
     Args:
         route: The route's name (``push:<name>``), as stored in the spool.
         message_type: The route's MessageType, which its bodies are decoded as.
         spool: The opened spool.
-        dispatcher: Writes to the route's sinks and the dead-letter sink; its ``abandon`` event ends
-            a wait for a sink that is down.
+        dispatcher: The route's sinks; its ``abandon`` event ends a wait for a sink that is down.
         events: Where settled pushes and failures are logged and counted.
         batch_entries: Most entries handed to the sinks in one batch.
         batch_receipts: Most receipts in one batch (an entry holding more goes alone).
@@ -66,11 +59,16 @@ class SpoolWorker:
         self.events = events
         self.batch_entries = batch_entries
         self.batch_receipts = batch_receipts
-        self.last_progress = time.monotonic()
-        self._backoff = Backoff(retry_initial_seconds, retry_max_seconds)
+        # A sink bug or the spool's disk: retried until it works or the drain gives up, never lost.
+        self._retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and not isinstance(exc, Abandoned)),
+            wait=Backoff(retry_initial_seconds, retry_max_seconds),
+            sleep=self._sleep,
+            before_sleep=self._failed,
+            reraise=True,
+        )
         self._wake = threading.Event()
         self._finish = threading.Event()
-        self._batches = 0
         self._thread = threading.Thread(target=self._run, name=f"spool-{route}", daemon=True)
 
     def start(self) -> SpoolWorker:
@@ -103,19 +101,11 @@ class SpoolWorker:
         return self._thread.is_alive()
 
     def _run(self) -> None:
-        failures = 0
         while not self.dispatcher.abandon.is_set():
-            self.last_progress = time.monotonic()
             try:
-                delivered = self._deliver_once()
-            except Exception as exc:  # noqa: BLE001  (a sink bug or the spool's disk: retried, never lost)
-                failures += 1
-                delay = self._backoff.delay(failures)
-                self.events.push_worker_failed(self.route, exc, round(delay, 3))
-                if self.dispatcher.abandon.wait(delay):
-                    return
-                continue
-            failures = 0
+                delivered = self._retrying(self._deliver_once)
+            except Abandoned:
+                return
             if delivered:
                 continue
             if self._finish.is_set():
@@ -123,58 +113,49 @@ class SpoolWorker:
             self._wake.wait(IDLE_WAIT_SECONDS)
             self._wake.clear()
 
+    def _sleep(self, seconds: float) -> None:
+        if self.dispatcher.abandon.wait(seconds):
+            raise Abandoned
+
+    def _failed(self, state: RetryCallState) -> None:
+        assert state.outcome is not None  # noqa: S101  (tenacity sets it before the wait)
+        assert state.next_action is not None  # noqa: S101  (likewise)
+        error = state.outcome.exception()
+        assert error is not None  # noqa: S101  (only failures are retried)
+        self.events.push_worker_failed(self.route, error, round(state.next_action.sleep, 3))
+
     def _deliver_once(self) -> bool:
         """Deliver the oldest entries; False when the route's spool is empty.
 
         Raises:
+            Abandoned: If the drain gave up on a sink that is down (the entries stay spooled).
             SpoolUnavailable: If the spool cannot be read or the entries cannot be removed.
             RuntimeError: If the dispatcher gave the batch up although no drain asked it to (a sink bug).
         """
         entries = self.spool.take(self.route, self.batch_entries, self.batch_receipts)
         if not entries:
             return False
-        self._batches += 1
-        batch = self._batch(entries)
-        settled = self.dispatcher.dispatch(batch)
-        if settled is None:
+        items = [item for entry in entries for item in self._items(entry)]
+        if not self.dispatcher.dispatch(items):
             if self.dispatcher.abandon.is_set():
-                return True
+                raise Abandoned
             raise RuntimeError("a sink failed unexpectedly (see the sink.bug event); the entries stay spooled")
         # If this fails they stay spooled although settled: delivered again, the dedupe keys absorb them.
         self.spool.remove(entries)
-        self.events.push_settled(self.route, self.message_type, len(entries), len(batch.messages))
+        self.events.push_settled(self.route, self.message_type, len(entries), len(items))
         return True
 
-    def _batch(self, entries: list[SpoolEntry]) -> Batch:
-        now = time.monotonic()
-        items: list[InFlight] = []
-        for entry in entries:
-            try:
-                results = decode_push(entry.message_type, entry.body, route=self.route)
-            except DecodeError as exc:
-                # The receiver checked the body is a JSON array, so only a spool from another version
-                # (or a type no longer known) gets here; the whole body becomes one dead letter.
-                results = [exc]
-            for index, result in enumerate(results):
-                message = _message(f"{entry.entry_id}.{index}", result.raw, entry.received_at)
-                if isinstance(result, DecodeError):
-                    items.append(InFlight(message=message, handle="", error=result))
-                else:
-                    items.append(InFlight(message=message, handle="", receipt=result))
-        # The visibility fields only matter to MNS pollers; a spooled push is invisible to everyone else.
-        return Batch(self._batches, items, received_at=now, visibility_seconds=0.0, visible_since=now)
-
-
-def _message(message_id: str, raw: bytes, received_at: float) -> ReceivedMessage:
-    received_ms = int(received_at * 1000)
-    return ReceivedMessage(
-        message_id=message_id,
-        receipt_handle="",
-        body=raw.decode("utf-8", "replace"),
-        body_md5="",
-        dequeue_count=1,
-        enqueue_time_ms=received_ms,
-        first_dequeue_time_ms=received_ms,
-        next_visible_time_ms=received_ms,
-        priority=8,
-    )
+    def _items(self, entry: SpoolEntry) -> list[Item]:
+        """The elements of one push, named ``<entry id>.<index>`` in log events."""
+        try:
+            results = decode_push(entry.message_type, entry.body, route=self.route)
+        except DecodeError as exc:
+            # The receiver checked the body is a JSON array, so only a spool from another version
+            # (or a type no longer known) gets here; the whole body becomes one dead letter.
+            results = [exc]
+        return [
+            Item(result.raw, f"{entry.entry_id}.{index}", error=result)
+            if isinstance(result, DecodeError)
+            else Item(result.raw, f"{entry.entry_id}.{index}", result)
+            for index, result in enumerate(results)
+        ]

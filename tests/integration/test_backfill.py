@@ -18,8 +18,8 @@ from structlog.testing import capture_logs
 from mns_consumer.alicom.endpoints import resolve_endpoints
 from mns_consumer.alicom.send_details import SendDetailsClient
 from mns_consumer.backfill import BackfillOptions, BackfillReport, Send, run_backfill
+from mns_consumer.backfill.run import send_details_client
 from mns_consumer.config import Config, parse_config
-from mns_consumer.consume.clients import send_details_client
 from mns_consumer.emulator import Emulator
 from mns_consumer.emulator.clock import BEIJING
 from mns_consumer.emulator.send_log import SendRecord

@@ -16,8 +16,8 @@ from mns_consumer.alicom.credentials import AccessKey
 from mns_consumer.alicom.dybase import DybaseTokenFetcher
 from mns_consumer.alicom.queue import MnsQueue
 from mns_consumer.alicom.tokens import TokenProvider
-from mns_consumer.consume.dispatcher import Dispatcher
 from mns_consumer.consume.poller import Poller, PollerSettings
+from mns_consumer.delivery import Dispatcher
 from mns_consumer.emulator import Emulator, FlowLimits
 from mns_consumer.observe.events import Events
 from mns_consumer.testing import RecordingDeadLetterSink, RecordingSink

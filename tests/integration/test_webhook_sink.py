@@ -19,8 +19,7 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from mns_consumer import __version__
-from mns_consumer.alicom.queue import ReceivedMessage
-from mns_consumer.consume.dispatcher import Batch, Dispatcher, InFlight
+from mns_consumer.delivery import Dispatcher, Item
 from mns_consumer.emulator.tls import generate_tls_material
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.observe.events import Events
@@ -154,12 +153,10 @@ def test_a_rejection_echoing_the_secret_in_another_case_and_a_phone_number_reach
     receiver.script.append(ScriptedReply(422, {"Content-Type": "application/json"}, echo.encode()))
     dead = DeadLetterSinkConfig(path=str(tmp_path / "dead.jsonl")).build()
     dispatcher = Dispatcher("Alicom-Queue-i1-SmsReport", "SmsReport", [make_sink()], dead, Events(), threading.Event())
-    message = ReceivedMessage("M1", "H1", receipt.raw.decode(), "", 1, 0, 0, 0, 8)
-    batch = Batch(1, [InFlight(message, "H1", receipt=receipt)], 0.0, 30.0, 0.0)
 
     # When the dispatcher writes it and dead-letters the rejection
     with capture_logs() as logs:
-        assert dispatcher.dispatch(batch) is not None
+        assert dispatcher.dispatch([Item(receipt.raw, "M1", receipt)])
     dead.close()
 
     # Then the dead letter's reason and the log's keep the status and the words, not the secret or the number

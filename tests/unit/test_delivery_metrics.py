@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import CollectorRegistry
 
-from mns_consumer.consume.dispatcher import Dispatcher, InFlight
+from mns_consumer.delivery import Dispatcher, Item
 from mns_consumer.observe.events import Events
 from mns_consumer.observe.metrics import LabelCap, Metrics, MetricsConfig
 from mns_consumer.opt_out import OptOutMatcher
@@ -16,7 +16,7 @@ from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkResult
 from mns_consumer.testing import RecordingDeadLetterSink, RecordingSink
 from tests.support.receipts import make_receipt
-from tests.unit.test_dispatcher import batch_of, message
+from tests.unit.test_dispatcher import decoded
 
 QUEUE = "Alicom-Queue-i1-SmsReport"
 
@@ -51,8 +51,8 @@ def setup(
     return dispatcher, registry
 
 
-def items(*receipts: Receipt) -> list[InFlight]:
-    return [InFlight(message=message(n), handle=f"H{n}", receipt=r) for n, r in enumerate(receipts)]
+def items(*receipts: Receipt) -> list[Item]:
+    return [decoded(n, r) for n, r in enumerate(receipts)]
 
 
 def failed(n: int, outcome_class: str, **overrides: object) -> Receipt:
@@ -67,7 +67,7 @@ def deliveries(registry: CollectorRegistry, outcome: str, klass: str, **extra: s
 def test_stored_reports_are_counted_by_outcome_and_class() -> None:
     """Every report all sinks stored counts once under its outcome and class, with its latency."""
     dispatcher, registry = setup()
-    dispatcher.dispatch(batch_of(items(make_receipt(1), make_receipt(2), failed(3, "blocked"))))
+    dispatcher.dispatch(items(make_receipt(1), make_receipt(2), failed(3, "blocked")))
     assert deliveries(registry, "delivered", "delivered") == 2
     assert deliveries(registry, "failed", "blocked") == 1
     labels = {"queue": QUEUE, "message_type": "SmsReport", "outcome": "delivered"}
@@ -78,17 +78,17 @@ def test_stored_reports_are_counted_by_outcome_and_class() -> None:
 def test_a_redelivered_receipt_is_not_counted_twice() -> None:
     """The same dedupe key in a later batch (a lost delete) and twice in one batch counts once."""
     dispatcher, registry = setup()
-    dispatcher.dispatch(batch_of(items(make_receipt(1), make_receipt(1))))
-    dispatcher.dispatch(batch_of(items(make_receipt(1))))
+    dispatcher.dispatch(items(make_receipt(1), make_receipt(1)))
+    dispatcher.dispatch(items(make_receipt(1)))
     assert deliveries(registry, "delivered", "delivered") == 1
 
 
 def test_an_abandoned_batch_counts_nothing_and_its_redelivery_counts_once() -> None:
     """Counting happens where sinks accepted the receipt: a batch given up is counted only when it succeeds."""
     dispatcher, registry = setup(BrokenOnce())
-    assert dispatcher.dispatch(batch_of(items(make_receipt(1)))) is None
+    assert dispatcher.dispatch(items(make_receipt(1))) is False
     assert deliveries(registry, "delivered", "delivered") == 0
-    assert dispatcher.dispatch(batch_of(items(make_receipt(1)))) is not None
+    assert dispatcher.dispatch(items(make_receipt(1))) is True
     assert deliveries(registry, "delivered", "delivered") == 1
 
 
@@ -96,7 +96,7 @@ def test_a_receipt_a_sink_rejected_is_not_counted() -> None:
     """A rejected receipt goes to the dead letters, not into the delivery counter."""
     sink = RecordingSink(reject=lambda r: "no" if r.phone_number == make_receipt(2).phone_number else None)
     dispatcher, registry = setup(sink)
-    dispatcher.dispatch(batch_of(items(make_receipt(1), make_receipt(2))))
+    dispatcher.dispatch(items(make_receipt(1), make_receipt(2)))
     assert deliveries(registry, "delivered", "delivered") == 1
 
 
@@ -110,7 +110,7 @@ def test_opt_outs_are_flagged_by_the_configured_matcher_stored_and_counted() -> 
     """Replies are re-read with the configured keywords before the sinks see them; opt-outs are counted."""
     sink = RecordingSink()
     dispatcher, registry = setup(sink, opt_out=OptOutMatcher(["quit"]))
-    dispatcher.dispatch(batch_of(items(reply(1, "QUIT"), reply(2, "TD"), reply(3, "hello"))))
+    dispatcher.dispatch(items(reply(1, "QUIT"), reply(2, "TD"), reply(3, "hello")))
     assert [r.opt_out for r in sink.stored.values()] == [True, False, False]
     labels = {"queue": QUEUE, "message_type": "SmsReport"}
     assert registry.get_sample_value("mns_consumer_opt_outs_total", labels) == 1
@@ -122,7 +122,7 @@ def test_extra_labels_are_capped_and_carrier_comes_from_the_segment() -> None:
     config = MetricsConfig(delivery_labels=["carrier", "sign_name"], max_label_values=2)
     dispatcher, registry = setup(config=config)
     signs = ["A", "B", "C", "D", "A"]
-    dispatcher.dispatch(batch_of(items(*(make_receipt(n, sign_name=sign) for n, sign in enumerate(signs)))))
+    dispatcher.dispatch(items(*(make_receipt(n, sign_name=sign) for n, sign in enumerate(signs))))
     count = {
         sign: deliveries(registry, "delivered", "delivered", carrier="china_mobile", sign_name=sign)
         for sign in ("A", "B", "C", "D", "other")
@@ -133,7 +133,7 @@ def test_extra_labels_are_capped_and_carrier_comes_from_the_segment() -> None:
 def test_a_missing_sign_name_reads_none() -> None:
     """Delivery reports carry no signature; the label says so instead of being empty."""
     dispatcher, registry = setup(config=MetricsConfig(delivery_labels=["sign_name"]))
-    dispatcher.dispatch(batch_of(items(make_receipt(1))))
+    dispatcher.dispatch(items(make_receipt(1)))
     assert deliveries(registry, "delivered", "delivered", sign_name="none") == 1
 
 

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from mns_consumer.consume.dispatcher import Dispatcher
+from mns_consumer.delivery import Dispatcher
 from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.samples import ReceiptFactory
 from mns_consumer.errors import SpoolUnavailable
@@ -147,4 +148,32 @@ def test_a_spool_larger_than_one_round_drains_in_rounds_within_the_receipt_bound
     assert max(sink.sizes) <= 100
     assert sum(sink.sizes) == 1200
     assert list(sink.stored) == pushed
+    assert spool.depth() == 0
+
+
+def test_a_sink_bug_is_logged_and_retried_and_the_entries_stay_spooled_until_delivered(spool: Spool) -> None:
+    """A sink raising a bug costs a retry after a back-off (push.delivery_failed), never the spooled push."""
+
+    class BrokenOnce(RecordingSink):
+        def write(self, batch: Sequence[Receipt]) -> SinkResult:
+            if self.writes == 0:
+                self.writes += 1
+                raise RuntimeError("a sink bug")
+            return super().write(batch)
+
+    body = json.dumps([dict(item.receipt) for item in ReceiptFactory(Clock(), 3).make_many("SmsReport", 2)]).encode()
+    spool.append("push:SmsReport", "SmsReport", body, 2)
+    sink = BrokenOnce()
+    dispatcher = Dispatcher(
+        "push:SmsReport", "SmsReport", [sink], RecordingDeadLetterSink(), Events(), threading.Event(), source="push"
+    )
+    worker = SpoolWorker(
+        "push:SmsReport", "SmsReport", spool, dispatcher, Events(), retry_initial_seconds=0.01, retry_max_seconds=0.02
+    )
+    with capture_logs() as logs:
+        worker.start().finish()
+        assert worker.join(time.monotonic() + 30), "hang guard: the worker did not drain the spool within 30 s"
+    assert [event["error"] for event in logs if event["event"] == "sink.bug"] == ["RuntimeError('a sink bug')"]
+    assert len([event for event in logs if event["event"] == "push.delivery_failed"]) == 1
+    assert len(sink.stored) == 2
     assert spool.depth() == 0

@@ -1,0 +1,8 @@
+"""The source-agnostic delivery core: MNS, HTTP push and backfill hand their receipts to it."""
+
+from __future__ import annotations
+
+from mns_consumer.delivery.dispatcher import Dispatcher, Item
+from mns_consumer.delivery.settle import Abandoned, SinkRetry, store_dead_letters, write_until_settled
+
+__all__ = ["Abandoned", "Dispatcher", "Item", "SinkRetry", "store_dead_letters", "write_until_settled"]
