@@ -426,46 +426,45 @@ def _seed(emulator: Emulator, tally: QueueTally, receipts: int) -> None:
         tally.malformed += poison
 
 
-class _Trickle:
-    """Enqueues a few receipts per second of random types, now and then a malformed one (``--forever``)."""
+class _Console:
+    """The main thread's side of a run: trickles receipts in (``--forever``), reads the tallies, draws."""
 
-    def __init__(self, emulator: Emulator, tallies: list[QueueTally], seed: int) -> None:
-        self._emulator = emulator
-        self._tallies = tallies
-        self._random = random.Random(seed)
-        self._next_at = time.monotonic()
+    def __init__(
+        self, emulator: Emulator, supervisor: Supervisor, tallies: list[QueueTally], options: DemoOptions, out: TextIO
+    ) -> None:
+        self.emulator = emulator
+        self.supervisor = supervisor
+        self.tallies = tallies
+        self.forever = options.forever
+        self.out = out
+        self.tty = _is_tty(out)
+        self.random = random.Random(options.seed)
+        self.started = self.next_trickle = time.monotonic()
+        self.drawn = 0  # lines of the TTY display to redraw
+        self.last_plain: float | None = None
 
-    def tick(self, now: float) -> None:
-        while self._next_at <= now:
-            tally = self._random.choice(self._tallies)
-            poison = self._random.random() < TRICKLE_MALFORMED_CHANCE
-            self._emulator.produce(tally.message_type, 0 if poison else 1, malformed=int(poison))
+    def trickle(self, now: float) -> None:
+        """Enqueue a few receipts per second of random types, now and then a malformed one."""
+        while self.next_trickle <= now:
+            tally = self.random.choice(self.tallies)
+            poison = self.random.random() < TRICKLE_MALFORMED_CHANCE
+            self.emulator.produce(tally.message_type, 0 if poison else 1, malformed=int(poison))
             tally.seeded += 1
             tally.malformed += int(poison)
-            self._next_at += self._random.expovariate(TRICKLE_PER_SECOND)
-
-
-class _Watch:
-    """Reads the emulator's queues and the daemon's counters into the tallies."""
-
-    def __init__(self, emulator: Emulator, supervisor: Supervisor, tallies: list[QueueTally], started: float) -> None:
-        self._emulator = emulator
-        self._supervisor = supervisor
-        self.tallies = tallies
-        self.started = started
+            self.next_trickle += self.random.expovariate(TRICKLE_PER_SECOND)
 
     def refresh(self, now: float) -> bool:
         """Update every tally; True when every queue is drained.
 
         Drained means the emulator holds none of the queue's messages and its poller has nothing in
-        flight. The emulator is read first: once a message is gone from it, the poller's in-flight
-        count no longer includes it only after its delete has been counted.
+        flight. The emulator is read first: a message gone from it was deleted, and once the poller
+        shows nothing in flight, that delete has been counted.
         """
-        slots = {slot.queue.queue_name: slot for slot in self._supervisor.slots}
-        events = self._supervisor.events
+        slots = {slot.queue.queue_name: slot for slot in self.supervisor.slots}
+        events = self.supervisor.events
         drained_all = True
         for tally in self.tallies:
-            counts = self._emulator.queue(tally.queue_name).counts()
+            counts = self.emulator.queue(tally.queue_name).counts()
             slot = slots.get(tally.queue_name)
             busy = counts.active + counts.inactive + counts.delayed > 0 or slot is None or slot.poller.in_flight > 0
             tally.received = events.total("received", tally.queue_name)
@@ -480,47 +479,59 @@ class _Watch:
             drained_all = drained_all and not busy
         return drained_all
 
-    def settled(self) -> int:
-        return sum(tally.settled for tally in self.tallies)
-
-
-class _Progress:
-    """One line per queue redrawn in place on a TTY; otherwise a plain line now and then."""
-
-    def __init__(self, out: TextIO, *, tty: bool, forever: bool) -> None:
-        self._out = out
-        self._tty = tty
-        self._interval = PLAIN_PROGRESS_FOREVER_SECONDS if forever else PLAIN_PROGRESS_SECONDS
-        self._drawn = 0
-        self._last_plain: float | None = None
-
-    def show(self, watch: _Watch, now: float, *, final: bool = False) -> None:
-        if self._tty:
-            self._redraw(watch)
-        elif final or self._last_plain is None or now - self._last_plain >= self._interval:
-            self._last_plain = now
-            parts = ", ".join(f"{t.message_type} {t.settled}/{t.seeded}" for t in watch.tallies)
-            self.note(f"progress {now - watch.started:5.1f} s: {parts}")
+    def show(self, now: float, *, final: bool = False) -> None:
+        """Redraw the bars in place on a TTY; otherwise print a plain line when one is due."""
+        if self.tty:
+            # Back to the first line of the block, then each line is cleared and rewritten.
+            text = [f"\x1b[{self.drawn}F"] if self.drawn else []
+            for tally in self.tallies:
+                filled = math.floor((min(1.0, tally.settled / tally.seeded) if tally.seeded else 1.0) * _BAR_WIDTH)
+                text.append(
+                    f"\x1b[2K  {tally.message_type:<18} [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] "
+                    f"{tally.settled:>6}/{tally.seeded:<6} stored {tally.stored:>6}  "
+                    f"dead-lettered {tally.dead_lettered:>4}  {tally.rate:8.1f}/s\n"
+                )
+            self.out.write("".join(text))
+            self.out.flush()
+            self.drawn = len(self.tallies)
+            return
+        interval = PLAIN_PROGRESS_FOREVER_SECONDS if self.forever else PLAIN_PROGRESS_SECONDS
+        if final or self.last_plain is None or now - self.last_plain >= interval:
+            self.last_plain = now
+            parts = ", ".join(f"{t.message_type} {t.settled}/{t.seeded}" for t in self.tallies)
+            self.note(f"progress {now - self.started:5.1f} s: {parts}")
 
     def note(self, text: str) -> None:
         """Print below the display; a TTY display then starts a new block under it."""
-        self._out.write(f"{text}\n")
-        self._out.flush()
-        self._drawn = 0
+        self.out.write(f"{text}\n")
+        self.out.flush()
+        self.drawn = 0
 
-    def _redraw(self, watch: _Watch) -> None:
-        # Back to the first line of the block, then each line is cleared and rewritten.
-        text = [f"\x1b[{self._drawn}F"] if self._drawn else []
-        for tally in watch.tallies:
-            filled = math.floor((min(1.0, tally.settled / tally.seeded) if tally.seeded else 1.0) * _BAR_WIDTH)
-            text.append(
-                f"\x1b[2K  {tally.message_type:<18} [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] "
-                f"{tally.settled:>6}/{tally.seeded:<6} stored {tally.stored:>6}  "
-                f"dead-lettered {tally.dead_lettered:>4}  {tally.rate:8.1f}/s\n"
-            )
-        self._out.write("".join(text))
-        self._out.flush()
-        self._drawn = len(watch.tallies)
+    def consume(self, interrupts: _Interrupts) -> int:
+        """Loop until drained, stalled or interrupted; returns the exit code."""
+        last_settled, last_progress = -1, time.monotonic()
+        finish_by: float | None = None
+        while True:
+            now = time.monotonic()
+            if self.forever and not interrupts.count:
+                self.trickle(now)
+            drained = self.refresh(now)
+            self.show(now)
+            if not self.forever and (drained or interrupts.count):
+                return EXIT_OK
+            if self.forever and interrupts.count:
+                if finish_by is None:
+                    self.note("Stopping: finishing the receipts already queued (Ctrl-C again to stop now).")
+                    finish_by = now + FINISH_SECONDS
+                if drained or interrupts.count > 1 or now >= finish_by:
+                    return EXIT_OK
+            settled = sum(tally.settled for tally in self.tallies)
+            if settled != last_settled:
+                last_settled, last_progress = settled, now
+            elif not self.forever and now - last_progress > STALL_SECONDS:
+                self.note(f"Nothing settled for {STALL_SECONDS:.0f} s: giving up (see the warnings on stderr).")
+                return EXIT_FAILURE
+            time.sleep(TICK_SECONDS)
 
 
 def _demo_config(emulator: Emulator, options: DemoOptions, paths: DemoPaths) -> dict[str, Any]:
@@ -573,21 +584,6 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in file if line.strip())
 
 
-def _header(options: DemoOptions, emulator: Emulator, tallies: list[QueueTally], metrics_url: str | None) -> str:
-    malformed = tallies[0].malformed
-    return "\n".join(
-        [
-            f"mns-consumer demo: emulator at {emulator.url}, {len(tallies)} queues seeded with "
-            f"{tallies[0].seeded - malformed} receipts and {malformed} malformed bodies each (seed {options.seed})",
-            f"  data:    {options.data_dir.resolve()}",
-            f"  metrics: {metrics_url or 'off'}",
-            "Consuming while receipts trickle in; Ctrl-C to stop (the summary follows)."
-            if options.forever
-            else "Consuming until every queue is drained (Ctrl-C stops early).",
-        ]
-    )
-
-
 def _metrics_url(supervisor: Supervisor, listen: str) -> str | None:
     if supervisor.health is None:
         return None
@@ -595,32 +591,6 @@ def _metrics_url(supervisor: Supervisor, listen: str) -> str | None:
     if host in ("0.0.0.0", "::"):  # noqa: S104  (a wildcard bind is reached through loopback)
         host = "127.0.0.1"
     return f"http://{f'[{host}]' if ':' in host else host}:{supervisor.health.port}/metrics"
-
-
-def _consume(watch: _Watch, progress: _Progress, interrupts: _Interrupts, trickle: _Trickle | None) -> int:
-    """The main thread's loop until drained, stalled or interrupted; returns the exit code."""
-    last_settled, last_progress = -1, time.monotonic()
-    finish_by: float | None = None
-    while True:
-        now = time.monotonic()
-        if trickle is not None and not interrupts.count:
-            trickle.tick(now)
-        drained = watch.refresh(now)
-        progress.show(watch, now)
-        if trickle is None and (drained or interrupts.count):
-            return EXIT_OK
-        if trickle is not None and interrupts.count:
-            if finish_by is None:
-                progress.note("Stopping: finishing the receipts already queued (Ctrl-C again to stop now).")
-                finish_by = now + FINISH_SECONDS
-            if drained or interrupts.count > 1 or now >= finish_by:
-                return EXIT_OK
-        if watch.settled() != last_settled:
-            last_settled, last_progress = watch.settled(), now
-        elif trickle is None and now - last_progress > STALL_SECONDS:
-            progress.note(f"Nothing settled for {STALL_SECONDS:.0f} s: giving up (see the warnings on stderr).")
-            return EXIT_FAILURE
-        time.sleep(TICK_SECONDS)
 
 
 def run_demo(
@@ -663,22 +633,30 @@ def run_demo(
             if not _wait_until_ready(runner, interrupts):
                 stream.write("Stopped before the daemon was ready.\n")
                 return EXIT_OK
-            started = time.monotonic()
             metrics_url = _metrics_url(supervisor, options.http_listen)
-            stream.write(_header(options, emulator, tallies, metrics_url) + "\n")
+            malformed = tallies[0].malformed
+            stream.write(
+                f"mns-consumer demo: emulator at {emulator.url}, {len(tallies)} queues seeded with "
+                f"{tallies[0].seeded - malformed} receipts and {malformed} malformed bodies each "
+                f"(seed {options.seed})\n"
+                f"  data:    {paths.data_dir}\n  metrics: {metrics_url or 'off'}\n"
+                + (
+                    "Consuming while receipts trickle in; Ctrl-C to stop (the summary follows).\n"
+                    if options.forever
+                    else "Consuming until every queue is drained (Ctrl-C stops early).\n"
+                )
+            )
             stream.flush()
-            watch = _Watch(emulator, supervisor, tallies, started)
-            progress = _Progress(stream, tty=_is_tty(stream), forever=options.forever)
-            trickle = _Trickle(emulator, tallies, options.seed) if options.forever else None
-            code = _consume(watch, progress, interrupts, trickle)
+            console = _Console(emulator, supervisor, tallies, options, stream)
+            code = console.consume(interrupts)
             stopped = time.monotonic()
         finally:
             # Stop the daemon before the emulator goes: its drain still deletes from the emulator.
             supervisor.request_stop()
             runner.join()
         # Read again after the stop: the drain settled the batches that were still in flight.
-        drained = watch.refresh(stopped)
-        progress.show(watch, stopped, final=True)
+        drained = console.refresh(stopped)
+        console.show(stopped, final=True)
     rows, delivery, opt_outs = _read_results(paths)
     reasons: Counter[str] = Counter()
     if paths.dead_letter.exists():
@@ -691,7 +669,7 @@ def run_demo(
     summary = DemoSummary(
         tallies,
         paths,
-        stopped - started,
+        stopped - console.started,
         drained,
         options.forever,
         options.seed,
