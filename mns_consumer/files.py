@@ -1,20 +1,11 @@
 """Private files and folders: what every part of the daemon that creates a file on disk goes through.
 
-Receipts hold phone numbers and message text, logs and dead letters hold the same, so a file the
-daemon creates is readable by its owner alone (0600) and a folder it creates is entered by its owner
-alone (0700), *whatever the umask*. A mode given to ``open`` or ``mkdir`` only ever loses bits to the
-umask, so each creator here asks for the private mode (never more permissive, even for an instant)
-and then sets it exactly with ``fchmod``/``chmod``, since a umask such as 0277 could also take the
-owner's own bits away. Files and folders that already exist keep the modes their owner gave them.
-
-SQLite's write-ahead log and shared-memory files (``-wal``, ``-shm``) and its rollback journal are
-created by SQLite itself, with the mode of the database file (os_unix.c, ``findCreateFileMode``):
-creating the database file here first, 0600, makes them 0600 too, in the daemon and in the SQLite
-writer process alike, without touching the process-wide umask that other threads rely on.
-
-Errors are plain :class:`OSError`; :func:`needs_operator` tells a path that can never work until
-someone changes the file system (a regular file where a folder should be, no permission, a read-only
-mount) from a passing condition such as a full disk.
+Receipts, logs and dead letters hold phone numbers and message text, so a file the daemon creates is
+0600 and a folder 0700 *whatever the umask*: each creator asks for the private mode (never more, not
+even for an instant) and then sets it exactly, since a umask such as 0277 could also take the owner's
+own bits away. Existing files and folders keep their modes. SQLite gives its ``-wal``, ``-shm`` and
+journal files the mode of the database file, so creating that here first makes them private too,
+without touching the process-wide umask other threads rely on.
 """
 
 from __future__ import annotations
@@ -24,10 +15,7 @@ import os
 from typing import Final
 
 PRIVATE_FILE_MODE: Final = 0o600
-"""Mode of every file the daemon creates: read and write for the owner alone."""
-
 PRIVATE_DIRECTORY_MODE: Final = 0o700
-"""Mode of every folder the daemon creates: the owner alone may list, enter and create in it."""
 
 _OPERATOR_ERRNOS: Final = frozenset(
     {errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP, errno.ENAMETOOLONG}
@@ -39,22 +27,14 @@ _OPEN_ATTEMPTS: Final = 3
 def needs_operator(exc: OSError) -> bool:
     """Whether an error creating or opening a path lasts until someone changes the file system.
 
-    True for a regular file where a folder should be (or the reverse), missing permission, a
-    read-only mount, a symlink loop or an over-long name; False for conditions that may pass on
-    their own (a full disk, an I/O error), which callers retry.
+    True for a file in a folder's place (or the reverse), no permission, a read-only mount, a symlink
+    loop or an over-long name; False for what may pass (a full disk, an I/O error), which callers retry.
     """
     return exc.errno in _OPERATOR_ERRNOS
 
 
 def fsync_directory(path: str) -> None:
-    """fsync a folder so that names created or renamed in it survive a power loss.
-
-    Args:
-        path: The folder; ``""`` means the current one.
-
-    Raises:
-        OSError: If the folder cannot be opened or synced.
-    """
+    """fsync a folder (``""``: the current one) so that names created or renamed in it survive a power loss."""
     fd = os.open(path or os.curdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -68,18 +48,10 @@ def fsync_directory(path: str) -> None:
 
 
 def ensure_private_dir(path: str, *, fsync: bool = False) -> list[str]:
-    """Create a folder and its missing parents, each with mode 0700 whatever the umask.
+    """Create a folder and its missing parents, each 0700; return those created, outermost first.
 
-    Args:
-        path: The folder; ``""`` (the current folder) always exists.
-        fsync: Also fsync the parent of every folder created, so the new names survive a power loss.
-
-    Returns:
-        The folders created, outermost first (empty when the folder existed).
-
-    Raises:
-        OSError: If a folder cannot be created, e.g. ``NotADirectoryError`` when a regular file stands
-            in the way (its ``filename`` names the path that failed).
+    With ``fsync`` the parent of each folder created is synced too. A regular file in the way raises
+    ``NotADirectoryError`` naming it.
     """
     missing: list[str] = []
     current = path
@@ -107,87 +79,54 @@ def ensure_private_dir(path: str, *, fsync: bool = False) -> list[str]:
 
 
 def open_private(
-    path: str,
-    flags: int,
-    *,
-    mode: int = PRIVATE_FILE_MODE,
-    make_dirs: bool = False,
-    fsync: bool = False,
+    path: str, flags: int, *, mode: int = PRIVATE_FILE_MODE, make_dirs: bool = False, fsync: bool = False
 ) -> int:
-    """Open a file, creating it with exactly ``mode`` (0600 by default) whatever the umask.
+    """``os.open`` a file (close-on-exec), creating it with exactly ``mode`` whatever the umask.
 
-    Args:
-        path: The file.
-        flags: ``os.open`` access flags such as ``os.O_WRONLY | os.O_APPEND``; ``O_CREAT``, ``O_EXCL``
-            and ``O_CLOEXEC`` are added here.
-        mode: Permission bits of a created file. An existing file keeps its own.
-        make_dirs: Create missing folders first, 0700 (see :func:`ensure_private_dir`).
-        fsync: When this call created the file (or a folder), fsync the folders holding the new names.
-
-    Returns:
-        A file descriptor (close-on-exec).
-
-    Raises:
-        OSError: If the file or a folder cannot be created or opened.
+    ``make_dirs`` creates missing folders first (0700); with ``fsync``, the folders holding names this
+    call created are synced. An existing file keeps its own mode.
     """
     directory = os.path.dirname(path)
     if make_dirs:
         ensure_private_dir(directory, fsync=fsync)
     flags |= os.O_CLOEXEC
-    for attempt in range(1, _OPEN_ATTEMPTS + 1):
+    attempts_left = _OPEN_ATTEMPTS
+    while True:
         try:
             # O_EXCL tells whether this call created the file, which alone gets the mode (and the fsync).
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+            break
         except FileExistsError:
+            attempts_left -= 1
             try:
                 return os.open(path, flags)
             except FileNotFoundError:
                 # Removed in between (logrotate): create it after all.
-                if attempt == _OPEN_ATTEMPTS:
+                if not attempts_left:
                     raise
-                continue
-        try:
-            os.fchmod(fd, mode)
-            if fsync:
-                fsync_directory(directory)
-        except OSError:
-            os.close(fd)
-            raise
-        return fd
-    raise AssertionError("unreachable")  # pragma: no cover
+    try:
+        os.fchmod(fd, mode)
+        if fsync:
+            fsync_directory(directory)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def create_private_file(path: str, *, make_dirs: bool = True) -> bool:
-    """Make sure a file exists, creating it empty with mode 0600 (and its folders 0700) if missing.
-
-    For files that another library opens by name, such as SQLite databases: created here first, they
-    get the private mode, and SQLite gives its ``-wal``, ``-shm`` and journal files the same mode.
-
-    Args:
-        path: The file.
-        make_dirs: Create missing folders too.
-
-    Returns:
-        True if this call created the file.
-
-    Raises:
-        OSError: If it cannot be created.
-    """
+    """Make sure a file another library opens by name (SQLite) exists, 0600; True if this call created it."""
     existed = os.path.lexists(path)
     os.close(open_private(path, os.O_RDONLY, make_dirs=make_dirs))
     return not existed
 
 
 def check_can_create_in(folder: str) -> str:
-    """Check, leaving nothing behind, that files can be created in ``folder`` (made if missing).
+    """Check, leaving nothing behind, that files can be created in ``folder`` (``""``: the current one).
 
-    An existing folder is tested for real: a temporary file is created in it and removed. A missing
-    one is judged from its nearest existing ancestor, which must be a folder the process may write
-    to; nothing is created (``check-config --connect`` may run as another user than the daemon, and
-    folders made by it would then belong to the wrong user).
-
-    Args:
-        folder: The folder; ``""`` means the current one.
+    An existing folder is tested by creating and removing a file. A missing one is judged from its
+    nearest existing ancestor and not created: ``check-config --connect`` may run as another user than
+    the daemon, whose folders would then have the wrong owner.
 
     Returns:
         What was found, for a report line.

@@ -31,13 +31,11 @@ __all__ = [
 
 
 class RecordingSink:
-    """A sink that keeps receipts in memory, once per dedupe key, and can be switched off.
+    """A sink keeping receipts in memory, once per dedupe key, in ``stored``.
 
-    Attributes:
-        stored: Receipts by dedupe key, in the order first stored.
-        writes: How many times ``write`` was called (including failed calls).
-        available: While False, ``write`` raises :class:`~mns_consumer.errors.SinkUnavailable`.
-        reject: Receipts for which it returns a reason are rejected instead of stored.
+    ``writes`` counts calls (failed ones too); while ``available`` is False, ``write`` raises
+    :class:`~mns_consumer.errors.SinkUnavailable`; receipts for which ``reject`` returns a reason are
+    rejected instead of stored.
     """
 
     def __init__(self, name: str = "recording", reject: Callable[[Receipt], str | None] | None = None) -> None:
@@ -51,15 +49,9 @@ class RecordingSink:
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        """Mark the sink open."""
         self.opened = True
 
     def write(self, batch: Sequence[Receipt]) -> SinkResult:
-        """Store the batch (or fail, or reject) as configured.
-
-        Raises:
-            SinkUnavailable: While ``available`` is False.
-        """
         with self._lock:
             self.writes += 1
             if not self.available:
@@ -75,12 +67,11 @@ class RecordingSink:
             return SinkResult(accepted=accepted, rejected=rejected)
 
     def close(self) -> None:
-        """Mark the sink closed."""
         self.closed = True
 
 
 class RecordingDeadLetterSink:
-    """A dead-letter sink that keeps letters in memory and can be switched off."""
+    """A dead-letter sink keeping letters in memory, raising SinkUnavailable while ``available`` is False."""
 
     def __init__(self, name: str = "dead_letter") -> None:
         self.name = name
@@ -88,17 +79,12 @@ class RecordingDeadLetterSink:
         self.available = True
 
     def open(self) -> None:
-        """Nothing to open."""
+        pass
 
     def write(self, letters: Sequence[DeadLetter]) -> None:
-        """Keep the letters.
-
-        Raises:
-            SinkUnavailable: While ``available`` is False.
-        """
         if not self.available:
             raise SinkUnavailable(self.name, "switched off")
         self.letters.extend(letters)
 
     def close(self) -> None:
-        """Nothing to close."""
+        pass

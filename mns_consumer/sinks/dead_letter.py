@@ -1,25 +1,12 @@
 """The file dead-letter sink: undecodable and rejected messages as JSON Lines, fsynced before they count.
 
-Each :class:`~mns_consumer.sinks.base.DeadLetter` is one compact UTF-8 JSON line with ``failed_at``
-(ISO 8601 with its UTC offset; a naive time is taken as UTC), ``message_type``, ``source``, ``queue``,
-``message_id``, ``dequeue_count`` (the attempt count), ``sink``, ``dedupe_key``, ``reason``, and the body
-exactly as received: as ``raw`` text when it is UTF-8, otherwise as ``raw_base64``. Dead letters hold
-no secrets, and nothing is added to them.
-
-The ``reason`` is redacted as it is written, by the same function as every free text that leaves the
-process (:func:`~mns_consumer.observe.logging.redact_text`): phone numbers and secret-looking pairs in
-it are masked. Reasons are read more widely than bodies (the replay command prints them), and a sink's
-rejection may quote whatever its server answered. The raw body is kept as it is: it is what replays.
-
-A record counts once its closing newline is on disk. A line without one is left over from a write
-that never returned (a crash, ENOSPC). Before each append, the sink truncates such a fragment under an
-exclusive ``flock``, so that the file stays valid JSON Lines for :func:`read_dead_letters`. The message
-it came from is still in MNS and is dead-lettered again. Because of that lock, several processes can
-share one dead-letter file.
-
-The path takes no placeholders and the sink does not rotate. An external logrotate works without a
-signal, as with the file sink (the inode is checked before each write), and SIGHUP works too
-(:meth:`FileDeadLetterSink.reopen`).
+A letter is one compact JSON line (fields as :func:`dead_letter_to_json_dict` writes them) holding the
+body exactly as received (``raw``, or ``raw_base64`` when not UTF-8), so that it can be replayed. Its
+``reason`` is redacted (:func:`~mns_consumer.observe.logging.redact_text`): a sink's rejection may quote
+what its server answered, and reasons are printed by replay. A line without its newline is left from
+a write that never returned; under an exclusive ``flock`` each append first truncates it, so several
+processes may share the file and it stays valid JSON Lines (the message is still in MNS). No
+rotation: logrotate works without a signal (the inode is checked before each write), SIGHUP too.
 """
 
 from __future__ import annotations
@@ -85,17 +72,9 @@ class DeadLetterSinkConfig(BaseModel):
 
 
 class FileDeadLetterSink:
-    """Appends dead letters to one JSON Lines file; see the module docstring.
-
-    Thread-safe: ``open``, ``write``, ``reopen`` and ``close`` hold one lock.
-
-    Attributes:
-        name: The sink's name (used in errors).
-        config: Its configuration.
-    """
+    """Appends dead letters to one JSON Lines file; thread-safe (every method holds one lock)."""
 
     def __init__(self, name: str, config: DeadLetterSinkConfig) -> None:
-        """Create a sink; nothing is opened until :meth:`open` or the first write."""
         self.name = name
         self.config = config
         self._fd: int | None = None
@@ -105,9 +84,8 @@ class FileDeadLetterSink:
         """Open (creating if needed) the file and its folders.
 
         Raises:
-            ConfigError: If the file or its folder can never be created as things stand (a regular
-                file in the way, no permission, a read-only mount): the daemon stops at start.
-            SinkUnavailable: If the file cannot be opened or created for a reason that may pass.
+            ConfigError: If it can never be created as things stand (see :func:`needs_operator`).
+            SinkUnavailable: If it cannot be opened for a reason that may pass.
         """
         with self._lock:
             try:
@@ -125,14 +103,7 @@ class FileDeadLetterSink:
                 raise self._unavailable(exc) from exc
 
     def probe(self) -> str:
-        """Check, changing nothing, that the file can be appended to, or created in its folder.
-
-        Returns:
-            What was found.
-
-        Raises:
-            SinkUnavailable: If it cannot, naming the path and the reason.
-        """
+        """Check, changing nothing, that the file can be appended to or created; SinkUnavailable if not."""
         path = self.config.path
         try:
             if os.path.exists(path):
@@ -144,11 +115,7 @@ class FileDeadLetterSink:
             raise self._unavailable(exc) from exc
 
     def write(self, letters: Sequence[DeadLetter]) -> None:
-        """Append the dead letters and fsync before returning.
-
-        Raises:
-            SinkUnavailable: If they could not all be stored; none of them counts as stored.
-        """
+        """Append the dead letters and fsync; SinkUnavailable if not all were stored (none then counts)."""
         if not letters:
             return
         data = b"".join(encode_json_line(dead_letter_to_json_dict(letter)) for letter in letters)
@@ -236,20 +203,11 @@ def dead_letter_to_json_dict(letter: DeadLetter) -> dict[str, Any]:
 
 
 def read_dead_letters(path: str | os.PathLike[str]) -> Iterator[DeadLetter]:
-    """The dead letters stored in a file, in order (for ``dead-letters replay``).
-
-    A last line without its newline is a write that never finished; it is skipped. Blank lines are
-    skipped too.
-
-    Args:
-        path: A file written by :class:`FileDeadLetterSink`.
-
-    Yields:
-        Each dead letter, with ``raw`` as the original bytes.
+    """The dead letters of a file in order, skipping blank lines and a torn last one (``dead-letters replay``).
 
     Raises:
         OSError: If the file cannot be read.
-        ValueError: If a complete line is not a dead letter; the message names the file and line number.
+        ValueError: If a complete line is not a dead letter, naming the file and the line number.
     """
     with Path(path).open("rb") as file:
         for number, line in enumerate(file, start=1):
@@ -288,26 +246,21 @@ def _dead_letter_from_line(line: bytes) -> DeadLetter:
     return DeadLetter(
         message_type=_text(data, "message_type"),
         source=_text(data, "source"),
-        queue=_optional_text(data, "queue"),
+        queue=_text(data, "queue", optional=True),
         raw=raw,
         reason=_text(data, "reason"),
         failed_at=failed_at,
-        message_id=_optional_text(data, "message_id"),
+        message_id=_text(data, "message_id", optional=True),
         dequeue_count=dequeue_count,
-        sink=_optional_text(data, "sink"),
-        dedupe_key=_optional_text(data, "dedupe_key"),
+        sink=_text(data, "sink", optional=True),
+        dedupe_key=_text(data, "dedupe_key", optional=True),
     )
 
 
-def _text(data: dict[str, Any], key: str) -> str:
+def _text(data: dict[str, Any], key: str, *, optional: bool = False) -> Any:
     value = data.get(key)
+    if optional and value is None:
+        return None
     if not isinstance(value, str):
-        raise ValueError(f"{key} is missing or not a string")
-    return value
-
-
-def _optional_text(data: dict[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{key} is not a string")
+        raise ValueError(f"{key} is not a string" if optional else f"{key} is missing or not a string")
     return value

@@ -1,35 +1,13 @@
 """Archive receipts as gzip JSON Lines objects in S3 or an S3-compatible store (Alibaba OSS, MinIO).
 
-Needs the optional extra: ``pip install 'mns-consumer[s3]'`` (boto3). This module imports without it;
-building or opening the sink without boto3 raises a :class:`~mns_consumer.errors.ConfigError` saying so.
-
-Object layout. Each ``write`` puts one object per message type present among the receipts not
-stored recently::
-
-    {prefix}{message_type}/{YYYY}/{MM}/{DD}/{HHMMSS}-{digest}.jsonl.gz
-
-* The date and time are UTC, taken when the sink first attempted that exact set of receipts: a retry
-  of the same receipts by the same process reuses the key, so a PutObject that succeeded although its
-  answer was lost is overwritten, not duplicated.
-* ``digest`` is the first 16 hex digits of the SHA-256 of the object's dedupe keys, sorted and joined
-  with ``"\\n"``.
-* The body is gzip (no file name, mtime 0, so equal content gives equal bytes) of UTF-8 JSON Lines,
-  one :meth:`~mns_consumer.receipt_model.Receipt.to_json_dict` per line. ``Content-Type`` is
-  ``application/x-ndjson``, ``Content-Encoding`` is ``gzip`` and ``Content-MD5`` lets the store refuse
-  a body damaged in transit.
-
-Duplicates. The sink remembers the last ``dedupe_window`` dedupe keys it stored and skips them. On
-:meth:`S3Sink.open` it refills that memory from the newest objects (at most
-``dedupe_scan_max_objects``) under today's and yesterday's UTC date prefixes, so duplicates are
-absorbed across restarts too. Older duplicates are written again; readers dedupe on ``dedupe_key``.
-
-Permissions: ``s3:ListBucket`` (HeadBucket, listing at open), ``s3:GetObject`` (reading at open) and
-``s3:PutObject``.
-
-Failures. S3 is durable once PutObject succeeds, so ``write`` returns right after it. The sink never
-rejects a receipt: every failure of a write (network, timeout, 5xx, throttling, even AccessDenied or a
-bucket deleted underneath) raises :class:`~mns_consumer.errors.SinkUnavailable`, and the dispatcher
-retries; botocore's own retries are turned off so the dispatcher's back-off is the only one.
+Needs the extra ``mns-consumer[s3]`` (boto3); this module imports without it. Each ``write`` puts one
+object per message type at ``{prefix}{type}/YYYY/MM/DD/HHMMSS-{digest}.jsonl.gz``: the time is when
+the sink first attempted that exact set of receipts, so a retry overwrites rather than duplicates a
+PutObject whose answer was lost; equal content gives equal bytes (gzip mtime 0). The last
+``dedupe_window`` keys stored are skipped, and :meth:`S3Sink.open` refills that memory from the newest
+objects of today and yesterday, across restarts. The sink never rejects: every failure raises
+:class:`~mns_consumer.errors.SinkUnavailable`, and botocore's own retries are off so that the
+dispatcher's back-off is the only one.
 """
 
 from __future__ import annotations
@@ -55,14 +33,8 @@ from mns_consumer.sinks.base import SinkConfig, SinkResult
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
 
 CONTENT_TYPE = "application/x-ndjson"
-"""``Content-Type`` of every object."""
-
 OBJECT_SUFFIX = ".jsonl.gz"
-"""How every object key ends."""
-
 DIGEST_HEX_CHARS = 16
-"""Hex digits of the dedupe-key digest in an object key."""
-
 _MISSING_BUCKET_CODES = frozenset({"404", "NoSuchBucket"})
 _FORBIDDEN_CODES = frozenset(
     {"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
@@ -129,10 +101,7 @@ class S3SinkConfig(SinkConfig):
         return self
 
     def build(self, name: str) -> S3Sink:
-        """The sink described by this configuration, not opened yet.
-
-        Args:
-            name: The sink's name in the configuration (``sinks.<name>``).
+        """The sink ``sinks.<name>``, not opened yet.
 
         Raises:
             ConfigError: If boto3 is not installed.
@@ -142,14 +111,7 @@ class S3SinkConfig(SinkConfig):
 
 
 def object_key(prefix: str, message_type: str, first_attempt: datetime, dedupe_keys: Iterable[str]) -> str:
-    """The key of the object holding receipts with these dedupe keys (see the module docstring).
-
-    Args:
-        prefix: The configured prefix.
-        message_type: The receipts' MessageType.
-        first_attempt: When the sink first tried to store them (converted to UTC).
-        dedupe_keys: Their dedupe keys, in any order.
-    """
+    """The key of the object holding receipts with these dedupe keys, first attempted at ``first_attempt``."""
     at = first_attempt.astimezone(UTC)
     return f"{prefix}{message_type}/{at:%Y/%m/%d/%H%M%S}-{_digest(dedupe_keys)[:DIGEST_HEX_CHARS]}{OBJECT_SUFFIX}"
 
@@ -163,19 +125,13 @@ def encode_object(receipts: Sequence[Receipt]) -> bytes:
 
 
 def decode_object_keys(body: bytes) -> list[str]:
-    """The dedupe keys in an object body written by :func:`encode_object`.
-
-    Raises:
-        ValueError: If the body is not gzip JSON Lines of receipts.
-    """
+    """The dedupe keys in a body :func:`encode_object` wrote; ValueError if it is not one."""
     try:
         text = gzip.decompress(body).decode("utf-8")
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise ValueError(f"not gzip UTF-8: {exc}") from exc
     keys: list[str] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
+    for line in filter(str.strip, text.splitlines()):
         data = json.loads(line)
         if not isinstance(data, dict) or not isinstance(data.get("dedupe_key"), str):
             raise ValueError("a line without a dedupe_key")
@@ -197,20 +153,12 @@ def _import_boto3(name: str) -> Any:
 
 
 class S3Sink:
-    """Puts receipts into the configured bucket; see the module docstring for the layout.
+    """Puts receipts into the configured bucket; its boto3 client is thread-safe, so pollers may share it.
 
-    The boto3 client it opens is thread-safe, so concurrent pollers may share the sink.
+    ``clock`` (timezone-aware, the system clock by default) dates object keys and the days read at open.
     """
 
     def __init__(self, name: str, config: S3SinkConfig, *, clock: Callable[[], datetime] | None = None) -> None:
-        """Create the sink; nothing is contacted until :meth:`open`.
-
-        Args:
-            name: The sink's name in the configuration.
-            config: Its configuration.
-            clock: Current time (timezone-aware) for object keys and the dates read at open; the system
-                clock by default.
-        """
         self.name = name
         self.config = config
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -219,8 +167,7 @@ class S3Sink:
         self._attempts_lock = threading.Lock()
         self._client: Any = None
         self._client_error: type[Exception] = Exception
-        self._boto_error: type[Exception] = Exception
-        self._param_error: type[Exception] = Exception
+        self._errors: tuple[type[Exception], ...] = ()
 
     def __repr__(self) -> str:
         return f"S3Sink(name={self.name!r}, bucket={self.config.bucket!r}, prefix={self.config.prefix!r})"
@@ -233,45 +180,22 @@ class S3Sink:
                 bucket does not exist, or access is denied.
             SinkUnavailable: If the store cannot be reached or fails now.
         """
-        self._connect()
-        try:
-            self._client.head_bucket(Bucket=self.config.bucket)
-            self._preload()
-        except (self._client_error, self._boto_error) as exc:
-            self.close()
-            raise self._open_error(exc) from exc
+        self._connect(preload=True)
 
     def probe(self) -> str:
-        """HeadBucket once and close (``check-config --connect``): reads nothing, writes nothing.
-
-        Returns:
-            What was found.
-
-        Raises:
-            ConfigError: As :meth:`open` does: boto3 missing, a missing bucket, access denied.
-            SinkUnavailable: If the store cannot be reached or fails now.
-        """
-        self._connect()
+        """HeadBucket once and close (``check-config --connect``); raises as :meth:`open` does."""
         try:
-            self._client.head_bucket(Bucket=self.config.bucket)
-        except (self._client_error, self._boto_error) as exc:
-            raise self._open_error(exc) from exc
+            self._connect(preload=False)
         finally:
             self.close()
         return f"HeadBucket on bucket {self.config.bucket!r} answered"
 
-    def _connect(self) -> None:
-        """Create the boto3 client (no request is sent).
-
-        Raises:
-            ConfigError: If boto3 is missing or the client cannot be configured (an unknown profile).
-        """
+    def _connect(self, *, preload: bool) -> None:
         boto3 = _import_boto3(self.name)
         botocore_config: Any = importlib.import_module("botocore.config")
         exceptions: Any = importlib.import_module("botocore.exceptions")
         self._client_error = exceptions.ClientError
-        self._boto_error = exceptions.BotoCoreError
-        self._param_error = exceptions.ParamValidationError
+        self._errors = (exceptions.ClientError, exceptions.BotoCoreError)
         config = self.config
         client_config = botocore_config.Config(
             connect_timeout=config.connect_timeout_seconds,
@@ -294,23 +218,29 @@ class S3Sink:
                 verify=config.ca_file,
                 config=client_config,
             )
-        except self._boto_error as exc:
+        except exceptions.BotoCoreError as exc:
             # E.g. AWS_PROFILE naming a profile that does not exist.
             raise ConfigError(f"sinks.{self.name}", "", f"cannot create the S3 client: {exc}") from exc
-
-    def _open_error(self, exc: Exception) -> ConfigError | SinkUnavailable:
-        code = self._error_code(exc)
-        where = f"sinks.{self.name}"
-        if code in _MISSING_BUCKET_CODES:
-            return ConfigError(where, "bucket", f"bucket {self.config.bucket!r} does not exist", "create it first")
-        if code in _FORBIDDEN_CODES:
-            return ConfigError(
-                where,
-                "access_key_id",
-                f"access to bucket {self.config.bucket!r} denied ({code})",
-                "grant s3:ListBucket, s3:GetObject and s3:PutObject on it",
-            )
-        return SinkUnavailable(self.name, self._describe(exc))
+        try:
+            self._client.head_bucket(Bucket=config.bucket)
+            if preload:
+                self._preload()
+        except self._errors as exc:
+            self.close()
+            code = _error_code(exc)
+            where = f"sinks.{self.name}"
+            if code in _MISSING_BUCKET_CODES:
+                raise ConfigError(
+                    where, "bucket", f"bucket {config.bucket!r} does not exist", "create it first"
+                ) from exc
+            if code in _FORBIDDEN_CODES:
+                raise ConfigError(
+                    where,
+                    "access_key_id",
+                    f"access to bucket {config.bucket!r} denied ({code})",
+                    "grant s3:ListBucket, s3:GetObject and s3:PutObject on it",
+                ) from exc
+            raise SinkUnavailable(self.name, self._describe(exc)) from exc
 
     def _preload(self) -> None:
         limit = self.config.dedupe_scan_max_objects
@@ -319,9 +249,10 @@ class S3Sink:
         today = self._clock().astimezone(UTC)
         days = [f"{day:%Y/%m/%d}/" for day in (today, today - timedelta(days=1))]
         found: list[tuple[str, str]] = []
-        for type_prefix in self._list(self.config.prefix, delimiter=True):
+        for type_prefix in self._list(self.config.prefix, "CommonPrefixes[].Prefix", Delimiter="/"):
             for day in days:
-                found += [(key[len(type_prefix) :], key) for key in self._list(type_prefix + day, delimiter=False)]
+                keys = self._list(type_prefix + day, "Contents[].Key")
+                found += [(key[len(type_prefix) :], key) for key in keys if key.endswith(OBJECT_SUFFIX)]
         # Keys sort by their date and HHMMSS after the type prefix, so this is newest first.
         newest = [key for _, key in sorted(found, reverse=True)[:limit]]
         with ThreadPoolExecutor(max_workers=_PRELOAD_THREADS) as pool:
@@ -330,29 +261,18 @@ class S3Sink:
         for keys in reversed(contents):
             self._recent.add_all(keys)
 
-    def _list(self, prefix: str, *, delimiter: bool) -> list[str]:
-        """Object keys under ``prefix``, or with ``delimiter`` the next-level prefixes."""
-        found: list[str] = []
-        arguments: dict[str, Any] = {"Bucket": self.config.bucket, "Prefix": prefix}
-        if delimiter:
-            arguments["Delimiter"] = "/"
-        while True:
-            page = self._client.list_objects_v2(**arguments)
-            if delimiter:
-                found += [str(entry["Prefix"]) for entry in page.get("CommonPrefixes", [])]
-            else:
-                found += [
-                    str(entry["Key"]) for entry in page.get("Contents", []) if entry["Key"].endswith(OBJECT_SUFFIX)
-                ]
-            if not page.get("IsTruncated"):
-                return found
-            arguments["ContinuationToken"] = page["NextContinuationToken"]
+    def _list(self, prefix: str, field: str, **arguments: str) -> list[str]:
+        """``field`` of every page of ListObjectsV2 under ``prefix`` (a JMESPath expression)."""
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.config.bucket, Prefix=prefix, **arguments
+        )
+        return [str(value) for value in pages.search(field) if value is not None]
 
     def _read_keys(self, key: str) -> list[str]:
         try:
             response = self._client.get_object(Bucket=self.config.bucket, Key=key)
         except self._client_error as exc:
-            if self._error_code(exc) in ("404", "NoSuchKey"):
+            if _error_code(exc) in ("404", "NoSuchKey"):
                 return []
             raise
         with response["Body"] as stream:
@@ -364,13 +284,7 @@ class S3Sink:
             return []
 
     def write(self, batch: Sequence[Receipt]) -> SinkResult:
-        """Put one object per message type holding the receipts not stored recently.
-
-        Args:
-            batch: Receipts in any order; copies of one receipt are stored once.
-
-        Returns:
-            Every dedupe key of the batch as accepted (the S3 sink never rejects).
+        """Put one object per message type holding the receipts not stored recently; all are accepted.
 
         Raises:
             SinkUnavailable: If any PutObject fails; objects put before it stay stored and remembered.
@@ -391,41 +305,29 @@ class S3Sink:
     def _put(self, message_type: str, receipts: Sequence[Receipt]) -> None:
         keys = [receipt.dedupe_key for receipt in receipts]
         identity = _digest([message_type, *keys])
-        key = object_key(self.config.prefix, message_type, self._first_attempt(identity), keys)
+        with self._attempts_lock:
+            first_attempt = self._attempts.setdefault(identity, self._clock())
+            self._attempts.move_to_end(identity)
+            while len(self._attempts) > _ATTEMPT_MEMORY:
+                self._attempts.popitem(last=False)
         body = encode_object(receipts)
         try:
             self._client.put_object(
                 Bucket=self.config.bucket,
-                Key=key,
+                Key=object_key(self.config.prefix, message_type, first_attempt, keys),
                 Body=body,
                 ContentMD5=base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii"),
                 ContentType=CONTENT_TYPE,
                 ContentEncoding="gzip",
             )
-        except self._param_error:
-            raise
-        except (self._client_error, self._boto_error) as exc:
+        except self._errors as exc:
             raise SinkUnavailable(self.name, self._describe(exc)) from exc
         self._recent.add_all(keys)
         with self._attempts_lock:
             self._attempts.pop(identity, None)
 
-    def _first_attempt(self, identity: str) -> datetime:
-        with self._attempts_lock:
-            first = self._attempts.setdefault(identity, self._clock())
-            self._attempts.move_to_end(identity)
-            while len(self._attempts) > _ATTEMPT_MEMORY:
-                self._attempts.popitem(last=False)
-        return first
-
-    def _error_code(self, exc: Exception) -> str:
-        if isinstance(exc, self._client_error):
-            response: Any = getattr(exc, "response", {})
-            return str(response.get("Error", {}).get("Code", ""))
-        return ""
-
     def _describe(self, exc: Exception) -> str:
-        code = self._error_code(exc)
+        code = _error_code(exc)
         if code:
             status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
             return f"{code} (HTTP {status}) from bucket {self.config.bucket!r}"
@@ -436,6 +338,12 @@ class S3Sink:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _error_code(exc: Exception) -> str:
+    """The S3 error code of a botocore ClientError (which alone carries ``response``), else ``""``."""
+    response: Any = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
 
 
 __all__ = ["S3Sink", "S3SinkConfig", "decode_object_keys", "encode_object", "object_key"]

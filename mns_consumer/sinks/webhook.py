@@ -1,55 +1,9 @@
 """POST receipts as signed JSON to an HTTP(S) endpoint: :class:`WebhookSinkConfig` and :class:`WebhookSink`.
 
-Wire format. Every request is ``POST <url>`` with a UTF-8 JSON body of the same shape in both modes::
-
-    {"receipts": [<Receipt.to_json_dict()>, ...]}
-
-In batch mode (the default) a request carries up to ``max_batch`` receipts; with
-``one_per_request: true`` it carries exactly one. Headers:
-
-``Content-Type: application/json``
-``User-Agent: mns-consumer/<version>``
-``X-Timestamp``
-    Unix time in whole seconds when the request was signed (each retry signs anew).
-``X-Signature: sha256=<hex>`` (only when ``secret`` is set)
-    ``hex(HMAC-SHA256(key=secret as UTF-8, msg=X-Timestamp as ASCII + b"." + raw body bytes))``.
-``Idempotency-Key``
-    For a request carrying one receipt, its ``dedupe_key``; otherwise the hex SHA-256 of the request's
-    dedupe keys, sorted and joined with ``"\\n"``. A retried request (same receipts) carries the same key,
-    so a receiver that remembers keys ignores the retry of a request it already stored.
-
-A receiver verifies the signature over the raw body, before parsing it, and bounds the clock skew
-to refuse replays::
-
-    import hashlib, hmac, time
-
-    def verify(secret: bytes, headers, body: bytes, tolerance_seconds: int = 300) -> bool:
-        timestamp = headers["X-Timestamp"]
-        if abs(time.time() - int(timestamp)) > tolerance_seconds:
-            return False
-        digest = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest("sha256=" + digest, headers.get("X-Signature", ""))
-
-(:func:`verify_signature` does the same.) ``mns-consumer check-config --connect`` sends one request
-of this format with an empty batch, ``{"receipts": []}``, and the extra header
-``X-MNS-Consumer-Probe: 1``; a receiver should answer it 2xx without storing anything (which the
-plain contract already gives: there are no receipts to store). Delivery is at least once: a receiver must treat a known
-``Idempotency-Key``, or a known ``dedupe_key`` inside a body, as already stored and answer 2xx.
-
-Outcomes per request:
-
-* 2xx: every receipt of the request is accepted.
-* 408, 425, 429, 5xx, 3xx (redirects are never followed, so a signed body is never re-sent to
-  another host), 401, 403, 404, 405, 407 (the URL or the credentials are wrong, not the receipts), a
-  connection error or a timeout: :class:`~mns_consumer.errors.SinkUnavailable`, carrying a
-  ``Retry-After`` header (delay in seconds or an HTTP date) as ``retry_after_seconds``.
-* Any other 4xx: every receipt of the request is rejected with ``HTTP <status>: <first 200 characters
-  of the response body>``, redacted as free text is everywhere (:func:`~mns_consumer.observe.logging.redact_text`):
-  our own secrets (the HMAC key, header values) in any letter case, secret-looking ``name: value``
-  pairs and phone numbers are masked, since a receiver may echo the request back.
-
-Requests are independent: receipts of requests answered before a transient failure stay accepted (and
-remembered, so the retry does not send them again), then the failure is raised.
+The wire format (body, ``X-Timestamp``, ``X-Signature``, ``Idempotency-Key``), which statuses accept,
+reject or mean "later", and the ``check-config --connect`` probe are documented in ``docs/sinks.md``.
+Requests are independent: receipts of requests answered before a transient failure stay accepted, and
+are remembered so that the retry does not send them again.
 """
 
 from __future__ import annotations
@@ -60,7 +14,6 @@ import json
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
@@ -76,33 +29,15 @@ from mns_consumer.sinks.base import SinkConfig, SinkResult
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
 
 USER_AGENT = f"mns-consumer/{__version__}"
-"""The ``User-Agent`` of every request."""
-
-SIGNATURE_PREFIX = "sha256="
-"""What ``X-Signature`` values start with, naming the digest."""
-
-REJECT_BODY_CHARS = 200
-"""How much of a rejecting response body ends up in the rejection reason."""
-
-PROBE_HEADER = "X-MNS-Consumer-Probe"
-"""Header (value ``1``) marking the empty batch ``check-config --connect`` sends; receivers may ignore it."""
-
+REJECT_BODY_CHARS = 200  # how much of a rejecting answer goes into the rejection reason
+PROBE_HEADER = "X-MNS-Consumer-Probe"  # value 1, on the empty batch `check-config --connect` sends
+# Headers the sink sets itself, which `headers` may not override (lower case).
 RESERVED_HEADERS = frozenset(
-    {
-        "content-type",
-        "content-length",
-        "host",
-        "transfer-encoding",
-        "x-timestamp",
-        "x-signature",
-        "idempotency-key",
-        PROBE_HEADER.lower(),
-    }
+    {"content-type", "content-length", "host", "transfer-encoding", "x-timestamp", "x-signature", "idempotency-key"}
+    | {PROBE_HEADER.lower()}
 )
-"""Headers the sink sets itself and ``headers`` may not override (lower case)."""
-
-_TRANSIENT_STATUSES = frozenset({408, 425, 429})
-_MISCONFIGURED_STATUSES = frozenset({401, 403, 404, 405, 407})
+# 4xx that say "later" (408, 425, 429) or "wrong URL or credentials", which is not the receipts' fault.
+_UNAVAILABLE_4XX = frozenset({401, 403, 404, 405, 407, 408, 425, 429})
 
 
 class WebhookSinkConfig(SinkConfig):
@@ -187,28 +122,14 @@ class WebhookSinkConfig(SinkConfig):
         return self
 
     def build(self, name: str) -> WebhookSink:
-        """The sink described by this configuration, not opened yet.
-
-        Args:
-            name: The sink's name in the configuration (``sinks.<name>``).
-        """
+        """The sink ``sinks.<name>``, not opened yet."""
         return WebhookSink(name, self)
 
 
 def sign_body(secret: str | bytes, timestamp: str | int, body: bytes) -> str:
-    """The ``X-Signature`` value of a request.
-
-    Args:
-        secret: The shared secret (a str is encoded as UTF-8).
-        timestamp: The ``X-Timestamp`` value.
-        body: The raw request body.
-
-    Returns:
-        ``sha256=`` followed by the lowercase hex HMAC-SHA256.
-    """
+    """The ``X-Signature`` value: ``sha256=`` and the hex HMAC-SHA256 of ``<timestamp>.<body>``."""
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
-    message = str(timestamp).encode("ascii") + b"." + body
-    return SIGNATURE_PREFIX + hmac.new(key, message, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.new(key, str(timestamp).encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
 
 
 def verify_signature(
@@ -220,56 +141,26 @@ def verify_signature(
     tolerance_seconds: float = 300,
     now: float | None = None,
 ) -> bool:
-    """Check a request's ``X-Signature`` and the freshness of its ``X-Timestamp``, as a receiver does.
-
-    Args:
-        secret: The shared secret.
-        timestamp: The ``X-Timestamp`` header.
-        body: The raw request body, exactly as received.
-        signature: The ``X-Signature`` header.
-        tolerance_seconds: Largest accepted distance between the timestamp and ``now``, seconds.
-        now: The current Unix time; defaults to the system clock.
-
-    Returns:
-        True if the signature matches and the timestamp is fresh.
-    """
+    """Check ``X-Signature`` over the raw body and that ``X-Timestamp`` is fresh, as a receiver does."""
     try:
         signed_at = int(timestamp)
     except ValueError:
         return False
-    current = time.time() if now is None else now
-    if abs(current - signed_at) > tolerance_seconds:
+    if abs((time.time() if now is None else now) - signed_at) > tolerance_seconds:
         return False
     return hmac.compare_digest(sign_body(secret, timestamp, body), signature)
 
 
 def idempotency_key(dedupe_keys: Sequence[str]) -> str:
-    """The ``Idempotency-Key`` of a request carrying receipts with these dedupe keys.
-
-    Args:
-        dedupe_keys: The dedupe keys of the request's receipts, in any order, each once.
-
-    Returns:
-        The key itself for one receipt, else the hex SHA-256 of the sorted keys joined with newlines.
-    """
+    """One receipt's dedupe key, else the hex SHA-256 of the sorted keys joined with newlines."""
     if len(dedupe_keys) == 1:
         return dedupe_keys[0]
     return hashlib.sha256("\n".join(sorted(dedupe_keys)).encode("utf-8")).hexdigest()
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait according to a ``Retry-After`` header (RFC 9110 10.2.3).
-
-    Args:
-        value: The header: a delay in seconds or an HTTP date; None when absent.
-        now: The current time, for HTTP dates; defaults to the system clock.
-
-    Returns:
-        The delay in seconds (never negative), or None if the header is absent or malformed.
-    """
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
+    """Seconds to wait from a ``Retry-After`` header (delay or HTTP date); None when absent or malformed."""
+    text = (value or "").strip()
     if text.isdigit():
         return float(text)
     try:
@@ -281,20 +172,12 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-@dataclass(frozen=True)
-class _Answer:
-    """What one request achieved: its keys accepted, or rejected with a reason."""
-
-    keys: tuple[str, ...]
-    rejection: str | None = None
-
-
 class WebhookSink:
-    """Posts receipts to the configured endpoint; see the module docstring for the wire format.
+    """Posts receipts to the configured endpoint (see ``docs/sinks.md`` for the wire format).
 
-    One pooled, thread-safe HTTP client is opened by :meth:`open` and reused by every write, so
-    concurrent pollers may share the sink. Receipts whose dedupe key was sent recently (the last
-    ``dedupe_window`` keys) are reported accepted without being sent again.
+    One pooled, thread-safe HTTP client, opened by :meth:`open`, serves every write, so concurrent
+    pollers may share the sink. Receipts among the last ``dedupe_window`` keys sent are reported
+    accepted without being sent again.
     """
 
     def __init__(self, name: str, config: WebhookSinkConfig) -> None:
@@ -302,7 +185,8 @@ class WebhookSink:
         self.config = config
         self._recent = RecentKeys(config.dedupe_window)
         self._client: httpx.Client | None = None
-        self._origin = _origin(config.url)
+        url = httpx.URL(config.url)
+        self._origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
         secrets = [header.get_secret_value() for header in config.headers.values()]
         # "Bearer abc": a receiver may echo the credential without its scheme.
         secrets += [value.split(None, 1)[1] for value in secrets if len(value.split(None, 1)) == 2]
@@ -321,6 +205,14 @@ class WebhookSink:
             ConfigError: If ``ca_file`` cannot be loaded.
         """
         config = self.config
+        verify: ssl.SSLContext | bool = config.verify_tls
+        if config.ca_file is not None:
+            try:
+                verify = ssl.create_default_context(cafile=config.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"sinks.{self.name}", "ca_file", f"cannot load {config.ca_file}: {exc}", "give a PEM bundle"
+                ) from exc
         self._client = httpx.Client(
             headers={"User-Agent": USER_AGENT, **{k: v.get_secret_value() for k, v in config.headers.items()}},
             timeout=httpx.Timeout(
@@ -329,37 +221,19 @@ class WebhookSink:
                 write=config.read_timeout_seconds,
                 pool=config.connect_timeout_seconds,
             ),
-            verify=self._tls_verification(),
+            verify=verify,
             # Proxy variables set for other tools must not silently reroute receipts (or break loopback).
             trust_env=config.use_env_proxy,
             # Following a redirect would hand the signed body and the static headers to another host.
             follow_redirects=False,
         )
 
-    def _tls_verification(self) -> ssl.SSLContext | bool:
-        if not self.config.verify_tls:
-            return False
-        if self.config.ca_file is None:
-            return True
-        try:
-            return ssl.create_default_context(cafile=self.config.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"sinks.{self.name}", "ca_file", f"cannot load {self.config.ca_file}: {exc}", "give a PEM bundle"
-            ) from exc
-
     def write(self, batch: Sequence[Receipt]) -> SinkResult:
-        """POST the receipts not sent recently and report which the receiver took.
-
-        Args:
-            batch: Receipts in any order; copies of one receipt are sent once.
-
-        Returns:
-            Accepted dedupe keys (including those sent before) and rejections with their reasons.
+        """POST the receipts not sent recently; copies of one receipt are sent once.
 
         Raises:
-            SinkUnavailable: On a connection error, a timeout, or a status that says "later" or "not
-                here" (see the module docstring); requests answered before it stay accepted.
+            SinkUnavailable: On a connection error, a timeout, or a status meaning "later" or "not
+                here"; requests answered before it stay accepted.
             RuntimeError: If the sink was not opened.
         """
         client = self._client
@@ -374,40 +248,39 @@ class WebhookSink:
         rejected: dict[str, str] = {}
         size = 1 if self.config.one_per_request else self.config.max_batch
         for start in range(0, len(fresh), size):
-            answer = self._post(client, fresh[start : start + size])
-            if answer.rejection is None:
+            receipts = fresh[start : start + size]
+            keys = [receipt.dedupe_key for receipt in receipts]
+            rejection = self._post(client, receipts, keys)
+            if rejection is None:
                 # Remembered at once, so a retry after a later request fails does not resend these.
-                self._recent.add_all(answer.keys)
-                accepted.update(answer.keys)
+                self._recent.add_all(keys)
+                accepted.update(keys)
             else:
-                rejected.update(dict.fromkeys(answer.keys, answer.rejection))
+                rejected.update(dict.fromkeys(keys, rejection))
         return SinkResult(accepted=frozenset(accepted), rejected=rejected)
 
-    def _post(self, client: httpx.Client, receipts: Sequence[Receipt]) -> _Answer:
-        keys = tuple(receipt.dedupe_key for receipt in receipts)
+    def _post(self, client: httpx.Client, receipts: Sequence[Receipt], keys: Sequence[str]) -> str | None:
+        """Send one request; None when it was accepted, else the rejection reason."""
         body = json.dumps(
             {"receipts": [receipt.to_json_dict() for receipt in receipts]}, ensure_ascii=False, separators=(",", ":")
         ).encode("utf-8")
         response = self._send(client, body, idempotency_key(keys))
         status = response.status_code
         if 200 <= status < 300:
-            return _Answer(keys)
-        if self._unavailable_status(status):
+            return None
+        if _unavailable(status):
             raise SinkUnavailable(
                 self.name,
                 f"HTTP {status} from {self._origin}",
                 retry_after_seconds=parse_retry_after(response.headers.get("Retry-After")),
             )
-        return _Answer(keys, f"HTTP {status}: {self._snippet(response.text)}")
+        return f"HTTP {status}: {self._snippet(response.text)}"
 
-    def _send(
-        self, client: httpx.Client, body: bytes, key: str, extra_headers: dict[str, str] | None = None
-    ) -> httpx.Response:
+    def _send(self, client: httpx.Client, body: bytes, key: str, **extra_headers: str) -> httpx.Response:
         # Signed per attempt, not per batch: receivers refuse stale timestamps, and retries can be late.
         timestamp = str(int(time.time()))
         headers = {"Content-Type": "application/json", "X-Timestamp": timestamp, "Idempotency-Key": key}
-        if extra_headers:
-            headers.update(extra_headers)
+        headers.update(extra_headers)
         if self.config.secret is not None:
             headers["X-Signature"] = sign_body(self.config.secret.get_secret_value(), timestamp, body)
         try:
@@ -417,40 +290,24 @@ class WebhookSink:
                 self.name, redact_text(f"{type(exc).__name__} posting to {self._origin}: {exc}", self._secrets)
             ) from exc
 
-    @staticmethod
-    def _unavailable_status(status: int) -> bool:
-        """Whether a non-2xx status says "later" or "not here" rather than judging the receipts."""
-        return not 200 <= status < 300 and (
-            status < 400 or status >= 500 or status in _TRANSIENT_STATUSES or status in _MISCONFIGURED_STATUSES
-        )
-
     def probe(self) -> str:
-        """POST one empty, signed batch marked ``X-MNS-Consumer-Probe: 1`` (``check-config --connect``).
+        """POST one signed empty batch with ``X-MNS-Consumer-Probe: 1`` (``check-config --connect``).
 
-        The request is a real one of the wire format, so it proves the whole path a batch takes: DNS,
-        TCP, TLS and its certificate, proxies, the URL, the static headers and the signature. Its body
-        is ``{"receipts": []}``: a receiver that follows the contract stores nothing and answers 2xx,
-        and one that knows the header may answer at once without looking further.
-
-        Returns:
-            The status seen. A 4xx other than those that mean "wrong URL or credentials" still passes:
-            the receiver was reached and judged the body (an empty batch), as it would judge receipts.
+        A real request proves the whole path a batch takes (DNS, TLS, proxies, URL, headers, signature).
+        A 4xx that judges the body passes: the receiver was reached.
 
         Raises:
-            SinkUnavailable: On a connection, TLS or timeout error, or a status that makes ``write``
-                report the sink unavailable (3xx, 401, 403, 404, 405, 407, 408, 425, 429, 5xx).
+            SinkUnavailable: On what makes ``write`` report the sink unavailable.
             ConfigError: If ``ca_file`` cannot be loaded.
         """
         self.open()
         try:
-            client = self._client
-            assert client is not None  # noqa: S101  (just opened)
-            body = b'{"receipts":[]}'
-            response = self._send(client, body, idempotency_key([]), {PROBE_HEADER: "1"})
+            assert self._client is not None  # noqa: S101  (just opened)
+            response = self._send(self._client, b'{"receipts":[]}', idempotency_key([]), **{PROBE_HEADER: "1"})
         finally:
             self.close()
         status = response.status_code
-        if self._unavailable_status(status):
+        if _unavailable(status):
             raise SinkUnavailable(self.name, f"HTTP {status} from {self._origin} to the probe request")
         if 200 <= status < 300:
             return f"HTTP {status} from {self._origin}: the receiver took the empty probe batch"
@@ -460,9 +317,8 @@ class WebhookSink:
         )
 
     def _snippet(self, text: str) -> str:
-        # A debugging receiver may echo the request back: our secrets and the receipts' phone numbers
-        # must not travel on into logs and dead letters. Redacted before it is cut, so that no secret
-        # is left half masked at the cut.
+        # A receiver may echo the request back: our secrets and the receipts' phone numbers must not
+        # reach logs and dead letters. Redacted before the cut, so no secret is left half masked.
         return redact_text(" ".join(text.split()), self._secrets)[:REJECT_BODY_CHARS]
 
     def close(self) -> None:
@@ -472,9 +328,9 @@ class WebhookSink:
             client.close()
 
 
-def _origin(url: str) -> str:
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
+def _unavailable(status: int) -> bool:
+    """Whether a non-2xx status says "later" or "not here" rather than judging the receipts."""
+    return status < 200 or 300 <= status < 400 or status >= 500 or status in _UNAVAILABLE_4XX
 
 
 __all__ = [
