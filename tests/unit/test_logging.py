@@ -350,9 +350,22 @@ def test_third_party_stdlib_warnings_come_out_as_redacted_json() -> None:
     [line] = lines(stream)
     assert line["level"] == "warning"
     assert line["logger"] == "botocore.endpoint"
-    assert line["event"] == f"retrying https://u:{MASK}@s3.example.com/?X-Amz-Signature={MASK}"
+    assert line["event"] == "library.log"
+    assert line["message"] == f"retrying https://u:{MASK}@s3.example.com/?X-Amz-Signature={MASK}"
     assert line["password"] == MASK
     assert "ts" in line
+
+
+def test_library_lines_carry_a_fixed_event_name_and_their_text_as_message() -> None:
+    """psycopg's "error ignored in terminating" is event library.log, not an event named by its text."""
+    stream = json_pipeline()
+
+    logging.getLogger("psycopg.pool").warning("error ignored in terminating %s", "<psycopg.Connection [BAD]>")
+
+    [line] = lines(stream)
+    assert line["event"] == "library.log"
+    assert line["message"] == "error ignored in terminating <psycopg.Connection [BAD]>"
+    assert (line["logger"], line["level"]) == ("psycopg.pool", "warning")
 
 
 def test_third_party_info_lines_are_dropped_even_from_a_debug_logger() -> None:
@@ -366,7 +379,7 @@ def test_third_party_info_lines_are_dropped_even_from_a_debug_logger() -> None:
     finally:
         chatty.setLevel(logging.NOTSET)
 
-    assert [line["event"] for line in lines(stream)] == ["connection reset"]
+    assert [line["message"] for line in lines(stream)] == ["connection reset"]
 
 
 def test_third_party_exceptions_are_structured_and_redacted() -> None:
@@ -458,9 +471,10 @@ def test_log_file_is_reopened_after_rotation(tmp_path: Path) -> None:
 
     # then the old file keeps the old lines and the new file gets the rest.
     old = [json.loads(line)["event"] for line in (tmp_path / "mns-consumer.log.1").read_text().splitlines()]
-    new = [json.loads(line)["event"] for line in path.read_text().splitlines()]
+    new = [json.loads(line) for line in path.read_text().splitlines()]
     assert old == ["before.rotation"]
-    assert new == ["after.rotation", "library.after.rotation"]
+    assert [line["event"] for line in new] == ["after.rotation", "library.log"]
+    assert new[1]["message"] == "library.after.rotation"
 
 
 def test_reopen_without_a_log_file_does_nothing() -> None:
