@@ -589,12 +589,18 @@ def replay(letters_file: Path, config_file: Path, remaining: Path | None) -> Non
     """Re-decode the dead letters in FILE and deliver them to their sinks once the cause is fixed.
 
     A letter is replayed when it decodes and every sink of its queue accepts it. Exits 0 when every
-    letter was replayed, 1 when some still fail (listed with their reasons), 2 on a bad configuration.
+    letter was replayed, 1 when some still fail (listed with their reasons), 2 on a bad configuration
+    or a --remaining path that can never be written.
     """
     from mns_consumer.config import load_config
+    from mns_consumer.config_paths import never_openable
     from mns_consumer.errors import ConfigError, SinkUnavailable
     from mns_consumer.replay import replay_dead_letters, write_remaining
 
+    # Checked before replaying: letters delivered and then not written down would be lost to the operator.
+    if remaining is not None and (problem := never_openable(str(remaining), is_folder=False)) is not None:
+        click.echo(f"error: --remaining: {str(remaining)!r} {problem}", err=True)
+        sys.exit(EXIT_USAGE)
     try:
         config = load_config(config_file)
     except ConfigError as exc:
@@ -609,7 +615,11 @@ def replay(letters_file: Path, config_file: Path, remaining: Path | None) -> Non
         where = letter.message_id or letter.dedupe_key or "-"
         click.echo(f"still failing: {letter.message_type} {where}: {letter.reason}", err=True)
     if remaining is not None:
-        write_remaining(report.remaining, remaining)
+        try:
+            write_remaining(report.remaining, remaining)
+        except (ConfigError, SinkUnavailable) as exc:
+            click.echo(f"error: --remaining: {exc}", err=True)
+            sys.exit(EXIT_FAILURE)
         click.echo(f"wrote {len(report.remaining)} remaining letter(s) to {remaining}", err=True)
     click.echo(report.summary())
     sys.exit(EXIT_OK if not report.remaining else EXIT_FAILURE)
