@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar
 
 import click
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_FAILURE", "EXIT_KILLED", "EXIT_OK", "EXIT_USAGE", "main"]
 
 _T = TypeVar("_T")
+_Decorator: TypeAlias = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 EPILOG = """\b
 Examples:
@@ -54,9 +55,7 @@ def main() -> None:
     """Consume Alibaba Cloud SMS receipts (MNS queues, HTTP push, QuerySendDetails) into durable sinks."""
 
 
-def _config_option(
-    help_text: str, *, required: bool = True, name: str = "config_file"
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _config_option(help_text: str, *, required: bool = True, name: str = "config_file") -> _Decorator:
     """The ``--config FILE`` every command that reads a configuration takes (also MNS_CONSUMER_CONFIG).
 
     One spelling for all of them, so a command copied from one place to another keeps working.
@@ -71,15 +70,15 @@ def _config_option(
     )
 
 
-def _json_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _json_option(help_text: str) -> _Decorator:
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
-def _sink_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _sink_option(help_text: str) -> _Decorator:
     return click.option("--sink", "sink_names", multiple=True, help=help_text)
 
 
-def _sends_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _sends_option(help_text: str) -> _Decorator:
     return click.option(
         "--sends", "sends_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), help=help_text
     )
@@ -112,15 +111,12 @@ def _read_sends(sends_file: Path | None, what: str, read: Callable[[str | None],
         _fail(EXIT_USAGE, f"{sends_file}: cannot read {what}: {exc.strerror or exc}")
 
 
-def _load(config_file: Path, *, logs: bool = True) -> Config:
-    """The configuration (exit 2 when it is invalid), with logging set up from it unless ``logs`` is false."""
+def _load(config_file: Path) -> Config:
+    """The configuration, or exit 2 naming the file, the key and the fix."""
     from mns_consumer.config import load_config
 
     with _exit_on((ConfigError, EXIT_USAGE)):
-        config = load_config(config_file)
-    if logs:
-        _configure_logging(config, config_file)
-    return config
+        return load_config(config_file)
 
 
 def _parse_listen(value: str) -> tuple[str, int]:
@@ -462,7 +458,7 @@ def _serve(config_file: Path, *, push_only: bool) -> None:
     from mns_consumer.consume.supervisor import Supervisor
     from mns_consumer.observe.logging import reopen_log_file
 
-    config = _load(config_file, logs=False)
+    config = _load(config_file)
     if push_only and config.push is None:
         _fail(
             EXIT_USAGE,
@@ -576,7 +572,7 @@ def check_config(ctx: click.Context, config_option: Path | None, config_argument
     the file is invalid (with the file, the key and the fix), and 1 when a connection check failed (its
     line starts with [FAILED] and names the dependency and the reason).
     """
-    config = _load(_one_config_file(ctx, config_option, config_argument), logs=False)
+    config = _load(_one_config_file(ctx, config_option, config_argument))
     click.echo(yaml_dump(config.masked()))
     if connect:
         from mns_consumer.connect_check import check_connections
@@ -637,7 +633,7 @@ def replay(letters_file: Path, config_file: Path, remaining: Path | None) -> Non
     # Checked before replaying: letters delivered and then not written down would be lost to the operator.
     if remaining is not None and (problem := never_openable(str(remaining), is_folder=False)) is not None:
         _fail(EXIT_USAGE, f"--remaining: {str(remaining)!r} {problem}")
-    config = _load(config_file, logs=False)
+    config = _load(config_file)
     try:
         with _exit_on((SinkUnavailable, EXIT_FAILURE)):
             report = replay_dead_letters(letters_file, config)
@@ -699,6 +695,7 @@ def status_sweep(
     from mns_consumer.sinks.status_tables import sweep_configured_sinks
 
     config = _load(config_file)
+    _configure_logging(config, config_file)
     try:
         with _exit_on((ConfigError, EXIT_USAGE), (SinkUnavailable, EXIT_UNAVAILABLE)):
             results = sweep_configured_sinks(
@@ -784,7 +781,7 @@ def backfill(
         unmatched_date_warning,
     )
 
-    config = _load(config_file, logs=False)
+    config = _load(config_file)
     sends = _read_sends(
         sends_file, "the sends file", lambda stdin: collect_sends(phone, send_date, biz_id, sends_file, stdin=stdin)
     )
@@ -864,7 +861,7 @@ def reconcile(
         day = parse_send_date(send_date)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--date") from None
-    config = _load(config_file, logs=False)
+    config = _load(config_file)
     sends = None
     if sends_file is not None:
         sends = _read_sends(
