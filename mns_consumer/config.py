@@ -524,9 +524,12 @@ class Config(StrictModel):
         return names
 
     def masked(self) -> dict[str, Any]:
-        """The effective configuration as plain data with every secret shown as ``**********``."""
-        masked: dict[str, Any] = _mask(self.model_dump(mode="python"))
-        return masked
+        """The effective configuration as plain data with every secret shown as ``**********``.
+
+        Each secret type shows itself safely when dumped: a plain ``SecretStr`` as asterisks, a database
+        URL with only its password (and password-like parameters) masked, so host and path stay checkable.
+        """
+        return self.model_dump(mode="json")
 
 
 class _NestedSinkError(ValueError):
@@ -537,20 +540,6 @@ class _NestedSinkError(ValueError):
         self.name = name
         self.problem = problem
         self.error = error
-
-
-def _mask(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        # Each secret type shows itself safely: a plain SecretStr as asterisks, a database URL with
-        # only its password (and password-like parameters) masked, so the host and path stay checkable.
-        return str(value)
-    if isinstance(value, Mapping):
-        return {key: _mask(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def interpolate(value: Any, source: str, path: str = "") -> Any:
