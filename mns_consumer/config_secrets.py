@@ -31,7 +31,7 @@ from pydantic import BaseModel, SecretStr
 
 from mns_consumer.config_yaml import join_key
 from mns_consumer.errors import ConfigError
-from mns_consumer.observe.logging import is_secret_key
+from mns_consumer.observe.redaction import is_secret_key
 
 __all__ = [
     "DEFAULT_MINIMUM_LENGTH",

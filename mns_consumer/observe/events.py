@@ -19,8 +19,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from mns_consumer.carriers import carrier_of
-from mns_consumer.observe.logging import redact_text
 from mns_consumer.observe.metrics import BACKFILL_QUEUE, MISSING_LABEL_VALUE, Metrics
+from mns_consumer.observe.redaction import redact_text
 from mns_consumer.receipt_model import Receipt
 
 log = structlog.get_logger("mns_consumer.consume")

@@ -16,18 +16,14 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from mns_consumer.observe import logging as logging_module
-from mns_consumer.observe.logging import (
+from mns_consumer.observe import redaction
+from mns_consumer.observe.logging import LoggingConfig, configure_logging, get_logger, reopen_log_file, reset_logging
+from mns_consumer.observe.redaction import (
     MASK,
-    LoggingConfig,
-    configure_logging,
-    get_logger,
     is_secret_key,
     mask_phone_number,
     mask_phone_numbers,
     redact_secrets,
-    reopen_log_file,
-    reset_logging,
 )
 
 SECRET = "s3cr3t-VALUE-42"
@@ -572,7 +568,7 @@ _FRAGMENTS = (
 def test_the_fast_path_of_scrub_text_never_skips_what_the_patterns_would_mask(parts: list[str]) -> None:
     """Texts the pre-check lets through unchanged are exactly those the five patterns leave unchanged."""
     text = "".join(parts)
-    patterns = logging_module
+    patterns = redaction
     full = patterns._AUTH_PATTERN.sub(patterns._auth_replacement, text)
     full = patterns._URL_PASSWORD_PATTERN.sub(rf"\1{patterns.MASK}\2", full)
     full = patterns._QUOTED_PAIR_PATTERN.sub(patterns._quoted_pair_replacement, full)
