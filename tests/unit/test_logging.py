@@ -378,6 +378,16 @@ def test_third_party_info_lines_are_dropped_even_from_a_debug_logger() -> None:
     assert [line["message"] for line in lines(stream)] == ["connection reset"]
 
 
+def test_library_info_records_are_not_even_made_while_our_info_events_are_written() -> None:
+    """At level info a library's INFO call stops at its logger's level check, before a record exists."""
+    stream = json_pipeline(level="info")
+
+    get_logger("mns_consumer.consume").info("poller.started")
+
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert [line["event"] for line in lines(stream)] == ["poller.started"]
+
+
 def test_third_party_exceptions_are_structured_and_redacted() -> None:
     """logging.exception from a library carries a structured, redacted traceback."""
     stream = json_pipeline()
