@@ -1,8 +1,8 @@
 """Reading a configuration file into plain data: UTF-8, bounded, no key given twice.
 
 ``yaml.safe_load`` accepts things a configuration must not. A key written twice keeps the last value
-unseen (a second ``secret:`` further down silently wins). Aliases can expand without bound: an "alias
-bomb" of 10^7 leaves took 8 s and 273 MB before it was refused. An anchor used inside itself builds a
+unseen (a second ``secret:`` further down silently wins). Aliases can expand without bound (an "alias
+bomb" of 10^7 leaves costs seconds and hundreds of MB). An anchor used inside itself builds a
 recursive structure. Deep nesting and a 5,000-digit integer raise Python errors (RecursionError,
 ValueError) instead of YAML ones, and those ended as tracebacks with exit 1, a restart loop under
 systemd. :class:`ConfigLoader` is a ``SafeLoader`` that watches the events its parser hands to its
