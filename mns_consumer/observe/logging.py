@@ -15,6 +15,7 @@ created 0600 and reopened on SIGHUP by :func:`reopen_log_file` after logrotate m
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -143,7 +144,8 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         # A full disk or a closed stream must not take the daemon down, nor print a traceback per line.
         if not self.failed and sys.__stderr__ is not None:
             self.failed = True
-            sys.__stderr__.write(f"mns-consumer: cannot write logs ({sys.exc_info()[1]}); dropping them\n")
+            with contextlib.suppress(OSError, ValueError):  # stderr may be what failed
+                sys.__stderr__.write(f"mns-consumer: cannot write logs ({sys.exc_info()[1]}); dropping them\n")
 
     def detach(self) -> None:
         logging.getLogger().removeHandler(self)

@@ -413,6 +413,19 @@ def test_configuring_twice_replaces_the_previous_configuration() -> None:
     assert len(lines(second)) == 1
 
 
+def test_a_failing_destination_is_reported_once_and_never_raises_into_the_caller(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A closed stream (a full disk alike) costs the lines, not the daemon: one notice on the process's stderr."""
+    stream = json_pipeline()
+    stream.close()
+
+    get_logger("t").info("first.lost")
+    logging.getLogger("httpx").error("second.lost")
+
+    assert capfd.readouterr().err.count("mns-consumer: cannot write logs") == 1
+
+
 def test_default_destination_is_stderr_as_it_is_at_write_time(capsys: pytest.CaptureFixture[str]) -> None:
     """Without a file or stream, lines go to the current sys.stderr, and nothing to stdout."""
     configure_logging(LoggingConfig(format="json"))
