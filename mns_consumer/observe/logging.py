@@ -204,10 +204,18 @@ def configure_logging(config: LoggingConfig, *, stream: TextIO | None = None) ->
     )
     handler.addFilter(_ours_or_warning)
     level = logging.getLevelNamesMapping()[config.level.upper()]
+    stdlib_loggers = structlog.stdlib.LoggerFactory(ignore_frame_names=[__name__])
+
+    def our_logger(*args: Any) -> logging.Logger:
+        # structlog has filtered our events by level already: their stdlib logger must pass them all on.
+        logger = stdlib_loggers(*args)
+        logger.setLevel(logging.DEBUG)
+        return logger
+
     structlog.configure(
         processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=_our_logger,
+        logger_factory=our_logger,
         cache_logger_on_first_use=True,
     )
     previous, _installed = _installed, handler
@@ -217,16 +225,6 @@ def configure_logging(config: LoggingConfig, *, stream: TextIO | None = None) ->
     root.addHandler(handler)
     # Library records below WARNING are then never even made: httpx logs one INFO line per request.
     root.setLevel(max(logging.WARNING, level))
-
-
-_stdlib_loggers = structlog.stdlib.LoggerFactory(ignore_frame_names=[__name__])
-
-
-def _our_logger(*args: Any) -> logging.Logger:
-    # structlog has filtered our events by level already: their stdlib logger must pass them all on.
-    logger = _stdlib_loggers(*args)
-    logger.setLevel(logging.DEBUG)
-    return logger
 
 
 def reopen_log_file() -> None:
