@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar
 
 import click
 
 from mns_consumer import __version__
 from mns_consumer.emulator.cli_options import service_options, service_settings
+from mns_consumer.errors import (
+    ConfigError,
+    InvalidSendsError,
+    SendDetailsAuthError,
+    SendDetailsError,
+    SendDetailsUnavailable,
+    SinkUnavailable,
+)
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_KILLED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     from mns_consumer.config import Config
 
 __all__ = ["EXIT_FAILURE", "EXIT_KILLED", "EXIT_OK", "EXIT_USAGE", "main"]
+
+_T = TypeVar("_T")
+_Decorator: TypeAlias = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 EPILOG = """\b
 Examples:
@@ -42,6 +54,70 @@ Examples:
 @click.version_option(__version__, prog_name="mns-consumer")
 def main() -> None:
     """Consume Alibaba Cloud SMS receipts (MNS queues, HTTP push, QuerySendDetails) into durable sinks."""
+
+
+def _config_option(help_text: str, *, required: bool = True, name: str = "config_file") -> _Decorator:
+    """The ``--config FILE`` every command that reads a configuration takes (also MNS_CONSUMER_CONFIG).
+
+    One spelling for all of them, so a command copied from one place to another keeps working.
+    """
+    return click.option(
+        "--config",
+        name,
+        required=required,
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="MNS_CONSUMER_CONFIG",
+        help=help_text,
+    )
+
+
+def _json_option(help_text: str) -> _Decorator:
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def _sink_option(help_text: str) -> _Decorator:
+    return click.option("--sink", "sink_names", multiple=True, help=help_text)
+
+
+def _sends_option(help_text: str) -> _Decorator:
+    return click.option(
+        "--sends", "sends_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), help=help_text
+    )
+
+
+def _fail(code: int, message: object) -> NoReturn:
+    """Say what went wrong on stderr and leave with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def _exit_on(*codes: tuple[type[Exception] | tuple[type[Exception], ...], int]) -> Iterator[None]:
+    """Turn an error raised inside into ``error: <it>`` and the exit code of its first (type, code) pair."""
+    try:
+        yield
+    except Exception as exc:
+        for kind, code in codes:
+            if isinstance(exc, kind):
+                _fail(code, exc)
+        raise
+
+
+def _read_sends(sends_file: Path | None, what: str, read: Callable[[str | None], _T]) -> _T:
+    """``read(standard input's text, for --sends -)``; exit 2 when the sends cannot be read or are invalid."""
+    try:
+        with _exit_on((InvalidSendsError, EXIT_USAGE)):
+            return read(sys.stdin.read() if sends_file is not None and str(sends_file) == "-" else None)
+    except OSError as exc:
+        _fail(EXIT_USAGE, f"{sends_file}: cannot read {what}: {exc.strerror or exc}")
+
+
+def _load(config_file: Path) -> Config:
+    """The configuration, or exit 2 naming the file, the key and the fix."""
+    from mns_consumer.config import load_config
+
+    with _exit_on((ConfigError, EXIT_USAGE)):
+        return load_config(config_file)
 
 
 def _parse_listen(value: str) -> tuple[str, int]:
@@ -91,7 +167,7 @@ def _parse_queues(values: tuple[str, ...]) -> dict[str, str]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where cert.pem and key.pem are written (default: a temporary folder).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the endpoints as one JSON object.")
+@_json_option("Print the endpoints as one JSON object.")
 @click.option(
     "--print-config",
     is_flag=True,
@@ -161,8 +237,7 @@ def emulator(
         emulator_instance.start()
     except (EmulatorError, ValueError) as exc:
         emulator_instance.stop()
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _fail(EXIT_USAGE, exc)
     with emulator_instance as running:
         described = running.describe()
         if print_config:
@@ -215,7 +290,7 @@ def _parse_delays(value: str) -> tuple[float, ...]:
 @click.option("--retry-delays", default="60,300,600", show_default=True, help="Seconds before each retry.")
 @click.option("--redeliver", is_flag=True, help="Send every accepted batch a second time (idempotency check).")
 @click.option("--cafile", type=click.Path(exists=True, dir_okay=False), help="CA file to trust for https URLs.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_json_option("Print the report as JSON.")
 def push(
     url: str,
     message_type: str,
@@ -307,23 +382,6 @@ def decode(message_type: str, body_file: str) -> None:
     sys.exit(EXIT_FAILURE if errors else EXIT_OK)
 
 
-def _config_option(
-    help_text: str, *, required: bool = True, name: str = "config_file"
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The ``--config FILE`` every command that reads a configuration takes (also MNS_CONSUMER_CONFIG).
-
-    One spelling for all of them, so a command copied from one place to another keeps working.
-    """
-    return click.option(
-        "--config",
-        name,
-        required=required,
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar="MNS_CONSUMER_CONFIG",
-        help=help_text,
-    )
-
-
 @main.command("run", epilog=EPILOG)
 @_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG).")
 def run(config_file: Path) -> None:
@@ -363,41 +421,30 @@ def _configure_logging(config: Config, config_file: Path) -> None:
         configure_logging(config.logging)
     except OSError as exc:
         where = describe_os_error(exc, config.logging.file or "")
-        click.echo(f"error: {config_file}: logging.file: cannot open {where} (use a writable path)", err=True)
-        sys.exit(EXIT_USAGE)
+        _fail(EXIT_USAGE, f"{config_file}: logging.file: cannot open {where} (use a writable path)")
 
 
 def _serve(config_file: Path, *, push_only: bool) -> None:
     """Load the configuration and run the supervisor until it is stopped (``run`` and ``push-server``)."""
-    from mns_consumer.config import load_config
     from mns_consumer.consume.supervisor import Supervisor
-    from mns_consumer.errors import ConfigError
     from mns_consumer.observe.logging import reopen_log_file
 
-    try:
-        config = load_config(config_file)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    missing = None
+    config = _load(config_file)
     if push_only and config.push is None:
-        missing = "push: no push section (add push: {listen: ..., spool_path: ..., routes: [...]})"
-    elif not config.queues and config.push is None:
-        missing = "queues: no queue is configured (add a queues[] entry or a push section)"
-    if missing is not None:
-        click.echo(f"error: {config_file}: {missing}", err=True)
-        sys.exit(EXIT_USAGE)
+        _fail(
+            EXIT_USAGE,
+            f"{config_file}: push: no push section (add push: {{listen: ..., spool_path: ..., routes: [...]}})",
+        )
+    if not config.queues and config.push is None:
+        _fail(EXIT_USAGE, f"{config_file}: queues: no queue is configured (add a queues[] entry or a push section)")
     if push_only:
         config = config.model_copy(update={"queues": []})
     _configure_logging(config, config_file)
     # What the imports and the configuration built lives as long as the daemon: frozen, it is no longer
     # walked by every full collection, whose pause would otherwise set the receipts' tail latency.
     gc.freeze()
-    try:
+    with _exit_on((ConfigError, EXIT_USAGE)):
         code = Supervisor(config, on_reopen=reopen_log_file, source=str(config_file)).run()
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
     sys.exit(code)
 
 
@@ -455,7 +502,7 @@ Examples:
     show_default=True,
     help="HOST:PORT of /metrics, /healthz and /readyz; port 0 picks a free one.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Also print the summary as one JSON line at the end.")
+@_json_option("Also print the summary as one JSON line at the end.")
 def demo(receipts_per_queue: int, seed: int, data_dir: Path, forever: bool, http_listen: str, as_json: bool) -> None:
     """Run the emulator and the daemon in-process on seeded receipts, show progress, and sum up.
 
@@ -463,7 +510,6 @@ def demo(receipts_per_queue: int, seed: int, data_dir: Path, forever: bool, http
     the demo did not create or --http-listen cannot be used.
     """
     from mns_consumer.demo import DemoOptions, run_demo
-    from mns_consumer.errors import ConfigError
 
     _parse_listen(http_listen)
     options = DemoOptions(
@@ -474,11 +520,8 @@ def demo(receipts_per_queue: int, seed: int, data_dir: Path, forever: bool, http
         http_listen=http_listen,
         as_json=as_json,
     )
-    try:
+    with _exit_on((ConfigError, EXIT_USAGE)):
         code = run_demo(options)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
     sys.exit(code)
 
 
@@ -503,15 +546,7 @@ def check_config(ctx: click.Context, config_option: Path | None, config_argument
     the file is invalid (with the file, the key and the fix), and 1 when a connection check failed (its
     line starts with [FAILED] and names the dependency and the reason).
     """
-    from mns_consumer.config import load_config
-    from mns_consumer.errors import ConfigError
-
-    config_file = _one_config_file(ctx, config_option, config_argument)
-    try:
-        config = load_config(config_file)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+    config = _load(_one_config_file(ctx, config_option, config_argument))
     click.echo(yaml_dump(config.masked()))
     if connect:
         from mns_consumer.connect_check import check_connections
@@ -563,27 +598,27 @@ def replay(letters_file: Path, config_file: Path, remaining: Path | None) -> Non
     """Re-decode the dead letters in FILE and deliver them to their sinks once the cause is fixed.
 
     A letter is replayed when it decodes and every sink of its queue accepts it. Exits 0 when every
-    letter was replayed, 1 when some still fail (listed with their reasons), 2 on a bad configuration.
+    letter was replayed, 1 when some still fail (listed with their reasons), 2 on a bad configuration
+    or a --remaining path that can never be written.
     """
-    from mns_consumer.config import load_config
-    from mns_consumer.errors import ConfigError, SinkUnavailable
+    from mns_consumer.config_paths import never_openable
     from mns_consumer.replay import replay_dead_letters, write_remaining
 
+    # Checked before replaying: letters delivered and then not written down would be lost to the operator.
+    if remaining is not None and (problem := never_openable(str(remaining), is_folder=False)) is not None:
+        _fail(EXIT_USAGE, f"--remaining: {str(remaining)!r} {problem}")
+    config = _load(config_file)
     try:
-        config = load_config(config_file)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    try:
-        report = replay_dead_letters(letters_file, config)
-    except (ValueError, SinkUnavailable) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
+        with _exit_on((SinkUnavailable, EXIT_FAILURE)):
+            report = replay_dead_letters(letters_file, config)
+    except ValueError as exc:
+        _fail(EXIT_FAILURE, exc)
     for letter in report.remaining:
         where = letter.message_id or letter.dedupe_key or "-"
         click.echo(f"still failing: {letter.message_type} {where}: {letter.reason}", err=True)
     if remaining is not None:
-        write_remaining(report.remaining, remaining)
+        with _exit_on(((ConfigError, SinkUnavailable), EXIT_FAILURE)):
+            write_remaining(report.remaining, remaining)
         click.echo(f"wrote {len(report.remaining)} remaining letter(s) to {remaining}", err=True)
     click.echo(report.summary())
     sys.exit(EXIT_OK if not report.remaining else EXIT_FAILURE)
@@ -612,7 +647,7 @@ Run it from a timer (systemd timer, Kubernetes CronJob) every 10 minutes or so; 
 """,
 )
 @_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG).")
-@click.option("--sink", "sink_names", multiple=True, help="Sweep this database sink (repeatable); default: all.")
+@_sink_option("Sweep this database sink (repeatable); default: all.")
 @click.option(
     "--older-than-hours",
     type=click.FloatRange(min=0, min_open=False),
@@ -621,7 +656,7 @@ Run it from a timer (systemd timer, Kubernetes CronJob) every 10 minutes or so; 
 @click.option(
     "--batch-rows", default=1000, show_default=True, type=click.IntRange(1, 100000), help="Rows per transaction."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@_json_option("Print the result as one JSON object.")
 def status_sweep(
     config_file: Path, sink_names: tuple[str, ...], older_than_hours: float | None, batch_rows: int, as_json: bool
 ) -> None:
@@ -631,29 +666,17 @@ def status_sweep(
     Alibaba's console shows it; a final report arriving later still moves it to delivered or failed.
     Exits 0 when every sink was swept, 2 on a bad configuration or --sink, 4 when a database is unavailable.
     """
-    from mns_consumer.config import load_config
-    from mns_consumer.errors import ConfigError, SinkUnavailable
     from mns_consumer.sinks.status_tables import sweep_configured_sinks
 
-    try:
-        config = load_config(config_file)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+    config = _load(config_file)
     _configure_logging(config, config_file)
     try:
-        results = sweep_configured_sinks(
-            config.sinks, sink_names, older_than_hours=older_than_hours, batch_rows=batch_rows
-        )
+        with _exit_on((ConfigError, EXIT_USAGE), (SinkUnavailable, EXIT_UNAVAILABLE)):
+            results = sweep_configured_sinks(
+                config.sinks, sink_names, older_than_hours=older_than_hours, batch_rows=batch_rows
+            )
     except ValueError as exc:
-        click.echo(f"error: {config_file}: --sink: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except SinkUnavailable as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
+        _fail(EXIT_USAGE, f"{config_file}: --sink: {exc}")
     if as_json:
         click.echo(json.dumps({"swept": [dataclasses.asdict(result) for result in results]}))
     else:
@@ -685,18 +708,8 @@ phone_number, send_date (YYYY-MM-DD or YYYYMMDD, Beijing day) and biz_id:
 @click.option("--phone", help="One send: the recipient's number (with --date and --biz-id).")
 @click.option("--date", "send_date", help="One send: its Beijing day, YYYY-MM-DD or YYYYMMDD (last 30 days).")
 @click.option("--biz-id", help="One send: the BizId SendSms returned (required: it is part of the dedupe key).")
-@click.option(
-    "--sends",
-    "sends_file",
-    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-    help="CSV (with a header row) or JSON Lines file of sends; - reads standard input.",
-)
-@click.option(
-    "--sink",
-    "sink_names",
-    multiple=True,
-    help="Write to this sink (repeatable) instead of the sinks SmsReport is routed to.",
-)
+@_sends_option("CSV (with a header row) or JSON Lines file of sends; - reads standard input.")
+@_sink_option("Write to this sink (repeatable) instead of the sinks SmsReport is routed to.")
 @click.option(
     "--include-pending/--skip-pending",
     default=None,
@@ -709,7 +722,7 @@ phone_number, send_date (YYYY-MM-DD or YYYYMMDD, Beijing day) and biz_id:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the run's metrics here for node_exporter's textfile collector (*.prom); counters accumulate.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@_json_option("Print the summary as one JSON object.")
 def backfill(
     config_file: Path,
     phone: str | None,
@@ -741,19 +754,11 @@ def backfill(
         run_backfill,
         unmatched_date_warning,
     )
-    from mns_consumer.config import load_config
-    from mns_consumer.errors import ConfigError, InvalidSendsError
 
-    try:
-        config = load_config(config_file)
-        stdin = sys.stdin.read() if sends_file is not None and str(sends_file) == "-" else None
-        sends = collect_sends(phone, send_date, biz_id, sends_file, stdin=stdin)
-    except (ConfigError, InvalidSendsError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except OSError as exc:
-        click.echo(f"error: {sends_file}: cannot read the sends file: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_USAGE)
+    config = _load(config_file)
+    sends = _read_sends(
+        sends_file, "the sends file", lambda stdin: collect_sends(phone, send_date, biz_id, sends_file, stdin=stdin)
+    )
     _configure_logging(config, config_file)
     events, write_metrics = events_with_textfile(metrics_file)
     stop = threading.Event()
@@ -771,10 +776,8 @@ def backfill(
     )
     emit = (lambda receipt: click.echo(json.dumps(receipt.to_json_dict(), ensure_ascii=False))) if dry_run else None
     try:
-        report = run_backfill(config, sends, options, environ=os.environ, events=events, stop=stop, emit=emit)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        with _exit_on((ConfigError, EXIT_USAGE)):
+            report = run_backfill(config, sends, options, environ=os.environ, events=events, stop=stop, emit=emit)
     finally:
         problem = write_metrics()
         if problem:
@@ -803,16 +806,12 @@ Examples:
 )
 @_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG): credentials, endpoints, database sinks.")
 @click.option("--date", "send_date", required=True, help="The Beijing day to reconcile, YYYYMMDD or YYYY-MM-DD.")
-@click.option(
-    "--sends",
-    "sends_file",
-    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-    help="The application's send log (CSV or JSON Lines, as for backfill): list the day's sends without a final "
-    "receipt.",
+@_sends_option(
+    "The application's send log (CSV or JSON Lines, as for backfill): list the day's sends without a final receipt."
 )
 @click.option("--backfill", "do_backfill", is_flag=True, help="Recover those sends through backfill, then count again.")
-@click.option("--sink", "sink_names", multiple=True, help="Count this database sink (repeatable); default: all routed.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@_sink_option("Count this database sink (repeatable); default: all routed.")
+@_json_option("Print the report as one JSON object.")
 def reconcile(
     config_file: Path,
     send_date: str,
@@ -831,50 +830,29 @@ def reconcile(
 
     from mns_consumer.backfill import parse_send_date, read_sends
     from mns_consumer.backfill.reconcile import reconcile as run_reconcile
-    from mns_consumer.config import load_config
-    from mns_consumer.errors import (
-        ConfigError,
-        InvalidSendsError,
-        SendDetailsAuthError,
-        SendDetailsError,
-        SendDetailsUnavailable,
-        SinkUnavailable,
-    )
-    from mns_consumer.exit_codes import EXIT_UNAVAILABLE
 
     try:
         day = parse_send_date(send_date)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--date") from None
-    try:
-        config = load_config(config_file)
-        sends = None
-        if sends_file is not None:
-            stdin = sys.stdin.read() if str(sends_file) == "-" else None
-            sends = read_sends(Path("<stdin>") if stdin is not None else sends_file, stdin)
-    except (ConfigError, InvalidSendsError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except OSError as exc:
-        click.echo(f"error: {sends_file}: cannot read the send log: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_USAGE)
+    config = _load(config_file)
+    sends = None
+    if sends_file is not None:
+        sends = _read_sends(
+            sends_file,
+            "the send log",
+            lambda stdin: read_sends(sends_file if stdin is None else Path("<stdin>"), stdin),
+        )
     _configure_logging(config, config_file)
     try:
-        report = run_reconcile(
-            config, day, environ=os.environ, sends=sends, sink_names=sink_names, backfill=do_backfill
-        )
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except (SendDetailsUnavailable, SinkUnavailable) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
+        with _exit_on((ConfigError, EXIT_USAGE), ((SendDetailsUnavailable, SinkUnavailable), EXIT_UNAVAILABLE)):
+            report = run_reconcile(
+                config, day, environ=os.environ, sends=sends, sink_names=sink_names, backfill=do_backfill
+            )
     except SendDetailsAuthError as exc:
-        click.echo(f"error: QuerySendStatistics: {exc} (the RAM policy needs dysms:QuerySendStatistics)", err=True)
-        sys.exit(EXIT_USAGE)
+        _fail(EXIT_USAGE, f"QuerySendStatistics: {exc} (the RAM policy needs dysms:QuerySendStatistics)")
     except SendDetailsError as exc:
-        click.echo(f"error: QuerySendStatistics: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
+        _fail(EXIT_FAILURE, f"QuerySendStatistics: {exc}")
     mask = config.logging.mask_phone_numbers
     if as_json:
         click.echo(json.dumps(report.to_json(mask=mask), ensure_ascii=False))

@@ -23,9 +23,10 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -38,7 +39,7 @@ from pydantic import (
 
 from mns_consumer.config_paths import check_paths
 from mns_consumer.config_secrets import check_secrets
-from mns_consumer.config_yaml import read_yaml
+from mns_consumer.config_yaml import join_key, read_yaml
 from mns_consumer.errors import ConfigError
 from mns_consumer.observe.logging import LoggingConfig
 from mns_consumer.observe.metrics import MetricsConfig
@@ -48,6 +49,40 @@ from mns_consumer.sinks.base import SinkConfig, known_sink_types, parse_sink_con
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
 
 _VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _distinct_sinks(value: list[str]) -> list[str]:
+    duplicates = sorted({name for name in value if value.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"sink listed twice: {', '.join(duplicates)}")
+    return value
+
+
+SinkNames = Annotated[
+    list[str],
+    Field(min_length=1, description="Names (keys of `sinks`) every receipt must reach."),
+    AfterValidator(_distinct_sinks),
+]
+"""The ``sinks`` of a queue or push route: at least one, none twice."""
+
+LISTEN_PATTERN = r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$"
+"""``host:port`` of a listening socket; an IPv6 host in brackets."""
+
+
+def host_and_port(listen: str) -> tuple[str, int]:
+    """(host, port) to bind, from a ``listen`` value that matched :data:`LISTEN_PATTERN`."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _port_in_range(listen: str) -> str:
+    # The pattern allows five digits; bind() raises OverflowError past 65535, a traceback at start.
+    if host_and_port(listen)[1] > 65535:
+        raise ValueError("the port must be 0..65535 (0 picks a free one)")
+    return listen
+
+
+Listen = Annotated[str, Field(pattern=LISTEN_PATTERN), AfterValidator(_port_in_range)]
 
 
 class StrictModel(BaseModel):
@@ -96,7 +131,7 @@ class QueueConfig(StrictModel):
         "version decodes it. Default: false (an unknown type is a configuration error, as typos are).",
     )
     queue_name: str = Field(min_length=1, description="QueueName copied from the console; never derived.")
-    sinks: list[str] = Field(min_length=1, description="Names (keys of `sinks`) every receipt must reach.")
+    sinks: SinkNames
     batch_size: int = Field(16, ge=1, le=16, description="Messages per BatchReceiveMessage (MNS limit 16).")
     wait_seconds: int = Field(30, ge=0, le=30, description="Long-poll wait per receive, s (MNS limit 30).")
     in_flight_batches: int = Field(
@@ -150,14 +185,6 @@ class QueueConfig(StrictModel):
         "its visibility lapses and MNS hands it out again later, well before the 30-minute rule, s.",
     )
 
-    @field_validator("sinks")
-    @classmethod
-    def _unique_sinks(cls, value: list[str]) -> list[str]:
-        duplicates = sorted({name for name in value if value.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"sink listed twice: {', '.join(duplicates)}")
-        return value
-
     @model_validator(mode="after")
     def _known_type(self) -> QueueConfig:
         _check_message_type(self.message_type, allow_unknown=self.allow_unknown_message_type)
@@ -189,23 +216,6 @@ class TokensConfig(StrictModel):
             "its calls; past it the child is killed and the refresh fails (and is retried), s."
         ),
     )
-
-
-LISTEN_PATTERN = r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$"
-"""``host:port`` of a listening socket; an IPv6 host in brackets."""
-
-
-def host_and_port(listen: str) -> tuple[str, int]:
-    """(host, port) to bind, from a ``listen`` value that matched :data:`LISTEN_PATTERN`."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def _port_in_range(listen: str | None) -> str | None:
-    # The pattern allows five digits; bind() raises OverflowError past 65535, a traceback at start.
-    if listen is not None and host_and_port(listen)[1] > 65535:
-        raise ValueError("the port must be 0..65535 (0 picks a free one)")
-    return listen
 
 
 class _KeyValueError(ValueError):
@@ -245,13 +255,10 @@ def _check_message_type(message_type: str, *, allow_unknown: bool) -> None:
 class HttpConfig(StrictModel):
     """The daemon's own HTTP endpoint: /metrics, /healthz, /readyz."""
 
-    listen: str | None = Field(
+    listen: Listen | None = Field(
         "127.0.0.1:9464",
-        pattern=LISTEN_PATTERN,
         description="host:port to serve on (0.0.0.0:9464 in a container); null turns the endpoint off.",
     )
-
-    _listen_port = field_validator("listen")(_port_in_range)
 
     def address(self) -> tuple[str, int] | None:
         """(host, port), or None when turned off."""
@@ -316,7 +323,7 @@ class PushRouteConfig(StrictModel):
         description="Accept a message_type this version does not decode; every push to the route then goes to "
         "dead_letter with its raw body. Default: false.",
     )
-    sinks: list[str] = Field(min_length=1, description="Names (keys of `sinks`) every receipt must reach.")
+    sinks: SinkNames
     name: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
@@ -340,11 +347,6 @@ class PushRouteConfig(StrictModel):
             )
         return value
 
-    @field_validator("sinks")
-    @classmethod
-    def _unique_sinks(cls, value: list[str]) -> list[str]:
-        return QueueConfig._unique_sinks(value)
-
     @property
     def label(self) -> str:
         """The route's name as logs, metrics, dead letters and receipts' ``queue`` show it."""
@@ -359,13 +361,9 @@ class PushRouteConfig(StrictModel):
 class PushConfig(StrictModel):
     """The HTTP batch push receiver: Alibaba POSTs JSON arrays of receipts, one URL per MessageType."""
 
-    listen: str = Field(
-        "0.0.0.0:8080",
-        pattern=LISTEN_PATTERN,
-        description="host:port the receiver serves on; port 0 picks a free one (tests).",
+    listen: Listen = Field(
+        "0.0.0.0:8080", description="host:port the receiver serves on; port 0 picks a free one (tests)."
     )
-
-    _listen_port = field_validator("listen")(_port_in_range)
     spool_path: str = Field(
         "/var/lib/mns-consumer/spool.db",
         min_length=1,
@@ -479,42 +477,17 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
-        if self.queues and self.dead_letter is None:
-            raise ValueError(
-                "dead_letter is required when queues are configured: undecodable or rejected receipts must "
-                "go somewhere (add dead_letter: {type: file, path: /var/lib/mns-consumer/dead-letter.jsonl})"
-            )
         seen: set[tuple[str, str]] = set()
         for index, queue in enumerate(self.queues):
-            missing = [name for name in queue.sinks if name not in self.sinks]
-            if missing:
-                known = ", ".join(sorted(self.sinks)) or "none defined"
-                raise ValueError(
-                    f"queues[{index}].sinks names undefined sink(s) {', '.join(missing)} (defined: {known})"
-                )
+            self._check_sources("queues are", "queues", index, queue.sinks)
             identity = (queue.message_type, queue.queue_name)
             if identity in seen:
                 raise ValueError(f"queues[{index}] repeats {queue.message_type} on {queue.queue_name}")
             seen.add(identity)
-        if self.push is not None:
-            self._check_push(self.push)
-        return self
-
-    def _check_push(self, push: PushConfig) -> None:
-        if self.dead_letter is None:
-            raise ValueError(
-                "dead_letter is required when push is configured: undecodable or rejected receipts must "
-                "go somewhere (add dead_letter: {type: file, path: /var/lib/mns-consumer/dead-letter.jsonl})"
-            )
         labels: set[str] = set()
         paths: set[str] = set()
-        for index, route in enumerate(push.routes):
-            missing = [name for name in route.sinks if name not in self.sinks]
-            if missing:
-                known = ", ".join(sorted(self.sinks)) or "none defined"
-                raise ValueError(
-                    f"push.routes[{index}].sinks names undefined sink(s) {', '.join(missing)} (defined: {known})"
-                )
+        for index, route in enumerate(self.push.routes if self.push is not None else ()):
+            self._check_sources("push is", "push.routes", index, route.sinks)
             if route.label in labels:
                 raise ValueError(
                     f"push.routes[{index}] is named {route.label} like an earlier route "
@@ -524,6 +497,20 @@ class Config(StrictModel):
                 raise ValueError(f"push.routes[{index}] repeats the path and secret of an earlier route")
             labels.add(route.label)
             paths.add(route.url_path())
+        return self
+
+    def _check_sources(self, what: str, where: str, index: int, sinks: list[str]) -> None:
+        """A queue or push route needs a dead-letter sink and only sinks that are defined."""
+        if self.dead_letter is None:
+            raise ValueError(
+                f"dead_letter is required when {what} configured: undecodable "
+                "or rejected receipts must go somewhere (add dead_letter: {type: file, path: "
+                "/var/lib/mns-consumer/dead-letter.jsonl})"
+            )
+        missing = [name for name in sinks if name not in self.sinks]
+        if missing:
+            known = ", ".join(sorted(self.sinks)) or "none defined"
+            raise ValueError(f"{where}[{index}].sinks names undefined sink(s) {', '.join(missing)} (defined: {known})")
 
     def sinks_for(self, message_type: str, queue_name: str | None = None) -> list[str]:
         """The sink names receipts of a type (from a queue, when given) are routed to."""
@@ -537,9 +524,12 @@ class Config(StrictModel):
         return names
 
     def masked(self) -> dict[str, Any]:
-        """The effective configuration as plain data with every secret shown as ``**********``."""
-        masked: dict[str, Any] = _mask(self.model_dump(mode="python"))
-        return masked
+        """The effective configuration as plain data with every secret shown as ``**********``.
+
+        Each secret type shows itself safely when dumped: a plain ``SecretStr`` as asterisks, a database
+        URL with only its password (and password-like parameters) masked, so host and path stay checkable.
+        """
+        return self.model_dump(mode="json")
 
 
 class _NestedSinkError(ValueError):
@@ -550,20 +540,6 @@ class _NestedSinkError(ValueError):
         self.name = name
         self.problem = problem
         self.error = error
-
-
-def _mask(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        # Each secret type shows itself safely: a plain SecretStr as asterisks, a database URL with
-        # only its password (and password-like parameters) masked, so the host and path stay checkable.
-        return str(value)
-    if isinstance(value, Mapping):
-        return {key: _mask(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def interpolate(value: Any, source: str, path: str = "") -> Any:
@@ -592,14 +568,10 @@ def interpolate(value: Any, source: str, path: str = "") -> Any:
 
         return _VARIABLE.sub(substitute, value)
     if isinstance(value, Mapping):
-        return {key: interpolate(item, source, _join(path, str(key))) for key, item in value.items()}
+        return {key: interpolate(item, source, join_key(path, str(key))) for key, item in value.items()}
     if isinstance(value, list):
         return [interpolate(item, source, f"{path}[{index}]") for index, item in enumerate(value)]
     return value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def parse_config(data: Any, source: str) -> Config:
@@ -670,5 +642,5 @@ def _format_location(parts: list[str]) -> str:
         if part.isdigit():
             text += f"[{part}]"
         else:
-            text = _join(text, part)
+            text = join_key(text, part)
     return text

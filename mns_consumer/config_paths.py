@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mns_consumer.config import Config
     from mns_consumer.sinks.database import DatabaseSinkConfig
 
-__all__ = ["check_paths"]
+__all__ = ["check_paths", "never_openable"]
 
 _VIRTUAL_ROOTS: Final = ("/proc", "/sys")
 
@@ -39,7 +39,7 @@ def check_paths(config: Config, source: str) -> None:
         ConfigError: Naming the key, why the path cannot work, and what to write instead.
     """
     for key_path, path, is_folder in _paths(config):
-        problem = _never_openable(path, is_folder=is_folder)
+        problem = never_openable(path, is_folder=is_folder)
         if problem is not None:
             raise ConfigError(source, key_path, f"{path!r} {problem}", "choose a file in a folder the daemon can write")
     log_file = config.logging.file
@@ -90,7 +90,7 @@ def _sqlite_file(sink: DatabaseSinkConfig) -> str | None:
     return url.database
 
 
-def _never_openable(path: str, *, is_folder: bool) -> str | None:
+def never_openable(path: str, *, is_folder: bool) -> str | None:
     """Why ``path`` can never be opened as a file (or used as a folder), or None."""
     absolute = PurePath(os.path.abspath(path))
     # Literal parts, not resolved ones: /dev/stderr resolves into /proc and is a fine log file.

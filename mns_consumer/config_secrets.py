@@ -29,8 +29,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
+from mns_consumer.config_yaml import join_key
 from mns_consumer.errors import ConfigError
-from mns_consumer.observe.logging import is_secret_key
+from mns_consumer.observe.redaction import is_secret_key
 
 __all__ = [
     "DEFAULT_MINIMUM_LENGTH",
@@ -164,16 +165,16 @@ def check_secrets(config: BaseModel, source: str) -> None:
 def _secrets(value: object, path: str, name: str = "") -> Iterator[_Secret]:
     if isinstance(value, BaseModel):
         for field_name in type(value).model_fields:
-            yield from _secrets(getattr(value, field_name), _join(path, field_name), field_name)
+            yield from _secrets(getattr(value, field_name), join_key(path, field_name), field_name)
     elif isinstance(value, SecretStr):
         if not name.endswith("_id"):
             yield from _field_secrets(value.get_secret_value(), path, name)
     elif isinstance(value, Mapping):
         for key, item in value.items():
             if isinstance(item, SecretStr):
-                yield from _entry_secrets(item.get_secret_value(), _join(path, str(key)), str(key))
+                yield from _entry_secrets(item.get_secret_value(), join_key(path, str(key)), str(key))
             else:
-                yield from _secrets(item, _join(path, str(key)), str(key))
+                yield from _secrets(item, join_key(path, str(key)), str(key))
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             yield from _secrets(item, f"{path}[{index}]", name)
@@ -204,7 +205,3 @@ def _entry_secrets(text: str, path: str, key: str) -> Iterator[_Secret]:
         # "Bearer <token>", "Basic <base64>": the credential is the last word.
         words = text.split()
         yield _Secret(path, words[-1] if words else text, 0, "the credential in the value")
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key

@@ -1,8 +1,8 @@
 """Reading a configuration file into plain data: UTF-8, bounded, no key given twice.
 
 ``yaml.safe_load`` accepts things a configuration must not. A key written twice keeps the last value
-unseen (a second ``secret:`` further down silently wins). Aliases can expand without bound: an "alias
-bomb" of 10^7 leaves took 8 s and 273 MB before it was refused. An anchor used inside itself builds a
+unseen (a second ``secret:`` further down silently wins). Aliases can expand without bound (an "alias
+bomb" of 10^7 leaves costs seconds and hundreds of MB). An anchor used inside itself builds a
 recursive structure. Deep nesting and a 5,000-digit integer raise Python errors (RecursionError,
 ValueError) instead of YAML ones, and those ended as tracebacks with exit 1, a restart loop under
 systemd. :class:`ConfigLoader` is a ``SafeLoader`` that watches the events its parser hands to its
@@ -24,7 +24,7 @@ import yaml
 
 from mns_consumer.errors import ConfigError
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_INTEGER_DIGITS", "MAX_VALUES", "ConfigLoader", "read_yaml"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_INTEGER_DIGITS", "MAX_VALUES", "ConfigLoader", "join_key", "read_yaml"]
 
 MAX_FILE_BYTES: Final = 1024 * 1024
 """Largest configuration file read, bytes (1 MiB)."""
@@ -116,14 +116,14 @@ class ConfigLoader(yaml.SafeLoader):
             parent.index += 1
             return f"{parent.path}[{parent.index}]"
         if not parent.expecting_key:
-            return _join(parent.path, parent.key)
+            return join_key(parent.path, parent.key)
         if not isinstance(event, yaml.ScalarEvent):
             return None
         key = event.value
         first_line = parent.key_lines.get(key)
         if first_line is not None and key != _MERGE_KEY:
             self._fail(
-                _join(parent.path, key),
+                join_key(parent.path, key),
                 f"is given twice (first on line {first_line})",
                 event,
                 "keep one of them: YAML would silently use the last",
@@ -180,7 +180,8 @@ def _line(event: yaml.Event) -> int:
     return event.start_mark.line + 1 if event.start_mark is not None else 0
 
 
-def _join(path: str, key: str) -> str:
+def join_key(path: str, key: str) -> str:
+    """``path.key``, or ``key`` at the top level: how every configuration error names a key."""
     return f"{path}.{key}" if path else key
 
 

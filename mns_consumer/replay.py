@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mns_consumer.config import Config
 from mns_consumer.errors import DecodeError, SinkUnavailable
-from mns_consumer.observe.logging import redact_text
+from mns_consumer.observe.redaction import redact_text
 from mns_consumer.receipt_model import Receipt, Source
 from mns_consumer.receipts import decode_mns_body
 from mns_consumer.sinks.base import DeadLetter, Sink

@@ -8,6 +8,7 @@ logging pipeline masks; counters carry only queue, message type, sink and stage.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
@@ -15,10 +16,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from mns_consumer.carriers import carrier_of
-from mns_consumer.observe.logging import redact_text
 from mns_consumer.observe.metrics import BACKFILL_QUEUE, MISSING_LABEL_VALUE, Metrics
+from mns_consumer.observe.redaction import redact_text
 from mns_consumer.receipt_model import Receipt
 
 log = structlog.get_logger("mns_consumer.consume")
@@ -27,6 +29,12 @@ THROTTLE_LOG_INTERVAL_SECONDS = 60.0
 """At most one ``mns.throttled`` warning per queue in this long; the counter has every refusal."""
 push_log = structlog.get_logger("mns_consumer.push")
 backfill_log = structlog.get_logger("mns_consumer.backfill")
+
+
+@functools.cache
+def _unexported_metrics() -> Metrics:
+    """Metrics nobody scrapes, for an :class:`Events` made without any: counting needs no ``if`` then."""
+    return Metrics(CollectorRegistry(auto_describe=False))
 
 
 class Events:
@@ -39,6 +47,7 @@ class Events:
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.totals: Counter[tuple[str, str]] = Counter()
         self.metrics = metrics
+        self._metrics = metrics if metrics is not None else _unexported_metrics()
         self._said_once: set[tuple[str, str]] = set()
         self._types: dict[str, str] = {}
         self._last_receive: dict[str, float] = {}
@@ -61,8 +70,7 @@ class Events:
         return 0.0 if last is None else time.monotonic() - last
 
     def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once: prometheus-client validates the labels on every call,
-        which cost a busy poller several microseconds per batch for each series it touches."""
+        """``metric.labels(*labels)``, looked up once: prometheus-client validates the labels on every call."""
         key = (id(metric), labels)
         child = self._children.get(key)
         if child is None:
@@ -74,8 +82,7 @@ class Events:
         return queue, self._types.get(queue, "")
 
     def _fail(self, queue: str, stage: str, amount: int = 1) -> None:
-        if self.metrics is not None:
-            self._child(self.metrics.failures, *self._labels(queue), stage).inc(amount)
+        self._child(self._metrics.failures, *self._labels(queue), stage).inc(amount)
 
     def _count(self, name: str, queue: str, amount: int = 1) -> None:
         with self._lock:
@@ -100,16 +107,14 @@ class Events:
         """A receive came back, empty or not (the lag gauge is read from the poller at scrape time)."""
         with self._lock:
             self._last_receive[queue] = time.monotonic()
-        if self.metrics is not None:
-            self._child(self.metrics.receive_seconds, *self._labels(queue)).observe(seconds)
+        self._child(self._metrics.receive_seconds, *self._labels(queue)).observe(seconds)
 
     def batch_received(
         self, queue: str, message_type: str, batch_id: int, count: int, oldest_age_seconds: float
     ) -> None:
         """A receive returned ``count`` messages."""
         self._count("received", queue, count)
-        if self.metrics is not None:
-            self._child(self.metrics.received, *self._labels(queue)).inc(count)
+        self._child(self._metrics.received, *self._labels(queue)).inc(count)
         log.debug(
             "batch.received",
             queue=queue,
@@ -135,8 +140,7 @@ class Events:
         flooding the log; ``mns_consumer_throttled_total`` has the exact figures.
         """
         self._count("throttled", queue)
-        if self.metrics is not None:
-            self._child(self.metrics.throttled, *self._labels(queue), operation).inc()
+        self._child(self._metrics.throttled, *self._labels(queue), operation).inc()
         now = time.monotonic()
         with self._lock:
             pending = self._throttled_since_log.setdefault(queue, Counter())
@@ -210,10 +214,9 @@ class Events:
     def sink_written(self, queue: str, sink: str, accepted: int, rejected: int, seconds: float) -> None:
         """A sink accepted (and maybe rejected) part of a batch."""
         self._count(f"accepted:{sink}", queue, accepted)
-        if self.metrics is not None:
-            labels = self._labels(queue)
-            self._child(self.metrics.accepted, *labels, sink).inc(accepted)
-            self._child(self.metrics.sink_write_seconds, *labels, sink).observe(seconds)
+        labels = self._labels(queue)
+        self._child(self._metrics.accepted, *labels, sink).inc(accepted)
+        self._child(self._metrics.sink_write_seconds, *labels, sink).observe(seconds)
         log.debug(
             "sink.written", queue=queue, sink=sink, accepted=accepted, rejected=rejected, seconds=round(seconds, 4)
         )
@@ -265,12 +268,10 @@ class Events:
         for receipt in receipts:
             if receipt.kind == "delivery_report" and receipt.outcome_class is not None:
                 delivered += 1
-                if self.metrics is not None:
-                    self._count_delivery(queue, receipt)
+                self._count_delivery(queue, receipt)
             elif receipt.opt_out:
                 opted_out += 1
-                if self.metrics is not None:
-                    self._child(self.metrics.opt_outs, *self._labels(queue)).inc()
+                self._child(self._metrics.opt_outs, *self._labels(queue)).inc()
         if delivered:
             self._count("deliveries", queue, delivered)
         if opted_out:
@@ -278,8 +279,7 @@ class Events:
             log.info("replies.opted_out", queue=queue, count=opted_out)
 
     def _count_delivery(self, queue: str, receipt: Receipt) -> None:
-        metrics = self.metrics
-        assert metrics is not None  # noqa: S101  (checked by the caller)
+        metrics = self._metrics
         labels = self._labels(queue)
         outcome = receipt.status or "unknown"
         extra: list[str] = []
@@ -297,8 +297,7 @@ class Events:
     def dead_lettered(self, queue: str, count: int) -> None:
         """Messages were stored in the dead-letter sink."""
         self._count("dead_lettered", queue, count)
-        if self.metrics is not None:
-            self._child(self.metrics.dead_lettered, *self._labels(queue)).inc(count)
+        self._child(self._metrics.dead_lettered, *self._labels(queue)).inc(count)
         log.info("receipts.dead_lettered", queue=queue, count=count)
 
     # -- deleting and visibility -----------------------------------------------------------------
@@ -306,12 +305,11 @@ class Events:
     def receipts_deleted(self, queue: str, count: int, batch_id: int, delays_seconds: Iterable[float] = ()) -> None:
         """Messages every sink acknowledged were deleted; ``delays_seconds`` run from report time to now."""
         self._count("deleted", queue, count)
-        if self.metrics is not None:
-            labels = self._labels(queue)
-            self._child(self.metrics.deleted, *labels).inc(count)
-            histogram = self._child(self.metrics.receipt_delay_seconds, *labels)
-            for delay in delays_seconds:
-                histogram.observe(max(0.0, delay))
+        labels = self._labels(queue)
+        self._child(self._metrics.deleted, *labels).inc(count)
+        histogram = self._child(self._metrics.receipt_delay_seconds, *labels)
+        for delay in delays_seconds:
+            histogram.observe(max(0.0, delay))
         log.debug("receipts.deleted", queue=queue, count=count, batch_id=batch_id)
 
     def delete_failed(self, queue: str, count: int, code: str) -> None:
@@ -323,8 +321,7 @@ class Events:
     def visibility_extended(self, queue: str, count: int, seconds: int) -> None:
         """A slow batch's messages were kept invisible longer."""
         self._count("visibility_extended", queue, count)
-        if self.metrics is not None:
-            self._child(self.metrics.visibility_extended, *self._labels(queue)).inc(count)
+        self._child(self._metrics.visibility_extended, *self._labels(queue)).inc(count)
         log.info("visibility.extended", queue=queue, count=count, seconds=seconds)
 
     def visibility_failed(self, queue: str, count: int, code: str) -> None:
@@ -336,8 +333,7 @@ class Events:
     def visibility_released(self, queue: str, count: int, held_seconds: float) -> None:
         """Messages held past ``max_hold_seconds`` are no longer extended: MNS makes them visible again."""
         self._count("visibility_released", queue, count)
-        if self.metrics is not None:
-            self._child(self.metrics.visibility_released, *self._labels(queue)).inc(count)
+        self._child(self._metrics.visibility_released, *self._labels(queue)).inc(count)
         log.warning("visibility.released", queue=queue, count=count, held_seconds=round(held_seconds, 1))
 
     def visibility_not_allowed(self, queue: str, code: str) -> None:
@@ -355,16 +351,14 @@ class Events:
 
     def poller_started(self, queue: str, message_type: str) -> None:
         """A poller started (or restarted)."""
-        if self.metrics is not None:
-            self._child(self.metrics.poller_up, queue, message_type).set(1)
+        self._child(self._metrics.poller_up, queue, message_type).set(1)
         log.info("poller.started", queue=queue, message_type=message_type)
 
     def poller_crashed(self, queue: str, message_type: str, error: BaseException, restart_in_seconds: float) -> None:
         """A poller died of an unexpected error; it is restarted after a back-off."""
         self._count("poller_restarts", queue)
-        if self.metrics is not None:
-            self._child(self.metrics.poller_up, queue, message_type).set(0)
-            self._child(self.metrics.poller_restarts, queue, message_type).inc()
+        self._child(self._metrics.poller_up, queue, message_type).set(0)
+        self._child(self._metrics.poller_restarts, queue, message_type).inc()
         log.error(
             "poller.crashed",
             queue=queue,
@@ -385,17 +379,15 @@ class Events:
         """A push was stored in the spool and acknowledged with code 0."""
         self._count("received", route, receipts)
         self._count("push_accepted", route)
-        if self.metrics is not None:
-            self._child(self.metrics.received, route, message_type).inc(receipts)
-            self._child(self.metrics.push_requests, route, message_type).inc()
-            self._child(self.metrics.push_ack_seconds, route, message_type).observe(seconds)
+        self._child(self._metrics.received, route, message_type).inc(receipts)
+        self._child(self._metrics.push_requests, route, message_type).inc()
+        self._child(self._metrics.push_ack_seconds, route, message_type).observe(seconds)
         push_log.debug("push.accepted", queue=route, message_type=message_type, receipts=receipts, seconds=seconds)
 
     def push_rejected(self, route: str, message_type: str, stage: str, status: int, reason: str) -> None:
         """A push was refused with a non-zero code (Alibaba retries it later unless the status is 200)."""
         self._count("push_rejected", route)
-        if self.metrics is not None:
-            self._child(self.metrics.push_rejected, route, message_type, stage).inc()
+        self._child(self._metrics.push_rejected, route, message_type, stage).inc()
         # An unknown path is usually a scanner; the others mean Alibaba's receipts are being refused.
         level = push_log.info if stage in ("route", "drain") else push_log.warning
         level("push.rejected", queue=route, message_type=message_type, stage=stage, status=status, reason=reason)
@@ -407,8 +399,7 @@ class Events:
     def push_settled(self, route: str, message_type: str, entries: int, receipts: int) -> None:
         """Spooled pushes reached every sink (or the dead letters) and left the spool."""
         self._count("push_settled", route, receipts)
-        if self.metrics is not None:
-            self._child(self.metrics.push_settled, route, message_type).inc(receipts)
+        self._child(self._metrics.push_settled, route, message_type).inc(receipts)
         push_log.debug("push.settled", queue=route, message_type=message_type, entries=entries, receipts=receipts)
 
     def push_spool_opened(self, path: str, waiting: dict[str, int], orphaned: dict[str, int]) -> None:
@@ -434,14 +425,12 @@ class Events:
 
     def _backfill_fail(self, message_type: str, stage: str) -> None:
         self._count(f"backfill_{stage}_failed", BACKFILL_QUEUE)
-        if self.metrics is not None:
-            self._child(self.metrics.failures, BACKFILL_QUEUE, message_type, stage).inc()
+        self._child(self._metrics.failures, BACKFILL_QUEUE, message_type, stage).inc()
 
     def backfill_page(self, message_type: str, where: str, page: int, records: int, total_count: int) -> None:
         """QuerySendDetails answered one page of a send's records."""
         self._count("backfill_queries", BACKFILL_QUEUE)
-        if self.metrics is not None:
-            self._child(self.metrics.backfill_queries, BACKFILL_QUEUE, message_type).inc()
+        self._child(self._metrics.backfill_queries, BACKFILL_QUEUE, message_type).inc()
         backfill_log.debug("backfill.page", where=where, page=page, records=records, total_count=total_count)
 
     def backfill_query_retry(
@@ -466,17 +455,14 @@ class Events:
     def backfill_found(self, message_type: str, status: str, count: int) -> None:
         """QuerySendDetails returned ``count`` records of one status for a send."""
         self._count(f"backfill_found:{status}", BACKFILL_QUEUE, count)
-        if self.metrics is not None:
-            self._child(self.metrics.backfill_found, BACKFILL_QUEUE, message_type, status).inc(count)
+        self._child(self._metrics.backfill_found, BACKFILL_QUEUE, message_type, status).inc(count)
 
     def backfill_stored(self, message_type: str, sink: str, statuses: Counter[str], seconds: float) -> None:
         """A sink durably accepted backfilled receipts (already present ones included), by status."""
         for status, count in statuses.items():
             self._count(f"backfill_stored:{sink}", BACKFILL_QUEUE, count)
-            if self.metrics is not None:
-                self._child(self.metrics.backfill_stored, BACKFILL_QUEUE, message_type, sink, status).inc(count)
-        if self.metrics is not None:
-            self._child(self.metrics.sink_write_seconds, BACKFILL_QUEUE, message_type, sink).observe(seconds)
+            self._child(self._metrics.backfill_stored, BACKFILL_QUEUE, message_type, sink, status).inc(count)
+        self._child(self._metrics.sink_write_seconds, BACKFILL_QUEUE, message_type, sink).observe(seconds)
         backfill_log.debug("backfill.stored", sink=sink, receipts=sum(statuses.values()), seconds=round(seconds, 4))
 
     def backfill_sink_retry(
@@ -508,22 +494,19 @@ class Events:
     def backfill_dead_lettered(self, message_type: str, count: int) -> None:
         """Backfilled receipts were stored in the dead-letter sink."""
         self._count("dead_lettered", BACKFILL_QUEUE, count)
-        if self.metrics is not None:
-            self._child(self.metrics.dead_lettered, BACKFILL_QUEUE, message_type).inc(count)
+        self._child(self._metrics.dead_lettered, BACKFILL_QUEUE, message_type).inc(count)
         backfill_log.info("backfill.dead_lettered", count=count)
 
     def backfill_finished(self, message_type: str, ok: bool, seconds: float, ended_at: float, **summary: Any) -> None:
         """A backfill run ended: the one summary line, and the last-run gauges."""
-        if self.metrics is not None:
-            labels = (BACKFILL_QUEUE, message_type)
-            self._child(self.metrics.backfill_last_run, *labels).set(ended_at)
-            self._child(self.metrics.backfill_last_duration, *labels).set(seconds)
-            self._child(self.metrics.backfill_last_success, *labels).set(1 if ok else 0)
+        labels = (BACKFILL_QUEUE, message_type)
+        self._child(self._metrics.backfill_last_run, *labels).set(ended_at)
+        self._child(self._metrics.backfill_last_duration, *labels).set(seconds)
+        self._child(self._metrics.backfill_last_success, *labels).set(1 if ok else 0)
         level = backfill_log.info if ok else backfill_log.warning
         level("backfill.finished", ok=ok, seconds=round(seconds, 3), **summary)
 
     def drain(self, phase: str, **fields: Any) -> None:
         """A step of the shutdown sequence."""
-        if self.metrics is not None:
-            self.metrics.draining.set(1)
+        self._metrics.draining.set(1)
         log.info(f"shutdown.{phase}", **fields)

@@ -20,9 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 LISTEN_BACKLOG = 1024
 """Connections the kernel holds for a listener until it accepts them (the push receiver's too).
 
-socketserver's default of 5 resets most of a burst: 64 clients connecting at once saw 27-33 resets a
-round and a 1.03 s median answer, against none and about 30 ms with 128. Linux caps it at
-``net.core.somaxconn`` (4096 by default)."""
+socketserver's default of 5 resets most of a burst of clients (docs/benchmarks.md, HTTP push).
+Linux caps it at ``net.core.somaxconn`` (4096 by default)."""
 
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
 """Returns whether the probe passes and the JSON-ready state that explains it."""

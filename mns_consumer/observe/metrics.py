@@ -164,217 +164,148 @@ class Metrics:
         self.config = config or MetricsConfig()
         self.delivery_labels: tuple[DeliveryLabel, ...] = tuple(self.config.delivery_labels)
         self.label_cap = LabelCap(self.config.max_label_values)
-        self.deliveries = Counter(
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, (*QUEUE_LABELS, *labels), registry=registry)
+
+        def gauge(name: str, documentation: str, *labels: str) -> Gauge:
+            return Gauge(name, documentation, (*QUEUE_LABELS, *labels), registry=registry)
+
+        def histogram(name: str, buckets: Sequence[float], documentation: str, *labels: str) -> Histogram:
+            return Histogram(name, documentation, (*QUEUE_LABELS, *labels), buckets=buckets, registry=registry)
+
+        self.deliveries = counter(
             "mns_consumer_deliveries",
             "Delivery reports every sink stored, once per dedupe key as far as the daemon remembers, by outcome"
             " (delivered, failed, expired) and class (mns_consumer.outcomes).",
-            (*QUEUE_LABELS, "outcome", "class", *self.delivery_labels),
-            registry=registry,
+            "outcome",
+            "class",
+            *self.delivery_labels,
         )
-        self.delivery_latency_seconds = Histogram(
+        self.delivery_latency_seconds = histogram(
             "mns_consumer_delivery_latency_seconds",
+            DELIVERY_LATENCY_BUCKETS,
             "From a delivery report's send time to its report time, for reports counted in mns_consumer_deliveries.",
-            (*QUEUE_LABELS, "outcome"),
-            buckets=DELIVERY_LATENCY_BUCKETS,
-            registry=registry,
+            "outcome",
         )
-        self.opt_outs = Counter(
+        self.opt_outs = counter(
             "mns_consumer_opt_outs",
             "Replies (SmsUp) every sink stored whose content is an unsubscribe keyword, once per dedupe key.",
-            QUEUE_LABELS,
-            registry=registry,
         )
-        self.received = Counter(
-            "mns_consumer_receipts_received",
-            "Messages received from MNS, and receipts in acknowledged HTTP pushes.",
-            QUEUE_LABELS,
-            registry=registry,
+        self.received = counter(
+            "mns_consumer_receipts_received", "Messages received from MNS, and receipts in acknowledged HTTP pushes."
         )
-        self.accepted = Counter(
-            "mns_consumer_receipts_accepted",
-            "Receipts a sink durably accepted (duplicates included).",
-            (*QUEUE_LABELS, "sink"),
-            registry=registry,
+        self.accepted = counter(
+            "mns_consumer_receipts_accepted", "Receipts a sink durably accepted (duplicates included).", "sink"
         )
-        self.deleted = Counter(
-            "mns_consumer_receipts_deleted",
-            "Messages deleted from MNS after every sink accepted them.",
-            QUEUE_LABELS,
-            registry=registry,
+        self.deleted = counter(
+            "mns_consumer_receipts_deleted", "Messages deleted from MNS after every sink accepted them."
         )
-        self.dead_lettered = Counter(
-            "mns_consumer_receipts_dead_lettered",
-            "Messages stored in the dead-letter sink.",
-            QUEUE_LABELS,
-            registry=registry,
-        )
-        self.failures = Counter(
+        self.dead_lettered = counter("mns_consumer_receipts_dead_lettered", "Messages stored in the dead-letter sink.")
+        self.failures = counter(
             "mns_consumer_failures",
             "Failures by stage: receive, decode, sink, delete, token, query (QuerySendDetails).",
-            (*QUEUE_LABELS, "stage"),
-            registry=registry,
+            "stage",
         )
-        self.visibility_extended = Counter(
-            "mns_consumer_visibility_extensions",
-            "Messages whose visibility was extended while sinks were slow.",
-            QUEUE_LABELS,
-            registry=registry,
+        self.visibility_extended = counter(
+            "mns_consumer_visibility_extensions", "Messages whose visibility was extended while sinks were slow."
         )
-        self.throttled = Counter(
+        self.throttled = counter(
             "mns_consumer_throttled",
             "MNS calls refused by the flow limiter (HTTP 429 TooManyRequests), by operation: backpressure, retried.",
-            (*QUEUE_LABELS, "operation"),
-            registry=registry,
+            "operation",
         )
-        self.visibility_released = Counter(
+        self.visibility_released = counter(
             "mns_consumer_visibility_released",
             "Messages held longer than max_hold_seconds (a sink outage) whose visibility was left to lapse.",
-            QUEUE_LABELS,
-            registry=registry,
         )
-        self.sink_write_seconds = Histogram(
-            "mns_consumer_sink_write_seconds",
-            "Duration of one sink write call.",
-            (*QUEUE_LABELS, "sink"),
-            buckets=SINK_WRITE_BUCKETS,
-            registry=registry,
+        self.sink_write_seconds = histogram(
+            "mns_consumer_sink_write_seconds", SINK_WRITE_BUCKETS, "Duration of one sink write call.", "sink"
         )
-        self.receive_seconds = Histogram(
+        self.receive_seconds = histogram(
             "mns_consumer_receive_seconds",
+            RECEIVE_BUCKETS,
             "Duration of one BatchReceiveMessage, long-poll wait included.",
-            QUEUE_LABELS,
-            buckets=RECEIVE_BUCKETS,
-            registry=registry,
         )
-        self.receipt_delay_seconds = Histogram(
+        self.receipt_delay_seconds = histogram(
             "mns_consumer_receipt_delay_seconds",
+            RECEIPT_DELAY_BUCKETS,
             "From the carrier's report time (or the reply's send time) to the delete from MNS.",
-            QUEUE_LABELS,
-            buckets=RECEIPT_DELAY_BUCKETS,
-            registry=registry,
         )
-        self.oldest_message_age = Gauge(
+        self.oldest_message_age = gauge(
             "mns_consumer_queue_oldest_message_age_seconds",
             "Age (from EnqueueTime) of the oldest message known to wait: the larger of the oldest in the latest"
             " receive (0 when empty) and the oldest still held in flight, which keeps growing while a sink is down.",
-            QUEUE_LABELS,
-            registry=registry,
         )
-        self.seconds_since_receive = Gauge(
-            "mns_consumer_seconds_since_last_receive",
-            "Time since the last successful receive (empty ones count).",
-            QUEUE_LABELS,
-            registry=registry,
+        self.seconds_since_receive = gauge(
+            "mns_consumer_seconds_since_last_receive", "Time since the last successful receive (empty ones count)."
         )
-        self.batches_in_flight = Gauge(
-            "mns_consumer_batches_in_flight",
-            "Batches received and not yet deleted or abandoned.",
-            QUEUE_LABELS,
-            registry=registry,
+        self.batches_in_flight = gauge(
+            "mns_consumer_batches_in_flight", "Batches received and not yet deleted or abandoned."
         )
-        self.messages_in_flight = Gauge(
+        self.messages_in_flight = gauge(
             "mns_consumer_messages_in_flight",
             "Messages received and not yet deleted or abandoned, all receivers together"
             " (max_in_flight_messages caps it).",
-            QUEUE_LABELS,
-            registry=registry,
         )
-        self.receivers = Gauge(
+        self.receivers = gauge(
             "mns_consumer_receivers",
             "Concurrent receivers of the queue: 1 (one long poll) when caught up, up to max_receivers in a backlog.",
-            QUEUE_LABELS,
-            registry=registry,
         )
-        self.token_expiry = Gauge(
-            "mns_consumer_token_seconds_to_expiry",
-            "Seconds until the queue token's ExpireTime (-1: no token).",
-            QUEUE_LABELS,
-            registry=registry,
+        self.token_expiry = gauge(
+            "mns_consumer_token_seconds_to_expiry", "Seconds until the queue token's ExpireTime (-1: no token)."
         )
-        self.poller_up = Gauge(
-            "mns_consumer_poller_up",
-            "1 while the queue's poller runs, 0 while it waits to be restarted.",
-            QUEUE_LABELS,
-            registry=registry,
+        self.poller_up = gauge(
+            "mns_consumer_poller_up", "1 while the queue's poller runs, 0 while it waits to be restarted."
         )
-        self.poller_restarts = Counter(
-            "mns_consumer_poller_restarts",
-            "Pollers restarted after an unexpected error.",
-            QUEUE_LABELS,
-            registry=registry,
+        self.poller_restarts = counter("mns_consumer_poller_restarts", "Pollers restarted after an unexpected error.")
+        self.push_requests = counter(
+            "mns_consumer_push_requests", "HTTP pushes stored in the spool and acknowledged with code 0."
         )
-        self.push_requests = Counter(
-            "mns_consumer_push_requests",
-            "HTTP pushes stored in the spool and acknowledged with code 0.",
-            QUEUE_LABELS,
-            registry=registry,
-        )
-        self.push_rejected = Counter(
+        self.push_rejected = counter(
             "mns_consumer_push_rejected",
             "HTTP pushes refused with a non-zero code, by stage: route, request, body, spool, drain.",
-            (*QUEUE_LABELS, "stage"),
-            registry=registry,
+            "stage",
         )
-        self.push_ack_seconds = Histogram(
+        self.push_ack_seconds = histogram(
             "mns_consumer_push_ack_seconds",
+            PUSH_ACK_BUCKETS,
             "From a push's request line to its acknowledgement (Alibaba gives up after 0.7 s).",
-            QUEUE_LABELS,
-            buckets=PUSH_ACK_BUCKETS,
-            registry=registry,
         )
-        self.push_settled = Counter(
+        self.push_settled = counter(
             "mns_consumer_push_receipts_settled",
             "Pushed receipts stored by every sink or dead-lettered, and removed from the spool.",
-            QUEUE_LABELS,
-            registry=registry,
         )
-        self.spool_entries = Gauge(
-            "mns_consumer_push_spool_entries",
-            "Acknowledged pushes waiting in the spool for their sinks.",
-            QUEUE_LABELS,
-            registry=registry,
+        self.spool_entries = gauge(
+            "mns_consumer_push_spool_entries", "Acknowledged pushes waiting in the spool for their sinks."
         )
-        self.spool_oldest_age = Gauge(
+        self.spool_oldest_age = gauge(
             "mns_consumer_push_spool_oldest_age_seconds",
             "Age of the oldest push waiting in the spool; 0 when none waits.",
-            QUEUE_LABELS,
-            registry=registry,
         )
-        self.backfill_queries = Counter(
-            "mns_consumer_backfill_queries",
-            "QuerySendDetails pages answered during backfill runs.",
-            QUEUE_LABELS,
-            registry=registry,
+        self.backfill_queries = counter(
+            "mns_consumer_backfill_queries", "QuerySendDetails pages answered during backfill runs."
         )
-        self.backfill_found = Counter(
+        self.backfill_found = counter(
             "mns_consumer_backfill_receipts_found",
             "Send records QuerySendDetails returned during backfill runs, by status: delivered, failed, pending.",
-            (*QUEUE_LABELS, "status"),
-            registry=registry,
+            "status",
         )
-        self.backfill_stored = Counter(
+        self.backfill_stored = counter(
             "mns_consumer_backfill_receipts_stored",
             "Backfilled receipts a sink durably accepted (already present included), by status.",
-            (*QUEUE_LABELS, "sink", "status"),
-            registry=registry,
+            "sink",
+            "status",
         )
-        self.backfill_last_run = Gauge(
-            "mns_consumer_backfill_last_run_timestamp_seconds",
-            "When the last backfill run ended, Unix time.",
-            QUEUE_LABELS,
-            registry=registry,
+        self.backfill_last_run = gauge(
+            "mns_consumer_backfill_last_run_timestamp_seconds", "When the last backfill run ended, Unix time."
         )
-        self.backfill_last_duration = Gauge(
-            "mns_consumer_backfill_last_run_duration_seconds",
-            "How long the last backfill run took.",
-            QUEUE_LABELS,
-            registry=registry,
+        self.backfill_last_duration = gauge(
+            "mns_consumer_backfill_last_run_duration_seconds", "How long the last backfill run took."
         )
-        self.backfill_last_success = Gauge(
+        self.backfill_last_success = gauge(
             "mns_consumer_backfill_last_run_success",
             "1 when the last backfill run queried every send and stored every receipt it found, else 0.",
-            QUEUE_LABELS,
-            registry=registry,
         )
         self.draining = Gauge("mns_consumer_draining", "1 while the daemon drains after SIGTERM.", registry=registry)
         self.build_info = Info("mns_consumer_build", "Version of mns-consumer and of Python.", registry=registry)

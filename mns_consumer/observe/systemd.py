@@ -59,13 +59,6 @@ class SystemdNotifier:
     datagram on a fresh ``AF_UNIX``/``SOCK_DGRAM`` socket, as ``sd_notify`` does, so there is nothing
     to close. Every method returns whether a datagram was sent; none raises on a send failure.
 
-    Example::
-
-        notifier = SystemdNotifier()
-        notifier.ready(status="consuming 2 queues")
-        ...
-        notifier.stopping(status="draining")
-
     Args:
         environ: Where to read ``NOTIFY_SOCKET``, ``WATCHDOG_USEC`` and ``WATCHDOG_PID``; default
             ``os.environ``.
@@ -118,47 +111,23 @@ class SystemdNotifier:
         return True
 
     def ready(self, status: str | None = None) -> bool:
-        """Send ``READY=1``: start-up is complete (for us: the pollers run), with an optional status.
-
-        Returns:
-            True if the datagram was sent.
-        """
-        if status is None:
-            return self.notify(READY=1)
-        return self.notify(READY=1, STATUS=status)
+        """Send ``READY=1`` (for us: the pollers run), with an optional status; True if sent."""
+        return self.notify(READY=1) if status is None else self.notify(READY=1, STATUS=status)
 
     def stopping(self, status: str | None = None) -> bool:
-        """Send ``STOPPING=1``: the drain has begun, with an optional status.
-
-        Returns:
-            True if the datagram was sent.
-        """
-        if status is None:
-            return self.notify(STOPPING=1)
-        return self.notify(STOPPING=1, STATUS=status)
+        """Send ``STOPPING=1`` (the drain has begun), with an optional status; True if sent."""
+        return self.notify(STOPPING=1) if status is None else self.notify(STOPPING=1, STATUS=status)
 
     def status(self, text: str) -> bool:
-        """Send ``STATUS=text``, the one line ``systemctl status`` shows.
-
-        Returns:
-            True if the datagram was sent.
-        """
+        """Send ``STATUS=text``, the one line ``systemctl status`` shows; True if sent."""
         return self.notify(STATUS=text)
 
     def watchdog(self) -> bool:
-        """Send ``WATCHDOG=1``, the keep-alive; see :meth:`watchdog_interval_seconds` for how often.
-
-        Returns:
-            True if the datagram was sent.
-        """
+        """Send ``WATCHDOG=1``, the keep-alive (see :meth:`watchdog_interval_seconds`); True if sent."""
         return self.notify(WATCHDOG=1)
 
     def extend_timeout(self, seconds: float) -> bool:
-        """Send ``EXTEND_TIMEOUT_USEC``: ask for ``seconds`` more before the start or stop timeout hits.
-
-        Returns:
-            True if the datagram was sent.
-        """
+        """Send ``EXTEND_TIMEOUT_USEC``: ``seconds`` more before the start or stop timeout; True if sent."""
         return self.notify(EXTEND_TIMEOUT_USEC=max(0, round(seconds * 1_000_000)))
 
     def watchdog_interval_seconds(self) -> float | None:

@@ -158,3 +158,45 @@ def test_run_without_queues_exits_2_saying_what_to_add(tmp_path: Path) -> None:
     result = run("run", "--config", str(config))
     assert result.returncode == 2
     assert f"{config}: queues: no queue is configured" in result.stderr
+
+
+def test_replay_refuses_a_remaining_path_below_a_regular_file(tmp_path: Path) -> None:
+    """--remaining under a file (not a folder) exits 2 naming the path, before any letter is replayed."""
+    config = write_config(tmp_path)
+    receipt = ReceiptFactory(Clock(), seed=5).make("SmsReport").receipt
+    dead = tmp_path / "dead-letter.jsonl"
+    sink = DeadLetterSinkConfig(type="file", path=str(dead)).build()
+    sink.open()
+    sink.write(
+        [
+            DeadLetter(
+                "SmsReport",
+                "mns",
+                "Alicom-Queue-i1-SmsReport",
+                encode_body(receipt).encode(),
+                "sink down",
+                datetime.now(UTC),
+                "M1",
+            )
+        ]
+    )
+    sink.close()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    left = blocker / "left.jsonl"
+
+    result = run(
+        "dead-letters",
+        "replay",
+        str(dead),
+        "--config",
+        str(config),
+        "--remaining",
+        str(left),
+        env={"TEST_SECRET": AK_SECRET},
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"--remaining: {str(left)!r} is under {str(blocker)!r}, which is a file, not a folder" in result.stderr
+    assert not (tmp_path / "receipts").exists()  # nothing was replayed

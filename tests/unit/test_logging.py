@@ -16,18 +16,14 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from mns_consumer.observe import logging as logging_module
-from mns_consumer.observe.logging import (
+from mns_consumer.observe import redaction
+from mns_consumer.observe.logging import LoggingConfig, configure_logging, get_logger, reopen_log_file, reset_logging
+from mns_consumer.observe.redaction import (
     MASK,
-    LoggingConfig,
-    configure_logging,
-    get_logger,
     is_secret_key,
     mask_phone_number,
     mask_phone_numbers,
     redact_secrets,
-    reopen_log_file,
-    reset_logging,
 )
 
 SECRET = "s3cr3t-VALUE-42"
@@ -350,9 +346,22 @@ def test_third_party_stdlib_warnings_come_out_as_redacted_json() -> None:
     [line] = lines(stream)
     assert line["level"] == "warning"
     assert line["logger"] == "botocore.endpoint"
-    assert line["event"] == f"retrying https://u:{MASK}@s3.example.com/?X-Amz-Signature={MASK}"
+    assert line["event"] == "library.log"
+    assert line["message"] == f"retrying https://u:{MASK}@s3.example.com/?X-Amz-Signature={MASK}"
     assert line["password"] == MASK
     assert "ts" in line
+
+
+def test_library_lines_carry_a_fixed_event_name_and_their_text_as_message() -> None:
+    """psycopg's "error ignored in terminating" is event library.log, not an event named by its text."""
+    stream = json_pipeline()
+
+    logging.getLogger("psycopg.pool").warning("error ignored in terminating %s", "<psycopg.Connection [BAD]>")
+
+    [line] = lines(stream)
+    assert line["event"] == "library.log"
+    assert line["message"] == "error ignored in terminating <psycopg.Connection [BAD]>"
+    assert (line["logger"], line["level"]) == ("psycopg.pool", "warning")
 
 
 def test_third_party_info_lines_are_dropped_even_from_a_debug_logger() -> None:
@@ -366,7 +375,17 @@ def test_third_party_info_lines_are_dropped_even_from_a_debug_logger() -> None:
     finally:
         chatty.setLevel(logging.NOTSET)
 
-    assert [line["event"] for line in lines(stream)] == ["connection reset"]
+    assert [line["message"] for line in lines(stream)] == ["connection reset"]
+
+
+def test_library_info_records_are_not_even_made_while_our_info_events_are_written() -> None:
+    """At level info a library's INFO call stops at its logger's level check, before a record exists."""
+    stream = json_pipeline(level="info")
+
+    get_logger("mns_consumer.consume").info("poller.started")
+
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert [line["event"] for line in lines(stream)] == ["poller.started"]
 
 
 def test_third_party_exceptions_are_structured_and_redacted() -> None:
@@ -392,6 +411,19 @@ def test_configuring_twice_replaces_the_previous_configuration() -> None:
 
     assert first.getvalue() == ""
     assert len(lines(second)) == 1
+
+
+def test_a_failing_destination_is_reported_once_and_never_raises_into_the_caller(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A closed stream (a full disk alike) costs the lines, not the daemon: one notice on the process's stderr."""
+    stream = json_pipeline()
+    stream.close()
+
+    get_logger("t").info("first.lost")
+    logging.getLogger("httpx").error("second.lost")
+
+    assert capfd.readouterr().err.count("mns-consumer: cannot write logs") == 1
 
 
 def test_default_destination_is_stderr_as_it_is_at_write_time(capsys: pytest.CaptureFixture[str]) -> None:
@@ -458,9 +490,10 @@ def test_log_file_is_reopened_after_rotation(tmp_path: Path) -> None:
 
     # then the old file keeps the old lines and the new file gets the rest.
     old = [json.loads(line)["event"] for line in (tmp_path / "mns-consumer.log.1").read_text().splitlines()]
-    new = [json.loads(line)["event"] for line in path.read_text().splitlines()]
+    new = [json.loads(line) for line in path.read_text().splitlines()]
     assert old == ["before.rotation"]
-    assert new == ["after.rotation", "library.after.rotation"]
+    assert [line["event"] for line in new] == ["after.rotation", "library.log"]
+    assert new[1]["message"] == "library.after.rotation"
 
 
 def test_reopen_without_a_log_file_does_nothing() -> None:
@@ -558,7 +591,7 @@ _FRAGMENTS = (
 def test_the_fast_path_of_scrub_text_never_skips_what_the_patterns_would_mask(parts: list[str]) -> None:
     """Texts the pre-check lets through unchanged are exactly those the five patterns leave unchanged."""
     text = "".join(parts)
-    patterns = logging_module
+    patterns = redaction
     full = patterns._AUTH_PATTERN.sub(patterns._auth_replacement, text)
     full = patterns._URL_PASSWORD_PATTERN.sub(rf"\1{patterns.MASK}\2", full)
     full = patterns._QUOTED_PAIR_PATTERN.sub(patterns._quoted_pair_replacement, full)

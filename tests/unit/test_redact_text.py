@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mns_consumer.observe.logging import MASK, redact_text, scrub_text
+from mns_consumer.observe.redaction import MASK, redact_text, scrub_text
 from mns_consumer.sinks.base import DeadLetter
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig, read_dead_letters
 
