@@ -104,21 +104,22 @@ def test_receive_returns_messages_with_the_body_exactly_as_stored(
 def test_answers_larger_than_the_read_buffer_arrive_whole_and_the_connection_is_reused(
     any_emulator: Emulator, open_queue: OpenQueue
 ) -> None:
-    """Answers are read through a 64 KiB buffer: a 1 MB one arrives whole, and the next call reuses the socket."""
+    """A 1 MB answer arrives whole, and the following calls reuse the one connection, over HTTP and HTTPS."""
     bodies = [f"{n:02d}" + "QUJD" * 16_000 for n in range(16)]  # 16 bodies of 64,002 characters
     for body in bodies:
         any_emulator.send_body(QUEUE, body)
-    client = open_queue(any_emulator)
+    proxy = TcpProxy("127.0.0.1", any_emulator.port).start()
+    try:
+        client = open_queue(any_emulator, endpoint_url=any_emulator.url.replace(str(any_emulator.port), str(proxy.port)))
 
-    messages = client.receive(16, 0)
-    sock = client._http.conn.sock
-    assert client.delete([m.receipt_handle for m in messages]) == {}
+        messages = client.receive(16, 0)
+        assert client.delete([m.receipt_handle for m in messages]) == {}
+        assert client.receive(16, 0) == []
 
-    assert sorted(m.body for m in messages) == bodies
-    assert client._http.conn.sock is sock
-    assert client.receive(16, 0) == []
-    client.close()
-    assert sock.fileno() == -1  # nothing kept the socket open after close()
+        assert sorted(m.body for m in messages) == bodies
+        assert proxy.accepted == 1
+    finally:
+        proxy.stop()
 
 
 def test_long_poll_outlasts_a_shorter_request_timeout(emulator: Emulator, open_queue: OpenQueue) -> None:
