@@ -1,10 +1,11 @@
 """One MNS queue as the poller sees it: batch receive, batch delete, visibility changes, abort.
 
-The SDK (``aliyun-mns-sdk``) signs every request and decodes every error answer; httpx carries them.
-The SDK has no public way to sign without sending, so its two public-named steps are called around our
-transport: ``MNSClient.build_header`` (sign, security token) and ``MNSClient.check_status`` (error XML
-to ``MNSServerException``). Its own ``http.client`` transport has no read timeout over HTTPS, no proxy
-support, and no way to interrupt a long poll (reference 3.7, pitfalls 9 and 10); httpx has them.
+The SDK (``aliyun-mns-sdk``) signs every request and decodes every error answer; urllib3 carries them
+(chosen over httpx for half the CPU per receipt: docs/benchmarks.md). The SDK has no public way to sign
+without sending, so its two public-named steps are called around our transport: ``MNSClient.build_header``
+(sign, security token) and ``MNSClient.check_status`` (error XML to ``MNSServerException``). Its own
+``http.client`` transport has no read timeout over HTTPS, no proxy support and no way to interrupt a long
+poll (reference 3.7, pitfalls 9 and 10).
 
 Error mapping (the raised error keeps the MNS or local ``code``): ``MessageNotExist`` on receive is the
 idle path (``[]``); ``QueueNotExist`` is :class:`QueueNotFound`; ``AccessDenied``, ``TimeExpired`` and any
@@ -12,7 +13,7 @@ code naming a key, token, signature or authorization is :class:`QueueAuthError` 
 its token); ``MessageNotExist``/``ReceiptHandleError`` on change_visibility is :class:`MessageGone`;
 ``TooManyRequests`` (429), ``QpsLimitExceeded`` and ``Throttling.*`` are :class:`QueueThrottled`
 (backpressure); anything else, and every transport failure, is :class:`QueueUnavailable`. Messages
-never quote the SDK's or httpx's text, which can hold response bodies or header values (the token).
+never quote the SDK's or urllib3's text, which can hold response bodies or header values (the token).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Final
 
-import httpx
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 from mns.account import Account
 from mns.auth import CredentialsProvider
 from mns.mns_exception import MNSClientNetworkException, MNSClientParameterException, MNSServerException
@@ -130,7 +134,7 @@ class MnsQueue:
         except MNSClientParameterException as exc:
             raise ValueError(f"{exc.type}: {exc.message}") from exc
         try:
-            # The system store (and SSL_CERT_FILE), as the SDK trusted, rather than httpx's certifi.
+            # The system store (and SSL_CERT_FILE), as the SDK trusted, rather than certifi's bundle.
             context = ssl.create_default_context(cafile=ca_file)
         except OSError as exc:
             raise ValueError(f"cannot load ca_file {ca_file}: {exc}") from exc
@@ -138,18 +142,15 @@ class MnsQueue:
         self._base_url = endpoint_url.rstrip("/")
         self._request_timeout_seconds = float(request_timeout_seconds)
         self._connect_timeout_seconds = float(connect_timeout_seconds)
-        # trust_env off: the proxy was decided by Endpoints, the same way for MNS, Dybaseapi and Dysmsapi.
-        self._http = httpx.Client(
-            verify=context,
-            proxy=proxy,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-        )
+        # The proxy was decided by Endpoints, the same way for MNS, Dybaseapi and Dysmsapi.
+        pool_settings: dict[str, Any] = {"maxsize": 1, "retries": False, "ssl_context": context}
+        self._http = urllib3.ProxyManager(proxy, **pool_settings) if proxy else urllib3.PoolManager(**pool_settings)
+        self._http.pool_classes_by_scheme = _POOL_CLASSES
         self._lock = threading.Lock()
         self._abort_requested = False
         self._sock: socket.socket | None = None
-        # Per attempt, from the trace hook: whether it opened a connection, whether an answer came.
-        self._connected = self._answered = False
+        # Whether the current attempt opened its connection (only a kept-alive one may be stale).
+        self._connected = False
 
     @property
     def queue_name(self) -> str:
@@ -294,7 +295,7 @@ class MnsQueue:
 
     def close(self) -> None:
         """Close the connection. Safe to call more than once."""
-        self._http.close()
+        self._http.clear()
 
     def __enter__(self) -> MnsQueue:
         return self
@@ -316,7 +317,7 @@ class MnsQueue:
         body: bytes = b"",
         decoder: Any = ErrorDecoder,
     ) -> bytes:
-        """Sign with the SDK, send with httpx, let the SDK decode an error answer; the body of a success.
+        """Sign with the SDK, send with urllib3, let the SDK decode an error answer; return a success body.
 
         Raises:
             MNSServerException: For an error answer, as the SDK's own methods raise it.
@@ -328,43 +329,51 @@ class MnsQueue:
             raise QueueUnavailable(ABORTED, self._where(operation, "aborted before it started"))
         internal = RequestInternal(request.method, uri, data=body or "")
         self._signer.build_header(request, internal)
-        timeout = httpx.Timeout(timeout_seconds, connect=self._connect_timeout_seconds)
+        headers = dict(internal.header)
+        headers["Host"] = headers.pop("host")  # as urllib3 names it, so a proxied request has one Host
+        timeout = urllib3.Timeout(connect=self._connect_timeout_seconds, read=timeout_seconds)
         url = self._base_url + uri
-        while True:
-            self._connected = self._answered = False
-            try:
-                answer = self._http.request(
-                    internal.method,
-                    url,
-                    content=body,
-                    headers=internal.header,
-                    timeout=timeout,
-                    extensions={"trace": self._trace},
-                )
-                break
-            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
-                # A kept-alive connection the server closed while idle fails before any answer: send
-                # again once on a new one, as the SDK did. A repeated receive at worst hides messages
-                # for their visibility timeout; a repeated delete finds its handles used.
-                with self._lock:
-                    stale = not (self._connected or self._answered or self._abort_requested)
-                if not stale:
-                    raise self._network_error(operation, exc, timeout_seconds) from None
-            except httpx.HTTPError as exc:
-                raise self._network_error(operation, exc, timeout_seconds) from None
-        if 200 <= answer.status_code < 400:
-            return answer.content
-        if not 400 <= answer.status_code <= 600:
-            raise QueueUnavailable(UNEXPECTED_STATUS, self._where(operation, f"HTTP status {answer.status_code}"))
+        _calling.queue = self
         try:
-            headers = dict(answer.headers)
+            while True:
+                self._connected = False
+                try:
+                    answer = self._http.urlopen(
+                        internal.method, url, body=body or None, headers=headers, timeout=timeout, preload_content=False
+                    )
+                except (ConnectTimeoutError, NewConnectionError, ReadTimeoutError) as exc:
+                    raise self._network_error(operation, exc, timeout_seconds) from None
+                except HTTPError as exc:
+                    # A kept-alive connection the server closed while idle fails before any answer: send
+                    # again once on a new one, as the SDK did. A repeated receive at worst hides messages
+                    # for their visibility timeout; a repeated delete finds its handles used.
+                    with self._lock:
+                        stale = not (self._connected or self._abort_requested)
+                    if not stale:
+                        raise self._network_error(operation, exc, timeout_seconds) from None
+                    continue
+                try:
+                    content = answer.read()
+                except HTTPError as exc:
+                    raise self._network_error(operation, exc, timeout_seconds) from None
+                finally:
+                    answer.release_conn()
+                break
+        finally:
+            _calling.queue = None
+        status = answer.status
+        if 200 <= status < 400:
+            return content
+        if not 400 <= status <= 600:
+            raise QueueUnavailable(UNEXPECTED_STATUS, self._where(operation, f"HTTP status {status}"))
+        try:
             response = ResponseBase()
-            response.header = headers
-            text = answer.content.decode("utf-8")
-            self._signer.check_status(internal, ResponseInternal(answer.status_code, headers, text), response, decoder)
+            response.header = {name.lower(): value for name, value in answer.headers.items()}
+            text = content.decode("utf-8")
+            self._signer.check_status(internal, ResponseInternal(status, response.header, text), response, decoder)
         except (UnicodeDecodeError, MNSClientNetworkException):
             raise QueueUnavailable(RESP_DATA_DAMAGED, self._where(operation, "the error answer could not be parsed"))
-        raise QueueUnavailable(UNEXPECTED_STATUS, self._where(operation, f"HTTP status {answer.status_code}"))
+        raise QueueUnavailable(UNEXPECTED_STATUS, self._where(operation, f"HTTP status {status}"))
 
     def _decode(self, operation: str, decoder: Any, body: bytes) -> Any:
         try:
@@ -372,31 +381,27 @@ class MnsQueue:
         except (UnicodeDecodeError, MNSClientNetworkException):
             raise QueueUnavailable(RESP_DATA_DAMAGED, self._where(operation, "the answer could not be parsed")) from None
 
-    def _trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpx's trace hook: keep each new connection's socket (TCP, then TLS) for :meth:`abort`."""
-        if event == "http11.receive_response_headers.complete":
-            self._answered = True
-        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-            return
-        sock = info["return_value"].get_extra_info("socket")
+    def _connected_on(self, sock: socket.socket) -> None:
+        """Called by this thread's new connection: keep its socket for :meth:`abort`."""
         with self._lock:
             self._sock = sock
             self._connected = True
             aborted = self._abort_requested
-        if aborted and sock is not None:
+        if aborted:
             # abort() landed while connecting, before there was a socket to shut down.
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def _network_error(self, operation: str, exc: httpx.HTTPError, timeout_seconds: float) -> QueueUnavailable:
+    def _network_error(self, operation: str, exc: HTTPError, timeout_seconds: float) -> QueueUnavailable:
         """Map a transport failure, reporting it as ``Aborted`` when abort() caused it."""
         with self._lock:
             aborted, self._abort_requested = self._abort_requested, False
         if aborted:
             return QueueUnavailable(ABORTED, self._where(operation, "aborted by MnsQueue.abort()"))
-        if isinstance(exc, httpx.ConnectTimeout):
-            return QueueUnavailable(TIMEOUT, self._where(operation, f"no connection within {self._connect_timeout_seconds:g} s"))
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, ConnectTimeoutError):
+            where = f"no connection within {self._connect_timeout_seconds:g} s"
+            return QueueUnavailable(TIMEOUT, self._where(operation, where))
+        if isinstance(exc, ReadTimeoutError):
             return QueueUnavailable(TIMEOUT, self._where(operation, f"no answer within {timeout_seconds:g} s"))
         return QueueUnavailable(NETWORK_ERROR, self._where(operation, _describe(exc)))
 
@@ -421,14 +426,48 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def _describe(exc: HTTPError) -> str:
     """A safe description of a transport failure: the OS error if there is one, else only its type.
 
-    httpx's and h11's own texts may quote request headers, the security token included.
+    urllib3's and http.client's own texts may quote request headers, the security token included.
     """
-    cause = exc.__context__
+    cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, OSError):
         cause = cause.__context__
     if isinstance(cause, OSError):
-        return f"{type(exc).__name__}: {type(cause).__name__}: {cause.strerror or cause}"
+        return f"{type(cause).__name__}: {cause.strerror or 'connection failed'}"
     return type(exc).__name__
+
+
+class _Calling(threading.local):
+    queue: MnsQueue | None = None
+
+
+_calling = _Calling()
+"""The MnsQueue whose call runs on this thread: new connections report their socket to it."""
+
+
+class _Connection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        if _calling.queue is not None and self.sock is not None:
+            _calling.queue._connected_on(self.sock)  # noqa: SLF001  (this module's own class)
+
+
+class _TlsConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        if _calling.queue is not None and self.sock is not None:
+            _calling.queue._connected_on(self.sock)  # noqa: SLF001  (this module's own class)
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TlsPool(HTTPSConnectionPool):
+    ConnectionCls = _TlsConnection
+
+
+_POOL_CLASSES: Final = {"http": _Pool, "https": _TlsPool}
+"""urllib3's pools with connections that report their socket (urllib3 has no connect hook)."""
