@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-from urllib.request import proxy_bypass_environment
 
 from mns_consumer.config import EndpointsConfig
 from mns_consumer.errors import ConfigError
@@ -85,12 +84,15 @@ class Endpoints:
         """The proxy URL for an endpoint URL (or ``host[:port]`` reached by ``protocol``); None: directly.
 
         ``NO_PROXY`` is read as curl and Python's ``urllib`` read it: ``*``, hosts, ``host:port`` and
-        domain suffixes (``.example.com`` or ``example.com``), compared without the port unless given.
+        domain suffixes (``.example.com`` or ``example.com``).
         """
         parts = urlsplit(address if "://" in address else f"{self.protocol}://{address}")
         proxy = self.https_proxy if parts.scheme == "https" else self.http_proxy
-        if proxy and self.no_proxy and proxy_bypass_environment(parts.netloc, {"no": self.no_proxy}):
-            return None
+        host, port = (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
+        for entry in (self.no_proxy or "").lower().split(","):
+            name, _, only_port = entry.strip().lstrip(".").partition(":")
+            if name == "*" or (name and (host == name or host.endswith(f".{name}")) and only_port in ("", str(port))):
+                return None
         return proxy
 
 

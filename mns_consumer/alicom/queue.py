@@ -27,9 +27,6 @@ from types import TracebackType
 from typing import Any, Final
 
 import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 from mns.account import Account
 from mns.auth import CredentialsProvider
 from mns.mns_exception import MNSClientNetworkException, MNSClientParameterException, MNSServerException
@@ -43,6 +40,9 @@ from mns.mns_request import (
 )
 from mns.mns_tool import BatchDeleteMessageValidator
 from mns.mns_xml_handler import BatchDeleteMessageDecoder, ChangeMsgVisDecoder, ErrorDecoder, GetQueueAttrDecoder
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from mns_consumer.alicom.message import ReceivedMessage
 from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
@@ -240,8 +240,7 @@ class MnsQueue:
         operation = "ChangeMessageVisibility"
         request = ChangeMessageVisibilityRequest(self._queue_name, handle, visibility_timeout_seconds)
         uri = (
-            f"/queues/{self._queue_name}/messages?ReceiptHandle={handle}"
-            f"&VisibilityTimeout={visibility_timeout_seconds}"
+            f"/queues/{self._queue_name}/messages?ReceiptHandle={handle}&VisibilityTimeout={visibility_timeout_seconds}"
         )
         try:
             body = self._call(operation, request, uri, self._request_timeout_seconds)
@@ -372,14 +371,18 @@ class MnsQueue:
             text = content.decode("utf-8")
             self._signer.check_status(internal, ResponseInternal(status, response.header, text), response, decoder)
         except (UnicodeDecodeError, MNSClientNetworkException):
-            raise QueueUnavailable(RESP_DATA_DAMAGED, self._where(operation, "the error answer could not be parsed"))
+            raise QueueUnavailable(
+                RESP_DATA_DAMAGED, self._where(operation, "the error answer could not be parsed")
+            ) from None
         raise QueueUnavailable(UNEXPECTED_STATUS, self._where(operation, f"HTTP status {status}"))
 
     def _decode(self, operation: str, decoder: Any, body: bytes) -> Any:
         try:
             return decoder.decode(body.decode("utf-8"))
         except (UnicodeDecodeError, MNSClientNetworkException):
-            raise QueueUnavailable(RESP_DATA_DAMAGED, self._where(operation, "the answer could not be parsed")) from None
+            raise QueueUnavailable(
+                RESP_DATA_DAMAGED, self._where(operation, "the answer could not be parsed")
+            ) from None
 
     def _connected_on(self, sock: socket.socket) -> None:
         """Called by this thread's new connection: keep its socket for :meth:`abort`."""
@@ -451,14 +454,14 @@ class _Connection(HTTPConnection):
     def connect(self) -> None:
         super().connect()
         if _calling.queue is not None and self.sock is not None:
-            _calling.queue._connected_on(self.sock)  # noqa: SLF001  (this module's own class)
+            _calling.queue._connected_on(self.sock)
 
 
 class _TlsConnection(HTTPSConnection):
     def connect(self) -> None:
         super().connect()
         if _calling.queue is not None and self.sock is not None:
-            _calling.queue._connected_on(self.sock)  # noqa: SLF001  (this module's own class)
+            _calling.queue._connected_on(self.sock)
 
 
 class _Pool(HTTPConnectionPool):

@@ -22,9 +22,7 @@ def proxy() -> Iterator[ForwardProxy]:
     forward.stop()
 
 
-def _consume(
-    emulator: Emulator, daemons: DaemonFactory, tmp_path: Path, env: dict[str, str], **endpoints: Any
-) -> None:
+def _consume(emulator: Emulator, daemons: DaemonFactory, tmp_path: Path, env: dict[str, str], **endpoints: Any) -> None:
     """Run a daemon until 20 produced receipts are in its file sink, then stop it cleanly."""
     emulator.produce("SmsReport", 20)
     sinks = {"archive": {"type": "file", "path": str(tmp_path / "archive.jsonl")}}

@@ -110,7 +110,9 @@ def test_answers_larger_than_the_read_buffer_arrive_whole_and_the_connection_is_
         any_emulator.send_body(QUEUE, body)
     proxy = TcpProxy("127.0.0.1", any_emulator.port).start()
     try:
-        client = open_queue(any_emulator, endpoint_url=any_emulator.url.replace(str(any_emulator.port), str(proxy.port)))
+        client = open_queue(
+            any_emulator, endpoint_url=any_emulator.url.replace(str(any_emulator.port), str(proxy.port))
+        )
 
         messages = client.receive(16, 0)
         assert client.delete([m.receipt_handle for m in messages]) == {}

@@ -29,10 +29,10 @@ class ForwardProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002  (the base class's name)
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
-            def do_CONNECT(self) -> None:  # noqa: N802  (http.server's naming)
+            def do_CONNECT(self) -> None:
                 proxy.record(f"CONNECT {self.path}")
                 host, _, port = self.path.rpartition(":")
                 try:

@@ -129,3 +129,25 @@ def test_the_proxy_setting_replaces_the_proxy_variables_and_no_proxy_still_appli
     assert endpoints.proxy_for("http://mns.example") == "http://configured:8080"
     assert endpoints.proxy_for("http://127.0.0.1:9100") is None
     assert resolve_endpoints("cn-hangzhou", EndpointsConfig(), {}).proxy_for(endpoints.mns) is None
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "bypassed"),
+    [
+        ("*", True),
+        ("mns.example", True),
+        ("example", True),
+        (".example", True),
+        ("mns.example:443", True),
+        ("mns.example:8443", False),
+        ("ns.example", False),
+        ("other.example, ", False),
+        ("", False),
+    ],
+)
+def test_no_proxy_entries_match_hosts_suffixes_and_ports(no_proxy: str, bypassed: bool) -> None:
+    """Each NO_PROXY entry is ``*``, a host or domain suffix, optionally with the port it applies to."""
+    environ = {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": no_proxy}
+    endpoints = resolve_endpoints("cn-hangzhou", EndpointsConfig(), environ)
+
+    assert (endpoints.proxy_for("https://mns.example") is None) is bypassed
