@@ -139,5 +139,5 @@ def transport_failure(exc: UnretryableException) -> TransportFailure:
     message = getattr(inner, "message", None)
     detail = safe_text(message if isinstance(message, str) else inner)
     if "proxy" in detail.lower():
-        detail += " (HTTP_PROXY/HTTPS_PROXY apply even to loopback: reference pitfall 15)"
+        detail += " (through a proxy: see endpoints.proxy, HTTP(S)_PROXY and NO_PROXY)"
     return TransportFailure("network", detail)
