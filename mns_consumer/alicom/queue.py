@@ -42,7 +42,7 @@ from mns.mns_tool import BatchDeleteMessageValidator
 from mns.mns_xml_handler import BatchDeleteMessageDecoder, ChangeMsgVisDecoder, ErrorDecoder, GetQueueAttrDecoder
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from mns_consumer.alicom.message import ReceivedMessage
 from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
@@ -334,30 +334,29 @@ class MnsQueue:
         url = self._base_url + uri
         _calling.queue = self
         try:
-            while True:
+            for attempt in (1, 2):
                 self._connected = False
                 try:
                     answer = self._http.urlopen(
                         internal.method, url, body=body or None, headers=headers, timeout=timeout, preload_content=False
                     )
-                except (ConnectTimeoutError, NewConnectionError, ReadTimeoutError) as exc:
-                    raise self._network_error(operation, exc, timeout_seconds) from None
-                except HTTPError as exc:
+                    break
+                except ProtocolError as exc:
                     # A kept-alive connection the server closed while idle fails before any answer: send
                     # again once on a new one, as the SDK did. A repeated receive at worst hides messages
                     # for their visibility timeout; a repeated delete finds its handles used.
                     with self._lock:
-                        stale = not (self._connected or self._abort_requested)
+                        stale = attempt == 1 and not (self._connected or self._abort_requested)
                     if not stale:
                         raise self._network_error(operation, exc, timeout_seconds) from None
-                    continue
-                try:
-                    content = answer.read()
                 except HTTPError as exc:
                     raise self._network_error(operation, exc, timeout_seconds) from None
-                finally:
-                    answer.release_conn()
-                break
+            try:
+                content = answer.read()
+            except HTTPError as exc:
+                raise self._network_error(operation, exc, timeout_seconds) from None
+            finally:
+                answer.release_conn()
         finally:
             _calling.queue = None
         status = answer.status
@@ -401,7 +400,7 @@ class MnsQueue:
             aborted, self._abort_requested = self._abort_requested, False
         if aborted:
             return QueueUnavailable(ABORTED, self._where(operation, "aborted by MnsQueue.abort()"))
-        if isinstance(exc, ConnectTimeoutError):
+        if isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError):
             where = f"no connection within {self._connect_timeout_seconds:g} s"
             return QueueUnavailable(TIMEOUT, self._where(operation, where))
         if isinstance(exc, ReadTimeoutError):

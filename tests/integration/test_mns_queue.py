@@ -444,3 +444,27 @@ def test_abort_between_calls_fails_only_the_next_call(emulator: Emulator, open_q
         client.receive(16, 30)
     assert caught.value.code == ABORTED
     assert client.receive(1, 0) == []
+
+
+def _closed_port() -> int:
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = int(probe.getsockname()[1])
+    probe.close()
+    return port
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("through", ["endpoint", "proxy"])
+def test_a_refused_connection_is_a_network_error_at_once(
+    emulator: Emulator, open_queue: OpenQueue, through: str
+) -> None:
+    """A closed endpoint port, or a proxy that is not there, fails the call as NetworkError, not as Timeout."""
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    setting = {"endpoint_url": closed} if through == "endpoint" else {"proxy": closed}
+    client = open_queue(emulator, **setting)
+
+    with pytest.raises(QueueUnavailable) as caught:
+        client.receive(1, 0)
+
+    assert caught.value.code == NETWORK_ERROR
+    assert "ConnectionRefusedError" in str(caught.value)
