@@ -116,6 +116,12 @@ class EndpointsConfig(StrictModel):
     )
     protocol: str = Field("https", pattern="^https?$", description="Scheme for Dybaseapi and Dysmsapi.")
     ca_file: str | None = Field(None, description="CA bundle to trust for HTTPS endpoints (e.g. the emulator's).")
+    proxy: str | None = Field(
+        None,
+        pattern="^https?://",
+        description="Proxy URL (http://host:port) for every MNS, Dybaseapi and Dysmsapi call, instead of "
+        "HTTP_PROXY/HTTPS_PROXY; NO_PROXY still exempts hosts. Unset: those variables apply.",
+    )
 
 
 class QueueConfig(StrictModel):

@@ -39,15 +39,10 @@ if TYPE_CHECKING:
 class DybaseTokenFetcher:
     """QueryTokenForMnsQueue through the real Tea client (``alibabacloud_dybaseapi20170525``).
 
-    The client is aimed explicitly: its own endpoint resolution ignores the region and always answers
-    the mainland host (reference 2.1, pitfall 4). It makes no retries of its own; the
+    Aimed explicitly, since the client's own resolution ignores the region (reference 2.1, pitfall 4),
+    with the proxy :class:`~mns_consumer.alicom.endpoints.Endpoints` decided (see
+    :func:`~mns_consumer.alicom.tea.tea_config` for ``NO_PROXY``). No retries of its own: the
     :class:`TokenProvider` decides when to try again.
-
-    Proxies: the Tea transport reads ``HTTP_PROXY``/``HTTPS_PROXY`` (and their lower-case forms) on every
-    call and sends even loopback requests through them; neither ``NO_PROXY`` nor ``Config.no_proxy``
-    exempts a host (reference 6.3, pitfall 15). This class leaves ``os.environ`` alone, since it belongs
-    to the whole process: a deployment whose proxy cannot reach Dybaseapi, or an emulator on loopback,
-    must run the daemon without those variables (systemd ``UnsetEnvironment=``, or ``env -u``).
 
     Args:
         credentials: The AccessKey (or default chain) that signs the calls.

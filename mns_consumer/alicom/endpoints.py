@@ -3,13 +3,16 @@
 Alibaba keeps receipt queues in one of two Alibaba-owned MNS accounts, chosen by site, not by the
 customer's region (reference 2.7), and the Python Dybaseapi client ignores ``region_id`` altogether
 (reference 2.1, pitfall 4). So the region is turned into explicit endpoints here, once, and every
-client is aimed with them. The ``endpoints`` section of the configuration overrides any of them, which
-is how the emulator, a VPC endpoint or a proxy is used.
+client is aimed with them. The proxy of every call is decided here too (:meth:`Endpoints.proxy_for`),
+so MNS, Dybaseapi and Dysmsapi calls follow the same ``proxy``/``HTTP(S)_PROXY``/``NO_PROXY`` rules.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from mns_consumer.config import EndpointsConfig
 from mns_consumer.errors import ConfigError
@@ -59,6 +62,9 @@ class Endpoints:
             takes it.
         protocol: ``https`` or ``http``, for Dybaseapi and Dysmsapi.
         ca_file: A CA bundle to trust instead of the system's (e.g. the emulator's in TLS mode).
+        http_proxy: Proxy URL for ``http://`` endpoints (``endpoints.proxy``, else ``HTTP_PROXY``).
+        https_proxy: Proxy URL for ``https://`` endpoints (``endpoints.proxy``, else ``HTTPS_PROXY``).
+        no_proxy: ``NO_PROXY``: comma-separated hosts (and domain suffixes) reached directly.
     """
 
     dybaseapi: str
@@ -66,13 +72,31 @@ class Endpoints:
     mns: str
     protocol: str = "https"
     ca_file: str | None = None
+    http_proxy: str | None = None
+    https_proxy: str | None = None
+    no_proxy: str | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in ("http", "https"):
             raise ValueError(f"protocol must be 'http' or 'https', not {self.protocol!r}")
 
+    def proxy_for(self, address: str) -> str | None:
+        """The proxy URL for an endpoint URL (or ``host[:port]`` reached by ``protocol``); None: directly.
 
-def resolve_endpoints(region: str, overrides: EndpointsConfig) -> Endpoints:
+        ``NO_PROXY`` is read as curl and Python's ``urllib`` read it: ``*``, hosts, ``host:port`` and
+        domain suffixes (``.example.com`` or ``example.com``).
+        """
+        parts = urlsplit(address if "://" in address else f"{self.protocol}://{address}")
+        proxy = self.https_proxy if parts.scheme == "https" else self.http_proxy
+        host, port = (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
+        for entry in (self.no_proxy or "").lower().split(","):
+            name, _, only_port = entry.strip().lstrip(".").partition(":")
+            if name == "*" or (name and (host == name or host.endswith(f".{name}")) and only_port in ("", str(port))):
+                return None
+        return proxy
+
+
+def resolve_endpoints(region: str, overrides: EndpointsConfig, environ: Mapping[str, str] = os.environ) -> Endpoints:
     """The endpoints for a region, with the configured overrides applied.
 
     Mainland regions (``cn-*`` except ``cn-hongkong``) use the mainland Dybaseapi host and MNS account;
@@ -82,6 +106,8 @@ def resolve_endpoints(region: str, overrides: EndpointsConfig) -> Endpoints:
     Args:
         region: The configured region, e.g. ``cn-hangzhou`` or ``ap-southeast-1``.
         overrides: The ``endpoints`` section; each value given wins over the region's.
+        environ: Where ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY`` (or their lower-case forms, which
+            win) are read; ``endpoints.proxy`` replaces the first two.
 
     Returns:
         The endpoints to aim every client with.
@@ -120,7 +146,14 @@ def resolve_endpoints(region: str, overrides: EndpointsConfig) -> Endpoints:
         mns=mns.rstrip("/"),
         protocol=overrides.protocol,
         ca_file=overrides.ca_file,
+        http_proxy=overrides.proxy or _variable(environ, "http_proxy"),
+        https_proxy=overrides.proxy or _variable(environ, "https_proxy"),
+        no_proxy=_variable(environ, "no_proxy"),
     )
+
+
+def _variable(environ: Mapping[str, str], name: str) -> str | None:
+    return environ.get(name) or environ.get(name.upper()) or None
 
 
 def _site(region: str) -> str | None:

@@ -1,45 +1,26 @@
 """QuerySendStatistics (Dysmsapi 2017-05-25): Alibaba's own daily counts of sends and their reports.
 
-``mns-consumer reconcile`` compares them with what the sinks hold. One entry of ``Data.TargetList``
-is one send day (``SendDate``, yyyyMMdd, a Beijing calendar day) with ``TotalCount`` (messages sent,
-as billed), ``RespondedSuccessCount`` and ``RespondedFailCount`` (carrier reports delivered / not
-delivered) and ``NoRespondedCount`` (no report yet). Requests name ``IsGlobe`` (1 mainland, 2
-international), ``StartDate``/``EndDate`` and a page (``PageIndex`` from 1, ``PageSize`` 1..50);
-``TemplateType`` and ``SignName`` narrow it. Alibaba limits the API to 20 calls a second per account.
-
-The client is built like :class:`~mns_consumer.alicom.send_details.SendDetailsClient`: the same Tea
-``Config`` (:func:`~mns_consumer.alicom.tea.tea_config`), the same retries of throttling, 5xx and
-network failures, and the same typed, scrubbed errors (:class:`~mns_consumer.errors.SendDetailsError`
-and its subclasses, which stand for any Dysmsapi failure).
+``mns-consumer reconcile`` compares them with what the sinks hold. One ``Data.TargetList`` entry is one
+Beijing send day with ``TotalCount`` (sent, as billed), ``RespondedSuccessCount``/``RespondedFailCount``
+(carrier reports) and ``NoRespondedCount``; ``IsGlobe`` is 1 for mainland, 2 for international; pages
+run from ``PageIndex`` 1. Calls, retries and errors are :class:`~mns_consumer.alicom.dysmsapi.DysmsapiCaller`'s.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
 from alibabacloud_dysmsapi20170525 import models as dysms_models
-from alibabacloud_dysmsapi20170525.client import Client as DysmsClient
-from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
-from Tea.exceptions import UnretryableException
 
 from mns_consumer.alicom.credentials import AccessKeySource
+from mns_consumer.alicom.dysmsapi import MAX_PAGE_SIZE, DysmsapiCaller, as_int, check_answer
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.pop_text import safe_text
-from mns_consumer.alicom.send_details import (
-    CREDENTIALS_UNAVAILABLE,
-    MAX_PAGE_SIZE,
-    NETWORK_ERROR,
-    _as_int,
-    _classify,
-    _http_error,
-    _Throttled,
-)
-from mns_consumer.alicom.tea import INVALID_RESPONSE, refusal_of, request_id_of, tea_config, transport_failure
-from mns_consumer.errors import SendDetailsAuthError, SendDetailsError, SendDetailsUnavailable
+from mns_consumer.alicom.tea import INVALID_RESPONSE, request_id_of
+from mns_consumer.errors import SendDetailsError
 from mns_consumer.retry import Backoff
 
 IS_GLOBE_MAINLAND: Final = 1
@@ -76,14 +57,10 @@ class SendStatisticsClient:
     """QuerySendStatistics through the real Tea client, paged and retried.
 
     Args:
-        credentials: The AccessKey (or default chain) that signs the calls.
-        endpoints: ``dysmsapi``, ``protocol`` and ``ca_file`` are used.
-        connect_timeout_seconds: TCP (and TLS) connect timeout of each call.
-        read_timeout_seconds: Timeout waiting for each answer.
-        attempts: Tries of one page on a transient failure (1: no retry).
+        credentials, endpoints, connect_timeout_seconds, read_timeout_seconds, attempts, sleep: As
+            :class:`~mns_consumer.alicom.dysmsapi.DysmsapiCaller` takes them.
         retry_initial_seconds: First back-off; it doubles (with jitter) up to ``retry_max_seconds``.
         retry_max_seconds: Longest back-off.
-        sleep: How to wait between tries.
 
     Raises:
         ValueError: If ``attempts`` is less than 1.
@@ -101,21 +78,16 @@ class SendStatisticsClient:
         retry_max_seconds: float = 10,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
         self.endpoint = endpoints.dysmsapi
         self.attempts = attempts
-        self._credentials = credentials
-        self._backoff = Backoff(retry_initial_seconds, retry_max_seconds)
-        self._sleep: Callable[[float], object] = sleep or time.sleep
-        self._client = DysmsClient(
-            tea_config(
-                credentials,
-                endpoints.dysmsapi,
-                endpoints,
-                connect_timeout_seconds=connect_timeout_seconds,
-                read_timeout_seconds=read_timeout_seconds,
-            )
+        self._caller = DysmsapiCaller(
+            credentials,
+            endpoints,
+            connect_timeout_seconds=connect_timeout_seconds,
+            read_timeout_seconds=read_timeout_seconds,
+            attempts=attempts,
+            delay=Backoff(retry_initial_seconds, retry_max_seconds).delay,
+            sleep=sleep,
         )
 
     def day(self, send_date: date, *, is_globe: int = IS_GLOBE_MAINLAND) -> DailySendStatistics:
@@ -146,25 +118,11 @@ class SendStatisticsClient:
         entries: list[DailySendStatistics] = []
         page_index = 1
         while True:
-            total_size, page = self._page_with_retries(start, end, is_globe, page_index, page_size)
+            total_size, page = self._page(start, end, is_globe, page_index, page_size)
             entries.extend(page)
             if not page or len(entries) >= total_size:
                 return entries
             page_index += 1
-
-    def _page_with_retries(
-        self, start: date, end: date, is_globe: int, page_index: int, page_size: int
-    ) -> tuple[int, list[DailySendStatistics]]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._page(start, end, is_globe, page_index, page_size)
-            except SendDetailsUnavailable as exc:
-                if attempt >= self.attempts:
-                    raise
-                retry_after = exc.retry_after_seconds if isinstance(exc, _Throttled) else None
-                self._sleep(self._backoff.delay(attempt, retry_after))
 
     def _page(
         self, start: date, end: date, is_globe: int, page_index: int, page_size: int
@@ -176,26 +134,9 @@ class SendStatisticsClient:
             page_index=page_index,
             page_size=page_size,
         )
-        try:
-            response = self._client.query_send_statistics(request)
-        except AlibabaCloudException as exc:
-            raise _http_error(exc) from exc
-        except UnretryableException as exc:
-            raise self._transport_error(exc) from exc
-        except Exception as exc:
-            # The generated models fail with whatever Python raises on an unexpected shape.
-            raise SendDetailsError(INVALID_RESPONSE, f"unreadable answer ({type(exc).__name__})") from exc
-        return _page_from(getattr(response, "body", None))
-
-    def _transport_error(self, exc: UnretryableException) -> SendDetailsError:
-        failure = transport_failure(exc)
-        if failure.kind == "credentials":
-            return SendDetailsAuthError(
-                CREDENTIALS_UNAVAILABLE, f"the {self._credentials.describe()} found no AccessKey: {failure.detail}"
-            )
-        if failure.kind == "not_json":
-            return SendDetailsUnavailable(INVALID_RESPONSE, f"Dysmsapi at {self.endpoint} answered something not JSON")
-        return SendDetailsUnavailable(NETWORK_ERROR, f"cannot reach Dysmsapi at {self.endpoint}: {failure.detail}")
+        return self._caller.call(
+            lambda client: _page_from(getattr(client.query_send_statistics(request), "body", None))
+        )
 
 
 def _page_from(body: Any) -> tuple[int, list[DailySendStatistics]]:
@@ -205,16 +146,12 @@ def _page_from(body: Any) -> tuple[int, list[DailySendStatistics]]:
         SendDetailsError: The answer's own code when it is not ``OK``; ``InvalidResponse`` when a count
             or a date is unreadable.
     """
-    if body is None:
-        raise SendDetailsError(INVALID_RESPONSE, "the answer has no body")
     request_id = request_id_of(body)
-    refusal = refusal_of(body)
-    if refusal is not None:
-        raise _classify(*refusal, status=200, request_id=request_id)
+    check_answer(body, request_id)
     data = body.data
     if data is None:
         return 0, []
-    total_size = _as_int(data.total_size)
+    total_size = as_int(data.total_size)
     if total_size is None or total_size < 0:
         raise SendDetailsError(
             INVALID_RESPONSE, f"TotalSize {safe_text(data.total_size)[:40]!r} is not a count", request_id=request_id
@@ -230,7 +167,7 @@ def _entry_from(item: Any, request_id: str | None) -> DailySendStatistics:
             INVALID_RESPONSE, f"SendDate {safe_text(item.send_date)[:20]!r} is not yyyyMMdd", request_id=request_id
         ) from None
     values = (item.total_count, item.responded_success_count, item.responded_fail_count, item.no_responded_count)
-    counts = [_as_int(value) for value in values]
+    counts = [as_int(value) for value in values]
     if any(count is None or count < 0 for count in counts):
         raise SendDetailsError(
             INVALID_RESPONSE, f"the counts of {send_date.isoformat()} are not all counts", request_id=request_id

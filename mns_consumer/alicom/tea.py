@@ -37,14 +37,20 @@ def tea_config(
         credentials: The AccessKey (or default chain) that signs the calls.
         host: ``host[:port]`` of the API (``endpoints.dybaseapi`` or ``endpoints.dysmsapi``); it becomes
             the Host header, so it never carries a scheme.
-        endpoints: ``protocol`` and ``ca_file`` are used.
+        endpoints: ``protocol``, ``ca_file`` and the proxy settings are used.
         connect_timeout_seconds: TCP (and TLS) connect timeout.
         read_timeout_seconds: Timeout waiting for the answer.
     """
+    # The Tea transport has no NO_PROXY rule of its own and falls back to HTTP(S)_PROXY when given
+    # none, so a host NO_PROXY exempts is reached directly only where those variables are unset: the
+    # token child process runs without them (token_process.py).
+    proxy = endpoints.proxy_for(host)
     return open_api_models.Config(
         endpoint=host,
         protocol=endpoints.protocol,
         ca=endpoints.ca_file,
+        http_proxy=proxy,
+        https_proxy=proxy,
         # The Tea client takes milliseconds.
         connect_timeout=max(1, round(connect_timeout_seconds * 1000)),
         read_timeout=max(1, round(read_timeout_seconds * 1000)),
@@ -133,5 +139,5 @@ def transport_failure(exc: UnretryableException) -> TransportFailure:
     message = getattr(inner, "message", None)
     detail = safe_text(message if isinstance(message, str) else inner)
     if "proxy" in detail.lower():
-        detail += " (HTTP_PROXY/HTTPS_PROXY apply even to loopback: reference pitfall 15)"
+        detail += " (through a proxy: see endpoints.proxy, HTTP(S)_PROXY and NO_PROXY)"
     return TransportFailure("network", detail)

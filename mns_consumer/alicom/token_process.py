@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
@@ -196,6 +198,7 @@ class ChildProcessTokenFetcher:
                 check=False,
                 # Its own session: a Ctrl-C meant for the daemon's drain does not kill a refresh.
                 start_new_session=True,
+                env=_without_proxy_variables(os.environ),
             )
         except subprocess.TimeoutExpired:
             text = f"no token from Dybaseapi at {self.endpoint} within {timeout:.0f} s (child process killed)"
@@ -208,6 +211,15 @@ class ChildProcessTokenFetcher:
             text = _child_failure(done)
             return [TokenError(CHILD_FAILED, text) for _ in batch]
         return results
+
+
+def _without_proxy_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """The child's environment: the proxy was decided in the parent (``Endpoints``) and travels in the
+    request, so the Tea SDK, which reads HTTP(S)_PROXY but not NO_PROXY, must not see the variables."""
+    return {name: value for name, value in environ.items() if name.lower() not in _PROXY_VARIABLES}
+
+
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
 
 
 def _parse_answer(stdout: bytes, expected: int) -> list[QueueToken | TokenError] | None:

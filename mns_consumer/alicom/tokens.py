@@ -1,41 +1,17 @@
-"""Queue tokens: QueryTokenForMnsQueue, and one token per queue kept fresh without stampedes.
+"""Queue tokens: one per (MessageType, QueueName), refreshed ahead of ExpireTime without stampedes.
 
-A receipt queue lives in an Alibaba-owned MNS account, so it is read with temporary credentials that
-Dybaseapi hands out per (MessageType, QueueName) (reference 1, 2). The pieces:
-
-* a :class:`TokenFetcher` calls QueryTokenForMnsQueue and turns every failure into
-  :class:`~mns_consumer.errors.TokenError`: :class:`~mns_consumer.alicom.dybase.DybaseTokenFetcher`
-  through the real Tea client in this process, and
-  :class:`~mns_consumer.alicom.token_process.ChildProcessTokenFetcher` (the daemon's) through the same
-  client in a short-lived child process, so that the daemon never loads the SDK. This module imports
-  neither.
-* :class:`TokenProvider` caches one :class:`QueueToken` per queue, refreshes it ahead of its
-  ExpireTime, lets one thread at a time call the API, and backs off while the API fails.
-* :meth:`TokenProvider.credentials_provider` is what ``mns.account.Account`` takes: the MNS SDK asks it
-  for credentials on every request (reference 3.7), so a refreshed token is used at once, with no
-  client rebuild.
-
-How the MNS queue wrapper uses it::
-
-    tokens = TokenProvider(fetcher, "SmsReport", queue_name)
-    account = Account(endpoints.mns, credentials_provider=tokens.credentials_provider())
-    queue = account.get_queue(queue_name)
-    try:
-        messages = queue.batch_receive_message(16, 30)
-    except MNSServerException as exc:
-        if exc.type in AUTH_ERRORS:  # e.g. SecurityTokenExpired, InvalidAccessKeyId, AccessDenied
-            # On the thread that made the call: current() is the token that call was signed with, so
-            # a token someone else already replaced is left alone.
-            tokens.invalidate(tokens.current())
-            raise QueueAuthError(exc.type, ...) from exc
-
-A :class:`~mns_consumer.errors.TokenError` raised by ``get()`` while the SDK builds a request comes out
-of the SDK call unchanged (the SDK does not wrap it): the wrapper lets it through and the poller backs
-off. Never give ``Account`` a ``logger``: the SDK logs whole requests, ``security-token`` included.
+A receipt queue lives in an Alibaba-owned MNS account, read with temporary credentials Dybaseapi hands
+out per queue (reference 1, 2). A :class:`TokenFetcher` makes the call (in-process
+:class:`~mns_consumer.alicom.dybase.DybaseTokenFetcher` or the daemon's child-process one; this module
+imports neither, to keep the Tea SDK out). :class:`TokenProvider` caches the token, lets one thread at a
+time refresh it, backs off while the API fails, and hands MNS clients a credentials provider read on
+every request, so a refreshed token is used at once. After a token error from MNS, the caller
+invalidates the token it signed with (``invalidate(current())``), leaving a newer one alone.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
-import tenacity
 from mns.auth import Credentials, CredentialsProvider
 
 from mns_consumer.alicom.pop_text import BEIJING
@@ -173,10 +148,7 @@ class TokenProvider:
         self.refresh_margin = timedelta(seconds=refresh_margin_seconds)
         self.min_retry = timedelta(seconds=min_retry_seconds)
         self._now = now
-        self._wait = tenacity.wait_random_exponential(
-            multiplier=min_retry_seconds, min=min_retry_seconds, max=max_retry_seconds
-        )
-        self._retrying = tenacity.Retrying(wait=self._wait)
+        self._retry_range = (min_retry_seconds, max_retry_seconds)
         # _state guards the fields below and is held only briefly; _refresh is held across the API call.
         self._state = threading.Lock()
         self._refresh = threading.Lock()
@@ -360,9 +332,9 @@ class TokenProvider:
         raise error
 
     def _backoff_seconds(self, failures: int) -> float:
-        state = tenacity.RetryCallState(retry_object=self._retrying, fn=None, args=(), kwargs={})
-        state.attempt_number = failures
-        return float(self._wait(state))
+        """Full jitter between the shortest wait and a ceiling that doubles with each failure."""
+        shortest, longest = self._retry_range
+        return random.uniform(shortest, min(longest, shortest * 2 ** min(failures - 1, 32)))
 
     def _backing_off_error(self, now: datetime) -> TokenError:
         last = self._last_error

@@ -66,4 +66,5 @@ def queue_client(config: Config, endpoints: Endpoints, queue_name: str, tokens: 
         tokens.credentials_provider(),
         request_timeout_seconds=config.mns_request_timeout_seconds,
         ca_file=endpoints.ca_file,
+        proxy=endpoints.proxy_for(endpoints.mns),
     )

@@ -134,9 +134,17 @@ def wait_until(
 class Daemon:
     """One ``mns-consumer run`` process, its captured output and its log events."""
 
-    def __init__(self, config_path: Path, output_dir: Path, label: str, command: str = "run") -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        output_dir: Path,
+        label: str,
+        command: str = "run",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.config_path = config_path
         self.command = command
+        self.env = {**clean_env(), **(env or {})}
         self.stdout_path = output_dir / f"{label}.stdout"
         self.stderr_path = output_dir / f"{label}.stderr"
         self.process: subprocess.Popen[bytes] | None = None
@@ -148,7 +156,7 @@ class Daemon:
                 [sys.executable, "-m", "mns_consumer", self.command, "--config", str(self.config_path)],
                 stdout=stdout,
                 stderr=stderr,
-                env=clean_env(),
+                env=self.env,
                 cwd=self.config_path.parent,
             )
         return self
@@ -262,13 +270,20 @@ class DaemonFactory:
         """Write a configuration file into the folder."""
         return write_config(self.folder / name, data)
 
-    def start(self, config: Mapping[str, Any] | Path, *, ready: bool = True, command: str = "run") -> Daemon:
+    def start(
+        self,
+        config: Mapping[str, Any] | Path,
+        *,
+        ready: bool = True,
+        command: str = "run",
+        env: Mapping[str, str] | None = None,
+    ) -> Daemon:
         """Start a daemon (writing the configuration if given as data), waiting for ready by default.
 
-        ``command`` is ``run`` or ``push-server``.
+        ``command`` is ``run`` or ``push-server``; ``env`` is added to an environment without proxy variables.
         """
         path = config if isinstance(config, Path) else self.write(config)
-        daemon = Daemon(path, self.folder, f"daemon-{len(self.made) + 1}", command)
+        daemon = Daemon(path, self.folder, f"daemon-{len(self.made) + 1}", command, env)
         self.made.append(daemon)
         daemon.start()
         if ready:

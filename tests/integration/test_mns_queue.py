@@ -104,21 +104,24 @@ def test_receive_returns_messages_with_the_body_exactly_as_stored(
 def test_answers_larger_than_the_read_buffer_arrive_whole_and_the_connection_is_reused(
     any_emulator: Emulator, open_queue: OpenQueue
 ) -> None:
-    """Answers are read through a 64 KiB buffer: a 1 MB one arrives whole, and the next call reuses the socket."""
+    """A 1 MB answer arrives whole, and the following calls reuse the one connection, over HTTP and HTTPS."""
     bodies = [f"{n:02d}" + "QUJD" * 16_000 for n in range(16)]  # 16 bodies of 64,002 characters
     for body in bodies:
         any_emulator.send_body(QUEUE, body)
-    client = open_queue(any_emulator)
+    proxy = TcpProxy("127.0.0.1", any_emulator.port).start()
+    try:
+        client = open_queue(
+            any_emulator, endpoint_url=any_emulator.url.replace(str(any_emulator.port), str(proxy.port))
+        )
 
-    messages = client.receive(16, 0)
-    sock = client._http.conn.sock
-    assert client.delete([m.receipt_handle for m in messages]) == {}
+        messages = client.receive(16, 0)
+        assert client.delete([m.receipt_handle for m in messages]) == {}
+        assert client.receive(16, 0) == []
 
-    assert sorted(m.body for m in messages) == bodies
-    assert client._http.conn.sock is sock
-    assert client.receive(16, 0) == []
-    client.close()
-    assert sock.fileno() == -1  # nothing kept the socket open after close()
+        assert sorted(m.body for m in messages) == bodies
+        assert proxy.accepted == 1
+    finally:
+        proxy.stop()
 
 
 def test_long_poll_outlasts_a_shorter_request_timeout(emulator: Emulator, open_queue: OpenQueue) -> None:
@@ -441,3 +444,27 @@ def test_abort_between_calls_fails_only_the_next_call(emulator: Emulator, open_q
         client.receive(16, 30)
     assert caught.value.code == ABORTED
     assert client.receive(1, 0) == []
+
+
+def _closed_port() -> int:
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = int(probe.getsockname()[1])
+    probe.close()
+    return port
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("through", ["endpoint", "proxy"])
+def test_a_refused_connection_is_a_network_error_at_once(
+    emulator: Emulator, open_queue: OpenQueue, through: str
+) -> None:
+    """A closed endpoint port, or a proxy that is not there, fails the call as NetworkError, not as Timeout."""
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    setting = {"endpoint_url": closed} if through == "endpoint" else {"proxy": closed}
+    client = open_queue(emulator, **setting)
+
+    with pytest.raises(QueueUnavailable) as caught:
+        client.receive(1, 0)
+
+    assert caught.value.code == NETWORK_ERROR
+    assert "ConnectionRefusedError" in str(caught.value)

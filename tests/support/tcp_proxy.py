@@ -31,6 +31,8 @@ class TcpProxy:
         self._thread: threading.Thread | None = None
         self._forwarding = threading.Event()
         self._forwarding.set()
+        self.accepted = 0
+        """Connections accepted so far (a client that reuses its connection adds none)."""
 
     def start(self) -> TcpProxy:
         """Listen (again) on the proxy port."""
@@ -80,6 +82,7 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             with self._lock:
+                self.accepted += 1
                 self._connections += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
 

@@ -106,3 +106,48 @@ def test_endpoints_refuse_a_protocol_other_than_http_or_https() -> None:
     """The protocol is the Tea client's scheme; anything else is a programming error."""
     with pytest.raises(ValueError, match="protocol"):
         Endpoints(dybaseapi="a", dysmsapi="b", mns="https://c", protocol="ftp")
+
+
+def test_proxy_variables_apply_per_scheme_and_no_proxy_exempts_hosts_and_domains() -> None:
+    """HTTP_PROXY for http://, HTTPS_PROXY for https://, and NO_PROXY names hosts, host:port and suffixes."""
+    environ = {"HTTP_PROXY": "http://plain:3128", "https_proxy": "http://tls:3128", "NO_PROXY": ".internal,127.0.0.1"}
+    endpoints = resolve_endpoints("cn-hangzhou", EndpointsConfig(), environ)
+
+    assert endpoints.proxy_for("http://mns.example:80") == "http://plain:3128"
+    assert endpoints.proxy_for(endpoints.mns) == "http://tls:3128"
+    assert endpoints.proxy_for("dybaseapi.aliyuncs.com") == "http://tls:3128"  # host[:port] takes protocol
+    assert endpoints.proxy_for("https://mns.vpc.internal") is None
+    assert endpoints.proxy_for("http://127.0.0.1:9100") is None
+
+
+def test_the_proxy_setting_replaces_the_proxy_variables_and_no_proxy_still_applies() -> None:
+    """``endpoints.proxy`` wins over HTTP(S)_PROXY for both schemes; without any, calls go direct."""
+    environ = {"HTTPS_PROXY": "http://env:3128", "NO_PROXY": "127.0.0.1"}
+    endpoints = resolve_endpoints("cn-hangzhou", EndpointsConfig(proxy="http://configured:8080"), environ)
+
+    assert endpoints.proxy_for(endpoints.mns) == "http://configured:8080"
+    assert endpoints.proxy_for("http://mns.example") == "http://configured:8080"
+    assert endpoints.proxy_for("http://127.0.0.1:9100") is None
+    assert resolve_endpoints("cn-hangzhou", EndpointsConfig(), {}).proxy_for(endpoints.mns) is None
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "bypassed"),
+    [
+        ("*", True),
+        ("mns.example", True),
+        ("example", True),
+        (".example", True),
+        ("mns.example:443", True),
+        ("mns.example:8443", False),
+        ("ns.example", False),
+        ("other.example, ", False),
+        ("", False),
+    ],
+)
+def test_no_proxy_entries_match_hosts_suffixes_and_ports(no_proxy: str, bypassed: bool) -> None:
+    """Each NO_PROXY entry is ``*``, a host or domain suffix, optionally with the port it applies to."""
+    environ = {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": no_proxy}
+    endpoints = resolve_endpoints("cn-hangzhou", EndpointsConfig(), environ)
+
+    assert (endpoints.proxy_for("https://mns.example") is None) is bypassed
