@@ -33,26 +33,9 @@ from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from mns_consumer.files import open_private
-from mns_consumer.observe.redaction import (
-    MASK,
-    is_secret_key,
-    mask_phone_number,
-    mask_phone_numbers,
-    redact_secrets,
-    redact_text,
-)
+from mns_consumer.observe.redaction import mask_phone_numbers, redact_secrets
 
-__all__ = [
-    "MASK",
-    "LoggingConfig",
-    "configure_logging",
-    "get_logger",
-    "is_secret_key",
-    "mask_phone_number",
-    "redact_text",
-    "reopen_log_file",
-    "reset_logging",
-]
+__all__ = ["LoggingConfig", "configure_logging", "get_logger", "reopen_log_file", "reset_logging"]
 
 
 class LoggingConfig(BaseModel):
