@@ -1,19 +1,12 @@
 """The YAML configuration: pydantic models, ``${VAR}`` interpolation, and errors that say what to write.
 
-:func:`load_config` is the only place that reads YAML or the environment for configuration. Every
-model is strict (an unknown key is an error, as a typo must not silently change behaviour) and
-frozen. Secrets are ``SecretStr`` and print as ``**********``.
-
-Interpolation applies to string values after YAML parsing: ``${NAME}`` is the environment variable
-(an error if unset), ``${NAME:-fallback}`` falls back when it is unset or empty, and ``$${`` is a
-literal ``${``.
-
-Loading is in four steps, each refusing with the file, the key path and the fix (exit 2 in the CLI),
-so that a configuration that cannot work never starts a daemon that crashes later (a restart loop
-under systemd): the YAML itself (:mod:`mns_consumer.config_yaml`: UTF-8, no key twice, bounded aliases,
-depth and numbers), the models (types, ranges, finite numbers, known MessageTypes, references between
-sections), the secrets (:mod:`mns_consumer.config_secrets`: no placeholder, no value below its minimum
-length) and the paths (:mod:`mns_consumer.config_paths`: none that can never be opened).
+:func:`load_config` is the only place that reads YAML or the environment for configuration. Models
+are strict (a typo must not silently change behaviour) and frozen; secrets are ``SecretStr``.
+``${NAME}`` is the environment variable (an error if unset), ``${NAME:-fallback}`` falls back when it
+is unset or empty, ``$${`` is a literal ``${``. Loading refuses, with the file, key path and fix, the
+YAML (:mod:`~mns_consumer.config_yaml`), the models, the secrets (:mod:`~mns_consumer.config_secrets`)
+and the paths (:mod:`~mns_consumer.config_paths`), so a configuration that cannot work never starts a
+daemon that would crash later (a restart loop under systemd).
 """
 
 from __future__ import annotations

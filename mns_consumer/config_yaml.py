@@ -1,16 +1,10 @@
 """Reading a configuration file into plain data: UTF-8, bounded, no key given twice.
 
-``yaml.safe_load`` accepts things a configuration must not. A key written twice keeps the last value
-unseen (a second ``secret:`` further down silently wins). Aliases can expand without bound (an "alias
-bomb" of 10^7 leaves costs seconds and hundreds of MB). An anchor used inside itself builds a
-recursive structure. Deep nesting and a 5,000-digit integer raise Python errors (RecursionError,
-ValueError) instead of YAML ones, and those ended as tracebacks with exit 1, a restart loop under
-systemd. :class:`ConfigLoader` is a ``SafeLoader`` that watches the events its parser hands to its
-composer and refuses each of these with the key path and line, before anything is built.
-
-Limits (none comes near a real configuration; ``config.example.yaml`` is about 15 KB, 6 levels deep and
-about 300 values): :data:`MAX_FILE_BYTES`, :data:`MAX_DEPTH`, :data:`MAX_VALUES`,
-:data:`MAX_INTEGER_DIGITS`.
+``yaml.safe_load`` lets a second ``secret:`` silently win, expands alias bombs without bound, builds
+recursive structures, and turns deep nesting or a 5,000-digit integer into Python tracebacks (a
+restart loop under systemd). :class:`ConfigLoader` refuses each of these from the parser's events,
+with the key path and line, before anything is built. The limits (``MAX_*``) are far above a real
+configuration (``config.example.yaml``: about 15 KB, 6 levels, 300 values).
 """
 
 from __future__ import annotations
