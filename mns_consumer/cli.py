@@ -412,27 +412,22 @@ def replay(letters_file: Path, config_file: Path, remaining: Path | None) -> Non
     sys.exit(EXIT_OK if not report.remaining else EXIT_FAILURE)
 
 
-@main.group(
-    "status",
-    epilog="""\b
+STATUS_EPILOG = """\b
 Examples:
   mns-consumer status sweep --config /etc/mns-consumer/config.yaml
   mns-consumer status sweep --config config.yaml --sink db --older-than-hours 72
-""",
-)
+"""
+
+
+@main.group("status", epilog=STATUS_EPILOG)
 def status() -> None:
     """The database sinks' status table (one row per sent message)."""
 
 
 @status.command(
     "sweep",
-    epilog="""\b
-Examples:
-  mns-consumer status sweep --config /etc/mns-consumer/config.yaml
-  mns-consumer status sweep --config config.yaml --sink db --older-than-hours 72
-\b
-Run it from a timer (systemd timer, Kubernetes CronJob) every 10 minutes or so; several at once are harmless.
-""",
+    epilog=f"{STATUS_EPILOG}\b\nRun it from a timer (systemd timer, Kubernetes CronJob) every 10 minutes or so;"
+    " several at once are harmless.\n",
 )
 @_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG).")
 @_sink_option("Sweep this database sink (repeatable); default: all.")
