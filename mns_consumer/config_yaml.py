@@ -50,19 +50,11 @@ class _Collection:
 
 class ConfigLoader(yaml.SafeLoader):
     """A ``SafeLoader`` that refuses duplicate keys, alias bombs, recursive aliases, deep nesting and huge
-    integers, raising :class:`ConfigError` with the file, the key path and the line.
-
-    The checks run on each event as the composer takes it (``get_event``), so a refused document is
-    never composed or constructed past the point where it went wrong.
+    integers with :class:`ConfigError` (file, key path, line), checking each event as the composer takes
+    it, so a refused document is never built past the point where it went wrong.
     """
 
     def __init__(self, stream: str, source: str) -> None:
-        """Prepare to load one document.
-
-        Args:
-            stream: The file's text.
-            source: The file name, for errors.
-        """
         super().__init__(stream)
         self.source = source
         self._open: list[_Collection] = []

@@ -17,14 +17,7 @@ from functools import lru_cache
 from typing import Final, Literal, TypeAlias, get_args
 
 OutcomeClass: TypeAlias = Literal[
-    "delivered",
-    "invalid_number",
-    "powered_off",
-    "blocked",
-    "content_rejected",
-    "carrier_failure",
-    "expired",
-    "unknown",
+    "delivered", "invalid_number", "powered_off", "blocked", "content_rejected", "carrier_failure", "expired", "unknown"
 ]
 """Why a delivery report ended as it did (see the module docstring)."""
 

@@ -19,25 +19,12 @@ Source: TypeAlias = Literal["mns", "push", "query"]
 """Where a receipt came from: an MNS queue, an HTTP batch push, or a QuerySendDetails backfill."""
 
 Kind: TypeAlias = Literal[
-    "delivery_report",
-    "reply",
-    "sign_review",
-    "template_review",
-    "card_render",
-    "card_template_review",
+    "delivery_report", "reply", "sign_review", "template_review", "card_render", "card_template_review"
 ]
 """What a receipt is about, independent of its MessageType's wire format."""
 
 Status: TypeAlias = Literal[
-    "delivered",
-    "failed",
-    "expired",
-    "pending",
-    "approving",
-    "approved",
-    "rejected",
-    "received",
-    "rendered",
+    "delivered", "failed", "expired", "pending", "approving", "approved", "rejected", "received", "rendered"
 ]
 """The normalized outcome: delivered/failed/expired (reports; pending while QuerySendDetails waits),
 approving/approved/rejected (reviews), received (replies), rendered (card render results)."""
@@ -48,23 +35,14 @@ class Receipt:
     """A decoded, normalized receipt.
 
     Attributes:
-        kind: What the receipt is about.
         message_type: The Alibaba MessageType it was received as (``SmsReport``, ``SmsUp``, ...).
-        source: ``mns``, ``push`` or ``query``.
         queue: The MNS queue (or push route) it came from; None for backfill.
         dedupe_key: Stable identity: equal for duplicates of the same receipt, different otherwise.
         phone_number: The recipient (reports) or sender (replies), as Alibaba wrote it.
-        biz_id: ``BizId`` of the send; shared by every number of one batch send.
-        out_id: The ``OutId`` the sender passed, if any.
-        status: Normalized outcome (see :data:`Status`).
         error_code: Carrier or platform code (``DELIVERED`` on success for mainland reports).
-        error_message: Human text of the code.
         sent_at: When the message was handed to the carrier (or the reply was sent), timezone-aware.
         reported_at: When the carrier reported (or the review completed), timezone-aware.
-        sms_parts: Billed segments.
         content: Reply text (SmsUp) or template content.
-        sign_name: Signature name.
-        template_code: Template code.
         reason: Review reason or rejection text.
         extra: Every field of the body not mapped above, as received.
         raw: The body exactly as received.

@@ -19,11 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mns_consumer import __version__
 from mns_consumer.outcomes import OUTCOME_CLASSES
 
-STAGES = ("receive", "decode", "sink", "delete", "visibility", "token", "query")
-"""The ``stage`` label of ``mns_consumer_failures_total``."""
-
-QUEUE_STAGES = tuple(stage for stage in STAGES if stage != "query")
-"""The stages an MNS queue can fail at (``query`` is backfill's own)."""
+QUEUE_STAGES = ("receive", "decode", "sink", "delete", "visibility", "token")
+"""The ``stage`` labels of ``mns_consumer_failures_total`` a queue can fail at (backfill adds ``query``)."""
 
 SINK_WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RECEIVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0)
