@@ -102,9 +102,7 @@ class LabelCap:
         """``value`` if the label already has it or has room for it, else ``other``."""
         with self._lock:
             seen = self._seen.setdefault(label, set())
-            if value in seen:
-                return value
-            if len(seen) < self.max_values:
+            if value in seen or len(seen) < self.max_values:
                 seen.add(value)
                 return value
         return OTHER_LABEL_VALUE
