@@ -1,14 +1,9 @@
 """Which mainland carrier a number's segment was allocated to: China Mobile, Unicom, Telecom, Broadnet.
 
-The table is MIIT's allocation of public mobile network numbers and their H0 digits as of the end of
-March 2023 ("我国公众移动通信网网号及H0分配情况", as of 2023-03-31, published 2023-06-05). Mobile virtual
-network segments (162, 165, 167, 170, 171) count for the carrier whose network they resell; satellite
-segments (1349, 174x) and other holders (1619, China Satnet's 1740-6..9, 1741, 1749) are ``other``,
-as is any number that is not an 11-digit mainland mobile number (with or without ``+86``/``0086``/``86``).
-
-Limits: a number keeps its segment when it moves carrier (number portability, 携号转网), so this is
-the allocating carrier, not necessarily the serving one; and new segments read ``other`` until the
-table learns them.
+The table is MIIT's allocation of mobile number segments as of 2023-03-31 ("我国公众移动通信网网号及H0分配
+情况"). Virtual network segments count for the carrier they resell; satellite and other holders, and
+anything but an 11-digit mainland mobile number, are ``other``. A ported number (携号转网) keeps its
+segment, so this is the allocating carrier; new segments read ``other`` until the table learns them.
 """
 
 from __future__ import annotations

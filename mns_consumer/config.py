@@ -1,19 +1,12 @@
 """The YAML configuration: pydantic models, ``${VAR}`` interpolation, and errors that say what to write.
 
-:func:`load_config` is the only place that reads YAML or the environment for configuration. Every
-model is strict (an unknown key is an error, as a typo must not silently change behaviour) and
-frozen. Secrets are ``SecretStr`` and print as ``**********``.
-
-Interpolation applies to string values after YAML parsing: ``${NAME}`` is the environment variable
-(an error if unset), ``${NAME:-fallback}`` falls back when it is unset or empty, and ``$${`` is a
-literal ``${``.
-
-Loading is in four steps, each refusing with the file, the key path and the fix (exit 2 in the CLI),
-so that a configuration that cannot work never starts a daemon that crashes later (a restart loop
-under systemd): the YAML itself (:mod:`mns_consumer.config_yaml`: UTF-8, no key twice, bounded aliases,
-depth and numbers), the models (types, ranges, finite numbers, known MessageTypes, references between
-sections), the secrets (:mod:`mns_consumer.config_secrets`: no placeholder, no value below its minimum
-length) and the paths (:mod:`mns_consumer.config_paths`: none that can never be opened).
+:func:`load_config` is the only place that reads YAML or the environment for configuration. Models
+are strict (a typo must not silently change behaviour) and frozen; secrets are ``SecretStr``.
+``${NAME}`` is the environment variable (an error if unset), ``${NAME:-fallback}`` falls back when it
+is unset or empty, ``$${`` is a literal ``${``. Loading refuses, with the file, key path and fix, the
+YAML (:mod:`~mns_consumer.config_yaml`), the models, the secrets (:mod:`~mns_consumer.config_secrets`)
+and the paths (:mod:`~mns_consumer.config_paths`), so a configuration that cannot work never starts a
+daemon that would crash later (a restart loop under systemd).
 """
 
 from __future__ import annotations
@@ -86,11 +79,8 @@ Listen = Annotated[str, Field(pattern=LISTEN_PATTERN), AfterValidator(_port_in_r
 
 
 class StrictModel(BaseModel):
-    """Base of every configuration section: unknown keys fail, values are immutable, numbers finite.
-
-    ``allow_inf_nan=False``: YAML's ``.inf`` and ``.nan`` are floats, and an infinite timeout or back-off
-    passes every ``gt=0`` bound yet crashes the first call that uses it (or waits forever).
-    """
+    """Base of every configuration section: unknown keys fail, values are immutable, numbers finite
+    (YAML's ``.inf`` passes every ``gt=0`` bound, then crashes or waits forever)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -233,15 +223,8 @@ class _KeyValueError(ValueError):
 
 
 def _check_message_type(message_type: str, *, allow_unknown: bool) -> None:
-    """Refuse a MessageType this version does not decode, unless the entry says it expects one.
-
-    A typo (``SmsRepot``) would otherwise consume a queue that does not exist, or dead-letter every
-    push of a route. A type Alibaba added later must still look like one, as it is sent to Alibaba in
-    QueryTokenForMnsQueue.
-
-    Raises:
-        _KeyValueError: At ``message_type``, naming the closest known type and listing all of them.
-    """
+    """Refuse a MessageType this version does not decode (a typo would consume a queue that does not
+    exist, or dead-letter every push), unless allowed; an allowed one must still look like a type."""
     if message_type in MESSAGE_TYPES:
         return
     if not allow_unknown:
@@ -530,11 +513,8 @@ class Config(StrictModel):
         return names
 
     def masked(self) -> dict[str, Any]:
-        """The effective configuration as plain data with every secret shown as ``**********``.
-
-        Each secret type shows itself safely when dumped: a plain ``SecretStr`` as asterisks, a database
-        URL with only its password (and password-like parameters) masked, so host and path stay checkable.
-        """
+        """The effective configuration as plain data with every secret masked (a database URL's password
+        only, so host and path stay checkable)."""
         return self.model_dump(mode="json")
 
 
@@ -581,10 +561,8 @@ def interpolate(value: Any, source: str, path: str = "") -> Any:
 
 
 def parse_config(data: Any, source: str) -> Config:
-    """Validate already-parsed configuration data (environment variables are interpolated first).
-
-    Beyond the models, secrets and paths are checked here, so the demo and tests that build their data
-    in code are held to the same rules as files.
+    """Validate already-parsed configuration data (interpolated first), secrets and paths included, so
+    data built in code (the demo, tests) is held to the same rules as files.
 
     Raises:
         ConfigError: Naming the source, the key path and what to write instead.

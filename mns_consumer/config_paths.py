@@ -1,13 +1,8 @@
 """Refusing file paths that can never be opened, before the daemon starts and crashes on them.
 
-The daemon creates missing folders for its sinks, dead letters and spool, and another machine may
-hold folders this one lacks, so a missing folder is no error here. What is checked is what no run can
-fix: a path below a regular file (``/etc/hosts/receipts.jsonl``), below ``/proc`` or ``/sys`` (kernel
-file systems where no file can be created), or naming an existing folder. The log file is opened as
-it is, without creating folders, so its folder must exist as well.
-
-The checks look at the file system without writing to it; permissions are not checked, since
-``check-config`` often runs as another user than the daemon.
+A missing folder is no error (the daemon creates its folders; another machine may have them), nor are
+permissions (``check-config`` often runs as another user). What no run can fix is refused: a path
+below a file, below ``/proc`` or ``/sys``, or naming a folder; and a log file whose folder is missing.
 """
 
 from __future__ import annotations
@@ -30,10 +25,6 @@ _VIRTUAL_ROOTS: Final = ("/proc", "/sys")
 
 def check_paths(config: Config, source: str) -> None:
     """Refuse the first path of the configuration that can never be opened.
-
-    Args:
-        config: The validated configuration.
-        source: The file it came from, for the error.
 
     Raises:
         ConfigError: Naming the key, why the path cannot work, and what to write instead.

@@ -1,22 +1,11 @@
 """Refusing secrets that are not secret: placeholders, and values too short to resist guessing.
 
-A secret must come from the environment (``${NAME}``) or be written in the file; it never has a public
-default. ``config.example.yaml`` once fell back to ``change-me-to-a-long-random-secret`` for the push
-URL secret, so a daemon started without ``PUSH_SECRET`` accepted receipts from anyone who had read the
-repository, and ``check-config`` masked the value so nobody noticed. :func:`check_secrets` therefore
-stops loading at the first secret that
-
-* is a placeholder (:func:`placeholder_reason` lists the rules, :data:`PLACEHOLDER_WORDS` and
-  :data:`PLACEHOLDER_PARTS` the words), or
-* is shorter than its minimum (:data:`MINIMUM_LENGTHS`, else :data:`DEFAULT_MINIMUM_LENGTH`).
-
-Which keys are secrets is read from the models, not listed here: every ``SecretStr`` field of every
-section, third-party sinks included, except identifiers (names ending in ``_id``), which are masked for
-privacy but are not secret. Two kinds get the placeholder rules without a minimum, because their
-length is someone else's policy: the password and password-like query parameters of a secret URL
-(``sinks.<name>.url``; no password at all is fine, e.g. PostgreSQL ``trust`` or SQLite), and the
-values of secret-looking entries of a secret mapping (``Authorization: Bearer <token>``: the token is
-checked). Error messages describe the rule that matched and never echo the value.
+``config.example.yaml`` once fell back to a published push secret, and ``check-config`` masked it so
+nobody noticed; so loading stops at the first secret that is a placeholder (:func:`placeholder_reason`)
+or shorter than its minimum (:data:`MINIMUM_LENGTHS`). Secrets are read from the models: every
+``SecretStr`` field but identifiers (``*_id``). A secret URL's password and query parameters, and the
+credential of a secret mapping entry, get the placeholder rules without a minimum (their length is
+someone else's policy). Errors name the rule, never the value.
 """
 
 from __future__ import annotations
@@ -61,16 +50,8 @@ PLACEHOLDER_WORDS: Final = frozenset(
 removed (so ``Change-Me``, ``CHANGE_ME`` and ``change me`` all match ``changeme``)."""
 
 PLACEHOLDER_PARTS: Final = (
-    "changeme",
-    "changeit",
-    "changethis",
-    "replaceme",
-    "placeholder",
-    "example",
-    "insertyour",
-    "enteryour",
-    "putyour",
-    "fillin",
+    *("changeme", "changeit", "changethis", "replaceme", "placeholder", "example"),
+    *("insertyour", "enteryour", "putyour", "fillin"),
 )
 """Words that make a value a placeholder wherever they appear in it, compared as above
 (``change-me-to-a-long-random-secret``, ``my-example-token``)."""
@@ -94,16 +75,8 @@ _YOUR: Final = re.compile(r"your[^a-z0-9]|your(secret|key|password|pass|token|ac
 
 
 def placeholder_reason(value: str) -> str | None:
-    """Why ``value`` is a placeholder rather than a secret, or None when it is not one.
-
-    The rules, in order: no letters or digits at all (``**********``, as ``check-config`` prints a
-    secret, pasted back); one character repeated (``xxxxxxxx``, ``00000000``); a word of
-    :data:`PLACEHOLDER_WORDS`; containing a word of :data:`PLACEHOLDER_PARTS`; starting with ``your``
-    (``your-access-key-secret``); a template left unfilled (``<secret>``, ``{{ secret }}``,
-    ``[insert secret]``, ``${NAME}`` that was not interpolated); a run of five or more x's
-    (``sk-xxxxxxxx``). A random secret matches none of them except by a chance far below one in a
-    million.
-    """
+    """Why ``value`` is a placeholder rather than a secret, or None; each rule's reason says what it
+    catches. A random secret matches none of them except by a chance far below one in a million."""
     lowered = value.strip().lower()
     normalized = re.sub(r"[^a-z0-9]", "", lowered)
     if not normalized:
@@ -135,11 +108,7 @@ class _Secret:
 
 
 def check_secrets(config: BaseModel, source: str) -> None:
-    """Refuse the first secret of a validated configuration that is a placeholder or too short.
-
-    Args:
-        config: The validated configuration (any model: every nested section is visited).
-        source: The file it came from, for the error.
+    """Refuse the first secret of a validated configuration (any model) that is a placeholder or too short.
 
     Raises:
         ConfigError: Naming the key, the rule it broke (never the value) and how to make a real one.

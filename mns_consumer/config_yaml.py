@@ -1,16 +1,10 @@
 """Reading a configuration file into plain data: UTF-8, bounded, no key given twice.
 
-``yaml.safe_load`` accepts things a configuration must not. A key written twice keeps the last value
-unseen (a second ``secret:`` further down silently wins). Aliases can expand without bound (an "alias
-bomb" of 10^7 leaves costs seconds and hundreds of MB). An anchor used inside itself builds a
-recursive structure. Deep nesting and a 5,000-digit integer raise Python errors (RecursionError,
-ValueError) instead of YAML ones, and those ended as tracebacks with exit 1, a restart loop under
-systemd. :class:`ConfigLoader` is a ``SafeLoader`` that watches the events its parser hands to its
-composer and refuses each of these with the key path and line, before anything is built.
-
-Limits (none comes near a real configuration; ``config.example.yaml`` is about 15 KB, 6 levels deep and
-about 300 values): :data:`MAX_FILE_BYTES`, :data:`MAX_DEPTH`, :data:`MAX_VALUES`,
-:data:`MAX_INTEGER_DIGITS`.
+``yaml.safe_load`` lets a second ``secret:`` silently win, expands alias bombs without bound, builds
+recursive structures, and turns deep nesting or a 5,000-digit integer into Python tracebacks (a
+restart loop under systemd). :class:`ConfigLoader` refuses each of these from the parser's events,
+with the key path and line, before anything is built. The limits (``MAX_*``) are far above a real
+configuration (``config.example.yaml``: about 15 KB, 6 levels, 300 values).
 """
 
 from __future__ import annotations
@@ -56,19 +50,11 @@ class _Collection:
 
 class ConfigLoader(yaml.SafeLoader):
     """A ``SafeLoader`` that refuses duplicate keys, alias bombs, recursive aliases, deep nesting and huge
-    integers, raising :class:`ConfigError` with the file, the key path and the line.
-
-    The checks run on each event as the composer takes it (``get_event``), so a refused document is
-    never composed or constructed past the point where it went wrong.
+    integers with :class:`ConfigError` (file, key path, line), checking each event as the composer takes
+    it, so a refused document is never built past the point where it went wrong.
     """
 
     def __init__(self, stream: str, source: str) -> None:
-        """Prepare to load one document.
-
-        Args:
-            stream: The file's text.
-            source: The file name, for errors.
-        """
         super().__init__(stream)
         self.source = source
         self._open: list[_Collection] = []

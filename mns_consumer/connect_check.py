@@ -1,19 +1,10 @@
 """``check-config --connect``: reach every outside dependency once, change nothing, and report each result.
 
-What "reached" means, per dependency:
-
-* credentials and each queue: a token is fetched, and the queue's attributes are read (no message is
-  received, so none becomes invisible);
-* a webhook sink: one real, signed POST of an empty batch marked ``X-MNS-Consumer-Probe: 1``
-  (:meth:`~mns_consumer.sinks.webhook.WebhookSink.probe`);
-* a database sink: a ``SELECT 1`` round trip and a look at the table; a SQLite file that does not
-  exist yet is not created, its folder is checked instead;
-* an S3 sink: HeadBucket;
-* a file sink, the dead-letter file and the push spool: their folder exists and a file can be created
-  in it (a temporary one, removed at once), or, when missing, the nearest existing folder lets it be
-  created. Nothing is created for them: the check may run as another user than the daemon.
-
-A sink type from another distribution that has no ``probe`` method is opened and closed instead.
+Queues: a token is fetched and the queue's attributes read (no message becomes invisible). Sinks:
+their ``probe`` (webhook: an empty batch marked ``X-MNS-Consumer-Probe: 1``; database: ``SELECT 1``;
+S3: HeadBucket), or open and close for a third-party type without one. Files, dead letters and the
+spool: their folder is writable or can be created, creating nothing (the check may run as another
+user than the daemon).
 """
 
 from __future__ import annotations
@@ -87,15 +78,7 @@ def _check_queues(config: Config) -> list[CheckResult]:
 
 
 def check_sink(name: str, sink_config: SinkConfig) -> CheckResult:
-    """Reach one sink's destination (see the module docstring for how, per type).
-
-    Args:
-        name: The sink's name in the configuration.
-        sink_config: Its configuration.
-
-    Returns:
-        ``sink <name>`` and the outcome; a failure's detail says why, without secrets.
-    """
+    """Reach one sink's destination (see the module docstring); a failure's detail has no secrets."""
     return _check(f"sink {name}", lambda: sink_config.build(name))
 
 

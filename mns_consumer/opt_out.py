@@ -1,11 +1,8 @@
 """Recognise an SmsUp reply that asks to stop receiving messages (退订, TD, STOP, ...).
 
-Mainland rules oblige marketing senders to honour a reply of ``TD`` or ``退订``; people also write
-``T``, ``N``, ``R``, ``取消``, ``STOP`` or ``UNSUBSCRIBE``, in full-width letters, lower case or with a
-trailing full stop. A reply is an opt-out when, after Unicode NFKC normalization (full-width to
-half-width), case folding, and trimming whitespace and punctuation from both ends, it *is* one of the
-keywords, or it matches the configured pattern in full. ``TD please call me`` is not an opt-out: a
-whole-message match keeps the false positives of short keywords like ``T`` and ``N`` away.
+A reply is an opt-out when, after NFKC (full-width to half-width), case folding and trimming whitespace
+and punctuation, it *is* one of the keywords or matches the configured pattern in full: a whole-message
+match keeps short keywords like ``T`` and ``N`` from flagging ``TD please call me``.
 """
 
 from __future__ import annotations

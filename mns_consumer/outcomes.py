@@ -1,33 +1,12 @@
 """What a delivery report's status code means: its outcome class and whether sending again may help.
 
-Alibaba passes the carrier's status report through in ``err_code`` (mainland ``SmsReport``),
-``ErrorCode`` (international site) and ``error_code`` (``GlobeSmsReport``). There are hundreds of
-those codes and carriers add more, so the table is data, read in three steps:
-
-1. :data:`EXACT_CODES`: codes whose meaning a published table states (matched after trimming and
-   upper-casing);
-2. :data:`PREFIX_RULES`: families of codes that share a meaning, e.g. China Mobile's ``IC:``/``IA:``
-   gateway codes are the carrier's internal errors;
-3. anything else is ``unknown``. An unknown code is never an error: it is counted and stored as
-   ``unknown`` with the code itself kept in ``error_code``.
-
-The normalized status wins where it is decisive: a delivered report is ``delivered`` whatever its
-code, an expired one (international ``Status`` 6) is ``expired``; a failed report whose code claims
-success is ``unknown``. ``pending`` QuerySendDetails records have no class yet (None).
-
-Sources (docs/delivery-status.md#outcome-codes-and-their-sources lists every code with its source,
-and a test keeps that table and this module equal):
-
-* Alibaba's own receipt codes come from its mainland table "短信发送状态回执错误码"
-  (help.aliyun.com/document_detail/101347.html; in English
-  help.aliyun.com/en/sms/developer-reference/delivery-receipt-error-codes), each classed by
-  Alibaba's stated cause and advice: ``IS_CLOSE`` ("通道被关停 ... 建议稍后重试") is a retryable
-  carrier failure, ``MOBILE_IN_BLACK`` (unsubscribed or carrier blacklist) is blocked.
-* Carrier codes Alibaba passes through unchanged (``DELIVRD``, ``UNDELIV``, ``MK:0001``,
-  ``IC:0015``, ...): no Alibaba row explaining them could be read, so their classes come from the
-  carriers' gateway tables (CMPP status reports) as republished by Chinese SMS platforms and Huawei
-  Cloud, and so do the families (``MK:``/``MN:``/``MI:`` number results, ``IC:``/``IA:`` gateway
-  errors).
+Carrier codes pass through Alibaba (``err_code``, ``ErrorCode``, ``error_code``); there are hundreds
+and carriers add more, so the table is data: :data:`EXACT_CODES`, then the families of
+:data:`PREFIX_RULES`, else ``unknown`` (counted and stored, never an error). The normalized status
+wins where it is decisive: delivered is ``delivered``, expired ``expired``, a failure whose code
+claims success ``unknown``, pending has no class. docs/delivery-status.md lists every code with its
+source (Alibaba's receipt error code table; the carriers' CMPP tables for pass-through codes), and a
+test keeps that table and this module equal.
 """
 
 from __future__ import annotations
@@ -38,14 +17,7 @@ from functools import lru_cache
 from typing import Final, Literal, TypeAlias, get_args
 
 OutcomeClass: TypeAlias = Literal[
-    "delivered",
-    "invalid_number",
-    "powered_off",
-    "blocked",
-    "content_rejected",
-    "carrier_failure",
-    "expired",
-    "unknown",
+    "delivered", "invalid_number", "powered_off", "blocked", "content_rejected", "carrier_failure", "expired", "unknown"
 ]
 """Why a delivery report ended as it did (see the module docstring)."""
 

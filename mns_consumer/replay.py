@@ -25,17 +25,9 @@ REPLAY_BATCH = 256
 
 @dataclass
 class ReplayReport:
-    """What a replay did.
-
-    Attributes:
-        read: Dead letters read from the file.
-        replayed: Delivered to every routed sink.
-        still_failing: Letters that decode but a sink rejected again, or that still do not decode,
-            or whose MessageType no configured queue routes.
-        stopped_by: The sink that became unavailable and stopped the replay, if one did.
-        remaining: The letters not replayed, with their current reason, redacted as dead-letter reasons
-            are (the command prints them; a file written by an older version may hold unredacted ones).
-    """
+    """What a replay did: letters read, replayed to every routed sink, still failing (rejected, still
+    undecodable or unrouted), the sink whose outage stopped it, and the letters not replayed with their
+    current reason, redacted (a file written by an older version may hold unredacted ones)."""
 
     read: int = 0
     replayed: int = 0
@@ -58,13 +50,9 @@ def replay_dead_letters(
     build_sink: Callable[[str], Sink] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ReplayReport:
-    """Re-decode the dead letters of ``path`` and deliver them to their sinks.
+    """Re-decode the dead letters of ``path`` and deliver them to the sinks ``config`` routes them to.
 
-    Args:
-        path: A dead-letter file (JSON Lines as the dead-letter sink writes them).
-        config: The configuration naming queues and sinks.
-        build_sink: Makes a sink by name (default: from ``config.sinks``); for tests and embedding.
-        now: The clock stamped on letters that fail again.
+    ``build_sink`` makes a sink by name (default: from ``config.sinks``); ``now`` stamps letters that fail again.
 
     Raises:
         ValueError: If the file has a malformed line (its number is in the message).

@@ -31,7 +31,7 @@ from mns_consumer.config import Config
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK
 from mns_consumer.observe.events import Events
-from mns_consumer.observe.logging import mask_phone_number
+from mns_consumer.observe.redaction import mask_phone_number
 from mns_consumer.receipts import dedupe_key
 from mns_consumer.sinks.database import DatabaseSinkConfig, masked_url, receipts_table
 

@@ -36,8 +36,8 @@ from mns_consumer.errors import (
 )
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE
 from mns_consumer.observe.events import Events
-from mns_consumer.observe.logging import mask_phone_number
 from mns_consumer.observe.metrics import Metrics
+from mns_consumer.observe.redaction import mask_phone_number
 from mns_consumer.observe.textfile import carry_over, write_textfile
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.retry import Backoff

@@ -15,7 +15,7 @@ from typing import Any, Final
 from mns_consumer.errors import (
     InvalidSendsError,
 )
-from mns_consumer.observe.logging import mask_phone_number
+from mns_consumer.observe.redaction import mask_phone_number
 
 COLUMNS: Final = ("phone_number", "send_date", "biz_id")
 """The columns (CSV header names, JSON Lines keys) of a sends file."""

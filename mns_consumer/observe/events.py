@@ -1,9 +1,7 @@
 """Every notable occurrence of the consumer is one method here, which logs it and counts it together.
 
-Logs and counters therefore cannot drift apart, and tests can assert on either. Event names are
-constant dotted strings; the data travels in keys, never formatted into the name. Phone numbers and
-other receipt contents are never passed here except as the masked ``phone_number`` key, which the
-logging pipeline masks; counters carry only queue, message type, sink and stage.
+So logs and counters cannot drift apart. Event names are constant dotted strings with the data in keys;
+receipt contents never come here except the ``phone_number`` key, which the logging pipeline masks.
 """
 
 from __future__ import annotations
@@ -24,11 +22,11 @@ from mns_consumer.observe.redaction import redact_text
 from mns_consumer.receipt_model import Receipt
 
 log = structlog.get_logger("mns_consumer.consume")
+push_log = structlog.get_logger("mns_consumer.push")
+backfill_log = structlog.get_logger("mns_consumer.backfill")
 
 THROTTLE_LOG_INTERVAL_SECONDS = 60.0
 """At most one ``mns.throttled`` warning per queue in this long; the counter has every refusal."""
-push_log = structlog.get_logger("mns_consumer.push")
-backfill_log = structlog.get_logger("mns_consumer.backfill")
 
 
 @functools.cache
@@ -48,12 +46,11 @@ class Events:
         self.totals: Counter[tuple[str, str]] = Counter()
         self.metrics = metrics
         self._metrics = metrics if metrics is not None else _unexported_metrics()
-        self._said_once: set[tuple[str, str]] = set()
+        self._denied: set[str] = set()
         self._types: dict[str, str] = {}
         self._last_receive: dict[str, float] = {}
         self._lock = threading.Lock()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        # Throttling is logged at most once a minute per queue, with what was counted since.
         self._throttled_since_log: dict[str, Counter[str]] = {}
         self._throttled_logged_at: dict[str, float] = {}
 
@@ -69,6 +66,11 @@ class Events:
             last = self._last_receive.get(queue)
         return 0.0 if last is None else time.monotonic() - last
 
+    def total(self, name: str, queue: str | None = None) -> int:
+        """How often ``name`` happened (for one queue, or in all)."""
+        with self._lock:
+            return sum(n for (event, q), n in self.totals.items() if event == name and (queue is None or q == queue))
+
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: prometheus-client validates the labels on every call."""
         key = (id(metric), labels)
@@ -81,25 +83,27 @@ class Events:
     def _labels(self, queue: str) -> tuple[str, str]:
         return queue, self._types.get(queue, "")
 
-    def _fail(self, queue: str, stage: str, amount: int = 1) -> None:
-        self._child(self._metrics.failures, *self._labels(queue), stage).inc(amount)
-
     def _count(self, name: str, queue: str, amount: int = 1) -> None:
         with self._lock:
             self.totals[(name, queue)] += amount
 
-    def total(self, name: str, queue: str | None = None) -> int:
-        """How often ``name`` happened (for one queue, or in all)."""
-        with self._lock:
-            return sum(n for (event, q), n in self.totals.items() if event == name and (queue is None or q == queue))
-
-    def once(self, name: str, queue: str) -> bool:
-        """True the first time a (name, queue) pair is asked about: for warnings said only once."""
-        with self._lock:
-            if (name, queue) in self._said_once:
-                return False
-            self._said_once.add((name, queue))
-            return True
+    def _tally(
+        self,
+        queue: str,
+        name: str,
+        amount: int = 1,
+        *,
+        stage: str | None = None,
+        counter: Any = None,
+        message_type: str | None = None,
+    ) -> None:
+        """Count ``name`` in :attr:`totals`, and in the failures counter at ``stage`` or in ``counter``."""
+        self._count(name, queue, amount)
+        labels = self._labels(queue) if message_type is None else (queue, message_type)
+        if stage is not None:
+            self._child(self._metrics.failures, *labels, stage).inc(amount)
+        if counter is not None:
+            self._child(counter, *labels).inc(amount)
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -112,9 +116,7 @@ class Events:
     def batch_received(
         self, queue: str, message_type: str, batch_id: int, count: int, oldest_age_seconds: float
     ) -> None:
-        """A receive returned ``count`` messages."""
-        self._count("received", queue, count)
-        self._child(self._metrics.received, *self._labels(queue)).inc(count)
+        self._tally(queue, "received", count, counter=self._metrics.received)
         log.debug(
             "batch.received",
             queue=queue,
@@ -125,9 +127,7 @@ class Events:
         )
 
     def receive_failed(self, queue: str, message_type: str, code: str, retry_in_seconds: float) -> None:
-        """A receive failed; the poller backs off."""
-        self._count("receive_failed", queue)
-        self._fail(queue, "receive")
+        self._tally(queue, "receive_failed", stage="receive")
         log.warning(
             "receive.failed", queue=queue, message_type=message_type, code=code, retry_in_seconds=retry_in_seconds
         )
@@ -135,9 +135,8 @@ class Events:
     def throttled(self, queue: str, operation: str, retry_in_seconds: float) -> None:
         """MNS's flow limiter answered 429: counted every time, logged at most once a minute per queue.
 
-        A storm of 429s is backpressure the poller absorbs (it slows down and retries), not news for
-        every call: one warning a minute with the counts by operation says it persists without
-        flooding the log; ``mns_consumer_throttled_total`` has the exact figures.
+        A storm of 429s is backpressure the poller absorbs, not news for every call; the counter has
+        the exact figures.
         """
         self._count("throttled", queue)
         self._child(self._metrics.throttled, *self._labels(queue), operation).inc()
@@ -161,14 +160,12 @@ class Events:
         )
 
     def receivers_changed(self, queue: str, receivers: int, reason: str) -> None:
-        """The number of concurrent receivers of a queue went up (a backlog) or down (caught up, throttled)."""
         self._count("receivers_changed", queue)
         log.info("receivers.changed", queue=queue, receivers=receivers, reason=reason)
 
     def queue_missing(self, queue: str, message_type: str, retry_in_seconds: float) -> None:
         """MNS says the queue does not exist (wrong name, or a queue asleep after months of no sends)."""
-        self._count("receive_failed", queue)
-        self._fail(queue, "receive")
+        self._tally(queue, "receive_failed", stage="receive")
         log.error(
             "queue.not_found",
             queue=queue,
@@ -179,14 +176,11 @@ class Events:
 
     def auth_refused(self, queue: str, message_type: str, code: str, operation: str) -> None:
         """MNS refused the token; it is refreshed at once."""
-        self._count("auth_refused", queue)
-        self._fail(queue, "token")
+        self._tally(queue, "auth_refused", stage="token")
         log.warning("token.refused_by_mns", queue=queue, message_type=message_type, code=code, operation=operation)
 
     def token_failed(self, queue: str, message_type: str, code: str, retry_in_seconds: float) -> None:
-        """No valid token could be had; the poller waits."""
-        self._count("token_failed", queue)
-        self._fail(queue, "token")
+        self._tally(queue, "token_failed", stage="token")
         log.error(
             "token.unavailable", queue=queue, message_type=message_type, code=code, retry_in_seconds=retry_in_seconds
         )
@@ -194,14 +188,8 @@ class Events:
     # -- decoding and sinks ----------------------------------------------------------------------
 
     def decode_failed(self, queue: str, message_type: str, message_id: str, field: str, reason: str) -> None:
-        """A body did not decode; it goes to the dead-letter sink.
-
-        ``field`` is the field at fault (None in the log when the body as a whole is), and ``reason`` what
-        was expected and what kind of value came: decode reasons never quote the body, so the event
-        carries no receipt data.
-        """
-        self._count("decode_failed", queue)
-        self._fail(queue, "decode")
+        """A body did not decode (it is dead-lettered); decode reasons never quote the body."""
+        self._tally(queue, "decode_failed", stage="decode")
         log.warning(
             "receipt.undecodable",
             queue=queue,
@@ -212,7 +200,6 @@ class Events:
         )
 
     def sink_written(self, queue: str, sink: str, accepted: int, rejected: int, seconds: float) -> None:
-        """A sink accepted (and maybe rejected) part of a batch."""
         self._count(f"accepted:{sink}", queue, accepted)
         labels = self._labels(queue)
         self._child(self._metrics.accepted, *labels, sink).inc(accepted)
@@ -223,8 +210,7 @@ class Events:
 
     def sink_retry(self, queue: str, sink: str, attempt: int, reason: str, retry_in_seconds: float) -> None:
         """A sink is unavailable; the batch waits and receiving pauses."""
-        self._count("sink_failed", queue)
-        self._fail(queue, "sink")
+        self._tally(queue, "sink_failed", stage="sink")
         log.warning(
             "sink.unavailable",
             queue=queue,
@@ -235,20 +221,15 @@ class Events:
         )
 
     def sink_recovered(self, queue: str, sink: str, attempts: int) -> None:
-        """A sink that was failing accepted the batch."""
         log.info("sink.recovered", queue=queue, sink=sink, attempts=attempts)
 
     def sink_broken(self, queue: str, sink: str, error: BaseException) -> None:
         """A sink raised something other than SinkUnavailable: a bug; the batch is abandoned."""
-        self._count("sink_failed", queue)
-        self._fail(queue, "sink")
+        self._tally(queue, "sink_failed", stage="sink")
         log.critical("sink.bug", queue=queue, sink=sink, error=repr(error), exc_info=error)
 
     def receipt_rejected(self, queue: str, message_type: str, message_id: str, sink: str, reason: str) -> None:
-        """A sink rejected a receipt permanently; it goes to the dead-letter sink.
-
-        The reason is redacted as the dead letter's is (:func:`redact_text`): a sink may quote its server.
-        """
+        """A sink rejected a receipt for good; the reason is redacted, since a sink may quote its server."""
         self._count("rejected", queue)
         log.warning(
             "receipt.rejected",
@@ -295,51 +276,45 @@ class Events:
             self._child(metrics.delivery_latency_seconds, *labels, outcome).observe(max(0.0, latency))
 
     def dead_lettered(self, queue: str, count: int) -> None:
-        """Messages were stored in the dead-letter sink."""
-        self._count("dead_lettered", queue, count)
-        self._child(self._metrics.dead_lettered, *self._labels(queue)).inc(count)
+        self._tally(queue, "dead_lettered", count, counter=self._metrics.dead_lettered)
         log.info("receipts.dead_lettered", queue=queue, count=count)
 
     # -- deleting and visibility -----------------------------------------------------------------
 
     def receipts_deleted(self, queue: str, count: int, batch_id: int, delays_seconds: Iterable[float] = ()) -> None:
         """Messages every sink acknowledged were deleted; ``delays_seconds`` run from report time to now."""
-        self._count("deleted", queue, count)
-        labels = self._labels(queue)
-        self._child(self._metrics.deleted, *labels).inc(count)
-        histogram = self._child(self._metrics.receipt_delay_seconds, *labels)
+        self._tally(queue, "deleted", count, counter=self._metrics.deleted)
+        histogram = self._child(self._metrics.receipt_delay_seconds, *self._labels(queue))
         for delay in delays_seconds:
             histogram.observe(max(0.0, delay))
         log.debug("receipts.deleted", queue=queue, count=count, batch_id=batch_id)
 
     def delete_failed(self, queue: str, count: int, code: str) -> None:
         """Some deletes failed; those messages come back and their dedupe keys absorb them."""
-        self._count("delete_failed", queue, count)
-        self._fail(queue, "delete", count)
+        self._tally(queue, "delete_failed", count, stage="delete")
         log.warning("receipts.delete_failed", queue=queue, count=count, code=code)
 
     def visibility_extended(self, queue: str, count: int, seconds: int) -> None:
-        """A slow batch's messages were kept invisible longer."""
-        self._count("visibility_extended", queue, count)
-        self._child(self._metrics.visibility_extended, *self._labels(queue)).inc(count)
+        self._tally(queue, "visibility_extended", count, counter=self._metrics.visibility_extended)
         log.info("visibility.extended", queue=queue, count=count, seconds=seconds)
 
     def visibility_failed(self, queue: str, count: int, code: str) -> None:
-        """Extending some messages' visibility failed (the rest of the batch was still extended); retried next tick."""
-        self._count("visibility_failed", queue, count)
-        self._fail(queue, "visibility", count)
+        """Extending some messages' visibility failed; retried next tick."""
+        self._tally(queue, "visibility_failed", count, stage="visibility")
         log.warning("visibility.failed", queue=queue, count=count, code=code)
 
     def visibility_released(self, queue: str, count: int, held_seconds: float) -> None:
         """Messages held past ``max_hold_seconds`` are no longer extended: MNS makes them visible again."""
-        self._count("visibility_released", queue, count)
-        self._child(self._metrics.visibility_released, *self._labels(queue)).inc(count)
+        self._tally(queue, "visibility_released", count, counter=self._metrics.visibility_released)
         log.warning("visibility.released", queue=queue, count=count, held_seconds=round(held_seconds, 1))
 
     def visibility_not_allowed(self, queue: str, code: str) -> None:
         """The queue token may not change visibility: said once; duplicates are then left to dedupe."""
         self._count("visibility_denied", queue)
-        if self.once("visibility_denied", queue):
+        with self._lock:
+            first = queue not in self._denied
+            self._denied.add(queue)
+        if first:
             log.warning(
                 "visibility.not_allowed",
                 queue=queue,
@@ -350,15 +325,13 @@ class Events:
     # -- life cycle ------------------------------------------------------------------------------
 
     def poller_started(self, queue: str, message_type: str) -> None:
-        """A poller started (or restarted)."""
         self._child(self._metrics.poller_up, queue, message_type).set(1)
         log.info("poller.started", queue=queue, message_type=message_type)
 
     def poller_crashed(self, queue: str, message_type: str, error: BaseException, restart_in_seconds: float) -> None:
         """A poller died of an unexpected error; it is restarted after a back-off."""
-        self._count("poller_restarts", queue)
+        self._tally(queue, "poller_restarts", counter=self._metrics.poller_restarts, message_type=message_type)
         self._child(self._metrics.poller_up, queue, message_type).set(0)
-        self._child(self._metrics.poller_restarts, queue, message_type).inc()
         log.error(
             "poller.crashed",
             queue=queue,
@@ -372,15 +345,12 @@ class Events:
     # Routes are named by their label (push:<name>), never by their URL path, whose last segment is a secret.
 
     def push_listening(self, address: str, routes: list[dict[str, str]], tls: bool) -> None:
-        """The push receiver serves; ``routes`` shows each route's public path with its secret masked."""
         push_log.info("push.listening", address=address, tls=tls, routes=routes)
 
     def push_accepted(self, route: str, message_type: str, receipts: int, seconds: float) -> None:
         """A push was stored in the spool and acknowledged with code 0."""
-        self._count("received", route, receipts)
-        self._count("push_accepted", route)
-        self._child(self._metrics.received, route, message_type).inc(receipts)
-        self._child(self._metrics.push_requests, route, message_type).inc()
+        self._tally(route, "received", receipts, counter=self._metrics.received, message_type=message_type)
+        self._tally(route, "push_accepted", counter=self._metrics.push_requests, message_type=message_type)
         self._child(self._metrics.push_ack_seconds, route, message_type).observe(seconds)
         push_log.debug("push.accepted", queue=route, message_type=message_type, receipts=receipts, seconds=seconds)
 
@@ -398,8 +368,7 @@ class Events:
 
     def push_settled(self, route: str, message_type: str, entries: int, receipts: int) -> None:
         """Spooled pushes reached every sink (or the dead letters) and left the spool."""
-        self._count("push_settled", route, receipts)
-        self._child(self._metrics.push_settled, route, message_type).inc(receipts)
+        self._tally(route, "push_settled", receipts, counter=self._metrics.push_settled, message_type=message_type)
         push_log.debug("push.settled", queue=route, message_type=message_type, entries=entries, receipts=receipts)
 
     def push_spool_opened(self, path: str, waiting: dict[str, int], orphaned: dict[str, int]) -> None:
@@ -420,17 +389,16 @@ class Events:
         )
 
     # -- QuerySendDetails backfill ------------------------------------------------------------------
-    # Labelled queue="backfill" (metrics.BACKFILL_QUEUE); sends are named by where they were given
-    # (sends.csv:12) and their masked phone_number, never by the number itself in a counter.
+    # Labelled queue="backfill"; sends are named by where they were given (sends.csv:12) and their
+    # masked phone_number, never by the number itself in a counter.
 
     def _backfill_fail(self, message_type: str, stage: str) -> None:
-        self._count(f"backfill_{stage}_failed", BACKFILL_QUEUE)
-        self._child(self._metrics.failures, BACKFILL_QUEUE, message_type, stage).inc()
+        self._tally(BACKFILL_QUEUE, f"backfill_{stage}_failed", stage=stage, message_type=message_type)
 
     def backfill_page(self, message_type: str, where: str, page: int, records: int, total_count: int) -> None:
-        """QuerySendDetails answered one page of a send's records."""
-        self._count("backfill_queries", BACKFILL_QUEUE)
-        self._child(self._metrics.backfill_queries, BACKFILL_QUEUE, message_type).inc()
+        self._tally(
+            BACKFILL_QUEUE, "backfill_queries", counter=self._metrics.backfill_queries, message_type=message_type
+        )
         backfill_log.debug("backfill.page", where=where, page=page, records=records, total_count=total_count)
 
     def backfill_query_retry(
@@ -453,7 +421,6 @@ class Events:
         backfill_log.error("backfill.query_failed", where=where, phone_number=phone_number, code=code, error=error)
 
     def backfill_found(self, message_type: str, status: str, count: int) -> None:
-        """QuerySendDetails returned ``count`` records of one status for a send."""
         self._count(f"backfill_found:{status}", BACKFILL_QUEUE, count)
         self._child(self._metrics.backfill_found, BACKFILL_QUEUE, message_type, status).inc(count)
 
@@ -468,7 +435,6 @@ class Events:
     def backfill_sink_retry(
         self, message_type: str, sink: str, attempt: int, attempts: int, reason: str, retry_in_seconds: float
     ) -> None:
-        """A sink is unavailable during a backfill; the write is tried again, at most ``attempts`` times."""
         self._backfill_fail(message_type, "sink")
         backfill_log.warning(
             "backfill.sink_unavailable",
@@ -485,16 +451,15 @@ class Events:
         backfill_log.error("backfill.sink_gave_up", sink=sink, attempts=attempts, reason=reason)
 
     def backfill_rejected(self, message_type: str, sink: str, dedupe_key: str, reason: str) -> None:
-        """A sink rejected a backfilled receipt for good; it goes to the dead-letter sink."""
         self._count("backfill_rejected", BACKFILL_QUEUE)
         backfill_log.warning(
             "backfill.rejected", message_type=message_type, sink=sink, dedupe_key=dedupe_key, reason=redact_text(reason)
         )
 
     def backfill_dead_lettered(self, message_type: str, count: int) -> None:
-        """Backfilled receipts were stored in the dead-letter sink."""
-        self._count("dead_lettered", BACKFILL_QUEUE, count)
-        self._child(self._metrics.dead_lettered, BACKFILL_QUEUE, message_type).inc(count)
+        self._tally(
+            BACKFILL_QUEUE, "dead_lettered", count, counter=self._metrics.dead_lettered, message_type=message_type
+        )
         backfill_log.info("backfill.dead_lettered", count=count)
 
     def backfill_finished(self, message_type: str, ok: bool, seconds: float, ended_at: float, **summary: Any) -> None:

@@ -1,9 +1,7 @@
 """The daemon's own HTTP endpoint: ``/metrics`` for Prometheus, ``/healthz`` and ``/readyz`` for probes.
 
-``/healthz`` (liveness) answers 200 while the process serves and no poller is stuck; a container
-runtime restarts the daemon when it fails. ``/readyz`` (readiness) answers 200 only while the
-daemon can do its job: sinks open and answering, every queue holding a valid token, not draining.
-Both bodies are JSON with the per-queue state, so an operator can read them directly.
+Liveness and readiness themselves are the supervisor's probes; both bodies are JSON with the state
+that explains them, for an operator to read directly.
 """
 
 from __future__ import annotations

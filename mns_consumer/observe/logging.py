@@ -1,16 +1,10 @@
 """Structured logging: one structlog pipeline for the process, with secrets and phone numbers masked.
 
-The CLI calls :func:`configure_logging` once; modules log with ``structlog.get_logger(__name__)``,
-constant dotted event names and data in keys. Through structlog's stdlib integration our events and
-the records of libraries (httpx, botocore, psycopg, SQLAlchemy) meet in one root handler whose
-``ProcessorFormatter`` adds level, logger and ISO UTC ``ts``, renders exceptions, redacts and renders
-JSON lines (or the console format on a terminal). A library's record becomes event ``library.log``
-with its text in ``message``; library records below WARNING are dropped (per-request noise that can
-carry signed URLs).
-
-Lines go to stderr by default (stdout stays for command output), or appended to ``logging.file``,
-created 0600 and reopened on SIGHUP by :func:`reopen_log_file` after logrotate moved it.
-:func:`redact_secrets` is the last line of defence, not the first: code must not log secrets at all.
+Our events and the records of libraries (httpx, botocore, psycopg) meet in one root handler that adds
+level, logger and UTC ``ts``, redacts, and renders JSON lines (or the console format on a terminal).
+Library records below WARNING are dropped: per-request noise that can carry signed URLs. Lines go to
+stderr (stdout stays for command output) or to ``logging.file``, reopened on SIGHUP for logrotate.
+Redaction is the last line of defence, not the first: code must not log secrets at all.
 """
 
 from __future__ import annotations
@@ -33,26 +27,9 @@ from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from mns_consumer.files import open_private
-from mns_consumer.observe.redaction import (
-    MASK,
-    is_secret_key,
-    mask_phone_number,
-    mask_phone_numbers,
-    redact_secrets,
-    redact_text,
-)
+from mns_consumer.observe.redaction import mask_phone_numbers, redact_secrets
 
-__all__ = [
-    "MASK",
-    "LoggingConfig",
-    "configure_logging",
-    "get_logger",
-    "is_secret_key",
-    "mask_phone_number",
-    "redact_text",
-    "reopen_log_file",
-    "reset_logging",
-]
+__all__ = ["LoggingConfig", "configure_logging", "get_logger", "reopen_log_file", "reset_logging"]
 
 
 class LoggingConfig(BaseModel):
@@ -118,8 +95,7 @@ class _CurrentStderr:
 
 
 def _open_log_file(path: str) -> IO[str]:
-    """Open the log file for appending; a new one is created 0600 whatever the umask, like every file
-    the daemon creates (:mod:`mns_consumer.files`), since lines name queues and sinks.
+    """Open the log file for appending, created 0600 like every file the daemon creates.
 
     Raises:
         OSError: If it cannot be opened or created (its folder is never created).
@@ -160,12 +136,9 @@ _installed: _Handler | None = None
 def configure_logging(config: LoggingConfig, *, stream: TextIO | None = None) -> None:
     """Send structlog events and the standard library's records through one root handler.
 
-    Call it once at start-up, before anything logs (structlog caches each logger on first use);
-    calling it again replaces the previous configuration and closes its log file.
-
-    Args:
-        config: The ``logging`` section.
-        stream: Where to write when ``config.file`` is unset; default ``sys.stderr`` at each write.
+    Call it at start-up, before anything logs (structlog caches each logger on first use); calling it
+    again replaces the previous configuration and closes its log file. ``stream`` is where to write
+    without ``config.file``; default ``sys.stderr`` as it is at each write.
 
     Raises:
         OSError: If ``config.file`` cannot be opened for appending.
@@ -228,10 +201,9 @@ def configure_logging(config: LoggingConfig, *, stream: TextIO | None = None) ->
 
 
 def reopen_log_file() -> None:
-    """Reopen the log file after logrotate moved it; the supervisor calls it on SIGHUP.
+    """Reopen the log file after logrotate moved it (on SIGHUP); nothing when logs go to a stream.
 
-    Does nothing when logs go to a stream. If the file cannot be reopened, lines keep going to the old
-    one and a ``logging.reopen_failed`` warning says why: a daemon must not stop over this.
+    If it cannot be reopened, lines keep going to the old one and ``logging.reopen_failed`` says why.
     """
     handler = _installed
     if handler is None or handler.path is None:
@@ -247,10 +219,7 @@ def reopen_log_file() -> None:
 
 
 def reset_logging() -> None:
-    """Undo :func:`configure_logging` (structlog's defaults, our root handler removed, file closed).
-
-    For tests and for embedding applications that own logging themselves.
-    """
+    """Undo :func:`configure_logging`: for tests and for applications that own logging themselves."""
     global _installed
     previous, _installed = _installed, None
     if previous is not None:

@@ -1,24 +1,9 @@
 """Every Prometheus metric of the daemon, built on an injected registry (never the global one).
 
-Labels are bounded to ``queue``, ``message_type``, ``sink`` and ``stage``: never receipt ids, phone
-numbers or MNS message ids. Times are in seconds, with buckets chosen for what they measure: sink
-writes (milliseconds to tens of seconds), long polls (up to the 30 s wait plus the request timeout)
-and receipt delays (seconds to hours, since carriers report late).
-
-QuerySendDetails backfill runs are labelled ``queue="backfill"`` (:data:`BACKFILL_QUEUE`); their found
-and stored receipts also carry ``status`` (delivered, failed or pending: bounded like a stage), and
-their failures and dead letters count into the daemon's series. A one-shot run writes its series to a
-node_exporter textfile (``backfill --metrics-file``), see :mod:`mns_consumer.observe.textfile`.
-
-Delivery reports stored by every sink are counted once per dedupe key as far as the daemon
-remembers (``mns_consumer_deliveries_total``, by ``outcome`` and ``class``, see
-:mod:`mns_consumer.outcomes`), with their send-to-report latency; opt-out replies are counted too.
-The optional extra delivery labels (``carrier``, ``sign_name``, ``template_code``) are switched on in
-the ``metrics`` section, each capped at ``max_label_values`` distinct values (later ones read ``other``).
-
-HTTP push routes are labelled ``queue="push:<route name>"`` (never their URL, whose last segment is a
-secret) and count into the same receipt, sink and dead-letter series as queues. Push refusals carry a
-``stage`` of :data:`PUSH_STAGES`, and push acknowledgements have buckets around Alibaba's 700 ms limit.
+Labels stay bounded: queue, message type, sink, stage, operation, status, and the opt-in delivery
+labels capped at ``max_label_values``; never receipt ids, phone numbers or message ids. Backfill runs
+are labelled ``queue="backfill"`` and push routes ``queue="push:<name>"`` (never their secret URL), so
+they count into the same series as queues. docs/metrics-and-alerts.md describes each metric.
 """
 
 from __future__ import annotations
@@ -34,11 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mns_consumer import __version__
 from mns_consumer.outcomes import OUTCOME_CLASSES
 
-STAGES = ("receive", "decode", "sink", "delete", "visibility", "token", "query")
-"""The ``stage`` label of ``mns_consumer_failures_total``."""
-
-QUEUE_STAGES = tuple(stage for stage in STAGES if stage != "query")
-"""The stages an MNS queue can fail at (``query`` is backfill's own)."""
+QUEUE_STAGES = ("receive", "decode", "sink", "delete", "visibility", "token")
+"""The ``stage`` labels of ``mns_consumer_failures_total`` a queue can fail at (backfill adds ``query``)."""
 
 SINK_WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RECEIVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0)
@@ -52,22 +34,7 @@ PUSH_ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5
 
 QUEUE_LABELS = ("queue", "message_type")
 
-DELIVERY_LATENCY_BUCKETS = (
-    1.0,
-    2.0,
-    5.0,
-    10.0,
-    20.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-    1800.0,
-    3600.0,
-    21600.0,
-    86400.0,
-)
+DELIVERY_LATENCY_BUCKETS = tuple(sorted((*RECEIPT_DELAY_BUCKETS, 20.0)))
 """From send to the carrier's report: seconds for most, hours for a phone switched off."""
 
 REPORT_MESSAGE_TYPES = ("SmsReport", "GlobeSmsReport", "DypnsSmsVerifyReport")
@@ -135,9 +102,7 @@ class LabelCap:
         """``value`` if the label already has it or has room for it, else ``other``."""
         with self._lock:
             seen = self._seen.setdefault(label, set())
-            if value in seen:
-                return value
-            if len(seen) < self.max_values:
+            if value in seen or len(seen) < self.max_values:
                 seen.add(value)
                 return value
         return OTHER_LABEL_VALUE
@@ -323,11 +288,8 @@ class Metrics:
         messages_in_flight: Callable[[], float] | None = None,
         receivers: Callable[[], float] | None = None,
     ) -> None:
-        """Tie the gauges read at scrape time to a queue's live state, and zero its counters.
-
-        Zeroing every labelled counter up front makes each series exist from the first scrape, so
-        ``rate()`` and ``increase()`` see the first increment.
-        """
+        """Tie the gauges read at scrape time to a queue's live state, and make its counters exist at zero
+        from the first scrape, so ``rate()`` and ``increase()`` see the first increment."""
         labels = (queue, message_type)
         self.seconds_since_receive.labels(*labels).set_function(seconds_since_receive)
         # Read at scrape time, not set on each receive: receiving pauses while a sink is down, and a
@@ -355,11 +317,8 @@ class Metrics:
         self._watch_outcomes(labels)
 
     def _watch_outcomes(self, labels: tuple[str, str]) -> None:
-        """Make the delivery or opt-out series of a report or reply queue exist from the first scrape.
-
-        With extra delivery labels their values are not known in advance, so those series appear with
-        their first report.
-        """
+        """Make the delivery or opt-out series of a report or reply queue exist from the first scrape
+        (with extra delivery labels, whose values are not known in advance, they appear with the first report)."""
         message_type = labels[1]
         if message_type in REPORT_MESSAGE_TYPES and not self.delivery_labels:
             for outcome, klass in DELIVERY_SERIES:

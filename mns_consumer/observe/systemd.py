@@ -1,14 +1,7 @@
-"""Tell systemd how the daemon is doing: the ``sd_notify`` protocol, without libsystemd.
+"""Tell systemd how the daemon is doing: the ``sd_notify(3)`` protocol, without libsystemd.
 
-Under ``Type=notify`` systemd passes the address of a datagram socket in ``NOTIFY_SOCKET``; the
-service sends newline-separated ``KEY=value`` assignments to it (``sd_notify(3)``): ``READY=1`` once
-the pollers run, ``STATUS=...`` for ``systemctl status``, ``STOPPING=1`` when the drain begins,
-``WATCHDOG=1`` as a keep-alive when ``WatchdogSec=`` is set. The supervisor owns one
-:class:`SystemdNotifier` and calls it; everywhere else (a terminal, a container, tests) there is no
-``NOTIFY_SOCKET`` and every call does nothing.
-
-Telling systemd is never worth failing over: a send that fails is logged once, at warning level,
-and the daemon carries on.
+Without ``NOTIFY_SOCKET`` (a terminal, a container, tests) every call does nothing. Telling systemd is
+never worth failing over: a failed send is logged once and the daemon carries on.
 """
 
 from __future__ import annotations
@@ -55,13 +48,9 @@ def _field_value(value: str | int) -> str:
 class SystemdNotifier:
     """Sends ``sd_notify`` messages to the service manager named by ``NOTIFY_SOCKET``.
 
-    The environment is read once, when the notifier is made (never at import). Each message is one
-    datagram on a fresh ``AF_UNIX``/``SOCK_DGRAM`` socket, as ``sd_notify`` does, so there is nothing
-    to close. Every method returns whether a datagram was sent; none raises on a send failure.
-
-    Args:
-        environ: Where to read ``NOTIFY_SOCKET``, ``WATCHDOG_USEC`` and ``WATCHDOG_PID``; default
-            ``os.environ``.
+    The environment (default ``os.environ``) is read when the notifier is made, never at import. Each
+    message is one datagram on a fresh socket, as ``sd_notify`` sends it; every method returns whether
+    it was sent and none raises on a send failure.
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -78,15 +67,7 @@ class SystemdNotifier:
         return self._address is not None
 
     def notify(self, **fields: str | int) -> bool:
-        """Send one message made of ``KEY=value`` assignments, in the order given.
-
-        Booleans become ``1``/``0``; newlines inside values become spaces.
-
-        Args:
-            **fields: Assignments such as ``READY=1`` or ``STATUS="draining"`` (names as in sd_notify(3)).
-
-        Returns:
-            True if the datagram was sent; False without ``NOTIFY_SOCKET`` or when sending failed.
+        """Send ``KEY=value`` assignments in one datagram (booleans as 1/0, newlines as spaces).
 
         Raises:
             ValueError: If no field is given or a name is not upper-case letters, digits and ``_``.
@@ -133,13 +114,8 @@ class SystemdNotifier:
     def watchdog_interval_seconds(self) -> float | None:
         """How often to call :meth:`watchdog`: half of ``WATCHDOG_USEC``, or None when not enabled.
 
-        Follows ``sd_watchdog_enabled(3)``: the watchdog is enabled when ``WATCHDOG_USEC`` is a
-        positive integer and ``WATCHDOG_PID`` is either unset or this process's id (it is meant for
-        the main process, not for a child that inherited the environment). Invalid values mean not
-        enabled. Half the timeout is the interval that function's documentation recommends.
-
-        Returns:
-            Seconds between keep-alives, or None.
+        As ``sd_watchdog_enabled(3)``: enabled when ``WATCHDOG_USEC`` is a positive integer and
+        ``WATCHDOG_PID`` is unset or this process (not a child that inherited it).
         """
         try:
             usec = int(self._watchdog_usec)

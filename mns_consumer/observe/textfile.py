@@ -1,11 +1,8 @@
 """Metrics of one-shot commands as a node_exporter textfile, with counters kept across runs.
 
-A ``backfill`` run lasts seconds and is gone before Prometheus could scrape it, so it writes its series
-to a file that node_exporter's textfile collector serves (``--collector.textfile.directory``). Counters
-in such a file must not restart at zero on every run, or two runs that each found 5 receipts would look
-like no increase at all: the values already in the file are added to this run's before it is rewritten,
-atomically (``write_to_textfile`` renames a temporary file into place). Gauges (last run time, duration,
-success) simply take this run's values.
+A ``backfill`` run is gone before Prometheus could scrape it, so it writes its series to a file that
+node_exporter serves. Counters there must not restart at zero on every run (two runs would look like
+no increase), so the file's values are added to this run's before it is atomically rewritten.
 """
 
 from __future__ import annotations
@@ -28,58 +25,33 @@ SHARED_FAMILIES = ("mns_consumer_failures", "mns_consumer_receipts_dead_lettered
 
 
 class _Families(Collector):
-    """The families of a registry whose names pass a filter: what goes into the textfile."""
+    """The backfill families of a registry: what goes into the textfile."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
         for family in self._metrics.registry.collect():
-            if _is_backfill_family(family.name):
+            if family.name.startswith(BACKFILL_FAMILIES_PREFIX) or family.name in SHARED_FAMILIES:
                 yield family
-
-
-def _is_backfill_family(name: str) -> bool:
-    return name.startswith(BACKFILL_FAMILIES_PREFIX) or name in SHARED_FAMILIES
 
 
 def _counters(metrics: Metrics) -> Mapping[str, Counter]:
     """The counters carried over between runs, by family name."""
-    counters = (
-        metrics.backfill_queries,
-        metrics.backfill_found,
-        metrics.backfill_stored,
-        metrics.failures,
-        metrics.dead_lettered,
-    )
-    found: dict[str, Counter] = {}
-    for counter in counters:
-        for family in counter.describe():
-            found[family.name] = counter
-    return found
+    counters = (metrics.backfill_queries, metrics.backfill_found, metrics.backfill_stored)
+    return {family.name: c for c in (*counters, metrics.failures, metrics.dead_lettered) for family in c.describe()}
 
 
 def carry_over(metrics: Metrics, path: Path) -> int:
-    """Add the counter values of an earlier run's textfile to ``metrics``.
-
-    Args:
-        metrics: This run's metrics, before anything was counted.
-        path: The textfile; a missing or unreadable file carries nothing over.
-
-    Returns:
-        How many series were carried over.
-    """
+    """Add the counters of an earlier run's textfile (missing, unreadable or damaged: none) to this
+    run's ``metrics``; returns how many series were carried over."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        families: Iterable[Metric] = list(text_string_to_metric_families(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        # A damaged file is replaced by this run's values rather than stopping the run.
         return 0
     counters = _counters(metrics)
     carried = 0
-    try:
-        families: Iterable[Metric] = list(text_string_to_metric_families(text))
-    except ValueError:
-        # A damaged file is replaced by this run's values rather than stopping the run.
-        return 0
     for family in families:
         counter = counters.get(family.name)
         if counter is None:

@@ -2,7 +2,7 @@
 
 A letter is one compact JSON line (fields as :func:`dead_letter_to_json_dict` writes them) holding the
 body exactly as received (``raw``, or ``raw_base64`` when not UTF-8), so that it can be replayed. Its
-``reason`` is redacted (:func:`~mns_consumer.observe.logging.redact_text`): a sink's rejection may quote
+``reason`` is redacted (:func:`~mns_consumer.observe.redaction.redact_text`): a sink's rejection may quote
 what its server answered, and reasons are printed by replay. A line without its newline is left from
 a write that never returned; under an exclusive ``flock`` each append first truncates it, so several
 processes may share the file and it stays valid JSON Lines (the message is still in MNS). No
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.files import check_can_create_in, describe_os_error, needs_operator
-from mns_consumer.observe.logging import redact_text
+from mns_consumer.observe.redaction import redact_text
 from mns_consumer.sinks.base import DeadLetter
 from mns_consumer.sinks.file import FileMode, encode_json_line, open_for_append, still_at_path, write_all
 

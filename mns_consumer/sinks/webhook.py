@@ -23,7 +23,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from mns_consumer import __version__
 from mns_consumer.errors import ConfigError, SinkUnavailable
-from mns_consumer.observe.logging import redact_text
+from mns_consumer.observe.redaction import redact_text
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys

@@ -39,7 +39,7 @@ import yaml
 from mns_consumer.config import Config, load_config, parse_config
 from mns_consumer.errors import ConfigError, DecodeError
 from mns_consumer.observe.events import Events
-from mns_consumer.observe.logging import redact_text
+from mns_consumer.observe.redaction import redact_text
 from mns_consumer.push.receiver import PushReceiver
 from mns_consumer.push.spool import Spool
 from mns_consumer.receipts import MESSAGE_TYPES, Receipt, decode_mns_body, decode_push
