@@ -25,13 +25,12 @@ from mns_consumer.alicom.pop_text import BEIJING
 from mns_consumer.alicom.send_details import beijing_today
 from mns_consumer.alicom.send_statistics import DailySendStatistics, SendStatisticsClient
 from mns_consumer.backfill.records import MESSAGE_TYPE
-from mns_consumer.backfill.run import BackfillOptions, BackfillReport, run_backfill
+from mns_consumer.backfill.run import BackfillOptions, BackfillReport, query_options, run_backfill
 from mns_consumer.backfill.sends import Send
 from mns_consumer.config import Config
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK
 from mns_consumer.observe.events import Events
-from mns_consumer.observe.logging import mask_phone_number
 from mns_consumer.receipts import dedupe_key
 from mns_consumer.sinks.database import DatabaseSinkConfig, masked_url, receipts_table
 
@@ -157,9 +156,7 @@ class ReconcileReport:
                 out.append(
                     f"    {len(sink.without_final)} of {self.sends_of_day} send(s) of the day without a final receipt"
                 )
-                out.extend(
-                    f"      {send.where}: {_phone(send, mask)} BizId {send.biz_id}" for send in sink.without_final
-                )
+                out.extend(f"      {send.where}: {send.phone(mask)} BizId {send.biz_id}" for send in sink.without_final)
         if self.sends_other_days:
             out.append(f"  {self.sends_other_days} send(s) of the send log are dated on other days: not checked")
         verdict = (
@@ -339,16 +336,7 @@ def reconcile(
         raise ConfigError("--backfill", "", "needs the send log", "give --sends FILE (CSV or JSON Lines)")
     chosen = database_sinks(config, sink_names)
     endpoints = resolve_endpoints(config.region, config.endpoints)
-    settings = config.backfill
-    client = SendStatisticsClient(
-        resolve_access_key(config.credentials, environ),
-        endpoints,
-        connect_timeout_seconds=settings.connect_timeout_seconds,
-        read_timeout_seconds=settings.read_timeout_seconds,
-        attempts=settings.query_attempts,
-        retry_initial_seconds=settings.query_retry_initial_seconds,
-        retry_max_seconds=settings.query_retry_max_seconds,
-    )
+    client = SendStatisticsClient(resolve_access_key(config.credentials, environ), endpoints, **query_options(config))
     alibaba = client.day(send_date)
     of_day = [send for send in dict.fromkeys(sends or ()) if send.send_date == send_date]
     others = len(set(sends or ())) - len(of_day)
@@ -399,10 +387,6 @@ def _final_keys_of(send: Send) -> set[str]:
     }
 
 
-def _phone(send: Send, mask: bool) -> str:
-    return mask_phone_number(send.phone_number) if mask else send.phone_number
-
-
 def _missing_text(counts: list[SinkCount], alibaba: DailySendStatistics) -> str:
     return ", ".join(f"sink {count.sink} missing {count.missing(alibaba)}" for count in counts)
 
@@ -423,13 +407,5 @@ def _sink_json(sink: SinkCount, alibaba: DailySendStatistics, *, mask: bool) -> 
             for line in sink.gaps(alibaba)
         ],
         "missing": sink.missing(alibaba),
-        "without_final_receipt": [
-            {
-                "where": send.where,
-                "phone_number": _phone(send, mask),
-                "send_date": send.send_date.isoformat(),
-                "biz_id": send.biz_id,
-            }
-            for send in sink.without_final
-        ],
+        "without_final_receipt": [send.to_json(mask) for send in sink.without_final],
     }

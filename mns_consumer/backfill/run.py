@@ -36,7 +36,6 @@ from mns_consumer.errors import (
 )
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE
 from mns_consumer.observe.events import Events
-from mns_consumer.observe.logging import mask_phone_number
 from mns_consumer.observe.metrics import Metrics
 from mns_consumer.observe.textfile import carry_over, write_textfile
 from mns_consumer.receipt_model import Receipt
@@ -204,14 +203,7 @@ class BackfillReport:
             "stopped": self.stopped,
             "seconds": round(self.seconds, 3),
             "failures": [
-                {
-                    "where": failure.send.where,
-                    "phone_number": mask_phone_number(failure.send.phone_number) if mask else failure.send.phone_number,
-                    "send_date": failure.send.send_date.isoformat(),
-                    "biz_id": failure.send.biz_id,
-                    "code": failure.code,
-                    "message": failure.message,
-                }
+                {**failure.send.to_json(mask), "code": failure.code, "message": failure.message}
                 for failure in self.failures
             ],
         }
@@ -618,6 +610,18 @@ class _Run:
         self.events.backfill_sink_retry(MESSAGE_TYPE, sink, attempt, attempts, error.reason, round(delay, 3))
 
 
+def query_options(config: Config) -> dict[str, Any]:
+    """The ``backfill`` section's timeouts and retries, as both Dysmsapi query clients take them."""
+    backfill = config.backfill
+    return {
+        "connect_timeout_seconds": backfill.connect_timeout_seconds,
+        "read_timeout_seconds": backfill.read_timeout_seconds,
+        "attempts": backfill.query_attempts,
+        "retry_initial_seconds": backfill.query_retry_initial_seconds,
+        "retry_max_seconds": backfill.query_retry_max_seconds,
+    }
+
+
 def send_details_client(
     config: Config,
     endpoints: Endpoints,
@@ -631,26 +635,20 @@ def send_details_client(
     Raises:
         ConfigError: If the credentials cannot be resolved.
     """
-    backfill = config.backfill
     return SendDetailsClient(
         resolve_access_key(config.credentials, environ),
         endpoints,
-        connect_timeout_seconds=backfill.connect_timeout_seconds,
-        read_timeout_seconds=backfill.read_timeout_seconds,
-        page_size=backfill.page_size,
-        attempts=backfill.query_attempts,
-        retry_initial_seconds=backfill.query_retry_initial_seconds,
-        retry_max_seconds=backfill.query_retry_max_seconds,
+        page_size=config.backfill.page_size,
         on_retry=on_retry,
         sleep=sleep,
+        **query_options(config),
     )
 
 
 def describe_failure(failure: SendFailure, *, mask: bool = True) -> str:
     """One line about a send that could not be queried: where it was given, which send, why."""
     send = failure.send
-    phone = mask_phone_number(send.phone_number) if mask else send.phone_number
-    return f"{send.where} ({phone}, {send.send_date.isoformat()}, BizId {send.biz_id}): {failure.message}"
+    return f"{send.where} ({send.phone(mask)}, {send.send_date.isoformat()}, BizId {send.biz_id}): {failure.message}"
 
 
 def unmatched_date_warning(report: BackfillReport, *, mask: bool = True, limit: int = 3) -> str | None:
@@ -664,11 +662,7 @@ def unmatched_date_warning(report: BackfillReport, *, mask: bool = True, limit: 
     suspects = [send for send in report.unmatched if send.send_date != today]
     if not suspects:
         return None
-    named = "; ".join(
-        f"{send.where} ({mask_phone_number(send.phone_number) if mask else send.phone_number}, "
-        f"{send.send_date.isoformat()})"
-        for send in suspects[:limit]
-    )
+    named = "; ".join(f"{send.where} ({send.phone(mask)}, {send.send_date.isoformat()})" for send in suspects[:limit])
     more = f" and {len(suspects) - limit} more" if len(suspects) > limit else ""
     next_day = (suspects[0].send_date + timedelta(days=1)).isoformat()
     today_text = f" Today is {today.isoformat()} in Beijing." if today is not None else ""

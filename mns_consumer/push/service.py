@@ -79,10 +79,6 @@ class PushService:
             spool_oldest_age_seconds=lambda: self.spool.oldest_age_seconds(label),
         )
 
-    def start(self, sinks: Mapping[str, Sink], dead_letter: DeadLetterSink) -> PushService:
-        """:meth:`listen` and :meth:`deliver` in one call (sinks already open)."""
-        return self.listen().deliver(sinks, dead_letter)
-
     def listen(self) -> PushService:
         """Open the spool and serve pushes into it; nothing is delivered until :meth:`deliver`.
 

@@ -61,7 +61,7 @@ class Running:
         assert self.config.dead_letter is not None
         self.dead_letter = self.config.dead_letter.build()
         self.dead_letter.open()
-        self.service = self._make_service().start(self.sinks, self.dead_letter)
+        self.service = self._make_service().listen().deliver(self.sinks, self.dead_letter)
 
     def _make_service(self) -> PushService:
         return PushService(

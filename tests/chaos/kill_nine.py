@@ -1,0 +1,44 @@
+"""What every kill -9 trial checks: a restarted daemon finishes the queue, and each receipt is stored once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from mns_consumer.emulator import Emulator
+from mns_consumer.sinks.dead_letter import read_dead_letters
+from tests.e2e.daemon_harness import DaemonFactory, queue_total, table_keys, wait_until
+from tests.support.sink_env_database import ServerEnv
+
+
+def postgres_sink(postgres: ServerEnv, **extra: Any) -> dict[str, Any]:
+    """The database sink on the test's PostgreSQL table, with a short connect timeout."""
+    return {"type": "database", "url": postgres.url, "table": postgres.table, "connect_timeout_seconds": 2, **extra}
+
+
+def restart_until_stored(
+    daemons: DaemonFactory, config: Path, emulator: Emulator, postgres: ServerEnv, total: int, trial: int
+) -> None:
+    """Start the daemon again, wait until the queues are empty and ``total`` rows stored, stop it cleanly."""
+    survivor = daemons.start(config)
+    wait_until(
+        lambda: queue_total(emulator) == 0 and len(table_keys(postgres.admin, postgres.table)) == total,
+        f"trial {trial}: every receipt stored after the restart",
+        diagnose=survivor.describe,
+    )
+    assert survivor.stop() == 0, survivor.describe()
+    assert not survivor.events_named("poller.crashed")
+
+
+def assert_stored_once(postgres: ServerEnv, emulator: Emulator, expected: set[str], count: int, dead: Path) -> None:
+    """Every expected receipt stored exactly once (``count`` in all), nothing dead-lettered, the queues empty."""
+    query = sa.text(f"SELECT dedupe_key FROM {postgres.table} GROUP BY dedupe_key HAVING count(*) > 1")  # noqa: S608
+    with postgres.admin.connect() as connection:
+        assert list(connection.execute(query).scalars()) == []
+    keys = table_keys(postgres.admin, postgres.table)
+    assert len(keys) == len(expected) == count
+    assert set(keys) == expected
+    assert queue_total(emulator) == 0
+    assert not dead.exists() or list(read_dead_letters(dead)) == []
