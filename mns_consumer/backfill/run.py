@@ -373,20 +373,14 @@ class _Run:
     def _open(self) -> None:
         for name in self.sink_names:
             sink = self._build_sink(name)
-            try:
-                sink.open()
-            except SinkUnavailable as exc:
-                raise _Stop(f"sink {name!r} is unavailable: {exc.reason}", unavailable=True) from exc
+            _open_or_stop(f"sink {name!r}", sink)
             self._sinks.append(sink)
         if not all(isinstance(sink, StoredKeys) for sink in self._sinks):
             self.report.already_stored = self.report.newly_stored = None
-        if self._dead_letter is None and self.config.dead_letter is not None:
+        if self._dead_letter is None:
+            assert self.config.dead_letter is not None  # noqa: S101  (__init__ requires one unless dry_run)
             self._dead_letter = self.config.dead_letter.build()
-        if self._dead_letter is not None:
-            try:
-                self._dead_letter.open()
-            except SinkUnavailable as exc:
-                raise _Stop(f"the dead-letter sink is unavailable: {exc.reason}", unavailable=True) from exc
+        _open_or_stop("the dead-letter sink", self._dead_letter)
 
     def _close(self) -> None:
         for sink in self._sinks:
@@ -608,6 +602,13 @@ class _Run:
     def _on_sink_retry(self, sink: str, attempt: int, error: SinkUnavailable, delay: float) -> None:
         attempts = self.settings.sink_attempts
         self.events.backfill_sink_retry(MESSAGE_TYPE, sink, attempt, attempts, error.reason, round(delay, 3))
+
+
+def _open_or_stop(what: str, sink: Sink | DeadLetterSink) -> None:
+    try:
+        sink.open()
+    except SinkUnavailable as exc:
+        raise _Stop(f"{what} is unavailable: {exc.reason}", unavailable=True) from exc
 
 
 def query_options(config: Config) -> dict[str, Any]:

@@ -109,7 +109,6 @@ class PollerSettings:
     extend_visibility: bool = True
     visibility_timeout_seconds: float = 30.0
     visibility_extension_seconds: int = 60
-    request_timeout_seconds: float = 10.0
     retry_initial_seconds: float = 0.5
     retry_max_seconds: float = 30.0
     max_receivers: int = 1

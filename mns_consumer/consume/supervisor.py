@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -342,23 +342,13 @@ class Supervisor:
             retry_max_seconds=self.config.sink_retry_max_seconds,
             opt_out=self.opt_out,
         )
+        # The queue's own keys carry the same names; the rest come from the top-level settings.
+        shared = {field.name for field in fields(PollerSettings)} & set(QueueConfig.model_fields)
         settings = PollerSettings(
-            message_type=queue.message_type,
-            queue_name=queue.queue_name,
-            batch_size=queue.batch_size,
-            wait_seconds=queue.wait_seconds,
-            in_flight_batches=queue.in_flight_batches,
+            **{name: getattr(queue, name) for name in shared},
             batch_linger_seconds=queue.batch_linger_ms / 1000,
-            extend_visibility=queue.extend_visibility,
-            visibility_timeout_seconds=queue.visibility_timeout_seconds,
-            visibility_extension_seconds=queue.visibility_extension_seconds,
-            request_timeout_seconds=self.config.mns_request_timeout_seconds,
             retry_initial_seconds=self.config.mns_retry_initial_seconds,
             retry_max_seconds=self.config.mns_retry_max_seconds,
-            max_receivers=queue.max_receivers,
-            max_in_flight_messages=queue.max_in_flight_messages,
-            max_receipts_per_second=queue.max_receipts_per_second,
-            max_hold_seconds=queue.max_hold_seconds,
         )
         make_client = partial(queue_client, self.config, self.endpoints, queue.queue_name, tokens)
         return Poller(settings, tokens, dispatcher, self.events, make_client)

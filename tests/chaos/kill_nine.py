@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -11,11 +10,6 @@ from mns_consumer.emulator import Emulator
 from mns_consumer.sinks.dead_letter import read_dead_letters
 from tests.e2e.daemon_harness import DaemonFactory, queue_total, table_keys, wait_until
 from tests.support.sink_env_database import ServerEnv
-
-
-def postgres_sink(postgres: ServerEnv, **extra: Any) -> dict[str, Any]:
-    """The database sink on the test's PostgreSQL table, with a short connect timeout."""
-    return {"type": "database", "url": postgres.url, "table": postgres.table, "connect_timeout_seconds": 2, **extra}
 
 
 def restart_until_stored(

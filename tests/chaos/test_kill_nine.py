@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from mns_consumer.emulator import Emulator, QueueDefaults
-from tests.chaos.kill_nine import assert_stored_once, postgres_sink, restart_until_stored
-from tests.e2e.daemon_harness import DaemonFactory, daemon_config, expected_receipts
+from tests.chaos.kill_nine import assert_stored_once, restart_until_stored
+from tests.e2e.daemon_harness import DaemonFactory, daemon_config, expected_receipts, postgres_sink
 from tests.support.sink_env_database import ServerEnv
 
 TRIALS = 10

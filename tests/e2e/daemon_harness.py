@@ -27,6 +27,7 @@ from mns_consumer.emulator.samples import GeneratedReceipt
 from mns_consumer.emulator.send_log import SendRecord
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.receipts import decode_mns_body
+from tests.support.sink_env_database import ServerEnv
 
 DEADLINE_SECONDS = 60.0
 """How long any condition may take before the test fails as hung (a guard, not a timing assertion)."""
@@ -107,6 +108,17 @@ def daemon_config(
         **FAST_SETTINGS,
         **top,
     }
+
+
+def sqlite_sink(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine]:
+    """A SQLite database sink in ``tmp_path`` and an engine to look into it."""
+    url = f"sqlite:///{tmp_path / 'receipts.db'}"
+    return {"type": "database", "url": url}, sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+
+def postgres_sink(env: ServerEnv, **extra: Any) -> dict[str, Any]:
+    """The database sink on a test's server table, with a short connect timeout."""
+    return {"type": "database", "url": env.url, "table": env.table, "connect_timeout_seconds": 2, **extra}
 
 
 def write_config(path: Path, data: Mapping[str, Any]) -> Path:

@@ -21,9 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.push_client import push_receipts
-from mns_consumer.emulator.samples import ReceiptFactory
 from tests.e2e.daemon_harness import (
     DEADLINE_SECONDS,
     FAST_SETTINGS,
@@ -34,6 +32,7 @@ from tests.e2e.daemon_harness import (
     wait_until,
 )
 from tests.e2e.daemon_harness import write_config as write_yaml
+from tests.support.receipts import pushed_receipts
 
 SECRET = "e2e-Private-Files-7c2e9d"
 
@@ -162,7 +161,7 @@ def test_every_file_the_daemon_creates_is_0600_and_every_folder_0700(
     port = daemon.wait_for("push.listening")["address"].rpartition(":")[2]
 
     # When receipts are pushed and stored by both sinks
-    receipts = [dict(item.receipt) for item in ReceiptFactory(Clock(), 4).make_many("SmsReport", 5)]
+    receipts = pushed_receipts("SmsReport", 5, seed=4)
     report = push_receipts(
         f"http://127.0.0.1:{port}/alicom/SmsReport/{SECRET}",
         receipts,

@@ -20,7 +20,9 @@ from tests.e2e.daemon_harness import (
     DaemonFactory,
     drain_lossy_producer,
     one_shot_config,
+    postgres_sink,
     run_command,
+    sqlite_sink,
     table_keys,
     write_sends,
 )
@@ -35,13 +37,6 @@ def reconcile(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_command("reconcile", "--config", str(config), *args)
 
 
-def sqlite_sink(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine]:
-    """A SQLite database sink and an engine to look into it."""
-    database = tmp_path / "receipts.db"
-    engine = sa.create_engine(f"sqlite:///{database}", poolclass=sa.pool.NullPool)
-    return {"type": "database", "url": f"sqlite:///{database}"}, engine
-
-
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[dict[str, Any], sa.Engine, str]]:
     """The sink configuration, an engine on its server and its table: SQLite, or a server when it runs."""
@@ -53,7 +48,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[d
     env = ServerEnv(request.param)
     try:
         yield (
-            {"type": "database", "url": env.url, "table": env.table, "connect_timeout_seconds": 2},
+            postgres_sink(env),
             env.admin,
             env.table,
         )
@@ -193,7 +188,7 @@ def test_an_unreachable_database_exits_4_without_its_password(
 ) -> None:
     """A database that refuses connections is a run to repeat later (exit 4); the URL is shown masked."""
     emulator = make_emulator(queues=QUEUES)
-    sink = {"type": "database", "url": postgres.url, "table": postgres.table, "connect_timeout_seconds": 2}
+    sink = postgres_sink(postgres)
     config = one_shot_config(emulator, tmp_path, {"db": sink})
     postgres.make_unavailable()
     result = reconcile(config, "--date", "20240501")
