@@ -100,17 +100,10 @@ class SinkCount:
 
 @dataclass
 class ReconcileReport:
-    """The outcome of one reconciliation; :attr:`exit_code` is the command's.
+    """The outcome of one reconciliation of a Beijing day; :attr:`exit_code` is the command's.
 
-    Attributes:
-        send_date: The Beijing day.
-        alibaba: Alibaba's counts of it.
-        sinks: Each database sink's counts, after the backfill when one ran.
-        sends_of_day: Sends of the send log dated that day (None without a send log).
-        sends_other_days: Sends of the send log dated on other days (not checked).
-        before: The sinks' counts before the backfill, when one ran.
-        backfill: The backfill's report, when one ran.
-        beijing_today: Today in Beijing when the run started (a day not over yet is still filling).
+    ``sinks`` are counted after the backfill when one ran (``before`` holds the counts before it);
+    ``sends_of_day`` is None without a send log; ``beijing_today`` tells a day still filling.
     """
 
     send_date: date
@@ -314,17 +307,9 @@ def reconcile(
 ) -> ReconcileReport:
     """Compare Alibaba's counts of ``send_date`` with the database sinks; optionally backfill what is missing.
 
-    Args:
-        config: The configuration: credentials, endpoints, sinks.
-        send_date: The Beijing calendar day.
-        environ: The process environment (AccessKey variables).
-        sends: The application's send log (sends of other days are skipped), or None.
-        sink_names: Database sinks to count (default: those SmsReport is routed to).
-        backfill: Recover the sends without a final receipt through :func:`run_backfill`, then count again.
-        events: Logs and counts the backfill.
-
-    Returns:
-        The report.
+    ``sends`` is the application's send log (sends of other days are skipped); ``sink_names`` default
+    to the database sinks SmsReport is routed to; ``backfill`` recovers the sends without a final
+    receipt through :func:`run_backfill`, then counts again.
 
     Raises:
         ConfigError: No database sink, an undefined sink, a missing SQLite file, unresolvable

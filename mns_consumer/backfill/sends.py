@@ -96,17 +96,10 @@ def make_send(phone_number: str, send_date: str, biz_id: str, where: str = "comm
 def read_sends(path: Path, text: str | None = None) -> list[Send]:
     """Read a sends file: JSON Lines (``.jsonl``/``.ndjson``, or a first line starting with ``{``) or CSV.
 
-    CSV needs a header row naming at least ``phone_number``, ``send_date`` and ``biz_id`` (``phone``,
-    ``date``, ``PhoneNumber``, ``SendDate`` and ``BizId`` are accepted too); other columns are ignored, so
-    an export of the application's send log can be used as it is. Blank lines are skipped. Phone numbers
-    and BizIds keep leading zeros and carets: they are text.
-
-    Args:
-        path: The file, named in messages.
-        text: Its content, when already read (standard input); else the file is read as UTF-8.
-
-    Returns:
-        The sends, in file order, each with ``where`` = ``<path>:<line>``.
+    CSV needs a header naming ``phone_number``, ``send_date`` and ``biz_id`` (or an alias); other columns
+    are ignored, so an export of the application's send log works as it is. Values are text (leading
+    zeros and carets kept). ``text`` is the content when already read (standard input). Each send's
+    ``where`` is ``<path>:<line>``.
 
     Raises:
         InvalidSendsError: Listing every bad line (with its number and field), or a missing column.
@@ -228,12 +221,7 @@ def collect_sends(
 ) -> list[Send]:
     """The sends of ``mns-consumer backfill``: one from ``--phone``/``--date``/``--biz-id``, and/or a file.
 
-    Args:
-        phone_number: ``--phone``.
-        send_date: ``--date``.
-        biz_id: ``--biz-id``.
-        sends_file: ``--sends``; ``-`` means ``stdin``.
-        stdin: Standard input's text, when ``sends_file`` is ``-``.
+    ``sends_file`` ``-`` reads ``stdin`` (standard input's text).
 
     Raises:
         InvalidSendsError: If the single send is incomplete or invalid, the file is bad, or there are

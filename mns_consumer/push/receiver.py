@@ -82,11 +82,7 @@ class PushRejected(Exception):  # noqa: N818  (a flow signal: the request is ans
 class PushReceiver:
     """Serves the push routes on ``push.listen`` in background threads, writing into a spool.
 
-    Args:
-        config: The ``push`` section.
-        spool: The opened spool.
-        events: Where acceptances and refusals are logged and counted.
-        on_spooled: Called with the route's name after each stored push (wakes its worker).
+    ``on_spooled`` is called with the route's name after each stored push (it wakes the route's worker).
     """
 
     def __init__(
