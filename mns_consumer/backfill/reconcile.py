@@ -44,11 +44,7 @@ _LOOKUP_CHUNK: Final = 500
 class StatusGap:
     """One status of one sink: Alibaba's count against the sink's.
 
-    Attributes:
-        status: ``responded_success``, ``responded_fail``, ``no_response`` or ``total``.
-        alibaba: Alibaba's count.
-        stored: The sink's count.
-        gap: Whether ``missing`` counts as a gap (not for ``no_response``: there is nothing to receive).
+    ``gap`` says whether ``missing`` counts as a gap (not for ``no_response``: nothing to receive yet).
     """
 
     status: str
@@ -69,14 +65,8 @@ class StatusGap:
 
 @dataclass(frozen=True)
 class SinkCount:
-    """What one database sink holds for the day, compared with Alibaba.
-
-    Attributes:
-        sink: The sink's name.
-        statuses: Rows by status (``delivered``, ``failed``, ``pending``).
-        without_final: The day's sends (of the send log) with no delivered or failed receipt here.
-        table_missing: True when the table does not exist (yet): the sink holds nothing.
-    """
+    """What one database sink holds for the day: rows by status, and the send log's sends of the day
+    with no delivered or failed receipt here (``without_final``)."""
 
     sink: str
     statuses: Mapping[str, int]

@@ -81,13 +81,8 @@ class BackfillOptions:
 
 @dataclass(frozen=True)
 class SendFailure:
-    """A send that could not be queried.
-
-    Attributes:
-        send: The send.
-        code: Alibaba's code, or a local one (``InvalidSendDate``, ``NetworkError``, ...).
-        message: What went wrong, with what to do where that is known.
-    """
+    """A send that could not be queried: Alibaba's code or a local one (``InvalidSendDate``,
+    ``NetworkError``, ...), and what went wrong, with what to do where that is known."""
 
     send: Send
     code: str
@@ -160,12 +155,7 @@ class BackfillReport:
         }
 
     def summary(self, *, dry_run: bool = False) -> str:
-        """One line for the operator, ending with what happened to the receipts.
-
-        In order: sends queried, records found, receipts already stored, newly stored (recovered),
-        still pending (no carrier report yet), and failed (sends that could not be queried, receipts
-        that could not be stored).
-        """
+        """One line for the operator: sends queried, records found, then what happened to the receipts."""
         text = (
             f"backfill: {self.sends} send(s), {self.queried} queried in {self.pages} page(s); "
             f"{self.found} record(s) found ({self.delivered} delivered, {self.failed} delivery failed, "
