@@ -1,25 +1,18 @@
 """One pipelined consumer of one MNS queue: receive, decode, dispatch, delete, keep slow batches invisible.
 
-Threads, each with its own MNS connection (the SDK client is not thread-safe):
+Threads, each with its own MNS connection (the SDK client is not thread-safe): receiver 0 long-polls
+BatchReceiveMessage, and while receives come back full and the sinks keep up,
+:class:`~mns_consumer.consume.concurrency.ReceiverControl` starts more receivers (up to
+``max_receivers``) that do not wait, so they never count against MNS's cap of concurrent long polls;
+one ``dispatcher`` decodes batches and hands them, in order, to the
+:class:`~mns_consumer.delivery.Dispatcher`; one ``deleter`` per receiver deletes exactly the settled
+messages with their newest handles; the ``keeper`` extends batches in flight past half their
+visibility timeout, for at most ``max_hold_seconds``. While batch k is stored, batch k+1 is received
+and batch k-1 deleted: only overlap hides each call's network round trip.
 
-``receiver:<queue>`` (and ``receiver-N:<queue>`` in a backlog)
-    Receiver 0 long-polls BatchReceiveMessage. While receives come back full and the sinks keep up,
-    :class:`~mns_consumer.consume.concurrency.ReceiverControl` starts more receivers, up to
-    ``max_receivers``; they receive without waiting, so they never count against MNS's cap of
-    concurrent long polls. Receiving pauses while the sinks fail, so an outage neither churns
-    visibility nor fills the dead letters.
-``dispatcher``
-    Decodes batches and hands them, in order, to :class:`~mns_consumer.delivery.Dispatcher`.
-``deleter`` (one per receiver started)
-    BatchDeleteMessage of exactly the settled messages, with their newest handles.
-``keeper``
-    Extends the visibility of batches in flight past half their timeout, for at most ``max_hold_seconds``.
-
-While the dispatcher stores batch k, the receivers already hold batch k+1 and the deleters remove
-batch k-1: each call costs a network round trip, which only overlap hides.
-
-A 429 ``TooManyRequests`` is backpressure: the call is retried after a jittered pause and the
-receivers halve; nothing is dead-lettered or given up for it.
+Receiving pauses while the sinks fail, so an outage neither churns visibility nor fills the dead
+letters. A 429 ``TooManyRequests`` is backpressure: retried after a jittered pause while the receivers
+halve; nothing is dead-lettered or given up for it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mns_consumer.emulator import Emulator, QueueDefaults
-from tests.chaos.kill_nine import assert_stored_once, restart_until_stored
+from tests.chaos.checks import assert_stored_once, restart_until_stored
 from tests.e2e.daemon_harness import DaemonFactory, daemon_config, expected_receipts, postgres_sink
 from tests.support.sink_env_database import ServerEnv
 

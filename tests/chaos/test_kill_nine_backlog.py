@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mns_consumer.emulator import Emulator, QueueDefaults, WanProfile
-from tests.chaos.kill_nine import assert_stored_once, restart_until_stored
+from tests.chaos.checks import assert_stored_once, restart_until_stored
 from tests.e2e.daemon_harness import DaemonFactory, daemon_config, expected_receipts, postgres_sink, wait_until
 from tests.support.sink_env_database import ServerEnv
 

@@ -1,4 +1,4 @@
-"""What every kill -9 trial checks: a restarted daemon finishes the queue, and each receipt is stored once."""
+"""What the chaos tests check: a restarted daemon finishes the queue, and each receipt is stored once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from mns_consumer.emulator import Emulator
 from mns_consumer.sinks.dead_letter import read_dead_letters
 from tests.e2e.daemon_harness import DaemonFactory, queue_total, table_keys, wait_until
 from tests.support.sink_env_database import ServerEnv
+
+
+def duplicated_keys(engine: sa.Engine, table: str) -> list[str]:
+    """Dedupe keys stored more than once."""
+    query = sa.text(f"SELECT dedupe_key FROM {table} GROUP BY dedupe_key HAVING count(*) > 1")  # noqa: S608
+    with engine.connect() as connection:
+        return list(connection.execute(query).scalars())
 
 
 def restart_until_stored(
@@ -28,9 +35,7 @@ def restart_until_stored(
 
 def assert_stored_once(postgres: ServerEnv, emulator: Emulator, expected: set[str], count: int, dead: Path) -> None:
     """Every expected receipt stored exactly once (``count`` in all), nothing dead-lettered, the queues empty."""
-    query = sa.text(f"SELECT dedupe_key FROM {postgres.table} GROUP BY dedupe_key HAVING count(*) > 1")  # noqa: S608
-    with postgres.admin.connect() as connection:
-        assert list(connection.execute(query).scalars()) == []
+    assert duplicated_keys(postgres.admin, postgres.table) == []
     keys = table_keys(postgres.admin, postgres.table)
     assert len(keys) == len(expected) == count
     assert set(keys) == expected
