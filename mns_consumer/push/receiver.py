@@ -193,9 +193,7 @@ class _Connection:
 
     def __init__(self, sock: socket.socket, read_timeout_seconds: float) -> None:
         self.sock = sock
-        self.reading = True
-        self.waiting_since = time.monotonic()
-        self.deadline = self.waiting_since + read_timeout_seconds
+        self.expect_request(read_timeout_seconds)
 
     def expect_request(self, read_timeout_seconds: float) -> None:
         """The next request (line, headers, body) must arrive within the deadline from now."""
