@@ -427,9 +427,9 @@ class _Run:
         return result
 
     def _on_retry(self, attempt: int, error: SendDetailsUnavailable, delay: float) -> None:
-        send: Send | None = getattr(self._current, "send", None)
-        where = send.where if send is not None else "-"
-        self.events.backfill_query_retry(MESSAGE_TYPE, where, attempt, error.code, str(error), round(delay, 3))
+        """Called by the client on the worker thread querying ``self._current.send``."""
+        send: Send = self._current.send
+        self.events.backfill_query_retry(MESSAGE_TYPE, send.where, attempt, error.code, str(error), round(delay, 3))
 
     # -- results (caller's thread) ---------------------------------------------------------------
 
