@@ -249,10 +249,7 @@ class Supervisor:
             if slot.restart_at is None and now - slot.poller.last_progress > stuck_after
         ]
         push_down = self.push is not None and self.ready.is_set() and not self.push.alive()
-        state: dict[str, object] = {"stuck_pollers": stuck, "queues": self._queue_states()}
-        if self.push is not None:
-            state["push"] = self.push.state()
-        return not stuck and not push_down, state
+        return not stuck and not push_down, self._state(stuck_pollers=stuck)
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready when started, not draining, and every queue holds a valid token and reaches its sinks."""
@@ -270,12 +267,16 @@ class Supervisor:
                 # Not with push: the spool takes pushes through a sink outage, and a daemon taken out of
                 # its Service would turn them into refusals that Alibaba gives up on after three tries.
                 reasons.append(f"a sink of {slot.queue.queue_name} is unavailable")
-        state: dict[str, object] = {"reasons": reasons, "queues": self._queue_states()}
+        if self.push is not None and self.ready.is_set() and not self.draining.is_set() and not self.push.accepting():
+            reasons.append("push receiver not accepting")
+        return not reasons, self._state(reasons=reasons)
+
+    def _state(self, **fields: object) -> dict[str, object]:
+        """The JSON body of /healthz and /readyz: ``fields``, then the queues' and the push receiver's state."""
+        state = {**fields, "queues": self._queue_states()}
         if self.push is not None:
-            if self.ready.is_set() and not self.draining.is_set() and not self.push.accepting():
-                reasons.append("push receiver not accepting")
             state["push"] = self.push.state()
-        return not reasons, state
+        return state
 
     def _open_sinks(self) -> bool:
         """Open every sink a queue uses, retrying unavailable ones until they open or a stop arrives."""
