@@ -35,3 +35,11 @@ class Backoff:
         """As tenacity's ``wait``: the failed attempt's ``retry_after_seconds``, if it has one, is honoured."""
         error = state.outcome.exception() if state.outcome is not None else None
         return self.delay(state.attempt_number, getattr(error, "retry_after_seconds", None))
+
+
+def failed_attempt(state: RetryCallState) -> tuple[BaseException, float]:
+    """In tenacity's ``before_sleep``: the attempt's exception and the seconds until the next one."""
+    error = state.outcome.exception() if state.outcome is not None else None
+    assert error is not None  # noqa: S101  (tenacity calls before_sleep only after a failure)
+    assert state.next_action is not None  # noqa: S101  (and with the next wait set)
+    return error, state.next_action.sleep

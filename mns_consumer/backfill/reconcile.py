@@ -25,13 +25,12 @@ from mns_consumer.alicom.pop_text import BEIJING
 from mns_consumer.alicom.send_details import beijing_today
 from mns_consumer.alicom.send_statistics import DailySendStatistics, SendStatisticsClient
 from mns_consumer.backfill.records import MESSAGE_TYPE
-from mns_consumer.backfill.run import BackfillOptions, BackfillReport, run_backfill
+from mns_consumer.backfill.run import BackfillOptions, BackfillReport, query_options, run_backfill
 from mns_consumer.backfill.sends import Send
 from mns_consumer.config import Config
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK
 from mns_consumer.observe.events import Events
-from mns_consumer.observe.redaction import mask_phone_number
 from mns_consumer.receipts import dedupe_key
 from mns_consumer.sinks.database import DatabaseSinkConfig, masked_url, receipts_table
 
@@ -45,11 +44,7 @@ _LOOKUP_CHUNK: Final = 500
 class StatusGap:
     """One status of one sink: Alibaba's count against the sink's.
 
-    Attributes:
-        status: ``responded_success``, ``responded_fail``, ``no_response`` or ``total``.
-        alibaba: Alibaba's count.
-        stored: The sink's count.
-        gap: Whether ``missing`` counts as a gap (not for ``no_response``: there is nothing to receive).
+    ``gap`` says whether ``missing`` counts as a gap (not for ``no_response``: nothing to receive yet).
     """
 
     status: str
@@ -70,14 +65,8 @@ class StatusGap:
 
 @dataclass(frozen=True)
 class SinkCount:
-    """What one database sink holds for the day, compared with Alibaba.
-
-    Attributes:
-        sink: The sink's name.
-        statuses: Rows by status (``delivered``, ``failed``, ``pending``).
-        without_final: The day's sends (of the send log) with no delivered or failed receipt here.
-        table_missing: True when the table does not exist (yet): the sink holds nothing.
-    """
+    """What one database sink holds for the day: rows by status, and the send log's sends of the day
+    with no delivered or failed receipt here (``without_final``)."""
 
     sink: str
     statuses: Mapping[str, int]
@@ -101,17 +90,10 @@ class SinkCount:
 
 @dataclass
 class ReconcileReport:
-    """The outcome of one reconciliation; :attr:`exit_code` is the command's.
+    """The outcome of one reconciliation of a Beijing day; :attr:`exit_code` is the command's.
 
-    Attributes:
-        send_date: The Beijing day.
-        alibaba: Alibaba's counts of it.
-        sinks: Each database sink's counts, after the backfill when one ran.
-        sends_of_day: Sends of the send log dated that day (None without a send log).
-        sends_other_days: Sends of the send log dated on other days (not checked).
-        before: The sinks' counts before the backfill, when one ran.
-        backfill: The backfill's report, when one ran.
-        beijing_today: Today in Beijing when the run started (a day not over yet is still filling).
+    ``sinks`` are counted after the backfill when one ran (``before`` holds the counts before it);
+    ``sends_of_day`` is None without a send log; ``beijing_today`` tells a day still filling.
     """
 
     send_date: date
@@ -157,9 +139,7 @@ class ReconcileReport:
                 out.append(
                     f"    {len(sink.without_final)} of {self.sends_of_day} send(s) of the day without a final receipt"
                 )
-                out.extend(
-                    f"      {send.where}: {_phone(send, mask)} BizId {send.biz_id}" for send in sink.without_final
-                )
+                out.extend(f"      {send.where}: {send.phone(mask)} BizId {send.biz_id}" for send in sink.without_final)
         if self.sends_other_days:
             out.append(f"  {self.sends_other_days} send(s) of the send log are dated on other days: not checked")
         verdict = (
@@ -317,17 +297,9 @@ def reconcile(
 ) -> ReconcileReport:
     """Compare Alibaba's counts of ``send_date`` with the database sinks; optionally backfill what is missing.
 
-    Args:
-        config: The configuration: credentials, endpoints, sinks.
-        send_date: The Beijing calendar day.
-        environ: The process environment (AccessKey variables).
-        sends: The application's send log (sends of other days are skipped), or None.
-        sink_names: Database sinks to count (default: those SmsReport is routed to).
-        backfill: Recover the sends without a final receipt through :func:`run_backfill`, then count again.
-        events: Logs and counts the backfill.
-
-    Returns:
-        The report.
+    ``sends`` is the application's send log (sends of other days are skipped); ``sink_names`` default
+    to the database sinks SmsReport is routed to; ``backfill`` recovers the sends without a final
+    receipt through :func:`run_backfill`, then counts again.
 
     Raises:
         ConfigError: No database sink, an undefined sink, a missing SQLite file, unresolvable
@@ -339,16 +311,7 @@ def reconcile(
         raise ConfigError("--backfill", "", "needs the send log", "give --sends FILE (CSV or JSON Lines)")
     chosen = database_sinks(config, sink_names)
     endpoints = resolve_endpoints(config.region, config.endpoints)
-    settings = config.backfill
-    client = SendStatisticsClient(
-        resolve_access_key(config.credentials, environ),
-        endpoints,
-        connect_timeout_seconds=settings.connect_timeout_seconds,
-        read_timeout_seconds=settings.read_timeout_seconds,
-        attempts=settings.query_attempts,
-        retry_initial_seconds=settings.query_retry_initial_seconds,
-        retry_max_seconds=settings.query_retry_max_seconds,
-    )
+    client = SendStatisticsClient(resolve_access_key(config.credentials, environ), endpoints, **query_options(config))
     alibaba = client.day(send_date)
     of_day = [send for send in dict.fromkeys(sends or ()) if send.send_date == send_date]
     others = len(set(sends or ())) - len(of_day)
@@ -399,10 +362,6 @@ def _final_keys_of(send: Send) -> set[str]:
     }
 
 
-def _phone(send: Send, mask: bool) -> str:
-    return mask_phone_number(send.phone_number) if mask else send.phone_number
-
-
 def _missing_text(counts: list[SinkCount], alibaba: DailySendStatistics) -> str:
     return ", ".join(f"sink {count.sink} missing {count.missing(alibaba)}" for count in counts)
 
@@ -423,13 +382,5 @@ def _sink_json(sink: SinkCount, alibaba: DailySendStatistics, *, mask: bool) -> 
             for line in sink.gaps(alibaba)
         ],
         "missing": sink.missing(alibaba),
-        "without_final_receipt": [
-            {
-                "where": send.where,
-                "phone_number": _phone(send, mask),
-                "send_date": send.send_date.isoformat(),
-                "biz_id": send.biz_id,
-            }
-            for send in sink.without_final
-        ],
+        "without_final_receipt": [send.to_json(mask) for send in sink.without_final],
     }

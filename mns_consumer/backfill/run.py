@@ -37,7 +37,6 @@ from mns_consumer.errors import (
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE
 from mns_consumer.observe.events import Events
 from mns_consumer.observe.metrics import Metrics
-from mns_consumer.observe.redaction import mask_phone_number
 from mns_consumer.observe.textfile import carry_over, write_textfile
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.retry import Backoff
@@ -82,13 +81,8 @@ class BackfillOptions:
 
 @dataclass(frozen=True)
 class SendFailure:
-    """A send that could not be queried.
-
-    Attributes:
-        send: The send.
-        code: Alibaba's code, or a local one (``InvalidSendDate``, ``NetworkError``, ...).
-        message: What went wrong, with what to do where that is known.
-    """
+    """A send that could not be queried: Alibaba's code or a local one (``InvalidSendDate``,
+    ``NetworkError``, ...), and what went wrong, with what to do where that is known."""
 
     send: Send
     code: str
@@ -161,12 +155,7 @@ class BackfillReport:
         }
 
     def summary(self, *, dry_run: bool = False) -> str:
-        """One line for the operator, ending with what happened to the receipts.
-
-        In order: sends queried, records found, receipts already stored, newly stored (recovered),
-        still pending (no carrier report yet), and failed (sends that could not be queried, receipts
-        that could not be stored).
-        """
+        """One line for the operator: sends queried, records found, then what happened to the receipts."""
         text = (
             f"backfill: {self.sends} send(s), {self.queried} queried in {self.pages} page(s); "
             f"{self.found} record(s) found ({self.delivered} delivered, {self.failed} delivery failed, "
@@ -204,14 +193,7 @@ class BackfillReport:
             "stopped": self.stopped,
             "seconds": round(self.seconds, 3),
             "failures": [
-                {
-                    "where": failure.send.where,
-                    "phone_number": mask_phone_number(failure.send.phone_number) if mask else failure.send.phone_number,
-                    "send_date": failure.send.send_date.isoformat(),
-                    "biz_id": failure.send.biz_id,
-                    "code": failure.code,
-                    "message": failure.message,
-                }
+                {**failure.send.to_json(mask), "code": failure.code, "message": failure.message}
                 for failure in self.failures
             ],
         }
@@ -381,20 +363,14 @@ class _Run:
     def _open(self) -> None:
         for name in self.sink_names:
             sink = self._build_sink(name)
-            try:
-                sink.open()
-            except SinkUnavailable as exc:
-                raise _Stop(f"sink {name!r} is unavailable: {exc.reason}", unavailable=True) from exc
+            _open_or_stop(f"sink {name!r}", sink)
             self._sinks.append(sink)
         if not all(isinstance(sink, StoredKeys) for sink in self._sinks):
             self.report.already_stored = self.report.newly_stored = None
-        if self._dead_letter is None and self.config.dead_letter is not None:
+        if self._dead_letter is None:
+            assert self.config.dead_letter is not None  # noqa: S101  (__init__ requires one unless dry_run)
             self._dead_letter = self.config.dead_letter.build()
-        if self._dead_letter is not None:
-            try:
-                self._dead_letter.open()
-            except SinkUnavailable as exc:
-                raise _Stop(f"the dead-letter sink is unavailable: {exc.reason}", unavailable=True) from exc
+        _open_or_stop("the dead-letter sink", self._dead_letter)
 
     def _close(self) -> None:
         for sink in self._sinks:
@@ -451,9 +427,9 @@ class _Run:
         return result
 
     def _on_retry(self, attempt: int, error: SendDetailsUnavailable, delay: float) -> None:
-        send: Send | None = getattr(self._current, "send", None)
-        where = send.where if send is not None else "-"
-        self.events.backfill_query_retry(MESSAGE_TYPE, where, attempt, error.code, str(error), round(delay, 3))
+        """Called by the client on the worker thread querying ``self._current.send``."""
+        send: Send = self._current.send
+        self.events.backfill_query_retry(MESSAGE_TYPE, send.where, attempt, error.code, str(error), round(delay, 3))
 
     # -- results (caller's thread) ---------------------------------------------------------------
 
@@ -618,6 +594,25 @@ class _Run:
         self.events.backfill_sink_retry(MESSAGE_TYPE, sink, attempt, attempts, error.reason, round(delay, 3))
 
 
+def _open_or_stop(what: str, sink: Sink | DeadLetterSink) -> None:
+    try:
+        sink.open()
+    except SinkUnavailable as exc:
+        raise _Stop(f"{what} is unavailable: {exc.reason}", unavailable=True) from exc
+
+
+def query_options(config: Config) -> dict[str, Any]:
+    """The ``backfill`` section's timeouts and retries, as both Dysmsapi query clients take them."""
+    backfill = config.backfill
+    return {
+        "connect_timeout_seconds": backfill.connect_timeout_seconds,
+        "read_timeout_seconds": backfill.read_timeout_seconds,
+        "attempts": backfill.query_attempts,
+        "retry_initial_seconds": backfill.query_retry_initial_seconds,
+        "retry_max_seconds": backfill.query_retry_max_seconds,
+    }
+
+
 def send_details_client(
     config: Config,
     endpoints: Endpoints,
@@ -631,26 +626,20 @@ def send_details_client(
     Raises:
         ConfigError: If the credentials cannot be resolved.
     """
-    backfill = config.backfill
     return SendDetailsClient(
         resolve_access_key(config.credentials, environ),
         endpoints,
-        connect_timeout_seconds=backfill.connect_timeout_seconds,
-        read_timeout_seconds=backfill.read_timeout_seconds,
-        page_size=backfill.page_size,
-        attempts=backfill.query_attempts,
-        retry_initial_seconds=backfill.query_retry_initial_seconds,
-        retry_max_seconds=backfill.query_retry_max_seconds,
+        page_size=config.backfill.page_size,
         on_retry=on_retry,
         sleep=sleep,
+        **query_options(config),
     )
 
 
 def describe_failure(failure: SendFailure, *, mask: bool = True) -> str:
     """One line about a send that could not be queried: where it was given, which send, why."""
     send = failure.send
-    phone = mask_phone_number(send.phone_number) if mask else send.phone_number
-    return f"{send.where} ({phone}, {send.send_date.isoformat()}, BizId {send.biz_id}): {failure.message}"
+    return f"{send.where} ({send.phone(mask)}, {send.send_date.isoformat()}, BizId {send.biz_id}): {failure.message}"
 
 
 def unmatched_date_warning(report: BackfillReport, *, mask: bool = True, limit: int = 3) -> str | None:
@@ -664,11 +653,7 @@ def unmatched_date_warning(report: BackfillReport, *, mask: bool = True, limit: 
     suspects = [send for send in report.unmatched if send.send_date != today]
     if not suspects:
         return None
-    named = "; ".join(
-        f"{send.where} ({mask_phone_number(send.phone_number) if mask else send.phone_number}, "
-        f"{send.send_date.isoformat()})"
-        for send in suspects[:limit]
-    )
+    named = "; ".join(f"{send.where} ({send.phone(mask)}, {send.send_date.isoformat()})" for send in suspects[:limit])
     more = f" and {len(suspects) - limit} more" if len(suspects) > limit else ""
     next_day = (suspects[0].send_date + timedelta(days=1)).isoformat()
     today_text = f" Today is {today.isoformat()} in Beijing." if today is not None else ""

@@ -12,9 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from mns_consumer.errors import (
-    InvalidSendsError,
-)
+from mns_consumer.errors import InvalidSendsError
 from mns_consumer.observe.redaction import mask_phone_number
 
 COLUMNS: Final = ("phone_number", "send_date", "biz_id")
@@ -50,6 +48,19 @@ class Send:
     biz_id: str
     where: str = field(default="command line", compare=False)
 
+    def phone(self, mask: bool = True) -> str:
+        """The number, masked (``139****1111``) unless ``mask`` is False."""
+        return mask_phone_number(self.phone_number) if mask else self.phone_number
+
+    def to_json(self, mask: bool = True) -> dict[str, str]:
+        """The send as JSON-ready data, for reports."""
+        return {
+            "where": self.where,
+            "phone_number": self.phone(mask),
+            "send_date": self.send_date.isoformat(),
+            "biz_id": self.biz_id,
+        }
+
 
 def parse_send_date(text: str) -> date:
     """A send day written ``YYYY-MM-DD`` or ``YYYYMMDD``.
@@ -76,26 +87,19 @@ def make_send(phone_number: str, send_date: str, biz_id: str, where: str = "comm
     Raises:
         InvalidSendsError: Naming ``where`` and every field at fault.
     """
-    problems = _check_fields({"phone_number": phone_number, "send_date": send_date, "biz_id": biz_id}, where)
-    if problems:
-        raise InvalidSendsError(where, problems)
-    return Send(phone_number.strip(), parse_send_date(send_date), biz_id.strip(), where)
+    send = _checked({"phone_number": phone_number, "send_date": send_date, "biz_id": biz_id}, where)
+    if isinstance(send, list):
+        raise InvalidSendsError(where, send)
+    return send
 
 
 def read_sends(path: Path, text: str | None = None) -> list[Send]:
     """Read a sends file: JSON Lines (``.jsonl``/``.ndjson``, or a first line starting with ``{``) or CSV.
 
-    CSV needs a header row naming at least ``phone_number``, ``send_date`` and ``biz_id`` (``phone``,
-    ``date``, ``PhoneNumber``, ``SendDate`` and ``BizId`` are accepted too); other columns are ignored, so
-    an export of the application's send log can be used as it is. Blank lines are skipped. Phone numbers
-    and BizIds keep leading zeros and carets: they are text.
-
-    Args:
-        path: The file, named in messages.
-        text: Its content, when already read (standard input); else the file is read as UTF-8.
-
-    Returns:
-        The sends, in file order, each with ``where`` = ``<path>:<line>``.
+    CSV needs a header naming ``phone_number``, ``send_date`` and ``biz_id`` (or an alias); other columns
+    are ignored, so an export of the application's send log works as it is. Values are text (leading
+    zeros and carets kept). ``text`` is the content when already read (standard input). Each send's
+    ``where`` is ``<path>:<line>``.
 
     Raises:
         InvalidSendsError: Listing every bad line (with its number and field), or a missing column.
@@ -114,13 +118,11 @@ def read_sends(path: Path, text: str | None = None) -> list[Send]:
         if isinstance(values, str):
             problems.append(values)
             continue
-        found = _check_fields(values, where)
-        if found:
-            problems.extend(found)
-            continue
-        sends.append(
-            Send(values["phone_number"].strip(), parse_send_date(values["send_date"]), values["biz_id"].strip(), where)
-        )
+        send = _checked(values, where)
+        if isinstance(send, list):
+            problems.extend(send)
+        else:
+            sends.append(send)
     if problems:
         raise InvalidSendsError(name, problems)
     if not sends:
@@ -181,8 +183,8 @@ def _jsonl_rows(content: str, name: str) -> Iterable[tuple[str, dict[str, str] |
             yield where, values
 
 
-def _check_fields(values: Mapping[str, str], where: str) -> list[str]:
-    """Every problem of one send's text values, each as ``<where>: <field>: <what to write>``."""
+def _checked(values: Mapping[str, str], where: str) -> Send | list[str]:
+    """The send of these text values, or every problem of them as ``<where>: <field>: <what to write>``."""
     problems: list[str] = []
     phone = values.get("phone_number", "").strip()
     if not phone:
@@ -206,7 +208,7 @@ def _check_fields(values: Mapping[str, str], where: str) -> list[str]:
             f"{where}: biz_id: missing (the BizId SendSms returned; without it the receipt's dedupe key "
             "cannot match the one MNS would deliver)"
         )
-    return problems
+    return problems or Send(phone, parse_send_date(day), biz_id, where)
 
 
 def collect_sends(
@@ -219,12 +221,7 @@ def collect_sends(
 ) -> list[Send]:
     """The sends of ``mns-consumer backfill``: one from ``--phone``/``--date``/``--biz-id``, and/or a file.
 
-    Args:
-        phone_number: ``--phone``.
-        send_date: ``--date``.
-        biz_id: ``--biz-id``.
-        sends_file: ``--sends``; ``-`` means ``stdin``.
-        stdin: Standard input's text, when ``sends_file`` is ``-``.
+    ``sends_file`` ``-`` reads ``stdin`` (standard input's text).
 
     Raises:
         InvalidSendsError: If the single send is incomplete or invalid, the file is bad, or there are

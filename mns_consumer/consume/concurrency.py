@@ -85,9 +85,7 @@ class ReceiverControl:
             after = self._target
             if after != before:
                 self._changed.notify_all()
-        if after != before and self._on_change is not None:
-            self._on_change(after, "backlog" if after > before else "caught_up")
-        return after
+        return self._report(before, after, "backlog" if after > before else "caught_up")
 
     def throttled(self) -> int:
         """A 429: halve the receivers (multiplicative decrease, once a second at most) and start both runs again."""
@@ -99,8 +97,12 @@ class ReceiverControl:
                 self._decreased_at = now
                 self._full_run = self._short_run = 0
             after = self._target
+        return self._report(before, after, "throttled")
+
+    def _report(self, before: int, after: int, reason: str) -> int:
+        """Tell ``on_change`` (outside the lock) when the target moved; return it."""
         if after != before and self._on_change is not None:
-            self._on_change(after, "throttled")
+            self._on_change(after, reason)
         return after
 
     def wait_for_turn(self, index: int, seconds: float) -> bool:

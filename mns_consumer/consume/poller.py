@@ -1,25 +1,18 @@
 """One pipelined consumer of one MNS queue: receive, decode, dispatch, delete, keep slow batches invisible.
 
-Threads, each with its own MNS connection (the SDK client is not thread-safe):
+Threads, each with its own MNS connection (the SDK client is not thread-safe): receiver 0 long-polls
+BatchReceiveMessage, and while receives come back full and the sinks keep up,
+:class:`~mns_consumer.consume.concurrency.ReceiverControl` starts more receivers (up to
+``max_receivers``) that do not wait, so they never count against MNS's cap of concurrent long polls;
+one ``dispatcher`` decodes batches and hands them, in order, to the
+:class:`~mns_consumer.delivery.Dispatcher`; one ``deleter`` per receiver deletes exactly the settled
+messages with their newest handles; the ``keeper`` extends batches in flight past half their
+visibility timeout, for at most ``max_hold_seconds``. While batch k is stored, batch k+1 is received
+and batch k-1 deleted: only overlap hides each call's network round trip.
 
-``receiver:<queue>`` (and ``receiver-N:<queue>`` in a backlog)
-    Receiver 0 long-polls BatchReceiveMessage. While receives come back full and the sinks keep up,
-    :class:`~mns_consumer.consume.concurrency.ReceiverControl` starts more receivers, up to
-    ``max_receivers``; they receive without waiting, so they never count against MNS's cap of
-    concurrent long polls. Receiving pauses while the sinks fail, so an outage neither churns
-    visibility nor fills the dead letters.
-``dispatcher``
-    Decodes batches and hands them, in order, to :class:`~mns_consumer.delivery.Dispatcher`.
-``deleter`` (one per receiver started)
-    BatchDeleteMessage of exactly the settled messages, with their newest handles.
-``keeper``
-    Extends the visibility of batches in flight past half their timeout, for at most ``max_hold_seconds``.
-
-While the dispatcher stores batch k, the receivers already hold batch k+1 and the deleters remove
-batch k-1: each call costs a network round trip, which only overlap hides.
-
-A 429 ``TooManyRequests`` is backpressure: the call is retried after a jittered pause and the
-receivers halve; nothing is dead-lettered or given up for it.
+Receiving pauses while the sinks fail, so an outage neither churns visibility nor fills the dead
+letters. A 429 ``TooManyRequests`` is backpressure: retried after a jittered pause while the receivers
+halve; nothing is dead-lettered or given up for it.
 """
 
 from __future__ import annotations
@@ -109,7 +102,6 @@ class PollerSettings:
     extend_visibility: bool = True
     visibility_timeout_seconds: float = 30.0
     visibility_extension_seconds: int = 60
-    request_timeout_seconds: float = 10.0
     retry_initial_seconds: float = 0.5
     retry_max_seconds: float = 30.0
     max_receivers: int = 1
@@ -295,6 +287,7 @@ class Poller:
         client = self._make_client()
         self._receiver_clients[index] = client
         failures = 0
+        slot, size = self._slots[index], self.settings.batch_size
         try:
             while not self.stopping.is_set():
                 if index == 0:
@@ -302,10 +295,16 @@ class Poller:
                 elif not self.control.wait_for_turn(index, 0.5):
                     self._receive_ages.pop(index, None)
                     continue
-                if not self._acquire_slot(index) or not self._wait_until_sinks_healthy(index):
+                if not self._wait(index, lambda: slot.acquire(timeout=0.5)):
                     continue
-                if not self._reserve(index) or not self._wait_for_rate(index):
-                    self._slots[index].release()
+                # Receiving pauses while a sink fails, and while the budget or the rate is spent.
+                healthy = self._wait(index, lambda: self.dispatcher.healthy.wait(0.5))
+                if not healthy or not self._wait(index, lambda: self.budget.reserve(size, 0.5)):
+                    slot.release()
+                    continue
+                if not self._wait(index, self._rate_allows):
+                    self.budget.release(size)
+                    slot.release()
                     continue
                 failures = self._receive_once(client, index, failures)
         finally:
@@ -333,15 +332,17 @@ class Poller:
             if self.stopping.is_set():
                 return failures
             if isinstance(exc, QueueThrottled):
-                self._after_throttled(index)
+                run = self._throttled_runs[index] = self._throttled_runs.get(index, 0) + 1
+                self._back_off(index, self._throttled("BatchReceiveMessage", run))
                 return failures
-            self._after_receive_failure(exc, failures + 1, primary)
+            self._after_receive_failure(exc, failures + 1, index)
             return failures + 1
         self._throttled_runs[index] = 0
         self.budget.release(batch_size - len(messages))
         if self._rate is not None:
             self._rate.spend(len(messages))
-        self._receive_ages[index] = _oldest_age_seconds(messages)
+        oldest_ms = min((m.enqueue_time_ms for m in messages), default=None)
+        self._receive_ages[index] = 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
         self.events.receive_finished(self.settings.queue_name, time.monotonic() - started)
         target = self.control.observe(len(messages), room_for_more=self._room_for_more())
         if not messages:
@@ -369,63 +370,44 @@ class Poller:
             undispatched = self._undispatched
         return self.budget.available() >= self.settings.batch_size and undispatched <= self.control.target
 
-    def _acquire_slot(self, index: int) -> bool:
-        slot = self._slots[index]
+    def _wait(self, index: int, ready: Callable[[], bool]) -> bool:
+        """Call ``ready`` (which waits a little) until it holds; False on a stop.
+
+        Receiver 0 marks progress meanwhile: a loop that waits for its sinks or budget is alive (watchdog).
+        """
         while not self.stopping.is_set():
-            if slot.acquire(timeout=0.5):
+            if ready():
                 return True
             if index == 0:
                 self.last_progress = time.monotonic()
         return False
 
-    def _reserve(self, index: int) -> bool:
-        """Reserve a full batch of the in-flight budget, waiting while it is spent (progress meanwhile)."""
-        while not self.stopping.is_set():
-            if self.budget.reserve(self.settings.batch_size, 0.5):
-                return True
-            if index == 0:
-                self.last_progress = time.monotonic()
+    def _rate_allows(self) -> bool:
+        """Whether ``max_receipts_per_second`` allows a receive now; else wait up to half a second."""
+        seconds = 0.0 if self._rate is None else self._rate.seconds_to_wait()
+        if seconds <= 0:
+            return True
+        self.stopping.wait(min(seconds, 0.5))
         return False
 
-    def _wait_for_rate(self, index: int) -> bool:
-        """Wait while ``max_receipts_per_second`` is spent; False (budget given back) on a stop."""
-        rate = self._rate
-        while rate is not None and (seconds := rate.seconds_to_wait()) > 0:
-            if self.stopping.wait(min(seconds, 0.5)):
-                self.budget.release(self.settings.batch_size)
-                return False
-            if index == 0:
-                self.last_progress = time.monotonic()
-        return True
-
-    def _wait_until_sinks_healthy(self, index: int) -> bool:
-        while not self.dispatcher.healthy.wait(0.5):
-            if index == 0:
-                self.last_progress = time.monotonic()
-            if self.stopping.is_set():
-                self._slots[index].release()
-                return False
-        return True
-
-    def _after_throttled(self, index: int) -> None:
-        """A 429 on receive: fewer receivers, a jittered pause that grows while this receiver's 429s persist."""
-        run = self._throttled_runs[index] = self._throttled_runs.get(index, 0) + 1
+    def _throttled(self, operation: str, run: int) -> float:
+        """A 429 is backpressure: fewer receivers, and a jittered pause that grows while the 429s persist."""
         delay = self._throttle_backoff.delay(run)
         self.control.throttled()
-        self.events.throttled(self.settings.queue_name, "BatchReceiveMessage", round(delay, 3))
-        if index == 0:
-            self._pause(delay)
-        else:
-            self.stopping.wait(delay)
+        self.events.throttled(self.settings.queue_name, operation, round(delay, 3))
+        return delay
 
-    def _after_receive_failure(self, error: Exception, failures: int, primary: bool = True) -> None:
+    def _auth_refused(self, code: str, operation: str, attempt: int, delay: float) -> float:
+        """Refresh the token; the first retry after that is immediate (the usual cause: it just expired)."""
+        self.events.auth_refused(self.settings.queue_name, self.settings.message_type, code, operation)
+        self.tokens.invalidate(self.tokens.current())
+        return 0.0 if attempt == 1 else delay
+
+    def _after_receive_failure(self, error: Exception, failures: int, index: int) -> None:
         queue, message_type = self.settings.queue_name, self.settings.message_type
         delay = self._backoff.delay(failures)
         if isinstance(error, QueueAuthError):
-            self.events.auth_refused(queue, message_type, error.code, "BatchReceiveMessage")
-            self.tokens.invalidate(self.tokens.current())
-            # The first retry after a refresh is immediate: the usual cause is a token that just expired.
-            delay = 0.0 if failures == 1 else delay
+            delay = self._auth_refused(error.code, "BatchReceiveMessage", failures, delay)
         elif isinstance(error, QueueNotFound):
             delay = QUEUE_MISSING_RETRY_SECONDS
             self.events.queue_missing(queue, message_type, delay)
@@ -434,17 +416,15 @@ class Poller:
         else:
             code = error.code if isinstance(error, QueueUnavailable) else type(error).__name__
             self.events.receive_failed(queue, message_type, code, round(delay, 3))
-        if primary:
-            self._pause(delay)
-        else:
-            self.stopping.wait(delay)
+        self._back_off(index, delay)
 
-    def _pause(self, seconds: float) -> None:
-        """Wait out a back-off in slices, marking progress: a loop that backs off is alive (watchdog)."""
+    def _back_off(self, index: int, seconds: float) -> None:
+        """Wait out a back-off; receiver 0 in slices, marking progress (a loop that backs off is alive)."""
         deadline = time.monotonic() + seconds
         while not self.stopping.is_set() and (remaining := deadline - time.monotonic()) > 0:
-            self.stopping.wait(min(1.0, remaining))
-            self.last_progress = time.monotonic()
+            self.stopping.wait(min(1.0, remaining) if index == 0 else remaining)
+            if index == 0:
+                self.last_progress = time.monotonic()
 
     def _hand_over(self, messages: list[ReceivedMessage], receiver: int) -> None:
         now = self._clock()
@@ -496,7 +476,8 @@ class Poller:
                     self._undispatched -= len(batches)
                 if not stored:
                     for batch in batches:
-                        self._drop(batch)
+                        batch.abandoned = True
+                        self._finish(batch)
                     continue
                 for batch in batches:
                     batch.settled = True
@@ -582,16 +563,12 @@ class Poller:
             if isinstance(error, QueueThrottled):
                 # Backpressure, not a failure: retried for as long as the handles live, counted apart.
                 throttled += 1
-                delay = self._throttle_backoff.delay(throttled)
-                self.control.throttled()
-                self.events.throttled(queue, "BatchDeleteMessage", round(delay, 3))
+                delay = self._throttled("BatchDeleteMessage", throttled)
             else:
                 attempt += 1
                 delay = self._backoff.delay(attempt)
             if isinstance(error, QueueAuthError):
-                self.events.auth_refused(queue, self.settings.message_type, error.code, "BatchDeleteMessage")
-                self.tokens.invalidate(self.tokens.current())
-                delay = 0.0 if attempt == 1 else delay
+                delay = self._auth_refused(error.code, "BatchDeleteMessage", attempt, delay)
             # Retrying is worth it while the handles are live (the keeper extends them); after that the
             # messages come back on their own and their dedupe keys absorb the repeat.
             remaining = batch.visible_since + batch.visibility_seconds - self._clock()
@@ -620,10 +597,6 @@ class Poller:
         if known:
             self.budget.release(len(batch.messages))
         self._slots[batch.receiver].release()
-
-    def _drop(self, batch: Batch) -> None:
-        batch.abandoned = True
-        self._finish(batch)
 
     # -- keeper ----------------------------------------------------------------------------------
 
@@ -710,10 +683,3 @@ class Poller:
         if other:
             self.events.visibility_failed(self.settings.queue_name, len(other), other[0])
         return True
-
-
-def _oldest_age_seconds(messages: list[ReceivedMessage]) -> float:
-    """Age of the oldest message of a receive, from its EnqueueTime; 0 for an empty receive."""
-    if not messages:
-        return 0.0
-    return max(0.0, time.time() - min(m.enqueue_time_ms for m in messages) / 1000)

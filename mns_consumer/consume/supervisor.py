@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -249,10 +249,7 @@ class Supervisor:
             if slot.restart_at is None and now - slot.poller.last_progress > stuck_after
         ]
         push_down = self.push is not None and self.ready.is_set() and not self.push.alive()
-        state: dict[str, object] = {"stuck_pollers": stuck, "queues": self._queue_states()}
-        if self.push is not None:
-            state["push"] = self.push.state()
-        return not stuck and not push_down, state
+        return not stuck and not push_down, self._state(stuck_pollers=stuck)
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready when started, not draining, and every queue holds a valid token and reaches its sinks."""
@@ -270,12 +267,16 @@ class Supervisor:
                 # Not with push: the spool takes pushes through a sink outage, and a daemon taken out of
                 # its Service would turn them into refusals that Alibaba gives up on after three tries.
                 reasons.append(f"a sink of {slot.queue.queue_name} is unavailable")
-        state: dict[str, object] = {"reasons": reasons, "queues": self._queue_states()}
+        if self.push is not None and self.ready.is_set() and not self.draining.is_set() and not self.push.accepting():
+            reasons.append("push receiver not accepting")
+        return not reasons, self._state(reasons=reasons)
+
+    def _state(self, **fields: object) -> dict[str, object]:
+        """The JSON body of /healthz and /readyz: ``fields``, then the queues' and the push receiver's state."""
+        state = {**fields, "queues": self._queue_states()}
         if self.push is not None:
-            if self.ready.is_set() and not self.draining.is_set() and not self.push.accepting():
-                reasons.append("push receiver not accepting")
             state["push"] = self.push.state()
-        return not reasons, state
+        return state
 
     def _open_sinks(self) -> bool:
         """Open every sink a queue uses, retrying unavailable ones until they open or a stop arrives."""
@@ -342,23 +343,13 @@ class Supervisor:
             retry_max_seconds=self.config.sink_retry_max_seconds,
             opt_out=self.opt_out,
         )
+        # The queue's own keys carry the same names; the rest come from the top-level settings.
+        shared = {field.name for field in fields(PollerSettings)} & set(QueueConfig.model_fields)
         settings = PollerSettings(
-            message_type=queue.message_type,
-            queue_name=queue.queue_name,
-            batch_size=queue.batch_size,
-            wait_seconds=queue.wait_seconds,
-            in_flight_batches=queue.in_flight_batches,
+            **{name: getattr(queue, name) for name in shared},
             batch_linger_seconds=queue.batch_linger_ms / 1000,
-            extend_visibility=queue.extend_visibility,
-            visibility_timeout_seconds=queue.visibility_timeout_seconds,
-            visibility_extension_seconds=queue.visibility_extension_seconds,
-            request_timeout_seconds=self.config.mns_request_timeout_seconds,
             retry_initial_seconds=self.config.mns_retry_initial_seconds,
             retry_max_seconds=self.config.mns_retry_max_seconds,
-            max_receivers=queue.max_receivers,
-            max_in_flight_messages=queue.max_in_flight_messages,
-            max_receipts_per_second=queue.max_receipts_per_second,
-            max_hold_seconds=queue.max_hold_seconds,
         )
         make_client = partial(queue_client, self.config, self.endpoints, queue.queue_name, tokens)
         return Poller(settings, tokens, dispatcher, self.events, make_client)
@@ -366,7 +357,7 @@ class Supervisor:
     def _start_push(self) -> None:
         if self.config.push is None:
             return
-        # Imported here: a daemon without push routes saves the receiver's modules, about 0.7 MiB of RSS.
+        # Imported here: a daemon without push routes does not load the receiver's modules (less RSS).
         from mns_consumer.push.service import PushService  # noqa: PLC0415
 
         self.push = PushService(

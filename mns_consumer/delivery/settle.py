@@ -16,7 +16,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from mns_consumer.errors import SinkUnavailable
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.retry import Backoff
+from mns_consumer.retry import Backoff, failed_attempt
 from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink, SinkResult
 
 DEAD_LETTER_SINK = "dead_letter"
@@ -52,11 +52,9 @@ class SinkRetry:
         """
 
         def before_sleep(state: RetryCallState) -> None:
-            assert state.outcome is not None  # noqa: S101  (tenacity sets it before the wait)
-            assert state.next_action is not None  # noqa: S101  (likewise)
-            error = state.outcome.exception()
+            error, delay = failed_attempt(state)
             assert isinstance(error, SinkUnavailable)  # noqa: S101  (the only exception retried)
-            self.on_retry(sink, state.attempt_number, error, state.next_action.sleep)
+            self.on_retry(sink, state.attempt_number, error, delay)
 
         return Retrying(
             retry=retry_if_exception_type(SinkUnavailable),

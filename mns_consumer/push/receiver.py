@@ -1,46 +1,17 @@
 """The HTTP endpoint Alibaba's batch push mode POSTs receipts to (reference section 5).
 
 A push is answered ``200 {"code":0,"msg":"接收成功"}`` only once its body is committed to the
-:class:`~mns_consumer.push.spool.Spool`; the sinks are written later by the spool workers, so the
-answer never waits for a sink and stays far inside Alibaba's 700 ms. Everything else is answered with
-a non-zero ``code`` equal to the HTTP status, and nothing is stored:
+:class:`~mns_consumer.push.spool.Spool`; the spool workers write the sinks later, so the answer
+never waits for a sink and stays far inside Alibaba's 700 ms. Refusals carry a ``code`` equal to the
+HTTP status and store nothing (the manual's HTTP push page lists them). Elements of a valid array
+that are not valid receipts are still accepted and dead-lettered by the workers: a 4xx would make
+Alibaba resend the whole array three times, then drop the good receipts with the bad.
 
-======  =================================================================================
-status  when
-======  =================================================================================
-404     the path is not a configured route (the path is never logged: it may hold a secret)
-405     another method than POST, GET or HEAD on a route
-411     a ``Transfer-Encoding`` body (chunked) instead of a ``Content-Length``
-413     a body over ``max_body_bytes`` or with more than ``max_items`` elements
-415     a ``Content-Type`` other than ``application/json`` (charset UTF-8 if given)
-400     a body that is not UTF-8 JSON (``NaN`` and ``Infinity`` are not JSON), or is JSON but not
-        an array; a ``Content-Length`` that is not ASCII digits, or given twice with different
-        values, or sent together with ``Transfer-Encoding`` (request smuggling)
-503     the spool cannot store it (disk full, I/O error) or the daemon is draining; Alibaba retries
-======  =================================================================================
-
-Alibaba's console checks a callback URL before saving it with a GET that must be answered
-``{"code":0,"msg":"成功"}`` within 700 ms; a GET (or HEAD) on a route, and an empty POST (no body, or
-``Content-Length: 0``), get that answer and store nothing.
-
-Elements of a valid array that are not valid receipts are still accepted: the workers send them to
-the dead-letter sink with their raw JSON and the reason, since a 4xx would only make Alibaba send the
-whole array again three times and then drop the good receipts with the bad.
-
-The server is the standard library's ``ThreadingHTTPServer`` (as for ``/metrics``): a thread per
-connection is plenty for Alibaba's push rate, and the work per request is one JSON parse and one
-SQLite commit, which release the GIL while they wait for the disk. Three limits keep it available to
-Alibaba, which drops a push for good after three refused or slow (over 700 ms) attempts:
-
-* a listen backlog of :data:`~mns_consumer.observe.health.LISTEN_BACKLOG`, so a burst of new
-  connections waits in the kernel instead of being reset (socketserver's default is 5);
-* one deadline, ``read_timeout_seconds``, for the whole request (line, headers and body), and for an
-  idle keep-alive connection to start its next one: a client sending a byte now and then no longer
-  holds its thread for ever (the socket timeout alone limits each ``recv``, not the request);
-* at most :meth:`_Server.connection_limit` connections at once (threads and descriptors): a new one
-  beyond it sheds the connection that has been waiting longest for its request to arrive, so slow
-  or idle clients make room for pushes; only when every connection is busy storing a push is the new
-  one closed unanswered (Alibaba retries it).
+The server is the standard library's ``ThreadingHTTPServer``: a thread per connection is plenty for
+Alibaba's push rate. Alibaba drops a push for good after three refused or slow attempts, so three
+limits keep it available: a deep listen backlog, one ``read_timeout_seconds`` deadline for a whole
+request (a trickling client cannot hold its thread), and a connection cap that sheds the connection
+waiting longest for its request (:meth:`_Server.connection_limit`).
 """
 
 from __future__ import annotations
@@ -111,11 +82,7 @@ class PushRejected(Exception):  # noqa: N818  (a flow signal: the request is ans
 class PushReceiver:
     """Serves the push routes on ``push.listen`` in background threads, writing into a spool.
 
-    Args:
-        config: The ``push`` section.
-        spool: The opened spool.
-        events: Where acceptances and refusals are logged and counted.
-        on_spooled: Called with the route's name after each stored push (wakes its worker).
+    ``on_spooled`` is called with the route's name after each stored push (it wakes the route's worker).
     """
 
     def __init__(
@@ -226,9 +193,7 @@ class _Connection:
 
     def __init__(self, sock: socket.socket, read_timeout_seconds: float) -> None:
         self.sock = sock
-        self.reading = True
-        self.waiting_since = time.monotonic()
-        self.deadline = self.waiting_since + read_timeout_seconds
+        self.expect_request(read_timeout_seconds)
 
     def expect_request(self, read_timeout_seconds: float) -> None:
         """The next request (line, headers, body) must arrive within the deadline from now."""

@@ -33,14 +33,8 @@ from mns_consumer.sinks.base import DeadLetterSink, Sink
 class PushService:
     """Receives pushes into the spool and delivers the spool to each route's sinks.
 
-    Args:
-        config: The ``push`` section.
-        events: Where everything is logged and counted.
-        metrics: Where the spool gauges are registered, if anywhere.
-        retry_initial_seconds: First back-off after a sink failure, s.
-        retry_max_seconds: Longest back-off between sink retries, s.
-        source: The configuration file's name, for errors.
-        opt_out: Re-reads SmsUp replies with the configured unsubscribe keywords; None keeps the decoders'.
+    ``source`` names the configuration file in errors; ``opt_out`` re-reads SmsUp replies with the
+    configured unsubscribe keywords (None keeps the decoders').
     """
 
     def __init__(
@@ -79,10 +73,6 @@ class PushService:
             spool_oldest_age_seconds=lambda: self.spool.oldest_age_seconds(label),
         )
 
-    def start(self, sinks: Mapping[str, Sink], dead_letter: DeadLetterSink) -> PushService:
-        """:meth:`listen` and :meth:`deliver` in one call (sinks already open)."""
-        return self.listen().deliver(sinks, dead_letter)
-
     def listen(self) -> PushService:
         """Open the spool and serve pushes into it; nothing is delivered until :meth:`deliver`.
 
@@ -116,12 +106,7 @@ class PushService:
         return self
 
     def deliver(self, sinks: Mapping[str, Sink], dead_letter: DeadLetterSink) -> PushService:
-        """Start one worker per route, delivering its spool (earlier runs' pushes first) to opened sinks.
-
-        Args:
-            sinks: Every opened sink by name (a superset of what the routes use).
-            dead_letter: The opened dead-letter sink.
-        """
+        """Start one worker per route, delivering its spool (earlier runs' pushes first) to opened sinks."""
         for route in self.config.routes:
             dispatcher = Dispatcher(
                 route.label,

@@ -18,11 +18,12 @@ each operation here is short (the sinks are written outside the lock).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,47 +100,35 @@ class Spool:
         Raises:
             SpoolUnavailable: If it could not be stored (disk full, I/O error, closed); nothing was stored.
         """
-        with self._lock:
-            connection = self._open_connection()
-            try:
-                cursor = connection.execute(
-                    "INSERT INTO push_spool (route, message_type, received_at, receipts, body) VALUES (?, ?, ?, ?, ?)",
-                    (route, message_type, time.time(), receipts, body),
-                )
-            except sqlite3.Error as exc:
-                raise SpoolUnavailable(_reason(exc)) from None
+        with self._connected() as connection:
+            cursor = connection.execute(
+                "INSERT INTO push_spool (route, message_type, received_at, receipts, body) VALUES (?, ?, ?, ?, ?)",
+                (route, message_type, time.time(), receipts, body),
+            )
             self._depth[route] = self._depth.get(route, 0) + 1
             return int(cursor.lastrowid or 0)
 
     def take(self, route: str, limit: int, max_receipts: int | None = None) -> list[SpoolEntry]:
-        """The oldest entries of a route, left in the spool until :meth:`remove`.
+        """The oldest ``limit`` entries of a route, left in the spool until :meth:`remove`.
 
-        Args:
-            route: The route's name.
-            limit: Most entries.
-            max_receipts: Most receipts in all; the oldest entry is taken even if it alone holds more.
-                The bodies of entries beyond it are not read, so memory stays bounded by it whatever
-                the spool holds.
+        At most ``max_receipts`` receipts in all (the oldest entry is taken even if it alone holds
+        more); bodies beyond it are not read, so memory stays bounded whatever the spool holds.
 
         Raises:
             SpoolUnavailable: If the spool cannot be read.
         """
-        with self._lock:
-            connection = self._open_connection()
-            try:
-                if max_receipts is not None:
-                    # Counts first (no bodies), to find how many entries fit in the budget.
-                    counts = connection.execute(
-                        "SELECT receipts FROM push_spool WHERE route = ? ORDER BY id LIMIT ?", (route, limit)
-                    ).fetchall()
-                    limit = _entries_within(max_receipts, [int(row[0]) for row in counts])
-                rows = connection.execute(
-                    "SELECT id, route, message_type, received_at, receipts, body FROM push_spool "
-                    "WHERE route = ? ORDER BY id LIMIT ?",
-                    (route, limit),
+        with self._connected() as connection:
+            if max_receipts is not None:
+                # Counts first (no bodies), to find how many entries fit in the budget.
+                counts = connection.execute(
+                    "SELECT receipts FROM push_spool WHERE route = ? ORDER BY id LIMIT ?", (route, limit)
                 ).fetchall()
-            except sqlite3.Error as exc:
-                raise SpoolUnavailable(_reason(exc)) from None
+                limit = _entries_within(max_receipts, [int(row[0]) for row in counts])
+            rows = connection.execute(
+                "SELECT id, route, message_type, received_at, receipts, body FROM push_spool "
+                "WHERE route = ? ORDER BY id LIMIT ?",
+                (route, limit),
+            ).fetchall()
         return [SpoolEntry(int(r[0]), str(r[1]), str(r[2]), float(r[3]), int(r[4]), bytes(r[5])) for r in rows]
 
     def remove(self, entries: Sequence[SpoolEntry]) -> None:
@@ -151,18 +140,17 @@ class Spool:
         """
         if not entries:
             return
-        with self._lock:
-            connection = self._open_connection()
+        with self._connected() as connection:
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 deleted = 0
                 for entry in entries:
                     deleted += connection.execute("DELETE FROM push_spool WHERE id = ?", (entry.entry_id,)).rowcount
                 connection.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except sqlite3.Error:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
-                raise SpoolUnavailable(_reason(exc)) from None
+                raise
             route = entries[0].route
             self._depth[route] = max(0, self._depth.get(route, 0) - deleted)
 
@@ -196,10 +184,16 @@ class Spool:
                 self._connection.close()
                 self._connection = None
 
-    def _open_connection(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise SpoolUnavailable("the spool is closed")
-        return self._connection
+    @contextlib.contextmanager
+    def _connected(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; a SQLite error becomes :class:`SpoolUnavailable`."""
+        with self._lock:
+            if self._connection is None:
+                raise SpoolUnavailable("the spool is closed")
+            try:
+                yield self._connection
+            except sqlite3.Error as exc:
+                raise SpoolUnavailable(_reason(exc)) from None
 
 
 def _entries_within(max_receipts: int, counts: Sequence[int]) -> int:

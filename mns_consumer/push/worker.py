@@ -20,23 +20,16 @@ from mns_consumer.errors import DecodeError
 from mns_consumer.observe.events import Events
 from mns_consumer.push.spool import Spool, SpoolEntry
 from mns_consumer.receipts import decode_push
-from mns_consumer.retry import Backoff
+from mns_consumer.retry import Backoff, failed_attempt
 
 IDLE_WAIT_SECONDS = 1.0
 """Longest sleep of an idle worker; a stored push wakes it at once (:meth:`SpoolWorker.wake`)."""
 
 
 class SpoolWorker:
-    """One thread delivering one route's spooled pushes.
+    """One thread delivering one route's spooled pushes (``route`` is its name as stored in the spool).
 
-    Args:
-        route: The route's name (``push:<name>``), as stored in the spool.
-        message_type: The route's MessageType, which its bodies are decoded as.
-        spool: The opened spool.
-        dispatcher: The route's sinks; its ``abandon`` event ends a wait for a sink that is down.
-        events: Where settled pushes and failures are logged and counted.
-        batch_entries: Most entries handed to the sinks in one batch.
-        batch_receipts: Most receipts in one batch (an entry holding more goes alone).
+    The dispatcher's ``abandon`` event ends a wait for a sink that is down.
     """
 
     def __init__(
@@ -118,11 +111,8 @@ class SpoolWorker:
             raise Abandoned
 
     def _failed(self, state: RetryCallState) -> None:
-        assert state.outcome is not None  # noqa: S101  (tenacity sets it before the wait)
-        assert state.next_action is not None  # noqa: S101  (likewise)
-        error = state.outcome.exception()
-        assert error is not None  # noqa: S101  (only failures are retried)
-        self.events.push_worker_failed(self.route, error, round(state.next_action.sleep, 3))
+        error, delay = failed_attempt(state)
+        self.events.push_worker_failed(self.route, error, round(delay, 3))
 
     def _deliver_once(self) -> bool:
         """Deliver the oldest entries; False when the route's spool is empty.

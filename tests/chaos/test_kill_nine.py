@@ -13,30 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from mns_consumer.emulator import Emulator, QueueDefaults
-from mns_consumer.sinks.dead_letter import read_dead_letters
-from tests.e2e.daemon_harness import (
-    DaemonFactory,
-    daemon_config,
-    expected_receipts,
-    queue_total,
-    table_keys,
-    wait_until,
-)
+from tests.chaos.checks import assert_stored_once, restart_until_stored
+from tests.e2e.daemon_harness import DaemonFactory, daemon_config, expected_receipts, postgres_sink
 from tests.support.sink_env_database import ServerEnv
 
 TRIALS = 10
 RECEIPTS_PER_QUEUE = 150
 MAX_KILL_DELAY_SECONDS = 1.5
 QUEUES = {"SmsReport": "Alicom-Queue-chaos-SmsReport", "SmsUp": "Alicom-Queue-chaos-SmsUp"}
-
-
-def _duplicated_keys(engine: sa.Engine, table: str) -> list[str]:
-    query = sa.text(f"SELECT dedupe_key FROM {table} GROUP BY dedupe_key HAVING count(*) > 1")  # noqa: S608
-    with engine.connect() as connection:
-        return list(connection.execute(query).scalars())
 
 
 @pytest.mark.slow
@@ -51,7 +37,7 @@ def test_kill_nine_at_random_instants_loses_nothing_and_stores_nothing_twice(
     config = daemons.write(
         daemon_config(
             emulator,
-            {"db": {"type": "database", "url": postgres.url, "table": postgres.table, "connect_timeout_seconds": 2}},
+            {"db": postgres_sink(postgres)},
             dead,
         )
     )
@@ -68,20 +54,7 @@ def test_kill_nine_at_random_instants_loses_nothing_and_stores_nothing_twice(
         time.sleep(rng.uniform(0, MAX_KILL_DELAY_SECONDS))
         victim.kill()
 
-        survivor = daemons.start(config)
-        total = len(expected)
-        wait_until(
-            lambda total=total: queue_total(emulator) == 0 and len(table_keys(postgres.admin, postgres.table)) == total,
-            f"trial {trial}: every receipt stored after the restart",
-            diagnose=survivor.describe,
-        )
-        assert survivor.stop() == 0, survivor.describe()
-        assert not survivor.events_named("poller.crashed")
+        restart_until_stored(daemons, config, emulator, postgres, len(expected), trial)
 
     # Then every seeded receipt is stored exactly once, nothing was dead-lettered, and the queues are empty
-    assert _duplicated_keys(postgres.admin, postgres.table) == []
-    keys = table_keys(postgres.admin, postgres.table)
-    assert len(keys) == len(expected) == TRIALS * RECEIPTS_PER_QUEUE * len(QUEUES)
-    assert set(keys) == expected
-    assert queue_total(emulator) == 0
-    assert not dead.exists() or list(read_dead_letters(dead)) == []
+    assert_stored_once(postgres, emulator, expected, TRIALS * RECEIPTS_PER_QUEUE * len(QUEUES), dead)

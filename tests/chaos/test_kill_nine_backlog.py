@@ -16,16 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mns_consumer.emulator import Emulator, QueueDefaults, WanProfile
-from mns_consumer.sinks.dead_letter import read_dead_letters
-from tests.chaos.test_kill_nine import _duplicated_keys
-from tests.e2e.daemon_harness import (
-    DaemonFactory,
-    daemon_config,
-    expected_receipts,
-    queue_total,
-    table_keys,
-    wait_until,
-)
+from tests.chaos.checks import assert_stored_once, restart_until_stored
+from tests.e2e.daemon_harness import DaemonFactory, daemon_config, expected_receipts, postgres_sink, wait_until
 from tests.support.sink_env_database import ServerEnv
 
 TRIALS = 3
@@ -60,19 +52,9 @@ def test_kill_nine_during_concurrent_receives_loses_nothing_and_stores_nothing_t
     config = daemons.write(
         daemon_config(
             emulator,
-            {
-                "db": {
-                    "type": "database",
-                    "url": postgres.url,
-                    "table": postgres.table,
-                    "connect_timeout_seconds": 2,
-                    # Receivers rise only while the sink keeps up; the status projection's upserts roughly
-                    # double a PostgreSQL write, enough on a loaded 2-core machine to drain these 3,000 with
-                    # one receiver. This test is about concurrent receives; the projection is tested apart.
-                    "status_table": False,
-                    "opt_out_table": False,
-                }
-            },
+            # Receivers rise only while the sink keeps up, and the status projection's upserts slow each
+            # write enough to drain this backlog with one receiver: it is tested apart.
+            {"db": postgres_sink(postgres, status_table=False, opt_out_table=False)},
             dead,
         )
     )
@@ -91,20 +73,7 @@ def test_kill_nine_during_concurrent_receives_loses_nothing_and_stores_nothing_t
         victim.kill()
         assert emulator.queue(QUEUES["SmsReport"]).counts().active > 0, "killed after the backlog was gone"
 
-        survivor = daemons.start(config)
-        total = len(expected)
-        wait_until(
-            lambda total=total: queue_total(emulator) == 0 and len(table_keys(postgres.admin, postgres.table)) == total,
-            f"trial {trial}: every receipt stored after the restart",
-            diagnose=survivor.describe,
-        )
-        assert survivor.stop() == 0, survivor.describe()
-        assert not survivor.events_named("poller.crashed")
+        restart_until_stored(daemons, config, emulator, postgres, len(expected), trial)
 
     # Then every seeded receipt is stored exactly once, nothing was dead-lettered, and the queue is empty
-    assert _duplicated_keys(postgres.admin, postgres.table) == []
-    keys = table_keys(postgres.admin, postgres.table)
-    assert len(keys) == len(expected) == TRIALS * RECEIPTS
-    assert set(keys) == expected
-    assert queue_total(emulator) == 0
-    assert not dead.exists() or list(read_dead_letters(dead)) == []
+    assert_stored_once(postgres, emulator, expected, TRIALS * RECEIPTS, dead)

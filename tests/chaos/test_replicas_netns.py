@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from mns_consumer.emulator import Emulator, QueueDefaults
 from mns_consumer.emulator.samples import GeneratedReceipt
 from mns_consumer.sinks.dead_letter import read_dead_letters
+from tests.chaos.checks import duplicated_keys
 from tests.conftest import service_unavailable
 from tests.e2e.daemon_harness import daemon_config, expected_receipts, queue_total, table_keys, wait_until, write_config
 from tests.support.replica_daemons import NamespacedDaemon, Replica, batches_held, event_time
@@ -110,12 +111,6 @@ def database(request: pytest.FixtureRequest, network: ReplicaNetwork) -> Iterato
     finally:
         forwarder.stop()
         env.close()
-
-
-def _duplicated_keys(engine: sa.Engine, table: str) -> list[str]:
-    query = sa.text(f"SELECT dedupe_key FROM {table} GROUP BY dedupe_key HAVING count(*) > 1")  # noqa: S608
-    with engine.connect() as connection:
-        return list(connection.execute(query).scalars())
 
 
 def _row_count(engine: sa.Engine, table: str) -> int:
@@ -220,7 +215,7 @@ def test_three_replicas_on_separate_hosts_share_the_queues_and_store_each_receip
             replica.kill()
 
     # Then every seeded receipt is in the table exactly once, and nothing is left in the queues
-    assert _duplicated_keys(env.admin, env.table) == []
+    assert duplicated_keys(env.admin, env.table) == []
     assert set(table_keys(env.admin, env.table)) == expected
     assert queue_total(emulator) == 0
     # And every replica stored some of them (the work was shared), none crashed, none dead-lettered

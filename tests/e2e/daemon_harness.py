@@ -7,6 +7,7 @@ against hangs: tests never assert on how long anything took.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -23,8 +24,10 @@ import yaml
 
 from mns_consumer.emulator import Emulator
 from mns_consumer.emulator.samples import GeneratedReceipt
+from mns_consumer.emulator.send_log import SendRecord
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.receipts import decode_mns_body
+from tests.support.sink_env_database import ServerEnv
 
 DEADLINE_SECONDS = 60.0
 """How long any condition may take before the test fails as hung (a guard, not a timing assertion)."""
@@ -107,10 +110,38 @@ def daemon_config(
     }
 
 
+def sqlite_sink(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine]:
+    """A SQLite database sink in ``tmp_path`` and an engine to look into it."""
+    url = f"sqlite:///{tmp_path / 'receipts.db'}"
+    return {"type": "database", "url": url}, sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+
+def postgres_sink(env: ServerEnv, **extra: Any) -> dict[str, Any]:
+    """The database sink on a test's server table, with a short connect timeout."""
+    return {"type": "database", "url": env.url, "table": env.table, "connect_timeout_seconds": 2, **extra}
+
+
 def write_config(path: Path, data: Mapping[str, Any]) -> Path:
     """Write a configuration as YAML and return its path."""
     path.write_text(yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
+
+
+def one_shot_config(emulator: Emulator, tmp_path: Path, sinks: Mapping[str, Mapping[str, Any]]) -> Path:
+    """``config.yaml`` in ``tmp_path`` for a one-shot command: the emulator's queues, ``sinks``, dead letters."""
+    return write_config(tmp_path / "config.yaml", daemon_config(emulator, sinks, tmp_path / "dl.jsonl"))
+
+
+def run_command(*args: str, timeout_seconds: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m mns_consumer ARGS`` to its end, output captured (the bounded wait is its hang guard)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mns_consumer", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=timeout_seconds,
+        check=False,
+    )
 
 
 def wait_until(
@@ -294,6 +325,44 @@ class DaemonFactory:
         """Kill every daemon still running."""
         for daemon in self.made:
             daemon.kill()
+
+
+def drain_lossy_producer(
+    make_emulator: Callable[..., Emulator],
+    daemons: DaemonFactory,
+    sinks: Mapping[str, Mapping[str, Any]],
+    tmp_path: Path,
+    *,
+    seed: int,
+    receipts: int = 45,
+) -> tuple[Emulator, list[GeneratedReceipt], Path]:
+    """A producer that loses about a third of its SmsReport receipts, and a daemon that drained the rest.
+
+    Returns the emulator, what it generated, and the daemon's configuration written to ``config.yaml``.
+    """
+    emulator = make_emulator(queues={"SmsReport": "Alicom-Queue-i1-SmsReport"}, seed=seed)
+    emulator.add_fault(kind="lose", service="producer", probability=0.35)
+    generated = emulator.produce("SmsReport", receipts)
+    config = daemon_config(emulator, sinks, tmp_path / "dead-letter.jsonl")
+    daemon = daemons.start(config)
+    # Messages are deleted only once stored, so an empty queue means the sinks hold them all.
+    wait_until(lambda: queue_total(emulator) == 0, "the queue drained")
+    assert daemon.stop() == 0
+    return emulator, generated, write_config(tmp_path / "config.yaml", config)
+
+
+def write_sends(records: Iterable[SendRecord], path: Path) -> dict[str, SendRecord]:
+    """The send log as the CSV an application would export (with a column the reader ignores), by ``file:line``."""
+    by_line: dict[str, SendRecord] = {}
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["phone_number", "send_date", "biz_id", "template"])
+        for line, record in enumerate(records, start=2):
+            writer.writerow(
+                [record.phone_number, record.send_date.strftime("%Y%m%d"), record.biz_id, record.template_code]
+            )
+            by_line[f"{path}:{line}"] = record
+    return by_line
 
 
 # -- what the emulator holds and what the sinks hold -----------------------------------------------

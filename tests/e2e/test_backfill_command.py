@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,40 +15,20 @@ from mns_consumer.emulator.clock import BEIJING
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from tests.e2e.daemon_harness import (
     DaemonFactory,
-    clean_env,
-    daemon_config,
+    drain_lossy_producer,
     expected_receipts,
-    queue_total,
+    one_shot_config,
+    run_command,
     table_keys,
-    wait_until,
-    write_config,
+    write_sends,
 )
 
 QUEUES = {"SmsReport": "Alicom-Queue-i1-SmsReport"}
 
 
 def backfill(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the command to its end (a one-shot: a bounded wait is its hang guard)."""
-    return subprocess.run(
-        [sys.executable, "-m", "mns_consumer", "backfill", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=120,
-        check=False,
-    )
-
-
-def write_sends(emulator: Emulator, path: Path) -> int:
-    """The emulator's send log as the CSV an application would export; returns how many sends."""
-    records = emulator.send_log.snapshot()
-    with path.open("w", encoding="utf-8", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["phone_number", "send_date", "biz_id", "template"])
-        for record in records:
-            day = datetime.fromtimestamp(record.send_time, BEIJING).date()
-            writer.writerow([record.phone_number, day.strftime("%Y%m%d"), record.biz_id, record.template_code])
-    return len(records)
+    """Run the command to its end."""
+    return run_command("backfill", "--config", str(config), *args)
 
 
 def test_backfill_recovers_what_a_lose_fault_kept_from_the_daemon_and_reports_it(
@@ -58,24 +36,15 @@ def test_backfill_recovers_what_a_lose_fault_kept_from_the_daemon_and_reports_it
 ) -> None:
     """The daemon stores what MNS had; the command stores the rest, once each, and says so (exit 0)."""
     # Given: a producer that loses a third of the receipts, and a daemon that drained the queue into SQLite.
-    emulator = make_emulator(queues=QUEUES, seed=5)
-    emulator.add_fault(kind="lose", service="producer", probability=0.35)
-    generated = emulator.produce("SmsReport", 45)
     database = tmp_path / "receipts.db"
-    config = daemon_config(
-        emulator, {"db": {"type": "database", "url": f"sqlite:///{database}"}}, tmp_path / "dead-letter.jsonl"
-    )
-    daemon = daemons.start(config)
-    # Messages are deleted only once stored, so an empty queue means the table holds them all.
-    wait_until(lambda: queue_total(emulator) == 0, "the queue drained")
-    assert daemon.stop() == 0
+    sink = {"type": "database", "url": f"sqlite:///{database}"}
+    emulator, generated, config_path = drain_lossy_producer(make_emulator, daemons, {"db": sink}, tmp_path, seed=5)
     engine = sa.create_engine(f"sqlite:///{database}", poolclass=sa.pool.NullPool)
     from_mns = len(table_keys(engine, "sms_receipts"))
     assert 0 < from_mns < 45
     sends = tmp_path / "sends.csv"
-    assert write_sends(emulator, sends) == 45
+    assert len(write_sends(emulator.send_log.snapshot(), sends)) == 45
     metrics = tmp_path / "textfile" / "backfill.prom"
-    config_path = write_config(tmp_path / "config.yaml", config)
 
     # When: the send log is backfilled.
     result = backfill(config_path, "--sends", str(sends), "--json", "--metrics-file", str(metrics))
@@ -115,10 +84,7 @@ def test_a_bad_sends_file_exits_2_naming_the_line_and_nothing_is_queried(
 ) -> None:
     """A malformed line is a usage error with its line number; no query is made."""
     emulator = make_emulator(queues=QUEUES)
-    config = write_config(
-        tmp_path / "config.yaml",
-        daemon_config(emulator, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}}, tmp_path / "dl.jsonl"),
-    )
+    config = one_shot_config(emulator, tmp_path, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}})
     sends = tmp_path / "sends.csv"
     sends.write_text("phone_number,send_date,biz_id\n13900001111,2024-02-30,812^0\n", encoding="utf-8")
     result = backfill(config, "--sends", str(sends))
@@ -132,10 +98,7 @@ def test_one_send_too_old_for_the_window_exits_1_with_a_clear_message(
 ) -> None:
     """--phone/--date/--biz-id for a day beyond 30 days: exit 1, the reason on stderr, the summary on stdout."""
     emulator = make_emulator(queues=QUEUES)
-    config = write_config(
-        tmp_path / "config.yaml",
-        daemon_config(emulator, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}}, tmp_path / "dl.jsonl"),
-    )
+    config = one_shot_config(emulator, tmp_path, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}})
     result = backfill(config, "--phone", "13900001111", "--date", "2020-01-01", "--biz-id", "812^0")
     assert result.returncode == EXIT_FAILURE
     assert "command line (139****1111, 2020-01-01, BizId 812^0): InvalidSendDate: SendDate 2020-01-01 is" in (
@@ -158,10 +121,7 @@ def test_a_send_given_the_day_before_its_beijing_day_finds_nothing_and_says_why(
     beijing_day = datetime.fromtimestamp(record.send_time, BEIJING).date()
     day_before = beijing_day - timedelta(days=1)
     database = tmp_path / "receipts.db"
-    config = write_config(
-        tmp_path / "config.yaml",
-        daemon_config(emulator, {"db": {"type": "database", "url": f"sqlite:///{database}"}}, tmp_path / "dl.jsonl"),
-    )
+    config = one_shot_config(emulator, tmp_path, {"db": {"type": "database", "url": f"sqlite:///{database}"}})
     send = ("--phone", record.phone_number, "--biz-id", record.biz_id)
 
     # When: it is backfilled with the day before.
@@ -197,10 +157,7 @@ def test_a_send_dated_today_in_beijing_that_matches_nothing_is_not_blamed_on_the
     """Today's Beijing day may simply not be reported yet: no date warning; a file sink cannot tell new from old."""
     emulator = make_emulator(queues=QUEUES)
     today = datetime.now(BEIJING).date()
-    config = write_config(
-        tmp_path / "config.yaml",
-        daemon_config(emulator, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}}, tmp_path / "dl.jsonl"),
-    )
+    config = one_shot_config(emulator, tmp_path, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}})
     result = backfill(config, "--phone", "13900001111", "--date", today.isoformat(), "--biz-id", "812^0")
     assert result.returncode == EXIT_OK, result.stderr
     assert "; 0 record(s) found (" in result.stdout

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from mns_consumer.emulator import Emulator, FlowLimits, QueueDefaults, WanProfile
@@ -22,6 +21,7 @@ from tests.e2e.daemon_harness import (
     daemon_config,
     expected_receipts,
     queue_total,
+    sqlite_sink,
     table_keys,
     wait_until,
 )
@@ -71,13 +71,6 @@ class Scraper:
             self.messages_in_flight.append(samples.get(("mns_consumer_messages_in_flight", ()), 0.0))
 
 
-def _sqlite(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine]:
-    path = tmp_path / "receipts.db"
-    return {"type": "database", "url": f"sqlite:///{path}"}, sa.create_engine(
-        f"sqlite:///{path}", poolclass=sa.pool.NullPool
-    )
-
-
 @pytest.mark.timeout(180)
 def test_a_backlog_with_latency_drains_with_receivers_rising_then_falling_back_to_one_long_poll(
     make_emulator: Callable[..., Emulator], daemons: DaemonFactory, tmp_path: Path
@@ -89,7 +82,7 @@ def test_a_backlog_with_latency_drains_with_receivers_rising_then_falling_back_t
     )
     generated = emulator.produce("SmsReport", 3000)
     expected = expected_receipts(emulator, generated)
-    db, engine = _sqlite(tmp_path)
+    db, engine = sqlite_sink(tmp_path)
     cap = 128
     config = daemon_config(
         emulator, {"db": db}, tmp_path / "dead.jsonl", queue_settings={"max_in_flight_messages": cap}
@@ -137,7 +130,7 @@ def test_a_throttling_storm_and_short_batches_lose_nothing_and_count_429s_as_thr
     )
     generated = emulator.produce("SmsReport", 800)
     expected = expected_receipts(emulator, generated)
-    db, engine = _sqlite(tmp_path)
+    db, engine = sqlite_sink(tmp_path)
 
     # When the daemon drains it
     daemon = daemons.start(daemon_config(emulator, {"db": db}, tmp_path / "dead.jsonl"))

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from mns_consumer.emulator import Emulator, QueueDefaults
@@ -26,8 +25,10 @@ from tests.e2e.daemon_harness import (
     daemon_config,
     expected_receipts,
     file_lines,
+    postgres_sink,
     queue_total,
     row_of,
+    sqlite_sink,
     table_keys,
     table_rows,
     wait_until,
@@ -45,25 +46,12 @@ TWO_TYPES = {"SmsReport": ALL_TYPES["SmsReport"], "SmsUp": ALL_TYPES["SmsUp"]}
 SMS_UP_ONLY = {"SmsUp": ALL_TYPES["SmsUp"]}
 
 
-def _sqlite(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine]:
-    path = tmp_path / "receipts.db"
-    return {"type": "database", "url": f"sqlite:///{path}"}, sa.create_engine(
-        f"sqlite:///{path}", poolclass=sa.pool.NullPool
-    )
+def _postgres(env: ServerEnv) -> dict[str, Any]:
+    return postgres_sink(env, statement_timeout_seconds=10)
 
 
 def _archive(folder: Path) -> dict[str, Any]:
     return {"type": "file", "path": str(folder / "{message_type}.jsonl")}
-
-
-def _postgres(env: ServerEnv) -> dict[str, Any]:
-    return {
-        "type": "database",
-        "url": env.url,
-        "table": env.table,
-        "connect_timeout_seconds": 2,
-        "statement_timeout_seconds": 10,
-    }
 
 
 def _webhook(receiver: WebhookReceiver, **overrides: Any) -> dict[str, Any]:
@@ -133,7 +121,7 @@ def test_daemon_stores_every_receipt_of_four_queues_in_sqlite_and_files_exactly_
     generated = _produce(emulator, 40, ALL_TYPES)
     expected = expected_receipts(emulator, generated)
     assert len(expected) == len(generated)
-    db, engine = _sqlite(tmp_path)
+    db, engine = sqlite_sink(tmp_path)
     sinks = {"db": db, "archive": _archive(tmp_path / "archive")}
 
     # When the daemon runs until the queues are empty
@@ -281,7 +269,7 @@ def test_poison_bodies_are_dead_lettered_with_reason_and_raw_body_then_deleted(
     assert len(poison_ids) == 3
     emulator.add_fault(kind="malformed", service="mns", operation="BatchReceiveMessage", times=1)
     emulator.add_fault(kind="drop", service="mns", operation="BatchReceiveMessage", times=1)
-    db, engine = _sqlite(tmp_path)
+    db, engine = sqlite_sink(tmp_path)
     dead = tmp_path / "dead.jsonl"
 
     # When the daemon consumes the queue, 4 messages per receive
@@ -328,7 +316,7 @@ def test_tokens_expiring_and_a_failing_token_api_mid_stream_lose_no_receipt(
     emulator: Emulator = make_emulator(
         queues=dict(TWO_TYPES), token_ttl_seconds=15, queue_defaults=QueueDefaults(visibility_timeout_seconds=10)
     )
-    db, engine = _sqlite(tmp_path)
+    db, engine = sqlite_sink(tmp_path)
     config = daemon_config(emulator, {"db": db}, tmp_path / "dead.jsonl", tokens={"refresh_margin_seconds": 10})
     daemon = daemons.start(config)
 
@@ -426,7 +414,7 @@ def test_over_https_a_hung_receive_times_out_and_the_poller_recovers(
     emulator.add_fault(kind="hang", service="mns", operation="BatchReceiveMessage", seconds=120, times=1)
     generated = _produce(emulator, 30, TWO_TYPES)
     expected = expected_receipts(emulator, generated)
-    db, engine = _sqlite(tmp_path)
+    db, engine = sqlite_sink(tmp_path)
     config = daemon_config(
         emulator,
         {"db": db},
@@ -580,7 +568,7 @@ def test_a_bad_configuration_exits_2_naming_file_and_key_and_starts_nothing(
     # Given a configuration broken in one way, and receipts waiting
     emulator: Emulator = make_emulator(queues=dict(SMS_UP_ONLY))
     emulator.produce("SmsUp", 5)
-    db, engine = _sqlite(tmp_path)
+    db, engine = sqlite_sink(tmp_path)
     config = daemon_config(emulator, {"db": db, "archive": _archive(tmp_path / "archive")}, tmp_path / "dead.jsonl")
     path = tmp_path / "broken.yaml"
     if breakage is not None:
@@ -652,7 +640,12 @@ def test_a_second_sigterm_during_a_long_drain_exits_at_once_with_code_3(
     """A second SIGTERM while the drain waits for an unreachable sink exits at once with code 3, deleting nothing."""
     # Given a daemon draining for up to 60 s because PostgreSQL is unreachable
     emulator: Emulator = make_emulator(queues=dict(TWO_TYPES))
-    config = daemon_config(emulator, {"db": _postgres(postgres)}, tmp_path / "dead.jsonl", drain_timeout_seconds=60)
+    config = daemon_config(
+        emulator,
+        {"db": _postgres(postgres)},
+        tmp_path / "dead.jsonl",
+        drain_timeout_seconds=60,
+    )
     daemon = daemons.start(config)
     postgres.make_unavailable()
     generated = _produce(emulator, 20, TWO_TYPES)

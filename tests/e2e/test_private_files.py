@@ -21,11 +21,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.push_client import push_receipts
-from mns_consumer.emulator.samples import ReceiptFactory
-from tests.e2e.daemon_harness import DEADLINE_SECONDS, FAST_SETTINGS, clean_env, file_lines, table_keys, wait_until
+from tests.e2e.daemon_harness import (
+    DEADLINE_SECONDS,
+    FAST_SETTINGS,
+    clean_env,
+    file_lines,
+    run_command,
+    table_keys,
+    wait_until,
+)
 from tests.e2e.daemon_harness import write_config as write_yaml
+from tests.support.receipts import pushed_receipts
 
 SECRET = "e2e-Private-Files-7c2e9d"
 
@@ -154,7 +161,7 @@ def test_every_file_the_daemon_creates_is_0600_and_every_folder_0700(
     port = daemon.wait_for("push.listening")["address"].rpartition(":")[2]
 
     # When receipts are pushed and stored by both sinks
-    receipts = [dict(item.receipt) for item in ReceiptFactory(Clock(), 4).make_many("SmsReport", 5)]
+    receipts = pushed_receipts("SmsReport", 5, seed=4)
     report = push_receipts(
         f"http://127.0.0.1:{port}/alicom/SmsReport/{SECRET}",
         receipts,
@@ -190,16 +197,28 @@ def test_every_file_the_daemon_creates_is_0600_and_every_folder_0700(
     assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
 
 
-def test_a_sqlite_database_under_a_regular_file_stops_the_daemon_with_exit_2_naming_the_path(tmp_path: Path) -> None:
-    """The folder cannot be made: exit 2 at start, instead of retrying "unable to open database file"."""
+@pytest.mark.parametrize(
+    ("blocked_path", "key"),
+    [("sub/receipts.db", "sinks.db.url"), ("daemon.log", "logging.file")],
+    ids=["sqlite-database", "log-file"],
+)
+def test_a_file_under_a_regular_file_stops_the_daemon_with_exit_2_naming_the_key_and_path(
+    tmp_path: Path, blocked_path: str, key: str
+) -> None:
+    """The folder cannot be made: exit 2 at start naming the key and path, not a traceback or endless retries.
+
+    For the database, check-config's static path check refuses it before the sink would try (the sink's
+    own refusal, for a folder that becomes impossible later, is tested at sink level).
+    """
     (tmp_path / "blocked").write_text("")
-    database = tmp_path / "blocked" / "sub" / "receipts.db"
+    target = tmp_path / "blocked" / blocked_path
+    database = target if key == "sinks.db.url" else tmp_path / "receipts.db"
     config = write_yaml(
         tmp_path / "config.yaml",
         {
             "sinks": {"db": {"type": "database", "url": f"sqlite:///{database}"}},
             "dead_letter": {"type": "file", "path": str(tmp_path / "dead-letter.jsonl")},
-            "logging": {"format": "json", "level": "info"},
+            "logging": {"file": str(target)} if key == "logging.file" else {"format": "json", "level": "info"},
             "http": {"listen": "127.0.0.1:0"},
             "push": {
                 "listen": "127.0.0.1:0",
@@ -212,52 +231,9 @@ def test_a_sqlite_database_under_a_regular_file_stops_the_daemon_with_exit_2_nam
         },
     )
 
-    result = subprocess.run(
-        [sys.executable, "-m", "mns_consumer", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=DEADLINE_SECONDS,
-        check=False,
-    )
+    result = run_command("run", "--config", str(config), timeout_seconds=DEADLINE_SECONDS)
 
     assert result.returncode == 2, result.stderr
-    # check-config's static path check refuses it before the sink would try (the sink's own refusal, for a
-    # folder that becomes impossible later, is tested at sink level).
-    assert f"{config}: sinks.db.url: " in result.stderr
-    assert f"{tmp_path}/blocked" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_a_log_file_that_cannot_be_opened_stops_the_daemon_with_exit_2(tmp_path: Path) -> None:
-    """logging.file under a regular file: exit 2 naming the key and the path, not a traceback."""
-    (tmp_path / "blocked").write_text("")
-    config = write_yaml(
-        tmp_path / "config.yaml",
-        {
-            "sinks": {"archive": {"type": "file", "path": str(tmp_path / "receipts.jsonl")}},
-            "dead_letter": {"type": "file", "path": str(tmp_path / "dead-letter.jsonl")},
-            "logging": {"file": str(tmp_path / "blocked" / "daemon.log")},
-            "push": {
-                "listen": "127.0.0.1:0",
-                "spool_path": str(tmp_path / "spool.db"),
-                "routes": [
-                    {"path": "/alicom/SmsReport", "secret": SECRET, "message_type": "SmsReport", "sinks": ["archive"]}
-                ],
-            },
-        },
-    )
-
-    result = subprocess.run(
-        [sys.executable, "-m", "mns_consumer", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=DEADLINE_SECONDS,
-        check=False,
-    )
-
-    assert result.returncode == 2, result.stderr
-    assert f"{config}: logging.file: " in result.stderr
+    assert f"{config}: {key}: " in result.stderr
     assert f"{tmp_path}/blocked" in result.stderr
     assert "Traceback" not in result.stderr

@@ -16,14 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
-from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.push_client import push_receipts
-from mns_consumer.emulator.samples import ReceiptFactory
-from mns_consumer.receipts import decode_push
 from mns_consumer.sinks.dead_letter import read_dead_letters
-from tests.e2e.daemon_harness import FAST_SETTINGS, Daemon, DaemonFactory, clean_env, file_lines, table_keys, wait_until
+from tests.e2e.daemon_harness import (
+    FAST_SETTINGS,
+    Daemon,
+    DaemonFactory,
+    clean_env,
+    file_lines,
+    postgres_sink,
+    sqlite_sink,
+    table_keys,
+    wait_until,
+)
+from tests.support.receipts import pushed_keys, pushed_receipts
 from tests.support.sink_env_database import ServerEnv
 
 SECRET = "e2e-Push-Secret-4b7d1a9c"
@@ -55,25 +62,6 @@ def _config(tmp_path: Path, sinks: dict[str, Any], **top: Any) -> dict[str, Any]
     }
 
 
-def _sqlite(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine]:
-    path = tmp_path / "receipts.db"
-    engine = sa.create_engine(f"sqlite:///{path}", poolclass=sa.pool.NullPool)
-    return {"type": "database", "url": f"sqlite:///{path}"}, engine
-
-
-def _postgres(env: ServerEnv) -> dict[str, Any]:
-    return {"type": "database", "url": env.url, "table": env.table, "connect_timeout_seconds": 2}
-
-
-def _receipts(message_type: str, count: int, seed: int = 3) -> list[dict[str, Any]]:
-    return [dict(item.receipt) for item in ReceiptFactory(Clock(), seed).make_many(message_type, count)]
-
-
-def _keys(message_type: str, receipts: list[Any]) -> set[str]:
-    results = decode_push(message_type, json.dumps(receipts).encode())
-    return {result.dedupe_key for result in results if not isinstance(result, Exception)}
-
-
 def _push(daemon: Daemon, message_type: str, receipts: list[dict[str, Any]]) -> int:
     url = f"{daemon.push_url(_path(message_type))}/{SECRET}"
     report = push_receipts(url, receipts, message_type=message_type, batch_size=25, retry_delays_seconds=NO_RETRIES)
@@ -89,20 +77,21 @@ def test_pushes_of_every_type_end_in_the_sinks_once_and_bad_elements_in_the_dead
     daemons: DaemonFactory, tmp_path: Path
 ) -> None:
     """Valid receipts are stored exactly once; bad elements are dead-lettered with raw JSON; a bad body gets 4xx."""
-    sqlite, engine = _sqlite(tmp_path)
+    sqlite, engine = sqlite_sink(tmp_path)
     archive = {"type": "file", "path": str(tmp_path / "{message_type}.jsonl")}
     daemon = daemons.start(_config(tmp_path, {"db": sqlite, "archive": archive}))
 
     # Given receipts of four types, SmsReport twice (Alibaba's duplicates), plus a push with bad elements
     sent = {
-        message_type: _receipts(message_type, 30 if message_type.startswith("Sms") else 4) for message_type in TYPES
+        message_type: pushed_receipts(message_type, 30 if message_type.startswith("Sms") else 4, seed=3)
+        for message_type in TYPES
     }
     for message_type, receipts in sent.items():
         assert _push(daemon, message_type, receipts) == len(receipts)
     assert _push(daemon, "SmsReport", sent["SmsReport"]) == 30
     bad_elements = [{"phone_number": "13900001111", "success": True}, 42]
     # Made once: the factory dates receipts from the current second, and SmsUp's send_time is identity.
-    good_elements = _receipts("SmsUp", 2, seed=9)
+    good_elements = pushed_receipts("SmsUp", 2, seed=9)
     mixed = httpx.post(
         f"{daemon.push_url(_path('SmsUp'))}/{SECRET}",
         json=[*bad_elements, *good_elements],
@@ -120,7 +109,7 @@ def test_pushes_of_every_type_end_in_the_sinks_once_and_bad_elements_in_the_dead
     assert mixed.json() == {"code": 0, "msg": "接收成功"}
     assert not_array.status_code == 400
     assert not_array.json()["code"] != 0
-    expected = set().union(*(_keys(t, r) for t, r in sent.items())) | _keys("SmsUp", good_elements)
+    expected = set().union(*(pushed_keys(t, r) for t, r in sent.items())) | pushed_keys("SmsUp", good_elements)
     wait_until(
         lambda: len(table_keys(engine, "sms_receipts")) >= len(expected),
         "every receipt stored",
@@ -141,7 +130,7 @@ def test_pushes_of_every_type_end_in_the_sinks_once_and_bad_elements_in_the_dead
 
 def test_the_emulator_push_command_delivers_to_push_server(daemons: DaemonFactory, tmp_path: Path) -> None:
     """``mns-consumer emulator push`` against ``mns-consumer push-server``: every receipt accepted and stored."""
-    sqlite, engine = _sqlite(tmp_path)
+    sqlite, engine = sqlite_sink(tmp_path)
     config = _config(tmp_path, {"db": sqlite})
     # push-server ignores queues, even ones no emulator serves.
     config["queues"] = [{"message_type": "SmsReport", "queue_name": "Alicom-Queue-nowhere-SmsReport", "sinks": ["db"]}]
@@ -166,12 +155,12 @@ def test_a_sink_outage_and_a_kill_after_the_ack_lose_nothing(
     daemons: DaemonFactory, tmp_path: Path, postgres: ServerEnv
 ) -> None:
     """Pushes acknowledged while PostgreSQL is down survive kill -9 in the spool and are stored after a restart."""
-    config = _config(tmp_path, {"db": _postgres(postgres)})
+    config = _config(tmp_path, {"db": postgres_sink(postgres)})
     engine = postgres.admin
     # Given PostgreSQL is cut off from the start: the sink cannot even be opened, yet pushes are spooled
     postgres.make_unavailable()
     first = daemons.start(config, ready=False)
-    reports = _receipts("SmsReport", 50)
+    reports = pushed_receipts("SmsReport", 50, seed=3)
     assert _push(first, "SmsReport", reports) == 50
     wait_until(lambda: bool(first.events_named("sink.open_failed")), "a failed sink open", diagnose=first.describe)
     assert _spool_entries(first) == 2
@@ -183,7 +172,7 @@ def test_a_sink_outage_and_a_kill_after_the_ack_lose_nothing(
     # Then every acknowledged receipt is stored, once
     wait_until(lambda: len(table_keys(engine, postgres.table)) >= 50, "50 receipts stored", diagnose=second.describe)
     wait_until(lambda: _spool_entries(second) == 0, "the spool drained", diagnose=second.describe)
-    assert sorted(table_keys(engine, postgres.table)) == sorted(_keys("SmsReport", reports))
+    assert sorted(table_keys(engine, postgres.table)) == sorted(pushed_keys("SmsReport", reports))
     assert second.events_named("push.spool_opened")[0]["waiting"]["push:SmsReport"] >= 1
     assert second.stop() == 0
     assert not (tmp_path / "dead-letter.jsonl").exists() or not (tmp_path / "dead-letter.jsonl").read_text()
@@ -193,17 +182,17 @@ def test_sigterm_refuses_new_pushes_drains_within_the_deadline_and_keeps_the_res
     daemons: DaemonFactory, tmp_path: Path, postgres: ServerEnv
 ) -> None:
     """During the drain pushes get 503; what the sinks could not take stays spooled and is stored next start."""
-    config = _config(tmp_path, {"db": _postgres(postgres)}, drain_timeout_seconds=3)
+    config = _config(tmp_path, {"db": postgres_sink(postgres)}, drain_timeout_seconds=3)
     daemon = daemons.start(config)
     postgres.make_unavailable()
-    reports = _receipts("SmsReport", 20)
+    reports = pushed_receipts("SmsReport", 20, seed=3)
     assert _push(daemon, "SmsReport", reports) == 20
     wait_until(lambda: bool(daemon.events_named("sink.unavailable")), "a sink retry", diagnose=daemon.describe)
     url = f"{daemon.push_url(_path('SmsUp'))}/{SECRET}"
 
     daemon.send(signal.SIGTERM)
     daemon.wait_for_event("shutdown.started")
-    refused = httpx.post(url, json=_receipts("SmsUp", 1), trust_env=False)
+    refused = httpx.post(url, json=pushed_receipts("SmsUp", 1, seed=3), trust_env=False)
     assert refused.status_code == 503
     assert refused.json()["code"] == 503
     assert daemon.wait_exit() == 0
@@ -214,7 +203,7 @@ def test_sigterm_refuses_new_pushes_drains_within_the_deadline_and_keeps_the_res
     wait_until(
         lambda: len(table_keys(postgres.admin, postgres.table)) >= 20, "20 receipts stored", diagnose=again.describe
     )
-    assert sorted(table_keys(postgres.admin, postgres.table)) == sorted(_keys("SmsReport", reports))
+    assert sorted(table_keys(postgres.admin, postgres.table)) == sorted(pushed_keys("SmsReport", reports))
     assert again.stop() == 0
 
 
@@ -223,7 +212,7 @@ def test_the_path_secret_appears_in_no_log_line_metric_or_probe(daemons: DaemonF
     archive = {"type": "file", "path": str(tmp_path / "{message_type}.jsonl")}
     daemon = daemons.start(_config(tmp_path, {"archive": archive}, logging={"format": "json", "level": "debug"}))
     url = f"{daemon.push_url(_path('SmsReport'))}/{SECRET}"
-    httpx.post(url, json=[{"bad": 1}, *_receipts("SmsReport", 3)], trust_env=False)
+    httpx.post(url, json=[{"bad": 1}, *pushed_receipts("SmsReport", 3, seed=3)], trust_env=False)
     httpx.post(url, content=b"nope", headers={"Content-Type": "application/json"}, trust_env=False)
     httpx.post(url + "-guess", json=[], trust_env=False)
     httpx.get(url, trust_env=False)

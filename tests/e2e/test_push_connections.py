@@ -22,9 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from mns_consumer.emulator.clock import Clock
-from mns_consumer.emulator.samples import ReceiptFactory
 from tests.e2e.daemon_harness import FAST_SETTINGS, Daemon, DaemonFactory, clean_env
+from tests.support.receipts import pushed_receipts
 
 SECRET = "e2e-Connections-Secret-7c1f"
 PATH = "/alicom/SmsReport"
@@ -47,7 +46,7 @@ def _config(tmp_path: Path, **push: Any) -> dict[str, Any]:
 
 
 def _body(seed: int) -> bytes:
-    return json.dumps([dict(item.receipt) for item in ReceiptFactory(Clock(), seed).make_many("SmsReport", 5)]).encode()
+    return json.dumps(pushed_receipts("SmsReport", 5, seed)).encode()
 
 
 def _raw_push(port: int, body: bytes) -> bytes:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -16,16 +14,17 @@ import pytest
 import sqlalchemy as sa
 
 from mns_consumer.emulator import Emulator
-from mns_consumer.emulator.send_log import SEND_STATUS_DELIVERED, SEND_STATUS_FAILED, SendRecord
+from mns_consumer.emulator.send_log import SEND_STATUS_DELIVERED, SEND_STATUS_FAILED
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from tests.e2e.daemon_harness import (
     DaemonFactory,
-    clean_env,
-    daemon_config,
-    queue_total,
+    drain_lossy_producer,
+    one_shot_config,
+    postgres_sink,
+    run_command,
+    sqlite_sink,
     table_keys,
-    wait_until,
-    write_config,
+    write_sends,
 )
 from tests.support.sink_env_database import ServerEnv
 
@@ -34,34 +33,8 @@ RECEIPTS = 45
 
 
 def reconcile(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the command to its end (a one-shot: a bounded wait is its hang guard)."""
-    return subprocess.run(
-        [sys.executable, "-m", "mns_consumer", "reconcile", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=120,
-        check=False,
-    )
-
-
-def write_sends(records: list[SendRecord], path: Path) -> dict[str, SendRecord]:
-    """The send log as the CSV an application would export; returns each record by its ``file:line``."""
-    by_line: dict[str, SendRecord] = {}
-    with path.open("w", encoding="utf-8", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["phone_number", "send_date", "biz_id"])
-        for line, record in enumerate(records, start=2):
-            writer.writerow([record.phone_number, record.send_date.strftime("%Y%m%d"), record.biz_id])
-            by_line[f"{path}:{line}"] = record
-    return by_line
-
-
-def sqlite_sink(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine]:
-    """A SQLite database sink and an engine to look into it."""
-    database = tmp_path / "receipts.db"
-    engine = sa.create_engine(f"sqlite:///{database}", poolclass=sa.pool.NullPool)
-    return {"type": "database", "url": f"sqlite:///{database}"}, engine
+    """Run the command to its end."""
+    return run_command("reconcile", "--config", str(config), *args)
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
@@ -75,7 +48,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[d
     env = ServerEnv(request.param)
     try:
         yield (
-            {"type": "database", "url": env.url, "table": env.table, "connect_timeout_seconds": 2},
+            postgres_sink(env),
             env.admin,
             env.table,
         )
@@ -92,14 +65,9 @@ def test_reconcile_shows_the_exact_gap_lists_the_sends_and_backfill_closes_it(
     """Lost receipts show as missing per status, are listed from the send log, and --backfill recovers them."""
     # Given: a producer that loses about a third of the receipts, and a daemon that drained the queue.
     sink, engine, table = database
-    emulator = make_emulator(queues=QUEUES, seed=11)
-    emulator.add_fault(kind="lose", service="producer", probability=0.35)
-    generated = emulator.produce("SmsReport", RECEIPTS)
-    config = daemon_config(emulator, {"db": sink}, tmp_path / "dead-letter.jsonl")
-    daemon = daemons.start(config)
-    wait_until(lambda: queue_total(emulator) == 0, "the queue drained")
-    assert daemon.stop() == 0
-    config_path = write_config(tmp_path / "config.yaml", config)
+    emulator, generated, config_path = drain_lossy_producer(
+        make_emulator, daemons, {"db": sink}, tmp_path, seed=11, receipts=RECEIPTS
+    )
     records = [item.send_record for item in generated if item.send_record is not None]
     # Sends are a few minutes old: near Beijing midnight they may straddle two days, so take the fuller one.
     day: date = Counter(record.send_date for record in records).most_common(1)[0][0]
@@ -175,10 +143,7 @@ def test_a_configuration_without_a_database_sink_exits_2_and_says_why(
 ) -> None:
     """Files cannot be counted: exit 2 naming the fix, before any call is made."""
     emulator = make_emulator(queues=QUEUES)
-    config = write_config(
-        tmp_path / "config.yaml",
-        daemon_config(emulator, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}}, tmp_path / "dl.jsonl"),
-    )
+    config = one_shot_config(emulator, tmp_path, {"f": {"type": "file", "path": str(tmp_path / "r.jsonl")}})
     result = reconcile(config, "--date", "20240501")
     assert result.returncode == EXIT_USAGE
     assert "no database sink receives SmsReport receipts" in result.stderr
@@ -192,7 +157,7 @@ def test_naming_a_file_sink_or_backfilling_without_a_send_log_exits_2(
     emulator = make_emulator(queues=QUEUES)
     sink, _ = sqlite_sink(tmp_path)
     sinks = {"db": sink, "f": {"type": "file", "path": str(tmp_path / "r.jsonl")}}
-    config = write_config(tmp_path / "config.yaml", daemon_config(emulator, sinks, tmp_path / "dl.jsonl"))
+    config = one_shot_config(emulator, tmp_path, sinks)
     named = reconcile(config, "--date", "20240501", "--sink", "f")
     assert named.returncode == EXIT_USAGE
     assert "is not a database sink" in named.stderr
@@ -205,7 +170,7 @@ def test_a_bad_date_is_a_usage_error(make_emulator: Callable[..., Emulator], tmp
     """--date takes one Beijing day; anything else exits 2 with what to write."""
     emulator = make_emulator(queues=QUEUES)
     sink, _ = sqlite_sink(tmp_path)
-    config = write_config(tmp_path / "config.yaml", daemon_config(emulator, {"db": sink}, tmp_path / "dl.jsonl"))
+    config = one_shot_config(emulator, tmp_path, {"db": sink})
     result = reconcile(config, "--date", "2024-05-01..2024-05-02")
     assert result.returncode == EXIT_USAGE
     assert "is not one day" in result.stderr
@@ -223,8 +188,8 @@ def test_an_unreachable_database_exits_4_without_its_password(
 ) -> None:
     """A database that refuses connections is a run to repeat later (exit 4); the URL is shown masked."""
     emulator = make_emulator(queues=QUEUES)
-    sink = {"type": "database", "url": postgres.url, "table": postgres.table, "connect_timeout_seconds": 2}
-    config = write_config(tmp_path / "config.yaml", daemon_config(emulator, {"db": sink}, tmp_path / "dl.jsonl"))
+    sink = postgres_sink(postgres)
+    config = one_shot_config(emulator, tmp_path, {"db": sink})
     postgres.make_unavailable()
     result = reconcile(config, "--date", "20240501")
     assert result.returncode == EXIT_UNAVAILABLE, result.stderr

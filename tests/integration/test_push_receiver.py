@@ -19,16 +19,14 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from mns_consumer.config import PushConfig, parse_config
-from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.push_client import push_receipts
-from mns_consumer.emulator.samples import ReceiptFactory
 from mns_consumer.emulator.tls import generate_tls_material
 from mns_consumer.observe.events import Events
 from mns_consumer.observe.metrics import Metrics
 from mns_consumer.push.service import PushService
-from mns_consumer.receipts import decode_push
 from mns_consumer.sinks.base import Sink
 from mns_consumer.sinks.dead_letter import read_dead_letters
+from tests.support.receipts import pushed_keys, pushed_receipts
 from tests.support.sink_env_database import DatabaseEnv, make_env
 
 SECRET = "It-is-a-Secret-0f2c9e"
@@ -61,7 +59,7 @@ class Running:
         assert self.config.dead_letter is not None
         self.dead_letter = self.config.dead_letter.build()
         self.dead_letter.open()
-        self.service = self._make_service().start(self.sinks, self.dead_letter)
+        self.service = self._make_service().listen().deliver(self.sinks, self.dead_letter)
 
     def _make_service(self) -> PushService:
         return PushService(
@@ -112,15 +110,6 @@ def running(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         service.stop()
 
 
-def _receipts(message_type: str, count: int, seed: int = 1) -> list[dict[str, Any]]:
-    return [dict(item.receipt) for item in ReceiptFactory(Clock(), seed).make_many(message_type, count)]
-
-
-def _keys(message_type: str, receipts: list[dict[str, Any]]) -> set[str]:
-    decoded = decode_push(message_type, json.dumps(receipts).encode())
-    return {result.dedupe_key for result in decoded if not isinstance(result, Exception)}
-
-
 def _file_keys(path: Path) -> list[str]:
     if not path.exists():
         return []
@@ -138,7 +127,7 @@ def test_pushed_receipts_reach_every_sink_once_even_when_alibaba_sends_them_twic
             "archive": {"type": "file", "path": str(tmp_path / "{message_type}.jsonl")},
         }
     )
-    reports, ups = _receipts("SmsReport", 120), _receipts("SmsUp", 30, seed=2)
+    reports, ups = pushed_receipts("SmsReport", 120), pushed_receipts("SmsUp", 30, seed=2)
 
     first = push_receipts(
         service.url(), reports, message_type="SmsReport", batch_size=50, redeliver=True, retry_delays_seconds=NO_RETRIES
@@ -151,7 +140,7 @@ def test_pushed_receipts_reach_every_sink_once_even_when_alibaba_sends_them_twic
     assert first.accepted_receipts == 120
     assert first.redelivered == 120
     assert second.accepted_receipts == 30
-    expected = _keys("SmsReport", reports) | _keys("SmsUp", ups)
+    expected = pushed_keys("SmsReport", reports) | pushed_keys("SmsUp", ups)
     assert sorted(sqlite.stored_keys()) == sorted(expected)
     archived = _file_keys(tmp_path / "SmsReport.jsonl") + _file_keys(tmp_path / "SmsUp.jsonl")
     assert sorted(archived) == sorted(expected)
@@ -170,7 +159,7 @@ def test_bad_elements_are_dead_lettered_with_their_raw_json_and_the_good_ones_st
     """A valid array is accepted whole; elements that are not receipts go to the dead letters with a reason."""
     archive = tmp_path / "archive.jsonl"
     service = running({"archive": {"type": "file", "path": str(archive)}})
-    good = _receipts("SmsReport", 3)
+    good = pushed_receipts("SmsReport", 3)
     body = [good[0], {"phone_number": "13900001111"}, good[1], "not an object", good[2]]
 
     answer = httpx.post(service.url(), json=body, trust_env=False)
@@ -178,7 +167,7 @@ def test_bad_elements_are_dead_lettered_with_their_raw_json_and_the_good_ones_st
 
     assert answer.status_code == 200
     assert answer.json() == {"code": 0, "msg": "接收成功"}
-    assert sorted(_file_keys(archive)) == sorted(_keys("SmsReport", good))
+    assert sorted(_file_keys(archive)) == sorted(pushed_keys("SmsReport", good))
     letters = list(read_dead_letters(service.dead_letter_path))
     assert [json.loads(letter.raw) for letter in letters] == [{"phone_number": "13900001111"}, "not an object"]
     assert {letter.source for letter in letters} == {"push"}
@@ -235,7 +224,7 @@ def test_a_draining_receiver_answers_503_so_alibaba_retries(running: Callable[..
     """After stop_accepting, pushes are refused with 503 and a non-zero code, and nothing is stored."""
     service = running({"archive": {"type": "file", "path": str(tmp_path / "a.jsonl")}})
     service.service.stop_accepting()
-    answer = httpx.post(service.url(), json=_receipts("SmsReport", 2), trust_env=False)
+    answer = httpx.post(service.url(), json=pushed_receipts("SmsReport", 2), trust_env=False)
     assert answer.status_code == 503
     assert answer.json()["code"] == 503
     assert service.service.spool.depth() == 0
@@ -245,7 +234,7 @@ def test_a_spool_that_cannot_be_written_answers_503(running: Callable[..., Runni
     """When the spool fails (here: closed under the receiver), the push gets a 5xx so Alibaba sends it again."""
     service = running({"archive": {"type": "file", "path": str(tmp_path / "a.jsonl")}})
     service.service.spool.close()
-    answer = httpx.post(service.url(), json=_receipts("SmsReport", 2), trust_env=False)
+    answer = httpx.post(service.url(), json=pushed_receipts("SmsReport", 2), trust_env=False)
     assert answer.status_code == 503
     assert answer.json()["code"] == 503
     labels = {"queue": "push:SmsReport", "message_type": "SmsReport", "stage": "spool"}
@@ -263,7 +252,7 @@ def test_a_sink_outage_delays_delivery_but_loses_and_dead_letters_nothing(
         )
         # Given PostgreSQL is cut off
         postgres.make_unavailable()
-        reports = _receipts("SmsReport", 40)
+        reports = pushed_receipts("SmsReport", 40)
         # When Alibaba pushes
         report = push_receipts(
             service.url(), reports, message_type="SmsReport", batch_size=10, retry_delays_seconds=NO_RETRIES
@@ -283,7 +272,7 @@ def test_a_sink_outage_delays_delivery_but_loses_and_dead_letters_nothing(
         # And once PostgreSQL is back, all of them are stored, none dead-lettered
         postgres.restore()
         service.wait_spool_empty()
-        assert sorted(postgres.stored_keys()) == sorted(_keys("SmsReport", reports))
+        assert sorted(postgres.stored_keys()) == sorted(pushed_keys("SmsReport", reports))
         assert not service.dead_letter_path.exists() or not service.dead_letter_path.read_text()
     finally:
         postgres.close()
@@ -297,7 +286,7 @@ def test_the_path_secret_never_appears_in_logs_metrics_or_dead_letters(
 
     service = running({"archive": {"type": "file", "path": str(tmp_path / "a.jsonl")}})
     with capture_logs() as logs:
-        httpx.post(service.url(), json=[{"bad": True}, *_receipts("SmsReport", 2)], trust_env=False)
+        httpx.post(service.url(), json=[{"bad": True}, *pushed_receipts("SmsReport", 2)], trust_env=False)
         httpx.post(service.url(), content=b"{}", headers={"Content-Type": "application/json"}, trust_env=False)
         httpx.post(service.url() + "x", json=[], trust_env=False)
         service.wait_spool_empty()
@@ -321,7 +310,7 @@ def test_the_receiver_serves_https_with_the_configured_certificate(
     context = ssl.create_default_context(cafile=str(material.cert_path))
     report = push_receipts(
         service.url(scheme="https"),
-        _receipts("SmsReport", 5),
+        pushed_receipts("SmsReport", 5),
         message_type="SmsReport",
         verify=context,
         retry_delays_seconds=NO_RETRIES,

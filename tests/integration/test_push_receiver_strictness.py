@@ -19,10 +19,9 @@ import httpx
 import pytest
 import yaml
 
-from mns_consumer.emulator.clock import Clock
-from mns_consumer.emulator.samples import ReceiptFactory
 from mns_consumer.sinks.dead_letter import read_dead_letters
 from tests.integration.test_push_receiver import SECRET, Running
+from tests.support.receipts import pushed_receipts
 
 
 @pytest.fixture
@@ -38,10 +37,6 @@ def running(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     yield make
     for service in made:
         service.stop()
-
-
-def _receipts(count: int) -> list[dict[str, Any]]:
-    return [dict(item.receipt) for item in ReceiptFactory(Clock(), 5).make_many("SmsReport", count)]
 
 
 def _exchange(service: Running, head: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
@@ -110,7 +105,7 @@ def test_a_push_holding_nan_or_infinity_is_refused_before_it_is_spooled(
 ) -> None:
     """Such a push gets 400 and a non-zero code, so Alibaba keeps its good receipts instead of one dead letter."""
     service = running()
-    good = json.dumps(_receipts(99))
+    good = json.dumps(pushed_receipts("SmsReport", 99, seed=5))
     body = (good[:-1] + ', {"phone_number": "13900001111", "send_time": ' + constant + "}]").encode()
     answer = httpx.post(service.url(), content=body, headers={"Content-Type": "application/json"}, trust_env=False)
     assert answer.status_code == 400
@@ -151,7 +146,7 @@ def test_dead_letters_hold_each_element_as_sent_and_replay_reproduces_it(
 ) -> None:
     """1e400, a lone surrogate escape and odd spacing survive into dead letters and through `dead-letters replay`."""
     service = running()
-    good = json.dumps(_receipts(2)[0])
+    good = json.dumps(pushed_receipts("SmsReport", 2, seed=5)[0])
     bad = [
         '{"phone_number" : "13900001111",  "send_time": 1e400}',
         '{"phone_number":"13900001112","err_msg":"\\ud800"}',

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from mns_consumer.emulator.clock import Clock
+from mns_consumer.emulator.samples import ReceiptFactory
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.receipts import dedupe_key
+from mns_consumer.receipts import decode_push, dedupe_key
 
 BEIJING = timezone(timedelta(hours=8))
 
@@ -46,3 +49,14 @@ def make_receipt(n: int = 0, **overrides: Any) -> Receipt:
 def make_batch(size: int, start: int = 0) -> list[Receipt]:
     """``size`` distinct receipts numbered from ``start``."""
     return [make_receipt(n) for n in range(start, start + size)]
+
+
+def pushed_receipts(message_type: str, count: int, seed: int = 1) -> list[dict[str, Any]]:
+    """Receipts as Alibaba pushes them (one JSON object each), from the emulator's factory."""
+    return [dict(item.receipt) for item in ReceiptFactory(Clock(), seed).make_many(message_type, count)]
+
+
+def pushed_keys(message_type: str, receipts: list[dict[str, Any]]) -> set[str]:
+    """The dedupe keys of the valid ones among pushed receipts."""
+    results = decode_push(message_type, json.dumps(receipts).encode())
+    return {result.dedupe_key for result in results if not isinstance(result, Exception)}
