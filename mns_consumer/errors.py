@@ -69,6 +69,18 @@ class AlicomError(MnsConsumerError):
         super().__init__(f"{code}: {message}{suffix}")
 
 
+class MessageGone(AlicomError):  # noqa: N818  (a state, named as one: see STYLE.md)
+    """The receipt handle no longer designates a message this consumer holds.
+
+    The message was deleted or expired, or the handle is stale (reference pitfall 11). Retrying cannot
+    help; if the receipt still exists it comes back through a new receive, and its dedupe key absorbs it.
+    """
+
+
+class DamagedAnswerError(MnsConsumerError, ValueError):
+    """An MNS answer is not the XML its operation returns; the message never quotes the answer."""
+
+
 class TokenError(AlicomError):
     """QueryTokenForMnsQueue failed: bad AccessKey, refused, throttled, unreachable or a Code other than OK."""
 
@@ -165,6 +177,22 @@ class SpoolUnavailable(MnsConsumerError):  # noqa: N818  (a state, named as one:
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"push spool unavailable: {reason}")
+
+
+class PushRejected(MnsConsumerError):  # noqa: N818  (a flow signal: the request is answered with its status)
+    """A push is refused; carries what to answer and how to count it.
+
+    Attributes:
+        status: HTTP status, also sent as the body's ``code``.
+        stage: The ``stage`` label of the rejection (see ``PUSH_STAGES``).
+        message: The body's ``msg``; never holds the request path.
+    """
+
+    def __init__(self, status: int, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.stage = stage
+        self.message = message
 
 
 class EmulatorError(MnsConsumerError):

@@ -27,8 +27,9 @@ from typing import Final
 from xml.etree import ElementTree
 
 from mns_consumer.alicom.message import ReceivedMessage
+from mns_consumer.errors import DamagedAnswerError
 
-__all__ = ["DamagedAnswerError", "parse_batch_receive", "receipt_handles_xml"]
+__all__ = ["parse_batch_receive", "receipt_handles_xml"]
 
 _XMLNS: Final = "http://mns.aliyuncs.com/doc/v1/"
 
@@ -37,10 +38,6 @@ _FIELDS: Final = ("MessageId", "ReceiptHandle", "MessageBody", "MessageBodyMD5",
 # The local names of the tags MNS writes, looked up rather than split off for each of the ~10 elements
 # of each message; any other tag (another namespace, an unknown field) still goes through _local.
 _LOCAL_NAMES: Final = {tag: name for name in (*_FIELDS, "Message") for tag in (f"{{{_XMLNS}}}{name}", name)}
-
-
-class DamagedAnswerError(ValueError):
-    """The answer is not the XML a BatchReceiveMessage returns; the message never quotes the answer."""
 
 
 def parse_batch_receive(answer: str | bytes) -> list[ReceivedMessage]:

@@ -45,8 +45,16 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from mns_consumer.alicom.message import ReceivedMessage
-from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
-from mns_consumer.errors import AlicomError, QueueAuthError, QueueNotFound, QueueThrottled, QueueUnavailable
+from mns_consumer.alicom.mns_xml import parse_batch_receive, receipt_handles_xml
+from mns_consumer.errors import (
+    AlicomError,
+    DamagedAnswerError,
+    MessageGone,
+    QueueAuthError,
+    QueueNotFound,
+    QueueThrottled,
+    QueueUnavailable,
+)
 
 __all__ = [
     "ABORTED",
@@ -57,7 +65,6 @@ __all__ = [
     "RESP_DATA_DAMAGED",
     "TIMEOUT",
     "UNEXPECTED_STATUS",
-    "MessageGone",
     "MnsQueue",
     "ReceivedMessage",
 ]
@@ -86,14 +93,6 @@ _AUTH_CODES: Final = frozenset({"AccessDenied", "TimeExpired"})
 _AUTH_MARKERS: Final = ("AccessKey", "SecurityToken", "Signature", "Authorization", "Forbidden", "Unauthorized")
 _GONE_CODES: Final = frozenset({"MessageNotExist", "ReceiptHandleError"})
 _THROTTLE_CODES: Final = frozenset({"TooManyRequests", "QpsLimitExceeded"})
-
-
-class MessageGone(AlicomError):  # noqa: N818  (a state, named as one: see STYLE.md)
-    """The receipt handle no longer designates a message this consumer holds.
-
-    The message was deleted or expired, or the handle is stale (reference pitfall 11). Retrying cannot
-    help; if the receipt still exists it comes back through a new receive, and its dedupe key absorbs it.
-    """
 
 
 class MnsQueue:

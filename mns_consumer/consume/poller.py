@@ -27,12 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from mns_consumer.alicom.queue import MessageGone, MnsQueue, ReceivedMessage
+from mns_consumer.alicom.queue import MnsQueue, ReceivedMessage
 from mns_consumer.alicom.tokens import TokenProvider
 from mns_consumer.consume.concurrency import MessageBudget, ReceiptRate, ReceiverControl
 from mns_consumer.delivery import Dispatcher, Item
 from mns_consumer.errors import (
     DecodeError,
+    MessageGone,
     QueueAuthError,
     QueueNotFound,
     QueueThrottled,

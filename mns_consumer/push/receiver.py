@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from mns_consumer.config import PushConfig, PushRouteConfig
-from mns_consumer.errors import SpoolUnavailable
+from mns_consumer.errors import PushRejected, SpoolUnavailable
 from mns_consumer.observe.events import Events
 from mns_consumer.observe.health import LISTEN_BACKLOG
 from mns_consumer.observe.metrics import UNKNOWN_PUSH_ROUTE
@@ -58,25 +58,9 @@ _ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
 """A ``Content-Length`` (RFC 9110 8.6): ASCII digits only; ``str.isdigit`` also takes ``²`` and ``٣``."""
 
 
-class PushRejected(Exception):  # noqa: N818  (a flow signal: the request is answered with its status)
-    """A push is refused; carries what to answer and how to count it.
-
-    Attributes:
-        status: HTTP status, also sent as the body's ``code``.
-        stage: The ``stage`` label of the rejection (see ``PUSH_STAGES``).
-        message: The body's ``msg``; never holds the request path.
-    """
-
-    def __init__(self, status: int, stage: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.stage = stage
-        self.message = message
-
-    @staticmethod
-    def refuse_constant(name: str) -> Any:
-        """``parse_constant`` of the receiver's JSON decoder: ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON."""
-        raise ValueError(f"{name} is not a JSON value")
+def refuse_constant(name: str) -> Any:
+    """``parse_constant`` of the receiver's JSON decoder: ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 class PushReceiver:
@@ -406,7 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-_JSON_DECODER = json.JSONDecoder(parse_constant=PushRejected.refuse_constant)
+_JSON_DECODER = json.JSONDecoder(parse_constant=refuse_constant)
 
 
 def _is_json_utf8(content_type: str) -> bool:

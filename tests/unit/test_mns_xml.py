@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mns.mns_xml_handler import ReceiptHandlesEncoder
 
-from mns_consumer.alicom.mns_xml import DamagedAnswerError, parse_batch_receive, receipt_handles_xml
+from mns_consumer.alicom.mns_xml import parse_batch_receive, receipt_handles_xml
+from mns_consumer.errors import DamagedAnswerError
 
 NS = "http://mns.aliyuncs.com/doc/v1/"
 FIELDS = (
