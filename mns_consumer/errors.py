@@ -127,6 +127,14 @@ class SendDetailsUnavailable(SendDetailsError):  # noqa: N818  (a state, named a
     """Dysmsapi could not be reached, answered 5xx or throttled, and kept doing so through every retry."""
 
 
+class SendDetailsThrottled(SendDetailsUnavailable):
+    """A throttling answer from Dysmsapi, carrying the delay it asked for."""
+
+    def __init__(self, code: str, message: str, *, request_id: str | None, retry_after_seconds: float | None) -> None:
+        super().__init__(code, message, request_id=request_id)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class InvalidSendsError(MnsConsumerError):
     """The list of sends to backfill cannot be read (a bad column, date, number or line).
 

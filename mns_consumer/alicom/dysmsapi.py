@@ -22,7 +22,12 @@ from Tea.exceptions import UnretryableException
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.tea import INVALID_RESPONSE, http_failure, refusal_of, tea_config, transport_failure
-from mns_consumer.errors import SendDetailsAuthError, SendDetailsError, SendDetailsUnavailable
+from mns_consumer.errors import (
+    SendDetailsAuthError,
+    SendDetailsError,
+    SendDetailsThrottled,
+    SendDetailsUnavailable,
+)
 
 NETWORK_ERROR: Final = "NetworkError"
 """Local SendDetailsUnavailable code: Dysmsapi could not be reached or did not answer in time."""
@@ -52,14 +57,6 @@ _RETRYABLE_CODES = (
 )
 
 _T = TypeVar("_T")
-
-
-class Throttled(SendDetailsUnavailable):
-    """A throttling answer, carrying the delay it asked for."""
-
-    def __init__(self, code: str, message: str, *, request_id: str | None, retry_after_seconds: float | None) -> None:
-        super().__init__(code, message, request_id=request_id)
-        self.retry_after_seconds = retry_after_seconds
 
 
 def classify(code: str, message: str, *, status: int, request_id: str | None) -> SendDetailsError:
@@ -160,7 +157,7 @@ class DysmsapiCaller:
                 if attempt >= self.attempts:
                     raise
                 # A throttling answer says how long to wait; Backoff never waits less.
-                retry_after = exc.retry_after_seconds if isinstance(exc, Throttled) else None
+                retry_after = exc.retry_after_seconds if isinstance(exc, SendDetailsThrottled) else None
                 delay = self._delay(attempt, retry_after)
                 if self._on_retry is not None:
                     self._on_retry(attempt, exc, delay)
@@ -176,7 +173,7 @@ class DysmsapiCaller:
         except AlibabaCloudException as exc:
             failure = http_failure(exc)
             if failure.retry_after_seconds is not None:
-                raise Throttled(
+                raise SendDetailsThrottled(
                     failure.code,
                     failure.text,
                     request_id=failure.request_id,
