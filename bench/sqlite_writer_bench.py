@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import daemon_bench  # noqa: E402  (the bench folder's own module)
+import daemon_bench
 
 
 def with_writer(writer: bool) -> Any:
