@@ -1,86 +1,24 @@
-"""Store receipts as rows of one SQL table: :class:`DatabaseSinkConfig` and :class:`DatabaseSink`.
+"""Store receipts as rows of one SQL table through SQLAlchemy Core: :class:`DatabaseSinkConfig`, :class:`DatabaseSink`.
 
-Backends, all through SQLAlchemy Core: SQLite (``sqlite:///path/receipts.db``), PostgreSQL
-(``postgresql+psycopg://user:password@host/db``, extra ``postgres``) and MySQL/MariaDB
-(``mysql+pymysql://user:password@host/db``, extra ``mysql``). ``postgresql://`` and ``mysql://``
-without a driver mean those drivers. Several daemons may share one PostgreSQL or MySQL table: the
-unique ``dedupe_key`` makes the stored effect exactly once.
-
-SQLite files. A missing database file is created by the sink, mode 0600, and its missing folders
-0700, whatever the umask (:mod:`mns_consumer.files`); SQLite gives its ``-wal`` and ``-shm`` files the
-database file's mode, so they are 0600 too. An existing file keeps its mode. A folder that cannot be
-created (a regular file in the way, no permission) is a :class:`~mns_consumer.errors.ConfigError` at
-start, naming the path.
-
-Table layout (``sms_receipts`` by default; created when missing with ``create_table: true``):
-
-================  =====================  =========================  ====================  ========
-column            PostgreSQL             MySQL / MariaDB            SQLite                null
-================  =====================  =========================  ====================  ========
-id                BIGSERIAL              BIGINT AUTO_INCREMENT      INTEGER (rowid)       PK
-dedupe_key        VARCHAR(64) UNIQUE     VARCHAR(64) UNIQUE         VARCHAR(64) UNIQUE    no
-kind              VARCHAR(32)            VARCHAR(32)                VARCHAR(32)           no
-message_type      VARCHAR(64)            VARCHAR(64)                VARCHAR(64)           no
-source            VARCHAR(16)            VARCHAR(16)                VARCHAR(16)           no
-queue             VARCHAR(255)           VARCHAR(255)               VARCHAR(255)          yes
-phone_number      VARCHAR(32), index     VARCHAR(32), index         VARCHAR(32), index    yes
-biz_id            VARCHAR(64), index     VARCHAR(64), index         VARCHAR(64), index    yes
-out_id            VARCHAR(255), index    VARCHAR(255), index        VARCHAR(255), index   yes
-status            VARCHAR(32)            VARCHAR(32)                VARCHAR(32)           yes
-error_code        VARCHAR(128)           VARCHAR(128)               VARCHAR(128)          yes
-error_message     TEXT                   MEDIUMTEXT                 TEXT                  yes
-sent_at           TIMESTAMPTZ            DATETIME(6), UTC           DATETIME, UTC         yes
-reported_at       TIMESTAMPTZ, index     DATETIME(6), UTC, index    DATETIME, UTC, index  yes
-sms_parts         INTEGER                INTEGER                    INTEGER               yes
-content           TEXT                   MEDIUMTEXT                 TEXT                  yes
-sign_name         VARCHAR(255)           VARCHAR(255)               VARCHAR(255)          yes
-template_code     VARCHAR(128)           VARCHAR(128)               VARCHAR(128)          yes
-reason            TEXT                   MEDIUMTEXT                 TEXT                  yes
-extra             JSONB                  JSON (LONGTEXT, MariaDB)   JSON (text)           no
-raw               BYTEA                  LONGBLOB                   BLOB                  no
-stored_at         TIMESTAMPTZ, now()     DATETIME(6), UTC, now      DATETIME, UTC, now    no
-outcome_class     VARCHAR(32)            VARCHAR(32)                VARCHAR(32)           yes
-retryable         BOOLEAN                BOOL (TINYINT(1))          BOOLEAN               yes
-opt_out           BOOLEAN                BOOL (TINYINT(1))          BOOLEAN               yes
-================  =====================  =========================  ====================  ========
-
-The last three (:data:`OUTCOME_COLUMNS`) came with delivery intelligence. A table from an earlier
-version lacks them: with ``create_table: true`` the sink adds them at start (``ALTER TABLE ... ADD
-COLUMN``, nullable, so no rewrite of existing rows on any backend; rows stored before keep NULL);
-with ``create_table: false`` it writes without them and logs ``sink.database.columns_missing`` once
-at start with the statements to run.
-
-Beside it the sink keeps, unless turned off, a status table (``<table>_status``, one row per sent
-message and its state) and an opt-out table (``<table>_opt_outs``), written in the same transaction
-for the receipts that transaction inserted: :mod:`~mns_consumer.sinks.status_tables`.
-
-Index names are ``ix_<table>_<column>``, the unique constraint ``uq_<table>_dedupe_key``. Times are
-stored as instants: the original UTC offset is not kept (``raw`` keeps the body as received), and
-they read back as UTC-aware datetimes. On MySQL the session time zone is set to UTC so ``stored_at``
-is UTC too. MySQL tables use ``utf8mb4`` with the binary collation (exact comparisons, as on the
-other backends), so emoji in SmsUp replies round-trip. Lengths count characters.
+PostgreSQL (``postgresql+psycopg://``, extra ``postgres``) and MySQL/MariaDB (``mysql+pymysql://``, extra
+``mysql``) run here; a ``sqlite:///`` URL builds :class:`~mns_consumer.sinks.sqlite.SqliteSink` on the same
+table. The columns are :func:`receipts_table` (documented in docs/sinks.md); the row checks read it.
 
 Semantics of :meth:`DatabaseSink.write`:
 
-* One transaction per batch, committed before ``write`` returns. Durability past a crash is the
-  server's: SQLite runs in WAL mode with ``synchronous=FULL`` (set by the sink); PostgreSQL needs
-  ``synchronous_commit=on`` and MySQL ``innodb_flush_log_at_trx_commit=1`` (both defaults).
-* Duplicates (stored before, by any daemon, or repeated inside the batch) count as accepted and are
-  stored once: ``ON CONFLICT (dedupe_key) DO NOTHING`` on PostgreSQL and SQLite, ``ON DUPLICATE KEY
-  UPDATE dedupe_key = dedupe_key`` on MySQL. ``INSERT IGNORE`` is never used, because it would also
-  turn data errors into silent truncation; MySQL sessions add ``STRICT_ALL_TABLES`` for the same
-  reason.
-* A receipt that breaks the table's limits (a value longer than its column, text that is not valid
-  Unicode, a NUL character on PostgreSQL, a naive datetime, ``extra`` that is not JSON) is rejected
-  with the reason, and the rest of the batch is stored. If the database still refuses the batch for
-  its data (e.g. a table created by hand with narrower columns), the rows are retried one by one and
-  only those refused are rejected.
-* Connection loss, refusal, timeouts, a locked SQLite file or too many connections raise
-  :class:`~mns_consumer.errors.SinkUnavailable` (without the password); the pool is then discarded,
-  and the next write reconnects. A deadlock between concurrent writers is retried at once, twice.
-* On PostgreSQL and MySQL each write (and ``open``) is one call with a client-side deadline,
-  ``call_deadline_seconds``: a server that keeps the connection open but stops answering makes the
-  write raise ``SinkUnavailable`` soon after it (:mod:`~mns_consumer.sinks.call_deadline`).
+* One transaction per batch, committed before ``write`` returns (durability is the server's:
+  ``synchronous_commit=on``, ``innodb_flush_log_at_trx_commit=1``, both defaults).
+* Duplicates count as accepted and are stored once: ``ON CONFLICT (dedupe_key) DO NOTHING``, on MySQL a
+  no-op ``ON DUPLICATE KEY UPDATE``. Never ``INSERT IGNORE``, which would also turn data errors into
+  silent truncation (MySQL sessions add ``STRICT_ALL_TABLES`` for the same reason).
+* A receipt the table cannot hold is rejected with the reason, the rest stored; if the server still
+  refuses the batch for its data, rows are retried one by one and only those refused are rejected.
+* Connection loss, timeouts, locks and too many connections raise
+  :class:`~mns_consumer.errors.SinkUnavailable` (password scrubbed) and discard the pool; a deadlock is
+  retried at once, twice. Each call to a server has a client-side deadline, ``call_deadline_seconds``
+  (:mod:`~mns_consumer.sinks.call_deadline`), so a server that stops answering cannot stall the queue.
+* The status and opt-out tables (:mod:`~mns_consumer.sinks.status_tables`) are written in the same
+  transaction, for the receipts that transaction inserted.
 """
 
 from __future__ import annotations
@@ -565,7 +503,7 @@ class DatabaseSink:
         # The outcome columns the table has (all of them once created or upgraded by this sink).
         self._outcome_columns: tuple[str, ...] = OUTCOME_COLUMNS
         self._status_table, self._opt_out_table = self._projection_tables()
-        self._upserts: dict[str, sa.Insert] = {}
+        self._upserts: list[tuple[int, sa.Table, sa.Insert]] | None = None
         self._lookups: dict[bool, sa.Select[Any]] = {}
 
     def __repr__(self) -> str:
@@ -634,15 +572,8 @@ class DatabaseSink:
         """
         if self._engine is None:
             raise RuntimeError(f"database sink {self.name!r} is not open")
-        column = self._table.c.dedupe_key
-        found: set[str] = set()
-        unique = list(dict.fromkeys(keys))
         with self._availability(self._engine), self._engine.connect() as connection:
-            # Bounded IN lists: SQLite allows 32,766 parameters at most, other servers a packet size.
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                chunk = unique[start : start + _LOOKUP_CHUNK]
-                found.update(connection.execute(sa.select(column).where(column.in_(chunk))).scalars())
-        return frozenset(found)
+            return frozenset(self._stored_among(connection, list(dict.fromkeys(keys))))
 
     def close(self) -> None:
         """Close every pooled connection; the sink is not used afterwards."""
@@ -1001,13 +932,10 @@ class DatabaseSink:
 
         metadata = sa.MetaData()
         status_name, opt_out_name = self.config.status_table_name(), self.config.opt_out_table_name()
-        status = None
-        if status_name is not None:
-            status = status_tables.status_table(metadata, status_name, UtcDateTime(), utc_now())
-        opt_out = None
-        if opt_out_name is not None:
-            opt_out = status_tables.opt_out_table(metadata, opt_out_name, UtcDateTime(), utc_now())
-        return status, opt_out
+        return (
+            status_tables.status_table(metadata, status_name, UtcDateTime(), utc_now()) if status_name else None,
+            status_tables.opt_out_table(metadata, opt_out_name, UtcDateTime(), utc_now()) if opt_out_name else None,
+        )
 
     def _projections(self, batch: Sequence[Receipt], rows: list[dict[str, Any]]) -> Projections:
         """What each storable receipt of the batch contributes to the status and opt-out tables."""
@@ -1065,29 +993,36 @@ class DatabaseSink:
                 query = query.where(sa.text("xmin::text::bigint = txid_current() % 4294967296"))
             self._lookups[inserted_here] = query
         found: set[str] = set()
+        # Bounded IN lists: SQLite allows 32,766 parameters at most, other servers a packet size.
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             found.update(connection.execute(query, {"keys": list(keys[start : start + _LOOKUP_CHUNK])}).scalars())
         return found
 
     def _project(self, connection: sa.Connection, contributions: Sequence[_Contribution]) -> None:
         """Upsert the status and opt-out rows of new receipts, folded per row and in key order."""
-        from mns_consumer.sinks.status_tables import fold, opt_out_upsert, status_upsert  # noqa: PLC0415
+        from mns_consumer.sinks.status_tables import fold  # noqa: PLC0415
 
-        if self._status_table is not None:
-            statuses = fold(status for status, _ in contributions)
-            if statuses:
-                # Built once: constructing the CASE expressions took a third of a 16-receipt write.
-                statement = self._upserts.get("status")
-                if statement is None:
-                    statement = self._upserts["status"] = status_upsert(self._status_table, self._backend, utc_now())
-                connection.execute(statement, [status.as_row() for status in statuses])
-        if self._opt_out_table is not None:
-            opt_outs = fold(opt_out for _, opt_out in contributions)
-            if opt_outs:
-                statement = self._upserts.get("opt_out")
-                if statement is None:
-                    statement = self._upserts["opt_out"] = opt_out_upsert(self._opt_out_table, self._backend, utc_now())
-                connection.execute(statement, [opt_out.as_row() for opt_out in opt_outs])
+        for index, _table, statement in self._projection_upserts():
+            updates = fold(contribution[index] for contribution in contributions)
+            if updates:
+                connection.execute(statement, [update.as_row() for update in updates])
+
+    def _projection_upserts(self) -> list[tuple[int, sa.Table, sa.Insert]]:
+        """(index in a contribution, table, its upsert) of each projection table written.
+
+        Built once (after ``open`` settled which tables exist): constructing the CASE expressions took a
+        third of a 16-receipt write.
+        """
+        if self._upserts is None:
+            from mns_consumer.sinks.status_tables import opt_out_upsert, status_upsert  # noqa: PLC0415
+
+            tables = ((0, self._status_table, status_upsert), (1, self._opt_out_table, opt_out_upsert))
+            self._upserts = [
+                (index, table, upsert(table, self._backend, utc_now()))
+                for index, table, upsert in tables
+                if table is not None
+            ]
+        return self._upserts
 
     def sweep_unknown(self, older_than_hours: float, *, batch_rows: int = 1000, now: datetime | None = None) -> int:
         """Mark status rows still ``pending`` ``older_than_hours`` after sending as ``unknown``.

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.files import check_can_create_in, create_private_file, describe_os_error, needs_operator
-from mns_consumer.sinks.database import WRITTEN_COLUMNS, DatabaseSink, Projections, UtcDateTime, utc_now
+from mns_consumer.sinks.database import WRITTEN_COLUMNS, DatabaseSink, Projections, UtcDateTime
 
 log = structlog.get_logger(__name__)
 
@@ -152,20 +152,10 @@ class SqliteSink(DatabaseSink):
             before = self._stored(connection, list(wanted)) if wanted else set()
             connection.exec_driver_sql(*insert)
             new = [part for key, part in wanted.items() if key not in before]
-            for index, table, upsert in self._upserts_of_tables():
+            for index, table, upsert in self._projection_upserts():
                 updates = [contribution[index].as_row() for contribution in new if contribution[index] is not None]
                 if updates:
                     connection.exec_driver_sql(*self._bound(engine, table.name, upsert, list(updates[0]), updates))
-
-    def _upserts_of_tables(self) -> list[tuple[int, sa.Table, sa.Insert]]:
-        """(index in a contribution, table, its upsert) of the status and opt-out tables written."""
-        from mns_consumer.sinks.status_tables import opt_out_upsert, status_upsert  # noqa: PLC0415
-
-        found: list[tuple[int, sa.Table, sa.Insert]] = []
-        for index, table, upsert in ((0, self._status_table, status_upsert), (1, self._opt_out_table, opt_out_upsert)):
-            if table is not None:
-                found.append((index, table, upsert(table, "sqlite", utc_now())))
-        return found
 
     def _stored(self, connection: sa.Connection, keys: list[str]) -> set[str]:
         """Which of ``keys`` the table holds (inside the insert's transaction, before the insert)."""
