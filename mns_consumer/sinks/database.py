@@ -243,20 +243,12 @@ class DatabaseSinkConfig(SinkConfig):
             raise ValueError("an in-memory SQLite database is not durable; give a file path: sqlite:///path/to.db")
         return value
 
-    @field_validator("table")
+    @field_validator("table", "status_table", "opt_out_table")
     @classmethod
-    def _check_table(cls, value: str) -> str:
-        if not TABLE_NAME_PATTERN.fullmatch(value):
-            raise ValueError("must be lower-case letters, digits and _, not start with a digit, at most 40 characters")
-        return value
-
-    @field_validator("status_table", "opt_out_table")
-    @classmethod
-    def _check_projection_table(cls, value: str | bool | None) -> str | bool | None:
+    def _check_table_name(cls, value: str | bool | None) -> str | bool | None:
         if isinstance(value, str) and not TABLE_NAME_PATTERN.fullmatch(value):
             raise ValueError(
-                "must be true, false, or a table name of lower-case letters, digits and _, not starting with a "
-                "digit, at most 40 characters"
+                "a table name must be lower-case letters, digits and _, not start with a digit, at most 40"
             )
         return value
 
@@ -612,12 +604,7 @@ class DatabaseSink:
         if present:
             return f"SELECT 1 answered; table {table!r} exists with the documented columns ({self.config.display_url})"
         if not self.config.create_table:
-            raise ConfigError(
-                f"sink {self.name!r}",
-                f"sinks.{self.name}.table",
-                f"table {table!r} does not exist in {self.config.display_url}",
-                "set create_table: true, or create it with the documented columns",
-            )
+            raise self._table_error(f"table {table!r} does not exist in {self.config.display_url}")
         return f"SELECT 1 answered; table {table!r} will be created at start ({self.config.display_url})"
 
     def _prepare(self) -> None:
@@ -685,7 +672,7 @@ class DatabaseSink:
         if remaining is None:
             return
         if remaining <= 0:
-            raise DeadlinePassed(f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s)")
+            raise DeadlinePassed(self._no_answer())
         if self._backend == "postgresql":
             cparams["connect_timeout"] = max(2, min(int(cparams["connect_timeout"]), math.ceil(remaining)))
         else:
@@ -701,7 +688,7 @@ class DatabaseSink:
         if deadlines is None:
             return
         if deadlines.passed():
-            raise DeadlinePassed(f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s)")
+            raise DeadlinePassed(self._no_answer())
         deadlines.attach(dbapi_connection)
         if record.info.pop(_FRESH, False):
             return
@@ -784,24 +771,18 @@ class DatabaseSink:
 
     def _check_table(self, engine: Engine, *, upgrade: bool = True) -> None:
         table = self.config.table
-        where = (f"sink {self.name!r}", f"sinks.{self.name}.table")
         with engine.connect() as connection:
             inspector = sa.inspect(connection)
             if not inspector.has_table(table):
-                raise ConfigError(
-                    *where,
-                    f"table {table!r} does not exist in {self.config.display_url}",
-                    "set create_table: true, or create it with the documented columns",
-                )
+                raise self._table_error(f"table {table!r} does not exist in {self.config.display_url}")
             present = {column["name"] for column in inspector.get_columns(table)}
             unique_sets = [tuple(c["column_names"]) for c in inspector.get_unique_constraints(table)]
             unique_sets += [tuple(map(str, i["column_names"])) for i in inspector.get_indexes(table) if i.get("unique")]
         missing = [column for column in WRITTEN_COLUMNS if column not in present]
         if missing:
-            raise ConfigError(
-                *where,
+            raise self._table_error(
                 f"table {table!r} lacks the column(s) {', '.join(missing)}",
-                "add them as documented in mns_consumer.sinks.database, or use another table",
+                "add them as documented in docs/sinks.md, or use another table",
             )
         absent = [column for column in OUTCOME_COLUMNS if column not in present]
         if absent and self.config.create_table:
@@ -819,11 +800,15 @@ class DatabaseSink:
         self._outcome_columns = tuple(column for column in OUTCOME_COLUMNS if column not in absent)
         self._check_projection_tables(engine)
         if ("dedupe_key",) not in unique_sets:
-            raise ConfigError(
-                *where,
+            raise self._table_error(
                 f"table {table!r} has no unique constraint on dedupe_key alone, so duplicates would be stored",
                 f"add UNIQUE (dedupe_key), named uq_{table}_dedupe_key",
             )
+
+    def _table_error(
+        self, problem: str, fix: str = "set create_table: true, or create it with the documented columns"
+    ) -> ConfigError:
+        return ConfigError(f"sink {self.name!r}", f"sinks.{self.name}.table", problem, fix)
 
     def _check_projection_tables(self, engine: Engine) -> None:
         """A status or opt-out table that is missing (``create_table: false``) is not written, with a warning.
@@ -1091,7 +1076,10 @@ class DatabaseSink:
         """The reason, saying so when the call's deadline ended it (the driver only saw a lost connection)."""
         if self._deadlines is None or not self._deadlines.passed() or "call_deadline_seconds" in reason:
             return reason
-        return f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s): {reason}"
+        return f"{self._no_answer()}: {reason}"
+
+    def _no_answer(self) -> str:
+        return f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s)"
 
     def _scrub(self, reason: str) -> str:
         password = make_url(self.config.url.get_secret_value()).password
