@@ -298,7 +298,7 @@ def _guarded(message_type: str, raw: bytes, decode: Callable[[], _T]) -> _T:
 
 
 def _check_message_type(message_type: str, raw: bytes) -> None:
-    if message_type not in MESSAGE_TYPES:
+    if message_type not in _DECODERS:
         raise DecodeError(
             message_type, "", f"unknown message type {message_type!r}; known: {', '.join(MESSAGE_TYPES)}", raw
         )
@@ -460,7 +460,7 @@ def _decode_object(
 ) -> Receipt:
     """Decode one JSON object; ``plain`` says it is known to hold only JSON data that encodes as UTF-8."""
     _check_message_type(message_type, raw)
-    if not isinstance(obj, Mapping):
+    if type(obj) is not dict and not isinstance(obj, Mapping):
         raise DecodeError(message_type, "", f"body is a JSON {_json_type(obj)}, not an object", raw)
     if not plain:
         _check_plain(message_type, obj, raw)
