@@ -175,7 +175,7 @@ def _isoformat(value: datetime | None) -> str | None:
 
 
 # Keyed by the instant and its offset, which together fix the text (equal datetimes may differ in
-# offset). A burst of receipts shares a few seconds: a hit costs 0.8 µs with the offset, a format 2.6.
+# offset). A burst of receipts shares a few seconds, so most are formatted a moment ago.
 @lru_cache(maxsize=256)
 def _remembered_isoformat(value: datetime, offset: timedelta | None) -> str:
     return value.isoformat()
