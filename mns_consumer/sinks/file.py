@@ -105,15 +105,12 @@ class PathTemplate:
     @property
     def has_date(self) -> bool:
         """Whether the rendered path changes with the time of the write."""
-        return any(re.search(r"%[^%]", s.replace("%%", "")) for s in self._texts())
+        return any(s is not _MESSAGE_TYPE and re.search(r"%[^%]", s.replace("%%", "")) for s in self._segments)
 
     @property
     def has_message_type(self) -> bool:
         """Whether the rendered path depends on the MessageType."""
         return _MESSAGE_TYPE in self._segments
-
-    def _texts(self) -> list[str]:
-        return [s for s in self._segments if s is not _MESSAGE_TYPE]
 
     def render(self, message_type: str, when: datetime) -> str:
         """The path for receipts of ``message_type`` written at ``when`` (converted to UTC)."""
