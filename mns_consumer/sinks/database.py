@@ -317,9 +317,9 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
     def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
         """The column type per backend (microsecond precision on MySQL, which defaults to seconds)."""
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(_dialect("postgresql").TIMESTAMP(timezone=True))
+            return dialect.type_descriptor(dialect_module("postgresql").TIMESTAMP(timezone=True))
         if dialect.name in _MYSQL:
-            return dialect.type_descriptor(_dialect("mysql").DATETIME(fsp=6))
+            return dialect.type_descriptor(dialect_module("mysql").DATETIME(fsp=6))
         return dialect.type_descriptor(sa.DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -365,7 +365,7 @@ def _compile_utc_now_mysql(element: utc_now, compiler: SQLCompiler, **kw: Any) -
     return "CURRENT_TIMESTAMP(6)"
 
 
-def _dialect(name: str) -> Any:
+def dialect_module(name: str) -> Any:
     """One of SQLAlchemy's dialect packages, imported on first use.
 
     Each imports all its drivers' modules; a daemon writing to SQLite saves about 3.5 MiB of RSS by
@@ -390,11 +390,11 @@ def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: st
     extra: sa.types.TypeEngine[Any] = sa.JSON()
     raw: sa.types.TypeEngine[Any] = sa.LargeBinary()
     if backend in (None, "mysql"):
-        mysql = _dialect("mysql")
+        mysql = dialect_module("mysql")
         text = text.with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
         raw = raw.with_variant(mysql.LONGBLOB(), *_MYSQL)
     if backend in (None, "postgresql"):
-        extra = extra.with_variant(_dialect("postgresql").JSONB(), "postgresql")
+        extra = extra.with_variant(dialect_module("postgresql").JSONB(), "postgresql")
     columns: list[sa.Column[Any]] = [
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("dedupe_key", sa.String(64), nullable=False),
@@ -912,14 +912,14 @@ class DatabaseSink:
 
     def _projection_tables(self) -> tuple[sa.Table | None, sa.Table | None]:
         """The status and opt-out tables this sink writes, None where turned off."""
-        # Imported here: status_tables builds on this module's column types.
+        # Imported here: status_tables builds on this module's column types, so it imports this module.
         from mns_consumer.sinks import status_tables  # noqa: PLC0415
 
         metadata = sa.MetaData()
         status_name, opt_out_name = self.config.status_table_name(), self.config.opt_out_table_name()
         return (
-            status_tables.status_table(metadata, status_name, UtcDateTime(), utc_now()) if status_name else None,
-            status_tables.opt_out_table(metadata, opt_out_name, UtcDateTime(), utc_now()) if opt_out_name else None,
+            status_tables.status_table(metadata, status_name) if status_name else None,
+            status_tables.opt_out_table(metadata, opt_out_name) if opt_out_name else None,
         )
 
     def _projections(self, batch: Sequence[Receipt], rows: list[dict[str, Any]]) -> Projections:
@@ -1003,9 +1003,7 @@ class DatabaseSink:
 
             tables = ((0, self._status_table, status_upsert), (1, self._opt_out_table, opt_out_upsert))
             self._upserts = [
-                (index, table, upsert(table, self._backend, utc_now()))
-                for index, table, upsert in tables
-                if table is not None
+                (index, table, upsert(table, self._backend)) for index, table, upsert in tables if table is not None
             ]
         return self._upserts
 
@@ -1035,7 +1033,7 @@ class DatabaseSink:
         if self._status_table is None:
             return 0
         cutoff = (now or datetime.now(UTC)) - timedelta(hours=older_than_hours)
-        statement = sweep_statement(self._status_table, self._backend, cutoff, batch_rows, utc_now())
+        statement = sweep_statement(self._status_table, self._backend, cutoff, batch_rows)
         swept = 0
         while True:
             with self._call(), self._availability(self._engine), self._engine.begin() as connection:
@@ -1046,7 +1044,7 @@ class DatabaseSink:
 
     def _insert_statement(self) -> sa.Insert:
         table = self._table
-        dialect = _dialect(self._backend)
+        dialect = dialect_module(self._backend)
         statement: sa.Insert
         if self._backend in ("postgresql", "sqlite"):
             statement = dialect.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
