@@ -464,11 +464,7 @@ Projections: TypeAlias = dict[str, _Contribution]
 
 
 class _RefusedDataError(Exception):
-    """The database refused a batch for its data (not for its availability)."""
-
-    def __init__(self, cause: sa.exc.DBAPIError) -> None:
-        self.cause = cause
-        super().__init__(_describe(cause))
+    """The database refused a batch for its data (not for its availability); its text is the driver's."""
 
 
 class DatabaseSink:
@@ -1061,7 +1057,7 @@ class DatabaseSink:
             yield
         except sa.exc.DBAPIError as exc:
             if data_refusals and _is_data_error(exc):
-                raise _RefusedDataError(exc) from exc
+                raise _RefusedDataError(_describe(exc)) from exc
             if not _is_unavailable(exc):
                 raise
             engine.dispose()
