@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.files import check_can_create_in, create_private_file, describe_os_error, needs_operator
-from mns_consumer.sinks.database import WRITTEN_COLUMNS, DatabaseSink, Projections, UtcDateTime
+from mns_consumer.sinks.database import WRITTEN_COLUMNS, DatabaseSink, DatabaseSinkConfig, Projections, UtcDateTime
 
 log = structlog.get_logger(__name__)
 
@@ -64,8 +64,8 @@ class SqliteSink(DatabaseSink):
 
     default_pool_size = 1  # SQLite writes one transaction at a time; more connections only hold page caches.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, name: str, config: DatabaseSinkConfig) -> None:
+        super().__init__(name, config)
         self._statements: dict[str, _Statement] = {}
 
     def probe(self) -> str:
