@@ -298,7 +298,7 @@ def _guarded(message_type: str, raw: bytes, decode: Callable[[], _T]) -> _T:
 
 
 def _check_message_type(message_type: str, raw: bytes) -> None:
-    if message_type not in MESSAGE_TYPES:
+    if message_type not in _DECODERS:
         raise DecodeError(
             message_type, "", f"unknown message type {message_type!r}; known: {', '.join(MESSAGE_TYPES)}", raw
         )
@@ -460,14 +460,10 @@ def _decode_object(
 ) -> Receipt:
     """Decode one JSON object; ``plain`` says it is known to hold only JSON data that encodes as UTF-8."""
     _check_message_type(message_type, raw)
-    if not isinstance(obj, Mapping):
+    if type(obj) is not dict and not isinstance(obj, Mapping):
         raise DecodeError(message_type, "", f"body is a JSON {_json_type(obj)}, not an object", raw)
     if not plain:
         _check_plain(message_type, obj, raw)
-    if message_type in _MAINLAND_REPORT_TYPES and (
-        receipt := _plain_mainland_report(message_type, obj, raw, source, queue)
-    ):
-        return receipt
     fields = _Fields(message_type, obj, raw, source, queue)
     if message_type in _MAINLAND_REPORT_TYPES and _is_international(obj):
         return _international_report(fields)
@@ -475,62 +471,6 @@ def _decode_object(
 
 
 _MAINLAND_REPORT_TYPES: Final = frozenset({"SmsReport", "DypnsSmsVerifyReport"})
-_MAINLAND_REPORT_FIELDS: Final = frozenset(
-    {"biz_id", "phone_number", "success", "out_id", "err_code", "err_msg", "send_time", "report_time", "sms_size"}
-)
-
-
-def _plain_mainland_report(
-    message_type: str, obj: Mapping[str, Any], raw: bytes, source: Source, queue: str | None
-) -> Receipt | None:
-    """:func:`_mainland_report` for the body nearly every delivery report is; None for any other.
-
-    Nearly every receipt a busy queue holds is one: the documented fields, no others, each of its
-    documented JSON type. This builds its receipt directly, without :class:`_Fields`' bookkeeping,
-    which cost half of the decoding. Anything else (another spelling, a number where text belongs,
-    a field to keep in ``extra``, a value to refuse) returns None and takes the general path, which
-    words the refusal; a property test checks that the two agree on every body this one accepts.
-    """
-    if not obj.keys() <= _MAINLAND_REPORT_FIELDS:
-        return None
-    biz_id, phone_number, success = obj.get("biz_id"), obj.get("phone_number"), obj.get("success")
-    if type(biz_id) is not str or type(phone_number) is not str or type(success) is not bool:
-        return None
-    biz_id, phone_number = biz_id.strip(), phone_number.strip()
-    out_id, err_code, err_msg = obj.get("out_id"), obj.get("err_code"), obj.get("err_msg")
-    send_time, report_time, sms_size = obj.get("send_time"), obj.get("report_time"), obj.get("sms_size")
-    if not biz_id or not phone_number:
-        return None
-    if any(
-        value is not None and type(value) is not str for value in (out_id, err_code, err_msg, send_time, report_time)
-    ):
-        return None
-    sent_at = _receipt_time(send_time) if send_time else None
-    reported_at = _receipt_time(report_time) if report_time else None
-    counted = sms_size is not None and sms_size != ""
-    parts = _as_code(sms_size) if counted else None
-    if (send_time and sent_at is None) or (report_time and reported_at is None) or (parts is None and counted):
-        return None
-    status: Status = "delivered" if success else "failed"
-    return Receipt(
-        kind="delivery_report",
-        message_type=message_type,
-        source=source,
-        queue=queue,
-        raw=raw,
-        dedupe_key=_key(message_type, (biz_id, phone_number, status)),
-        extra={},
-        biz_id=biz_id,
-        phone_number=phone_number,
-        status=status,
-        out_id=out_id or None,
-        error_code=err_code or None,
-        error_message=err_msg or None,
-        sent_at=sent_at,
-        reported_at=reported_at,
-        sms_parts=parts,
-        **_outcome(status, err_code or None),
-    )
 
 
 def _check_plain(message_type: str, obj: Mapping[str, Any], raw: bytes) -> None:
@@ -545,14 +485,16 @@ def _check_plain(message_type: str, obj: Mapping[str, Any], raw: bytes) -> None:
 
 def _is_international(obj: Mapping[str, Any]) -> bool:
     """Whether an SmsReport body is the international site's PascalCase shape (reference 4.7)."""
-    return any(key in obj for key in _INTERNATIONAL_KEYS) and not any(key in obj for key in _MAINLAND_KEYS)
+    keys = obj.keys()
+    return not keys.isdisjoint(_INTERNATIONAL_KEYS) and keys.isdisjoint(_MAINLAND_KEYS)
 
 
 class _Fields:
-    """One body being decoded: typed access to its fields, remembering which ones were mapped.
+    """One body being decoded: typed access to its fields.
 
     Every accessor takes the field's spellings in order of preference and uses the first one present
-    and not null; every spelling present counts as mapped, so none of them also lands in ``extra``.
+    and not null. Which fields a decoder maps is a constant beside it, so ``extra`` is one set
+    difference instead of bookkeeping on every access.
     """
 
     def __init__(
@@ -563,53 +505,39 @@ class _Fields:
         self.queue = queue
         self.raw = raw
         self._obj = obj
-        self._mapped: set[str] = set()
 
     def error(self, field: str, reason: str) -> DecodeError:
         """A DecodeError about one field of this body."""
         return DecodeError(self.message_type, field, reason, self.raw)
 
-    def _lookup(self, names: tuple[str, ...], keep: bool) -> tuple[str, Any]:
-        if len(names) == 1:
-            # Most fields have one spelling: the loop below, without its bookkeeping.
-            name = names[0]
-            if name not in self._obj:
-                return name, None
-            if not keep:
-                self._mapped.add(name)
-            return name, self._obj[name]
-        found_name, found = names[0], None
+    def _lookup(self, names: tuple[str, ...]) -> tuple[str, Any]:
+        get = self._obj.get
         for name in names:
-            if name in self._obj:
-                if not keep:
-                    self._mapped.add(name)
-                if found is None and self._obj[name] is not None:
-                    found_name, found = name, self._obj[name]
-        return found_name, found
+            value = get(name)
+            if value is not None:
+                return name, value
+        return names[0], None
+
+    def _absent(self, names: tuple[str, ...], null: str = "required field is null") -> DecodeError:
+        present = any(name in self._obj for name in names)
+        return self.error(names[0], null if present else "required field is missing")
 
     def text(self, *names: str) -> str | None:
         """An optional text field; numbers are accepted as their decimal text, empty reads as absent."""
-        name, value = self._lookup(names, keep=False)
+        name, value = self._lookup(names)
         if value is None:
             return None
-        text = _as_text(value)
+        text = value if type(value) is str else _as_text(value)
         if text is None:
             raise self.error(name, f"expected a string, got {_kind(value)}")
         return text or None
 
-    def identity(self, *names: str, keep: bool = False, numeric: bool = False) -> str:
-        """A required identity field as stripped text.
-
-        Args:
-            *names: The field's spellings.
-            keep: Leave the field in ``extra`` too, under its own name and with its original value.
-            numeric: Canonicalize a decimal string (``"0042"`` and ``42`` both become ``"42"``).
-        """
-        name, value = self._lookup(names, keep=keep)
+    def identity(self, *names: str, numeric: bool = False) -> str:
+        """A required identity field as stripped text; ``numeric`` canonicalizes ``"0042"`` to ``"42"``."""
+        name, value = self._lookup(names)
         if value is None:
-            present = any(n in self._obj for n in names)
-            raise self.error(name, "required field is null" if present else "required field is missing")
-        text = _as_text(value)
+            raise self._absent(names)
+        text = value if type(value) is str else _as_text(value)
         if text is None:
             raise self.error(name, f"expected a string or an integer, got {_kind(value)}")
         text = text.strip()
@@ -621,10 +549,9 @@ class _Fields:
 
     def code(self, *names: str) -> int:
         """A required integer status code, given as a number or a decimal string (reference pitfall 17)."""
-        name, value = self._lookup(names, keep=False)
+        name, value = self._lookup(names)
         if value is None:
-            present = any(n in self._obj for n in names)
-            raise self.error(name, "required field is null" if present else "required field is missing")
+            raise self._absent(names)
         code = _as_code(value)
         if code is None:
             raise self.error(
@@ -634,11 +561,11 @@ class _Fields:
 
     def flag(self, name: str) -> bool:
         """A required boolean: ``true``/``false``, their strings in any case, or 1/0 (reference 4.9)."""
-        _, value = self._lookup((name,), keep=False)
-        if value is None:
-            raise self.error(name, "required field is null" if name in self._obj else "required field is missing")
-        if isinstance(value, bool):
+        value = self._obj.get(name)
+        if value is True or value is False:
             return value
+        if value is None:
+            raise self._absent((name,))
         if isinstance(value, int) and value in (0, 1):
             return value == 1
         if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
@@ -651,7 +578,7 @@ class _Fields:
 
     def time(self, *names: str) -> datetime | None:
         """An optional time as an aware datetime (Beijing time when the text carries no offset)."""
-        name, value = self._lookup(names, keep=False)
+        name, value = self._lookup(names)
         if value is None or value == "":
             return None
         if not isinstance(value, str):
@@ -667,13 +594,12 @@ class _Fields:
         """A required time (an identity field)."""
         parsed = self.time(*names)
         if parsed is None:
-            present = any(n in self._obj for n in names)
-            raise self.error(names[0], "required field is null or empty" if present else "required field is missing")
+            raise self._absent(names, "required field is null or empty")
         return parsed
 
     def count(self, *names: str) -> int | None:
         """An optional non-negative count, given as a number or a decimal string (``sms_size: "1"``)."""
-        name, value = self._lookup(names, keep=False)
+        name, value = self._lookup(names)
         if value is None or value == "":
             return None
         count = _as_code(value)
@@ -682,51 +608,95 @@ class _Fields:
         return count
 
     def raw_value(self, name: str) -> Any:
-        """A field's value as received, without mapping it (it stays in ``extra``)."""
+        """A field's value as received."""
         return self._obj.get(name)
+
+    def unmapped(self, mapped: frozenset[str]) -> dict[str, Any]:
+        """The body's fields that are not in ``mapped``, in body order."""
+        obj = self._obj
+        return {} if obj.keys() <= mapped else {key: value for key, value in obj.items() if key not in mapped}
 
     def receipt(
         self,
         kind: Kind,
         family: str,
-        identity: Mapping[str, str | datetime | None],
+        identity: tuple[str | datetime, ...],
+        mapped: frozenset[str],
         extra: Mapping[str, Any] | None = None,
         **fields: Any,
     ) -> Receipt:
-        """The receipt: mapped ``fields``, every unmapped body field in ``extra``, and the dedupe key.
+        """The receipt: the decoded ``fields``, every body field not in ``mapped`` in ``extra``, its dedupe key.
 
-        Args:
-            kind: What the receipt is about.
-            family: Its dedupe family.
-            identity: Its identity values, by name.
-            extra: Normalized values that replace (or add to) the unmapped fields in ``extra``.
-            **fields: The Receipt attributes decoded from the body.
+        ``identity`` holds the family's identity values in key order; ``extra`` (normalized values) replaces
+        or adds to the unmapped fields.
         """
-        remaining = {key: value for key, value in self._obj.items() if key not in self._mapped}
-        remaining.update(extra or {})
+        remaining = self.unmapped(mapped)
+        if extra:
+            remaining.update(extra)
         return Receipt(
             kind=kind,
             message_type=self.message_type,
             source=self.source,
             queue=self.queue,
             raw=self.raw,
-            dedupe_key=_key(family, [identity[name] for name in IDENTITY_FIELDS[family]]),
+            dedupe_key=_key(family, identity),
             extra=remaining,
             **fields,
         )
 
 
+# The body fields each decoder maps to Receipt attributes; every other field is kept in ``extra``. Identity
+# fields kept under their own name (``MessageId``, ``message_id``, ``dest_code``) and ``tmpOps`` are not mapped.
+_MAINLAND_MAPPED: Final = frozenset(
+    {
+        "biz_id",
+        "phone_number",
+        "success",
+        "err_code",
+        "out_id",
+        "outId",
+        "err_msg",
+        "send_time",
+        "report_time",
+        "sms_size",
+    }
+)
+_INTERNATIONAL_MAPPED: Final = frozenset(
+    {"To", "Status", "ErrorCode", "OutId", "out_id", "outId", "ErrorDescription", "SendDate", "ReceiveDate", "SmsSize"}
+)
+_GLOBE_MAPPED: Final = frozenset(
+    {"to", "status", "error_code", "out_id", "outId", "error_description", "send_date", "receive_date"}
+)
+_SMS_UP_MAPPED: Final = frozenset({"phone_number", "sequence_id", "send_time", "content", "sign_name"})
+_SIGN_MAPPED: Final = frozenset({"sign_name", "order_id", "orderId", "sign_status", "reason", "create_date"})
+_TEMPLATE_MAPPED: Final = frozenset(
+    {"template_code", "order_id", "orderId", "template_status", "reason", "template_content", "create_date"}
+)
+_CARD_VENDER_MAPPED: Final = frozenset({"mobile", "phone_number", "outId", "out_id", "render_status", "desc"})
+_CARD_TEMPLATE_MAPPED: Final = frozenset({"template_code", "approval_status", "desc"})
+
+
 def _mainland_report(fields: _Fields) -> Receipt:
-    """SmsReport (reference 4.1) and DypnsSmsVerifyReport, which shares its field set."""
+    """SmsReport (reference 4.1) and DypnsSmsVerifyReport, which shares its field set.
+
+    Nearly every receipt is one of these, so it builds its Receipt directly rather than through
+    :meth:`_Fields.receipt`'s keyword forwarding.
+    """
     biz_id = fields.identity("biz_id")
     phone_number = fields.identity("phone_number")
     status: Status = "delivered" if fields.flag("success") else "failed"
     error_code = fields.text("err_code")
-    return fields.receipt(
-        "delivery_report",
-        fields.message_type,
-        {"biz_id": biz_id, "phone_number": phone_number, "status": status},
-        **_outcome(status, error_code),
+    outcome_class, retryable = classify(status, error_code) or (None, None)
+    return Receipt(
+        kind="delivery_report",
+        message_type=fields.message_type,
+        source=fields.source,
+        queue=fields.queue,
+        raw=fields.raw,
+        dedupe_key=_key(fields.message_type, (biz_id, phone_number, status)),
+        extra=fields.unmapped(_MAINLAND_MAPPED),
+        outcome_class=outcome_class,
+        retryable=retryable,
         biz_id=biz_id,
         phone_number=phone_number,
         status=status,
@@ -741,14 +711,15 @@ def _mainland_report(fields: _Fields) -> Receipt:
 
 def _international_report(fields: _Fields) -> Receipt:
     """The international site's SmsReport (reference 4.7): PascalCase, Status 1/2/6, RFC 2822 dates."""
-    message_id = fields.identity("MessageId", keep=True)
+    message_id = fields.identity("MessageId")
     to = fields.identity("To")
     status = _mapped_code(fields, "Status", _INTERNATIONAL_STATUSES)
     error_code = fields.text("ErrorCode")
     return fields.receipt(
         "delivery_report",
         "SmsReport/international",
-        {"message_id": message_id, "to": to, "status": status},
+        (message_id, to, status),
+        _INTERNATIONAL_MAPPED,
         **_outcome(status, error_code),
         phone_number=to,
         status=status,
@@ -763,14 +734,15 @@ def _international_report(fields: _Fields) -> Receipt:
 
 def _globe_report(fields: _Fields) -> Receipt:
     """GlobeSmsReport (reference 4.6): status "1" delivered or "2" failed, Beijing times."""
-    message_id = fields.identity("message_id", keep=True)
+    message_id = fields.identity("message_id")
     to = fields.identity("to")
     status = _mapped_code(fields, "status", _GLOBE_STATUSES)
     error_code = fields.text("error_code")
     return fields.receipt(
         "delivery_report",
         "GlobeSmsReport",
-        {"message_id": message_id, "to": to, "status": status},
+        (message_id, to, status),
+        _GLOBE_MAPPED,
         **_outcome(status, error_code),
         phone_number=to,
         status=status,
@@ -786,13 +758,14 @@ def _sms_up(fields: _Fields) -> Receipt:
     """SmsUp (reference 4.2): a reply; ``sequence_id`` may be a number or a string."""
     phone_number = fields.identity("phone_number")
     sequence_id = fields.identity("sequence_id", numeric=True)
-    dest_code = fields.identity("dest_code", keep=True)
+    dest_code = fields.identity("dest_code")
     sent_at = fields.required_time("send_time")
     content = fields.text("content")
     return fields.receipt(
         "reply",
         "SmsUp",
-        {"phone_number": phone_number, "sequence_id": sequence_id, "send_time": sent_at, "dest_code": dest_code},
+        (phone_number, sequence_id, sent_at, dest_code),
+        _SMS_UP_MAPPED,
         extra={"sequence_id": sequence_id},
         phone_number=phone_number,
         status="received",
@@ -812,7 +785,8 @@ def _sign_report(fields: _Fields) -> Receipt:
     return fields.receipt(
         "sign_review",
         "SignSmsReport",
-        {"sign_name": sign_name, "order_id": order_id, "sign_status": status},
+        (sign_name, order_id, status),
+        _SIGN_MAPPED,
         extra={"order_id": order_id},
         sign_name=sign_name,
         status=status,
@@ -829,7 +803,8 @@ def _template_report(fields: _Fields) -> Receipt:
     return fields.receipt(
         "template_review",
         "TemplateSmsReport",
-        {"template_code": template_code, "order_id": order_id, "template_status": status},
+        (template_code, order_id, status),
+        _TEMPLATE_MAPPED,
         extra={"order_id": order_id},
         template_code=template_code,
         status=status,
@@ -847,7 +822,8 @@ def _card_vender(fields: _Fields) -> Receipt:
     return fields.receipt(
         "card_render",
         "MnsCardVender",
-        {"mobile": mobile, "out_id": out_id, "render_status": str(render_status)},
+        (mobile, out_id, str(render_status)),
+        _CARD_VENDER_MAPPED,
         phone_number=mobile,
         out_id=out_id,
         status="rendered" if render_status == 0 else "failed",
@@ -863,7 +839,8 @@ def _card_template(fields: _Fields) -> Receipt:
     return fields.receipt(
         "card_template_review",
         "MnsCardTemplate",
-        {"template_code": template_code, "approval_status": status, "tmp_ops": tmp_ops},
+        (template_code, status, tmp_ops),
+        _CARD_TEMPLATE_MAPPED,
         template_code=template_code,
         status=status,
         reason=fields.text("desc"),
@@ -969,17 +946,16 @@ def _as_code(value: Any) -> int | None:
     return None
 
 
-# Receipts of one burst share their seconds, so most times were parsed a moment ago: a hit costs 0.2 µs,
-# a parse 1.4 (on the slower of the benchmark machines). Datetimes are immutable, so receipts may share them.
+# Receipts of one burst share their seconds, so most times were parsed a moment ago; datetimes are
+# immutable, so receipts may share them.
 @lru_cache(maxsize=256)
 def _parse_time(value: str) -> datetime | None:
     """A receipt time as an aware datetime, or None when it is in none of the known formats."""
     text = value.strip()
     if len(text) == 19 and text.isascii() and text[4] + text[7] + text[10] + text[13] + text[16] == "-- ::":
-        # yyyy-MM-dd HH:mm:ss, by far the most common form: fromisoformat reads it several times
-        # faster than strptime, and agrees with it on every 19-character string of that shape. The
-        # offset is parsed with it: replace(tzinfo=...) alone cost four times the parse (2.7 µs in all,
-        # now 0.6), and the result is the same instant with the same +08:00 offset.
+        # yyyy-MM-dd HH:mm:ss, by far the most common form: fromisoformat reads it faster than strptime
+        # and agrees with it on every 19-character string of that shape. The offset is parsed with it,
+        # cheaper than replace(tzinfo=...), for the same instant and the same +08:00 offset.
         try:
             return datetime.fromisoformat(text + "+08:00")
         except ValueError:

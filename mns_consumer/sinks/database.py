@@ -1,86 +1,24 @@
-"""Store receipts as rows of one SQL table: :class:`DatabaseSinkConfig` and :class:`DatabaseSink`.
+"""Store receipts as rows of one SQL table through SQLAlchemy Core: :class:`DatabaseSinkConfig`, :class:`DatabaseSink`.
 
-Backends, all through SQLAlchemy Core: SQLite (``sqlite:///path/receipts.db``), PostgreSQL
-(``postgresql+psycopg://user:password@host/db``, extra ``postgres``) and MySQL/MariaDB
-(``mysql+pymysql://user:password@host/db``, extra ``mysql``). ``postgresql://`` and ``mysql://``
-without a driver mean those drivers. Several daemons may share one PostgreSQL or MySQL table: the
-unique ``dedupe_key`` makes the stored effect exactly once.
-
-SQLite files. A missing database file is created by the sink, mode 0600, and its missing folders
-0700, whatever the umask (:mod:`mns_consumer.files`); SQLite gives its ``-wal`` and ``-shm`` files the
-database file's mode, so they are 0600 too. An existing file keeps its mode. A folder that cannot be
-created (a regular file in the way, no permission) is a :class:`~mns_consumer.errors.ConfigError` at
-start, naming the path.
-
-Table layout (``sms_receipts`` by default; created when missing with ``create_table: true``):
-
-================  =====================  =========================  ====================  ========
-column            PostgreSQL             MySQL / MariaDB            SQLite                null
-================  =====================  =========================  ====================  ========
-id                BIGSERIAL              BIGINT AUTO_INCREMENT      INTEGER (rowid)       PK
-dedupe_key        VARCHAR(64) UNIQUE     VARCHAR(64) UNIQUE         VARCHAR(64) UNIQUE    no
-kind              VARCHAR(32)            VARCHAR(32)                VARCHAR(32)           no
-message_type      VARCHAR(64)            VARCHAR(64)                VARCHAR(64)           no
-source            VARCHAR(16)            VARCHAR(16)                VARCHAR(16)           no
-queue             VARCHAR(255)           VARCHAR(255)               VARCHAR(255)          yes
-phone_number      VARCHAR(32), index     VARCHAR(32), index         VARCHAR(32), index    yes
-biz_id            VARCHAR(64), index     VARCHAR(64), index         VARCHAR(64), index    yes
-out_id            VARCHAR(255), index    VARCHAR(255), index        VARCHAR(255), index   yes
-status            VARCHAR(32)            VARCHAR(32)                VARCHAR(32)           yes
-error_code        VARCHAR(128)           VARCHAR(128)               VARCHAR(128)          yes
-error_message     TEXT                   MEDIUMTEXT                 TEXT                  yes
-sent_at           TIMESTAMPTZ            DATETIME(6), UTC           DATETIME, UTC         yes
-reported_at       TIMESTAMPTZ, index     DATETIME(6), UTC, index    DATETIME, UTC, index  yes
-sms_parts         INTEGER                INTEGER                    INTEGER               yes
-content           TEXT                   MEDIUMTEXT                 TEXT                  yes
-sign_name         VARCHAR(255)           VARCHAR(255)               VARCHAR(255)          yes
-template_code     VARCHAR(128)           VARCHAR(128)               VARCHAR(128)          yes
-reason            TEXT                   MEDIUMTEXT                 TEXT                  yes
-extra             JSONB                  JSON (LONGTEXT, MariaDB)   JSON (text)           no
-raw               BYTEA                  LONGBLOB                   BLOB                  no
-stored_at         TIMESTAMPTZ, now()     DATETIME(6), UTC, now      DATETIME, UTC, now    no
-outcome_class     VARCHAR(32)            VARCHAR(32)                VARCHAR(32)           yes
-retryable         BOOLEAN                BOOL (TINYINT(1))          BOOLEAN               yes
-opt_out           BOOLEAN                BOOL (TINYINT(1))          BOOLEAN               yes
-================  =====================  =========================  ====================  ========
-
-The last three (:data:`OUTCOME_COLUMNS`) came with delivery intelligence. A table from an earlier
-version lacks them: with ``create_table: true`` the sink adds them at start (``ALTER TABLE ... ADD
-COLUMN``, nullable, so no rewrite of existing rows on any backend; rows stored before keep NULL);
-with ``create_table: false`` it writes without them and logs ``sink.database.columns_missing`` once
-at start with the statements to run.
-
-Beside it the sink keeps, unless turned off, a status table (``<table>_status``, one row per sent
-message and its state) and an opt-out table (``<table>_opt_outs``), written in the same transaction
-for the receipts that transaction inserted: :mod:`~mns_consumer.sinks.status_tables`.
-
-Index names are ``ix_<table>_<column>``, the unique constraint ``uq_<table>_dedupe_key``. Times are
-stored as instants: the original UTC offset is not kept (``raw`` keeps the body as received), and
-they read back as UTC-aware datetimes. On MySQL the session time zone is set to UTC so ``stored_at``
-is UTC too. MySQL tables use ``utf8mb4`` with the binary collation (exact comparisons, as on the
-other backends), so emoji in SmsUp replies round-trip. Lengths count characters.
+PostgreSQL (``postgresql+psycopg://``, extra ``postgres``) and MySQL/MariaDB (``mysql+pymysql://``, extra
+``mysql``) run here; a ``sqlite:///`` URL builds :class:`~mns_consumer.sinks.sqlite.SqliteSink` on the same
+table. The columns are :func:`receipts_table` (documented in docs/sinks.md); the row checks read it.
 
 Semantics of :meth:`DatabaseSink.write`:
 
-* One transaction per batch, committed before ``write`` returns. Durability past a crash is the
-  server's: SQLite runs in WAL mode with ``synchronous=FULL`` (set by the sink); PostgreSQL needs
-  ``synchronous_commit=on`` and MySQL ``innodb_flush_log_at_trx_commit=1`` (both defaults).
-* Duplicates (stored before, by any daemon, or repeated inside the batch) count as accepted and are
-  stored once: ``ON CONFLICT (dedupe_key) DO NOTHING`` on PostgreSQL and SQLite, ``ON DUPLICATE KEY
-  UPDATE dedupe_key = dedupe_key`` on MySQL. ``INSERT IGNORE`` is never used, because it would also
-  turn data errors into silent truncation; MySQL sessions add ``STRICT_ALL_TABLES`` for the same
-  reason.
-* A receipt that breaks the table's limits (a value longer than its column, text that is not valid
-  Unicode, a NUL character on PostgreSQL, a naive datetime, ``extra`` that is not JSON) is rejected
-  with the reason, and the rest of the batch is stored. If the database still refuses the batch for
-  its data (e.g. a table created by hand with narrower columns), the rows are retried one by one and
-  only those refused are rejected.
-* Connection loss, refusal, timeouts, a locked SQLite file or too many connections raise
-  :class:`~mns_consumer.errors.SinkUnavailable` (without the password); the pool is then discarded,
-  and the next write reconnects. A deadlock between concurrent writers is retried at once, twice.
-* On PostgreSQL and MySQL each write (and ``open``) is one call with a client-side deadline,
-  ``call_deadline_seconds``: a server that keeps the connection open but stops answering makes the
-  write raise ``SinkUnavailable`` soon after it (:mod:`~mns_consumer.sinks.call_deadline`).
+* One transaction per batch, committed before ``write`` returns (durability is the server's:
+  ``synchronous_commit=on``, ``innodb_flush_log_at_trx_commit=1``, both defaults).
+* Duplicates count as accepted and are stored once: ``ON CONFLICT (dedupe_key) DO NOTHING``, on MySQL a
+  no-op ``ON DUPLICATE KEY UPDATE``. Never ``INSERT IGNORE``, which would also turn data errors into
+  silent truncation (MySQL sessions add ``STRICT_ALL_TABLES`` for the same reason).
+* A receipt the table cannot hold is rejected with the reason, the rest stored; if the server still
+  refuses the batch for its data, rows are retried one by one and only those refused are rejected.
+* Connection loss, timeouts, locks and too many connections raise
+  :class:`~mns_consumer.errors.SinkUnavailable` (password scrubbed) and discard the pool; a deadlock is
+  retried at once, twice. Each call to a server has a client-side deadline, ``call_deadline_seconds``
+  (:mod:`~mns_consumer.sinks.call_deadline`), so a server that stops answering cannot stall the queue.
+* The status and opt-out tables (:mod:`~mns_consumer.sinks.status_tables`) are written in the same
+  transaction, for the receipts that transaction inserted.
 """
 
 from __future__ import annotations
@@ -89,31 +27,25 @@ import importlib
 import json
 import math
 import operator
-import os
 import re
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache, partial
-from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
 
 import sqlalchemy as sa
 import structlog
 from pydantic import ConfigDict as PydanticConfigDict
-from pydantic import Field, SecretStr, field_serializer, field_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import FunctionElement
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
-from mns_consumer.files import check_can_create_in, create_private_file, describe_os_error, needs_operator
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
 from mns_consumer.sinks.call_deadline import CallDeadlines, DeadlinePassed
-from mns_consumer.sinks.sqlite_writer import Projection, SqliteWriterProcess, WriterFailed, run_insert
 
 log = structlog.get_logger(__name__)
 
@@ -124,46 +56,12 @@ TABLE_NAME_PATTERN: Final = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 """Table names: lower case (PostgreSQL folds unquoted names, MySQL on Linux does not), at most 40
 characters so that ``ix_<table>_phone_number`` fits PostgreSQL's 63-character identifiers."""
 
-STRING_LIMITS: Final[Mapping[str, int]] = {
-    "dedupe_key": 64,
-    "kind": 32,
-    "message_type": 64,
-    "source": 16,
-    "queue": 255,
-    "phone_number": 32,
-    "biz_id": 64,
-    "out_id": 255,
-    "status": 32,
-    "error_code": 128,
-    "sign_name": 255,
-    "template_code": 128,
-}
-"""VARCHAR columns and their lengths, in characters."""
-
-TEXT_COLUMNS: Final = ("error_message", "content", "reason")
-"""Unbounded text columns (MEDIUMTEXT, 16 MiB, on MySQL)."""
-
-TIME_COLUMNS: Final = ("sent_at", "reported_at")
-"""Receipt times, stored as UTC instants."""
-
 INDEXED_COLUMNS: Final = ("phone_number", "biz_id", "out_id", "reported_at")
 """Columns with a (non-unique) index: the lookups people run on receipts."""
-
-WRITTEN_COLUMNS: Final = (
-    *STRING_LIMITS,
-    *TEXT_COLUMNS,
-    *TIME_COLUMNS,
-    "sms_parts",
-    "extra",
-    "raw",
-)
-"""Columns the sink writes; an existing table must have all of them (``id`` and ``stored_at`` are the
-table's own)."""
 
 OUTCOME_COLUMNS: Final = ("outcome_class", "retryable", "opt_out")
 """Nullable columns added after the first release: written when the table has them (see the module docstring)."""
 
-_REQUIRED_COLUMNS: Final = frozenset({"dedupe_key", "kind", "message_type", "source"})
 _MYSQL: Final = ("mysql", "mariadb")
 _DRIVERS: Final[Mapping[str, str]] = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql"}
 _EXTRAS: Final[Mapping[str, str]] = {"postgresql": "postgres", "mysql": "mysql"}
@@ -184,15 +82,6 @@ _PG_RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
 # psycopg raises read_only_sql_transaction (a primary demoted during failover) as InternalError.
 _PG_UNAVAILABLE_SQLSTATES: Final = frozenset({"25006"})
 _SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
-# (column, length limit or None, required) of every text column, in the order they are checked.
-_TEXT_CHECKS: Final = (
-    *((column, limit, column in _REQUIRED_COLUMNS) for column, limit in STRING_LIMITS.items()),
-    *((column, None, False) for column in TEXT_COLUMNS),
-)
-# The columns a row takes straight from the receipt's attributes.
-_PLAIN_COLUMNS: Final = (*STRING_LIMITS, *TEXT_COLUMNS, *TIME_COLUMNS, "sms_parts")
-_plain_values: Final = operator.attrgetter(*_PLAIN_COLUMNS)
-_text_values: Final = operator.attrgetter(*(column for column, _, _ in _TEXT_CHECKS))
 _json_dumps: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -304,14 +193,6 @@ class DatabaseSinkConfig(SinkConfig):
         "another process runs them). Larger values write a page changed several times once and raise "
         "throughput; the log file grows to about this size. SQLite's own default is 1000. Default: 10000.",
     )
-    writer_process: bool = Field(
-        default=True,
-        description="SQLite only: run the inserts in a child process (python -m mns_consumer.sinks.sqlite_writer, "
-        "13-17 MB resident), which commits each one before the sink accepts it, as in-process writes do; the "
-        "B-tree and log work then runs beside the daemon instead of taking its CPU. false writes from the daemon "
-        "itself. Default: true.",
-    )
-
     status_table: str | bool | None = Field(
         default=True,
         description="The status table: one row per sent message (biz_id, phone_number) with its current state "
@@ -335,6 +216,16 @@ class DatabaseSinkConfig(SinkConfig):
         "Default: 72.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_writer_process(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "writer_process" in data:
+            raise ValueError(
+                "writer_process is no longer supported: SQLite inserts run in the daemon, which measured no "
+                "costlier than a writer process (docs/benchmarks.md); remove the key"
+            )
+        return data
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: DatabaseUrl) -> DatabaseUrl:
@@ -352,20 +243,12 @@ class DatabaseSinkConfig(SinkConfig):
             raise ValueError("an in-memory SQLite database is not durable; give a file path: sqlite:///path/to.db")
         return value
 
-    @field_validator("table")
+    @field_validator("table", "status_table", "opt_out_table")
     @classmethod
-    def _check_table(cls, value: str) -> str:
-        if not TABLE_NAME_PATTERN.fullmatch(value):
-            raise ValueError("must be lower-case letters, digits and _, not start with a digit, at most 40 characters")
-        return value
-
-    @field_validator("status_table", "opt_out_table")
-    @classmethod
-    def _check_projection_table(cls, value: str | bool | None) -> str | bool | None:
+    def _check_table_name(cls, value: str | bool | None) -> str | bool | None:
         if isinstance(value, str) and not TABLE_NAME_PATTERN.fullmatch(value):
             raise ValueError(
-                "must be true, false, or a table name of lower-case letters, digits and _, not starting with a "
-                "digit, at most 40 characters"
+                "a table name must be lower-case letters, digits and _, not start with a digit, at most 40"
             )
         return value
 
@@ -407,6 +290,10 @@ class DatabaseSinkConfig(SinkConfig):
         Args:
             name: The sink's name in the configuration (``sinks.<name>``).
         """
+        if _backend_name(make_url(self.url.get_secret_value())) == "sqlite":
+            from mns_consumer.sinks.sqlite import SqliteSink  # noqa: PLC0415  (it builds on this module)
+
+            return SqliteSink(name, self)
         return DatabaseSink(name, self)
 
 
@@ -430,9 +317,9 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
     def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
         """The column type per backend (microsecond precision on MySQL, which defaults to seconds)."""
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(_dialect("postgresql").TIMESTAMP(timezone=True))
+            return dialect.type_descriptor(dialect_module("postgresql").TIMESTAMP(timezone=True))
         if dialect.name in _MYSQL:
-            return dialect.type_descriptor(_dialect("mysql").DATETIME(fsp=6))
+            return dialect.type_descriptor(dialect_module("mysql").DATETIME(fsp=6))
         return dialect.type_descriptor(sa.DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -451,28 +338,6 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# Equal datetimes are the same instant, whatever their offsets, and so have the same text; a burst of
-# receipts shares a few seconds, and a hit costs 0.2 µs against 5 for the conversion.
-@lru_cache(maxsize=256)
-def sqlite_utc_text(value: datetime | None) -> str | None:
-    """What :class:`UtcDateTime` and then SQLAlchemy's SQLite ``DATETIME`` make of a time, in one step.
-
-    SQLite stores times as text, ``YYYY-MM-DD HH:MM:SS.ffffff``. The aware UTC time's own ``isoformat``
-    is cut and padded to that, because ``replace(tzinfo=None)`` and a ``timespec`` argument, both parsed
-    as keywords, cost more than the formatting: 5.0 µs a time instead of 6.5 on the slower of the
-    benchmark machines.
-
-    Raises:
-        ValueError: If ``value`` is naive.
-    """
-    if value is None:
-        return None
-    utc = _as_utc(value)
-    # "YYYY-MM-DD HH:MM:SS[.ffffff]+00:00": the fraction is left out when it is zero.
-    text = utc.isoformat(" ")[:-6]
-    return text if utc.microsecond else text + ".000000"
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -500,7 +365,7 @@ def _compile_utc_now_mysql(element: utc_now, compiler: SQLCompiler, **kw: Any) -
     return "CURRENT_TIMESTAMP(6)"
 
 
-def _dialect(name: str) -> Any:
+def dialect_module(name: str) -> Any:
     """One of SQLAlchemy's dialect packages, imported on first use.
 
     Each imports all its drivers' modules; a daemon writing to SQLite saves about 3.5 MiB of RSS by
@@ -525,26 +390,38 @@ def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: st
     extra: sa.types.TypeEngine[Any] = sa.JSON()
     raw: sa.types.TypeEngine[Any] = sa.LargeBinary()
     if backend in (None, "mysql"):
-        mysql = _dialect("mysql")
+        mysql = dialect_module("mysql")
         text = text.with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
         raw = raw.with_variant(mysql.LONGBLOB(), *_MYSQL)
     if backend in (None, "postgresql"):
-        extra = extra.with_variant(_dialect("postgresql").JSONB(), "postgresql")
+        extra = extra.with_variant(dialect_module("postgresql").JSONB(), "postgresql")
     columns: list[sa.Column[Any]] = [
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-        *(
-            sa.Column(column, sa.String(length), nullable=column not in _REQUIRED_COLUMNS)
-            for column, length in STRING_LIMITS.items()
-        ),
-        *(sa.Column(column, text) for column in TEXT_COLUMNS),
-        *(sa.Column(column, UtcDateTime()) for column in TIME_COLUMNS),
+        sa.Column("dedupe_key", sa.String(64), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("message_type", sa.String(64), nullable=False),
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("queue", sa.String(255)),
+        sa.Column("phone_number", sa.String(32)),
+        sa.Column("biz_id", sa.String(64)),
+        sa.Column("out_id", sa.String(255)),
+        sa.Column("status", sa.String(32)),
+        sa.Column("error_code", sa.String(128)),
+        sa.Column("error_message", text),
+        sa.Column("sent_at", UtcDateTime()),
+        sa.Column("reported_at", UtcDateTime()),
         sa.Column("sms_parts", sa.Integer()),
+        sa.Column("content", text),
+        sa.Column("sign_name", sa.String(255)),
+        sa.Column("template_code", sa.String(128)),
+        sa.Column("reason", text),
         sa.Column("extra", extra, nullable=False),
         sa.Column("raw", raw, nullable=False),
         sa.Column("stored_at", UtcDateTime(), nullable=False, server_default=utc_now()),
-        sa.Column("outcome_class", sa.String(32)),
-        sa.Column("retryable", sa.Boolean()),
-        sa.Column("opt_out", sa.Boolean()),
+        *(
+            sa.Column(column, sa.String(32) if column == "outcome_class" else sa.Boolean())
+            for column in OUTCOME_COLUMNS
+        ),
     ]
     return sa.Table(
         name,
@@ -558,35 +435,36 @@ def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: st
     )
 
 
+_SHAPE: Final = receipts_table(sa.MetaData(), backend="sqlite")
+"""The table as defined above; the row checks and column lists below are read from it."""
+WRITTEN_COLUMNS: Final = tuple(
+    column.name
+    for column in _SHAPE.columns
+    if not column.primary_key and column.server_default is None and column.name not in OUTCOME_COLUMNS
+)
+"""Columns the sink writes; an existing table must have all of them (``id`` and ``stored_at`` are the
+table's own)."""
+TIME_COLUMNS: Final = tuple(name for name in WRITTEN_COLUMNS if isinstance(_SHAPE.c[name].type, UtcDateTime))
+# (column, length limit or None, required) of every text column (Text is a String without a length).
+_TEXT_CHECKS: Final = tuple(
+    (column.name, column.type.length, not column.nullable)
+    for column in (_SHAPE.c[name] for name in WRITTEN_COLUMNS)
+    if isinstance(column.type, sa.String)
+)
+# The columns a row takes straight from the receipt's attributes.
+_PLAIN_COLUMNS: Final = tuple(name for name in WRITTEN_COLUMNS if name not in ("extra", "raw"))
+_plain_values: Final = operator.attrgetter(*_PLAIN_COLUMNS)
+_text_values: Final = operator.attrgetter(*(column for column, _, _ in _TEXT_CHECKS))
+
+
 _Contribution: TypeAlias = tuple[Any, Any]
 """A receipt's (StatusUpdate | None, OptOutUpdate | None) (:mod:`~mns_consumer.sinks.status_tables`)."""
-_Projections: TypeAlias = dict[str, _Contribution]
+Projections: TypeAlias = dict[str, _Contribution]
 """Dedupe key -> what that receipt contributes to the status and opt-out tables."""
 
 
-def _sqlite_values(row: Mapping[str, Any], order: Sequence[str], constants: Mapping[str, Any]) -> tuple[Any, ...]:
-    """An upsert's parameters in SQLite's positional order: the row's values (times as SQLite text), then constants."""
-    values = []
-    for name in order:
-        if name in row:
-            value = row[name]
-            values.append(sqlite_utc_text(value) if isinstance(value, datetime) else value)
-        else:
-            values.append(constants[name])
-    return tuple(values)
-
-
-_DriverStatement: TypeAlias = tuple[str, Callable[[dict[str, Any]], Any], list[tuple[int, Callable[[Any], Any]]]]
-"""The compiled SQLite insert: its SQL, what reads a row's values in parameter order, and the bind
-processing of the columns that have any (by position)."""
-
-
 class _RefusedDataError(Exception):
-    """The database refused a batch for its data (not for its availability)."""
-
-    def __init__(self, cause: sa.exc.DBAPIError | WriterFailed) -> None:
-        self.cause = cause
-        super().__init__(_describe(cause))
+    """The database refused a batch for its data (not for its availability); its text is the driver's."""
 
 
 class DatabaseSink:
@@ -599,22 +477,21 @@ class DatabaseSink:
         config: Its configuration.
     """
 
+    default_pool_size = 4
+
     def __init__(self, name: str, config: DatabaseSinkConfig) -> None:
         self.name = name
         self.config = config
         self._engine: Engine | None = None
         self._backend = _backend_name(config.engine_url())
         self._table = receipts_table(sa.MetaData(), config.table, self._backend)
-        self._driver_statement: _DriverStatement | None = None
-        self._writer: SqliteWriterProcess | None = None
         self._deadlines: CallDeadlines | None = None
         self._ping: Callable[[Any], object] = _no_ping
         self._driver_error: type[Exception] = Exception
         # The outcome columns the table has (all of them once created or upgraded by this sink).
         self._outcome_columns: tuple[str, ...] = OUTCOME_COLUMNS
         self._status_table, self._opt_out_table = self._projection_tables()
-        self._sqlite_projection_sql: dict[str, tuple[str, list[str], dict[str, Any]]] = {}
-        self._upserts: dict[str, sa.Insert] = {}
+        self._upserts: list[tuple[int, sa.Table, sa.Insert]] | None = None
         self._lookups: dict[bool, sa.Select[Any]] = {}
 
     def __repr__(self) -> str:
@@ -630,8 +507,7 @@ class DatabaseSink:
         """
         if self._engine is not None:
             return
-        if self._backend == "sqlite":
-            self._create_sqlite_file()
+        self._prepare()
         engine = self._create_engine()
         try:
             with self._call(), self._availability(engine):
@@ -644,20 +520,7 @@ class DatabaseSink:
                 self._deadlines.close()
             raise
         self._engine = engine
-        if self._backend == "sqlite" and self.config.writer_process and engine.url.database:
-            self._writer = SqliteWriterProcess(
-                engine.url.database,
-                self._sqlite_pragmas(),
-                # A lock held elsewhere may take busy_timeout_seconds; the rest is the commit's fsync.
-                reply_timeout_seconds=self.config.busy_timeout_seconds + _WRITER_MARGIN_SECONDS,
-            )
-        log.info(
-            "sink.database.opened",
-            sink=self.name,
-            url=self.config.display_url,
-            table=self.config.table,
-            writer_process=self._writer is not None,
-        )
+        log.info("sink.database.opened", sink=self.name, url=self.config.display_url, table=self.config.table)
 
     def write(self, batch: Sequence[Receipt]) -> SinkResult:
         """Insert a batch in one committed transaction; see the module docstring for the semantics.
@@ -697,21 +560,11 @@ class DatabaseSink:
         """
         if self._engine is None:
             raise RuntimeError(f"database sink {self.name!r} is not open")
-        column = self._table.c.dedupe_key
-        found: set[str] = set()
-        unique = list(dict.fromkeys(keys))
         with self._availability(self._engine), self._engine.connect() as connection:
-            # Bounded IN lists: SQLite allows 32,766 parameters at most, other servers a packet size.
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                chunk = unique[start : start + _LOOKUP_CHUNK]
-                found.update(connection.execute(sa.select(column).where(column.in_(chunk))).scalars())
-        return frozenset(found)
+            return frozenset(self._stored_among(connection, list(dict.fromkeys(keys))))
 
     def close(self) -> None:
-        """Close every pooled connection (and end the SQLite writer process); the sink is not used afterwards."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
+        """Close every pooled connection; the sink is not used afterwards."""
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
@@ -721,9 +574,6 @@ class DatabaseSink:
     def probe(self) -> str:
         """Reach the database once and change nothing: ``SELECT 1``, then a look at the table.
 
-        For SQLite, a missing file is not created: its folder is checked instead. An existing file is
-        opened read-write without creating anything or changing its journal mode.
-
         Returns:
             What was found: the round trip and whether the table exists (or will be created).
 
@@ -732,16 +582,7 @@ class DatabaseSink:
             ConfigError: If the driver is missing, or the table is missing with ``create_table: false``
                 or lacks a documented column or the unique ``dedupe_key``.
         """
-        path = self._sqlite_path()
-        if path is not None and not os.path.exists(path):
-            try:
-                found = check_can_create_in(os.path.dirname(path))
-            except OSError as exc:
-                raise SinkUnavailable(
-                    self.name, f"cannot create the SQLite database {path}: {describe_os_error(exc, path)}"
-                ) from exc
-            return f"{path} does not exist yet and will be created (0600) at start; {found}"
-        engine = self._create_engine() if path is None else self._probe_sqlite_engine(path)
+        engine = self._probe_engine()
         table = self.config.table
         try:
             with self._availability(engine):
@@ -759,66 +600,21 @@ class DatabaseSink:
         if present:
             return f"SELECT 1 answered; table {table!r} exists with the documented columns ({self.config.display_url})"
         if not self.config.create_table:
-            raise ConfigError(
-                f"sink {self.name!r}",
-                f"sinks.{self.name}.table",
-                f"table {table!r} does not exist in {self.config.display_url}",
-                "set create_table: true, or create it with the documented columns",
-            )
+            raise self._table_error(f"table {table!r} does not exist in {self.config.display_url}")
         return f"SELECT 1 answered; table {table!r} will be created at start ({self.config.display_url})"
 
-    def _sqlite_path(self) -> str | None:
-        """The SQLite database file, or None for other backends and for ``file:`` URIs SQLite resolves itself."""
-        if self._backend != "sqlite":
-            return None
-        url = self.config.engine_url()
-        if not url.database or url.query.get("uri"):
-            return None
-        return url.database
+    def _prepare(self) -> None:
+        """What ``open`` does before connecting (SQLite creates its file)."""
 
-    def _create_sqlite_file(self) -> None:
-        """Create a missing SQLite file 0600 (folders 0700) before SQLite does, whatever the umask.
-
-        SQLite would create it 0644 under umask 022 and could not create a missing folder at all (then
-        failing with "unable to open database file" on every retry). Its ``-wal`` and ``-shm`` files take
-        the database file's mode, in the daemon and in the writer process alike.
-
-        Raises:
-            ConfigError: If it can never be created as things stand (a regular file in the way, no
-                permission, a read-only mount).
-            SinkUnavailable: If it cannot be created now for a reason that may pass (a full disk).
-        """
-        path = self._sqlite_path()
-        if path is None:
-            return
-        try:
-            create_private_file(path)
-        except OSError as exc:
-            problem = f"cannot create the SQLite database {path}: {describe_os_error(exc, path)}"
-            if needs_operator(exc):
-                raise ConfigError(
-                    f"sink {self.name!r}",
-                    f"sinks.{self.name}.url",
-                    problem,
-                    "make its folder one the daemon may write to, or choose another path",
-                ) from exc
-            raise SinkUnavailable(self.name, problem) from exc
-
-    def _probe_sqlite_engine(self, path: str) -> Engine:
-        """An engine on an existing SQLite file that neither creates it nor sets pragmas (``mode=rw``)."""
-        uri = Path(path).absolute().as_uri() + "?mode=rw"
-        timeout = self.config.busy_timeout_seconds
-
-        def connect() -> sqlite3.Connection:
-            return sqlite3.connect(uri, uri=True, timeout=timeout)
-
-        return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
+    def _probe_engine(self) -> Engine:
+        """The engine ``probe`` uses."""
+        return self._create_engine()
 
     def _create_engine(self) -> Engine:
         config = self.config
         url = config.engine_url()
         options: dict[str, Any] = {
-            "pool_size": config.pool_size or (1 if self._backend == "sqlite" else 4),
+            "pool_size": config.pool_size or self.default_pool_size,
             "max_overflow": 0,
             "pool_timeout": config.statement_timeout_seconds or 30.0,
             # SQLite needs no ping (a file does not drop connections, and a ping would cost a statement per
@@ -840,11 +636,10 @@ class DatabaseSink:
                 f"pip install 'mns-consumer[{extra}]'" if extra else "",
             ) from None
         sa.event.listen(engine, "connect", self._on_connect)
-        if self._backend != "sqlite":
-            self._listen_for_deadlines(engine)
+        self._watch(engine)
         return engine
 
-    def _listen_for_deadlines(self, engine: Engine) -> None:
+    def _watch(self, engine: Engine) -> None:
         """Give every call to the server a deadline (see :mod:`mns_consumer.sinks.call_deadline`).
 
         psycopg exposes its socket and a bounded cancel, so a watchdog breaks late PostgreSQL calls;
@@ -864,7 +659,7 @@ class DatabaseSink:
             sa.event.listen(engine, returned, self._on_return)
 
     def _call(self) -> AbstractContextManager[None]:
-        """One call to the database: bounded by the deadline on servers, unbounded here for SQLite."""
+        """One call to the database: bounded by the deadline on servers, unbounded for SQLite."""
         return _UNBOUNDED if self._deadlines is None else self._deadlines.call()
 
     def _on_do_connect(self, dialect: Dialect, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
@@ -873,7 +668,7 @@ class DatabaseSink:
         if remaining is None:
             return
         if remaining <= 0:
-            raise DeadlinePassed(f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s)")
+            raise DeadlinePassed(self._no_answer())
         if self._backend == "postgresql":
             cparams["connect_timeout"] = max(2, min(int(cparams["connect_timeout"]), math.ceil(remaining)))
         else:
@@ -889,7 +684,7 @@ class DatabaseSink:
         if deadlines is None:
             return
         if deadlines.passed():
-            raise DeadlinePassed(f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s)")
+            raise DeadlinePassed(self._no_answer())
         deadlines.attach(dbapi_connection)
         if record.info.pop(_FRESH, False):
             return
@@ -903,26 +698,8 @@ class DatabaseSink:
         if self._deadlines is not None:
             self._deadlines.release(dbapi_connection)
 
-    def _sqlite_pragmas(self) -> list[str]:
-        """What every SQLite connection runs first, in the daemon and in the writer process alike."""
-        return [
-            "PRAGMA journal_mode=WAL",
-            # FULL: with WAL, NORMAL may lose the last commits on power loss, which the contract forbids.
-            "PRAGMA synchronous=FULL",
-            # Receipts scatter over five B-trees (the unique key and four indexes), so a checkpoint of
-            # SQLite's default 1000 pages copies nearly every page it logged; over 10000 pages most of
-            # them were changed several times and are copied once: 10-60% more inserts per second in
-            # batches of 256 and 2-12% in batches of 16 over one day's runs of bench/sink_bench.py
-            # (sqlite against sqlite-ckpt1000), for checkpoint pauses of about 25 ms instead of 15.
-            f"PRAGMA wal_autocheckpoint={int(self.config.wal_autocheckpoint_pages)}",
-            # The driver's timeout= in the daemon; the writer process sets it here.
-            f"PRAGMA busy_timeout={round(self.config.busy_timeout_seconds * 1000)}",
-        ]
-
     def _connect_args(self) -> dict[str, Any]:
         config = self.config
-        if self._backend == "sqlite":
-            return {"timeout": config.busy_timeout_seconds, "check_same_thread": False}
         if self._backend == "postgresql":
             # libpq wants whole seconds and treats anything below 2 as 2.
             seconds = max(2, math.ceil(config.connect_timeout_seconds))
@@ -956,24 +733,20 @@ class DatabaseSink:
             connection_record.info[_FRESH] = True
         cursor = dbapi_connection.cursor()
         try:
-            if self._backend == "sqlite":
-                journal, *others = self._sqlite_pragmas()
-                cursor.execute(journal)
-                mode = cursor.fetchone()[0]
-                if str(mode).lower() != "wal":
-                    log.warning("sink.database.no_wal", sink=self.name, journal_mode=mode)
-                for pragma in others:
-                    cursor.execute(pragma)
-            elif self._backend == "mysql":
-                # STRICT_ALL_TABLES turns silent truncation into errors; UTC makes CURRENT_TIMESTAMP UTC.
-                cursor.execute(
-                    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), "
-                    "time_zone = '+00:00'"
-                )
-                # InnoDB's default, stated: the status projection relies on one snapshot per transaction.
-                cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            self._set_up_session(cursor)
         finally:
             cursor.close()
+
+    def _set_up_session(self, cursor: Any) -> None:
+        """What every new connection runs first."""
+        if self._backend == "mysql":
+            # STRICT_ALL_TABLES turns silent truncation into errors; UTC makes CURRENT_TIMESTAMP UTC.
+            cursor.execute(
+                "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), "
+                "time_zone = '+00:00'"
+            )
+            # InnoDB's default, stated: the status projection relies on one snapshot per transaction.
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
     def _create_table(self, engine: Engine) -> None:
         for table in (self._table, self._status_table, self._opt_out_table):
@@ -994,24 +767,18 @@ class DatabaseSink:
 
     def _check_table(self, engine: Engine, *, upgrade: bool = True) -> None:
         table = self.config.table
-        where = (f"sink {self.name!r}", f"sinks.{self.name}.table")
         with engine.connect() as connection:
             inspector = sa.inspect(connection)
             if not inspector.has_table(table):
-                raise ConfigError(
-                    *where,
-                    f"table {table!r} does not exist in {self.config.display_url}",
-                    "set create_table: true, or create it with the documented columns",
-                )
+                raise self._table_error(f"table {table!r} does not exist in {self.config.display_url}")
             present = {column["name"] for column in inspector.get_columns(table)}
             unique_sets = [tuple(c["column_names"]) for c in inspector.get_unique_constraints(table)]
             unique_sets += [tuple(map(str, i["column_names"])) for i in inspector.get_indexes(table) if i.get("unique")]
         missing = [column for column in WRITTEN_COLUMNS if column not in present]
         if missing:
-            raise ConfigError(
-                *where,
+            raise self._table_error(
                 f"table {table!r} lacks the column(s) {', '.join(missing)}",
-                "add them as documented in mns_consumer.sinks.database, or use another table",
+                "add them as documented in docs/sinks.md, or use another table",
             )
         absent = [column for column in OUTCOME_COLUMNS if column not in present]
         if absent and self.config.create_table:
@@ -1029,11 +796,15 @@ class DatabaseSink:
         self._outcome_columns = tuple(column for column in OUTCOME_COLUMNS if column not in absent)
         self._check_projection_tables(engine)
         if ("dedupe_key",) not in unique_sets:
-            raise ConfigError(
-                *where,
+            raise self._table_error(
                 f"table {table!r} has no unique constraint on dedupe_key alone, so duplicates would be stored",
                 f"add UNIQUE (dedupe_key), named uq_{table}_dedupe_key",
             )
+
+    def _table_error(
+        self, problem: str, fix: str = "set create_table: true, or create it with the documented columns"
+    ) -> ConfigError:
+        return ConfigError(f"sink {self.name!r}", f"sinks.{self.name}.table", problem, fix)
 
     def _check_projection_tables(self, engine: Engine) -> None:
         """A status or opt-out table that is missing (``create_table: false``) is not written, with a warning.
@@ -1102,22 +873,19 @@ class DatabaseSink:
         # One key order for every writer keeps concurrent transactions from locking rows in crossed order.
         return [rows[key] for key in sorted(rows)], rejected
 
-    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: _Projections | None = None) -> None:
+    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections | None = None) -> None:
         projections = projections or {}
         wanted = {row["dedupe_key"]: projections[row["dedupe_key"]] for row in rows if row["dedupe_key"] in projections}
-        if self._writer is not None:
-            self._insert_by_writer(engine, self._writer, rows, wanted)
-            return
-        execute = self._driver_insert(engine) if self._backend == "sqlite" else self._core_insert()
+        statement = self._insert_statement()
         attempt = 0
         while True:
             attempt += 1
             try:
                 with self._call(), self._availability(engine, data_refusals=True), engine.begin() as connection:
                     if wanted:
-                        self._insert_projecting(engine, connection, rows, wanted, execute)
+                        self._insert_projecting(connection, statement, rows, wanted)
                     else:
-                        execute(connection, rows)
+                        connection.execute(statement, rows)
             except SinkUnavailable as exc:
                 cause = exc.__cause__
                 if attempt < _DEADLOCK_ATTEMPTS and isinstance(cause, sa.exc.DBAPIError) and _is_deadlock(cause):
@@ -1127,19 +895,8 @@ class DatabaseSink:
                 raise
             return
 
-    def _insert_by_writer(
-        self, engine: Engine, writer: SqliteWriterProcess, rows: list[dict[str, Any]], wanted: _Projections
-    ) -> None:
-        sql, params = self._driver_params(engine, rows)
-        try:
-            writer.execute(sql, params, self._sqlite_projection(engine, wanted) if wanted else None)
-        except WriterFailed as exc:
-            if exc.refused:
-                raise _RefusedDataError(exc) from exc
-            raise SinkUnavailable(self.name, self._scrub(_describe(exc))) from exc
-
     def _insert_one_by_one(
-        self, engine: Engine, rows: list[dict[str, Any]], projections: _Projections
+        self, engine: Engine, rows: list[dict[str, Any]], projections: Projections
     ) -> dict[str, str]:
         rejected: dict[str, str] = {}
         for row in rows:
@@ -1151,27 +908,24 @@ class DatabaseSink:
 
     def _projection_tables(self) -> tuple[sa.Table | None, sa.Table | None]:
         """The status and opt-out tables this sink writes, None where turned off."""
-        # Imported here: status_tables builds on this module's column types.
+        # Imported here: status_tables builds on this module's column types, so it imports this module.
         from mns_consumer.sinks import status_tables  # noqa: PLC0415
 
         metadata = sa.MetaData()
         status_name, opt_out_name = self.config.status_table_name(), self.config.opt_out_table_name()
-        status = None
-        if status_name is not None:
-            status = status_tables.status_table(metadata, status_name, UtcDateTime(), utc_now())
-        opt_out = None
-        if opt_out_name is not None:
-            opt_out = status_tables.opt_out_table(metadata, opt_out_name, UtcDateTime(), utc_now())
-        return status, opt_out
+        return (
+            status_tables.status_table(metadata, status_name) if status_name else None,
+            status_tables.opt_out_table(metadata, opt_out_name) if opt_out_name else None,
+        )
 
-    def _projections(self, batch: Sequence[Receipt], rows: list[dict[str, Any]]) -> _Projections:
+    def _projections(self, batch: Sequence[Receipt], rows: list[dict[str, Any]]) -> Projections:
         """What each storable receipt of the batch contributes to the status and opt-out tables."""
         if self._status_table is None and self._opt_out_table is None:
             return {}
         from mns_consumer.sinks.status_tables import opt_out_update, status_update  # noqa: PLC0415
 
         storable = {row["dedupe_key"] for row in rows}
-        projections: _Projections = {}
+        projections: Projections = {}
         for receipt in batch:
             key = receipt.dedupe_key
             if key not in storable or key in projections:
@@ -1183,46 +937,27 @@ class DatabaseSink:
         return projections
 
     def _insert_projecting(
-        self,
-        engine: Engine,
-        connection: sa.Connection,
-        rows: list[dict[str, Any]],
-        wanted: _Projections,
-        execute: Callable[[sa.Connection, list[dict[str, Any]]], object],
+        self, connection: sa.Connection, statement: sa.Insert, rows: list[dict[str, Any]], wanted: Projections
     ) -> None:
         """Insert the receipts and, in the same transaction, project the ones this insert stored.
 
         How each backend tells "stored now" from "stored before" (a redelivery must not count twice):
         PostgreSQL looks the keys up among the rows whose ``xmin`` is this transaction's id (a row that
-        already existed keeps its own: ``ON CONFLICT DO NOTHING`` does not touch it); SQLite takes the
-        write lock first (``BEGIN IMMEDIATE``), so the keys absent before the insert are its own; MySQL
+        already existed keeps its own: ``ON CONFLICT DO NOTHING`` does not touch it); MySQL
         reads the keys twice in one REPEATABLE READ snapshot (set per session), before and after the
         insert: a row another transaction committed meanwhile is invisible in the snapshot, so the keys
         that appear are exactly the ones this transaction inserted.
         """
-        if self._backend == "sqlite":
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-            projection = self._sqlite_projection(engine, wanted)
-            sql, params = self._driver_params(engine, rows)
-
-            def query(statement: str, values: tuple[Any, ...]) -> list[Any]:
-                return list(connection.exec_driver_sql(statement, values).all())
-
-            def execute_many(statement: str, values: list[tuple[Any, ...]]) -> object:
-                return connection.exec_driver_sql(statement, values)
-
-            run_insert(query, execute_many, sql, params, projection)
-            return
         keys = list(wanted)
         if self._backend == "postgresql":
             # Not INSERT ... RETURNING: SQLAlchemy then sends one statement of every row's VALUES, which
             # psycopg re-parses on each call, 3.5 times slower at 256 rows (bench/sink_bench.py).
-            execute(connection, rows)
+            connection.execute(statement, rows)
             inserted = self._stored_among(connection, keys, inserted_here=True)
             new = [key for key in keys if key in inserted]
         else:
             before = self._stored_among(connection, keys)
-            execute(connection, rows)
+            connection.execute(statement, rows)
             after = self._stored_among(connection, keys)
             new = [key for key in keys if key in after and key not in before]
         self._project(connection, [wanted[key] for key in new])
@@ -1239,66 +974,34 @@ class DatabaseSink:
                 query = query.where(sa.text("xmin::text::bigint = txid_current() % 4294967296"))
             self._lookups[inserted_here] = query
         found: set[str] = set()
+        # Bounded IN lists: SQLite allows 32,766 parameters at most, other servers a packet size.
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             found.update(connection.execute(query, {"keys": list(keys[start : start + _LOOKUP_CHUNK])}).scalars())
         return found
 
     def _project(self, connection: sa.Connection, contributions: Sequence[_Contribution]) -> None:
         """Upsert the status and opt-out rows of new receipts, folded per row and in key order."""
-        from mns_consumer.sinks.status_tables import fold, opt_out_upsert, status_upsert  # noqa: PLC0415
+        from mns_consumer.sinks.status_tables import fold  # noqa: PLC0415
 
-        if self._status_table is not None:
-            statuses = fold(status for status, _ in contributions)
-            if statuses:
-                # Built once: constructing the CASE expressions took a third of a 16-receipt write.
-                statement = self._upserts.get("status")
-                if statement is None:
-                    statement = self._upserts["status"] = status_upsert(self._status_table, self._backend, utc_now())
-                connection.execute(statement, [status.as_row() for status in statuses])
-        if self._opt_out_table is not None:
-            opt_outs = fold(opt_out for _, opt_out in contributions)
-            if opt_outs:
-                statement = self._upserts.get("opt_out")
-                if statement is None:
-                    statement = self._upserts["opt_out"] = opt_out_upsert(self._opt_out_table, self._backend, utc_now())
-                connection.execute(statement, [opt_out.as_row() for opt_out in opt_outs])
+        for index, _table, statement in self._projection_upserts():
+            updates = fold(contribution[index] for contribution in contributions)
+            if updates:
+                connection.execute(statement, [update.as_row() for update in updates])
 
-    def _sqlite_projection(self, engine: Engine, wanted: _Projections) -> Projection:
-        """The projection as SQLite driver statements (see :func:`~mns_consumer.sinks.sqlite_writer.run_insert`).
+    def _projection_upserts(self) -> list[tuple[int, sa.Table, sa.Insert]]:
+        """(index in a contribution, table, its upsert) of each projection table written.
 
-        Contributions are not folded: SQLite runs each upsert row by row, and applying them one by
-        one leaves the same row as applying their fold.
+        Built once (after ``open`` settled which tables exist): constructing the CASE expressions took a
+        third of a 16-receipt write.
         """
-        from mns_consumer.sinks.status_tables import opt_out_upsert, status_upsert  # noqa: PLC0415
+        if self._upserts is None:
+            from mns_consumer.sinks.status_tables import opt_out_upsert, status_upsert  # noqa: PLC0415
 
-        quoted = engine.dialect.identifier_preparer.quote(self.config.table)
-        lookup = f"SELECT dedupe_key FROM {quoted} WHERE dedupe_key IN ({{}})"  # noqa: S608  (checked name)
-        statements: list[tuple[str, list[tuple[str, tuple[Any, ...]]]]] = []
-        for index, table, upsert in ((0, self._status_table, status_upsert), (1, self._opt_out_table, opt_out_upsert)):
-            if table is None:
-                continue
-            pairs = [(key, part[index]) for key, part in sorted(wanted.items()) if part[index] is not None]
-            if not pairs:
-                continue
-            sql, order, constants = self._sqlite_projection_sql.get(table.name) or self._compile_sqlite_upsert(
-                engine,
-                table,
-                upsert(table, "sqlite", utc_now()),
-                list(pairs[0][1].as_row()),
-            )
-            statements.append(
-                (sql, [(key, _sqlite_values(update.as_row(), order, constants)) for key, update in pairs])
-            )
-        return lookup, statements
-
-    def _compile_sqlite_upsert(
-        self, engine: Engine, table: sa.Table, statement: sa.Insert, columns: list[str]
-    ) -> tuple[str, list[str], dict[str, Any]]:
-        compiled = statement.compile(dialect=engine.dialect, column_keys=columns)
-        order = list(compiled.positiontup or [])
-        constants = {name: value for name, value in compiled.params.items() if name not in table.c}
-        self._sqlite_projection_sql[table.name] = (str(compiled), order, constants)
-        return self._sqlite_projection_sql[table.name]
+            tables = ((0, self._status_table, status_upsert), (1, self._opt_out_table, opt_out_upsert))
+            self._upserts = [
+                (index, table, upsert(table, self._backend)) for index, table, upsert in tables if table is not None
+            ]
+        return self._upserts
 
     def sweep_unknown(self, older_than_hours: float, *, batch_rows: int = 1000, now: datetime | None = None) -> int:
         """Mark status rows still ``pending`` ``older_than_hours`` after sending as ``unknown``.
@@ -1326,7 +1029,7 @@ class DatabaseSink:
         if self._status_table is None:
             return 0
         cutoff = (now or datetime.now(UTC)) - timedelta(hours=older_than_hours)
-        statement = sweep_statement(self._status_table, self._backend, cutoff, batch_rows, utc_now())
+        statement = sweep_statement(self._status_table, self._backend, cutoff, batch_rows)
         swept = 0
         while True:
             with self._call(), self._availability(self._engine), self._engine.begin() as connection:
@@ -1335,57 +1038,9 @@ class DatabaseSink:
             if changed < batch_rows:
                 return swept
 
-    def _core_insert(self) -> Callable[[sa.Connection, list[dict[str, Any]]], object]:
-        """The insert as SQLAlchemy Core executes it (PostgreSQL and MySQL batch it into multi-row VALUES)."""
-        return partial(_execute_core, self._insert_statement())
-
-    def _driver_insert(self, engine: Engine) -> Callable[[sa.Connection, list[dict[str, Any]]], object]:
-        """The same insert handed to the driver's executemany with the columns' own bind processing.
-
-        SQLite has no multi-row batching in SQLAlchemy: Core runs the driver's executemany after
-        building and processing each row's parameters through the compiled statement, which took a
-        quarter of the daemon's CPU with the SQLite sink (py-spy). Here the statement is compiled once
-        per sink, and each value goes through exactly the processor its column type gives the dialect,
-        so the stored values are the same (tested against the Core path).
-        """
-
-        def execute(connection: sa.Connection, rows: list[dict[str, Any]]) -> object:
-            return connection.exec_driver_sql(*self._driver_params(engine, rows))
-
-        return execute
-
-    def _driver_params(self, engine: Engine, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
-        """The driver's SQL and each row's values in its parameter order, bind-processed (see above)."""
-        sql, values_of, processors = self._driver_statement or self._compile_driver_statement(engine)
-        params = []
-        for row in rows:
-            values = list(values_of(row))
-            for index, process in processors:
-                values[index] = process(values[index])
-            params.append(tuple(values))
-        return sql, params
-
-    def _compile_driver_statement(self, engine: Engine) -> _DriverStatement:
-        """Compile the insert once: its SQL, what reads a row's values in order, and the bind processors."""
-        dialect = engine.dialect
-        compiled = self._insert_statement().compile(
-            dialect=dialect, column_keys=[*WRITTEN_COLUMNS, *self._outcome_columns]
-        )
-        order = compiled.positiontup or []
-        columns = self._table.c
-        processors: list[tuple[int, Callable[[Any], Any]]] = []
-        for index, name in enumerate(order):
-            if isinstance(columns[name].type, UtcDateTime):
-                # UtcDateTime's conversion and then SQLite's DATETIME text, in one step (tested equal).
-                processors.append((index, sqlite_utc_text))
-            elif (process := columns[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None:
-                processors.append((index, process))
-        self._driver_statement = (str(compiled), operator.itemgetter(*order), processors)
-        return self._driver_statement
-
     def _insert_statement(self) -> sa.Insert:
         table = self._table
-        dialect = _dialect(self._backend)
+        dialect = dialect_module(self._backend)
         statement: sa.Insert
         if self._backend in ("postgresql", "sqlite"):
             statement = dialect.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
@@ -1402,7 +1057,7 @@ class DatabaseSink:
             yield
         except sa.exc.DBAPIError as exc:
             if data_refusals and _is_data_error(exc):
-                raise _RefusedDataError(exc) from exc
+                raise _RefusedDataError(_describe(exc)) from exc
             if not _is_unavailable(exc):
                 raise
             engine.dispose()
@@ -1415,7 +1070,10 @@ class DatabaseSink:
         """The reason, saying so when the call's deadline ended it (the driver only saw a lost connection)."""
         if self._deadlines is None or not self._deadlines.passed() or "call_deadline_seconds" in reason:
             return reason
-        return f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s): {reason}"
+        return f"{self._no_answer()}: {reason}"
+
+    def _no_answer(self) -> str:
+        return f"no answer within call_deadline_seconds ({self.config.call_deadline():g} s)"
 
     def _scrub(self, reason: str) -> str:
         password = make_url(self.config.url.get_secret_value()).password
@@ -1462,11 +1120,6 @@ def _cancel_postgres(connection: Any, seconds: float) -> None:
     connection.cancel_safe(timeout=seconds)
 
 
-_WRITER_MARGIN_SECONDS = 30.0
-"""What an insert through the SQLite writer process may take beyond the busy timeout: the commit's fsync
-and, for the first, the child's start."""
-
-
 def _describe(exc: BaseException) -> str:
     """The driver's own message on one line, without SQL or parameters."""
     cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
@@ -1474,10 +1127,6 @@ def _describe(exc: BaseException) -> str:
     if len(message) > _REASON_CHARS:
         message = message[: _REASON_CHARS - 3] + "..."
     return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
-
-
-def _execute_core(statement: sa.Insert, connection: sa.Connection, rows: list[dict[str, Any]]) -> object:
-    return connection.execute(statement, rows)
 
 
 def _row(receipt: Receipt, extra: _EncodedJson, outcome_columns: Sequence[str] = OUTCOME_COLUMNS) -> dict[str, Any]:

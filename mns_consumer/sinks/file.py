@@ -1,60 +1,24 @@
 """The file sink: receipts appended as JSON Lines to local files, fsynced before they count as accepted.
 
-Each receipt is one line: :meth:`Receipt.to_json_dict` as compact UTF-8 JSON (``ensure_ascii=False``).
-The ``dedupe_key`` comes first in every line.
+Each receipt is one line, :meth:`Receipt.to_json_dict` as compact UTF-8 JSON, ``dedupe_key`` first.
 
-Paths. ``path`` is a template with these placeholders:
+Paths. ``path`` is a ``strftime`` pattern of the UTC time of the write (not the receipt's own time, so a
+late receipt never reopens a closed day's file), plus ``{message_type}``, made safe as a file name.
+``%%`` and ``{{ }}`` are literal. A new rendered path starts a new file; yesterday's handles are closed.
 
-* ``{message_type}``: the receipt's MessageType (``SmsReport``, ``SmsUp``, ...). Characters other than
-  letters, digits, ``_``, ``-`` and ``.`` become ``_``, and so does a leading ``.``, so a MessageType
-  can never climb out of the folder or hide a file.
-* ``{date}``: the UTC date of the write, as ``%Y-%m-%d``.
-* ``{date:FORMAT}``: the UTC date of the write with any ``strftime`` format, e.g. ``{date:%Y/%m}``.
+Size rotation is logrotate's job: the sink notices a renamed or removed file before each write
+(``os.stat`` against its handle) and opens a new one at the path; SIGHUP (:meth:`FileSink.reopen`) works
+too. ``copytruncate`` needs nothing.
 
-The date is the UTC wall clock when the batch is written, not the receipt's own time. Late or
-backfilled receipts therefore never reopen a closed day's file, and the name does not depend on the
-host's time zone. ``{{`` and ``}}`` stand for literal braces. Any other placeholder, a conversion
-(``!r``) or a malformed brace fails validation.
+Durability: ``write`` then ``os.fsync`` per file before ``write`` returns, and the parent folder of a
+created name. New folders get 0700 and new files ``file_mode`` (0600) whatever the umask. An ``OSError``
+raises :class:`~mns_consumer.errors.SinkUnavailable` (nothing of the batch accepted, handles closed); at
+:meth:`FileSink.open`, a folder that only an operator can fix is a :class:`~mns_consumer.errors.ConfigError`.
 
-Rotation.
-
-* Daily: a date placeholder starts a new file when the rendered date changes. ``rotate_daily: true``
-  does the same for a path without one, by appending ``.{date}``:
-  ``/var/lib/mns-consumer/receipts.jsonl`` is written as ``/var/lib/mns-consumer/receipts.jsonl.2026-11-22``.
-* By size: with ``rotate_bytes``, a line that would make the current file larger than that renames the
-  file to ``<path>.1``, then ``<path>.2``, and so on. Each rotation takes the next free number, so a
-  higher number is newer, a rotated file never changes again, and the live file is always at the
-  rendered path (``tail -F`` follows it). Lines are never split across files. A file exceeds
-  ``rotate_bytes`` only when a single line is larger than the limit; that line then gets a file of its own.
-* External logrotate (``create`` or ``copytruncate``) needs no signal. Before each write the sink
-  compares the path's inode with its open handle's (``os.stat`` against ``os.fstat``). If the file was
-  renamed or removed, the sink opens a new one at the path. SIGHUP (:meth:`FileSink.reopen`) also works.
-
-Durability. Each file gets ``write`` then ``os.fsync`` before ``write`` returns. A created file or
-folder also gets an fsync of its parent folder, so its name survives a power loss too. New folders
-are made with mode 0700 and new files with ``file_mode`` (0600 by default), whatever the umask. Existing
-files and folders keep their modes. Any ``OSError`` (ENOSPC, EROFS, EACCES, a regular file where a
-folder should be) raises :class:`~mns_consumer.errors.SinkUnavailable`: nothing of that batch counts
-as accepted, every handle is closed, and the next write opens afresh. The file sink never rejects. At
-start (:meth:`FileSink.open`), a folder that cannot be created until someone changes the file system
-(a regular file in the way, no permission, a read-only mount) is a
-:class:`~mns_consumer.errors.ConfigError` naming the path instead, so the daemon stops with exit 2
-rather than retrying for ever.
-
-Dedupe. The sink remembers the keys it stored most recently, up to ``dedupe_window`` of them
-(:class:`~mns_consumer.sinks.recent_keys.RecentKeys`). It skips receipts whose key it remembers and still
-reports them accepted. It remembers a key only once the key's file is fsynced. :meth:`FileSink.open`
-fills the window from the end of the files for today's and yesterday's (UTC) rendered paths and their
-rotated ``.N`` siblings, newest first. Lines that are not valid JSON are skipped (a write torn by a crash,
-or an ENOSPC). Under a ``{message_type}`` placeholder, so are lines whose MessageType does not
-belong to their file name. ``dedupe_window: 0`` turns the window and the preload off, though
-duplicates inside one batch are still written once. A duplicate older than the window is written
-again; readers dedupe on ``dedupe_key``.
-
-Torn lines. If a file does not end with a newline when the sink opens it (a crash mid-write), the next
-append begins with one, so the fragment stays on a line of its own and later lines stay intact.
-
-One sink in one process writes a given path. Size rotation and the size count assume that.
+Dedupe: the last ``dedupe_window`` keys stored are skipped (reported accepted), remembered only once
+fsynced. :meth:`FileSink.open` refills the window from the end of the live files (what the pattern renders
+now), skipping torn lines and, under ``{message_type}``, lines of another type. A torn last line gets a
+newline before the next append so it stays on a line of its own.
 """
 
 from __future__ import annotations
@@ -64,12 +28,11 @@ import glob
 import json
 import os
 import re
-import stat
 import string
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
@@ -86,12 +49,11 @@ from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
 from mns_consumer.sinks.recent_keys import RecentKeys
 
-DEFAULT_DATE_FORMAT = "%Y-%m-%d"
-"""The format of a bare ``{date}`` placeholder and of the ``rotate_daily`` suffix."""
-
 _STRFTIME_DIRECTIVES = frozenset("aAwdbBmyYHIpMSfzZjUWcxXGuV%")
 _SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9_.-]")
 _READ_BLOCK_BYTES = 1 << 20
+_MESSAGE_TYPE: Final = None
+"""The segment that stands for ``{message_type}``; every other segment is strftime text."""
 
 Clock: TypeAlias = Callable[[], datetime]
 """Returns the current time; timezone-aware (a naive value is read as local time)."""
@@ -124,72 +86,68 @@ FileMode: TypeAlias = Annotated[int, BeforeValidator(_parse_file_mode), AfterVal
 it must include owner read and write."""
 
 
-@dataclass(frozen=True)
-class _Segment:
-    kind: Literal["text", "message_type", "date"]
-    value: str = ""
-
-
 class PathTemplate:
-    """A parsed ``path`` with ``{message_type}`` and ``{date[:FORMAT]}`` placeholders.
+    """A parsed ``path``: strftime text and ``{message_type}`` segments.
 
     Attributes:
         source: The template as configured.
     """
 
-    def __init__(self, source: str, *, daily_suffix: bool = False) -> None:
+    def __init__(self, source: str) -> None:
         """Parse and validate a template.
 
-        Args:
-            source: The configured path.
-            daily_suffix: Append ``.{date}`` (the ``rotate_daily`` behaviour).
-
         Raises:
-            ValueError: If a placeholder is unknown or malformed, or the path names no file.
+            ValueError: If a placeholder or strftime directive is unknown, or the path names no file.
         """
         self.source = source
         self._segments = _parse_template(source)
-        if daily_suffix:
-            self._segments += (_Segment("text", "."), _Segment("date", DEFAULT_DATE_FORMAT))
 
     @property
     def has_date(self) -> bool:
-        """Whether the rendered path changes with the date."""
-        return any(s.kind == "date" for s in self._segments)
+        """Whether the rendered path changes with the time of the write."""
+        return any(s is not _MESSAGE_TYPE and re.search(r"%[^%]", s.replace("%%", "")) for s in self._segments)
 
     @property
     def has_message_type(self) -> bool:
         """Whether the rendered path depends on the MessageType."""
-        return any(s.kind == "message_type" for s in self._segments)
+        return _MESSAGE_TYPE in self._segments
 
     def render(self, message_type: str, when: datetime) -> str:
         """The path for receipts of ``message_type`` written at ``when`` (converted to UTC)."""
-        day = when.astimezone(UTC)
-        return "".join(_render_segment(s, safe_component(message_type), day) for s in self._segments)
+        utc = when.astimezone(UTC)
+        safe = safe_component(message_type)
+        return "".join(safe if s is _MESSAGE_TYPE else utc.strftime(s) for s in self._segments)
 
     def fixed_directory(self) -> str:
-        """The deepest folder that does not depend on a placeholder ("" for the current folder)."""
+        """The deepest folder that depends on neither the time nor the MessageType ("" for the current one)."""
         prefix = ""
         for segment in self._segments:
-            if segment.kind != "text":
+            if segment is _MESSAGE_TYPE:
                 break
-            prefix += segment.value
+            prefix += segment.split("%", 1)[0]
+            if "%" in segment:
+                break
         return os.path.dirname(prefix)
 
-    def existing_paths(self, when: datetime) -> dict[str, str | None]:
-        """Files on disk that ``render`` gives for some MessageType on ``when``'s UTC date.
+    def live_paths(self, when: datetime) -> dict[str, str | None]:
+        """Files on disk that ``render`` gives for some MessageType at ``when``.
 
         Returns:
             Path -> the (path-safe) MessageType it belongs to, or None without a ``{message_type}``.
         """
-        day = when.astimezone(UTC)
+        utc = when.astimezone(UTC)
         if not self.has_message_type:
-            path = self.render("", day)
+            path = self.render("", utc)
             return {path: None} if os.path.isfile(path) else {}
-        pattern = "".join(
-            "*" if s.kind == "message_type" else glob.escape(_render_segment(s, "", day)) for s in self._segments
-        )
-        matcher = re.compile("".join(_regex_segment(s, day, seen) for seen, s in _first_flags(self._segments)))
+        pattern = "".join("*" if s is _MESSAGE_TYPE else glob.escape(utc.strftime(s)) for s in self._segments)
+        regex, seen = "", False
+        for segment in self._segments:
+            if segment is not _MESSAGE_TYPE:
+                regex += re.escape(utc.strftime(segment))
+            else:
+                regex += "(?P=message_type)" if seen else "(?P<message_type>[A-Za-z0-9_-][A-Za-z0-9_.-]*)"
+                seen = True
+        matcher = re.compile(regex)
         found: dict[str, str | None] = {}
         for candidate in glob.glob(pattern):
             match = matcher.fullmatch(candidate)
@@ -198,51 +156,25 @@ class PathTemplate:
         return found
 
 
-def _first_flags(segments: Sequence[_Segment]) -> Iterable[tuple[bool, _Segment]]:
-    seen = False
-    for segment in segments:
-        yield seen, segment
-        seen = seen or segment.kind == "message_type"
-
-
-def _regex_segment(segment: _Segment, day: datetime, seen_message_type: bool) -> str:
-    if segment.kind != "message_type":
-        return re.escape(_render_segment(segment, "", day))
-    return "(?P=message_type)" if seen_message_type else "(?P<message_type>[A-Za-z0-9_-][A-Za-z0-9_.-]*)"
-
-
-def _render_segment(segment: _Segment, message_type: str, day: datetime) -> str:
-    if segment.kind == "message_type":
-        return message_type
-    if segment.kind == "date":
-        return day.strftime(segment.value)
-    return segment.value
-
-
-def _parse_template(source: str) -> tuple[_Segment, ...]:
-    known = "{message_type}, {date} or {date:<strftime format>}"
+def _parse_template(source: str) -> tuple[str | None, ...]:
     try:
         parsed = list(string.Formatter().parse(source))
     except ValueError as exc:
         raise ValueError(f"path {source!r}: {exc} (write {{{{ and }}}} for literal braces)") from None
-    segments: list[_Segment] = []
+    segments: list[str | None] = []
     for text, field_name, format_spec, conversion in parsed:
         if text:
-            segments.append(_Segment("text", text))
+            segments.append(_check_strftime(source, text))
         if field_name is None:
             continue
-        shown = f"{{{field_name}{'!' + conversion if conversion else ''}{':' + format_spec if format_spec else ''}}}"
-        if field_name not in ("message_type", "date"):
-            raise ValueError(f"path {source!r}: unknown placeholder {shown}; use {known}")
-        if conversion:
-            raise ValueError(f"path {source!r}: placeholder {shown} takes no conversion")
-        if field_name == "message_type":
-            if format_spec:
-                raise ValueError(f"path {source!r}: placeholder {shown} takes no format")
-            segments.append(_Segment("message_type"))
-        else:
-            segments.append(_Segment("date", _check_date_format(source, format_spec or DEFAULT_DATE_FORMAT)))
-    rendered = "".join(s.value if s.kind == "text" else "x" for s in segments)
+        if field_name != "message_type" or format_spec or conversion:
+            shown = (
+                f"{{{field_name}{'!' + conversion if conversion else ''}{':' + format_spec if format_spec else ''}}}"
+            )
+            hint = "; write the date as strftime directives in the path, e.g. %Y-%m-%d" if "date" in field_name else ""
+            raise ValueError(f"path {source!r}: unknown placeholder {shown}; the only one is {{message_type}}{hint}")
+        segments.append(_MESSAGE_TYPE)
+    rendered = "".join("x" if s is _MESSAGE_TYPE else s for s in segments)
     if "\0" in rendered:
         raise ValueError(f"path {source!r} contains a NUL character")
     if not rendered or rendered.endswith(os.sep):
@@ -250,17 +182,12 @@ def _parse_template(source: str) -> tuple[_Segment, ...]:
     return tuple(segments)
 
 
-def _check_date_format(source: str, date_format: str) -> str:
-    if "{" in date_format or "}" in date_format:
-        raise ValueError(f"path {source!r}: the date format {date_format!r} cannot contain placeholders")
-    directives = re.findall(r"%(.?)", date_format)
-    unknown = sorted({d for d in directives if d not in _STRFTIME_DIRECTIVES})
+def _check_strftime(source: str, text: str) -> str:
+    unknown = sorted({d for d in re.findall(r"%(.?)", text.replace("%%", "")) if d not in _STRFTIME_DIRECTIVES})
     if unknown:
         shown = ", ".join("%" + d if d else "a lone %" for d in unknown)
-        raise ValueError(f"path {source!r}: the date format {date_format!r} has unknown strftime directives: {shown}")
-    if not [d for d in directives if d != "%"]:
-        raise ValueError(f"path {source!r}: the date format {date_format!r} has no strftime directive such as %Y")
-    return date_format
+        raise ValueError(f"path {source!r} has unknown strftime directives: {shown} (write %% for a literal %)")
+    return text
 
 
 def safe_component(message_type: str) -> str:
@@ -269,6 +196,15 @@ def safe_component(message_type: str) -> str:
     if cleaned.startswith("."):
         cleaned = "_" + cleaned[1:]
     return cleaned or "_"
+
+
+_RETIRED_KEYS: Final = {
+    "rotate_bytes": (
+        "size rotation is left to logrotate: remove rotate_bytes and rotate the file with logrotate "
+        "(example in docs/sinks.md); the sink reopens on SIGHUP and notices a renamed file by itself"
+    ),
+    "rotate_daily": "remove rotate_daily and put the date in path as strftime directives, e.g. receipts.jsonl.%Y-%m-%d",
+}
 
 
 class FileSinkConfig(SinkConfig):
@@ -280,23 +216,8 @@ class FileSinkConfig(SinkConfig):
     path: str = Field(
         min_length=1,
         description=(
-            "File to append JSON Lines to. Placeholders: {message_type}, {date} (UTC write date, %Y-%m-%d), "
-            "{date:<strftime format>}. Required; no default."
-        ),
-    )
-    rotate_bytes: int | None = Field(
-        default=None,
-        gt=0,
-        description=(
-            "Rotate when the next line would make the file larger than this many bytes; rotated files are "
-            "renamed <path>.1, <path>.2, ... (higher is newer). Default: null (no size rotation)."
-        ),
-    )
-    rotate_daily: bool = Field(
-        default=False,
-        description=(
-            "For a path without a date placeholder: write to <path>.<UTC date, %Y-%m-%d>, so each day gets "
-            "its own file. Default: false."
+            "File to append JSON Lines to: a strftime pattern of the UTC write time (%Y-%m-%d, ...) plus the "
+            "placeholder {message_type}. Required; no default."
         ),
     )
     fsync: bool = Field(
@@ -319,21 +240,24 @@ class FileSinkConfig(SinkConfig):
         ),
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_retired_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key, advice in _RETIRED_KEYS.items():
+                if key in data:
+                    raise ValueError(f"{key} is no longer supported: {advice}")
+        return data
+
     @field_validator("path")
     @classmethod
     def _path_is_a_valid_template(cls, path: str) -> str:
         PathTemplate(path)
         return path
 
-    @model_validator(mode="after")
-    def _daily_rotation_is_said_once(self) -> FileSinkConfig:
-        if self.rotate_daily and PathTemplate(self.path).has_date:
-            raise ValueError("rotate_daily is implied by the {date} placeholder in path; remove one of them")
-        return self
-
     def template(self) -> PathTemplate:
-        """The parsed path, including the ``rotate_daily`` suffix."""
-        return PathTemplate(self.path, daily_suffix=self.rotate_daily)
+        """The parsed path."""
+        return PathTemplate(self.path)
 
     def build(self, name: str) -> FileSink:
         """Create the sink (not opened yet)."""
@@ -404,10 +328,8 @@ def still_at_path(fd: int, path: str, identity: tuple[int, int] | None = None) -
 
 @dataclass
 class _OpenFile:
-    path: str
     fd: int
     identity: tuple[int, int]
-    size_bytes: int
     needs_newline: bool
 
 
@@ -439,7 +361,7 @@ class FileSink:
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        """Create the fixed part of the folder and preload the dedupe window from today's files.
+        """Create the fixed part of the folder and preload the dedupe window from the live files.
 
         Raises:
             ConfigError: If the folder can never be created as things stand (a regular file in the way,
@@ -452,8 +374,7 @@ class FileSink:
             try:
                 ensure_private_dir(path, fsync=self.config.fsync)
                 if self._recent is not None:
-                    now = self._now()
-                    self._recent.add_all(self._stored_keys_to_preload([now - timedelta(days=1), now]))
+                    self._recent.add_all(self._stored_keys_to_preload())
             except OSError as exc:
                 if needs_operator(exc):
                     raise ConfigError(
@@ -536,33 +457,15 @@ class FileSink:
 
     def _append(self, path: str, lines: list[bytes]) -> None:
         current = self._file_at(path)
-        chunk = bytearray(b"\n" if current.needs_newline else b"")
-        limit = self.config.rotate_bytes
-        for line in lines:
-            pending = current.size_bytes + len(chunk)
-            # An empty file takes any line, however long; rotating it would only make another empty file.
-            if limit is not None and pending > 0 and pending + len(line) > limit:
-                self._write_chunk(current, chunk)
-                current = self._rotate(current)
-                chunk = bytearray()
-            chunk += line
-        self._write_chunk(current, chunk)
+        write_all(current.fd, (b"\n" if current.needs_newline else b"") + b"".join(lines))
+        current.needs_newline = False
         if self.config.fsync:
             os.fsync(current.fd)
-
-    def _write_chunk(self, target: _OpenFile, chunk: bytearray) -> None:
-        if chunk:
-            write_all(target.fd, bytes(chunk))
-            target.size_bytes += len(chunk)
-            target.needs_newline = False
 
     def _file_at(self, path: str) -> _OpenFile:
         current = self._files.get(path)
         if current is not None:
-            at_path = still_at_path(current.fd, path, current.identity)
-            if at_path is not None:
-                # copytruncate (or an operator) may have shrunk the file under the open handle.
-                current.size_bytes = at_path.st_size
+            if still_at_path(current.fd, path, current.identity) is not None:
                 return current
             os.close(self._files.pop(path).fd)
         fd = open_for_append(path, file_mode=self.config.file_mode, fsync=self.config.fsync)
@@ -573,18 +476,9 @@ class FileSink:
         except OSError:
             os.close(fd)
             raise
-        opened = _OpenFile(path, fd, (status.st_dev, status.st_ino), size, needs_newline)
+        opened = _OpenFile(fd, (status.st_dev, status.st_ino), needs_newline)
         self._files[path] = opened
         return opened
-
-    def _rotate(self, full: _OpenFile) -> _OpenFile:
-        if self.config.fsync:
-            os.fsync(full.fd)
-        os.close(self._files.pop(full.path).fd)
-        numbers = [n for _, n in _rotated_siblings(full.path)]
-        os.rename(full.path, f"{full.path}.{max(numbers, default=0) + 1}")
-        # Creating the new file fsyncs the folder, which also makes the rename durable.
-        return self._file_at(full.path)
 
     def _close_all(self) -> None:
         files, self._files = self._files, {}
@@ -596,14 +490,9 @@ class FileSink:
     def _unavailable(self, exc: OSError, path: str) -> SinkUnavailable:
         return SinkUnavailable(self.name, f"{exc.filename or path}: {exc.strerror or exc}")
 
-    def _stored_keys_to_preload(self, days: Sequence[datetime]) -> list[str]:
-        candidates: dict[str, str | None] = {}
-        for day in days:
-            for path, message_type in self._template.existing_paths(day).items():
-                candidates[path] = message_type
-                for sibling, _ in _rotated_siblings(path):
-                    candidates[sibling] = message_type
-        # rename keeps mtime, so it orders live and rotated files by the age of their last line.
+    def _stored_keys_to_preload(self) -> list[str]:
+        candidates = self._template.live_paths(self._now())
+        # Several live files (one per MessageType): the newest lines win the window.
         newest_first = sorted(candidates, key=lambda p: (os.stat(p).st_mtime_ns, p), reverse=True)
         budget = self.config.dedupe_window
         per_file: list[list[str]] = []
@@ -614,18 +503,6 @@ class FileSink:
             per_file.append(keys)
             budget -= len(keys)
         return [key for keys in reversed(per_file) for key in keys]
-
-
-def _rotated_siblings(path: str) -> list[tuple[str, int]]:
-    directory, base = os.path.split(path)
-    siblings: list[tuple[str, int]] = []
-    for entry in os.listdir(directory or os.curdir):
-        suffix = entry.removeprefix(base + ".")
-        if suffix != entry and suffix.isascii() and suffix.isdigit():
-            sibling = os.path.join(directory, entry)
-            if stat.S_ISREG(os.stat(sibling).st_mode):
-                siblings.append((sibling, int(suffix)))
-    return siblings
 
 
 def _last_keys(path: str, limit: int, message_type: str | None) -> list[str]:

@@ -30,7 +30,6 @@ it to delivered or failed, while a later non-final report leaves it ``unknown``.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from typing import Any, Final, Literal, TypeAlias
 import sqlalchemy as sa
 
 from mns_consumer.receipt_model import Receipt
+from mns_consumer.sinks.database import UtcDateTime, dialect_module, utc_now
 
 State: TypeAlias = Literal["pending", "delivered", "failed", "unknown"]
 """A message's state in the status table."""
@@ -69,10 +69,6 @@ _STATE_OF: Final[Mapping[str, State]] = {
 # At equal report times delivered beats failed; pending sorts below both (it is never final).
 _STATE_RANK: Final[Mapping[State, str]] = {"pending": "0", "failed": "1", "delivered": "2", "unknown": "0"}
 _NO_TIME: Final = "0000-00-00T00:00:00.000000"
-
-
-def _dialect(name: str) -> Any:
-    return importlib.import_module(f"sqlalchemy.dialects.{name}")
 
 
 def decision_key(state: State, reported_at: datetime | None, outcome_class: str | None, error_code: str | None) -> str:
@@ -271,17 +267,10 @@ def fold(updates: Iterable[StatusUpdate | OptOutUpdate | None]) -> list[Any]:
     return [rows[key] for key in sorted(rows)]
 
 
-def status_table(metadata: sa.MetaData, name: str, time_type: sa.types.TypeEngine[Any], now: Any) -> sa.Table:
-    """The status table, added to ``metadata``.
-
-    Args:
-        metadata: Where the table is defined.
-        name: Its name.
-        time_type: The column type of times (the database sink's UTC datetime).
-        now: The server-side "now" default of ``created_at`` and ``updated_at``.
-    """
+def status_table(metadata: sa.MetaData, name: str) -> sa.Table:
+    """The status table, added to ``metadata``."""
     decided_by = sa.String(DECIDED_BY_LENGTH).with_variant(
-        _dialect("postgresql").VARCHAR(DECIDED_BY_LENGTH, collation="C"), "postgresql"
+        dialect_module("postgresql").VARCHAR(DECIDED_BY_LENGTH, collation="C"), "postgresql"
     )
     return sa.Table(
         name,
@@ -294,13 +283,13 @@ def status_table(metadata: sa.MetaData, name: str, time_type: sa.types.TypeEngin
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("error_code", sa.String(128)),
         sa.Column("outcome_class", sa.String(32)),
-        sa.Column("sent_at", time_type),
-        sa.Column("first_report_at", time_type),
-        sa.Column("last_report_at", time_type),
+        sa.Column("sent_at", UtcDateTime()),
+        sa.Column("first_report_at", UtcDateTime()),
+        sa.Column("last_report_at", UtcDateTime()),
         sa.Column("decided_by", decided_by, nullable=False),
         sa.Column("receipts_seen", sa.Integer(), nullable=False),
-        sa.Column("created_at", time_type, nullable=False, server_default=now),
-        sa.Column("updated_at", time_type, nullable=False, server_default=now),
+        sa.Column("created_at", UtcDateTime(), nullable=False, server_default=utc_now()),
+        sa.Column("updated_at", UtcDateTime(), nullable=False, server_default=utc_now()),
         sa.PrimaryKeyConstraint("biz_id", "phone_number", name=f"pk_{name}"),
         sa.Index(f"ix_{name}_out_id", "out_id"),
         # The sweep's lookup: pending rows by age.
@@ -311,19 +300,19 @@ def status_table(metadata: sa.MetaData, name: str, time_type: sa.types.TypeEngin
     )
 
 
-def opt_out_table(metadata: sa.MetaData, name: str, time_type: sa.types.TypeEngine[Any], now: Any) -> sa.Table:
-    """The opt-out table, added to ``metadata`` (arguments as :func:`status_table`)."""
+def opt_out_table(metadata: sa.MetaData, name: str) -> sa.Table:
+    """The opt-out table, added to ``metadata``."""
     return sa.Table(
         name,
         metadata,
         sa.Column("phone_number", sa.String(32), nullable=False),
         sa.Column("sign_name", sa.String(255), nullable=False, server_default=""),
         sa.Column("dest_code", sa.String(DEST_CODE_LENGTH), nullable=False, server_default=""),
-        sa.Column("first_seen_at", time_type),
-        sa.Column("last_seen_at", time_type),
+        sa.Column("first_seen_at", UtcDateTime()),
+        sa.Column("last_seen_at", UtcDateTime()),
         sa.Column("replies", sa.Integer(), nullable=False),
-        sa.Column("created_at", time_type, nullable=False, server_default=now),
-        sa.Column("updated_at", time_type, nullable=False, server_default=now),
+        sa.Column("created_at", UtcDateTime(), nullable=False, server_default=utc_now()),
+        sa.Column("updated_at", UtcDateTime(), nullable=False, server_default=utc_now()),
         sa.PrimaryKeyConstraint("phone_number", "sign_name", "dest_code", name=f"pk_{name}"),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
@@ -341,7 +330,7 @@ def _greatest_sql(old: Any, new: Any) -> Any:
 
 def _insert(table: sa.Table, backend: str) -> tuple[Any, Any]:
     """A dialect insert into ``table`` and how its conflict clause names the proposed row's values."""
-    statement = _dialect(backend).insert(table)
+    statement = dialect_module(backend).insert(table)
     return statement, statement.excluded if backend in ("postgresql", "sqlite") else statement.inserted
 
 
@@ -356,7 +345,7 @@ def _upsert(statement: Any, backend: str, keys: Sequence[str], sets: Sequence[tu
     return statement.on_duplicate_key_update(list(sets))  # type: ignore[no-any-return]
 
 
-def status_upsert(table: sa.Table, backend: str, now: Any) -> sa.Insert:
+def status_upsert(table: sa.Table, backend: str) -> sa.Insert:
     """One atomic upsert per status row, applying the ordering rule of the module docstring in SQL."""
     statement, new = _insert(table, backend)
     old = table.c
@@ -379,14 +368,14 @@ def status_upsert(table: sa.Table, backend: str, now: Any) -> sa.Insert:
         ("error_code", sa.case((wins, new.error_code), else_=old.error_code)),
         ("outcome_class", sa.case((wins, new.outcome_class), else_=old.outcome_class)),
         ("receipts_seen", old.receipts_seen + new.receipts_seen),
-        ("updated_at", now),
+        ("updated_at", utc_now()),
         # Last: the expressions above compare against the row's decided_by before this one.
         ("decided_by", sa.case((wins, new.decided_by), else_=old.decided_by)),
     ]
     return _upsert(statement, backend, ("biz_id", "phone_number"), sets)
 
 
-def opt_out_upsert(table: sa.Table, backend: str, now: Any) -> sa.Insert:
+def opt_out_upsert(table: sa.Table, backend: str) -> sa.Insert:
     """One atomic upsert per opt-out row: first and last seen widen, replies add up."""
     statement, new = _insert(table, backend)
     old = table.c
@@ -394,12 +383,12 @@ def opt_out_upsert(table: sa.Table, backend: str, now: Any) -> sa.Insert:
         ("first_seen_at", _least_sql(old.first_seen_at, new.first_seen_at)),
         ("last_seen_at", _greatest_sql(old.last_seen_at, new.last_seen_at)),
         ("replies", old.replies + new.replies),
-        ("updated_at", now),
+        ("updated_at", utc_now()),
     ]
     return _upsert(statement, backend, ("phone_number", "sign_name", "dest_code"), sets)
 
 
-def sweep_statement(table: sa.Table, backend: str, cutoff: datetime, batch_rows: int, now: Any) -> sa.Update:
+def sweep_statement(table: sa.Table, backend: str, cutoff: datetime, batch_rows: int) -> sa.Update:
     """Mark at most ``batch_rows`` rows ``pending`` since before ``cutoff`` as ``unknown``.
 
     Age is counted from ``sent_at``, or from when the row was created if the receipts had no send
@@ -409,7 +398,7 @@ def sweep_statement(table: sa.Table, backend: str, cutoff: datetime, batch_rows:
     """
     c = table.c
     pending = sa.and_(c.state == sa.literal_column("'pending'"), sa.func.coalesce(c.sent_at, c.created_at) < cutoff)
-    values = {"state": sa.literal_column("'unknown'"), "updated_at": now}
+    values = {"state": sa.literal_column("'unknown'"), "updated_at": utc_now()}
     if backend == "mysql":
         return sa.update(table).where(pending).values(values).with_dialect_options(mysql_limit=batch_rows)
     chosen = sa.select(c.biz_id, c.phone_number).where(pending).limit(batch_rows)

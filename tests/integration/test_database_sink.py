@@ -7,11 +7,8 @@ exactly-once storage under concurrent writers, rejects, and that the password ne
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,8 +35,8 @@ from mns_consumer.sinks.database import (
     DatabaseSinkConfig,
     UtcDateTime,
     receipts_table,
-    sqlite_utc_text,
 )
+from mns_consumer.sinks.sqlite import sqlite_utc_text
 from tests.support.receipts import make_batch, make_receipt
 from tests.support.sink_env_database import DatabaseEnv, SqliteEnv, make_env
 
@@ -507,26 +504,24 @@ def test_sqlite_checkpoints_its_log_after_the_configured_number_of_pages(tmp_pat
         assert log_pages > 2000
 
 
-@pytest.mark.parametrize("writer_process", [True, False], ids=["writer-process", "in-process"])
-def test_sqlite_driver_inserts_store_exactly_what_sqlalchemy_core_stores(tmp_path: Path, writer_process: bool) -> None:
-    """The SQLite sink's executemany path, in its writer process or not, stores the same values and types as Core."""
+def test_sqlite_driver_inserts_store_exactly_what_sqlalchemy_core_stores(tmp_path: Path) -> None:
+    """The SQLite sink's executemany path stores the same values and types as Core's insert."""
     plain = dataclasses.replace(make_receipt(90), sent_at=None, reported_at=None, sms_parts=None, extra={})
     utc = dataclasses.replace(make_receipt(91), sent_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     receipts = [full_receipt(), plain, utc, *make_batch(20), full_receipt()]
     (tmp_path / "driver").mkdir()
     (tmp_path / "core").mkdir()
     driver_env, core_env = SqliteEnv(tmp_path / "driver"), SqliteEnv(tmp_path / "core")
-    driver, core = driver_env.make_sink(writer_process=writer_process), core_env.make_sink(writer_process=False)
+    driver, core = driver_env.make_sink(), core_env.make_sink()
     driver.open()
     core.open()
     try:
-        assert (driver._writer is not None) is writer_process
         assert driver.write(receipts).rejected == {}
         rows, rejected = core._rows(receipts)
         assert rejected == {}
         assert core._engine is not None
         with core._engine.begin() as connection:
-            core._core_insert()(connection, rows)
+            connection.execute(core._insert_statement(), rows)
     finally:
         driver.close()
         core.close()
@@ -538,6 +533,12 @@ def test_sqlite_driver_inserts_store_exactly_what_sqlalchemy_core_stores(tmp_pat
 
     assert len(stored(driver_env)) == len({receipt.dedupe_key for receipt in receipts})
     assert stored(driver_env) == stored(core_env)
+
+
+def test_the_retired_writer_process_key_is_a_config_error_saying_why() -> None:
+    """``writer_process`` (a child writer process, removed) is refused with the reason, not as an unknown key."""
+    with pytest.raises(ValidationError, match=r"writer_process is no longer supported.*benchmarks"):
+        DatabaseSinkConfig(url="sqlite:///r.db", writer_process=False)
 
 
 @settings(max_examples=300, deadline=None)
@@ -621,77 +622,3 @@ def test_config_is_found_by_type_and_fills_in_the_default_drivers() -> None:
     mysql_url = DatabaseSinkConfig(url="mysql://mns@db/receipts?charset=latin1").engine_url()
     assert (mysql_url.drivername, mysql_url.query["charset"]) == ("mysql+pymysql", "utf8mb4")
     assert config.display_url == "postgresql://mns:***@db/receipts"
-
-
-# -- the SQLite writer process ---------------------------------------------------------------------
-
-
-def _writer_child(sink: DatabaseSink) -> subprocess.Popen[bytes]:
-    assert sink._writer is not None
-    child = sink._writer._child
-    assert child is not None
-    return child
-
-
-def test_sqlite_inserts_run_in_a_child_process_that_ends_with_the_sink(tmp_path: Path) -> None:
-    """With the default writer_process, another process commits the rows, and close() ends it."""
-    with opened_sqlite_sink(tmp_path) as (env, sink):
-        assert sink.write(make_batch(16)).rejected == {}
-        writer = _writer_child(sink)
-        assert writer.poll() is None
-        pid = writer.pid
-        assert pid != os.getpid()
-        assert set(env.stored_keys()) == {receipt.dedupe_key for receipt in make_batch(16)}
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-
-
-def test_a_writer_process_killed_between_writes_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
-    """SIGKILL of the writer costs nothing: the next write starts a new one."""
-    with opened_sqlite_sink(tmp_path) as (env, sink):
-        sink.write(make_batch(16))
-        child = _writer_child(sink)
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait(10) == -signal.SIGKILL
-        assert sink.write(make_batch(16, start=16)).rejected == {}
-        replacement = _writer_child(sink)
-        assert replacement.pid != child.pid
-        assert replacement.poll() is None
-        assert sorted(env.stored_keys()) == sorted(receipt.dedupe_key for receipt in make_batch(32))
-
-
-def test_a_writer_process_that_stops_answering_makes_the_sink_unavailable_until_replaced(tmp_path: Path) -> None:
-    """A frozen writer is killed at the reply deadline (busy timeout + margin); the retry stores the batch once."""
-    with opened_sqlite_sink(tmp_path, busy_timeout_seconds=0) as (env, sink):
-        sink.write(make_batch(16))
-        assert sink._writer is not None
-        sink._writer.reply_timeout_seconds = 0.5
-        frozen = _writer_child(sink).pid
-        os.kill(frozen, signal.SIGSTOP)
-        batch = make_batch(16, start=16)
-        with pytest.raises(SinkUnavailable, match="no answer in time"):
-            sink.write(batch)
-        _wait_for_exit(frozen)
-        assert sink.write(batch).rejected == {}
-        assert sorted(env.stored_keys()) == sorted(receipt.dedupe_key for receipt in make_batch(32))
-
-
-def test_the_writer_process_ends_when_its_parent_goes_away(tmp_path: Path) -> None:
-    """End of input (the daemon died, even by SIGKILL) ends the child after its last commit."""
-    with opened_sqlite_sink(tmp_path) as (_env, sink):
-        sink.write(make_batch(4))
-        child = _writer_child(sink)
-        assert child.stdin is not None
-        child.stdin.close()  # what the kernel does to the pipe when the parent dies
-        assert child.wait(10) == 0
-
-
-def _wait_for_exit(pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-    pytest.fail(f"hang guard: process {pid} still exists")

@@ -35,21 +35,14 @@ from tests.support.status_reports import (
     status_row,
 )
 
-# (database kind, writer_process): SQLite both through its writer process and in the daemon.
-BACKENDS = [
-    pytest.param(("sqlite", True), id="sqlite-writer"),
-    pytest.param(("sqlite", False), id="sqlite-inprocess"),
-    pytest.param(("postgresql", False), id="postgresql"),
-    pytest.param(("mariadb", False), id="mariadb"),
-]
+BACKENDS = ["sqlite", "postgresql", "mariadb"]
 
 
 @pytest.fixture(params=BACKENDS)
 def env_sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[DatabaseEnv, DatabaseSink]]:
     """An opened sink with its status and opt-out tables, on each backend."""
-    kind, writer_process = request.param
-    env = make_env(kind, tmp_path)
-    sink = env.make_sink(writer_process=writer_process)
+    env = make_env(request.param, tmp_path)
+    sink = env.make_sink()
     try:
         sink.open()
         yield env, sink
@@ -213,13 +206,10 @@ _report_specs = st.lists(
 )
 
 
-@pytest.mark.parametrize("writer_process", [True, False], ids=["writer", "inprocess"])
-def test_any_permutation_duplication_and_batching_of_reports_gives_the_same_row(
-    tmp_path: Path, writer_process: bool
-) -> None:
+def test_any_permutation_duplication_and_batching_of_reports_gives_the_same_row(tmp_path: Path) -> None:
     """Through the real SQLite sink: reports one by one in order, or shuffled, duplicated and batched, end equal."""
     env = make_env("sqlite", tmp_path)
-    sink = env.make_sink(writer_process=writer_process)
+    sink = env.make_sink()
     sink.open()
     table = _status_name(env)
     messages = itertools.count(1000)

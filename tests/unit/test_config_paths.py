@@ -15,7 +15,7 @@ from mns_consumer.errors import ConfigError
 def data(folder: Path, **top: Any) -> dict[str, Any]:
     return {
         "queues": [{"message_type": "SmsReport", "queue_name": "q1", "sinks": ["archive"]}],
-        "sinks": {"archive": {"type": "file", "path": str(folder / "new" / "{message_type}" / "{date}.jsonl")}},
+        "sinks": {"archive": {"type": "file", "path": str(folder / "new" / "{message_type}" / "%Y-%m-%d.jsonl")}},
         "dead_letter": {"type": "file", "path": str(folder / "letters" / "dead.jsonl")},
         **top,
     }

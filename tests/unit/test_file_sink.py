@@ -1,4 +1,4 @@
-"""The file sink on real files: line format, placeholders, rotation, modes, fsync, dedupe, recovery."""
+"""The file sink on real files: line format, strftime paths, modes, fsync, dedupe, recovery."""
 
 from __future__ import annotations
 
@@ -117,87 +117,45 @@ def test_a_message_type_cannot_climb_out_of_the_folder(make_sink: Callable[..., 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_._x.jsonl"]
 
 
-def test_date_placeholder_uses_the_utc_date_of_the_write(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+def test_strftime_directives_use_the_utc_time_of_the_write(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
     """At 23:30 UTC (07:30 next day in Beijing) the UTC date names the file, not the receipt's or local time."""
     clock = Clock(datetime(2026, 11, 23, 7, 30, tzinfo=BEIJING))
-    make_sink("out/{date}/r-{date:%Y%m}.jsonl", clock=clock).write([make_receipt(1)])
-    assert keys_of(tmp_path / "out/2026-11-22/r-202611.jsonl") == keys([make_receipt(1)])
+    make_sink("out/%Y-%m-%d/{message_type}-%Y%m.jsonl", clock=clock).write([make_receipt(1)])
+    assert keys_of(tmp_path / "out/2026-11-22/SmsReport-202611.jsonl") == keys([make_receipt(1)])
 
 
-def test_date_placeholder_starts_a_new_file_when_the_utc_day_changes(
+def test_a_strftime_path_starts_a_new_file_when_the_utc_day_changes(
     make_sink: Callable[..., FileSink], tmp_path: Path
 ) -> None:
     """Writes after midnight UTC go to the next day's file; the earlier file is left as it was."""
     clock = Clock(datetime(2026, 11, 22, 23, 59, tzinfo=UTC))
-    sink = make_sink("out/receipts-{date}.jsonl", clock=clock)
+    sink = make_sink("out/receipts.jsonl.%Y-%m-%d", clock=clock)
     sink.write([make_receipt(1)])
     clock.at += timedelta(minutes=2)
-    sink.write([make_receipt(2)])
-    assert keys_of(tmp_path / "out/receipts-2026-11-22.jsonl") == keys([make_receipt(1)])
-    assert keys_of(tmp_path / "out/receipts-2026-11-23.jsonl") == keys([make_receipt(2)])
-
-
-def test_rotate_daily_suffixes_the_path_with_the_utc_date(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
-    """With rotate_daily, a path without placeholders is written as <path>.<YYYY-MM-DD>, one file a day."""
-    clock = Clock()
-    sink = make_sink("out/receipts.jsonl", clock=clock, rotate_daily=True)
-    sink.write([make_receipt(1)])
-    clock.at += timedelta(days=1)
     sink.write([make_receipt(2)])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "receipts.jsonl.2026-11-22",
         "receipts.jsonl.2026-11-23",
     ]
+    assert keys_of(tmp_path / "out/receipts.jsonl.2026-11-22") == keys([make_receipt(1)])
     assert keys_of(tmp_path / "out/receipts.jsonl.2026-11-23") == keys([make_receipt(2)])
 
 
-def line_bytes(receipt: Receipt) -> int:
-    """The size of a receipt's line in the file."""
-    return len(encode_json_line(receipt.to_json_dict()))
+def test_a_doubled_percent_sign_is_a_literal_percent(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+    """``%%`` in the path is written as one ``%``, not read as a directive."""
+    make_sink("out/100%%-%Y.jsonl").write([make_receipt(1)])
+    assert keys_of(tmp_path / "out/100%-2026.jsonl") == keys([make_receipt(1)])
 
 
-def test_size_rotation_renames_full_files_with_increasing_numeric_suffixes(
-    make_sink: Callable[..., FileSink], tmp_path: Path
-) -> None:
-    """Full files become .1, .2, ... (higher is newer), none exceeds rotate_bytes, and no line is split."""
-    batch = make_batch(10)
-    limit = 3 * line_bytes(batch[0]) + 10
-    sink = make_sink(rotate_bytes=limit)
-    sink.write(batch[:4])
-    sink.write(batch[4:])
-    folder = tmp_path / "out"
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "receipts.jsonl",
-        "receipts.jsonl.1",
-        "receipts.jsonl.2",
-        "receipts.jsonl.3",
-    ]
-    in_order = ["receipts.jsonl.1", "receipts.jsonl.2", "receipts.jsonl.3", "receipts.jsonl"]
-    assert [k for name in in_order for k in keys_of(folder / name)] == keys(batch)
-    assert all((folder / name).stat().st_size <= limit for name in in_order)
-    assert all((folder / name).read_bytes().endswith(b"\n") for name in in_order)
-
-
-def test_size_rotation_continues_numbering_after_a_restart(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
-    """A new sink over rotated files takes the next free number instead of overwriting .1."""
-    limit = line_bytes(make_receipt(0)) + 10
-    make_sink(rotate_bytes=limit).write(make_batch(2))
-    make_sink(rotate_bytes=limit).write(make_batch(1, start=2))
-    assert keys_of(tmp_path / "out/receipts.jsonl.1") == keys(make_batch(1))
-    assert keys_of(tmp_path / "out/receipts.jsonl.2") == keys(make_batch(1, start=1))
-    assert keys_of(tmp_path / "out/receipts.jsonl") == keys(make_batch(1, start=2))
-
-
-def test_a_line_larger_than_rotate_bytes_gets_a_file_of_its_own(
-    make_sink: Callable[..., FileSink], tmp_path: Path
-) -> None:
-    """A line bigger than the limit is written whole, alone in its file."""
-    big = make_receipt(1, content="x" * 500)
-    sink = make_sink(rotate_bytes=200)
-    sink.write([make_receipt(0), big, make_receipt(2)])
-    assert keys_of(tmp_path / "out/receipts.jsonl.1") == keys([make_receipt(0)])
-    assert keys_of(tmp_path / "out/receipts.jsonl.2") == keys([big])
-    assert keys_of(tmp_path / "out/receipts.jsonl") == keys([make_receipt(2)])
+@pytest.mark.parametrize(
+    ("key", "value", "advice"),
+    [("rotate_bytes", 1_000_000, "logrotate"), ("rotate_daily", True, "%Y-%m-%d")],
+)
+def test_a_retired_rotation_key_is_a_config_error_saying_what_to_do_instead(key: str, value: Any, advice: str) -> None:
+    """rotate_bytes points to logrotate and rotate_daily to a strftime path, instead of a bare unknown-key error."""
+    with pytest.raises(ValidationError, match=f"{key} is no longer supported") as caught:
+        parse_sink_config({"type": "file", "path": "/x/receipts.jsonl", key: value})
+    assert advice in str(caught.value)
 
 
 @pytest.fixture
@@ -305,13 +263,12 @@ def test_a_write_torn_by_a_full_disk_accepts_nothing_and_the_retry_stores_every_
 def test_keys_stored_before_a_restart_are_skipped_by_the_preloaded_window(
     make_sink: Callable[..., FileSink], tmp_path: Path
 ) -> None:
-    """A new sink over today's files (live and rotated, per MessageType) skips receipts stored there."""
-    limit = 2 * line_bytes(make_receipt(0)) + 10
+    """A new sink over the live files (one per MessageType) skips receipts stored there."""
     reply = make_receipt(50, message_type="SmsUp", kind="reply")
-    first = make_sink("out/{message_type}-{date}.jsonl", rotate_bytes=limit)
+    first = make_sink("out/{message_type}-%Y-%m-%d.jsonl")
     first.write([*make_batch(5), reply])
     first.close()
-    second = make_sink("out/{message_type}-{date}.jsonl", rotate_bytes=limit)
+    second = make_sink("out/{message_type}-%Y-%m-%d.jsonl")
     assert second.write([*make_batch(6), reply]).accepted == frozenset(keys([*make_batch(6), reply]))
     stored = [k for p in sorted((tmp_path / "out").iterdir()) for k in keys_of(p)]
     assert sorted(stored) == sorted(keys([*make_batch(6), reply]))
@@ -329,13 +286,17 @@ def test_preload_ignores_files_that_only_match_the_placeholder(
     assert keys_of(folder / "SmsReport.jsonl") == keys([receipt])
 
 
-def test_preload_reads_yesterdays_file_just_after_midnight(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
-    """A duplicate arriving just after midnight UTC is skipped although its original is in yesterday's file."""
+def test_preload_reads_only_the_live_file(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
+    """Keys in a file logrotate renamed away, or in yesterday's file, are not preloaded: only the live file is."""
     clock = Clock(datetime(2026, 11, 22, 23, 59, tzinfo=UTC))
-    make_sink("out/{date}.jsonl", clock=clock).write([make_receipt(1)])
+    make_sink("out/%Y-%m-%d.jsonl", clock=clock).write([make_receipt(1)])
+    make_sink().write([make_receipt(2)])
+    (tmp_path / "out/receipts.jsonl").rename(tmp_path / "out/receipts.jsonl.1")
     clock.at += timedelta(minutes=2)
-    make_sink("out/{date}.jsonl", clock=clock).write([make_receipt(1)])
-    assert not (tmp_path / "out/2026-11-23.jsonl").exists()
+    make_sink("out/%Y-%m-%d.jsonl", clock=clock).write([make_receipt(1)])
+    make_sink().write([make_receipt(2), make_receipt(3)])
+    assert keys_of(tmp_path / "out/2026-11-23.jsonl") == keys([make_receipt(1)])
+    assert keys_of(tmp_path / "out/receipts.jsonl") == keys([make_receipt(2), make_receipt(3)])
 
 
 def test_dedupe_window_is_bounded(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
@@ -430,11 +391,12 @@ def test_concurrent_writers_leave_every_line_whole(make_sink: Callable[..., File
     [
         ("/x/{queue}.jsonl", "unknown placeholder {queue}"),
         ("/x/{}.jsonl", "unknown placeholder {}"),
-        ("/x/{date.year}.jsonl", "unknown placeholder {date.year}"),
-        ("/x/{message_type!r}.jsonl", "takes no conversion"),
-        ("/x/{message_type:>10}.jsonl", "takes no format"),
-        ("/x/{date:%Q}.jsonl", "unknown strftime directives: %Q"),
-        ("/x/{date:daily}.jsonl", "no strftime directive"),
+        ("/x/{date}.jsonl", "unknown placeholder {date}.*e.g. %Y-%m-%d"),
+        ("/x/{date:%Y}.jsonl", "unknown placeholder {date:%Y}.*strftime directives"),
+        ("/x/{message_type!r}.jsonl", "unknown placeholder {message_type!r}"),
+        ("/x/{message_type:>10}.jsonl", "unknown placeholder {message_type:>10}"),
+        ("/x/%Q.jsonl", "unknown strftime directives: %Q"),
+        ("/x/receipts.jsonl.100%", "a lone %"),
         ("/x/{message_type.jsonl", "expected '}' before end of string"),
         ("/x/}.jsonl", "Single '}'"),
         ("/x/", "must name a file"),
@@ -455,17 +417,14 @@ def test_literal_braces_are_written_doubled() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"rotate_bytes": -1}, "greater than 0"),
-        ({"rotate_bytes": 0}, "greater than 0"),
         ({"dedupe_window": -1}, "greater than or equal to 0"),
         ({"file_mode": 0o400}, "must include 0o600"),
         ({"file_mode": "rw-"}, "not an octal number"),
-        ({"path": "/x/{date}.jsonl", "rotate_daily": True}, "rotate_daily is implied"),
         ({"compress": True}, "Extra inputs are not permitted"),
     ],
 )
 def test_invalid_settings_are_validation_errors(fields: dict[str, Any], message: str) -> None:
-    """Negative sizes, unusable modes, doubled daily rotation and unknown keys fail validation."""
+    """Negative windows, unusable modes and unknown keys fail validation."""
     with pytest.raises(ValidationError, match=message):
         FileSinkConfig(**{"type": "file", "path": "/x/receipts.jsonl", **fields})
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.receipts import BEIJING, _parse_time
-from mns_consumer.sinks.database import sqlite_utc_text
+from mns_consumer.sinks.sqlite import sqlite_utc_text
 
 
 @given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31)))
