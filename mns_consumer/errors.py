@@ -173,6 +173,14 @@ class SinkUnavailable(SinkError):  # noqa: N818  (a state, named as one: see STY
         super().__init__(f"sink {sink!r} unavailable: {reason}")
 
 
+class DeadlinePassed(MnsConsumerError, TimeoutError):  # noqa: N818  (a state, named as one: see STYLE.md)
+    """A database call reached its deadline; raised instead of opening a connection for it."""
+
+
+class Abandoned(MnsConsumerError):  # noqa: N818  (a flow signal, STYLE.md 4)
+    """The stop event ended a wait for an unavailable sink: nothing of the write may count as stored."""
+
+
 class SpoolUnavailable(MnsConsumerError):  # noqa: N818  (a state, named as one: see STYLE.md)
     """The HTTP push spool cannot store or remove entries right now (disk full, I/O error, locked).
 

@@ -23,12 +23,11 @@ from typing import TypeVar
 
 from mns_consumer.delivery.settle import (
     DEAD_LETTER_SINK,
-    Abandoned,
     SinkRetry,
     store_dead_letters,
     write_until_settled,
 )
-from mns_consumer.errors import DecodeError, SinkUnavailable
+from mns_consumer.errors import Abandoned, DecodeError, SinkUnavailable
 from mns_consumer.observe.events import Events
 from mns_consumer.opt_out import OptOutMatcher
 from mns_consumer.receipt_model import Receipt, Source

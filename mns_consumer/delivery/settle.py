@@ -14,17 +14,13 @@ from dataclasses import dataclass
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_never
 
-from mns_consumer.errors import SinkUnavailable
+from mns_consumer.errors import Abandoned, SinkUnavailable
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.retry import Backoff, failed_attempt
 from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink, SinkResult
 
 DEAD_LETTER_SINK = "dead_letter"
 """The name the dead-letter sink goes by in retry events."""
-
-
-class Abandoned(Exception):  # noqa: N818  (a flow signal, STYLE.md 4)
-    """The stop event ended a wait for an unavailable sink: nothing of the write may count as stored."""
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,6 @@ does not answer the cancel request)."""
 _POLL_SECONDS = 0.02
 
 
-class DeadlinePassed(TimeoutError):  # noqa: N818  (a state, named as one: see STYLE.md)
-    """A database call reached its deadline; raised instead of opening a connection for it."""
-
-
 class _Call:
     """One call in progress: when it must end, and the connection it holds (if any)."""
 

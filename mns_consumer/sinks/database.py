@@ -42,10 +42,10 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import FunctionElement
 
-from mns_consumer.errors import ConfigError, SinkUnavailable
+from mns_consumer.errors import ConfigError, DeadlinePassed, SinkUnavailable
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.base import SinkConfig, SinkResult
-from mns_consumer.sinks.call_deadline import CallDeadlines, DeadlinePassed
+from mns_consumer.sinks.call_deadline import CallDeadlines
 
 log = structlog.get_logger(__name__)
 
