@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,6 +55,7 @@ from daemon_bench import (
     clean_env,
     daemon_drain,
     eight_queues,
+    fsync_probe,
     trickle_latency,
 )
 
@@ -208,21 +210,20 @@ def drain_run(tree: Path, folder: Path, *, sink: str, count: int) -> dict[str, f
     }
 
 
-def plan(args: argparse.Namespace) -> tuple[list[tuple[str, Callable[[Path, Path], dict[str, float]]]], list[Measure]]:
-    """The runs of one round (name, run(tree, folder)) and the table's rows, in order."""
-    runs: list[tuple[str, Callable[[Path, Path], dict[str, float]]]] = []
+Run = Callable[[Path, Path], dict[str, float]]
+"""One run of one side: (its package's tree, a scratch folder) -> figures by measure label."""
+
+
+def plan(args: argparse.Namespace) -> tuple[list[tuple[str, Run]], list[Measure]]:
+    """The runs of one round, by name, and the table's rows, in order."""
+    runs: list[tuple[str, Run]] = []
     rows: list[Measure] = []
     latency = f"+{args.latency_ms:g} ms"
     if "steady" in args.measures:
         for network, latency_ms in (("loopback", 0.0), (latency, args.latency_ms)):
             for sink in args.sinks:
-
-                def run(tree: Path, folder: Path, sink: str = sink, latency_ms: float = latency_ms) -> dict[str, float]:
-                    return steady_run(
-                        tree, folder, sink=sink, latency_ms=latency_ms, rate=args.rate, seconds=args.seconds
-                    )
-
-                runs.append((f"steady {sink} {network}", run))
+                steady = partial(steady_run, sink=sink, latency_ms=latency_ms, rate=args.rate, seconds=args.seconds)
+                runs.append((f"steady {sink} {network}", steady))
                 rows.append(Measure(f"CPU per receipt, {sink}, {network}", "µs", GUARDRAILS["cpu"]))
         for network in ("loopback", latency):
             for sink in args.sinks:
@@ -230,25 +231,15 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, Callable[[Path, Path
                 bound = GUARDRAILS["p99"] if network == "loopback" else None
                 rows.append(Measure(f"p99 enqueue->delete, {sink}, {network}", "ms", bound))
     if "rss" in args.measures:
-        runs.append(("rss", lambda tree, folder: rss_run(tree, folder, per_queue=args.per_queue)))
+        runs.append(("rss", partial(rss_run, per_queue=args.per_queue)))
         rows.append(Measure("peak RSS, 8 queues", "MB", GUARDRAILS["rss"]))
         rows.append(Measure("RSS after the drain, 8 queues", "MB"))
     if "throughput" in args.measures:
-        runs.append(
-            (
-                "throughput",
-                lambda tree, folder: throughput_run(tree, folder, latency_ms=args.latency_ms, count=args.wan_messages),
-            )
-        )
+        runs.append(("throughput", partial(throughput_run, latency_ms=args.latency_ms, count=args.wan_messages)))
         rows.append(Measure(f"throughput, {latency}, 1 long poll", "/s", GUARDRAILS["throughput"]))
     if "drain" in args.measures:
         for sink in args.sinks:
-            runs.append(
-                (
-                    f"drain {sink}",
-                    lambda tree, folder, sink=sink: drain_run(tree, folder, sink=sink, count=args.messages),
-                )
-            )
+            runs.append((f"drain {sink}", partial(drain_run, sink=sink, count=args.messages)))
             rows.append(Measure(f"drain msg/s, {sink}, loopback", "/s"))
             rows.append(Measure(f"drain CPU per receipt, {sink}, loopback", "µs"))
     return runs, rows
@@ -289,6 +280,9 @@ def main() -> None:
     parser.add_argument("--per-queue", type=int, default=2000, help="receipts seeded per queue (rss)")
     parser.add_argument("--wan-messages", type=int, default=3000, help="backlog drained (throughput)")
     parser.add_argument("--messages", type=int, default=15000, help="backlog drained per sink (drain)")
+    parser.add_argument(
+        "--scratch", type=Path, default=None, help="folder for the sinks' files (default: the system's temporary one)"
+    )
     args = parser.parse_args()
     args.sinks = [sink.strip() for sink in args.sinks.split(",")]
     args.measures = [measure.strip() for measure in args.measures.split(",")]
@@ -299,10 +293,15 @@ def main() -> None:
     runs, rows = plan(args)
     began = time.perf_counter()
     figures: dict[str, dict[str, list[float]]] = {row.label: {side: [] for side in SIDES} for row in rows}
-    with tempfile.TemporaryDirectory(prefix="daemon-ab-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="daemon-ab-", dir=args.scratch) as scratch:
         folder = Path(scratch)
+        # The sinks fsync every batch: a disk that other work keeps busy shows in the p99 rows.
+        disk = fsync_probe(folder / "fsync-before")
         trees = {"baseline": export_revision(args.baseline, folder), "candidate": ROOT}
         for name, tree in trees.items():
+            # Compiled up front: a freshly exported tree would otherwise compile the modules its daemon
+            # imports lazily inside the first measured window, which the other side does not.
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "mns_consumer")], check=True)  # noqa: S603
             # Each side must run its own code: a check, since a daemon started in a source tree once
             # imported that tree for both sides, and every ratio came out as 1.00 +- noise.
             loaded = imported_package(tree, folder / f"check-{name}")
@@ -320,10 +319,12 @@ def main() -> None:
                     shown = ", ".join(f"{label.split(',')[0]} {value:.1f}" for label, value in got.items())
                     load = os.getloadavg()[0]
                     print(f"round {round_number + 1} {run_name:<22} {side:<9} {shown} (load {load:.1f})", flush=True)
+        disk_after = fsync_probe(folder / "fsync-after")
     wall = time.perf_counter() - began
     print(
         f"\ncandidate (this tree) / baseline ({args.baseline}): medians of {args.rounds} paired rounds,"
-        f" steady {args.rate:g}/s for {args.seconds:g} s, {wall:.0f} s in all, load {os.getloadavg()[0]:.1f}"
+        f" steady {args.rate:g}/s for {args.seconds:g} s, {wall:.0f} s in all, load {os.getloadavg()[0]:.1f};"
+        f" fsync p99 {disk['p99_ms']:.1f} ms before, {disk_after['p99_ms']:.1f} ms after"
     )
     print("\n".join(report_lines(rows, figures)))
     print(json.dumps({"arguments": vars(args), "wall_seconds": round(wall), "figures": figures}))
