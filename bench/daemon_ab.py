@@ -327,7 +327,7 @@ def main() -> None:
         f" fsync p99 {disk['p99_ms']:.1f} ms before, {disk_after['p99_ms']:.1f} ms after"
     )
     print("\n".join(report_lines(rows, figures)))
-    print(json.dumps({"arguments": vars(args), "wall_seconds": round(wall), "figures": figures}))
+    print(json.dumps({"arguments": vars(args), "wall_seconds": round(wall), "figures": figures}, default=str))
 
 
 if __name__ == "__main__":
