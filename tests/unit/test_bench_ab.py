@@ -62,8 +62,8 @@ def test_guardrails_read_their_bounds_the_right_way_round() -> None:
     assert not cpu.met(summary(ratio=1.31, candidate=1.0))
     assert p99.met(summary(ratio=9.0, candidate=50.0))
     assert not p99.met(summary(ratio=1.0, candidate=50.1))
-    assert throughput.met(summary(ratio=0.98, candidate=1.0))  # what running the same code twice differs by
-    assert not throughput.met(summary(ratio=0.97, candidate=1e9))
+    assert throughput.met(summary(ratio=0.95, candidate=1.0))  # what running the same code twice differs by
+    assert not throughput.met(summary(ratio=0.94, candidate=1e9))
     assert ab.GUARDRAILS["rss"].describe("MB") == "<= 100 MB"
     assert cpu.describe("µs") == "ratio <= 1.3"
 
