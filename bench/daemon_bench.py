@@ -72,7 +72,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import yaml
@@ -194,7 +194,7 @@ class EmulatorProcess:
         self.queues: dict[str, str] = self.described["queues"]
         self._factory = ReceiptFactory(Clock(), 7)
 
-    def __enter__(self) -> EmulatorProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
