@@ -53,7 +53,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 import yaml
 from mns.account import Account
@@ -77,20 +76,12 @@ class WanEmulator(base.EmulatorProcess):
     """The emulator in its own process, with a WAN profile, optional TLS and the flow limiter on."""
 
     def __init__(self, latency_ms: float, jitter_ms: float, tls_dir: Path | None, throttle: float = 0.0) -> None:
-        command = [sys.executable, "-m", "mns_consumer", "emulator", "--listen", "127.0.0.1:0", "--json"]
-        command += ["--queue", f"{QUEUE_TYPE}=Alicom-Queue-i1-{QUEUE_TYPE}", "--max-long-polls", "16"]
-        command += ["--latency-ms", str(latency_ms), "--jitter-ms", str(jitter_ms), "--flow-limit"]
+        options = ["--latency-ms", str(latency_ms), "--jitter-ms", str(jitter_ms), "--flow-limit"]
         if throttle:
-            command += ["--throttle-probability", str(throttle)]
+            options += ["--throttle-probability", str(throttle)]
         if tls_dir is not None:
-            command += ["--tls", "--tls-dir", str(tls_dir)]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=base.clean_env())  # noqa: S603
-        assert self.process.stdout is not None
-        self.described: dict[str, Any] = json.loads(self.process.stdout.readline())
-        self.pid = self.process.pid
-        verify: Any = self.described["ca_file"] or True
-        self.admin = httpx.Client(base_url=self.described["admin_url"], trust_env=False, timeout=120, verify=verify)
-        self.queues: dict[str, str] = self.described["queues"]
+            options += ["--tls", "--tls-dir", str(tls_dir)]
+        super().__init__((QUEUE_TYPE,), *options, max_long_polls=16)
 
     def state(self) -> dict[str, Any]:
         return dict(self.admin.get("state").json())

@@ -59,6 +59,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -71,7 +72,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import yaml
@@ -115,11 +116,13 @@ def clean_env() -> dict[str, str]:
     return {"MALLOC_ARENA_MAX": "2", **{k: v for k, v in os.environ.items() if "proxy" not in k.lower()}}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used so far (Linux /proc, all threads)."""
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User + system CPU a process has used so far (Linux /proc, all threads), and with
+    ``reaped_children`` that of its children that ended and were waited for."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(tick) for tick in fields[11 : 15 if reaped_children else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -141,11 +144,13 @@ def children_of(pid: int) -> list[int]:
 
 
 def family_cpu_seconds(pid: int) -> float:
-    """CPU of a process and of its live children: the daemon's work includes its writer process's."""
-    total = cpu_seconds(pid)
+    """CPU of a process and of its children, live or ended: the daemon's work includes its writer
+    process's and a token child's, which may end between two readings (its CPU then moves from the
+    live count to the reaped one, so a difference of two readings stays right)."""
+    total = cpu_seconds(pid, reaped_children=True)
     for child in children_of(pid):
         with contextlib.suppress(OSError):  # ended meanwhile
-            total += cpu_seconds(child)
+            total += cpu_seconds(child, reaped_children=True)
     return total
 
 
@@ -166,20 +171,31 @@ def memory_mb(pid: int) -> dict[str, float]:
 class EmulatorProcess:
     """The emulator in its own process, with its admin endpoint and the master key's SDK account."""
 
-    def __init__(self, message_types: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        message_types: tuple[str, ...],
+        *options: str,
+        host: str = "127.0.0.1",
+        max_long_polls: int = 64,
+        stderr: Path | None = None,
+    ) -> None:
+        """``options`` are more ``emulator`` options (``--latency-ms 20`` for a WAN profile, ``--tls``...)."""
         queue_args = [arg for t in message_types for arg in ("--queue", f"{t}=Alicom-Queue-i1-{t}")]
-        command = [sys.executable, "-m", "mns_consumer", "emulator", "--listen", "127.0.0.1:0", "--json"]
-        self.process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
-            [*command, *queue_args, "--max-long-polls", "64"], stdout=subprocess.PIPE, text=True, env=clean_env()
-        )
+        command = [sys.executable, "-m", "mns_consumer", "emulator", "--listen", f"{host}:0", "--json"]
+        command += [*queue_args, "--max-long-polls", str(max_long_polls), *options]
+        with open(stderr or os.devnull, "w") as errors:
+            self.process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
+                command, stdout=subprocess.PIPE, stderr=None if stderr is None else errors, text=True, env=clean_env()
+            )
         assert self.process.stdout is not None
         self.described: dict[str, Any] = json.loads(self.process.stdout.readline())
         self.pid = self.process.pid
-        self.admin = httpx.Client(base_url=self.described["admin_url"], trust_env=False, timeout=120)
+        verify: Any = self.described.get("ca_file") or True
+        self.admin = httpx.Client(base_url=self.described["admin_url"], trust_env=False, timeout=120, verify=verify)
         self.queues: dict[str, str] = self.described["queues"]
         self._factory = ReceiptFactory(Clock(), 7)
 
-    def __enter__(self) -> EmulatorProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -223,12 +239,17 @@ class EmulatorProcess:
         chosen = self.queue_states(queue_names)
         return sum(q["active"] + q["delayed"] for q in chosen), sum(q["inactive"] for q in chosen)
 
-    def first_received_ms(self, queue_names: list[str]) -> int:
-        """When a receive first handed out a message of any of these queues (ms, emulator clock)."""
+    def drain_seconds(self, queue_names: list[str]) -> float:
+        """From the first receive that handed out a message of these queues to their last delete.
+
+        Both ends as the emulator recorded them (admin ``state``'s ``first_received_ms``, the deletion
+        log), on its clock, which is this host's: a consumer's start-up stays outside the window.
+        """
         times = [q["first_received_ms"] for q in self.queue_states(queue_names)]
         if None in times:
             raise RuntimeError(f"no message was ever received from some of {queue_names}")
-        return int(min(times))
+        last_delete_ms = max(deleted for name in queue_names for _, deleted in self.deletions(name))
+        return (last_delete_ms - min(times)) / 1000
 
     def deletions(self, queue_name: str) -> list[tuple[int, int]]:
         """(EnqueueTime, delete time) in ms, on the emulator's clock, of the queue's deleted messages."""
@@ -274,11 +295,13 @@ class DaemonProcess:
         *,
         debug: bool = False,
         cpus: set[int] | None = None,
+        queue_settings: dict[str, Any] | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         config = emulator_config(emulator.described, folder)
         config["queues"] = [
-            {"message_type": t, "queue_name": emulator.queues[t], "sinks": list(sinks)} for t in message_types
+            {"message_type": t, "queue_name": emulator.queues[t], "sinks": list(sinks), **(queue_settings or {})}
+            for t in message_types
         ]
         config["sinks"] = {name: spec for name, spec in config["sinks"].items() if name in sinks}  # type: ignore[attr-defined]
         self.log_path = folder / "daemon.log"
@@ -335,11 +358,12 @@ def daemon_drain(
     count: int,
     poll_seconds: float = 0.02,
     cpus: set[int] | None = None,
+    queue_settings: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Seed ``count`` receipts, start the daemon (on ``cpus`` only, if given), and time it from first
-    receive to empty queue."""
+    """Seed ``count`` receipts, start the daemon (on ``cpus`` only, if given; ``queue_settings`` added to
+    its queue entry), and time it from first receive to empty queue."""
     emulator.seed(QUEUE_TYPE, count)
-    daemon = DaemonProcess(emulator, folder, (QUEUE_TYPE,), sinks, cpus=cpus)
+    daemon = DaemonProcess(emulator, folder, (QUEUE_TYPE,), sinks, cpus=cpus, queue_settings=queue_settings)
     try:
         row = watch_drain(emulator, [emulator.queues[QUEUE_TYPE]], count, daemon, poll_seconds)
     finally:
@@ -361,7 +385,8 @@ def watch_drain(
     Polling is load on the emulator (about half a millisecond of its CPU a call) and on this process,
     which rows (a) and (b), timed in-process, never pay. So the state is polled every ``poll_seconds``
     only until the first receive shows (the daemon's CPU is read from there), then every
-    ``DRAIN_POLL_SECONDS``, which costs no precision since the window comes from the emulator's records.
+    ``DRAIN_POLL_SECONDS``, which costs no precision since the window comes from the emulator's records
+    (:meth:`EmulatorProcess.drain_seconds`).
     """
     while True:
         visible, inflight = emulator.remaining(queue_names)
@@ -373,9 +398,7 @@ def watch_drain(
         time.sleep(DRAIN_POLL_SECONDS)
         visible, inflight = emulator.remaining(queue_names)
     cpu_daemon, cpu_emulator = daemon.cpu() - cpu_daemon_began, emulator.cpu() - cpu_emulator_began
-    first_receive_ms = emulator.first_received_ms(queue_names)
-    last_delete_ms = max(deleted for name in queue_names for _, deleted in emulator.deletions(name))
-    seconds = (last_delete_ms - first_receive_ms) / 1000
+    seconds = emulator.drain_seconds(queue_names)
     return {
         "messages": float(count),
         "seconds": seconds,
@@ -580,6 +603,8 @@ def trickle_latency(
         deadline = time.monotonic() + 60
         while emulator.remaining([queue_name]) != (0, 0) and time.monotonic() < deadline:
             time.sleep(0.05)
+        # All the work the trickle's receipts cost the daemon, the last ones' included.
+        used_through_drain = daemon.cpu() - cpu_daemon
     finally:
         daemon.stop()
     per_message = sorted((deleted - enqueued) / 1000 for enqueued, deleted in emulator.deletions(queue_name))
@@ -592,6 +617,7 @@ def trickle_latency(
         "p99_ms": percentile(per_message, 0.99) * 1000,
         "max_ms": per_message[-1] * 1000,
         "consumer_cpu_cores": used_daemon / wall,
+        "consumer_cpu_seconds": used_through_drain,
         "emulator_cpu_cores": used_emulator / wall,
     }
     return {**row, **(batch_breakdown(daemon.events()) if debug else {})}
@@ -634,7 +660,8 @@ def iso_seconds(text: str) -> float:
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+    """The nearest-rank percentile of sorted figures: the smallest one at least ``fraction`` of them reach."""
+    return ordered[max(0, math.ceil(len(ordered) * fraction) - 1)]
 
 
 def fsync_probe(folder: Path, appends: int = 200) -> dict[str, float]:

@@ -42,13 +42,14 @@ import httpx
 import sqlalchemy as sa
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from daemon_bench import DRAIN_POLL_SECONDS, QUEUE, QUEUE_TYPE, EmulatorProcess, clean_env, cpu_seconds
 
 from mns_consumer.emulator.consumer_config import emulator_config  # what `emulator --print-config` prints
 from tests.support.replica_network import BoundTcpProxy, NetworkUnavailable, ReplicaNetwork
 
-QUEUE_TYPE = "SmsReport"
-QUEUE = "Alicom-Queue-i1-SmsReport"
 METRICS_PORT = 9464
 """Each replica's metrics port, on its own address: every namespace has its own ports, as hosts do."""
 DATABASES = {
@@ -56,61 +57,18 @@ DATABASES = {
     "mariadb": ("mysql+pymysql", "root", 3306),
 }
 """--database -> (driver URL scheme, user, port on 127.0.0.1); database ``test``, no password."""
-DRAIN_POLL_SECONDS = 0.25
-"""How often a drain under way is polled (its end is read from the deletion log, not the poll)."""
 
 
-def clean_env() -> dict[str, str]:
-    """The environment without proxies: the Tea SDK sends even bridge-local requests through them."""
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used so far (Linux /proc, all threads)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class EmulatorProcess:
-    """The emulator in its own process on the bridge address, with its admin endpoint."""
-
-    def __init__(self, host: str, latency_seconds: float, folder: Path) -> None:
-        command = [sys.executable, "-m", "mns_consumer", "emulator", "--listen", f"{host}:0", "--json"]
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / "emulator.stderr").open("w") as stderr:
-            self.process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
-                [*command, "--queue", f"{QUEUE_TYPE}={QUEUE}", "--max-long-polls", "64"],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-                env=clean_env(),
-            )
-        assert self.process.stdout is not None
-        self.described: dict[str, Any] = json.loads(self.process.stdout.readline())
-        self.admin = httpx.Client(base_url=self.described["admin_url"], trust_env=False, timeout=120)
-        fault = {"kind": "latency", "service": "mns", "seconds": latency_seconds}
-        self.admin.post("faults", json=fault).raise_for_status()
-
-    def close(self) -> None:
-        self.admin.close()
-        self.process.terminate()
-        self.process.wait(timeout=15)
-
-    def seed(self, count: int) -> None:
-        for start in range(0, count, 2000):
-            chunk = min(2000, count - start)
-            self.admin.post("receipts", json={"message_type": QUEUE_TYPE, "count": chunk}).raise_for_status()
-
-    def remaining(self) -> int:
-        state = self.admin.get("state").json()["queues"][QUEUE]
-        return int(state["active"] + state["inactive"] + state["delayed"])
-
-    def window_seconds(self) -> float:
-        """From the first receive that handed out a message to the last delete (emulator clock)."""
-        first = self.admin.get("state").json()["queues"][QUEUE]["first_received_ms"]
-        deletions = self.admin.get("deletions", params={"queue": QUEUE}).json()["deletions"]
-        return (max(int(deleted) for _, deleted in deletions) - int(first)) / 1000
+def emulator_on(host: str, latency_seconds: float, folder: Path) -> EmulatorProcess:
+    """The emulator in its own process on the bridge address, every MNS call ``latency_seconds`` late."""
+    folder.mkdir(parents=True, exist_ok=True)
+    emulator = EmulatorProcess((QUEUE_TYPE,), host=host, stderr=folder / "emulator.stderr")
+    try:
+        emulator.add_latency(latency_seconds)
+    except BaseException:
+        emulator.close()
+        raise
+    return emulator
 
 
 class ReplicaProcess:
@@ -176,7 +134,7 @@ def drain_row(
 ) -> dict[str, Any]:
     """Start ``replicas`` daemons on an empty queue, seed the backlog, and time its drain."""
     table = f"receipts_bench_{uuid.uuid4().hex[:10]}"
-    emulator = EmulatorProcess(network.server_address, args.latency_ms / 1000, folder / f"{replicas}x-emulator")
+    emulator = emulator_on(network.server_address, args.latency_ms / 1000, folder / f"{replicas}x-emulator")
     started: list[ReplicaProcess] = []
     try:
         config = emulator_config(emulator.described, folder)
@@ -188,13 +146,13 @@ def drain_row(
             replica.wait_ready()
         load = os.getloadavg()[0]
         seeding = time.perf_counter()
-        emulator.seed(args.messages)
+        emulator.seed(QUEUE_TYPE, args.messages)
         seeding = time.perf_counter() - seeding
-        cpu_emulator = cpu_seconds(emulator.process.pid)
-        while emulator.remaining():
+        cpu_emulator = cpu_seconds(emulator.pid)
+        while emulator.remaining() != (0, 0):
             time.sleep(DRAIN_POLL_SECONDS)
-        cpu_emulator = cpu_seconds(emulator.process.pid) - cpu_emulator
-        seconds = emulator.window_seconds()
+        cpu_emulator = cpu_seconds(emulator.pid) - cpu_emulator
+        seconds = emulator.drain_seconds([QUEUE])
         per_receive = [replica.receipts_per_receive() for replica in started]
         deleted = [int(replica.stop()["deleted"]) for replica in started]
         with admin.connect() as connection:
