@@ -19,6 +19,8 @@ never quote the SDK's or urllib3's text, which can hold response bodies or heade
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import socket
 import ssl
 import threading
@@ -133,8 +135,7 @@ class MnsQueue:
         except MNSClientParameterException as exc:
             raise ValueError(f"{exc.type}: {exc.message}") from exc
         try:
-            # The system store (and SSL_CERT_FILE), as the SDK trusted, rather than certifi's bundle.
-            context = ssl.create_default_context(cafile=ca_file)
+            context = tls_context(ca_file)
         except OSError as exc:
             raise ValueError(f"cannot load ca_file {ca_file}: {exc}") from exc
         self._queue_name = queue_name
@@ -438,6 +439,21 @@ def _describe(exc: HTTPError) -> str:
     if isinstance(cause, OSError):
         return f"{type(cause).__name__}: {cause.strerror or 'connection failed'}"
     return type(exc).__name__
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The process's TLS context for ``ca_file`` (None: the system store and SSL_CERT_FILE, as the SDK trusted).
+
+    Shared by every client: building one reads the whole CA bundle, which cost each new receiver thread
+    tens of milliseconds of CPU and about a megabyte, and a context is safe to share between threads.
+    """
+    return _shared_context(ca_file, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_context(ca_file: str | None, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """One context per trust source; the variables are part of the key, as they decide what None trusts."""
+    return ssl.create_default_context(cafile=ca_file)
 
 
 class _Calling(threading.local):

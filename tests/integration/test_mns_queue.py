@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +16,13 @@ from mns_consumer.alicom.queue import (
     ABORTED,
     NETWORK_ERROR,
     TIMEOUT,
-    MessageGone,
     MnsQueue,
     ReceivedMessage,
+    tls_context,
 )
 from mns_consumer.emulator import Emulator
-from mns_consumer.errors import QueueAuthError, QueueNotFound, QueueUnavailable
+from mns_consumer.emulator.tls import generate_tls_material
+from mns_consumer.errors import MessageGone, QueueAuthError, QueueNotFound, QueueUnavailable
 from tests.support.tcp_proxy import TcpProxy
 
 QUEUE = "Alicom-Queue-i1-SmsReport"
@@ -468,3 +470,16 @@ def test_a_refused_connection_is_a_network_error_at_once(
 
     assert caught.value.code == NETWORK_ERROR
     assert "ConnectionRefusedError" in str(caught.value)
+
+
+def test_clients_share_one_tls_context_per_trust_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each receiver thread's client reuses the process's context instead of reading the CA bundle again,
+    and a different SSL_CERT_FILE (what a None ca_file trusts) gets a context of its own."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    first = tls_context(None)
+    assert tls_context(None) is first
+
+    material = generate_tls_material(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(material.cert_path))
+    assert tls_context(None) is not first
+    assert tls_context(str(material.cert_path)) is tls_context(str(material.cert_path))
