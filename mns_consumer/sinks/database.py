@@ -330,7 +330,9 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         """
         if value is None:
             return None
-        utc = _as_utc(value)
+        if value.utcoffset() is None:
+            raise ValueError("naive datetime: the database sink stores only timezone-aware times")
+        utc = value.astimezone(UTC)
         return utc if dialect.name == "postgresql" else utc.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -338,12 +340,6 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _as_utc(value: datetime) -> datetime:
-    if value.utcoffset() is None:
-        raise ValueError("naive datetime: the database sink stores only timezone-aware times")
-    return value.astimezone(UTC)
 
 
 class utc_now(FunctionElement[datetime]):  # noqa: N801  (SQL functions are lower case, like sa.func.now)
@@ -536,18 +532,17 @@ class DatabaseSink:
                 stored.
             RuntimeError: If the sink is not open.
         """
-        if self._engine is None:
-            raise RuntimeError(f"database sink {self.name!r} is not open")
+        engine = self._open_engine()
         rows, rejected = self._rows(batch)
         projections = self._projections(batch, rows)
         if rows:
             try:
-                self._insert(self._engine, rows, projections)
+                self._insert(engine, rows, projections)
             except _RefusedDataError as refused:
                 log.warning(
                     "sink.database.batch_refused", sink=self.name, rows=len(rows), error=str(refused), fallback="rows"
                 )
-                rejected.update(self._insert_one_by_one(self._engine, rows, projections))
+                rejected.update(self._insert_one_by_one(engine, rows, projections))
         accepted = frozenset(row["dedupe_key"] for row in rows if row["dedupe_key"] not in rejected)
         return SinkResult(accepted=accepted, rejected=rejected)
 
@@ -558,10 +553,14 @@ class DatabaseSink:
             SinkUnavailable: If the database is unreachable, timed out or locked.
             RuntimeError: If the sink is not open.
         """
+        engine = self._open_engine()
+        with self._availability(engine), engine.connect() as connection:
+            return frozenset(self._stored_among(connection, list(dict.fromkeys(keys))))
+
+    def _open_engine(self) -> Engine:
         if self._engine is None:
             raise RuntimeError(f"database sink {self.name!r} is not open")
-        with self._availability(self._engine), self._engine.connect() as connection:
-            return frozenset(self._stored_among(connection, list(dict.fromkeys(keys))))
+        return self._engine
 
     def close(self) -> None:
         """Close every pooled connection; the sink is not used afterwards."""
@@ -1024,15 +1023,14 @@ class DatabaseSink:
         """
         from mns_consumer.sinks.status_tables import sweep_statement  # noqa: PLC0415
 
-        if self._engine is None:
-            raise RuntimeError(f"database sink {self.name!r} is not open")
+        engine = self._open_engine()
         if self._status_table is None:
             return 0
         cutoff = (now or datetime.now(UTC)) - timedelta(hours=older_than_hours)
         statement = sweep_statement(self._status_table, self._backend, cutoff, batch_rows)
         swept = 0
         while True:
-            with self._call(), self._availability(self._engine), self._engine.begin() as connection:
+            with self._call(), self._availability(engine), engine.begin() as connection:
                 changed = connection.execute(statement).rowcount
             swept += changed
             if changed < batch_rows:
@@ -1041,13 +1039,10 @@ class DatabaseSink:
     def _insert_statement(self) -> sa.Insert:
         table = self._table
         dialect = dialect_module(self._backend)
-        statement: sa.Insert
         if self._backend in ("postgresql", "sqlite"):
-            statement = dialect.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        else:
-            # A no-op update, unlike INSERT IGNORE, lets every other error (data too long, ...) raise.
-            statement = dialect.insert(table).on_duplicate_key_update(dedupe_key=table.c.dedupe_key)
-        return statement
+            return dialect.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])  # type: ignore[no-any-return]
+        # A no-op update, unlike INSERT IGNORE, lets every other error (data too long, ...) raise.
+        return dialect.insert(table).on_duplicate_key_update(dedupe_key=table.c.dedupe_key)  # type: ignore[no-any-return]
 
     @contextmanager
     def _availability(self, engine: Engine, *, data_refusals: bool = False) -> Iterator[None]:
