@@ -486,7 +486,12 @@ class DatabaseSink:
         self._driver_error: type[Exception] = Exception
         # The outcome columns the table has (all of them once created or upgraded by this sink).
         self._outcome_columns: tuple[str, ...] = OUTCOME_COLUMNS
-        self._status_table, self._opt_out_table = self._projection_tables()
+        # Imported here: status_tables builds on this module's column types, so it imports this module.
+        from mns_consumer.sinks.status_tables import opt_out_table, status_table  # noqa: PLC0415
+
+        status_name, opt_out_name = config.status_table_name(), config.opt_out_table_name()
+        self._status_table = status_table(sa.MetaData(), status_name) if status_name else None
+        self._opt_out_table = opt_out_table(sa.MetaData(), opt_out_name) if opt_out_name else None
         self._upserts: list[tuple[int, sa.Table, sa.Insert]] | None = None
         self._lookups: dict[bool, sa.Select[Any]] = {}
 
@@ -542,7 +547,11 @@ class DatabaseSink:
                 log.warning(
                     "sink.database.batch_refused", sink=self.name, rows=len(rows), error=str(refused), fallback="rows"
                 )
-                rejected.update(self._insert_one_by_one(engine, rows, projections))
+                for row in rows:
+                    try:
+                        self._insert(engine, [row], projections)
+                    except _RefusedDataError as one:
+                        rejected[row["dedupe_key"]] = f"the database refused it: {one}"
         accepted = frozenset(row["dedupe_key"] for row in rows if row["dedupe_key"] not in rejected)
         return SinkResult(accepted=accepted, rejected=rejected)
 
@@ -893,29 +902,6 @@ class DatabaseSink:
                     continue
                 raise
             return
-
-    def _insert_one_by_one(
-        self, engine: Engine, rows: list[dict[str, Any]], projections: Projections
-    ) -> dict[str, str]:
-        rejected: dict[str, str] = {}
-        for row in rows:
-            try:
-                self._insert(engine, [row], projections)
-            except _RefusedDataError as refused:
-                rejected[row["dedupe_key"]] = f"the database refused it: {refused}"
-        return rejected
-
-    def _projection_tables(self) -> tuple[sa.Table | None, sa.Table | None]:
-        """The status and opt-out tables this sink writes, None where turned off."""
-        # Imported here: status_tables builds on this module's column types, so it imports this module.
-        from mns_consumer.sinks import status_tables  # noqa: PLC0415
-
-        metadata = sa.MetaData()
-        status_name, opt_out_name = self.config.status_table_name(), self.config.opt_out_table_name()
-        return (
-            status_tables.status_table(metadata, status_name) if status_name else None,
-            status_tables.opt_out_table(metadata, opt_out_name) if opt_out_name else None,
-        )
 
     def _projections(self, batch: Sequence[Receipt], rows: list[dict[str, Any]]) -> Projections:
         """What each storable receipt of the batch contributes to the status and opt-out tables."""

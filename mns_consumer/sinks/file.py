@@ -281,18 +281,9 @@ def encode_json_line(data: dict[str, Any]) -> bytes:
 
 
 def open_for_append(path: str, *, file_mode: int, fsync: bool) -> int:
-    """Open a file for appending (and reading back), creating it and its folders as needed.
+    """A descriptor appending to ``path``, created with its folders as :func:`mns_consumer.files.open_private` does.
 
-    A new file gets exactly ``file_mode`` and new folders 0700, whatever the umask (see
-    :mod:`mns_consumer.files`); with ``fsync``, the folders holding new names are synced. An existing
-    file keeps the mode its owner gave it.
-
-    Returns:
-        A file descriptor opened ``O_RDWR | O_APPEND``: read access lets the sink check the last byte
-        for a torn line.
-
-    Raises:
-        OSError: If the file or a folder cannot be opened or created.
+    ``O_RDWR``, not write only: the sink reads the last byte back to find a torn line.
     """
     return open_private(path, os.O_RDWR | os.O_APPEND, mode=file_mode, make_dirs=True, fsync=fsync)
 
