@@ -109,18 +109,6 @@ __all__ = [
     "dedupe_key",
 ]
 
-MESSAGE_TYPES: Final[tuple[str, ...]] = (
-    "SmsReport",
-    "GlobeSmsReport",
-    "SmsUp",
-    "SignSmsReport",
-    "TemplateSmsReport",
-    "MnsCardVender",
-    "MnsCardTemplate",
-    "DypnsSmsVerifyReport",
-)
-"""The MessageTypes this module decodes; any other is rejected with this list in the reason."""
-
 IDENTITY_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "SmsReport": ("biz_id", "phone_number", "status"),
     "SmsReport/international": ("message_id", "to", "status"),
@@ -628,11 +616,16 @@ class _Fields:
         """The receipt: the decoded ``fields``, every body field not in ``mapped`` in ``extra``, its dedupe key.
 
         ``identity`` holds the family's identity values in key order; ``extra`` (normalized values) replaces
-        or adds to the unmapped fields.
+        or adds to the unmapped fields. A delivery report also gets its outcome (:func:`classify`).
         """
         remaining = self.unmapped(mapped)
         if extra:
             remaining.update(extra)
+        if kind == "delivery_report":
+            fields["outcome_class"], fields["retryable"] = classify(fields["status"], fields["error_code"]) or (
+                None,
+                None,
+            )
         return Receipt(
             kind=kind,
             message_type=self.message_type,
@@ -720,7 +713,6 @@ def _international_report(fields: _Fields) -> Receipt:
         "SmsReport/international",
         (message_id, to, status),
         _INTERNATIONAL_MAPPED,
-        **_outcome(status, error_code),
         phone_number=to,
         status=status,
         out_id=fields.text("OutId", "out_id", "outId"),
@@ -743,7 +735,6 @@ def _globe_report(fields: _Fields) -> Receipt:
         "GlobeSmsReport",
         (message_id, to, status),
         _GLOBE_MAPPED,
-        **_outcome(status, error_code),
         phone_number=to,
         status=status,
         out_id=fields.text("out_id", "outId"),
@@ -872,17 +863,6 @@ def _canonical_tmp_ops(fields: _Fields) -> str:
     return json.dumps(sorted(pairs), ensure_ascii=True, separators=(",", ":"))
 
 
-def _outcome(status: Status, error_code: str | None) -> Mapping[str, Any]:
-    """A delivery report's ``outcome_class`` and ``retryable`` (:func:`mns_consumer.outcomes.classify`)."""
-    verdict = classify(status, error_code)
-    if verdict is None:
-        return _NO_OUTCOME
-    return {"outcome_class": verdict[0], "retryable": verdict[1]}
-
-
-_NO_OUTCOME: Final[Mapping[str, Any]] = {"outcome_class": None, "retryable": None}
-
-
 def _mapped_code(fields: _Fields, name: str, statuses: Mapping[int, Status]) -> Status:
     """A numeric status code mapped to its normalized status."""
     code = fields.code(name)
@@ -906,14 +886,17 @@ def _review_status(fields: _Fields, name: str) -> Status:
 
 _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
     "SmsReport": _mainland_report,
-    "DypnsSmsVerifyReport": _mainland_report,
     "GlobeSmsReport": _globe_report,
     "SmsUp": _sms_up,
     "SignSmsReport": _sign_report,
     "TemplateSmsReport": _template_report,
     "MnsCardVender": _card_vender,
     "MnsCardTemplate": _card_template,
+    "DypnsSmsVerifyReport": _mainland_report,
 }
+
+MESSAGE_TYPES: Final[tuple[str, ...]] = tuple(_DECODERS)
+"""The MessageTypes this module decodes; any other is rejected with this list in the reason."""
 
 
 def _as_text(value: Any) -> str | None:
