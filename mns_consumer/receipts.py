@@ -36,47 +36,14 @@ key. The source, queue, raw body and the MNS message id are never part of it, so
 key whether it came from MNS, a push or a backfill. :func:`dedupe_key` computes it from the identity
 values alone, for code that builds receipts from other data (QuerySendDetails backfill).
 
-=========================  ==========================================  ======================================
-Family (MessageType)       Identity, in key order                      Body fields
-=========================  ==========================================  ======================================
-SmsReport (mainland)       biz_id, phone_number, status                ``biz_id``, ``phone_number``,
-                                                                       ``success``
-SmsReport/international    message_id, to, status                      ``MessageId``, ``To``, ``Status``
-DypnsSmsVerifyReport       biz_id, phone_number, status                as mainland SmsReport
-GlobeSmsReport             message_id, to, status                      ``message_id``, ``to``, ``status``
-SmsUp                      phone_number, sequence_id, send_time,       ``phone_number``, ``sequence_id``,
-                           dest_code                                   ``send_time``, ``dest_code``
-SignSmsReport              sign_name, order_id, sign_status            ``sign_name``, ``order_id`` or
-                                                                       ``orderId``, ``sign_status``
-TemplateSmsReport          template_code, order_id, template_status    ``template_code``, ``order_id`` or
-                                                                       ``orderId``, ``template_status``
-MnsCardVender              mobile, out_id, render_status               ``mobile``, ``outId``,
-                                                                       ``render_status``
-MnsCardTemplate            template_code, approval_status, tmp_ops     ``template_code``,
-                                                                       ``approval_status``, ``tmpOps``
-=========================  ==========================================  ======================================
-
-Why these identities:
-
-* Delivery reports: one ``biz_id`` covers every number of a batch send, so the number is part of the
-  identity (reference 4.1, pitfall 6). The normalized status is part of it too. Duplicates of one
-  receipt always carry the same status, so this costs no deduplication, but a number can be reported
-  more than once with different outcomes (a failed or expired report, then a delivered one after a
-  carrier retry, or a QuerySendDetails ``pending`` before the real report), and a key without the
-  status would swallow the later, final report. ``report_time`` and ``err_code`` stay out, so that a
-  QuerySendDetails backfill, whose times and codes may be written differently, still dedupes against
-  the MNS receipt. The international and Globe reports follow the same rule for the same reason.
-* SmsUp: reference 4.9; ``sequence_id`` alone is not confirmed unique, and ``send_time`` is compared as
-  an instant, so the two time formats give one key.
-* Sign and template reviews: one ticket moves ``approving`` to ``approved`` or ``rejected``, and each
-  step is an event of its own.
-* MnsCardVender: the status is the numeric ``render_status`` code (``"0"``), not the normalized one,
-  since every non-zero code normalizes to ``failed``.
-* MnsCardTemplate: ``tmp_ops`` is the compact JSON of the sorted ``[vendorCode, state]`` pairs of
-  ``tmpOps``: vendor order and the human ``desc`` do not make a new event, a vendor's new state does.
-
-Every identity field is required: a body without one, or with one of an impossible type (an object, a
-boolean, a fraction), is rejected. The only exception is ``tmpOps``, whose absence reads as no vendors.
+The identity of each family is :data:`IDENTITY_FIELDS`; docs/receipts.md tabulates it with the body
+fields and says why. What the table there leaves out: ``report_time`` and ``err_code`` stay out of a
+report's identity so that a backfill, whose times and codes may be written differently, dedupes against
+the MNS receipt; SmsUp's ``send_time`` is compared as an instant, so both time formats give one key;
+MnsCardVender's status is the numeric ``render_status`` (every non-zero code normalizes to ``failed``);
+``tmp_ops`` is the compact JSON of the sorted ``[vendorCode, state]`` pairs of ``tmpOps``, so vendor
+order and ``desc`` make no new event, a vendor's new state does. Every identity field is required (an
+object, a boolean or a fraction there is rejected too), except ``tmpOps``, whose absence reads as no vendors.
 """
 
 from __future__ import annotations
