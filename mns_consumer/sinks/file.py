@@ -414,15 +414,13 @@ class FileSink:
                     self._recent.add_all(r.dedupe_key for r in receipts)
             return SinkResult.accept_all(batch)
 
-    def reopen(self) -> None:
-        """Close every file; the next write opens them again at their paths (logrotate, SIGHUP)."""
+    def close(self) -> None:
+        """Close every file (each was fsynced when written); the next write opens them again at their paths."""
         with self._lock:
             self._close_all()
 
-    def close(self) -> None:
-        """Close every file (each was fsynced when written); the sink may be opened again."""
-        with self._lock:
-            self._close_all()
+    reopen = close
+    """SIGHUP after logrotate: close every file, so the next write opens the new ones."""
 
     def _group_new_receipts(self, batch: Sequence[Receipt], now: datetime) -> dict[str, list[Receipt]]:
         keys = [r.dedupe_key for r in batch]
