@@ -106,7 +106,7 @@ _REVIEW_STATUSES: Mapping[str, Status] = {"approving": "approving", "approved": 
 
 
 def dedupe_key(family: str, **identity: str | datetime | None) -> str:
-    """The dedupe key of a receipt from its identity values (see the table in the module docstring).
+    """The dedupe key of a receipt from its identity values (see :data:`IDENTITY_FIELDS` and docs/receipts.md).
 
     Decoders call it for every receipt; code that builds receipts from other data calls it with the same
     normalized values to get the same key, e.g. a backfilled mainland report:

@@ -1,31 +1,14 @@
-"""The database sinks' projections: one status row per sent message and one row per opt-out.
-
-Besides the receipts table, a database sink keeps (unless turned off) two tables that answer the
-questions people ask of receipts without scanning them:
-
-* the **status table** (``<table>_status`` by default), one row per (``biz_id``, ``phone_number``):
-  the message's current ``state`` (``pending``, ``delivered``, ``failed``, ``unknown``), the error
-  code and outcome class that decided it, first and last report times and how many distinct
-  receipts were seen;
-* the **opt-out table** (``<table>_opt_outs``), one row per (``phone_number``, ``sign_name``,
-  ``dest_code``) that replied with an unsubscribe keyword.
+"""The database sinks' projections: one status row per sent message, one row per opt-out (docs/delivery-status.md).
 
 Both are written in the transaction that inserts the receipts, and only for the receipts that
-transaction actually inserted: a redelivery stored before changes nothing, so counts are not
-inflated, and a crash never leaves the receipts and their projection apart.
+transaction actually inserted: a redelivery stored before changes nothing, so counts are not inflated,
+and a crash never leaves the receipts and their projection apart.
 
-Ordering. Each delivery report gets a *decision key*, text that sorts as the rule says a report
-decides the state: a final report (delivered, failed, expired) beats a non-final one (pending); then
-the later report time wins (no time sorts first); then, at equal times, delivered beats failed; then
-the outcome class and the error code, compared as text. A report replaces the row's state, error
-code and outcome class only when its key is greater than the row's ``decided_by``. Every other
-column is a minimum (``sent_at``, ``first_report_at``), a maximum (``last_report_at``, and ``out_id``,
-``sign_name``, ``template_code``, which reports of one message agree on) or a sum
-(``receipts_seen``), so any order and any duplication of a message's reports leave the same row.
-
-``unknown`` is what the sweep (:func:`sweep_statement`) makes of a row still ``pending`` 72 hours
-after it was sent, as Alibaba's console shows it. It is not final: a later final report still moves
-it to delivered or failed, while a later non-final report leaves it ``unknown``.
+Ordering: a report's :func:`decision_key` is text that sorts as docs/delivery-status.md ranks reports;
+a report replaces the row's state, error code and outcome class only when its key is greater than the
+row's ``decided_by``. Every other column is a minimum, a maximum or a sum, so any order and duplication
+of a message's reports leave the same row. ``unknown`` (set by :func:`sweep_statement`) is not final:
+a later final report still decides the row, a later non-final one leaves it ``unknown``.
 """
 
 from __future__ import annotations
@@ -66,7 +49,7 @@ _NO_TIME: Final = "0000-00-00T00:00:00.000000"
 
 
 def decision_key(state: State, reported_at: datetime | None, outcome_class: str | None, error_code: str | None) -> str:
-    """The text by which a report competes to decide a message's state (see the module docstring).
+    """The text by which a report competes to decide a message's state (docs/delivery-status.md).
 
     Components are fixed-width or end with a space, which sorts below every character of an outcome
     class, so comparing the texts compares the components in order, on every backend (the column is
@@ -301,7 +284,7 @@ def _upsert(statement: Any, backend: str, keys: Sequence[str], sets: Sequence[tu
 
 
 def status_upsert(table: sa.Table, backend: str) -> sa.Insert:
-    """One atomic upsert per status row, applying the ordering rule of the module docstring in SQL."""
+    """One atomic upsert per status row, applying the ordering rule of docs/delivery-status.md in SQL."""
     statement, new = _insert(table, backend)
     old = table.c
     wins = new.decided_by > old.decided_by
