@@ -36,47 +36,14 @@ key. The source, queue, raw body and the MNS message id are never part of it, so
 key whether it came from MNS, a push or a backfill. :func:`dedupe_key` computes it from the identity
 values alone, for code that builds receipts from other data (QuerySendDetails backfill).
 
-=========================  ==========================================  ======================================
-Family (MessageType)       Identity, in key order                      Body fields
-=========================  ==========================================  ======================================
-SmsReport (mainland)       biz_id, phone_number, status                ``biz_id``, ``phone_number``,
-                                                                       ``success``
-SmsReport/international    message_id, to, status                      ``MessageId``, ``To``, ``Status``
-DypnsSmsVerifyReport       biz_id, phone_number, status                as mainland SmsReport
-GlobeSmsReport             message_id, to, status                      ``message_id``, ``to``, ``status``
-SmsUp                      phone_number, sequence_id, send_time,       ``phone_number``, ``sequence_id``,
-                           dest_code                                   ``send_time``, ``dest_code``
-SignSmsReport              sign_name, order_id, sign_status            ``sign_name``, ``order_id`` or
-                                                                       ``orderId``, ``sign_status``
-TemplateSmsReport          template_code, order_id, template_status    ``template_code``, ``order_id`` or
-                                                                       ``orderId``, ``template_status``
-MnsCardVender              mobile, out_id, render_status               ``mobile``, ``outId``,
-                                                                       ``render_status``
-MnsCardTemplate            template_code, approval_status, tmp_ops     ``template_code``,
-                                                                       ``approval_status``, ``tmpOps``
-=========================  ==========================================  ======================================
-
-Why these identities:
-
-* Delivery reports: one ``biz_id`` covers every number of a batch send, so the number is part of the
-  identity (reference 4.1, pitfall 6). The normalized status is part of it too. Duplicates of one
-  receipt always carry the same status, so this costs no deduplication, but a number can be reported
-  more than once with different outcomes (a failed or expired report, then a delivered one after a
-  carrier retry, or a QuerySendDetails ``pending`` before the real report), and a key without the
-  status would swallow the later, final report. ``report_time`` and ``err_code`` stay out, so that a
-  QuerySendDetails backfill, whose times and codes may be written differently, still dedupes against
-  the MNS receipt. The international and Globe reports follow the same rule for the same reason.
-* SmsUp: reference 4.9; ``sequence_id`` alone is not confirmed unique, and ``send_time`` is compared as
-  an instant, so the two time formats give one key.
-* Sign and template reviews: one ticket moves ``approving`` to ``approved`` or ``rejected``, and each
-  step is an event of its own.
-* MnsCardVender: the status is the numeric ``render_status`` code (``"0"``), not the normalized one,
-  since every non-zero code normalizes to ``failed``.
-* MnsCardTemplate: ``tmp_ops`` is the compact JSON of the sorted ``[vendorCode, state]`` pairs of
-  ``tmpOps``: vendor order and the human ``desc`` do not make a new event, a vendor's new state does.
-
-Every identity field is required: a body without one, or with one of an impossible type (an object, a
-boolean, a fraction), is rejected. The only exception is ``tmpOps``, whose absence reads as no vendors.
+The identity of each family is :data:`IDENTITY_FIELDS`; docs/receipts.md tabulates it with the body
+fields and says why. What the table there leaves out: ``report_time`` and ``err_code`` stay out of a
+report's identity so that a backfill, whose times and codes may be written differently, dedupes against
+the MNS receipt; SmsUp's ``send_time`` is compared as an instant, so both time formats give one key;
+MnsCardVender's status is the numeric ``render_status`` (every non-zero code normalizes to ``failed``);
+``tmp_ops`` is the compact JSON of the sorted ``[vendorCode, state]`` pairs of ``tmpOps``, so vendor
+order and ``desc`` make no new event, a vendor's new state does. Every identity field is required (an
+object, a boolean or a fraction there is rejected too), except ``tmpOps``, whose absence reads as no vendors.
 """
 
 from __future__ import annotations
@@ -109,18 +76,6 @@ __all__ = [
     "dedupe_key",
 ]
 
-MESSAGE_TYPES: Final[tuple[str, ...]] = (
-    "SmsReport",
-    "GlobeSmsReport",
-    "SmsUp",
-    "SignSmsReport",
-    "TemplateSmsReport",
-    "MnsCardVender",
-    "MnsCardTemplate",
-    "DypnsSmsVerifyReport",
-)
-"""The MessageTypes this module decodes; any other is rejected with this list in the reason."""
-
 IDENTITY_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "SmsReport": ("biz_id", "phone_number", "status"),
     "SmsReport/international": ("message_id", "to", "status"),
@@ -151,7 +106,7 @@ _REVIEW_STATUSES: Mapping[str, Status] = {"approving": "approving", "approved": 
 
 
 def dedupe_key(family: str, **identity: str | datetime | None) -> str:
-    """The dedupe key of a receipt from its identity values (see the table in the module docstring).
+    """The dedupe key of a receipt from its identity values (see :data:`IDENTITY_FIELDS` and docs/receipts.md).
 
     Decoders call it for every receipt; code that builds receipts from other data calls it with the same
     normalized values to get the same key, e.g. a backfilled mainland report:
@@ -628,11 +583,16 @@ class _Fields:
         """The receipt: the decoded ``fields``, every body field not in ``mapped`` in ``extra``, its dedupe key.
 
         ``identity`` holds the family's identity values in key order; ``extra`` (normalized values) replaces
-        or adds to the unmapped fields.
+        or adds to the unmapped fields. A delivery report also gets its outcome (:func:`classify`).
         """
         remaining = self.unmapped(mapped)
         if extra:
             remaining.update(extra)
+        if kind == "delivery_report":
+            fields["outcome_class"], fields["retryable"] = classify(fields["status"], fields["error_code"]) or (
+                None,
+                None,
+            )
         return Receipt(
             kind=kind,
             message_type=self.message_type,
@@ -720,7 +680,6 @@ def _international_report(fields: _Fields) -> Receipt:
         "SmsReport/international",
         (message_id, to, status),
         _INTERNATIONAL_MAPPED,
-        **_outcome(status, error_code),
         phone_number=to,
         status=status,
         out_id=fields.text("OutId", "out_id", "outId"),
@@ -743,7 +702,6 @@ def _globe_report(fields: _Fields) -> Receipt:
         "GlobeSmsReport",
         (message_id, to, status),
         _GLOBE_MAPPED,
-        **_outcome(status, error_code),
         phone_number=to,
         status=status,
         out_id=fields.text("out_id", "outId"),
@@ -872,17 +830,6 @@ def _canonical_tmp_ops(fields: _Fields) -> str:
     return json.dumps(sorted(pairs), ensure_ascii=True, separators=(",", ":"))
 
 
-def _outcome(status: Status, error_code: str | None) -> Mapping[str, Any]:
-    """A delivery report's ``outcome_class`` and ``retryable`` (:func:`mns_consumer.outcomes.classify`)."""
-    verdict = classify(status, error_code)
-    if verdict is None:
-        return _NO_OUTCOME
-    return {"outcome_class": verdict[0], "retryable": verdict[1]}
-
-
-_NO_OUTCOME: Final[Mapping[str, Any]] = {"outcome_class": None, "retryable": None}
-
-
 def _mapped_code(fields: _Fields, name: str, statuses: Mapping[int, Status]) -> Status:
     """A numeric status code mapped to its normalized status."""
     code = fields.code(name)
@@ -906,14 +853,17 @@ def _review_status(fields: _Fields, name: str) -> Status:
 
 _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
     "SmsReport": _mainland_report,
-    "DypnsSmsVerifyReport": _mainland_report,
     "GlobeSmsReport": _globe_report,
     "SmsUp": _sms_up,
     "SignSmsReport": _sign_report,
     "TemplateSmsReport": _template_report,
     "MnsCardVender": _card_vender,
     "MnsCardTemplate": _card_template,
+    "DypnsSmsVerifyReport": _mainland_report,
 }
+
+MESSAGE_TYPES: Final[tuple[str, ...]] = tuple(_DECODERS)
+"""The MessageTypes this module decodes; any other is rejected with this list in the reason."""
 
 
 def _as_text(value: Any) -> str | None:

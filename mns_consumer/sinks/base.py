@@ -25,7 +25,8 @@ or from another distribution through the entry-point group ``mns_consumer.sinks`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import import_module
@@ -55,6 +56,11 @@ class SinkResult:
     def accept_all(cls, batch: Sequence[Receipt]) -> SinkResult:
         """Every receipt of the batch accepted."""
         return cls(accepted=frozenset(r.dedupe_key for r in batch))
+
+
+def keys_digest(dedupe_keys: Iterable[str]) -> str:
+    """The hex SHA-256 of the sorted keys joined with newlines: one name for a set of receipts, in any order."""
+    return hashlib.sha256("\n".join(sorted(dedupe_keys)).encode("utf-8")).hexdigest()
 
 
 @runtime_checkable

@@ -330,7 +330,9 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         """
         if value is None:
             return None
-        utc = _as_utc(value)
+        if value.utcoffset() is None:
+            raise ValueError("naive datetime: the database sink stores only timezone-aware times")
+        utc = value.astimezone(UTC)
         return utc if dialect.name == "postgresql" else utc.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -338,12 +340,6 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _as_utc(value: datetime) -> datetime:
-    if value.utcoffset() is None:
-        raise ValueError("naive datetime: the database sink stores only timezone-aware times")
-    return value.astimezone(UTC)
 
 
 class utc_now(FunctionElement[datetime]):  # noqa: N801  (SQL functions are lower case, like sa.func.now)
@@ -490,7 +486,12 @@ class DatabaseSink:
         self._driver_error: type[Exception] = Exception
         # The outcome columns the table has (all of them once created or upgraded by this sink).
         self._outcome_columns: tuple[str, ...] = OUTCOME_COLUMNS
-        self._status_table, self._opt_out_table = self._projection_tables()
+        # Imported here: status_tables builds on this module's column types, so it imports this module.
+        from mns_consumer.sinks.status_tables import opt_out_table, status_table  # noqa: PLC0415
+
+        status_name, opt_out_name = config.status_table_name(), config.opt_out_table_name()
+        self._status_table = status_table(sa.MetaData(), status_name) if status_name else None
+        self._opt_out_table = opt_out_table(sa.MetaData(), opt_out_name) if opt_out_name else None
         self._upserts: list[tuple[int, sa.Table, sa.Insert]] | None = None
         self._lookups: dict[bool, sa.Select[Any]] = {}
 
@@ -536,18 +537,21 @@ class DatabaseSink:
                 stored.
             RuntimeError: If the sink is not open.
         """
-        if self._engine is None:
-            raise RuntimeError(f"database sink {self.name!r} is not open")
+        engine = self._open_engine()
         rows, rejected = self._rows(batch)
         projections = self._projections(batch, rows)
         if rows:
             try:
-                self._insert(self._engine, rows, projections)
+                self._insert(engine, rows, projections)
             except _RefusedDataError as refused:
                 log.warning(
                     "sink.database.batch_refused", sink=self.name, rows=len(rows), error=str(refused), fallback="rows"
                 )
-                rejected.update(self._insert_one_by_one(self._engine, rows, projections))
+                for row in rows:
+                    try:
+                        self._insert(engine, [row], projections)
+                    except _RefusedDataError as one:
+                        rejected[row["dedupe_key"]] = f"the database refused it: {one}"
         accepted = frozenset(row["dedupe_key"] for row in rows if row["dedupe_key"] not in rejected)
         return SinkResult(accepted=accepted, rejected=rejected)
 
@@ -558,10 +562,14 @@ class DatabaseSink:
             SinkUnavailable: If the database is unreachable, timed out or locked.
             RuntimeError: If the sink is not open.
         """
+        engine = self._open_engine()
+        with self._availability(engine), engine.connect() as connection:
+            return frozenset(self._stored_among(connection, list(dict.fromkeys(keys))))
+
+    def _open_engine(self) -> Engine:
         if self._engine is None:
             raise RuntimeError(f"database sink {self.name!r} is not open")
-        with self._availability(self._engine), self._engine.connect() as connection:
-            return frozenset(self._stored_among(connection, list(dict.fromkeys(keys))))
+        return self._engine
 
     def close(self) -> None:
         """Close every pooled connection; the sink is not used afterwards."""
@@ -895,29 +903,6 @@ class DatabaseSink:
                 raise
             return
 
-    def _insert_one_by_one(
-        self, engine: Engine, rows: list[dict[str, Any]], projections: Projections
-    ) -> dict[str, str]:
-        rejected: dict[str, str] = {}
-        for row in rows:
-            try:
-                self._insert(engine, [row], projections)
-            except _RefusedDataError as refused:
-                rejected[row["dedupe_key"]] = f"the database refused it: {refused}"
-        return rejected
-
-    def _projection_tables(self) -> tuple[sa.Table | None, sa.Table | None]:
-        """The status and opt-out tables this sink writes, None where turned off."""
-        # Imported here: status_tables builds on this module's column types, so it imports this module.
-        from mns_consumer.sinks import status_tables  # noqa: PLC0415
-
-        metadata = sa.MetaData()
-        status_name, opt_out_name = self.config.status_table_name(), self.config.opt_out_table_name()
-        return (
-            status_tables.status_table(metadata, status_name) if status_name else None,
-            status_tables.opt_out_table(metadata, opt_out_name) if opt_out_name else None,
-        )
-
     def _projections(self, batch: Sequence[Receipt], rows: list[dict[str, Any]]) -> Projections:
         """What each storable receipt of the batch contributes to the status and opt-out tables."""
         if self._status_table is None and self._opt_out_table is None:
@@ -1024,15 +1009,14 @@ class DatabaseSink:
         """
         from mns_consumer.sinks.status_tables import sweep_statement  # noqa: PLC0415
 
-        if self._engine is None:
-            raise RuntimeError(f"database sink {self.name!r} is not open")
+        engine = self._open_engine()
         if self._status_table is None:
             return 0
         cutoff = (now or datetime.now(UTC)) - timedelta(hours=older_than_hours)
         statement = sweep_statement(self._status_table, self._backend, cutoff, batch_rows)
         swept = 0
         while True:
-            with self._call(), self._availability(self._engine), self._engine.begin() as connection:
+            with self._call(), self._availability(engine), engine.begin() as connection:
                 changed = connection.execute(statement).rowcount
             swept += changed
             if changed < batch_rows:
@@ -1041,13 +1025,10 @@ class DatabaseSink:
     def _insert_statement(self) -> sa.Insert:
         table = self._table
         dialect = dialect_module(self._backend)
-        statement: sa.Insert
         if self._backend in ("postgresql", "sqlite"):
-            statement = dialect.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        else:
-            # A no-op update, unlike INSERT IGNORE, lets every other error (data too long, ...) raise.
-            statement = dialect.insert(table).on_duplicate_key_update(dedupe_key=table.c.dedupe_key)
-        return statement
+            return dialect.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])  # type: ignore[no-any-return]
+        # A no-op update, unlike INSERT IGNORE, lets every other error (data too long, ...) raise.
+        return dialect.insert(table).on_duplicate_key_update(dedupe_key=table.c.dedupe_key)  # type: ignore[no-any-return]
 
     @contextmanager
     def _availability(self, engine: Engine, *, data_refusals: bool = False) -> Iterator[None]:

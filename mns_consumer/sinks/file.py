@@ -4,7 +4,8 @@ Each receipt is one line, :meth:`Receipt.to_json_dict` as compact UTF-8 JSON, ``
 
 Paths. ``path`` is a ``strftime`` pattern of the UTC time of the write (not the receipt's own time, so a
 late receipt never reopens a closed day's file), plus ``{message_type}``, made safe as a file name.
-``%%`` and ``{{ }}`` are literal. A new rendered path starts a new file; yesterday's handles are closed.
+``%%`` and ``{{ }}`` are literal. A new rendered path starts a new file, and a MessageType that moves to a
+new path closes the one it left (unless another type still writes there): one handle per type stays open.
 
 Size rotation is logrotate's job: the sink notices a renamed or removed file before each write
 (``os.stat`` against its handle) and opens a new one at the path; SIGHUP (:meth:`FileSink.reopen`) works
@@ -32,7 +33,7 @@ import string
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
@@ -280,18 +281,9 @@ def encode_json_line(data: dict[str, Any]) -> bytes:
 
 
 def open_for_append(path: str, *, file_mode: int, fsync: bool) -> int:
-    """Open a file for appending (and reading back), creating it and its folders as needed.
+    """A descriptor appending to ``path``, created with its folders as :func:`mns_consumer.files.open_private` does.
 
-    A new file gets exactly ``file_mode`` and new folders 0700, whatever the umask (see
-    :mod:`mns_consumer.files`); with ``fsync``, the folders holding new names are synced. An existing
-    file keeps the mode its owner gave it.
-
-    Returns:
-        A file descriptor opened ``O_RDWR | O_APPEND``: read access lets the sink check the last byte
-        for a torn line.
-
-    Raises:
-        OSError: If the file or a folder cannot be opened or created.
+    ``O_RDWR``, not write only: the sink reads the last byte back to find a torn line.
     """
     return open_private(path, os.O_RDWR | os.O_APPEND, mode=file_mode, make_dirs=True, fsync=fsync)
 
@@ -357,7 +349,7 @@ class FileSink:
         self._now = now
         self._recent = RecentKeys(config.dedupe_window) if config.dedupe_window else None
         self._files: dict[str, _OpenFile] = {}
-        self._day: date | None = None
+        self._path_of_type: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -410,7 +402,6 @@ class FileSink:
         with self._lock:
             # One reading of the clock per batch, so a batch never straddles two days' files.
             now = self._now()
-            self._close_files_of_other_days(now)
             for path, receipts in self._group_new_receipts(batch, now).items():
                 try:
                     self._append(path, [encode_json_line(r.to_json_dict()) for r in receipts])
@@ -423,15 +414,13 @@ class FileSink:
                     self._recent.add_all(r.dedupe_key for r in receipts)
             return SinkResult.accept_all(batch)
 
-    def reopen(self) -> None:
-        """Close every file; the next write opens them again at their paths (logrotate, SIGHUP)."""
+    def close(self) -> None:
+        """Close every file (each was fsynced when written); the next write opens them again at their paths."""
         with self._lock:
             self._close_all()
 
-    def close(self) -> None:
-        """Close every file (each was fsynced when written); the sink may be opened again."""
-        with self._lock:
-            self._close_all()
+    reopen = close
+    """SIGHUP after logrotate: close every file, so the next write opens the new ones."""
 
     def _group_new_receipts(self, batch: Sequence[Receipt], now: datetime) -> dict[str, list[Receipt]]:
         keys = [r.dedupe_key for r in batch]
@@ -445,15 +434,18 @@ class FileSink:
                 path = paths.get(receipt.message_type)
                 if path is None:
                     path = paths[receipt.message_type] = self._template.render(receipt.message_type, now)
+                    self._move(receipt.message_type, path)
                 groups.setdefault(path, []).append(receipt)
         return groups
 
-    def _close_files_of_other_days(self, now: datetime) -> None:
-        # Yesterday's files are never written again; without this, each day would leak handles.
-        day = now.astimezone(UTC).date()
-        if day != self._day:
-            self._close_all()
-            self._day = day
+    def _move(self, message_type: str, path: str) -> None:
+        # A path left behind (the last hour's, yesterday's) is never written again: close its handle.
+        left = self._path_of_type.get(message_type)
+        self._path_of_type[message_type] = path
+        stale = self._files.pop(left) if left in self._files and left not in self._path_of_type.values() else None
+        if stale is not None:
+            with contextlib.suppress(OSError):
+                os.close(stale.fd)
 
     def _append(self, path: str, lines: list[bytes]) -> None:
         current = self._file_at(path)

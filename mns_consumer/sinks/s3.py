@@ -29,7 +29,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import SinkConfig, SinkResult
+from mns_consumer.sinks.base import SinkConfig, SinkResult, keys_digest
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
 
 CONTENT_TYPE = "application/x-ndjson"
@@ -113,7 +113,7 @@ class S3SinkConfig(SinkConfig):
 def object_key(prefix: str, message_type: str, first_attempt: datetime, dedupe_keys: Iterable[str]) -> str:
     """The key of the object holding receipts with these dedupe keys, first attempted at ``first_attempt``."""
     at = first_attempt.astimezone(UTC)
-    return f"{prefix}{message_type}/{at:%Y/%m/%d/%H%M%S}-{_digest(dedupe_keys)[:DIGEST_HEX_CHARS]}{OBJECT_SUFFIX}"
+    return f"{prefix}{message_type}/{at:%Y/%m/%d/%H%M%S}-{keys_digest(dedupe_keys)[:DIGEST_HEX_CHARS]}{OBJECT_SUFFIX}"
 
 
 def encode_object(receipts: Sequence[Receipt]) -> bytes:
@@ -137,10 +137,6 @@ def decode_object_keys(body: bytes) -> list[str]:
             raise ValueError("a line without a dedupe_key")
         keys.append(data["dedupe_key"])
     return keys
-
-
-def _digest(dedupe_keys: Iterable[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(dedupe_keys)).encode("utf-8")).hexdigest()
 
 
 def _import_boto3(name: str) -> Any:
@@ -304,7 +300,7 @@ class S3Sink:
 
     def _put(self, message_type: str, receipts: Sequence[Receipt]) -> None:
         keys = [receipt.dedupe_key for receipt in receipts]
-        identity = _digest([message_type, *keys])
+        identity = keys_digest([message_type, *keys])
         with self._attempts_lock:
             first_attempt = self._attempts.setdefault(identity, self._clock())
             self._attempts.move_to_end(identity)

@@ -1,31 +1,14 @@
-"""The database sinks' projections: one status row per sent message and one row per opt-out.
-
-Besides the receipts table, a database sink keeps (unless turned off) two tables that answer the
-questions people ask of receipts without scanning them:
-
-* the **status table** (``<table>_status`` by default), one row per (``biz_id``, ``phone_number``):
-  the message's current ``state`` (``pending``, ``delivered``, ``failed``, ``unknown``), the error
-  code and outcome class that decided it, first and last report times and how many distinct
-  receipts were seen;
-* the **opt-out table** (``<table>_opt_outs``), one row per (``phone_number``, ``sign_name``,
-  ``dest_code``) that replied with an unsubscribe keyword.
+"""The database sinks' projections: one status row per sent message, one row per opt-out (docs/delivery-status.md).
 
 Both are written in the transaction that inserts the receipts, and only for the receipts that
-transaction actually inserted: a redelivery stored before changes nothing, so counts are not
-inflated, and a crash never leaves the receipts and their projection apart.
+transaction actually inserted: a redelivery stored before changes nothing, so counts are not inflated,
+and a crash never leaves the receipts and their projection apart.
 
-Ordering. Each delivery report gets a *decision key*, text that sorts as the rule says a report
-decides the state: a final report (delivered, failed, expired) beats a non-final one (pending); then
-the later report time wins (no time sorts first); then, at equal times, delivered beats failed; then
-the outcome class and the error code, compared as text. A report replaces the row's state, error
-code and outcome class only when its key is greater than the row's ``decided_by``. Every other
-column is a minimum (``sent_at``, ``first_report_at``), a maximum (``last_report_at``, and ``out_id``,
-``sign_name``, ``template_code``, which reports of one message agree on) or a sum
-(``receipts_seen``), so any order and any duplication of a message's reports leave the same row.
-
-``unknown`` is what the sweep (:func:`sweep_statement`) makes of a row still ``pending`` 72 hours
-after it was sent, as Alibaba's console shows it. It is not final: a later final report still moves
-it to delivered or failed, while a later non-final report leaves it ``unknown``.
+Ordering: a report's :func:`decision_key` is text that sorts as docs/delivery-status.md ranks reports;
+a report replaces the row's state, error code and outcome class only when its key is greater than the
+row's ``decided_by``. Every other column is a minimum, a maximum or a sum, so any order and duplication
+of a message's reports leave the same row. ``unknown`` (set by :func:`sweep_statement`) is not final:
+a later final report still decides the row, a later non-final one leaves it ``unknown``.
 """
 
 from __future__ import annotations
@@ -42,12 +25,6 @@ from mns_consumer.sinks.database import UtcDateTime, dialect_module, utc_now
 
 State: TypeAlias = Literal["pending", "delivered", "failed", "unknown"]
 """A message's state in the status table."""
-
-STATES: Final[tuple[State, ...]] = ("pending", "delivered", "failed", "unknown")
-"""Every state, in documentation order."""
-
-DEFAULT_UNKNOWN_AFTER_HOURS: Final = 72.0
-"""How long after sending a message without a final report becomes ``unknown`` (Alibaba's console)."""
 
 DEFAULT_SWEEP_BATCH_ROWS: Final = 1000
 """Rows one sweep statement changes at most, so no transaction locks a large part of the table."""
@@ -72,7 +49,7 @@ _NO_TIME: Final = "0000-00-00T00:00:00.000000"
 
 
 def decision_key(state: State, reported_at: datetime | None, outcome_class: str | None, error_code: str | None) -> str:
-    """The text by which a report competes to decide a message's state (see the module docstring).
+    """The text by which a report competes to decide a message's state (docs/delivery-status.md).
 
     Components are fixed-width or end with a space, which sorts below every character of an outcome
     class, so comparing the texts compares the components in order, on every backend (the column is
@@ -83,8 +60,17 @@ def decision_key(state: State, reported_at: datetime | None, outcome_class: str 
     return f"{final} {when} {_STATE_RANK[state]} {outcome_class or ''} {error_code or ''}"
 
 
+class _Row:
+    __slots__ = ()
+
+    def as_row(self) -> dict[str, Any]:
+        """The values of the table's written columns: every field."""
+        names: tuple[str, ...] = self.__slots__  # the fields, which dataclass(slots=True) puts there
+        return {name: getattr(self, name) for name in names}
+
+
 @dataclass(frozen=True, slots=True)
-class StatusUpdate:
+class StatusUpdate(_Row):
     """What one or more new receipts of a message contribute to its status row (or the row itself)."""
 
     biz_id: str
@@ -112,29 +98,18 @@ class StatusUpdate:
         The database applies :func:`status_upsert`; this is used to fold several receipts of one
         message in one batch into one row first (a statement may not update a row twice).
         """
-        wins = other.decided_by > self.decided_by
-        if wins:
-            state: State = other.state if other.state in ("delivered", "failed") else self.state_if_not_final()
-            error_code, outcome_class, decided_by = other.error_code, other.outcome_class, other.decided_by
-        else:
-            state, error_code, outcome_class, decided_by = (
-                self.state,
-                self.error_code,
-                self.outcome_class,
-                self.decided_by,
-            )
+        decided = self
+        if other.decided_by > self.decided_by:
+            final = other.state in ("delivered", "failed")
+            decided = replace(other, state=other.state if final else self.state_if_not_final())
         return replace(
-            self,
+            decided,
             out_id=_greatest(self.out_id, other.out_id),
             sign_name=_greatest(self.sign_name, other.sign_name),
             template_code=_greatest(self.template_code, other.template_code),
-            state=state,
-            error_code=error_code,
-            outcome_class=outcome_class,
             sent_at=_least(self.sent_at, other.sent_at),
             first_report_at=_least(self.first_report_at, other.first_report_at),
             last_report_at=_greatest(self.last_report_at, other.last_report_at),
-            decided_by=decided_by,
             receipts_seen=self.receipts_seen + other.receipts_seen,
         )
 
@@ -142,27 +117,9 @@ class StatusUpdate:
         """The state a non-final winner leaves: ``unknown`` stays (the sweep's verdict), else ``pending``."""
         return "unknown" if self.state == "unknown" else "pending"
 
-    def as_row(self) -> dict[str, Any]:
-        """The values of the status table's written columns."""
-        return {
-            "biz_id": self.biz_id,
-            "phone_number": self.phone_number,
-            "out_id": self.out_id,
-            "sign_name": self.sign_name,
-            "template_code": self.template_code,
-            "state": self.state,
-            "error_code": self.error_code,
-            "outcome_class": self.outcome_class,
-            "sent_at": self.sent_at,
-            "first_report_at": self.first_report_at,
-            "last_report_at": self.last_report_at,
-            "decided_by": self.decided_by,
-            "receipts_seen": self.receipts_seen,
-        }
-
 
 @dataclass(frozen=True, slots=True)
-class OptOutUpdate:
+class OptOutUpdate(_Row):
     """What one or more new opt-out replies contribute to an opt-out row."""
 
     phone_number: str
@@ -186,32 +143,13 @@ class OptOutUpdate:
             replies=self.replies + other.replies,
         )
 
-    def as_row(self) -> dict[str, Any]:
-        """The values of the opt-out table's written columns."""
-        return {
-            "phone_number": self.phone_number,
-            "sign_name": self.sign_name,
-            "dest_code": self.dest_code,
-            "first_seen_at": self.first_seen_at,
-            "last_seen_at": self.last_seen_at,
-            "replies": self.replies,
-        }
-
 
 def _least(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return b if b < a else a
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _greatest(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return b if b > a else a
+    return b if a is None else a if b is None else max(a, b)
 
 
 def status_update(receipt: Receipt) -> StatusUpdate | None:
@@ -346,7 +284,7 @@ def _upsert(statement: Any, backend: str, keys: Sequence[str], sets: Sequence[tu
 
 
 def status_upsert(table: sa.Table, backend: str) -> sa.Insert:
-    """One atomic upsert per status row, applying the ordering rule of the module docstring in SQL."""
+    """One atomic upsert per status row, applying the ordering rule of docs/delivery-status.md in SQL."""
     statement, new = _insert(table, backend)
     old = table.c
     wins = new.decided_by > old.decided_by
@@ -425,7 +363,6 @@ def sweep_configured_sinks(
     *,
     older_than_hours: float | None = None,
     batch_rows: int = DEFAULT_SWEEP_BATCH_ROWS,
-    now: datetime | None = None,
 ) -> list[SweepResult]:
     """Run the sweep on every database sink with a status table (or on the named ones).
 
@@ -434,7 +371,6 @@ def sweep_configured_sinks(
         names: Only these sinks; every database sink with a status table when empty.
         older_than_hours: Overrides each sink's ``status_unknown_after_hours``.
         batch_rows: Rows changed per transaction.
-        now: The current time (UTC now when None); tests move it forward.
 
     Raises:
         ValueError: If a named sink does not exist, is not a database sink, or has no status table.
@@ -442,25 +378,21 @@ def sweep_configured_sinks(
     """
     from mns_consumer.sinks.database import DatabaseSinkConfig  # noqa: PLC0415  (it imports this module's users)
 
-    chosen: list[tuple[str, DatabaseSinkConfig]] = []
+    eligible = {
+        name: config
+        for name, config in sinks.items()
+        if isinstance(config, DatabaseSinkConfig) and config.status_table_name() is not None
+    }
     for name in names:
-        config = sinks.get(name)
-        if not isinstance(config, DatabaseSinkConfig) or config.status_table_name() is None:
+        if name not in eligible:
             raise ValueError(f"sink {name!r} is not a database sink with a status table")
-        chosen.append((name, config))
-    if not names:
-        chosen = [
-            (name, config)
-            for name, config in sinks.items()
-            if isinstance(config, DatabaseSinkConfig) and config.status_table_name() is not None
-        ]
     results = []
-    for name, config in chosen:
+    for name, config in [(name, eligible[name]) for name in names] if names else eligible.items():
         hours = config.status_unknown_after_hours if older_than_hours is None else older_than_hours
         sink = config.build(name)
         sink.open()
         try:
-            swept = sink.sweep_unknown(hours, batch_rows=batch_rows, now=now)
+            swept = sink.sweep_unknown(hours, batch_rows=batch_rows)
         finally:
             sink.close()
         results.append(SweepResult(name, config.status_table_name() or "", hours, swept))

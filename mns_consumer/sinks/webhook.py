@@ -25,7 +25,7 @@ from mns_consumer import __version__
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.observe.redaction import redact_text
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import SinkConfig, SinkResult
+from mns_consumer.sinks.base import SinkConfig, SinkResult, keys_digest
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
 
 USER_AGENT = f"mns-consumer/{__version__}"
@@ -155,7 +155,7 @@ def idempotency_key(dedupe_keys: Sequence[str]) -> str:
     """One receipt's dedupe key, else the hex SHA-256 of the sorted keys joined with newlines."""
     if len(dedupe_keys) == 1:
         return dedupe_keys[0]
-    return hashlib.sha256("\n".join(sorted(dedupe_keys)).encode("utf-8")).hexdigest()
+    return keys_digest(dedupe_keys)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -139,6 +140,31 @@ def test_a_strftime_path_starts_a_new_file_when_the_utc_day_changes(
     ]
     assert keys_of(tmp_path / "out/receipts.jsonl.2026-11-22") == keys([make_receipt(1)])
     assert keys_of(tmp_path / "out/receipts.jsonl.2026-11-23") == keys([make_receipt(2)])
+
+
+def open_files_under(folder: Path) -> list[str]:
+    """The files under ``folder`` this process holds open, from /proc/self/fd."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        # The descriptor listdir itself used is gone by now.
+        with contextlib.suppress(FileNotFoundError):
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return sorted(path for path in held if path.startswith(f"{folder}{os.sep}"))
+
+
+def test_an_hourly_path_keeps_one_handle_per_message_type_open(
+    make_sink: Callable[..., FileSink], tmp_path: Path
+) -> None:
+    """A MessageType writing to a new path closes its previous file: %H does not pile up handles until midnight."""
+    clock = Clock(datetime(2026, 11, 22, 0, 30, tzinfo=UTC))
+    sink = make_sink("out/{message_type}-%H.jsonl", clock=clock)
+    reply = make_receipt(9, message_type="SmsUp", kind="reply")
+    for hour in range(3):
+        sink.write([make_receipt(hour), reply])
+        clock.at += timedelta(hours=1)
+    out = tmp_path / "out"
+    assert open_files_under(out) == [str(out / "SmsReport-02.jsonl"), str(out / "SmsUp-00.jsonl")]
+    assert keys_of(out / "SmsReport-01.jsonl") == keys([make_receipt(1)])
 
 
 def test_a_doubled_percent_sign_is_a_literal_percent(make_sink: Callable[..., FileSink], tmp_path: Path) -> None:
