@@ -10,6 +10,7 @@ limits (sinks count receipts per status, Alibaba counts messages).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -173,8 +174,8 @@ class ReconcileReport:
 
 
 class StoredReceipts:
-    """Read-only counts of one database sink's table (through :meth:`DatabaseSink.read_engine`: the sink is
-    not opened, so nothing is created).
+    """Read-only counts of one database sink's table: the sink is not opened, so nothing is created (a
+    server is read through :meth:`DatabaseSink.read_engine`, a SQLite file opened ``mode=ro``).
 
     Args:
         name: The sink's name.
@@ -188,17 +189,23 @@ class StoredReceipts:
         self.name = name
         self.config = config
         url = config.engine_url()
+        self._table = receipts_table(sa.MetaData(), config.table, url.get_backend_name())
+        self._sink = config.build(name)
+        if url.get_backend_name() != "sqlite":
+            self._engine = self._sink.read_engine()
+            return
         path = Path(url.database or "")
-        if url.get_backend_name() == "sqlite" and not path.is_file():
+        if not path.is_file():
             raise ConfigError(
                 "config",
                 f"sinks.{name}.url",
                 f"the SQLite database {path} does not exist",
                 "give the file the daemon writes (has it run yet?)",
             )
-        self._table = receipts_table(sa.MetaData(), config.table, url.get_backend_name())
-        self._sink = config.build(name)
-        self._engine = self._sink.read_engine()
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        self._engine = sa.create_engine(
+            "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=sa.pool.NullPool
+        )
 
     def close(self) -> None:
         """Release the engine."""
