@@ -253,40 +253,35 @@ def run_backfill(
             the credentials or endpoints cannot be resolved, or a sink cannot ever work.
     """
     options = options or BackfillOptions()
-    run = _Run(config, options, environ, events or Events(), build_sink, dead_letter, stop, emit, now)
+    run = _Run(
+        config, options, environ, events or Events(), build_sink, dead_letter, stop or threading.Event(), emit, now
+    )
     return run.execute(list(dict.fromkeys(sends)))
 
 
+@dataclass
 class _Run:
     """One backfill run: queries on worker threads, everything else (sinks, counts) on the caller's."""
 
-    def __init__(
-        self,
-        config: Config,
-        options: BackfillOptions,
-        environ: Mapping[str, str],
-        events: Events,
-        build_sink: Callable[[str], Sink] | None,
-        dead_letter: DeadLetterSink | None,
-        stop: threading.Event | None,
-        emit: Callable[[Receipt], None] | None,
-        now: Callable[[], datetime],
-    ) -> None:
-        self.config = config
-        self.options = options
+    config: Config
+    options: BackfillOptions
+    environ: Mapping[str, str]
+    events: Events
+    build_sink: Callable[[str], Sink] | None
+    dead_letter: DeadLetterSink | None
+    stop: threading.Event
+    emit: Callable[[Receipt], None] | None
+    now: Callable[[], datetime]
+
+    def __post_init__(self) -> None:
+        config, options = self.config, self.options
         self.settings = config.backfill
-        self.events = events
-        self.emit = emit
-        self.now = now
-        self.stop = stop or threading.Event()
         self.report = BackfillReport()
         self.include_pending = (
             options.include_pending if options.include_pending is not None else self.settings.include_pending
         )
         self.sink_names = self._sink_names()
-        self._build_sink = build_sink or (lambda name: config.sinks[name].build(name))
-        self._dead_letter = dead_letter
-        if dead_letter is None and config.dead_letter is None and not options.dry_run:
+        if self.dead_letter is None and config.dead_letter is None and not options.dry_run:
             raise ConfigError(
                 "config",
                 "dead_letter",
@@ -299,7 +294,9 @@ class _Run:
         self._buffer: dict[str, Receipt] = {}
         self._current = threading.local()
         endpoints = resolve_endpoints(config.region, config.endpoints)
-        self.client = send_details_client(config, endpoints, environ, on_retry=self._on_retry, sleep=self.stop.wait)
+        self.client = send_details_client(
+            config, endpoints, self.environ, on_retry=self._on_retry, sleep=self.stop.wait
+        )
 
     def _sink_names(self) -> list[str]:
         if self.options.sinks:
@@ -356,22 +353,22 @@ class _Run:
 
     def _open(self) -> None:
         for name in self.sink_names:
-            sink = self._build_sink(name)
+            sink = self.build_sink(name) if self.build_sink else self.config.sinks[name].build(name)
             _open_or_stop(f"sink {name!r}", sink)
             self._sinks.append(sink)
         if not all(isinstance(sink, StoredKeys) for sink in self._sinks):
             self.report.already_stored = self.report.newly_stored = None
-        if self._dead_letter is None:
+        if self.dead_letter is None:
             assert self.config.dead_letter is not None  # noqa: S101  (__init__ requires one unless dry_run)
-            self._dead_letter = self.config.dead_letter.build()
-        _open_or_stop("the dead-letter sink", self._dead_letter)
-        self._delivery = _Delivery(self, self._sinks, self._dead_letter)
+            self.dead_letter = self.config.dead_letter.build()
+        _open_or_stop("the dead-letter sink", self.dead_letter)
+        self._delivery = _Delivery(self, self._sinks, self.dead_letter)
 
     def _close(self) -> None:
         for sink in self._sinks:
             sink.close()
-        if self._dead_letter is not None and not self.options.dry_run:
-            self._dead_letter.close()
+        if self.dead_letter is not None and not self.options.dry_run:
+            self.dead_letter.close()
 
     def _query_all(self, sends: list[Send]) -> None:
         concurrency = self.options.concurrency or self.settings.concurrency
