@@ -259,7 +259,7 @@ def run_backfill(
     return run.execute(list(dict.fromkeys(sends)))
 
 
-@dataclass
+@dataclass(repr=False, eq=False)  # no repr: ``environ`` holds the AccessKey
 class _Run:
     """One backfill run: queries on worker threads, everything else (sinks, counts) on the caller's."""
 
