@@ -7,27 +7,23 @@ so sinks store each once however often a run is repeated. They go through the de
 times, then the run stops with exit 4 rather than hang. The manual's Backfill page has the details.
 """
 
-from mns_consumer.backfill.records import MESSAGE_TYPE, receipt_from_detail
+from mns_consumer.backfill.records import receipt_from_detail
 from mns_consumer.backfill.run import (
     BackfillOptions,
     BackfillReport,
     SendFailure,
-    StoredKeys,
     describe_failure,
     events_with_textfile,
     run_backfill,
     unmatched_date_warning,
 )
-from mns_consumer.backfill.sends import COLUMNS, Send, collect_sends, make_send, parse_send_date, read_sends
+from mns_consumer.backfill.sends import Send, collect_sends, make_send, parse_send_date, read_sends
 
 __all__ = [
-    "COLUMNS",
-    "MESSAGE_TYPE",
     "BackfillOptions",
     "BackfillReport",
     "Send",
     "SendFailure",
-    "StoredKeys",
     "collect_sends",
     "describe_failure",
     "events_with_textfile",

@@ -32,7 +32,7 @@ from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK
 from mns_consumer.observe.events import Events
 from mns_consumer.receipts import dedupe_key
-from mns_consumer.sinks.database import DatabaseSinkConfig, masked_url, receipts_table
+from mns_consumer.sinks.database import DatabaseSinkConfig, receipts_table
 
 FINAL_STATUSES: Final = ("delivered", "failed")
 """Statuses of a final delivery report: a send with one of them needs nothing more."""
@@ -174,7 +174,8 @@ class ReconcileReport:
 
 
 class StoredReceipts:
-    """Read-only counts of one database sink's table (its own engine: the daemon's sink is not opened).
+    """Read-only counts of one database sink's table: the sink is not opened, so nothing is created (a
+    server is read through :meth:`DatabaseSink.read_engine`, a SQLite file opened ``mode=ro``).
 
     Args:
         name: The sink's name.
@@ -189,25 +190,27 @@ class StoredReceipts:
         self.config = config
         url = config.engine_url()
         self._table = receipts_table(sa.MetaData(), config.table, url.get_backend_name())
-        if url.get_backend_name() == "sqlite":
-            path = Path(url.database or "")
-            if not path.is_file():
-                raise ConfigError(
-                    "config",
-                    f"sinks.{name}.url",
-                    f"the SQLite database {path} does not exist",
-                    "give the file the daemon writes (has it run yet?)",
-                )
-            uri = f"{path.resolve().as_uri()}?mode=ro"
-            self._engine = sa.create_engine(
-                "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=sa.pool.NullPool
+        self._sink = config.build(name)
+        if url.get_backend_name() != "sqlite":
+            self._engine = self._sink.read_engine()
+            return
+        path = Path(url.database or "")
+        if not path.is_file():
+            raise ConfigError(
+                "config",
+                f"sinks.{name}.url",
+                f"the SQLite database {path} does not exist",
+                "give the file the daemon writes (has it run yet?)",
             )
-        else:
-            self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=_connect_args(config))
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        self._engine = sa.create_engine(
+            "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=sa.pool.NullPool
+        )
 
     def close(self) -> None:
         """Release the engine."""
         self._engine.dispose()
+        self._sink.close()
 
     def count(self, send_date: date, sends: Sequence[Send] = ()) -> SinkCount:
         """The day's mainland SmsReport rows by status, and which of ``sends`` lack a final receipt.
@@ -235,8 +238,8 @@ class StoredReceipts:
                 statuses = {str(status): int(count) for status, count in connection.execute(query)}
                 held = self._final_keys(connection, sends)
         except sa.exc.DBAPIError as exc:
-            where = masked_url(self.config.url.get_secret_value())
-            raise SinkUnavailable(self.name, f"cannot read {where}: {type(exc.orig).__name__}") from exc
+            reason = f"cannot read {self.config.display_url}: {type(exc.orig).__name__}"
+            raise SinkUnavailable(self.name, reason) from exc
         without = tuple(send for send in sends if not _final_keys_of(send) & held)
         return SinkCount(self.name, statuses, without)
 
@@ -341,18 +344,6 @@ def reconcile(
         for reader in readers:
             reader.close()
     return report
-
-
-def _connect_args(config: DatabaseSinkConfig) -> dict[str, Any]:
-    """Timeouts of a server connection, as the sink sets them, so a stalled server cannot hang the run."""
-    args: dict[str, Any] = {"connect_timeout": max(2, round(config.connect_timeout_seconds))}
-    seconds = config.statement_timeout_seconds
-    if seconds is not None:
-        if config.engine_url().get_backend_name() == "postgresql":
-            args["options"] = f"-c statement_timeout={round(seconds * 1000)}"
-        else:
-            args["read_timeout"] = args["write_timeout"] = max(1, round(seconds))
-    return args
 
 
 def _final_keys_of(send: Send) -> set[str]:

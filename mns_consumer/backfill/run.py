@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -25,7 +25,7 @@ from mns_consumer.alicom.send_details import (
 from mns_consumer.backfill.records import MESSAGE_TYPE, SEND_STATUSES, receipt_from_detail
 from mns_consumer.backfill.sends import Send
 from mns_consumer.config import Config
-from mns_consumer.delivery import Abandoned, SinkRetry, store_dead_letters, write_until_settled
+from mns_consumer.delivery import Abandoned, Dispatcher, Item, write_until_settled
 from mns_consumer.errors import (
     ConfigError,
     DecodeError,
@@ -36,10 +36,9 @@ from mns_consumer.errors import (
 )
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE
 from mns_consumer.observe.events import Events
-from mns_consumer.observe.metrics import Metrics
+from mns_consumer.observe.metrics import BACKFILL_QUEUE, Metrics
 from mns_consumer.observe.textfile import carry_over, write_textfile
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.retry import Backoff
 from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink, SinkResult
 
 _T = TypeVar("_T")
@@ -254,40 +253,35 @@ def run_backfill(
             the credentials or endpoints cannot be resolved, or a sink cannot ever work.
     """
     options = options or BackfillOptions()
-    run = _Run(config, options, environ, events or Events(), build_sink, dead_letter, stop, emit, now)
+    run = _Run(
+        config, options, environ, events or Events(), build_sink, dead_letter, stop or threading.Event(), emit, now
+    )
     return run.execute(list(dict.fromkeys(sends)))
 
 
+@dataclass(repr=False, eq=False)  # no repr: ``environ`` holds the AccessKey
 class _Run:
     """One backfill run: queries on worker threads, everything else (sinks, counts) on the caller's."""
 
-    def __init__(
-        self,
-        config: Config,
-        options: BackfillOptions,
-        environ: Mapping[str, str],
-        events: Events,
-        build_sink: Callable[[str], Sink] | None,
-        dead_letter: DeadLetterSink | None,
-        stop: threading.Event | None,
-        emit: Callable[[Receipt], None] | None,
-        now: Callable[[], datetime],
-    ) -> None:
-        self.config = config
-        self.options = options
+    config: Config
+    options: BackfillOptions
+    environ: Mapping[str, str]
+    events: Events
+    build_sink: Callable[[str], Sink] | None
+    dead_letter: DeadLetterSink | None
+    stop: threading.Event
+    emit: Callable[[Receipt], None] | None
+    now: Callable[[], datetime]
+
+    def __post_init__(self) -> None:
+        config, options = self.config, self.options
         self.settings = config.backfill
-        self.events = events
-        self.emit = emit
-        self.now = now
-        self.stop = stop or threading.Event()
         self.report = BackfillReport()
         self.include_pending = (
             options.include_pending if options.include_pending is not None else self.settings.include_pending
         )
         self.sink_names = self._sink_names()
-        self._build_sink = build_sink or (lambda name: config.sinks[name].build(name))
-        self._dead_letter = dead_letter
-        if dead_letter is None and config.dead_letter is None and not options.dry_run:
+        if self.dead_letter is None and config.dead_letter is None and not options.dry_run:
             raise ConfigError(
                 "config",
                 "dead_letter",
@@ -296,16 +290,13 @@ class _Run:
             )
         self._stopped: _Stop | None = None
         self._sinks: list[Sink] = []
-        self._retry = SinkRetry(
-            Backoff(config.sink_retry_initial_seconds, config.sink_retry_max_seconds),
-            self.stop,
-            self._on_sink_retry,
-            attempts=self.settings.sink_attempts,
-        )
+        self._delivery: _Delivery | None = None
         self._buffer: dict[str, Receipt] = {}
         self._current = threading.local()
         endpoints = resolve_endpoints(config.region, config.endpoints)
-        self.client = send_details_client(config, endpoints, environ, on_retry=self._on_retry, sleep=self.stop.wait)
+        self.client = send_details_client(
+            config, endpoints, self.environ, on_retry=self._on_retry, sleep=self.stop.wait
+        )
 
     def _sink_names(self) -> list[str]:
         if self.options.sinks:
@@ -362,21 +353,22 @@ class _Run:
 
     def _open(self) -> None:
         for name in self.sink_names:
-            sink = self._build_sink(name)
+            sink = self.build_sink(name) if self.build_sink else self.config.sinks[name].build(name)
             _open_or_stop(f"sink {name!r}", sink)
             self._sinks.append(sink)
         if not all(isinstance(sink, StoredKeys) for sink in self._sinks):
             self.report.already_stored = self.report.newly_stored = None
-        if self._dead_letter is None:
+        if self.dead_letter is None:
             assert self.config.dead_letter is not None  # noqa: S101  (__init__ requires one unless dry_run)
-            self._dead_letter = self.config.dead_letter.build()
-        _open_or_stop("the dead-letter sink", self._dead_letter)
+            self.dead_letter = self.config.dead_letter.build()
+        _open_or_stop("the dead-letter sink", self.dead_letter)
+        self._delivery = _Delivery(self, self._sinks, self.dead_letter)
 
     def _close(self) -> None:
         for sink in self._sinks:
             sink.close()
-        if self._dead_letter is not None and not self.options.dry_run:
-            self._dead_letter.close()
+        if self.dead_letter is not None and not self.options.dry_run:
+            self.dead_letter.close()
 
     def _query_all(self, sends: list[Send]) -> None:
         concurrency = self.options.concurrency or self.settings.concurrency
@@ -491,38 +483,10 @@ class _Run:
                 if self.emit is not None:
                     self.emit(receipt)
             return
-        held_before = self._held_by_every_sink([receipt.dedupe_key for receipt in batch])
-        refused: dict[str, tuple[str, str]] = {}
-        for sink in self._sinks:
-            for key, reason in self._write(sink, batch).items():
-                refused.setdefault(key, (sink.name, reason))
-        letters = [
-            DeadLetter(
-                message_type=MESSAGE_TYPE,
-                source="query",
-                queue=None,
-                raw=receipt.raw,
-                reason=f"rejected by sink {refused[receipt.dedupe_key][0]!r}: {refused[receipt.dedupe_key][1]}",
-                failed_at=self.now(),
-                sink=refused[receipt.dedupe_key][0],
-                dedupe_key=receipt.dedupe_key,
-            )
-            for receipt in batch
-            if receipt.dedupe_key in refused
-        ]
-        if letters:
-            dead_letter = self._dead_letter
-            assert dead_letter is not None  # noqa: S101  (__init__ requires one unless dry_run)
-            self._retried("dead_letter", lambda: store_dead_letters(dead_letter, letters, self._retry))
-            self.report.dead_lettered += len(letters)
-            self.events.backfill_dead_lettered(MESSAGE_TYPE, len(letters))
+        assert self._delivery is not None  # noqa: S101  (opened unless dry_run)
+        self._delivery.held_before = self._held_by_every_sink([receipt.dedupe_key for receipt in batch])
+        self._delivery.dispatch([Item(receipt.raw, receipt.dedupe_key, receipt) for receipt in batch])
         self._buffer.clear()
-        for receipt in batch:
-            if receipt.dedupe_key not in refused:
-                self.report.stored += 1
-                self._count_new_or_old(receipt.dedupe_key in held_before)
-                if self.emit is not None:
-                    self.emit(receipt)
 
     def _held_by_every_sink(self, keys: list[str]) -> frozenset[str]:
         """The keys every sink holds already, asked just before the write; empty when a sink cannot tell.
@@ -545,43 +509,49 @@ class _Run:
             held = found if held is None else held & found
         return held or frozenset()
 
-    def _count_new_or_old(self, held_before: bool) -> None:
-        report = self.report
-        if report.already_stored is None or report.newly_stored is None:
-            return
-        if held_before:
-            report.already_stored += 1
-        else:
-            report.newly_stored += 1
 
-    def _write(self, sink: Sink, batch: list[Receipt]) -> dict[str, str]:
-        """Write until every receipt is accepted or rejected; returns the rejections.
+class _Delivery(Dispatcher):
+    """The delivery core as a run uses it: the backfill's own events and report counts, ``sink_attempts``
+    tries of an unavailable sink, and then a :class:`_Stop` rather than an abandoned batch."""
 
-        Raises:
-            _Stop: See :meth:`_retried`.
-        """
+    def __init__(self, run: _Run, sinks: list[Sink], dead_letter: DeadLetterSink) -> None:
+        config = run.config
+        super().__init__(
+            BACKFILL_QUEUE,
+            MESSAGE_TYPE,
+            sinks,
+            dead_letter,
+            run.events,
+            run.stop,
+            retry_initial_seconds=config.sink_retry_initial_seconds,
+            retry_max_seconds=config.sink_retry_max_seconds,
+            now=run.now,
+            source="query",
+            sink_attempts=run.settings.sink_attempts,
+        )
+        self.run = run
+        self.held_before: frozenset[str] = frozenset()
 
+    def _write(self, sink: Sink, receipts: list[Receipt]) -> dict[str, str]:
         def written(result: SinkResult, accepted: list[Receipt], rejected: dict[str, str], seconds: float) -> None:
-            for key, reason in rejected.items():
-                self.events.backfill_rejected(MESSAGE_TYPE, sink.name, key, reason)
             statuses: Counter[str] = Counter(receipt.status or "delivered" for receipt in accepted)
             self.events.backfill_stored(MESSAGE_TYPE, sink.name, statuses, seconds)
 
-        return self._retried(sink.name, lambda: write_until_settled(sink, batch, self._retry, written))[0]
+        return self._guarded(sink.name, lambda: write_until_settled(sink, receipts, self._retry, written))[0]
 
-    def _retried(self, sink: str, write: Callable[[], _T]) -> _T:
-        """Run a write retried by ``self._retry``.
+    def _guarded(self, sink: str, call: Callable[[], _T]) -> _T:
+        """Run a write retried by ``self._retry``; a sink's bug propagates.
 
         Raises:
             _Stop: When the sink stayed unavailable through ``sink_attempts`` tries, or the run was
                 stopped while waiting for it.
         """
         try:
-            return write()
+            return call()
         except Abandoned:
             raise _Stop(f"interrupted while sink {sink!r} was unavailable", unavailable=False) from None
         except SinkUnavailable as exc:
-            attempts = self.settings.sink_attempts
+            attempts = self.run.settings.sink_attempts
             self.events.backfill_sink_gave_up(MESSAGE_TYPE, sink, attempts, exc.reason)
             raise _Stop(
                 f"sink {sink!r} stayed unavailable through {attempts} tries ({exc.reason}); "
@@ -589,9 +559,30 @@ class _Run:
                 unavailable=True,
             ) from None
 
-    def _on_sink_retry(self, sink: str, attempt: int, error: SinkUnavailable, delay: float) -> None:
-        attempts = self.settings.sink_attempts
+    def _on_retry(self, sink: str, attempt: int, error: SinkUnavailable, delay: float) -> None:
+        attempts = self.run.settings.sink_attempts
         self.events.backfill_sink_retry(MESSAGE_TYPE, sink, attempt, attempts, error.reason, round(delay, 3))
+
+    def _rejected(self, item: Item, sink: str, reason: str) -> None:
+        self.events.backfill_rejected(MESSAGE_TYPE, sink, item.ref, reason)
+
+    def _letter(self, item: Item, reason: str, sink: str | None) -> DeadLetter:
+        return replace(super()._letter(item, reason, sink), queue=None)
+
+    def _dead_lettered(self, count: int) -> None:
+        self.run.report.dead_lettered += count
+        self.events.backfill_dead_lettered(MESSAGE_TYPE, count)
+
+    def _count_stored(self, receipts: list[Receipt]) -> None:
+        report = self.run.report
+        report.stored += len(receipts)
+        if report.already_stored is not None and report.newly_stored is not None:
+            old = sum(1 for receipt in receipts if receipt.dedupe_key in self.held_before)
+            report.already_stored += old
+            report.newly_stored += len(receipts) - old
+        if self.run.emit is not None:
+            for receipt in receipts:
+                self.run.emit(receipt)
 
 
 def _open_or_stop(what: str, sink: Sink | DeadLetterSink) -> None:

@@ -62,7 +62,11 @@ class Item:
 
 
 class Dispatcher:
-    """Writes one source's items (a queue or a push route) to its sinks and the dead-letter sink."""
+    """Writes one source's items (a queue, a push route, a backfill) to its sinks and the dead-letter sink.
+
+    ``sink_attempts`` bounds the tries of an unavailable sink (then :class:`SinkUnavailable` is raised);
+    None retries until ``abandon``. A backfill overrides the event methods to log and count as its own.
+    """
 
     def __init__(
         self,
@@ -78,6 +82,7 @@ class Dispatcher:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         source: Source = "mns",
         opt_out: OptOutMatcher | None = None,
+        sink_attempts: int | None = None,
     ) -> None:
         self.queue = queue
         self.source: Source = source
@@ -88,7 +93,8 @@ class Dispatcher:
         self.abandon = abandon
         self.healthy = threading.Event()
         self.healthy.set()
-        self._retry = SinkRetry(Backoff(retry_initial_seconds, retry_max_seconds), abandon, self._on_retry)
+        backoff = Backoff(retry_initial_seconds, retry_max_seconds)
+        self._retry = SinkRetry(backoff, abandon, self._on_retry, attempts=sink_attempts)
         self._now = now
         # Replies are re-read with the configured keywords (decoders know only the defaults).
         self._opt_out = opt_out
@@ -118,11 +124,11 @@ class Dispatcher:
             for item in items:
                 if item.receipt is not None and item.receipt.dedupe_key in refused:
                     sink_name, reason = refused[item.receipt.dedupe_key]
-                    self.events.receipt_rejected(self.queue, self.message_type, item.ref, sink_name, reason)
+                    self._rejected(item, sink_name, reason)
                     letters.append(self._letter(item, f"rejected by sink {sink_name!r}: {reason}", sink_name))
             if letters:
                 self._guarded(DEAD_LETTER_SINK, lambda: store_dead_letters(self.dead_letter, letters, self._retry))
-                self.events.dead_lettered(self.queue, len(letters))
+                self._dead_lettered(len(letters))
                 self.healthy.set()
         except Abandoned:
             return False
@@ -143,11 +149,17 @@ class Dispatcher:
         """A sink bug costs only this call (STYLE.md 7): logged, then abandoned like a drain."""
         try:
             return call()
-        except Abandoned:
+        except (Abandoned, SinkUnavailable):
             raise
         except Exception as exc:
             self.events.sink_broken(self.queue, sink, exc)
             raise Abandoned from exc
+
+    def _rejected(self, item: Item, sink: str, reason: str) -> None:
+        self.events.receipt_rejected(self.queue, self.message_type, item.ref, sink, reason)
+
+    def _dead_lettered(self, count: int) -> None:
+        self.events.dead_lettered(self.queue, count)
 
     def _on_retry(self, sink: str, attempt: int, error: SinkUnavailable, delay: float) -> None:
         self.healthy.clear()

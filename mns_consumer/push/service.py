@@ -121,11 +121,8 @@ class PushService:
                 opt_out=self.opt_out,
             )
             worker = SpoolWorker(
-                route.label,
-                route.message_type,
                 self.spool,
                 dispatcher,
-                self.events,
                 batch_entries=self.config.spool_batch_entries,
                 batch_receipts=self.config.spool_batch_receipts,
                 retry_initial_seconds=self.retry_initial_seconds,

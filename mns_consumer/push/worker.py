@@ -17,7 +17,6 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from mns_consumer.delivery import Abandoned, Dispatcher, Item
 from mns_consumer.errors import DecodeError
-from mns_consumer.observe.events import Events
 from mns_consumer.push.spool import Spool, SpoolEntry
 from mns_consumer.receipts import decode_push
 from mns_consumer.retry import Backoff, failed_attempt
@@ -27,29 +26,23 @@ IDLE_WAIT_SECONDS = 1.0
 
 
 class SpoolWorker:
-    """One thread delivering one route's spooled pushes (``route`` is its name as stored in the spool).
-
-    The dispatcher's ``abandon`` event ends a wait for a sink that is down.
+    """One thread delivering one route's spooled pushes: the dispatcher's ``queue`` is the route's name as
+    stored in the spool, its ``abandon`` event ends a wait for a sink that is down.
     """
 
     def __init__(
         self,
-        route: str,
-        message_type: str,
         spool: Spool,
         dispatcher: Dispatcher,
-        events: Events,
         *,
         batch_entries: int = 64,
         batch_receipts: int = 10000,
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
     ) -> None:
-        self.route = route
-        self.message_type = message_type
+        self.route, self.message_type, self.events = dispatcher.queue, dispatcher.message_type, dispatcher.events
         self.spool = spool
         self.dispatcher = dispatcher
-        self.events = events
         self.batch_entries = batch_entries
         self.batch_receipts = batch_receipts
         # A sink bug or the spool's disk: retried until it works or the drain gives up, never lost.
@@ -62,7 +55,7 @@ class SpoolWorker:
         )
         self._wake = threading.Event()
         self._finish = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"spool-{route}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"spool-{self.route}", daemon=True)
 
     def start(self) -> SpoolWorker:
         """Start delivering in the background."""

@@ -590,7 +590,7 @@ class DatabaseSink:
             ConfigError: If the driver is missing, or the table is missing with ``create_table: false``
                 or lacks a documented column or the unique ``dedupe_key``.
         """
-        engine = self._probe_engine()
+        engine = self.read_engine()
         table = self.config.table
         try:
             with self._availability(engine):
@@ -614,8 +614,9 @@ class DatabaseSink:
     def _prepare(self) -> None:
         """What ``open`` does before connecting (SQLite creates its file)."""
 
-    def _probe_engine(self) -> Engine:
-        """The engine ``probe`` uses."""
+    def read_engine(self) -> Engine:
+        """An engine on the sink's database that creates nothing, for ``probe`` and read-only commands
+        (``reconcile``) on a sink that is not opened; the caller disposes of it."""
         return self._create_engine()
 
     def _create_engine(self) -> Engine:

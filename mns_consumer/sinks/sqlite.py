@@ -81,11 +81,11 @@ class SqliteSink(DatabaseSink):
             return f"{path} does not exist yet and will be created (0600) at start; {found}"
         return super().probe()
 
-    def _probe_engine(self) -> Engine:
+    def read_engine(self) -> Engine:
         """An engine on the existing file that neither creates it nor sets pragmas (``mode=rw``)."""
         path = self._path()
         if path is None:
-            return super()._probe_engine()
+            return super().read_engine()
         uri = Path(path).absolute().as_uri() + "?mode=rw"
         timeout = self.config.busy_timeout_seconds
 

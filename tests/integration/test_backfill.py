@@ -344,6 +344,32 @@ def test_receipts_a_sink_rejects_go_to_the_dead_letter_file_with_the_reason(emul
     assert {letter["reason"] for letter in letters} == {"rejected by sink 'picky': no failures here"}
 
 
+def test_rejections_are_logged_and_counted_as_the_backfills_own_through_the_delivery_core(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """The delivery core stores a run's receipts, but under backfill's event names and labels, not the daemon's."""
+    generated = emulator.produce("SmsReport", 30)
+    picky = RecordingSink("picky", reject=lambda receipt: "no failures here" if receipt.status == "failed" else None)
+    config = make_config(emulator, tmp_path, {"picky": {"type": "file", "path": str(tmp_path / "unused.jsonl")}})
+    sends = [send_of(item.send_record) for item in generated if item.send_record is not None]
+    events, registry = metrics_events()
+    with capture_logs() as logs:
+        report = run_backfill(config, sends, environ={}, events=events, build_sink=lambda name: picky)
+    assert report.failed > 0
+    rejected = [entry for entry in logs if entry["event"] == "backfill.rejected"]
+    letters = [json.loads(line) for line in (tmp_path / "dead-letter.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(letters) == report.failed
+    assert {letter["queue"] for letter in letters} == {None}
+    assert sorted(entry["dedupe_key"] for entry in rejected) == sorted(letter["dedupe_key"] for letter in letters)
+    assert {entry["sink"] for entry in rejected} == {"picky"}
+    assert [entry["count"] for entry in logs if entry["event"] == "backfill.dead_lettered"] == [report.failed]
+    daemon_events = {"receipt.rejected", "receipts.dead_lettered", "sink.written", "sink.recovered"}
+    assert not [entry for entry in logs if entry["event"] in daemon_events]
+    assert sample(registry, "mns_consumer_receipts_dead_lettered_total") == report.failed
+    stored = sample(registry, "mns_consumer_backfill_receipts_stored_total", sink="picky", status="delivered")
+    assert stored == report.delivered
+
+
 def test_pending_sends_are_skipped_by_default_and_stored_on_request(emulator: Emulator, tmp_path: Path) -> None:
     """SendStatus 1 is counted as pending; include_pending stores it with status pending."""
     record = emulator.receipts.make_waiting_send()

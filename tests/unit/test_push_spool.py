@@ -137,9 +137,7 @@ def test_a_spool_larger_than_one_round_drains_in_rounds_within_the_receipt_bound
     dispatcher = Dispatcher(
         "push:SmsReport", "SmsReport", [sink], RecordingDeadLetterSink(), Events(), threading.Event(), source="push"
     )
-    worker = SpoolWorker(
-        "push:SmsReport", "SmsReport", spool, dispatcher, Events(), batch_entries=64, batch_receipts=100
-    ).start()
+    worker = SpoolWorker(spool, dispatcher, batch_entries=64, batch_receipts=100).start()
     worker.finish()
     assert worker.join(time.monotonic() + 60), "hang guard: the worker did not drain the spool within 60 s"
 
@@ -167,9 +165,7 @@ def test_a_sink_bug_is_logged_and_retried_and_the_entries_stay_spooled_until_del
     dispatcher = Dispatcher(
         "push:SmsReport", "SmsReport", [sink], RecordingDeadLetterSink(), Events(), threading.Event(), source="push"
     )
-    worker = SpoolWorker(
-        "push:SmsReport", "SmsReport", spool, dispatcher, Events(), retry_initial_seconds=0.01, retry_max_seconds=0.02
-    )
+    worker = SpoolWorker(spool, dispatcher, retry_initial_seconds=0.01, retry_max_seconds=0.02)
     with capture_logs() as logs:
         worker.start().finish()
         assert worker.join(time.monotonic() + 30), "hang guard: the worker did not drain the spool within 30 s"
