@@ -33,12 +33,13 @@ import structlog
 import yaml
 from structlog.typing import EventDict, WrappedLogger
 
-from mns_consumer.config import parse_config
+from mns_consumer.config import host_and_port, parse_config
 from mns_consumer.consume.supervisor import Supervisor
 from mns_consumer.emulator import Emulator, EmulatorSettings
 from mns_consumer.emulator.consumer_config import emulator_config
 from mns_consumer.errors import ConfigError
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_KILLED, EXIT_OK
+from mns_consumer.files import open_private
 from mns_consumer.observe.logging import LoggingConfig, configure_logging
 from mns_consumer.sinks.dead_letter import read_dead_letters
 
@@ -399,21 +400,6 @@ class _Interrupts:
             os._exit(EXIT_KILLED)
 
 
-class _SupervisorThread(threading.Thread):
-    """Runs the supervisor and keeps the exception it died of, for the main thread to raise."""
-
-    def __init__(self, supervisor: Supervisor) -> None:
-        super().__init__(name="demo-supervisor", daemon=True)
-        self.supervisor = supervisor
-        self.error: Exception | None = None
-
-    def run(self) -> None:
-        try:
-            self.supervisor.run()
-        except Exception as exc:  # noqa: BLE001  (handed to the main thread, which raises it)
-            self.error = exc
-
-
 def _seed(emulator: Emulator, tally: QueueTally, receipts: int) -> None:
     """Enqueue ``receipts`` valid receipts with a few poison bodies spread among them."""
     malformed = 0 if receipts <= 0 else max(1, round(receipts * MALFORMED_SHARE))
@@ -543,38 +529,53 @@ def _demo_config(emulator: Emulator, options: DemoOptions, paths: DemoPaths) -> 
     return data
 
 
-def _wait_until_ready(runner: _SupervisorThread, interrupts: _Interrupts) -> bool:
+def _wait_until_ready(
+    supervisor: Supervisor, runner: threading.Thread, errors: list[Exception], interrupts: _Interrupts
+) -> bool:
     """Wait for the pollers to run; False if the run ended (or was interrupted) first.
 
     Raises:
         ConfigError: If the supervisor could not start (e.g. the metrics address is taken).
     """
-    ready = runner.supervisor.ready
-    while not ready.wait(TICK_SECONDS) and runner.is_alive():
+    while not supervisor.ready.wait(TICK_SECONDS) and runner.is_alive():
         if interrupts.count:
             return False
-    error = runner.error
-    if isinstance(error, ConfigError) and error.key_path == "http.listen":
-        raise ConfigError("--http-listen", "", error.problem, "pass a free HOST:PORT; port 0 picks one") from None
-    if error is not None:
+    for error in errors:
+        if isinstance(error, ConfigError) and error.key_path == "http.listen":
+            raise ConfigError("--http-listen", "", error.problem, "pass a free HOST:PORT; port 0 picks one") from None
         raise error
-    return ready.is_set()
+    return supervisor.ready.is_set()
 
 
-def _read_results(paths: DemoPaths) -> tuple[dict[str, int], Counter[str], tuple[int, int]]:
-    """Rows per queue, messages per outcome class (or state), and opt-outs, read-only from SQLite."""
-    if not paths.sqlite.exists():
-        return {}, Counter(), (0, 0)
-    with contextlib.closing(sqlite3.connect(f"{paths.sqlite.as_uri()}?mode=ro", uri=True)) as database:
-        rows = database.execute("SELECT queue, COUNT(*) FROM sms_receipts GROUP BY queue").fetchall()
-        classes = database.execute(
-            "SELECT COALESCE(outcome_class, state), COUNT(*) FROM sms_receipts_status GROUP BY 1"
-        ).fetchall()
-        numbers, replies = database.execute(
-            "SELECT COUNT(*), COALESCE(SUM(replies), 0) FROM sms_receipts_opt_outs"
-        ).fetchone()
-    delivery = Counter({str(name): int(count) for name, count in classes})
-    return {str(queue): int(count) for queue, count in rows}, delivery, (int(numbers), int(replies))
+def _summarize(
+    options: DemoOptions, paths: DemoPaths, tallies: list[QueueTally], seconds: float, drained: bool, url: str | None
+) -> DemoSummary:
+    """The summary, with rows per queue, messages per outcome class (or state) and opt-outs read-only
+    from SQLite, and dead letters counted by reason."""
+    summary = DemoSummary(tallies, paths, seconds, drained, options.forever, options.seed, url)
+    rows: dict[str, int] = {}
+    if paths.sqlite.exists():
+        with contextlib.closing(sqlite3.connect(f"{paths.sqlite.as_uri()}?mode=ro", uri=True)) as database:
+            rows = dict(database.execute("SELECT queue, COUNT(*) FROM sms_receipts GROUP BY queue").fetchall())
+            summary.delivery.update(
+                dict(
+                    database.execute(
+                        "SELECT COALESCE(outcome_class, state), COUNT(*) FROM sms_receipts_status GROUP BY 1"
+                    ).fetchall()
+                )
+            )
+            numbers, replies = database.execute(
+                "SELECT COUNT(*), COALESCE(SUM(replies), 0) FROM sms_receipts_opt_outs"
+            ).fetchone()
+            summary.opt_outs = (int(numbers), int(replies))
+    if paths.dead_letter.exists():
+        summary.dead_letter_reasons.update(
+            _short_reason(letter.reason, letter.message_type) for letter in read_dead_letters(paths.dead_letter)
+        )
+    for tally in tallies:
+        tally.rows = rows.get(tally.queue_name, 0)
+        tally.jsonl_lines = _count_lines(paths.jsonl[tally.message_type])
+    return summary
 
 
 def _count_lines(path: Path) -> int:
@@ -587,7 +588,7 @@ def _count_lines(path: Path) -> int:
 def _metrics_url(supervisor: Supervisor, listen: str) -> str | None:
     if supervisor.health is None:
         return None
-    host = listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    host = host_and_port(listen)[0] or "127.0.0.1"
     if host in ("0.0.0.0", "::"):  # noqa: S104  (a wildcard bind is reached through loopback)
         host = "127.0.0.1"
     return f"http://{f'[{host}]' if ':' in host else host}:{supervisor.health.port}/metrics"
@@ -621,16 +622,22 @@ def run_demo(
         data = _demo_config(emulator, options, paths)
         config = parse_config(data, "demo")
         # 0600 like every file the daemon creates: it holds the emulator's key.
-        with os.fdopen(
-            os.open(paths.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8"
-        ) as file:
+        with os.fdopen(open_private(str(paths.config), os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as file:
             file.write("# The configuration of the last `mns-consumer demo` run in this folder.\n")
             yaml.safe_dump(data, file, sort_keys=False, allow_unicode=True)
         supervisor = Supervisor(config, handle_signals=False, environ={})
-        runner = _SupervisorThread(supervisor)
+        errors: list[Exception] = []  # what the supervisor died of, for the main thread to raise
+
+        def run_supervisor() -> None:
+            try:
+                supervisor.run()
+            except Exception as exc:  # noqa: BLE001  (handed to the main thread, which raises it)
+                errors.append(exc)
+
+        runner = threading.Thread(target=run_supervisor, name="demo-supervisor", daemon=True)
         runner.start()
         try:
-            if not _wait_until_ready(runner, interrupts):
+            if not _wait_until_ready(supervisor, runner, errors, interrupts):
                 stream.write("Stopped before the daemon was ready.\n")
                 return EXIT_OK
             metrics_url = _metrics_url(supervisor, options.http_listen)
@@ -657,27 +664,7 @@ def run_demo(
         # Read again after the stop: the drain settled the batches that were still in flight.
         drained = console.refresh(stopped)
         console.show(stopped, final=True)
-    rows, delivery, opt_outs = _read_results(paths)
-    reasons: Counter[str] = Counter()
-    if paths.dead_letter.exists():
-        reasons.update(
-            _short_reason(letter.reason, letter.message_type) for letter in read_dead_letters(paths.dead_letter)
-        )
-    for tally in tallies:
-        tally.rows = rows.get(tally.queue_name, 0)
-        tally.jsonl_lines = _count_lines(paths.jsonl[tally.message_type])
-    summary = DemoSummary(
-        tallies,
-        paths,
-        stopped - console.started,
-        drained,
-        options.forever,
-        options.seed,
-        metrics_url,
-        reasons,
-        delivery,
-        opt_outs,
-    )
+    summary = _summarize(options, paths, tallies, stopped - console.started, drained, metrics_url)
     stream.write("\n" + summary.render() + "\n")
     if options.as_json:
         stream.write(json.dumps(summary.to_dict(), ensure_ascii=False) + "\n")
