@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from mns_consumer.config import Config
 from mns_consumer.errors import DecodeError, SinkUnavailable
@@ -77,8 +78,9 @@ def replay_dead_letters(
             if not routed:
                 report.remaining.append(_fail(letter, "no configured queue routes this MessageType", now()))
                 continue
+            source = cast(Source, letter.source if letter.source in ("push", "query") else "mns")
             try:
-                receipt = decode_mns_body(letter.message_type, letter.raw, queue=letter.queue, source=_source(letter))
+                receipt = decode_mns_body(letter.message_type, letter.raw, queue=letter.queue, source=source)
             except DecodeError as exc:
                 report.remaining.append(_fail(letter, f"still does not decode: {exc}", now()))
                 continue
@@ -128,12 +130,6 @@ def _deliver(
 
 def _fail(letter: DeadLetter, reason: str, at: datetime) -> DeadLetter:
     return replace(letter, reason=redact_text(reason), failed_at=at)
-
-
-def _source(letter: DeadLetter) -> Source:
-    if letter.source == "push":
-        return "push"
-    return "query" if letter.source == "query" else "mns"
 
 
 def write_remaining(letters: Iterable[DeadLetter], path: Path) -> int:

@@ -162,7 +162,7 @@ class FileDeadLetterSink:
                 os.close(fd)
 
     def _unavailable(self, exc: OSError) -> SinkUnavailable:
-        return SinkUnavailable(self.name, f"{exc.filename or self.config.path}: {exc.strerror or exc}")
+        return SinkUnavailable(self.name, describe_os_error(exc, self.config.path))
 
 
 def _drop_torn_tail(fd: int) -> None:
