@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -43,16 +43,7 @@ from mns_consumer.files import open_private
 from mns_consumer.observe.logging import LoggingConfig, configure_logging
 from mns_consumer.sinks.dead_letter import read_dead_letters
 
-__all__ = [
-    "DEMO_MESSAGE_TYPES",
-    "MARKER_NAME",
-    "DemoOptions",
-    "DemoPaths",
-    "DemoSummary",
-    "QueueTally",
-    "claim_data_dir",
-    "run_demo",
-]
+__all__ = ["DEMO_MESSAGE_TYPES", "MARKER_NAME", "DemoOptions", "run_demo"]
 
 DEMO_MESSAGE_TYPES: Final = ("SmsReport", "SmsUp", "SignSmsReport", "TemplateSmsReport")
 MARKER_NAME: Final = ".mns-consumer-demo"  # makes a folder the demo's own, so a later run may delete its files
@@ -365,15 +356,15 @@ def _drop_summarized_events(logger: WrappedLogger, method_name: str, event_dict:
 
 
 @contextlib.contextmanager
-def _without_proxy_variables(environ: MutableMapping[str, str]) -> Iterator[None]:
+def _without_proxy_variables() -> Iterator[None]:
     """Unset proxy variables during the run: the Tea transport sends even loopback requests through them."""
-    saved = {key: value for key, value in environ.items() if "proxy" in key.lower()}
+    saved = {key: value for key, value in os.environ.items() if "proxy" in key.lower()}
     for key in saved:
-        del environ[key]
+        del os.environ[key]
     try:
         yield
     finally:
-        environ.update(saved)
+        os.environ.update(saved)
 
 
 class _Interrupts:
@@ -594,10 +585,8 @@ def _metrics_url(supervisor: Supervisor, listen: str) -> str | None:
     return f"http://{f'[{host}]' if ':' in host else host}:{supervisor.health.port}/metrics"
 
 
-def run_demo(
-    options: DemoOptions, *, out: TextIO | None = None, environ: MutableMapping[str, str] | None = None
-) -> int:
-    """Run the demo and print its summary to ``out`` (stdout); proxy variables of ``environ`` are unset meanwhile.
+def run_demo(options: DemoOptions) -> int:
+    """Run the demo and print its summary to stdout; proxy variables are unset meanwhile.
 
     Returns:
         0 when the demo ran (drained, or stopped with Ctrl-C), 1 when it gave up because nothing settled.
@@ -605,7 +594,7 @@ def run_demo(
     Raises:
         ConfigError: If ``--data-dir`` holds foreign files, or the metrics address cannot be used.
     """
-    stream = out if out is not None else sys.stdout
+    stream = sys.stdout
     paths = DemoPaths.for_dir(options.data_dir)
     claim_data_dir(paths)
     configure_logging(LoggingConfig(level="warning"))
@@ -613,7 +602,7 @@ def run_demo(
     tallies = [QueueTally(t, f"Alicom-Queue-{DEMO_ACCOUNT_UID}-{t}") for t in DEMO_MESSAGE_TYPES]
     settings = EmulatorSettings(queues={t.message_type: t.queue_name for t in tallies}, seed=options.seed)
     with (
-        _without_proxy_variables(os.environ if environ is None else environ),
+        _without_proxy_variables(),
         Emulator(settings) as emulator,
         _Interrupts(3 if options.forever else 2) as interrupts,
     ):
