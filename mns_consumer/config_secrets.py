@@ -166,4 +166,3 @@ def _url_secrets(text: str, path: str) -> Iterator[_Secret]:
     for key, item in parse_qsl(parts.query):
         if is_secret_key(key) or "pass" in key.lower():
             yield _Secret(path, item, 0, f"the URL's {key} parameter")
-
