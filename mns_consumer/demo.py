@@ -94,10 +94,6 @@ class DemoPaths:
         jsonl = {message_type: folder / f"{message_type}.jsonl" for message_type in DEMO_MESSAGE_TYPES}
         return cls(folder, folder / "receipts.db", jsonl, folder / "dead-letter.jsonl", folder / "config.yaml")
 
-    @property
-    def marker(self) -> Path:
-        return self.data_dir / MARKER_NAME
-
     def demo_files(self) -> list[Path]:
         """Every file a demo run may leave behind but the marker: what the next run deletes."""
         sqlite_files = [self.sqlite.with_name(self.sqlite.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
@@ -110,12 +106,12 @@ def claim_data_dir(paths: DemoPaths) -> None:
     Raises:
         ConfigError: If the folder holds files but no marker, or is not a usable folder.
     """
-    folder = paths.data_dir
+    folder, marker = paths.data_dir, paths.data_dir / MARKER_NAME
     try:
         if folder.exists() and not folder.is_dir():
             raise ConfigError("--data-dir", "", f"{folder} is not a folder", "pass a new or empty folder")
         foreign = sorted(entry.name for entry in folder.iterdir()) if folder.is_dir() else []
-        if foreign and not paths.marker.is_file():
+        if foreign and not marker.is_file():
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise ConfigError(
                 "--data-dir",
@@ -127,7 +123,7 @@ def claim_data_dir(paths: DemoPaths) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for path in paths.demo_files():
             path.unlink(missing_ok=True)
-        paths.marker.write_text(
+        marker.write_text(
             "This folder holds the data of `mns-consumer demo`. The next demo run here deletes the demo's\n"
             "files (receipts.db, <MessageType>.jsonl, dead-letter.jsonl, config.yaml) and keeps anything else.\n",
             encoding="utf-8",
@@ -217,10 +213,6 @@ class DemoSummary:
             "sqlite3": f"sqlite3 -header -column {shlex.quote(database)} {_shell_double_quoted(_SAMPLE_SQL)}",
             "python": f"python3 -c {_shell_double_quoted(python_code)}",
         }
-
-    def replay_command(self) -> str:
-        letters, config = shlex.quote(str(self.paths.dead_letter)), shlex.quote(str(self.paths.config))
-        return f"mns-consumer dead-letters replay {letters} --config {config}"
 
     def to_dict(self) -> dict[str, object]:
         totals = {
@@ -318,7 +310,8 @@ class DemoSummary:
         return [
             f"Dead letters: {total} (their warnings were kept off the screen), by reason:",
             *(f"  {count:>4} x {reason}" for reason, count in self.dead_letter_reasons.most_common()),
-            f"  replay them once fixed: {self.replay_command()}",
+            f"  replay them once fixed: mns-consumer dead-letters replay {shlex.quote(str(self.paths.dead_letter))} "
+            f"--config {shlex.quote(str(self.paths.config))}",
         ]
 
     def _where_lines(self) -> list[str]:
