@@ -332,8 +332,8 @@ class PushRouteConfig(_RoutedConfig):
 
     def url_path(self) -> str:
         """The whole path Alibaba must POST to, secret included: for matching requests only, never to show."""
-        base = self.path.rstrip("/") or ""
-        return f"{base}/{self.secret.get_secret_value()}" if self.secret is not None else (self.path or "/")
+        base = self.path.rstrip("/")
+        return f"{base}/{self.secret.get_secret_value()}" if self.secret is not None else self.path
 
 
 class PushConfig(StrictModel):
