@@ -407,7 +407,7 @@ class _Console:
         self.tallies = tallies
         self.forever = options.forever
         self.out = out
-        self.tty = _is_tty(out)
+        self.tty = out.isatty()
         self.random = random.Random(options.seed)
         self.started = self.next_trickle = time.monotonic()
         self.drawn = 0  # lines of the TTY display to redraw
@@ -652,10 +652,3 @@ def run_demo(options: DemoOptions) -> int:
         stream.write(json.dumps(summary.to_dict(), ensure_ascii=False) + "\n")
     stream.flush()
     return code
-
-
-def _is_tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (OSError, ValueError):
-        return False
