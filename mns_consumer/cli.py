@@ -291,7 +291,7 @@ Examples:
     help="HOST:PORT of /metrics, /healthz and /readyz; port 0 picks a free one.",
 )
 @_json_option("Also print the summary as one JSON line at the end.")
-def demo(receipts_per_queue: int, seed: int, data_dir: Path, forever: bool, http_listen: str, as_json: bool) -> None:
+def demo(**options: Any) -> None:
     """Run the emulator and the daemon in-process on seeded receipts, show progress, and sum up.
 
     Without --forever it stops once every queue is drained. Exits 0, or 2 when --data-dir holds files
@@ -299,17 +299,9 @@ def demo(receipts_per_queue: int, seed: int, data_dir: Path, forever: bool, http
     """
     from mns_consumer.demo import DemoOptions, run_demo
 
-    parse_listen(http_listen)
-    options = DemoOptions(
-        receipts_per_queue=receipts_per_queue,
-        seed=seed,
-        data_dir=data_dir,
-        forever=forever,
-        http_listen=http_listen,
-        as_json=as_json,
-    )
+    parse_listen(options["http_listen"])
     with _exit_on((ConfigError, EXIT_USAGE)):
-        code = run_demo(options)
+        code = run_demo(DemoOptions(**options))
     sys.exit(code)
 
 

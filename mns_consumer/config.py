@@ -114,20 +114,54 @@ class EndpointsConfig(StrictModel):
     )
 
 
-class QueueConfig(StrictModel):
-    """One receipt queue: its MessageType, its QueueName as the console shows it, and its sinks."""
+class _KeyValueError(ValueError):
+    """A section-level check's error that belongs to one key of the section, so its path names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+
+
+class _RoutedConfig(StrictModel):
+    """What a queue and a push route share: the MessageType they carry and the sinks it goes to."""
 
     message_type: str = Field(
         description=f"Alibaba MessageType, one of {', '.join(MESSAGE_TYPES)} (others need allow_unknown_message_type)."
     )
     allow_unknown_message_type: bool = Field(
         False,
-        description="Accept a message_type this version does not decode (a type Alibaba added later): the queue is "
-        "consumed and every message goes to dead_letter with its raw body, for `dead-letters replay` once a "
-        "version decodes it. Default: false (an unknown type is a configuration error, as typos are).",
+        description="Accept a message_type this version does not decode (a type Alibaba added later): its messages "
+        "are consumed and go to dead_letter with their raw body, for `dead-letters replay` once a version decodes "
+        "them. Default: false (an unknown type is a configuration error, as typos are).",
     )
-    queue_name: str = Field(min_length=1, description="QueueName copied from the console; never derived.")
     sinks: SinkNames
+
+    @model_validator(mode="after")
+    def _known_type(self) -> _RoutedConfig:
+        """Refuse a MessageType this version does not decode (a typo would consume a queue that does not
+        exist, or dead-letter every push of a route), unless allowed; an allowed one must look like one."""
+        if self.message_type in MESSAGE_TYPES:
+            return self
+        if not self.allow_unknown_message_type:
+            close = difflib.get_close_matches(self.message_type, MESSAGE_TYPES, n=1, cutoff=0.8)
+            guess = f"did you mean {close[0]}? " if close else ""
+            raise _KeyValueError(
+                "message_type",
+                f"unknown MessageType {self.message_type!r}; {guess}use one of: {', '.join(MESSAGE_TYPES)}, "
+                "or set allow_unknown_message_type: true for a type Alibaba added since",
+            )
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{1,63}", self.message_type):
+            raise _KeyValueError(
+                "message_type",
+                f"{self.message_type!r} is not a MessageType (letters and digits, as the console shows it)",
+            )
+        return self
+
+
+class QueueConfig(_RoutedConfig):
+    """One receipt queue: its MessageType, its QueueName as the console shows it, and its sinks."""
+
+    queue_name: str = Field(min_length=1, description="QueueName copied from the console; never derived.")
     batch_size: int = Field(16, ge=1, le=16, description="Messages per BatchReceiveMessage (MNS limit 16).")
     wait_seconds: int = Field(30, ge=0, le=30, description="Long-poll wait per receive, s (MNS limit 30).")
     in_flight_batches: int = Field(
@@ -181,11 +215,6 @@ class QueueConfig(StrictModel):
         "its visibility lapses and MNS hands it out again later, well before the 30-minute rule, s.",
     )
 
-    @model_validator(mode="after")
-    def _known_type(self) -> QueueConfig:
-        _check_message_type(self.message_type, allow_unknown=self.allow_unknown_message_type)
-        return self
-
 
 class TokensConfig(StrictModel):
     """How queue tokens (QueryTokenForMnsQueue) are fetched and refreshed."""
@@ -212,33 +241,6 @@ class TokensConfig(StrictModel):
             "its calls; past it the child is killed and the refresh fails (and is retried), s."
         ),
     )
-
-
-class _KeyValueError(ValueError):
-    """A section-level check's error that belongs to one key of the section, so its path names the key."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(problem)
-        self.key = key
-
-
-def _check_message_type(message_type: str, *, allow_unknown: bool) -> None:
-    """Refuse a MessageType this version does not decode (a typo would consume a queue that does not
-    exist, or dead-letter every push), unless allowed; an allowed one must still look like a type."""
-    if message_type in MESSAGE_TYPES:
-        return
-    if not allow_unknown:
-        close = difflib.get_close_matches(message_type, MESSAGE_TYPES, n=1, cutoff=0.8)
-        guess = f"did you mean {close[0]}? " if close else ""
-        raise _KeyValueError(
-            "message_type",
-            f"unknown MessageType {message_type!r}; {guess}use one of: {', '.join(MESSAGE_TYPES)}, "
-            "or set allow_unknown_message_type: true for a type Alibaba added since",
-        )
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{1,63}", message_type):
-        raise _KeyValueError(
-            "message_type", f"{message_type!r} is not a MessageType (letters and digits, as the console shows it)"
-        )
 
 
 class HttpConfig(StrictModel):
@@ -290,7 +292,7 @@ class BackfillConfig(StrictModel):
         return self
 
 
-class PushRouteConfig(StrictModel):
+class PushRouteConfig(_RoutedConfig):
     """One URL of the HTTP push receiver: Alibaba's console takes one URL per MessageType (reference 5).
 
     The URL path is ``path``, then ``/``, then ``secret`` when one is set. Pushes carry no signature, so
@@ -306,24 +308,11 @@ class PushRouteConfig(StrictModel):
         None,
         description="Unguessable last path segment (at least 16 URL-safe characters); use ${PUSH_SECRET}.",
     )
-    message_type: str = Field(description="Alibaba MessageType pushed to this URL, e.g. SmsReport, SmsUp.")
-    allow_unknown_message_type: bool = Field(
-        False,
-        description="Accept a message_type this version does not decode; every push to the route then goes to "
-        "dead_letter with its raw body. Default: false.",
-    )
-    sinks: SinkNames
     name: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description='Route name in logs, metrics (queue="push:<name>") and receipts; default: message_type.',
     )
-
-    @model_validator(mode="after")
-    def _known_type(self) -> PushRouteConfig:
-        # A push has no type field, so a wrong type here would dead-letter every receipt of the route.
-        _check_message_type(self.message_type, allow_unknown=self.allow_unknown_message_type)
-        return self
 
     @field_validator("secret")
     @classmethod
@@ -343,8 +332,8 @@ class PushRouteConfig(StrictModel):
 
     def url_path(self) -> str:
         """The whole path Alibaba must POST to, secret included: for matching requests only, never to show."""
-        base = self.path.rstrip("/") or ""
-        return f"{base}/{self.secret.get_secret_value()}" if self.secret is not None else (self.path or "/")
+        base = self.path.rstrip("/")
+        return f"{base}/{self.secret.get_secret_value()}" if self.secret is not None else self.path
 
 
 class PushConfig(StrictModel):
@@ -504,12 +493,10 @@ class Config(StrictModel):
     def sinks_for(self, message_type: str, queue_name: str | None = None) -> list[str]:
         """The sink names receipts of a type (from a queue, when given) are routed to."""
         names: list[str] = []
-        for queue in self.queues:
-            if queue.message_type == message_type and (queue_name is None or queue.queue_name == queue_name):
-                names.extend(n for n in queue.sinks if n not in names)
-        for route in self.push.routes if self.push is not None else ():
-            if route.message_type == message_type and (queue_name is None or route.label == queue_name):
-                names.extend(n for n in route.sinks if n not in names)
+        for source in (*self.queues, *(self.push.routes if self.push is not None else ())):
+            source_name = source.queue_name if isinstance(source, QueueConfig) else source.label
+            if source.message_type == message_type and queue_name in (None, source_name):
+                names.extend(n for n in source.sinks if n not in names)
         return names
 
     def masked(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,38 +18,21 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from mns_consumer.config import (
-    BackfillConfig,
-    Config,
-    CredentialsConfig,
-    EndpointsConfig,
-    HttpConfig,
-    PushConfig,
-    PushRouteConfig,
-    QueueConfig,
-    TokensConfig,
-)
-from mns_consumer.observe.logging import LoggingConfig
-from mns_consumer.observe.metrics import MetricsConfig
-from mns_consumer.opt_out import OptOutConfig
+from mns_consumer.config import Config
 from mns_consumer.sinks.base import BUILTIN_SINK_TYPES, sink_config_class
-from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
 
-SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
-    ("top level", Config),
-    ("credentials", CredentialsConfig),
-    ("endpoints", EndpointsConfig),
-    ("queues[]", QueueConfig),
-    ("tokens", TokensConfig),
-    ("logging", LoggingConfig),
-    ("http", HttpConfig),
-    ("metrics", MetricsConfig),
-    ("opt_out", OptOutConfig),
-    ("backfill", BackfillConfig),
-    ("push", PushConfig),
-    ("push.routes[]", PushRouteConfig),
-    ("dead_letter", DeadLetterSinkConfig),
-)
+
+def sections(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[tuple[str, type[BaseModel]]]:
+    """(title, model) of the top level and of every section below it, in the order of the file's keys."""
+    if not prefix:
+        yield "top level", model
+    for name, info in model.model_fields.items():
+        for arg in (info.annotation, *typing.get_args(info.annotation)):
+            if isinstance(arg, type) and typing.get_origin(arg) is None and issubclass(arg, BaseModel):
+                title = prefix + name + ("[]" if typing.get_origin(info.annotation) is list else "")
+                yield title, arg
+                yield from sections(arg, f"{title}.")
+
 
 START_MARKER = (
     "<!-- config-reference:start (generated: python -m mns_consumer.config_reference --write docs/configuration.md) -->"
@@ -104,7 +88,7 @@ def model_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
 def reference() -> str:
     """The whole configuration reference, sections first, then one table per built-in sink type."""
     parts: list[str] = []
-    for title, model in SECTIONS:
+    for title, model in sections():
         parts += [f"### `{title}`", "", model_table(model), ""]
     for type_name in sorted(BUILTIN_SINK_TYPES):
         parts += [f"### `sinks.<name>` with `type: {type_name}`", "", model_table(sink_config_class(type_name)), ""]

@@ -135,25 +135,24 @@ def _secrets(value: object, path: str, name: str = "") -> Iterator[_Secret]:
     if isinstance(value, BaseModel):
         for field_name in type(value).model_fields:
             yield from _secrets(getattr(value, field_name), join_key(path, field_name), field_name)
-    elif isinstance(value, SecretStr):
-        if not name.endswith("_id"):
-            yield from _field_secrets(value.get_secret_value(), path, name)
+    elif isinstance(value, SecretStr) and not name.endswith("_id"):
+        text = value.get_secret_value()
+        if "://" in text:
+            yield from _url_secrets(text, path)
+        else:
+            yield _Secret(path, text, MINIMUM_LENGTHS.get(name, DEFAULT_MINIMUM_LENGTH))
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            if isinstance(item, SecretStr):
-                yield from _entry_secrets(item.get_secret_value(), join_key(path, str(key)), str(key))
-            else:
+            if isinstance(item, SecretStr) and is_secret_key(str(key)):
+                # "Bearer <token>", "Basic <base64>": the credential is the last word.
+                words = item.get_secret_value().split()
+                credential = words[-1] if words else item.get_secret_value()
+                yield _Secret(join_key(path, str(key)), credential, 0, "the credential in the value")
+            elif not isinstance(item, SecretStr):
                 yield from _secrets(item, join_key(path, str(key)), str(key))
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             yield from _secrets(item, f"{path}[{index}]", name)
-
-
-def _field_secrets(text: str, path: str, name: str) -> Iterator[_Secret]:
-    if "://" in text:
-        yield from _url_secrets(text, path)
-    else:
-        yield _Secret(path, text, MINIMUM_LENGTHS.get(name, DEFAULT_MINIMUM_LENGTH))
 
 
 def _url_secrets(text: str, path: str) -> Iterator[_Secret]:
@@ -167,10 +166,3 @@ def _url_secrets(text: str, path: str) -> Iterator[_Secret]:
     for key, item in parse_qsl(parts.query):
         if is_secret_key(key) or "pass" in key.lower():
             yield _Secret(path, item, 0, f"the URL's {key} parameter")
-
-
-def _entry_secrets(text: str, path: str, key: str) -> Iterator[_Secret]:
-    if is_secret_key(key):
-        # "Bearer <token>", "Basic <base64>": the credential is the last word.
-        words = text.split()
-        yield _Secret(path, words[-1] if words else text, 0, "the credential in the value")

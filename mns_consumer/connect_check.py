@@ -17,7 +17,7 @@ from mns_consumer.alicom.endpoints import resolve_endpoints
 from mns_consumer.config import Config
 from mns_consumer.consume.clients import queue_client, token_fetcher, token_provider
 from mns_consumer.errors import MnsConsumerError, SinkUnavailable
-from mns_consumer.files import check_can_create_in
+from mns_consumer.files import check_can_create_in, describe_os_error
 from mns_consumer.sinks.base import DeadLetterSink, Probeable, Sink, SinkConfig
 from mns_consumer.sinks.dead_letter import DeadLetterSinkConfig
 
@@ -92,7 +92,7 @@ def check_spool(spool_path: str) -> CheckResult:
     try:
         found = check_can_create_in(os.path.dirname(spool_path))
     except OSError as exc:
-        return CheckResult("push spool", False, f"{exc.filename or spool_path}: {exc.strerror or exc}")
+        return CheckResult("push spool", False, describe_os_error(exc, spool_path))
     return CheckResult("push spool", True, found)
 
 

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -33,25 +33,17 @@ import structlog
 import yaml
 from structlog.typing import EventDict, WrappedLogger
 
-from mns_consumer.config import parse_config
+from mns_consumer.config import host_and_port, parse_config
 from mns_consumer.consume.supervisor import Supervisor
 from mns_consumer.emulator import Emulator, EmulatorSettings
 from mns_consumer.emulator.consumer_config import emulator_config
 from mns_consumer.errors import ConfigError
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_KILLED, EXIT_OK
+from mns_consumer.files import open_private
 from mns_consumer.observe.logging import LoggingConfig, configure_logging
 from mns_consumer.sinks.dead_letter import read_dead_letters
 
-__all__ = [
-    "DEMO_MESSAGE_TYPES",
-    "MARKER_NAME",
-    "DemoOptions",
-    "DemoPaths",
-    "DemoSummary",
-    "QueueTally",
-    "claim_data_dir",
-    "run_demo",
-]
+__all__ = ["DEMO_MESSAGE_TYPES", "MARKER_NAME", "DemoOptions", "run_demo"]
 
 DEMO_MESSAGE_TYPES: Final = ("SmsReport", "SmsUp", "SignSmsReport", "TemplateSmsReport")
 MARKER_NAME: Final = ".mns-consumer-demo"  # makes a folder the demo's own, so a later run may delete its files
@@ -102,10 +94,6 @@ class DemoPaths:
         jsonl = {message_type: folder / f"{message_type}.jsonl" for message_type in DEMO_MESSAGE_TYPES}
         return cls(folder, folder / "receipts.db", jsonl, folder / "dead-letter.jsonl", folder / "config.yaml")
 
-    @property
-    def marker(self) -> Path:
-        return self.data_dir / MARKER_NAME
-
     def demo_files(self) -> list[Path]:
         """Every file a demo run may leave behind but the marker: what the next run deletes."""
         sqlite_files = [self.sqlite.with_name(self.sqlite.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
@@ -118,12 +106,12 @@ def claim_data_dir(paths: DemoPaths) -> None:
     Raises:
         ConfigError: If the folder holds files but no marker, or is not a usable folder.
     """
-    folder = paths.data_dir
+    folder, marker = paths.data_dir, paths.data_dir / MARKER_NAME
     try:
         if folder.exists() and not folder.is_dir():
             raise ConfigError("--data-dir", "", f"{folder} is not a folder", "pass a new or empty folder")
         foreign = sorted(entry.name for entry in folder.iterdir()) if folder.is_dir() else []
-        if foreign and not paths.marker.is_file():
+        if foreign and not marker.is_file():
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise ConfigError(
                 "--data-dir",
@@ -135,7 +123,7 @@ def claim_data_dir(paths: DemoPaths) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for path in paths.demo_files():
             path.unlink(missing_ok=True)
-        paths.marker.write_text(
+        marker.write_text(
             "This folder holds the data of `mns-consumer demo`. The next demo run here deletes the demo's\n"
             "files (receipts.db, <MessageType>.jsonl, dead-letter.jsonl, config.yaml) and keeps anything else.\n",
             encoding="utf-8",
@@ -225,10 +213,6 @@ class DemoSummary:
             "sqlite3": f"sqlite3 -header -column {shlex.quote(database)} {_shell_double_quoted(_SAMPLE_SQL)}",
             "python": f"python3 -c {_shell_double_quoted(python_code)}",
         }
-
-    def replay_command(self) -> str:
-        letters, config = shlex.quote(str(self.paths.dead_letter)), shlex.quote(str(self.paths.config))
-        return f"mns-consumer dead-letters replay {letters} --config {config}"
 
     def to_dict(self) -> dict[str, object]:
         totals = {
@@ -326,7 +310,8 @@ class DemoSummary:
         return [
             f"Dead letters: {total} (their warnings were kept off the screen), by reason:",
             *(f"  {count:>4} x {reason}" for reason, count in self.dead_letter_reasons.most_common()),
-            f"  replay them once fixed: {self.replay_command()}",
+            f"  replay them once fixed: mns-consumer dead-letters replay {shlex.quote(str(self.paths.dead_letter))} "
+            f"--config {shlex.quote(str(self.paths.config))}",
         ]
 
     def _where_lines(self) -> list[str]:
@@ -364,15 +349,15 @@ def _drop_summarized_events(logger: WrappedLogger, method_name: str, event_dict:
 
 
 @contextlib.contextmanager
-def _without_proxy_variables(environ: MutableMapping[str, str]) -> Iterator[None]:
+def _without_proxy_variables() -> Iterator[None]:
     """Unset proxy variables during the run: the Tea transport sends even loopback requests through them."""
-    saved = {key: value for key, value in environ.items() if "proxy" in key.lower()}
+    saved = {key: value for key, value in os.environ.items() if "proxy" in key.lower()}
     for key in saved:
-        del environ[key]
+        del os.environ[key]
     try:
         yield
     finally:
-        environ.update(saved)
+        os.environ.update(saved)
 
 
 class _Interrupts:
@@ -399,21 +384,6 @@ class _Interrupts:
             os._exit(EXIT_KILLED)
 
 
-class _SupervisorThread(threading.Thread):
-    """Runs the supervisor and keeps the exception it died of, for the main thread to raise."""
-
-    def __init__(self, supervisor: Supervisor) -> None:
-        super().__init__(name="demo-supervisor", daemon=True)
-        self.supervisor = supervisor
-        self.error: Exception | None = None
-
-    def run(self) -> None:
-        try:
-            self.supervisor.run()
-        except Exception as exc:  # noqa: BLE001  (handed to the main thread, which raises it)
-            self.error = exc
-
-
 def _seed(emulator: Emulator, tally: QueueTally, receipts: int) -> None:
     """Enqueue ``receipts`` valid receipts with a few poison bodies spread among them."""
     malformed = 0 if receipts <= 0 else max(1, round(receipts * MALFORMED_SHARE))
@@ -437,7 +407,7 @@ class _Console:
         self.tallies = tallies
         self.forever = options.forever
         self.out = out
-        self.tty = _is_tty(out)
+        self.tty = out.isatty()
         self.random = random.Random(options.seed)
         self.started = self.next_trickle = time.monotonic()
         self.drawn = 0  # lines of the TTY display to redraw
@@ -543,38 +513,53 @@ def _demo_config(emulator: Emulator, options: DemoOptions, paths: DemoPaths) -> 
     return data
 
 
-def _wait_until_ready(runner: _SupervisorThread, interrupts: _Interrupts) -> bool:
+def _wait_until_ready(
+    supervisor: Supervisor, runner: threading.Thread, errors: list[Exception], interrupts: _Interrupts
+) -> bool:
     """Wait for the pollers to run; False if the run ended (or was interrupted) first.
 
     Raises:
         ConfigError: If the supervisor could not start (e.g. the metrics address is taken).
     """
-    ready = runner.supervisor.ready
-    while not ready.wait(TICK_SECONDS) and runner.is_alive():
+    while not supervisor.ready.wait(TICK_SECONDS) and runner.is_alive():
         if interrupts.count:
             return False
-    error = runner.error
-    if isinstance(error, ConfigError) and error.key_path == "http.listen":
-        raise ConfigError("--http-listen", "", error.problem, "pass a free HOST:PORT; port 0 picks one") from None
-    if error is not None:
+    for error in errors:
+        if isinstance(error, ConfigError) and error.key_path == "http.listen":
+            raise ConfigError("--http-listen", "", error.problem, "pass a free HOST:PORT; port 0 picks one") from None
         raise error
-    return ready.is_set()
+    return supervisor.ready.is_set()
 
 
-def _read_results(paths: DemoPaths) -> tuple[dict[str, int], Counter[str], tuple[int, int]]:
-    """Rows per queue, messages per outcome class (or state), and opt-outs, read-only from SQLite."""
-    if not paths.sqlite.exists():
-        return {}, Counter(), (0, 0)
-    with contextlib.closing(sqlite3.connect(f"{paths.sqlite.as_uri()}?mode=ro", uri=True)) as database:
-        rows = database.execute("SELECT queue, COUNT(*) FROM sms_receipts GROUP BY queue").fetchall()
-        classes = database.execute(
-            "SELECT COALESCE(outcome_class, state), COUNT(*) FROM sms_receipts_status GROUP BY 1"
-        ).fetchall()
-        numbers, replies = database.execute(
-            "SELECT COUNT(*), COALESCE(SUM(replies), 0) FROM sms_receipts_opt_outs"
-        ).fetchone()
-    delivery = Counter({str(name): int(count) for name, count in classes})
-    return {str(queue): int(count) for queue, count in rows}, delivery, (int(numbers), int(replies))
+def _summarize(
+    options: DemoOptions, paths: DemoPaths, tallies: list[QueueTally], seconds: float, drained: bool, url: str | None
+) -> DemoSummary:
+    """The summary, with rows per queue, messages per outcome class (or state) and opt-outs read-only
+    from SQLite, and dead letters counted by reason."""
+    summary = DemoSummary(tallies, paths, seconds, drained, options.forever, options.seed, url)
+    rows: dict[str, int] = {}
+    if paths.sqlite.exists():
+        with contextlib.closing(sqlite3.connect(f"{paths.sqlite.as_uri()}?mode=ro", uri=True)) as database:
+            rows = dict(database.execute("SELECT queue, COUNT(*) FROM sms_receipts GROUP BY queue").fetchall())
+            summary.delivery.update(
+                dict(
+                    database.execute(
+                        "SELECT COALESCE(outcome_class, state), COUNT(*) FROM sms_receipts_status GROUP BY 1"
+                    ).fetchall()
+                )
+            )
+            numbers, replies = database.execute(
+                "SELECT COUNT(*), COALESCE(SUM(replies), 0) FROM sms_receipts_opt_outs"
+            ).fetchone()
+            summary.opt_outs = (int(numbers), int(replies))
+    if paths.dead_letter.exists():
+        summary.dead_letter_reasons.update(
+            _short_reason(letter.reason, letter.message_type) for letter in read_dead_letters(paths.dead_letter)
+        )
+    for tally in tallies:
+        tally.rows = rows.get(tally.queue_name, 0)
+        tally.jsonl_lines = _count_lines(paths.jsonl[tally.message_type])
+    return summary
 
 
 def _count_lines(path: Path) -> int:
@@ -587,16 +572,14 @@ def _count_lines(path: Path) -> int:
 def _metrics_url(supervisor: Supervisor, listen: str) -> str | None:
     if supervisor.health is None:
         return None
-    host = listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    host = host_and_port(listen)[0] or "127.0.0.1"
     if host in ("0.0.0.0", "::"):  # noqa: S104  (a wildcard bind is reached through loopback)
         host = "127.0.0.1"
     return f"http://{f'[{host}]' if ':' in host else host}:{supervisor.health.port}/metrics"
 
 
-def run_demo(
-    options: DemoOptions, *, out: TextIO | None = None, environ: MutableMapping[str, str] | None = None
-) -> int:
-    """Run the demo and print its summary to ``out`` (stdout); proxy variables of ``environ`` are unset meanwhile.
+def run_demo(options: DemoOptions) -> int:
+    """Run the demo and print its summary to stdout; proxy variables are unset meanwhile.
 
     Returns:
         0 when the demo ran (drained, or stopped with Ctrl-C), 1 when it gave up because nothing settled.
@@ -604,7 +587,7 @@ def run_demo(
     Raises:
         ConfigError: If ``--data-dir`` holds foreign files, or the metrics address cannot be used.
     """
-    stream = out if out is not None else sys.stdout
+    stream = sys.stdout
     paths = DemoPaths.for_dir(options.data_dir)
     claim_data_dir(paths)
     configure_logging(LoggingConfig(level="warning"))
@@ -612,7 +595,7 @@ def run_demo(
     tallies = [QueueTally(t, f"Alicom-Queue-{DEMO_ACCOUNT_UID}-{t}") for t in DEMO_MESSAGE_TYPES]
     settings = EmulatorSettings(queues={t.message_type: t.queue_name for t in tallies}, seed=options.seed)
     with (
-        _without_proxy_variables(os.environ if environ is None else environ),
+        _without_proxy_variables(),
         Emulator(settings) as emulator,
         _Interrupts(3 if options.forever else 2) as interrupts,
     ):
@@ -621,16 +604,22 @@ def run_demo(
         data = _demo_config(emulator, options, paths)
         config = parse_config(data, "demo")
         # 0600 like every file the daemon creates: it holds the emulator's key.
-        with os.fdopen(
-            os.open(paths.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8"
-        ) as file:
+        with os.fdopen(open_private(str(paths.config), os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as file:
             file.write("# The configuration of the last `mns-consumer demo` run in this folder.\n")
             yaml.safe_dump(data, file, sort_keys=False, allow_unicode=True)
         supervisor = Supervisor(config, handle_signals=False, environ={})
-        runner = _SupervisorThread(supervisor)
+        errors: list[Exception] = []  # what the supervisor died of, for the main thread to raise
+
+        def run_supervisor() -> None:
+            try:
+                supervisor.run()
+            except Exception as exc:  # noqa: BLE001  (handed to the main thread, which raises it)
+                errors.append(exc)
+
+        runner = threading.Thread(target=run_supervisor, name="demo-supervisor", daemon=True)
         runner.start()
         try:
-            if not _wait_until_ready(runner, interrupts):
+            if not _wait_until_ready(supervisor, runner, errors, interrupts):
                 stream.write("Stopped before the daemon was ready.\n")
                 return EXIT_OK
             metrics_url = _metrics_url(supervisor, options.http_listen)
@@ -657,36 +646,9 @@ def run_demo(
         # Read again after the stop: the drain settled the batches that were still in flight.
         drained = console.refresh(stopped)
         console.show(stopped, final=True)
-    rows, delivery, opt_outs = _read_results(paths)
-    reasons: Counter[str] = Counter()
-    if paths.dead_letter.exists():
-        reasons.update(
-            _short_reason(letter.reason, letter.message_type) for letter in read_dead_letters(paths.dead_letter)
-        )
-    for tally in tallies:
-        tally.rows = rows.get(tally.queue_name, 0)
-        tally.jsonl_lines = _count_lines(paths.jsonl[tally.message_type])
-    summary = DemoSummary(
-        tallies,
-        paths,
-        stopped - console.started,
-        drained,
-        options.forever,
-        options.seed,
-        metrics_url,
-        reasons,
-        delivery,
-        opt_outs,
-    )
+    summary = _summarize(options, paths, tallies, stopped - console.started, drained, metrics_url)
     stream.write("\n" + summary.render() + "\n")
     if options.as_json:
         stream.write(json.dumps(summary.to_dict(), ensure_ascii=False) + "\n")
     stream.flush()
     return code
-
-
-def _is_tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (OSError, ValueError):
-        return False

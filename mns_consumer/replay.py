@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from mns_consumer.config import Config
 from mns_consumer.errors import DecodeError, SinkUnavailable
@@ -43,16 +44,10 @@ class ReplayReport:
         return text
 
 
-def replay_dead_letters(
-    path: Path,
-    config: Config,
-    *,
-    build_sink: Callable[[str], Sink] | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> ReplayReport:
+def replay_dead_letters(path: Path, config: Config, *, build_sink: Callable[[str], Sink] | None = None) -> ReplayReport:
     """Re-decode the dead letters of ``path`` and deliver them to the sinks ``config`` routes them to.
 
-    ``build_sink`` makes a sink by name (default: from ``config.sinks``); ``now`` stamps letters that fail again.
+    ``build_sink`` makes a sink by name (default: from ``config.sinks``).
 
     Raises:
         ValueError: If the file has a malformed line (its number is in the message).
@@ -75,18 +70,19 @@ def replay_dead_letters(
         for letter in letters:
             routed = config.sinks_for(letter.message_type, letter.queue) or config.sinks_for(letter.message_type)
             if not routed:
-                report.remaining.append(_fail(letter, "no configured queue routes this MessageType", now()))
+                report.remaining.append(_fail(letter, "no configured queue routes this MessageType"))
                 continue
+            source = cast(Source, letter.source if letter.source in ("push", "query") else "mns")
             try:
-                receipt = decode_mns_body(letter.message_type, letter.raw, queue=letter.queue, source=_source(letter))
+                receipt = decode_mns_body(letter.message_type, letter.raw, queue=letter.queue, source=source)
             except DecodeError as exc:
-                report.remaining.append(_fail(letter, f"still does not decode: {exc}", now()))
+                report.remaining.append(_fail(letter, f"still does not decode: {exc}"))
                 continue
             pending.append((letter, receipt, routed))
         for start in range(0, len(pending), REPLAY_BATCH):
             chunk = pending[start : start + REPLAY_BATCH]
             try:
-                _deliver(chunk, sink, report, now)
+                _deliver(chunk, sink, report)
             except SinkUnavailable as exc:
                 report.stopped_by = exc.sink
                 report.remaining.extend(
@@ -104,7 +100,6 @@ def _deliver(
     chunk: Sequence[tuple[DeadLetter, Receipt, list[str]]],
     sink: Callable[[str], Sink],
     report: ReplayReport,
-    now: Callable[[], datetime],
 ) -> None:
     names = sorted({name for _, _, routed in chunk for name in routed})
     refusals: dict[str, str] = {}
@@ -123,17 +118,11 @@ def _deliver(
         if reason is None:
             report.replayed += 1
         else:
-            report.remaining.append(_fail(replace(letter, dedupe_key=receipt.dedupe_key), reason, now()))
+            report.remaining.append(_fail(replace(letter, dedupe_key=receipt.dedupe_key), reason))
 
 
-def _fail(letter: DeadLetter, reason: str, at: datetime) -> DeadLetter:
-    return replace(letter, reason=redact_text(reason), failed_at=at)
-
-
-def _source(letter: DeadLetter) -> Source:
-    if letter.source == "push":
-        return "push"
-    return "query" if letter.source == "query" else "mns"
+def _fail(letter: DeadLetter, reason: str) -> DeadLetter:
+    return replace(letter, reason=redact_text(reason), failed_at=datetime.now(UTC))
 
 
 def write_remaining(letters: Iterable[DeadLetter], path: Path) -> int:

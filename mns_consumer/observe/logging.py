@@ -100,12 +100,8 @@ def _open_log_file(path: str) -> IO[str]:
     Raises:
         OSError: If it cannot be opened or created (its folder is never created).
     """
-    fd = open_private(path, os.O_WRONLY | os.O_APPEND)
-    try:
-        return os.fdopen(fd, "a", encoding="utf-8")
-    except BaseException:
-        os.close(fd)
-        raise
+    # open_private adds O_CREAT itself, with the private mode; a plain O_CREAT would apply the umask.
+    return open(path, "a", encoding="utf-8", opener=lambda name, flags: open_private(name, flags & ~os.O_CREAT))
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import threading
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -197,7 +197,7 @@ class Metrics:
             RECEIPT_DELAY_BUCKETS,
             "From the carrier's report time (or the reply's send time) to the delete from MNS.",
         )
-        self.oldest_message_age = gauge(
+        self.oldest_message_age_seconds = gauge(
             "mns_consumer_queue_oldest_message_age_seconds",
             "Age (from EnqueueTime) of the oldest message known to wait: the larger of the oldest in the latest"
             " receive (0 when empty) and the oldest still held in flight, which keeps growing while a sink is down.",
@@ -217,7 +217,7 @@ class Metrics:
             "mns_consumer_receivers",
             "Concurrent receivers of the queue: 1 (one long poll) when caught up, up to max_receivers in a backlog.",
         )
-        self.token_expiry = gauge(
+        self.token_seconds_to_expiry = gauge(
             "mns_consumer_token_seconds_to_expiry", "Seconds until the queue token's ExpireTime (-1: no token)."
         )
         self.poller_up = gauge(
@@ -244,7 +244,7 @@ class Metrics:
         self.spool_entries = gauge(
             "mns_consumer_push_spool_entries", "Acknowledged pushes waiting in the spool for their sinks."
         )
-        self.spool_oldest_age = gauge(
+        self.spool_oldest_age_seconds = gauge(
             "mns_consumer_push_spool_oldest_age_seconds",
             "Age of the oldest push waiting in the spool; 0 when none waits.",
         )
@@ -276,31 +276,15 @@ class Metrics:
         self.build_info = Info("mns_consumer_build", "Version of mns-consumer and of Python.", registry=registry)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
 
-    def watch_queue(
-        self,
-        queue: str,
-        message_type: str,
-        *,
-        seconds_since_receive: Callable[[], float],
-        oldest_message_age_seconds: Callable[[], float],
-        batches_in_flight: Callable[[], float],
-        token_seconds_to_expiry: Callable[[], float],
-        messages_in_flight: Callable[[], float] | None = None,
-        receivers: Callable[[], float] | None = None,
-    ) -> None:
-        """Tie the gauges read at scrape time to a queue's live state, and make its counters exist at zero
-        from the first scrape, so ``rate()`` and ``increase()`` see the first increment."""
+    def watch_queue(self, queue: str, message_type: str, **gauges: Callable[[], float]) -> None:
+        """Tie the gauges read at scrape time (each keyword names one, e.g. ``batches_in_flight``) to a
+        queue's live state, and make its counters exist at zero from the first scrape, so ``rate()`` and
+        ``increase()`` see the first increment."""
         labels = (queue, message_type)
-        self.seconds_since_receive.labels(*labels).set_function(seconds_since_receive)
         # Read at scrape time, not set on each receive: receiving pauses while a sink is down, and a
         # value set by the last receive would stand still exactly when the backlog grows.
-        self.oldest_message_age.labels(*labels).set_function(oldest_message_age_seconds)
-        self.batches_in_flight.labels(*labels).set_function(batches_in_flight)
-        self.token_expiry.labels(*labels).set_function(token_seconds_to_expiry)
-        if messages_in_flight is not None:
-            self.messages_in_flight.labels(*labels).set_function(messages_in_flight)
-        if receivers is not None:
-            self.receivers.labels(*labels).set_function(receivers)
+        for name, read in gauges.items():
+            cast(Gauge, getattr(self, name)).labels(*labels).set_function(read)
         for counter in (
             self.received,
             self.deleted,
@@ -331,18 +315,13 @@ class Metrics:
         self.accepted.labels(queue, message_type, sink)
 
     def watch_push_route(
-        self,
-        route: str,
-        message_type: str,
-        sinks: Sequence[str],
-        *,
-        spool_entries: Callable[[], float],
-        spool_oldest_age_seconds: Callable[[], float],
+        self, route: str, message_type: str, sinks: Sequence[str], **gauges: Callable[[], float]
     ) -> None:
-        """Tie a push route's spool gauges to the spool, and make its series exist from the first scrape."""
+        """Tie a push route's spool gauges (``spool_entries``, ``spool_oldest_age_seconds``) to the spool,
+        and make its series exist from the first scrape."""
         labels = (route, message_type)
-        self.spool_entries.labels(*labels).set_function(spool_entries)
-        self.spool_oldest_age.labels(*labels).set_function(spool_oldest_age_seconds)
+        for name, read in gauges.items():
+            cast(Gauge, getattr(self, name)).labels(*labels).set_function(read)
         for counter in (self.received, self.dead_lettered, self.push_requests, self.push_settled):
             counter.labels(*labels)
         for stage in PUSH_STAGES:

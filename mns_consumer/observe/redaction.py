@@ -185,10 +185,6 @@ def _secret_value(key: str, value: Any) -> Any | None:
     return MASK
 
 
-def _identity(text: str) -> str:
-    return text
-
-
 def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """Processor: mask the values of secret keys (:func:`is_secret_key`) at any nesting level, and
     :func:`scrub_text` every other string. None, booleans and "" are kept: they hold no secret."""
@@ -242,5 +238,5 @@ def mask_phone_numbers(logger: WrappedLogger, method_name: str, event_dict: Even
 
     Numbers inside free text (an SMS reply's content) are not searched for.
     """
-    masked: EventDict = _walk(event_dict, _phone_value, _identity, 0)
+    masked: EventDict = _walk(event_dict, _phone_value, str, 0)
     return masked

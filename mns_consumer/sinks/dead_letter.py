@@ -32,6 +32,7 @@ from mns_consumer.sinks.base import DeadLetter
 from mns_consumer.sinks.file import FileMode, encode_json_line, open_for_append, still_at_path, write_all
 
 _READ_BLOCK_BYTES = 1 << 16
+_PLAIN_FIELDS = ("message_type", "source", "queue", "message_id", "dequeue_count", "sink", "dedupe_key")
 
 
 class DeadLetterSinkConfig(BaseModel):
@@ -162,7 +163,7 @@ class FileDeadLetterSink:
                 os.close(fd)
 
     def _unavailable(self, exc: OSError) -> SinkUnavailable:
-        return SinkUnavailable(self.name, f"{exc.filename or self.config.path}: {exc.strerror or exc}")
+        return SinkUnavailable(self.name, describe_os_error(exc, self.config.path))
 
 
 def _drop_torn_tail(fd: int) -> None:
@@ -186,13 +187,7 @@ def dead_letter_to_json_dict(letter: DeadLetter) -> dict[str, Any]:
     failed_at = letter.failed_at if letter.failed_at.tzinfo else letter.failed_at.replace(tzinfo=UTC)
     data: dict[str, Any] = {
         "failed_at": failed_at.isoformat(),
-        "message_type": letter.message_type,
-        "source": letter.source,
-        "queue": letter.queue,
-        "message_id": letter.message_id,
-        "dequeue_count": letter.dequeue_count,
-        "sink": letter.sink,
-        "dedupe_key": letter.dedupe_key,
+        **{key: getattr(letter, key) for key in _PLAIN_FIELDS},
         "reason": redact_text(letter.reason),
     }
     try:
@@ -243,18 +238,9 @@ def _dead_letter_from_line(line: bytes) -> DeadLetter:
     dequeue_count = data.get("dequeue_count")
     if dequeue_count is not None and (isinstance(dequeue_count, bool) or not isinstance(dequeue_count, int)):
         raise ValueError("dequeue_count is not an integer")
-    return DeadLetter(
-        message_type=_text(data, "message_type"),
-        source=_text(data, "source"),
-        queue=_text(data, "queue", optional=True),
-        raw=raw,
-        reason=_text(data, "reason"),
-        failed_at=failed_at,
-        message_id=_text(data, "message_id", optional=True),
-        dequeue_count=dequeue_count,
-        sink=_text(data, "sink", optional=True),
-        dedupe_key=_text(data, "dedupe_key", optional=True),
-    )
+    texts = {key: _text(data, key) for key in ("message_type", "source", "reason")}
+    optional = {key: _text(data, key, optional=True) for key in ("queue", "message_id", "sink", "dedupe_key")}
+    return DeadLetter(raw=raw, failed_at=failed_at, dequeue_count=dequeue_count, **texts, **optional)
 
 
 def _text(data: dict[str, Any], key: str, *, optional: bool = False) -> Any:
