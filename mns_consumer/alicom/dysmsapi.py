@@ -22,6 +22,7 @@ from Tea.exceptions import UnretryableException
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.tea import INVALID_RESPONSE, http_failure, refusal_of, tea_config, transport_failure
+from mns_consumer.alicom.tokens import CREDENTIALS_UNAVAILABLE
 from mns_consumer.errors import (
     SendDetailsAuthError,
     SendDetailsError,
@@ -29,10 +30,6 @@ from mns_consumer.errors import (
     SendDetailsUnavailable,
 )
 
-NETWORK_ERROR: Final = "NetworkError"
-"""Local SendDetailsUnavailable code: Dysmsapi could not be reached or did not answer in time."""
-CREDENTIALS_UNAVAILABLE: Final = "CredentialsUnavailable"
-"""Local SendDetailsAuthError code: the default credential chain found no AccessKey."""
 MAX_PAGE_SIZE: Final = 50
 """The largest page both actions accept (reference 6.1)."""
 
@@ -181,20 +178,12 @@ class DysmsapiCaller:
                 ) from exc
             raise classify(failure.code, failure.text, status=failure.status, request_id=failure.request_id) from exc
         except UnretryableException as exc:
-            raise self._transport_error(exc) from exc
+            code, text = transport_failure(exc, "Dysmsapi", self.endpoint, self._credentials.describe())
+            # A default chain without a key is a setup error; a non-JSON answer is as transient as a 5xx.
+            kind = SendDetailsAuthError if code == CREDENTIALS_UNAVAILABLE else SendDetailsUnavailable
+            raise kind(code, text) from exc
         except SendDetailsError:
             raise
         except Exception as exc:
             # The generated models fail with whatever Python raises on an unexpected shape.
             raise SendDetailsError(INVALID_RESPONSE, f"unreadable answer ({type(exc).__name__})") from exc
-
-    def _transport_error(self, exc: UnretryableException) -> SendDetailsError:
-        failure = transport_failure(exc)
-        if failure.kind == "credentials":
-            return SendDetailsAuthError(
-                CREDENTIALS_UNAVAILABLE, f"the {self._credentials.describe()} found no AccessKey: {failure.detail}"
-            )
-        if failure.kind == "not_json":
-            # A proxy's or load balancer's HTML error page: as transient as the 5xx it usually is.
-            return SendDetailsUnavailable(INVALID_RESPONSE, f"Dysmsapi at {self.endpoint} answered something not JSON")
-        return SendDetailsUnavailable(NETWORK_ERROR, f"cannot reach Dysmsapi at {self.endpoint}: {failure.detail}")

@@ -468,11 +468,8 @@ class _Connection(HTTPConnection):
             _calling.queue._connected_on(self.sock)
 
 
-class _TlsConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        if _calling.queue is not None and self.sock is not None:
-            _calling.queue._connected_on(self.sock)
+class _TlsConnection(_Connection, HTTPSConnection):
+    """Reports its socket once HTTPSConnection.connect (TCP, proxy tunnel, TLS) is done (MRO)."""
 
 
 class _Pool(HTTPConnectionPool):
