@@ -29,6 +29,7 @@ from mns_consumer.errors import (
     SendDetailsThrottled,
     SendDetailsUnavailable,
 )
+from mns_consumer.retry import Backoff
 
 MAX_PAGE_SIZE: Final = 50
 """The largest page both actions accept (reference 6.1)."""
@@ -98,8 +99,9 @@ class DysmsapiCaller:
         connect_timeout_seconds: TCP (and TLS) connect timeout of each call.
         read_timeout_seconds: Timeout waiting for each answer.
         attempts: Tries of one call on a transient failure (1: no retry).
-        delay: The back-off before retry ``attempt``, given the delay a throttling answer asked for
-            (``Backoff.delay``; passed in, as alicom imports nothing from the sources).
+        retry_initial_seconds: First back-off; it doubles (with jitter) up to ``retry_max_seconds``,
+            and is never shorter than what a throttling answer asked for.
+        retry_max_seconds: Longest back-off.
         on_retry: Called before each back-off with the attempt number, the error and the delay.
         sleep: How to wait between tries; one that returns True (``threading.Event.wait`` once set)
             ends the retries with the last error.
@@ -113,10 +115,11 @@ class DysmsapiCaller:
         credentials: AccessKeySource,
         endpoints: Endpoints,
         *,
-        connect_timeout_seconds: float,
-        read_timeout_seconds: float,
-        attempts: int,
-        delay: Callable[[int, float | None], float],
+        connect_timeout_seconds: float = 5,
+        read_timeout_seconds: float = 10,
+        attempts: int = 5,
+        retry_initial_seconds: float = 0.5,
+        retry_max_seconds: float = 10,
         on_retry: Callable[[int, SendDetailsUnavailable, float], None] | None = None,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
@@ -132,7 +135,7 @@ class DysmsapiCaller:
             connect_timeout_seconds=connect_timeout_seconds,
             read_timeout_seconds=read_timeout_seconds,
         )
-        self._delay = delay
+        self._delay = Backoff(retry_initial_seconds, retry_max_seconds).delay
         self._on_retry = on_retry
         self._sleep: Callable[[float], object] = sleep or time.sleep
         self._local = threading.local()
