@@ -23,7 +23,6 @@ import socket
 import ssl
 import threading
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, Final
 
 import urllib3
@@ -138,7 +137,7 @@ class MnsQueue:
         except OSError as exc:
             raise ValueError(f"cannot load ca_file {ca_file}: {exc}") from exc
         self._queue_name = queue_name
-        self._base_url = endpoint_url.rstrip("/")
+        base_url = endpoint_url.rstrip("/")
         self._request_timeout_seconds = float(request_timeout_seconds)
         self._connect_timeout_seconds = float(connect_timeout_seconds)
         # The proxy was decided by Endpoints, the same way for MNS, Dybaseapi and Dysmsapi.
@@ -146,11 +145,11 @@ class MnsQueue:
         manager = urllib3.ProxyManager(proxy, **pool_settings) if proxy else urllib3.PoolManager(**pool_settings)
         manager.pool_classes_by_scheme = _POOL_CLASSES
         # One endpoint, one pool: asked for once, not found again by the manager on every call.
-        self._pool = manager.connection_from_url(self._base_url)
+        self._pool = manager.connection_from_url(base_url)
         # What ProxyManager.urlopen adds to plain HTTP through a proxy: the whole URL in the request line
         # and an Accept header. HTTPS through a proxy is tunnelled (CONNECT) and sent as if direct.
-        forwarded = proxy is not None and self._base_url.startswith("http://")
-        self._target_prefix = self._base_url if forwarded else ""
+        forwarded = proxy is not None and base_url.startswith("http://")
+        self._target_prefix = base_url if forwarded else ""
         self._proxy_headers = {"Accept": "*/*"} if forwarded else {}
         self._lock = threading.Lock()
         self._abort_requested = False
@@ -301,14 +300,6 @@ class MnsQueue:
     def close(self) -> None:
         """Close the connection. Safe to call more than once."""
         self._pool.close()
-
-    def __enter__(self) -> MnsQueue:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- internals -------------------------------------------------------------------------------
 
