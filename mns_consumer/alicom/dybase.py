@@ -24,12 +24,7 @@ from mns_consumer.alicom.tea import (
     tea_config,
     transport_failure,
 )
-from mns_consumer.alicom.tokens import (
-    CREDENTIALS_UNAVAILABLE,
-    NETWORK_ERROR,
-    QueueToken,
-    parse_expire_time,
-)
+from mns_consumer.alicom.tokens import QueueToken, parse_expire_time
 from mns_consumer.errors import TokenError
 
 if TYPE_CHECKING:
@@ -93,22 +88,13 @@ class DybaseTokenFetcher:
         except AlibabaCloudException as exc:
             raise _http_error(exc) from exc
         except UnretryableException as exc:
-            raise self._transport_error(exc) from exc
+            code, text = transport_failure(exc, "Dybaseapi", self.endpoint, self.credentials_description)
+            raise TokenError(code, text) from exc
         except Exception as exc:
             # The generated models fail with whatever Python raises on an unexpected shape
             # (AttributeError, TypeError, KeyError); none of it may crash the caller.
             raise TokenError(INVALID_RESPONSE, f"unreadable answer ({type(exc).__name__})") from exc
         return _token_from(getattr(response, "body", None))
-
-    def _transport_error(self, exc: UnretryableException) -> TokenError:
-        failure = transport_failure(exc)
-        if failure.kind == "credentials":
-            return TokenError(
-                CREDENTIALS_UNAVAILABLE, f"the {self.credentials_description} found no AccessKey: {failure.detail}"
-            )
-        if failure.kind == "not_json":
-            return TokenError(INVALID_RESPONSE, f"Dybaseapi at {self.endpoint} answered something that is not JSON")
-        return TokenError(NETWORK_ERROR, f"cannot reach Dybaseapi at {self.endpoint}: {failure.detail}")
 
 
 def _http_error(exc: AlibabaCloudException) -> TokenError:

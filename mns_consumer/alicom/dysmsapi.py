@@ -22,17 +22,15 @@ from Tea.exceptions import UnretryableException
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.tea import INVALID_RESPONSE, http_failure, refusal_of, tea_config, transport_failure
+from mns_consumer.alicom.tokens import CREDENTIALS_UNAVAILABLE
 from mns_consumer.errors import (
     SendDetailsAuthError,
     SendDetailsError,
     SendDetailsThrottled,
     SendDetailsUnavailable,
 )
+from mns_consumer.retry import Backoff
 
-NETWORK_ERROR: Final = "NetworkError"
-"""Local SendDetailsUnavailable code: Dysmsapi could not be reached or did not answer in time."""
-CREDENTIALS_UNAVAILABLE: Final = "CredentialsUnavailable"
-"""Local SendDetailsAuthError code: the default credential chain found no AccessKey."""
 MAX_PAGE_SIZE: Final = 50
 """The largest page both actions accept (reference 6.1)."""
 
@@ -101,8 +99,9 @@ class DysmsapiCaller:
         connect_timeout_seconds: TCP (and TLS) connect timeout of each call.
         read_timeout_seconds: Timeout waiting for each answer.
         attempts: Tries of one call on a transient failure (1: no retry).
-        delay: The back-off before retry ``attempt``, given the delay a throttling answer asked for
-            (``Backoff.delay``; passed in, as alicom imports nothing from the sources).
+        retry_initial_seconds: First back-off; it doubles (with jitter) up to ``retry_max_seconds``,
+            and is never shorter than what a throttling answer asked for.
+        retry_max_seconds: Longest back-off.
         on_retry: Called before each back-off with the attempt number, the error and the delay.
         sleep: How to wait between tries; one that returns True (``threading.Event.wait`` once set)
             ends the retries with the last error.
@@ -116,10 +115,11 @@ class DysmsapiCaller:
         credentials: AccessKeySource,
         endpoints: Endpoints,
         *,
-        connect_timeout_seconds: float,
-        read_timeout_seconds: float,
-        attempts: int,
-        delay: Callable[[int, float | None], float],
+        connect_timeout_seconds: float = 5,
+        read_timeout_seconds: float = 10,
+        attempts: int = 5,
+        retry_initial_seconds: float = 0.5,
+        retry_max_seconds: float = 10,
         on_retry: Callable[[int, SendDetailsUnavailable, float], None] | None = None,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
@@ -135,7 +135,7 @@ class DysmsapiCaller:
             connect_timeout_seconds=connect_timeout_seconds,
             read_timeout_seconds=read_timeout_seconds,
         )
-        self._delay = delay
+        self._delay = Backoff(retry_initial_seconds, retry_max_seconds).delay
         self._on_retry = on_retry
         self._sleep: Callable[[float], object] = sleep or time.sleep
         self._local = threading.local()
@@ -181,20 +181,12 @@ class DysmsapiCaller:
                 ) from exc
             raise classify(failure.code, failure.text, status=failure.status, request_id=failure.request_id) from exc
         except UnretryableException as exc:
-            raise self._transport_error(exc) from exc
+            code, text = transport_failure(exc, "Dysmsapi", self.endpoint, self._credentials.describe())
+            # A default chain without a key is a setup error; a non-JSON answer is as transient as a 5xx.
+            kind = SendDetailsAuthError if code == CREDENTIALS_UNAVAILABLE else SendDetailsUnavailable
+            raise kind(code, text) from exc
         except SendDetailsError:
             raise
         except Exception as exc:
             # The generated models fail with whatever Python raises on an unexpected shape.
             raise SendDetailsError(INVALID_RESPONSE, f"unreadable answer ({type(exc).__name__})") from exc
-
-    def _transport_error(self, exc: UnretryableException) -> SendDetailsError:
-        failure = transport_failure(exc)
-        if failure.kind == "credentials":
-            return SendDetailsAuthError(
-                CREDENTIALS_UNAVAILABLE, f"the {self._credentials.describe()} found no AccessKey: {failure.detail}"
-            )
-        if failure.kind == "not_json":
-            # A proxy's or load balancer's HTML error page: as transient as the 5xx it usually is.
-            return SendDetailsUnavailable(INVALID_RESPONSE, f"Dysmsapi at {self.endpoint} answered something not JSON")
-        return SendDetailsUnavailable(NETWORK_ERROR, f"cannot reach Dysmsapi at {self.endpoint}: {failure.detail}")

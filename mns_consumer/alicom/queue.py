@@ -25,7 +25,6 @@ import socket
 import ssl
 import threading
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, Final
 
 import urllib3
@@ -139,13 +138,20 @@ class MnsQueue:
         except OSError as exc:
             raise ValueError(f"cannot load ca_file {ca_file}: {exc}") from exc
         self._queue_name = queue_name
-        self._base_url = endpoint_url.rstrip("/")
+        base_url = endpoint_url.rstrip("/")
         self._request_timeout_seconds = float(request_timeout_seconds)
         self._connect_timeout_seconds = float(connect_timeout_seconds)
         # The proxy was decided by Endpoints, the same way for MNS, Dybaseapi and Dysmsapi.
         pool_settings: dict[str, Any] = {"maxsize": 1, "retries": False, "ssl_context": context}
-        self._http = urllib3.ProxyManager(proxy, **pool_settings) if proxy else urllib3.PoolManager(**pool_settings)
-        self._http.pool_classes_by_scheme = _POOL_CLASSES
+        manager = urllib3.ProxyManager(proxy, **pool_settings) if proxy else urllib3.PoolManager(**pool_settings)
+        manager.pool_classes_by_scheme = _POOL_CLASSES
+        # One endpoint, one pool: asked for once, not found again by the manager on every call.
+        self._pool = manager.connection_from_url(base_url)
+        # What ProxyManager.urlopen adds to plain HTTP through a proxy: the whole URL in the request line
+        # and an Accept header. HTTPS through a proxy is tunnelled (CONNECT) and sent as if direct.
+        forwarded = proxy is not None and base_url.startswith("http://")
+        self._target_prefix = base_url if forwarded else ""
+        self._proxy_headers = {"Accept": "*/*"} if forwarded else {}
         self._lock = threading.Lock()
         self._abort_requested = False
         self._sock: socket.socket | None = None
@@ -294,15 +300,7 @@ class MnsQueue:
 
     def close(self) -> None:
         """Close the connection. Safe to call more than once."""
-        self._http.clear()
-
-    def __enter__(self) -> MnsQueue:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
+        self._pool.close()
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -328,17 +326,23 @@ class MnsQueue:
             raise QueueUnavailable(ABORTED, self._where(operation, "aborted before it started"))
         internal = RequestInternal(request.method, uri, data=body or "")
         self._signer.build_header(request, internal)
-        headers = dict(internal.header)
-        headers["Host"] = headers.pop("host")  # as urllib3 names it, so a proxied request has one Host
+        headers = {**self._proxy_headers, **internal.header}
+        headers["Host"] = headers.pop("host")  # as urllib3 names it
         timeout = urllib3.Timeout(connect=self._connect_timeout_seconds, read=timeout_seconds)
-        url = self._base_url + uri
         _calling.queue = self
         try:
             for attempt in (1, 2):
                 self._connected = False
                 try:
-                    answer = self._http.urlopen(
-                        internal.method, url, body=body or None, headers=headers, timeout=timeout, preload_content=False
+                    answer = self._pool.urlopen(
+                        internal.method,
+                        self._target_prefix + uri,
+                        body=body or None,
+                        headers=headers,
+                        timeout=timeout,
+                        preload_content=False,
+                        redirect=False,
+                        assert_same_host=False,
                     )
                     break
                 except ProtocolError as exc:
@@ -471,11 +475,8 @@ class _Connection(HTTPConnection):
             _calling.queue._connected_on(self.sock)
 
 
-class _TlsConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        if _calling.queue is not None and self.sock is not None:
-            _calling.queue._connected_on(self.sock)
+class _TlsConnection(_Connection, HTTPSConnection):
+    """Reports its socket once HTTPSConnection.connect (TCP, proxy tunnel, TLS) is done (MRO)."""
 
 
 class _Pool(HTTPConnectionPool):

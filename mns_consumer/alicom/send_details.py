@@ -24,8 +24,7 @@ from mns_consumer.alicom.dysmsapi import MAX_PAGE_SIZE, DysmsapiCaller, as_int, 
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.pop_text import BEIJING, safe_text
 from mns_consumer.alicom.tea import INVALID_RESPONSE, request_id_of
-from mns_consumer.errors import SendDetailsError, SendDetailsUnavailable
-from mns_consumer.retry import Backoff
+from mns_consumer.errors import SendDetailsError
 
 QUERY_WINDOW_DAYS: Final = 30
 """QuerySendDetails answers for sends of the last 30 Beijing days (reference 6.1)."""
@@ -138,16 +137,13 @@ class SendDetailsPage:
     request_id: str | None
 
 
-class SendDetailsClient:
-    """QuerySendDetails through the real Tea client, paged and retried (thread-safe: a client per thread).
+class SendDetailsClient(DysmsapiCaller):
+    """QuerySendDetails through the real Tea client, paged, retried and typed as every Dysmsapi call.
 
     Args:
-        credentials, endpoints, connect_timeout_seconds, read_timeout_seconds, attempts, on_retry,
-            sleep: As :class:`~mns_consumer.alicom.dysmsapi.DysmsapiCaller` takes them.
         page_size: Records per page, 1..50.
-        retry_initial_seconds: First back-off; it doubles (with jitter) up to ``retry_max_seconds``.
-        retry_max_seconds: Longest back-off.
         today: Today's Beijing day, for the window check (tests move it).
+        options: As :class:`~mns_consumer.alicom.dysmsapi.DysmsapiCaller` takes them.
 
     Raises:
         ValueError: If ``page_size`` or ``attempts`` is out of range.
@@ -158,32 +154,15 @@ class SendDetailsClient:
         credentials: AccessKeySource,
         endpoints: Endpoints,
         *,
-        connect_timeout_seconds: float = 5,
-        read_timeout_seconds: float = 10,
         page_size: int = MAX_PAGE_SIZE,
-        attempts: int = 5,
-        retry_initial_seconds: float = 0.5,
-        retry_max_seconds: float = 10,
-        on_retry: Callable[[int, SendDetailsUnavailable, float], None] | None = None,
-        sleep: Callable[[float], object] | None = None,
         today: Callable[[], date] = beijing_today,
+        **options: Any,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
-        self.endpoint = endpoints.dysmsapi
+        super().__init__(credentials, endpoints, **options)
         self.page_size = page_size
         self._today = today
-        self._caller = DysmsapiCaller(
-            credentials,
-            endpoints,
-            connect_timeout_seconds=connect_timeout_seconds,
-            read_timeout_seconds=read_timeout_seconds,
-            attempts=attempts,
-            delay=Backoff(retry_initial_seconds, retry_max_seconds).delay,
-            on_retry=on_retry,
-            sleep=sleep,
-        )
-        self.attempts = attempts
 
     def query(self, phone_number: str, send_date: date, biz_id: str | None = None) -> list[SendDetail]:
         """Every record of one number's sends on one Beijing day (of one send, with ``biz_id``).
@@ -202,10 +181,7 @@ class SendDetailsClient:
             SendDetailsAuthError: Alibaba refused the AccessKey.
             SendDetailsUnavailable: Throttling, 5xx or network failures outlasted every retry.
         """
-        records: list[SendDetail] = []
-        for page in self.pages(phone_number, send_date, biz_id):
-            records.extend(page.records)
-        return records
+        return [record for page in self.pages(phone_number, send_date, biz_id) for record in page.records]
 
     def pages(self, phone_number: str, send_date: date, biz_id: str | None = None) -> Iterator[SendDetailsPage]:
         """The pages of :meth:`query`, one call each, as they are answered.
@@ -234,7 +210,7 @@ class SendDetailsClient:
             page_size=self.page_size,
             current_page=page_number,
         )
-        return self._caller.call(
+        return self.call(
             lambda client: _page_from(getattr(client.query_send_details(request), "body", None), page_number)
         )
 

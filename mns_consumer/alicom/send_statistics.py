@@ -8,20 +8,16 @@ run from ``PageIndex`` 1. Calls, retries and errors are :class:`~mns_consumer.al
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
 from alibabacloud_dysmsapi20170525 import models as dysms_models
 
-from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.dysmsapi import MAX_PAGE_SIZE, DysmsapiCaller, as_int, check_answer
-from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.pop_text import safe_text
 from mns_consumer.alicom.tea import INVALID_RESPONSE, request_id_of
 from mns_consumer.errors import SendDetailsError
-from mns_consumer.retry import Backoff
 
 IS_GLOBE_MAINLAND: Final = 1
 """``IsGlobe`` of messages to mainland China numbers (the SmsReport receipts of reference 4.1)."""
@@ -53,42 +49,8 @@ class DailySendStatistics:
         return cls(send_date, 0, 0, 0, 0)
 
 
-class SendStatisticsClient:
-    """QuerySendStatistics through the real Tea client, paged and retried.
-
-    Args:
-        credentials, endpoints, connect_timeout_seconds, read_timeout_seconds, attempts, sleep: As
-            :class:`~mns_consumer.alicom.dysmsapi.DysmsapiCaller` takes them.
-        retry_initial_seconds: First back-off; it doubles (with jitter) up to ``retry_max_seconds``.
-        retry_max_seconds: Longest back-off.
-
-    Raises:
-        ValueError: If ``attempts`` is less than 1.
-    """
-
-    def __init__(
-        self,
-        credentials: AccessKeySource,
-        endpoints: Endpoints,
-        *,
-        connect_timeout_seconds: float = 5,
-        read_timeout_seconds: float = 10,
-        attempts: int = 5,
-        retry_initial_seconds: float = 0.5,
-        retry_max_seconds: float = 10,
-        sleep: Callable[[float], object] | None = None,
-    ) -> None:
-        self.endpoint = endpoints.dysmsapi
-        self.attempts = attempts
-        self._caller = DysmsapiCaller(
-            credentials,
-            endpoints,
-            connect_timeout_seconds=connect_timeout_seconds,
-            read_timeout_seconds=read_timeout_seconds,
-            attempts=attempts,
-            delay=Backoff(retry_initial_seconds, retry_max_seconds).delay,
-            sleep=sleep,
-        )
+class SendStatisticsClient(DysmsapiCaller):
+    """QuerySendStatistics through the real Tea client, paged, retried and typed as every Dysmsapi call."""
 
     def day(self, send_date: date, *, is_globe: int = IS_GLOBE_MAINLAND) -> DailySendStatistics:
         """Alibaba's counts of one Beijing send day (all zero when it lists no entry for the day).
@@ -134,9 +96,7 @@ class SendStatisticsClient:
             page_index=page_index,
             page_size=page_size,
         )
-        return self._caller.call(
-            lambda client: _page_from(getattr(client.query_send_statistics(request), "body", None))
-        )
+        return self.call(lambda client: _page_from(getattr(client.query_send_statistics(request), "body", None)))
 
 
 def _page_from(body: Any) -> tuple[int, list[DailySendStatistics]]:

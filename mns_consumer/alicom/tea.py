@@ -21,6 +21,7 @@ from Tea.exceptions import UnretryableException
 from mns_consumer.alicom.credentials import AccessKeySource
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.pop_text import safe_text
+from mns_consumer.alicom.tokens import CREDENTIALS_UNAVAILABLE, NETWORK_ERROR
 
 
 def tea_config(
@@ -114,30 +115,21 @@ def http_failure(exc: AlibabaCloudException) -> HttpFailure:
     return HttpFailure(status, code, text, request_id, retry_after)
 
 
-@dataclass(frozen=True)
-class TransportFailure:
-    """A Tea call that got no usable HTTP answer.
+def transport_failure(exc: UnretryableException, api: str, endpoint: str, credentials: str) -> tuple[str, str]:
+    """``(code, text)`` of a Tea call that got no usable HTTP answer (the cause is ``inner_exception``).
 
-    Attributes:
-        kind: ``credentials`` (the default chain found no AccessKey), ``not_json`` (the answer was not
-            JSON) or ``network`` (connect, read, TLS or proxy failure, timeouts included).
-        detail: Log-safe words of the cause.
+    ``CredentialsUnavailable``: the default chain (``credentials`` describes it) found no AccessKey;
+    ``InvalidResponse``: the answer was not JSON (a proxy's or load balancer's error page);
+    ``NetworkError``: a connect, read, TLS or proxy failure, timeouts included.
     """
-
-    kind: str
-    detail: str
-
-
-def transport_failure(exc: UnretryableException) -> TransportFailure:
-    """Describe what a Tea client raised as ``UnretryableException`` (its cause is ``inner_exception``)."""
     inner = exc.inner_exception
     if isinstance(inner, CredentialException):
-        return TransportFailure("credentials", safe_text(inner))
+        return CREDENTIALS_UNAVAILABLE, f"the {credentials} found no AccessKey: {safe_text(inner)}"
     if isinstance(inner, ValueError):
-        return TransportFailure("not_json", "the answer is not JSON")
+        return INVALID_RESPONSE, f"{api} at {endpoint} answered something that is not JSON"
     # darabonba's RetryError keeps the requests error text in .message; its str() is a dict.
     message = getattr(inner, "message", None)
     detail = safe_text(message if isinstance(message, str) else inner)
     if "proxy" in detail.lower():
         detail += " (through a proxy: see endpoints.proxy, HTTP(S)_PROXY and NO_PROXY)"
-    return TransportFailure("network", detail)
+    return NETWORK_ERROR, f"cannot reach {api} at {endpoint}: {detail}"

@@ -49,44 +49,32 @@ def credentials_to_wire(credentials: AccessKeySource) -> dict[str, Any]:
     """The credentials as the child reads them (the secret included: the wire is a private pipe)."""
     if isinstance(credentials, DefaultCredentialChain):
         return {"kind": "default_chain"}
-    return {
-        "kind": "access_key",
-        "access_key_id": credentials.access_key_id,
-        "access_key_secret": credentials.access_key_secret,
-        "security_token": credentials.security_token,
-        "origin": credentials.origin,
-    }
+    return {"kind": "access_key", **dataclasses.asdict(credentials)}
 
 
 def credentials_from_wire(wire: dict[str, Any]) -> AccessKeySource:
     """The inverse of :func:`credentials_to_wire`."""
-    if wire["kind"] == "default_chain":
+    fields = dict(wire)
+    if fields.pop("kind") == "default_chain":
         return DefaultCredentialChain()
-    return AccessKey(
-        wire["access_key_id"], wire["access_key_secret"], security_token=wire["security_token"], origin=wire["origin"]
-    )
+    return AccessKey(**fields)
 
 
 def token_to_wire(token: QueueToken) -> dict[str, Any]:
     """A token as JSON, its times in ISO 8601 with their UTC offset."""
-    return {
-        "access_key_id": token.access_key_id,
-        "access_key_secret": token.access_key_secret,
-        "security_token": token.security_token,
-        "expires_at": token.expires_at.isoformat(),
-        "created_at": token.created_at.isoformat() if token.created_at is not None else None,
-    }
+    created_at = token.created_at.isoformat() if token.created_at is not None else None
+    return {**dataclasses.asdict(token), "expires_at": token.expires_at.isoformat(), "created_at": created_at}
 
 
 def token_from_wire(wire: dict[str, Any]) -> QueueToken:
     """The inverse of :func:`token_to_wire`."""
     created_at = wire.get("created_at")
     return QueueToken(
-        access_key_id=wire["access_key_id"],
-        access_key_secret=wire["access_key_secret"],
-        security_token=wire["security_token"],
-        expires_at=datetime.fromisoformat(wire["expires_at"]),
-        created_at=datetime.fromisoformat(created_at) if created_at else None,
+        **{
+            **wire,
+            "expires_at": datetime.fromisoformat(wire["expires_at"]),
+            "created_at": datetime.fromisoformat(created_at) if created_at else None,
+        }
     )
 
 
