@@ -220,7 +220,7 @@ class Poller:
         self._start_receivers()
 
     def _retiring(self, index: int) -> bool:
-        """Whether receiver ``index`` is above the target and so ends (receiver 0 never does)."""
+        """Whether receiver ``index`` is above the target and so ends (then it no longer counts as running)."""
         with self._threads_lock:
             if index < self.control.target:
                 return False
@@ -302,10 +302,10 @@ class Poller:
         """One receiver: ``index`` 0 long-polls and always runs; the others run while the backlog lasts."""
         client = self._make_client()
         self._receiver_clients.add(client)
-        failures = 0
+        failures, retired = 0, False
         slot, size = self._slots[index], self.settings.batch_size
         try:
-            while not self.stopping.is_set() and not (index and self._retiring(index)):
+            while not self.stopping.is_set() and not (retired := index > 0 and self._retiring(index)):
                 if index == 0:
                     self.last_progress = time.monotonic()
                 if not self._wait(index, lambda: slot.acquire(timeout=0.5)):
@@ -325,13 +325,14 @@ class Poller:
             self._receive_ages.pop(index, None)
             client.close()
             with self._threads_lock:
-                self._receivers_running.discard(index)
+                if not retired:  # (a retired index may already run again)
+                    self._receivers_running.discard(index)
                 last = not self._receivers_running
             if last:
                 # The dispatcher ends after the last receiver: every receiver's batches are dispatched.
                 self._to_dispatch.put(None)
-            elif not self.stopping.is_set():
-                self._to_delete.put(None)  # retired: one deleter goes with it
+            elif retired:
+                self._to_delete.put(None)  # one deleter goes with it
 
     def _receive_once(self, client: MnsQueue, index: int, failures: int) -> int:
         """One receive with its slot and budget already held; returns the receiver's failures in a row."""
@@ -477,19 +478,28 @@ class Poller:
     # -- dispatcher ------------------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
+        """Settle batches in order until the last receiver's end marker.
+
+        Batches that queued up while the sinks were busy are written together: one commit and fsync
+        for all of them instead of one each, which is what lets a slow sink catch up.
+        """
         try:
-            while batches := self._next_batches():
-                stored = not self.abandon.is_set() and self._store(batches)
+            ended = False
+            while not ended:
+                waiting = [self._to_dispatch.get()]
+                while waiting[-1] is not None and not self._to_dispatch.empty():
+                    waiting.append(self._to_dispatch.get())
+                batches = [batch for batch in waiting if batch is not None]
+                ended = len(batches) < len(waiting)
+                stored = bool(batches) and not self.abandon.is_set() and self._store(batches)
                 with self._in_flight_lock:
                     self._undispatched -= len(batches)
-                if not stored:
-                    for batch in batches:
-                        batch.abandoned = True
-                        self._finish(batch)
-                    continue
                 for batch in batches:
-                    batch.settled = True
-                    self._to_delete.put(batch)
+                    batch.settled, batch.abandoned = stored, not stored
+                    if stored:
+                        self._to_delete.put(batch)
+                    else:
+                        self._finish(batch)
         finally:
             # No receiver is left to start a deleter, so this count is final.
             with self._threads_lock:
@@ -505,38 +515,15 @@ class Poller:
         """
         message_type, queue = self.settings.message_type, self.settings.queue_name
         items: list[Item] = []
-        for batch in batches:
-            for held in batch.messages:
-                message = held.message
-                raw = message.body.encode("utf-8")
-                try:
-                    held.receipt = decode_mns_body(message_type, message.body, queue=queue)
-                except DecodeError as exc:
-                    items.append(Item(raw, message.message_id, error=exc, dequeue_count=message.dequeue_count))
-                    continue
-                items.append(Item(raw, message.message_id, held.receipt, dequeue_count=message.dequeue_count))
-        return self.dispatcher.dispatch(items)
-
-    def _next_batches(self) -> list[Batch]:
-        """The next batch, waiting for it, and every other one already waiting; [] once the receiver ended.
-
-        Batches that queued up while the sinks were busy are written together: one commit and fsync
-        for all of them instead of one each, which is what lets a slow sink catch up.
-        """
-        batch = self._to_dispatch.get()
-        if batch is None:
-            return []
-        batches = [batch]
-        while True:
+        for held in (held for batch in batches for held in batch.messages):
+            message, error = held.message, None
             try:
-                more = self._to_dispatch.get_nowait()
-            except queue_module.Empty:
-                return batches
-            if more is None:
-                # The receiver's end marker: put it back for the next call, after these are dispatched.
-                self._to_dispatch.put(None)
-                return batches
-            batches.append(more)
+                held.receipt = decode_mns_body(message_type, message.body, queue=queue)
+            except DecodeError as exc:
+                error = exc
+            raw = message.body.encode("utf-8")
+            items.append(Item(raw, message.message_id, held.receipt, error, message.dequeue_count))
+        return self.dispatcher.dispatch(items)
 
     # -- deleter ---------------------------------------------------------------------------------
 
