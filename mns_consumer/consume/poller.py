@@ -7,8 +7,8 @@ BatchReceiveMessage, and while receives come back full and the sinks keep up,
 and retire once it falls again; one ``dispatcher`` decodes batches and hands them, in order, to the
 :class:`~mns_consumer.delivery.Dispatcher`; one ``deleter`` per receiver deletes exactly the settled
 messages with their newest handles; the ``keeper`` extends batches in flight past half their
-visibility timeout, for at most ``max_hold_seconds``, all messages of a batch at once (MNS has no
-batch call; one round trip per batch rather than per message keeps short timeouts alive over a WAN).
+visibility timeout, for at most ``max_hold_seconds``, several messages at once (MNS has no batch
+call; a few round trips per batch rather than one per message keep short timeouts alive over a WAN).
 While batch k is stored, batch k+1 is received and batch k-1 deleted: only overlap hides each call's
 network round trip.
 
@@ -54,6 +54,9 @@ MIN_VISIBILITY_SECONDS = 1.0
 """The shortest visibility planned with; a measured value at or below zero means a skewed clock."""
 KEEPER_TICK_SECONDS = 0.25
 """How often the keeper looks for batches to extend: a fraction of the shortest useful timeout."""
+KEEPER_CONNECTIONS = 4
+"""Extensions the keeper makes at once, each on its own connection: a batch of 16 in four round trips.
+More would cost each queue more memory (a client holds its own TLS trust store) for little."""
 MAX_VISIBILITY_SECONDS = 43200.0
 """The MNS limit; longer measured values come from skewed clocks too."""
 QUEUE_MISSING_RETRY_SECONDS = 60.0
@@ -596,9 +599,9 @@ class Poller:
     # -- keeper ----------------------------------------------------------------------------------
 
     def _keep_loop(self) -> None:
-        """Extend each batch past half its window; its messages in parallel, one idle client each."""
+        """Extend each batch past half its window, :data:`KEEPER_CONNECTIONS` messages at a time."""
         idle: queue_module.SimpleQueue[MnsQueue] = queue_module.SimpleQueue()
-        pool = ThreadPoolExecutor(self.settings.batch_size, f"keeper:{self.settings.queue_name}")
+        pool = ThreadPoolExecutor(KEEPER_CONNECTIONS, f"keeper:{self.settings.queue_name}")
         try:
             while not self._done.wait(KEEPER_TICK_SECONDS):
                 now = self._clock()
@@ -628,7 +631,7 @@ class Poller:
         self.events.visibility_released(self.settings.queue_name, len(batch.messages), now - batch.received_at)
 
     def _extend(self, pool: ThreadPoolExecutor, idle: queue_module.SimpleQueue[MnsQueue], batch: Batch) -> None:
-        """Extend the messages of the batch due for it, all at once.
+        """Extend the messages of the batch due for it, in parallel.
 
         A message whose extension fails (429, 5xx, network, token) does not stop the others: it stays
         due and is retried on the next tick. ``AccessDenied`` means the queue token may never extend.

@@ -70,15 +70,15 @@ class SlowSink(RecordingSink):
 def test_a_batch_is_kept_invisible_through_a_short_timeout_over_a_slow_network(
     make_emulator: Callable[..., Emulator], stop_afterwards: list[Poller]
 ) -> None:
-    """A 5 s visibility timeout over 300 ms round trips: one extension per message in turn would take 4.8 s."""
-    # Given 16 messages, a slow sink, and a queue whose messages turn visible 3 s after a receive
+    """An 8 s visibility timeout over 500 ms round trips: one extension per message in turn would take 8 s."""
+    # Given 16 messages, a slow sink, and a queue whose messages turn visible again 8 s after a receive
     emulator = make_emulator(
         queues={"SmsReport": QUEUE},
-        queue_defaults=QueueDefaults(visibility_timeout_seconds=5),
-        wan=WanProfile(0.3, 0.0, "mns"),
+        queue_defaults=QueueDefaults(visibility_timeout_seconds=8),
+        wan=WanProfile(0.5, 0.0, "mns"),
     )
     emulator.produce("SmsReport", 16)
-    sink = SlowSink(8.0)
+    sink = SlowSink(12.0)
     events = Events()
     poller = make_poller(emulator, sink, events, in_flight_batches=2)
     stop_afterwards.append(poller)
@@ -92,3 +92,31 @@ def test_a_batch_is_kept_invisible_through_a_short_timeout_over_a_slow_network(
     assert events.total("received") == 16, "a message turned visible again while its batch was held"
     assert events.total("delete_failed") == 0
     assert emulator.queue(QUEUE).consumption().received_not_deleted == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_token_that_may_not_extend_is_told_once_and_the_batch_still_settles(
+    make_emulator: Callable[..., Emulator], stop_afterwards: list[Poller]
+) -> None:
+    """AccessDenied on ChangeMessageVisibility stops the keeper for good; the slow batch is still stored and deleted."""
+    # Given a queue token that may not change visibility, a 4 s timeout and a sink taking 3 s (past half of it)
+    emulator = make_emulator(
+        queues={"SmsReport": QUEUE},
+        queue_defaults=QueueDefaults(visibility_timeout_seconds=4),
+        token_allows_visibility_change=False,
+    )
+    emulator.produce("SmsReport", 16)
+    sink = SlowSink(3.0)
+    events = Events()
+    poller = make_poller(emulator, sink, events)
+    stop_afterwards.append(poller)
+
+    # When the poller stores the batch
+    poller.start()
+    wait_until(lambda: len(sink.stored) == 16 and poller.in_flight == 0, "batch stored")
+
+    # Then the refusal was noted once, nothing was extended or counted as a failure, and the batch settled
+    assert events.total("visibility_denied") == 1
+    assert events.total("visibility_extended") == 0
+    assert events.total("visibility_failed") == 0
+    assert (events.total("deleted"), events.total("delete_failed")) == (16, 0)
