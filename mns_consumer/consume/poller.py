@@ -286,10 +286,7 @@ class Poller:
         # extra receiver's empty answer under load must not hide what another just found).
         latest = max(self._receive_ages.values(), default=0.0)
         oldest_ms = min((item.message.enqueue_time_ms for items in held for item in items), default=None)
-        if oldest_ms is None:
-            return latest
-        held_age = time.time() - oldest_ms / 1000
-        return max(latest, held_age, 0.0)
+        return max(latest, 0.0 if oldest_ms is None else time.time() - oldest_ms / 1000, 0.0)
 
     def _guarded(self, target: Callable[[], None]) -> None:
         try:
