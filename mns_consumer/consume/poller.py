@@ -92,7 +92,6 @@ class Batch:
     visibility_seconds: float
     receiver: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    settled: bool = False
     abandoned: bool = False
     released: bool = False
 
@@ -495,7 +494,7 @@ class Poller:
                 with self._in_flight_lock:
                     self._undispatched -= len(batches)
                 for batch in batches:
-                    batch.settled, batch.abandoned = stored, not stored
+                    batch.abandoned = not stored
                     if stored:
                         self._to_delete.put(batch)
                     else:
@@ -531,8 +530,8 @@ class Poller:
         client = self._make_client()
         try:
             while (batch := self._to_delete.get()) is not None:
-                if not self.abandon.is_set() and batch.settled and batch.messages:
-                    self._delete(client, batch, batch.messages)
+                if not self.abandon.is_set():  # (only stored batches come here)
+                    self._delete(client, batch)
                 self._finish(batch)
         finally:
             client.close()
@@ -542,8 +541,8 @@ class Poller:
             if last:
                 self._done.set()
 
-    def _delete(self, client: MnsQueue, batch: Batch, settled: list[InFlight]) -> None:
-        queue = self.settings.queue_name
+    def _delete(self, client: MnsQueue, batch: Batch) -> None:
+        queue, settled = self.settings.queue_name, batch.messages
         attempt = throttled = 0
         while True:
             error: QueueAuthError | QueueUnavailable | TokenError | None = None
