@@ -35,7 +35,7 @@ of four happens about once in 120 receives, a run of three full ones every few: 
 class ReceiverControl:
     """The target number of concurrent receivers of one queue, between 1 and ``max_receivers``.
 
-    Receiver 0 always runs (the long poll); receiver ``i`` runs while ``i < target``. Thread-safe.
+    Receiver 0 always runs (the long poll); receiver ``i`` runs while ``i < target``, then ends. Thread-safe.
     """
 
     def __init__(
@@ -53,7 +53,7 @@ class ReceiverControl:
         self._target = 1
         self._full_run = 0
         self._short_run = 0
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
 
     @property
     def target(self) -> int:
@@ -68,7 +68,7 @@ class ReceiverControl:
             room_for_more: Whether another receiver could take a batch now (the in-flight budget and the
                 dispatcher keep up); without it a full batch does not add a receiver.
         """
-        with self._changed:
+        with self._lock:
             before = self._target
             if received >= self.batch_size:
                 self._short_run = 0
@@ -83,13 +83,11 @@ class ReceiverControl:
                     self._target -= 1
                     self._short_run = 0
             after = self._target
-            if after != before:
-                self._changed.notify_all()
         return self._report(before, after, "backlog" if after > before else "caught_up")
 
     def throttled(self) -> int:
         """A 429: halve the receivers (multiplicative decrease, once a second at most) and start both runs again."""
-        with self._changed:
+        with self._lock:
             before = self._target
             now = self._clock()
             if now - self._decreased_at >= THROTTLE_DECREASE_INTERVAL_SECONDS:
@@ -104,16 +102,6 @@ class ReceiverControl:
         if after != before and self._on_change is not None:
             self._on_change(after, reason)
         return after
-
-    def wait_for_turn(self, index: int, seconds: float) -> bool:
-        """Wait up to ``seconds`` until receiver ``index`` should run; True if it should."""
-        with self._changed:
-            return self._changed.wait_for(lambda: index < self._target, seconds)
-
-    def wake_all(self) -> None:
-        """Wake every waiting receiver (to see a stop)."""
-        with self._changed:
-            self._changed.notify_all()
 
 
 class MessageBudget:

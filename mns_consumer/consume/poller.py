@@ -3,12 +3,14 @@
 Threads, each with its own MNS connection (the SDK client is not thread-safe): receiver 0 long-polls
 BatchReceiveMessage, and while receives come back full and the sinks keep up,
 :class:`~mns_consumer.consume.concurrency.ReceiverControl` starts more receivers (up to
-``max_receivers``) that do not wait, so they never count against MNS's cap of concurrent long polls;
-one ``dispatcher`` decodes batches and hands them, in order, to the
+``max_receivers``) that do not wait, so they never count against MNS's cap of concurrent long polls,
+and retire once it falls again; one ``dispatcher`` decodes batches and hands them, in order, to the
 :class:`~mns_consumer.delivery.Dispatcher`; one ``deleter`` per receiver deletes exactly the settled
 messages with their newest handles; the ``keeper`` extends batches in flight past half their
-visibility timeout, for at most ``max_hold_seconds``. While batch k is stored, batch k+1 is received
-and batch k-1 deleted: only overlap hides each call's network round trip.
+visibility timeout, for at most ``max_hold_seconds``, several messages at once (MNS has no batch
+call; a few round trips per batch rather than one per message keep short timeouts alive over a WAN).
+While batch k is stored, batch k+1 is received and batch k-1 deleted: only overlap hides each call's
+network round trip.
 
 Receiving pauses while the sinks fail, so an outage neither churns visibility nor fills the dead
 letters. A 429 ``TooManyRequests`` is backpressure: retried after a jittered pause while the receivers
@@ -24,14 +26,17 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from mns_consumer.alicom.queue import MnsQueue, ReceivedMessage
 from mns_consumer.alicom.tokens import TokenProvider
 from mns_consumer.consume.concurrency import MessageBudget, ReceiptRate, ReceiverControl
 from mns_consumer.delivery import Dispatcher, Item
 from mns_consumer.errors import (
+    AlicomError,
     DecodeError,
     MessageGone,
     QueueAuthError,
@@ -49,6 +54,9 @@ MIN_VISIBILITY_SECONDS = 1.0
 """The shortest visibility planned with; a measured value at or below zero means a skewed clock."""
 KEEPER_TICK_SECONDS = 0.25
 """How often the keeper looks for batches to extend: a fraction of the shortest useful timeout."""
+KEEPER_CONNECTIONS = 4
+"""Extensions the keeper makes at once, each on its own connection: a batch of 16 in four round trips.
+More would cost each queue more memory (a client holds its own TLS trust store) for little."""
 MAX_VISIBILITY_SECONDS = 43200.0
 """The MNS limit; longer measured values come from skewed clocks too."""
 QUEUE_MISSING_RETRY_SECONDS = 60.0
@@ -66,7 +74,7 @@ class InFlight:
 
     message: ReceivedMessage
     handle: str
-    visible_until: float = 0.0
+    visible_until: float
     receipt: Receipt | None = None
 
 
@@ -82,12 +90,14 @@ class Batch:
     messages: list[InFlight]
     received_at: float
     visibility_seconds: float
-    visible_since: float
     receiver: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    settled: bool = False
     abandoned: bool = False
     released: bool = False
+
+    def visible_until(self) -> float:
+        """The earliest time any of its messages turns visible again (``inf`` once all are gone)."""
+        return min((item.visible_until for item in self.messages), default=math.inf)
 
 
 @dataclass(frozen=True)
@@ -146,17 +156,18 @@ class Poller:
         )
         self.budget = MessageBudget(settings.max_in_flight_messages)
         self._rate = ReceiptRate(settings.max_receipts_per_second) if settings.max_receipts_per_second else None
-        self._slots: list[threading.BoundedSemaphore] = []
+        self._slots: dict[int, threading.BoundedSemaphore] = {}
+        """Per receiver index: its batches in flight (kept when it retires, for the batches it left)."""
         self._to_dispatch: queue_module.SimpleQueue[Batch | None] = queue_module.SimpleQueue()
         self._to_delete: queue_module.SimpleQueue[Batch | None] = queue_module.SimpleQueue()
         self._in_flight: dict[int, Batch] = {}
         self._in_flight_lock = threading.Lock()
-        self._receiver_clients: dict[int, MnsQueue] = {}
+        self._receiver_clients: set[MnsQueue] = set()
         self._threads: list[threading.Thread] = []
         self._threads_lock = threading.Lock()
-        self._receivers_alive = 0
+        self._receivers_running: set[int] = set()
         self._deleters = 0
-        self._deleters_alive = 0
+        """Deleters running: one per receiver, until the end marker (one per retired receiver)."""
         self._batch_ids = itertools.count(1)
         self._backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
         self._throttle_backoff = Backoff(
@@ -175,7 +186,7 @@ class Poller:
     def start(self) -> None:
         """Start receiver 0, the dispatcher, one deleter and the keeper; more receivers start on demand."""
         name = self.settings.queue_name
-        self._spawn_receiver_pair(1)
+        self._start_receivers()
         for role, target in (("dispatcher", self._dispatch_loop), ("keeper", self._keep_loop)):
             self._spawn(f"{role}:{name}", target)
         self.events.poller_started(name, self.settings.message_type)
@@ -183,39 +194,45 @@ class Poller:
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._guarded, args=(target,), name=name, daemon=True)
         with self._threads_lock:
-            self._threads.append(thread)
+            # Retired receivers' threads are dropped, so receivers coming and going leave no trace.
+            self._threads = [alive for alive in self._threads if alive.is_alive()] + [thread]
         thread.start()
 
-    def _spawn_receiver_pair(self, wanted: int) -> bool:
-        """Start the next receiver and a deleter to go with it if fewer than ``wanted`` ever started.
+    def _start_receivers(self) -> None:
+        """Start every receiver the target asks for that is not running, each with a deleter.
 
-        The index is taken under the lock, so two receivers asking at once never start the same one.
+        Taken under the lock that a retiring receiver leaves under: no index runs twice or is missed.
         """
-        name = self.settings.queue_name
         with self._threads_lock:
-            index = len(self._slots)
-            if index >= wanted:
-                return False
-            self._slots.append(threading.BoundedSemaphore(self.settings.in_flight_batches))
-            self._receivers_alive += 1
-            self._deleters += 1
-            self._deleters_alive += 1
-        suffix = "" if index == 0 else f"-{index}"
-        self._spawn(f"receiver{suffix}:{name}", lambda: self._receive_loop(index))
-        self._spawn(f"deleter{suffix}:{name}", self._delete_loop)
-        return True
+            if self.stopping.is_set():
+                return
+            missing = [index for index in range(self.control.target) if index not in self._receivers_running]
+            self._receivers_running.update(missing)
+            self._deleters += len(missing)
+            for index in missing:
+                self._slots.setdefault(index, threading.BoundedSemaphore(self.settings.in_flight_batches))
+        for index in missing:
+            suffix = f"-{index}" if index else ""
+            self._spawn(f"receiver{suffix}:{self.settings.queue_name}", partial(self._receive_loop, index))
+            self._spawn(f"deleter{suffix}:{self.settings.queue_name}", self._delete_loop)
 
     def _receivers_changed(self, receivers: int, reason: str) -> None:
-        """The target moved: start the receivers it asks for that never ran (they then park and resume)."""
+        """The target moved: start the receivers it asks for (those above it retire by themselves)."""
         self.events.receivers_changed(self.settings.queue_name, receivers, reason)
-        while not self.stopping.is_set() and self._spawn_receiver_pair(receivers):
-            pass
+        self._start_receivers()
+
+    def _retiring(self, index: int) -> bool:
+        """Whether receiver ``index`` is above the target and so ends (then it no longer counts as running)."""
+        with self._threads_lock:
+            if index < self.control.target:
+                return False
+            self._receivers_running.discard(index)
+            return True
 
     def stop_receiving(self) -> None:
         """Stop taking new batches and interrupt the receives in progress; in-flight batches go on."""
         self.stopping.set()
-        self.control.wake_all()
-        for client in list(self._receiver_clients.values()):
+        for client in list(self._receiver_clients):
             client.abort()
 
     def join(self, deadline: float) -> bool:
@@ -268,10 +285,7 @@ class Poller:
         # extra receiver's empty answer under load must not hide what another just found).
         latest = max(self._receive_ages.values(), default=0.0)
         oldest_ms = min((item.message.enqueue_time_ms for items in held for item in items), default=None)
-        if oldest_ms is None:
-            return latest
-        held_age = time.time() - oldest_ms / 1000
-        return max(latest, held_age, 0.0)
+        return max(latest, 0.0 if oldest_ms is None else time.time() - oldest_ms / 1000, 0.0)
 
     def _guarded(self, target: Callable[[], None]) -> None:
         try:
@@ -286,16 +300,13 @@ class Poller:
     def _receive_loop(self, index: int) -> None:
         """One receiver: ``index`` 0 long-polls and always runs; the others run while the backlog lasts."""
         client = self._make_client()
-        self._receiver_clients[index] = client
-        failures = 0
+        self._receiver_clients.add(client)
+        failures, retired = 0, False
         slot, size = self._slots[index], self.settings.batch_size
         try:
-            while not self.stopping.is_set():
+            while not self.stopping.is_set() and not (retired := index > 0 and self._retiring(index)):
                 if index == 0:
                     self.last_progress = time.monotonic()
-                elif not self.control.wait_for_turn(index, 0.5):
-                    self._receive_ages.pop(index, None)
-                    continue
                 if not self._wait(index, lambda: slot.acquire(timeout=0.5)):
                     continue
                 # Receiving pauses while a sink fails, and while the budget or the rate is spent.
@@ -309,15 +320,18 @@ class Poller:
                     continue
                 failures = self._receive_once(client, index, failures)
         finally:
-            self._receiver_clients.pop(index, None)
+            self._receiver_clients.discard(client)
             self._receive_ages.pop(index, None)
             client.close()
             with self._threads_lock:
-                self._receivers_alive -= 1
-                last = self._receivers_alive == 0
+                if not retired:  # (a retired index may already run again)
+                    self._receivers_running.discard(index)
+                last = not self._receivers_running
             if last:
                 # The dispatcher ends after the last receiver: every receiver's batches are dispatched.
                 self._to_dispatch.put(None)
+            elif retired:
+                self._to_delete.put(None)  # one deleter goes with it
 
     def _receive_once(self, client: MnsQueue, index: int, failures: int) -> int:
         """One receive with its slot and budget already held; returns the receiver's failures in a row."""
@@ -438,14 +452,7 @@ class Poller:
             for message in messages
         ]
         oldest = min(m.enqueue_time_ms for m in messages)
-        batch = Batch(
-            batch_id=batch_id,
-            messages=items,
-            received_at=now,
-            visibility_seconds=visibility,
-            visible_since=now,
-            receiver=receiver,
-        )
+        batch = Batch(batch_id, items, received_at=now, visibility_seconds=visibility, receiver=receiver)
         with self._in_flight_lock:
             self._in_flight[batch_id] = batch
             self._undispatched += 1
@@ -470,19 +477,28 @@ class Poller:
     # -- dispatcher ------------------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
+        """Settle batches in order until the last receiver's end marker.
+
+        Batches that queued up while the sinks were busy are written together: one commit and fsync
+        for all of them instead of one each, which is what lets a slow sink catch up.
+        """
         try:
-            while batches := self._next_batches():
-                stored = not self.abandon.is_set() and self._store(batches)
+            ended = False
+            while not ended:
+                waiting = [self._to_dispatch.get()]
+                while waiting[-1] is not None and not self._to_dispatch.empty():
+                    waiting.append(self._to_dispatch.get())
+                batches = [batch for batch in waiting if batch is not None]
+                ended = len(batches) < len(waiting)
+                stored = bool(batches) and not self.abandon.is_set() and self._store(batches)
                 with self._in_flight_lock:
                     self._undispatched -= len(batches)
-                if not stored:
-                    for batch in batches:
-                        batch.abandoned = True
-                        self._finish(batch)
-                    continue
                 for batch in batches:
-                    batch.settled = True
-                    self._to_delete.put(batch)
+                    batch.abandoned = not stored
+                    if stored:
+                        self._to_delete.put(batch)
+                    else:
+                        self._finish(batch)
         finally:
             # No receiver is left to start a deleter, so this count is final.
             with self._threads_lock:
@@ -498,38 +514,15 @@ class Poller:
         """
         message_type, queue = self.settings.message_type, self.settings.queue_name
         items: list[Item] = []
-        for batch in batches:
-            for held in batch.messages:
-                message = held.message
-                raw = message.body.encode("utf-8")
-                try:
-                    held.receipt = decode_mns_body(message_type, message.body, queue=queue)
-                except DecodeError as exc:
-                    items.append(Item(raw, message.message_id, error=exc, dequeue_count=message.dequeue_count))
-                    continue
-                items.append(Item(raw, message.message_id, held.receipt, dequeue_count=message.dequeue_count))
-        return self.dispatcher.dispatch(items)
-
-    def _next_batches(self) -> list[Batch]:
-        """The next batch, waiting for it, and every other one already waiting; [] once the receiver ended.
-
-        Batches that queued up while the sinks were busy are written together: one commit and fsync
-        for all of them instead of one each, which is what lets a slow sink catch up.
-        """
-        batch = self._to_dispatch.get()
-        if batch is None:
-            return []
-        batches = [batch]
-        while True:
+        for held in (held for batch in batches for held in batch.messages):
+            message, error = held.message, None
             try:
-                more = self._to_dispatch.get_nowait()
-            except queue_module.Empty:
-                return batches
-            if more is None:
-                # The receiver's end marker: put it back for the next call, after these are dispatched.
-                self._to_dispatch.put(None)
-                return batches
-            batches.append(more)
+                held.receipt = decode_mns_body(message_type, message.body, queue=queue)
+            except DecodeError as exc:
+                error = exc
+            raw = message.body.encode("utf-8")
+            items.append(Item(raw, message.message_id, held.receipt, error, message.dequeue_count))
+        return self.dispatcher.dispatch(items)
 
     # -- deleter ---------------------------------------------------------------------------------
 
@@ -537,19 +530,19 @@ class Poller:
         client = self._make_client()
         try:
             while (batch := self._to_delete.get()) is not None:
-                if not self.abandon.is_set() and batch.settled and batch.messages:
-                    self._delete(client, batch, batch.messages)
+                if not self.abandon.is_set():  # (only stored batches come here)
+                    self._delete(client, batch)
                 self._finish(batch)
         finally:
             client.close()
             with self._threads_lock:
-                self._deleters_alive -= 1
-                last = self._deleters_alive == 0
+                self._deleters -= 1
+                last = self._deleters == 0
             if last:
                 self._done.set()
 
-    def _delete(self, client: MnsQueue, batch: Batch, settled: list[InFlight]) -> None:
-        queue = self.settings.queue_name
+    def _delete(self, client: MnsQueue, batch: Batch) -> None:
+        queue, settled = self.settings.queue_name, batch.messages
         attempt = throttled = 0
         while True:
             error: QueueAuthError | QueueUnavailable | TokenError | None = None
@@ -572,7 +565,7 @@ class Poller:
                 delay = self._auth_refused(error.code, "BatchDeleteMessage", attempt, delay)
             # Retrying is worth it while the handles are live (the keeper extends them); after that the
             # messages come back on their own and their dedupe keys absorb the repeat.
-            remaining = batch.visible_since + batch.visibility_seconds - self._clock()
+            remaining = batch.visible_until() - self._clock()
             if remaining <= delay or self.abandon.wait(delay):
                 self.events.delete_failed(queue, len(handles), error.code)
                 return
@@ -602,27 +595,25 @@ class Poller:
     # -- keeper ----------------------------------------------------------------------------------
 
     def _keep_loop(self) -> None:
-        client: MnsQueue | None = None
+        """Extend each batch past half its window, :data:`KEEPER_CONNECTIONS` messages at a time."""
+        idle: queue_module.SimpleQueue[MnsQueue] = queue_module.SimpleQueue()
+        pool = ThreadPoolExecutor(KEEPER_CONNECTIONS, f"keeper:{self.settings.queue_name}")
         try:
             while not self._done.wait(KEEPER_TICK_SECONDS):
-                if not self._can_extend:
-                    continue
                 now = self._clock()
                 with self._in_flight_lock:
                     batches = [b for b in self._in_flight.values() if not b.abandoned and not b.released]
                 for batch in batches:
-                    # visible_since + visibility_seconds is the earliest any of its messages turns visible.
-                    if batch.visible_since + batch.visibility_seconds / 2 > now:
+                    if not self._can_extend or batch.visible_until() - batch.visibility_seconds / 2 > now:
                         continue
                     if now - batch.received_at >= self.settings.max_hold_seconds:
                         self._release(batch, now)
-                        continue
-                    client = client or self._make_client()
-                    if not self._extend(client, batch):
-                        break
+                    else:
+                        self._extend(pool, idle, batch)
         finally:
-            if client is not None:
-                client.close()
+            pool.shutdown()
+            while not idle.empty():
+                idle.get().close()
 
     def _release(self, batch: Batch, now: float) -> None:
         """Stop extending a batch held past ``max_hold_seconds``: MNS makes its messages visible again.
@@ -635,52 +626,54 @@ class Poller:
         batch.released = True
         self.events.visibility_released(self.settings.queue_name, len(batch.messages), now - batch.received_at)
 
-    def _extend(self, client: MnsQueue, batch: Batch) -> bool:
-        """Extend the messages of the batch due for it; False if the queue token may not extend at all.
+    def _extend(self, pool: ThreadPoolExecutor, idle: queue_module.SimpleQueue[MnsQueue], batch: Batch) -> None:
+        """Extend the messages of the batch due for it, in parallel.
 
-        A message whose extension fails (429, 5xx, network, token) does not stop the others (it used to,
-        and the rest of the batch then expired): it stays due and is retried on the next tick.
+        A message whose extension fails (429, 5xx, network, token) does not stop the others: it stays
+        due and is retried on the next tick. ``AccessDenied`` means the queue token may never extend.
         """
+        queue = self.settings.queue_name
         seconds = max(self.settings.visibility_extension_seconds, int(batch.visibility_seconds))
-        extended = 0
-        failed: list[str] = []
+
+        def extend(item: InFlight) -> AlicomError | None:
+            try:
+                client = idle.get_nowait()
+            except queue_module.Empty:
+                client = self._make_client()
+            started = self._clock()
+            try:
+                item.handle, _ = client.change_visibility(item.handle, seconds)
+                item.visible_until = started + seconds
+            except MessageGone as exc:
+                item.visible_until = math.inf
+                return exc
+            except (QueueAuthError, QueueUnavailable, TokenError) as exc:
+                return exc
+            finally:
+                idle.put(client)
+            return None
+
         with batch.lock:
             now = self._clock()
-            for item in batch.messages:
-                if item.visible_until - now >= batch.visibility_seconds / 2:
-                    continue  # not due: extended on an earlier tick (after a partial failure), or gone
-                started = self._clock()
-                try:
-                    item.handle, _ = client.change_visibility(item.handle, seconds)
-                except MessageGone:
-                    item.visible_until = math.inf
-                    continue
-                except QueueThrottled:
-                    failed.append("TooManyRequests")
-                    self.control.throttled()
-                    self.events.throttled(self.settings.queue_name, "ChangeMessageVisibility", KEEPER_TICK_SECONDS)
-                    continue
-                except QueueAuthError as exc:
-                    if exc.code == "AccessDenied":
-                        self._can_extend = False
-                        self.events.visibility_not_allowed(self.settings.queue_name, exc.code)
-                        return False
-                    self.tokens.invalidate(self.tokens.current())
-                    failed.append(exc.code)
-                    continue
-                except (QueueUnavailable, TokenError) as exc:
-                    failed.append(exc.code)
-                    continue
-                item.visible_until = started + seconds
-                extended += 1
+            # Not due: extended on an earlier tick (after a partial failure), or gone.
+            due = [item for item in batch.messages if item.visible_until - now < batch.visibility_seconds / 2]
+            errors = list(pool.map(extend, due))
+            extended = errors.count(None)
             if extended:
                 batch.visibility_seconds = float(seconds)
-            earliest = min((item.visible_until for item in batch.messages), default=math.inf)
-            if earliest != math.inf:
-                batch.visible_since = earliest - batch.visibility_seconds
         if extended:
-            self.events.visibility_extended(self.settings.queue_name, extended, seconds)
-        other = [code for code in failed if code != "TooManyRequests"]
+            self.events.visibility_extended(queue, extended, seconds)
+        failed = [error for error in errors if error is not None and not isinstance(error, MessageGone)]
+        for error in failed:
+            if isinstance(error, QueueThrottled):
+                self.control.throttled()
+                self.events.throttled(queue, "ChangeMessageVisibility", KEEPER_TICK_SECONDS)
+        if any(isinstance(error, QueueAuthError) and error.code == "AccessDenied" for error in failed):
+            self._can_extend = False
+            self.events.visibility_not_allowed(queue, "AccessDenied")
+            return
+        if any(isinstance(error, QueueAuthError) for error in failed):
+            self.tokens.invalidate(self.tokens.current())
+        other = [error.code for error in failed if not isinstance(error, QueueThrottled)]
         if other:
-            self.events.visibility_failed(self.settings.queue_name, len(other), other[0])
-        return True
+            self.events.visibility_failed(queue, len(other), other[0])

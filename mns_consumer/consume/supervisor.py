@@ -147,18 +147,13 @@ class Supervisor:
         os._exit(EXIT_KILLED)
 
     def _log_killed(self) -> None:
-        queues: list[dict[str, object]] = []
-        total_batches = total_receipts = 0
-        for slot in list(self.slots):
-            batches, messages = slot.poller.in_flight_messages()
-            total_batches, total_receipts = total_batches + batches, total_receipts + messages
-            queues.append({"queue": slot.queue.queue_name, "batches": batches, "receipts": messages})
+        held = [(slot.queue.queue_name, *slot.poller.in_flight_messages()) for slot in list(self.slots)]
         self.events.drain(
             "killed",
             exit_code=EXIT_KILLED,
-            in_flight_batches=total_batches,
-            in_flight_receipts=total_receipts,
-            queues=queues,
+            in_flight_batches=sum(batches for _, batches, _ in held),
+            in_flight_receipts=sum(receipts for _, _, receipts in held),
+            queues=[{"queue": queue, "batches": batches, "receipts": receipts} for queue, batches, receipts in held],
         )
 
     # -- run -------------------------------------------------------------------------------------
@@ -289,8 +284,8 @@ class Supervisor:
         self.dead_letter = self.config.dead_letter.build()
         retry = SinkRetry(Backoff(0.5, 30.0), self.stop_requested, _log_open_failed)
         try:
-            openers: list[tuple[str, Callable[[], None]]] = [(name, sink.open) for name, sink in self.sinks.items()]
-            for name, open_sink in [*openers, ("dead_letter", self.dead_letter.open)]:
+            opens = [(name, sink.open) for name, sink in self.sinks.items()] + [("dead_letter", self.dead_letter.open)]
+            for name, open_sink in opens:
                 retry.retrying(name)(open_sink)
         except Abandoned:
             return False

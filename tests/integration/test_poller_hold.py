@@ -45,6 +45,7 @@ def emulator(make_emulator: Callable[..., Emulator]) -> Emulator:
 
 
 def make_poller(emulator: Emulator, sink: RecordingSink, events: Events, **settings: float) -> Poller:
+    """A poller of :data:`QUEUE` on the emulator, one batch in flight unless ``settings`` say otherwise."""
     key = AccessKey(emulator.settings.access_key_id, emulator.settings.access_key_secret)
     tokens = TokenProvider(
         DybaseTokenFetcher(key, endpoints_of(emulator)), "SmsReport", QUEUE, now=emulator.clock.now_datetime
@@ -63,8 +64,9 @@ def make_poller(emulator: Emulator, sink: RecordingSink, events: Events, **setti
     def make_client() -> MnsQueue:
         return MnsQueue(emulator.url, QUEUE, tokens.credentials_provider(), request_timeout_seconds=5)
 
+    defaults: dict[str, float] = {"wait_seconds": 1, "in_flight_batches": 1}
     return Poller(
-        PollerSettings(message_type="SmsReport", queue_name=QUEUE, wait_seconds=1, in_flight_batches=1, **settings),
+        PollerSettings("SmsReport", QUEUE, **{**defaults, **settings}),  # type: ignore[arg-type]
         tokens,
         dispatcher,
         events,
@@ -132,4 +134,4 @@ def _due(poller: Poller) -> bool:
     now = poller._clock()  # the test's own clock, handed to the poller
     with poller._in_flight_lock:
         batches = list(poller._in_flight.values())
-    return any(not batch.released and batch.visible_since + batch.visibility_seconds / 2 <= now for batch in batches)
+    return any(not batch.released and batch.visible_until() - batch.visibility_seconds / 2 <= now for batch in batches)
