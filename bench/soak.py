@@ -66,6 +66,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mns_consumer.consume.poller import KEEPER_CONNECTIONS
 from mns_consumer.emulator.clock import Clock
 from mns_consumer.emulator.consumer_config import emulator_config
 from mns_consumer.emulator.push_client import push_receipts
@@ -703,9 +704,9 @@ def numeric(samples: list[dict[str, float | str]], key: str) -> list[float]:
     return [float(s[key]) for s in samples if isinstance(s[key], float)]
 
 
-RECEIVER_POOL_PER_QUEUE = 2 * (16 - 1)
-"""Threads (or descriptors) the extra receivers of one queue may keep: a receiver and a deleter each, for
-every receiver past the first under the default ``max_receivers`` (16)."""
+KEEPER_POOL_PER_QUEUE = KEEPER_CONNECTIONS
+"""Threads (or descriptors) one queue may keep after a slow sink: its visibility keeper's workers, each
+with a connection. Extra receivers a backlog started retire once it is drained, so they count for nothing."""
 
 
 def phase(samples: list[dict[str, float | str]], start: float, end: float) -> list[dict[str, float | str]]:
@@ -738,17 +739,17 @@ def judge(
         end_rss - base_rss <= allowed,
         f"baseline {base_rss:.1f} MiB, end {end_rss:.1f} MiB, growth {end_rss - base_rss:+.1f} (bound +{allowed:.1f})",
     )
-    # A backlog after a fault starts extra receivers, each with a deleter and a connection of its own; they
-    # stay parked when the backlog is gone (a bounded pool, not a leak), so the bound allows that pool and
-    # nothing more. A leak also keeps growing through the quiet tail, which the second check catches.
-    pool = RECEIVER_POOL_PER_QUEUE * len(SEEDED_SHARES)
+    # A slow sink starts each queue's visibility keeper, whose workers and connections stay for the next
+    # one (a bounded pool, not a leak), so the bound allows that pool and nothing more. A leak also keeps
+    # growing through the quiet tail, which the second check catches.
+    pool = KEEPER_POOL_PER_QUEUE * len(SEEDED_SHARES)
     quiet = phase(samples, 0.75 * seconds, 0.80 * seconds)
     for key, slack in (("fds", settings.fd_slack), ("threads", settings.thread_slack)):
         base, end = statistics.median(numeric(baseline, key)), statistics.median(numeric(tail, key))
         check(
             key,
             end - base <= slack + pool and base - end <= slack,
-            f"baseline {base:.0f}, end {end:.0f} (bound -{slack} .. +{slack} + {pool} for parked receivers)",
+            f"baseline {base:.0f}, end {end:.0f} (bound -{slack} .. +{slack} + {pool} for the visibility keepers)",
         )
         if quiet:
             settled = statistics.median(numeric(quiet, key))

@@ -116,8 +116,8 @@ def test_the_judge_fails_descriptors_and_threads_that_keep_growing() -> None:
     assert _failed(_samples(600, **leaking)) == {"fds in the quiet tail", "threads in the quiet tail"}
 
 
-def test_the_judge_fails_descriptors_and_threads_past_the_parked_receivers_pool() -> None:
-    pool = soak.RECEIVER_POOL_PER_QUEUE * len(soak.SEEDED_SHARES)
+def test_the_judge_fails_descriptors_and_threads_past_the_keepers_pool() -> None:
+    pool = soak.KEEPER_POOL_PER_QUEUE * len(soak.SEEDED_SHARES)
     swollen = {
         **STEADY,
         "fds": lambda t: 20.0 + (pool + 10) * (t > 300),
@@ -126,7 +126,7 @@ def test_the_judge_fails_descriptors_and_threads_past_the_parked_receivers_pool(
     assert _failed(_samples(600, **swollen)) == {"fds", "threads"}
 
 
-def test_the_judge_passes_receivers_that_a_backlog_started_and_that_stay_parked() -> None:
+def test_the_judge_passes_the_visibility_keepers_that_a_slow_sink_started() -> None:
     parked = {**STEADY, "fds": lambda t: 20.0 + 8 * (t > 300), "threads": lambda t: 16.0 + 8 * (t > 300)}
     assert _failed(_samples(600, **parked)) == set()
 
