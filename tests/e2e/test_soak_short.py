@@ -111,9 +111,17 @@ def test_the_judge_fails_rss_that_keeps_growing_beyond_the_bound() -> None:
 
 
 def test_the_judge_fails_descriptors_and_threads_that_keep_growing() -> None:
-    # A leak grows through the quiet tail too (0.75-0.8 of the run against its last 20%)
+    # A leak grows through the quiet tail too (0.75-0.8 of the run against its last 20%): one that has
+    # grown all along also passes the keepers' bound, and one that only began late is still caught
     leaking = {**STEADY, "fds": lambda t: 20.0 + t / 10, "threads": lambda t: 16.0 + t / 15}
-    assert _failed(_samples(600, **leaking)) == {"fds in the quiet tail", "threads in the quiet tail"}
+    tail_only = {"fds in the quiet tail", "threads in the quiet tail"}
+    assert _failed(_samples(600, **leaking)) == {"fds", "threads", *tail_only}
+    late = {
+        **STEADY,
+        "fds": lambda t: 20.0 + max(0.0, t - 480) / 10,
+        "threads": lambda t: 16.0 + max(0.0, t - 480) / 15,
+    }
+    assert _failed(_samples(600, **late)) == tail_only
 
 
 def test_the_judge_fails_descriptors_and_threads_past_the_keepers_pool() -> None:
