@@ -17,11 +17,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mns_consumer.emulator import Emulator, QueueDefaults, WanProfile
 from tests.chaos.checks import assert_stored_once, restart_until_stored
-from tests.e2e.daemon_harness import DaemonFactory, daemon_config, expected_receipts, postgres_sink, wait_until
+from tests.e2e.daemon_harness import (
+    DaemonFactory,
+    daemon_config,
+    expected_receipts,
+    postgres_sink,
+    queue_total,
+    wait_until,
+)
 from tests.support.sink_env_database import ServerEnv
 
 TRIALS = 3
 RECEIPTS = 3000
+BACKLOGS_PER_TRIAL = 3
+"""Backlogs seeded in a trial before receivers that never rose fail it."""
 QUEUES = {"SmsReport": "Alicom-Queue-chaos2-SmsReport"}
 
 
@@ -59,16 +68,34 @@ def test_kill_nine_during_concurrent_receives_loses_nothing_and_stores_nothing_t
         )
     )
     expected: set[str] = set()
+    seeded = 0
+
+    def seed() -> None:
+        nonlocal seeded
+        fresh = set(expected_receipts(emulator, emulator.produce("SmsReport", RECEIPTS)))
+        assert not fresh & expected
+        expected.update(fresh)
+        seeded += RECEIPTS
 
     for trial in range(TRIALS):
         # When a backlog is seeded, the daemon killed -9 while it runs several receivers, restarted and left to finish
         rng = random.Random(trial)
-        fresh = set(expected_receipts(emulator, emulator.produce("SmsReport", RECEIPTS)))
-        assert not fresh & expected
-        expected |= fresh
+        seed()
         victim = daemons.start(config)
         url = victim.http_url("/metrics")
-        wait_until(lambda url=url: receivers(url) > 1, f"trial {trial}: receivers rising", diagnose=victim.describe)
+        for _ in range(BACKLOGS_PER_TRIAL):
+            wait_until(
+                lambda url=url: receivers(url) > 1 or queue_total(emulator) == 0,
+                f"trial {trial}: receivers rising or the backlog drained",
+                diagnose=victim.describe,
+            )
+            if receivers(url) > 1:
+                break
+            # Receivers rise only while the sink keeps up: a PostgreSQL slow for a moment (a checkpoint on a
+            # busy machine) lets one receiver drain the whole backlog. That is the daemon behaving; seed again.
+            seed()
+        else:
+            pytest.fail(f"trial {trial}: receivers never rose above one through {BACKLOGS_PER_TRIAL} backlogs")
         time.sleep(rng.uniform(0, 0.3))
         victim.kill()
         assert emulator.queue(QUEUES["SmsReport"]).counts().active > 0, "killed after the backlog was gone"
@@ -76,4 +103,4 @@ def test_kill_nine_during_concurrent_receives_loses_nothing_and_stores_nothing_t
         restart_until_stored(daemons, config, emulator, postgres, len(expected), trial)
 
     # Then every seeded receipt is stored exactly once, nothing was dead-lettered, and the queue is empty
-    assert_stored_once(postgres, emulator, expected, TRIALS * RECEIPTS, dead)
+    assert_stored_once(postgres, emulator, expected, seeded, dead)
