@@ -330,10 +330,19 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         """
         if value is None:
             return None
+        utc = self.as_utc(value)
+        return utc if dialect.name == "postgresql" else utc.replace(tzinfo=None)
+
+    @staticmethod
+    def as_utc(value: datetime) -> datetime:
+        """``value`` in UTC; the one check every backend's bind goes through.
+
+        Raises:
+            ValueError: If ``value`` is naive.
+        """
         if value.utcoffset() is None:
             raise ValueError("naive datetime: the database sink stores only timezone-aware times")
-        utc = value.astimezone(UTC)
-        return utc if dialect.name == "postgresql" else utc.replace(tzinfo=None)
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Read back as an aware UTC datetime."""

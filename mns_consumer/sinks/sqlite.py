@@ -18,7 +18,7 @@ import operator
 import os
 import sqlite3
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, TypeAlias
@@ -51,9 +51,7 @@ def sqlite_utc_text(value: datetime | None) -> str | None:
     """
     if value is None:
         return None
-    if value.utcoffset() is None:
-        raise ValueError("naive datetime: the database sink stores only timezone-aware times")
-    utc = value.astimezone(UTC)
+    utc = UtcDateTime.as_utc(value)
     # "YYYY-MM-DD HH:MM:SS[.ffffff]+00:00": the fraction is left out when it is zero.
     text = utc.isoformat(" ")[:-6]
     return text if utc.microsecond else text + ".000000"
