@@ -1,12 +1,9 @@
 """``mns-consumer demo``: the emulator and the daemon in one process, seeded, drained and summed up.
 
-The demo claims ``--data-dir`` (only a new, empty or earlier demo folder, marked by :data:`MARKER_NAME`),
-seeds the emulator's four receipt queues with realistic receipts and a few poison bodies, runs the
-supervisor in a thread into SQLite, JSON Lines and the dead-letter file, shows progress until every
-queue is drained and nothing is in flight (or until Ctrl-C with ``--forever``, receipts trickling in),
-then prints per-queue counts and rates, delivery by outcome class, opt-outs, dead letters by reason,
-where the data is and a query to try. Logs go to stderr at warning level, per-message dead-letter
-warnings left out, so that they do not drown the display.
+The emulator's four receipt queues get realistic receipts and a few poison bodies; the supervisor runs in
+a thread into SQLite, JSON Lines and the dead-letter file until every queue is drained (or Ctrl-C with
+``--forever``), then the summary shows counts, rates, delivery classes, opt-outs, dead letters and a query.
+Logs go to stderr at warning level, without the per-message dead-letter warnings that would drown the display.
 """
 
 from __future__ import annotations
@@ -156,7 +153,7 @@ class QueueTally:
     def rate(self) -> float:
         return self.settled / self.busy_seconds if self.busy_seconds > 0 else 0.0
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "message_type": self.message_type,
             "queue": self.queue_name,
@@ -215,19 +212,16 @@ class DemoSummary:
         }
 
     def to_dict(self) -> dict[str, object]:
-        totals = {
-            name: sum(int(getattr(tally, name)) for tally in self.tallies)
-            for name in ("seeded", "malformed", "received", "stored", "dead_lettered", "rows", "jsonl_lines")
-        }
-        totals["sqlite_rows"] = totals.pop("rows")
+        queues = [tally.to_dict() for tally in self.tallies]
+        columns = ("seeded", "malformed", "received", "stored", "dead_lettered", "jsonl_lines", "sqlite_rows")
         paths = self.paths
         return {
             "drained": self.drained,
             "forever": self.forever,
             "seed": self.seed,
             "seconds": round(self.seconds, 3),
-            "queues": [tally.to_dict() for tally in self.tallies],
-            "totals": totals,
+            "queues": queues,
+            "totals": {name: sum(queue[name] for queue in queues) for name in columns},
             "dead_letter_reasons": dict(self.dead_letter_reasons.most_common()),
             "delivery": self.delivery_to_dict(),
             "opt_outs": {"table": "sms_receipts_opt_outs", "numbers": self.opt_outs[0], "replies": self.opt_outs[1]},
@@ -541,16 +535,10 @@ def _summarize(
     if paths.sqlite.exists():
         with contextlib.closing(sqlite3.connect(f"{paths.sqlite.as_uri()}?mode=ro", uri=True)) as database:
             rows = dict(database.execute("SELECT queue, COUNT(*) FROM sms_receipts GROUP BY queue").fetchall())
-            summary.delivery.update(
-                dict(
-                    database.execute(
-                        "SELECT COALESCE(outcome_class, state), COUNT(*) FROM sms_receipts_status GROUP BY 1"
-                    ).fetchall()
-                )
-            )
-            numbers, replies = database.execute(
-                "SELECT COUNT(*), COALESCE(SUM(replies), 0) FROM sms_receipts_opt_outs"
-            ).fetchone()
+            by_class = "SELECT COALESCE(outcome_class, state), COUNT(*) FROM sms_receipts_status GROUP BY 1"
+            summary.delivery.update(dict(database.execute(by_class).fetchall()))
+            opt_outs = "SELECT COUNT(*), COALESCE(SUM(replies), 0) FROM sms_receipts_opt_outs"
+            numbers, replies = database.execute(opt_outs).fetchone()
             summary.opt_outs = (int(numbers), int(replies))
     if paths.dead_letter.exists():
         summary.dead_letter_reasons.update(

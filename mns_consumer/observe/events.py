@@ -83,10 +83,6 @@ class Events:
     def _labels(self, queue: str) -> tuple[str, str]:
         return queue, self._types.get(queue, "")
 
-    def _count(self, name: str, queue: str, amount: int = 1) -> None:
-        with self._lock:
-            self.totals[(name, queue)] += amount
-
     def _tally(
         self,
         queue: str,
@@ -95,15 +91,18 @@ class Events:
         *,
         stage: str | None = None,
         counter: Any = None,
+        extra: tuple[str, ...] = (),
         message_type: str | None = None,
     ) -> None:
-        """Count ``name`` in :attr:`totals`, and in the failures counter at ``stage`` or in ``counter``."""
-        self._count(name, queue, amount)
-        labels = self._labels(queue) if message_type is None else (queue, message_type)
+        """Count ``name`` in :attr:`totals`, and in the failures counter at ``stage`` or in ``counter``
+        (labelled queue, message type and ``extra``)."""
+        with self._lock:
+            self.totals[(name, queue)] += amount
         if stage is not None:
-            self._child(self._metrics.failures, *labels, stage).inc(amount)
+            counter, extra = self._metrics.failures, (stage,)
         if counter is not None:
-            self._child(counter, *labels).inc(amount)
+            labels = self._labels(queue) if message_type is None else (queue, message_type)
+            self._child(counter, *labels, *extra).inc(amount)
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -133,13 +132,9 @@ class Events:
         )
 
     def throttled(self, queue: str, operation: str, retry_in_seconds: float) -> None:
-        """MNS's flow limiter answered 429: counted every time, logged at most once a minute per queue.
-
-        A storm of 429s is backpressure the poller absorbs, not news for every call; the counter has
-        the exact figures.
-        """
-        self._count("throttled", queue)
-        self._child(self._metrics.throttled, *self._labels(queue), operation).inc()
+        """MNS's flow limiter answered 429: counted every time, logged at most once a minute per queue
+        (a storm of 429s is backpressure the poller absorbs, not news for every call)."""
+        self._tally(queue, "throttled", counter=self._metrics.throttled, extra=(operation,))
         now = time.monotonic()
         with self._lock:
             pending = self._throttled_since_log.setdefault(queue, Counter())
@@ -160,7 +155,7 @@ class Events:
         )
 
     def receivers_changed(self, queue: str, receivers: int, reason: str) -> None:
-        self._count("receivers_changed", queue)
+        self._tally(queue, "receivers_changed")
         log.info("receivers.changed", queue=queue, receivers=receivers, reason=reason)
 
     def queue_missing(self, queue: str, message_type: str, retry_in_seconds: float) -> None:
@@ -200,10 +195,8 @@ class Events:
         )
 
     def sink_written(self, queue: str, sink: str, accepted: int, rejected: int, seconds: float) -> None:
-        self._count(f"accepted:{sink}", queue, accepted)
-        labels = self._labels(queue)
-        self._child(self._metrics.accepted, *labels, sink).inc(accepted)
-        self._child(self._metrics.sink_write_seconds, *labels, sink).observe(seconds)
+        self._tally(queue, f"accepted:{sink}", accepted, counter=self._metrics.accepted, extra=(sink,))
+        self._child(self._metrics.sink_write_seconds, *self._labels(queue), sink).observe(seconds)
         log.debug(
             "sink.written", queue=queue, sink=sink, accepted=accepted, rejected=rejected, seconds=round(seconds, 4)
         )
@@ -230,7 +223,7 @@ class Events:
 
     def receipt_rejected(self, queue: str, message_type: str, message_id: str, sink: str, reason: str) -> None:
         """A sink rejected a receipt for good; the reason is redacted, since a sink may quote its server."""
-        self._count("rejected", queue)
+        self._tally(queue, "rejected")
         log.warning(
             "receipt.rejected",
             queue=queue,
@@ -242,9 +235,7 @@ class Events:
 
     def receipts_stored(self, queue: str, receipts: Sequence[Receipt]) -> None:
         """Receipts every sink stored, each counted once: delivery reports by outcome and class, opt-outs.
-
-        The caller passes each dedupe key once (see :class:`~mns_consumer.delivery.Dispatcher`).
-        """
+        The caller passes each dedupe key once (see :class:`~mns_consumer.delivery.Dispatcher`)."""
         delivered = opted_out = 0
         for receipt in receipts:
             if receipt.kind == "delivery_report" and receipt.outcome_class is not None:
@@ -254,9 +245,9 @@ class Events:
                 opted_out += 1
                 self._child(self._metrics.opt_outs, *self._labels(queue)).inc()
         if delivered:
-            self._count("deliveries", queue, delivered)
+            self._tally(queue, "deliveries", delivered)
         if opted_out:
-            self._count("opt_outs", queue, opted_out)
+            self._tally(queue, "opt_outs", opted_out)
             log.info("replies.opted_out", queue=queue, count=opted_out)
 
     def _count_delivery(self, queue: str, receipt: Receipt) -> None:
@@ -310,7 +301,7 @@ class Events:
 
     def visibility_not_allowed(self, queue: str, code: str) -> None:
         """The queue token may not change visibility: said once; duplicates are then left to dedupe."""
-        self._count("visibility_denied", queue)
+        self._tally(queue, "visibility_denied")
         with self._lock:
             first = queue not in self._denied
             self._denied.add(queue)
@@ -356,7 +347,7 @@ class Events:
 
     def push_rejected(self, route: str, message_type: str, stage: str, status: int, reason: str) -> None:
         """A push was refused with a non-zero code (Alibaba retries it later unless the status is 200)."""
-        self._count("push_rejected", route)
+        self._tally(route, "push_rejected")
         self._child(self._metrics.push_rejected, route, message_type, stage).inc()
         # An unknown path is usually a scanner; the others mean Alibaba's receipts are being refused.
         level = push_log.info if stage in ("route", "drain") else push_log.warning
@@ -383,7 +374,7 @@ class Events:
 
     def push_worker_failed(self, route: str, error: BaseException, retry_in_seconds: float) -> None:
         """Delivering spooled pushes failed unexpectedly (a sink bug, the spool's disk); retried later."""
-        self._count("push_worker_failed", route)
+        self._tally(route, "push_worker_failed")
         push_log.error(
             "push.delivery_failed", queue=route, error=repr(error), retry_in_seconds=retry_in_seconds, exc_info=error
         )
@@ -421,13 +412,13 @@ class Events:
         backfill_log.error("backfill.query_failed", where=where, phone_number=phone_number, code=code, error=error)
 
     def backfill_found(self, message_type: str, status: str, count: int) -> None:
-        self._count(f"backfill_found:{status}", BACKFILL_QUEUE, count)
+        self._tally(BACKFILL_QUEUE, f"backfill_found:{status}", count)
         self._child(self._metrics.backfill_found, BACKFILL_QUEUE, message_type, status).inc(count)
 
     def backfill_stored(self, message_type: str, sink: str, statuses: Counter[str], seconds: float) -> None:
         """A sink durably accepted backfilled receipts (already present ones included), by status."""
         for status, count in statuses.items():
-            self._count(f"backfill_stored:{sink}", BACKFILL_QUEUE, count)
+            self._tally(BACKFILL_QUEUE, f"backfill_stored:{sink}", count)
             self._child(self._metrics.backfill_stored, BACKFILL_QUEUE, message_type, sink, status).inc(count)
         self._child(self._metrics.sink_write_seconds, BACKFILL_QUEUE, message_type, sink).observe(seconds)
         backfill_log.debug("backfill.stored", sink=sink, receipts=sum(statuses.values()), seconds=round(seconds, 4))
@@ -451,7 +442,7 @@ class Events:
         backfill_log.error("backfill.sink_gave_up", sink=sink, attempts=attempts, reason=reason)
 
     def backfill_rejected(self, message_type: str, sink: str, dedupe_key: str, reason: str) -> None:
-        self._count("backfill_rejected", BACKFILL_QUEUE)
+        self._tally(BACKFILL_QUEUE, "backfill_rejected")
         backfill_log.warning(
             "backfill.rejected", message_type=message_type, sink=sink, dedupe_key=dedupe_key, reason=redact_text(reason)
         )

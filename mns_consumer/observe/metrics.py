@@ -276,28 +276,32 @@ class Metrics:
         self.build_info = Info("mns_consumer_build", "Version of mns-consumer and of Python.", registry=registry)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
 
-    def watch_queue(self, queue: str, message_type: str, **gauges: Callable[[], float]) -> None:
-        """Tie the gauges read at scrape time (each keyword names one, e.g. ``batches_in_flight``) to a
-        queue's live state, and make its counters exist at zero from the first scrape, so ``rate()`` and
-        ``increase()`` see the first increment."""
-        labels = (queue, message_type)
+    def _watch(
+        self,
+        labels: tuple[str, str],
+        gauges: dict[str, Callable[[], float]],
+        counters: Sequence[Counter],
+        stages: Sequence[str],
+    ) -> None:
+        """Tie the gauges read at scrape time to live state, and make ``counters`` and the failure
+        ``stages`` exist at zero from the first scrape, so ``rate()`` and ``increase()`` see the first increment."""
         # Read at scrape time, not set on each receive: receiving pauses while a sink is down, and a
         # value set by the last receive would stand still exactly when the backlog grows.
         for name, read in gauges.items():
             cast(Gauge, getattr(self, name)).labels(*labels).set_function(read)
-        for counter in (
-            self.received,
-            self.deleted,
-            self.dead_lettered,
-            self.visibility_extended,
-            self.visibility_released,
-            self.poller_restarts,
-        ):
+        for counter in counters:
             counter.labels(*labels)
+        for stage in stages:
+            self.failures.labels(*labels, stage)
+
+    def watch_queue(self, queue: str, message_type: str, **gauges: Callable[[], float]) -> None:
+        """Tie the gauges read at scrape time (each keyword names one, e.g. ``batches_in_flight``) to a
+        queue's live state, and make its series exist from the first scrape."""
+        labels = (queue, message_type)
+        counters = (self.received, self.deleted, self.dead_lettered, self.visibility_extended)
+        self._watch(labels, gauges, (*counters, self.visibility_released, self.poller_restarts), QUEUE_STAGES)
         for operation in MNS_OPERATIONS:
             self.throttled.labels(*labels, operation)
-        for stage in QUEUE_STAGES:
-            self.failures.labels(*labels, stage)
         self._watch_outcomes(labels)
 
     def _watch_outcomes(self, labels: tuple[str, str]) -> None:
@@ -320,14 +324,10 @@ class Metrics:
         """Tie a push route's spool gauges (``spool_entries``, ``spool_oldest_age_seconds``) to the spool,
         and make its series exist from the first scrape."""
         labels = (route, message_type)
-        for name, read in gauges.items():
-            cast(Gauge, getattr(self, name)).labels(*labels).set_function(read)
-        for counter in (self.received, self.dead_lettered, self.push_requests, self.push_settled):
-            counter.labels(*labels)
+        counters = (self.received, self.dead_lettered, self.push_requests, self.push_settled)
+        self._watch(labels, gauges, counters, ("decode", "sink"))
         for stage in PUSH_STAGES:
             self.push_rejected.labels(*labels, stage)
-        for stage in ("decode", "sink"):
-            self.failures.labels(*labels, stage)
         for sink in sinks:
             self.watch_sink(route, message_type, sink)
         self._watch_outcomes(labels)
@@ -335,10 +335,7 @@ class Metrics:
     def watch_backfill(self, message_type: str, sinks: Sequence[str]) -> None:
         """Make a backfill run's series exist from the start, so every outcome shows, zero or not."""
         labels = (BACKFILL_QUEUE, message_type)
-        self.backfill_queries.labels(*labels)
-        self.dead_lettered.labels(*labels)
-        for stage in ("query", "sink"):
-            self.failures.labels(*labels, stage)
+        self._watch(labels, {}, (self.backfill_queries, self.dead_lettered), ("query", "sink"))
         for status in BACKFILL_STATUSES:
             self.backfill_found.labels(*labels, status)
             for sink in sinks:

@@ -68,9 +68,11 @@ def is_secret_key(name: str) -> bool:
     Compared without case or separators (``security_token``, ``x-acs-security-token``): a name holding
     a word of ``_SECRET_WORDS`` is secret unless it is in :data:`NOT_SECRET_KEYS`.
     """
-    normalized = _normalize(name)
-    if normalized in _NOT_SECRET_NORMALIZED:
-        return False
+    return _normalize(name) not in _NOT_SECRET_NORMALIZED and _holds_secret_word(name)
+
+
+def _holds_secret_word(text: str) -> bool:
+    normalized = _normalize(text)
     return any(word in normalized for word in _SECRET_WORDS)
 
 
@@ -119,24 +121,15 @@ def scrub_text(text: str) -> str:
     secret headers (``x-acs-security-token``), ``name=value`` and quoted ``"name": "value"`` pairs with
     secret names (``Signature=``), and URL passwords (``user:password@``).
     """
-    if (":" not in text and "=" not in text) or not _may_hold_secret(text):
+    # A cheap test first: every pattern needs ":" or "=", and all but the URL password a secret name.
+    url_password = "@" in text and "://" in text
+    if (":" not in text and "=" not in text) or not (url_password or _holds_secret_word(text)):
         return text
     text = _AUTH_PATTERN.sub(_auth_replacement, text)
     text = _URL_PASSWORD_PATTERN.sub(rf"\1{MASK}\2", text)
     text = _QUOTED_PAIR_PATTERN.sub(_quoted_pair_replacement, text)
     text = _HEADER_PATTERN.sub(_header_replacement, text)
     return _ASSIGNMENT_PATTERN.sub(_assignment_replacement, text)
-
-
-def _may_hold_secret(text: str) -> bool:
-    """Whether any pattern of :func:`scrub_text` could match: most values (times, names) skip all five.
-
-    Every pattern but the URL password needs a secret name, whose normalized form is in the normalized text.
-    """
-    if "@" in text and "://" in text:
-        return True
-    normalized = _normalize(text)
-    return any(word in normalized for word in _SECRET_WORDS)
 
 
 # A phone number inside free text: a run of 7 or more digits (an optional + before it), or the spaced
@@ -228,8 +221,7 @@ def _phone_value(key: str, value: Any) -> Any | None:
     if _normalize(key) not in _PHONE_NORMALIZED:
         return None
     if isinstance(value, list | tuple | set | frozenset):
-        items = [(item, _masked_phone(item)) for item in value]
-        return [item if masked is None else masked for item, masked in items]
+        return [_masked_phone(item) or item for item in value]
     return _masked_phone(value)
 
 
