@@ -243,11 +243,10 @@ class Events:
                 self._count_delivery(queue, receipt)
             elif receipt.opt_out:
                 opted_out += 1
-                self._child(self._metrics.opt_outs, *self._labels(queue)).inc()
         if delivered:
             self._tally(queue, "deliveries", delivered)
         if opted_out:
-            self._tally(queue, "opt_outs", opted_out)
+            self._tally(queue, "opt_outs", opted_out, counter=self._metrics.opt_outs)
             log.info("replies.opted_out", queue=queue, count=opted_out)
 
     def _count_delivery(self, queue: str, receipt: Receipt) -> None:
