@@ -234,11 +234,8 @@ def run_backfill(
     """Query each send, map its records to receipts and store them in the SmsReport sinks.
 
     Args:
-        config: The configuration: credentials, endpoints, sinks, dead letters and the ``backfill`` section.
         sends: The sends; repeated ones are queried once.
-        options: Per-run choices (sinks, dry run, pending receipts, concurrency).
         environ: The process environment (AccessKey variables).
-        events: Logs and counts the run (and its metrics, if it has some).
         build_sink: Makes a sink by name (default: from ``config.sinks``); for tests and embedding.
         dead_letter: The dead-letter sink (default: from ``config.dead_letter``, if configured).
         stop: Set it (e.g. from a signal handler) to stop querying; in-flight sends finish.
@@ -372,14 +369,14 @@ class _Run:
 
     def _query_all(self, sends: list[Send]) -> None:
         concurrency = self.options.concurrency or self.settings.concurrency
-        settled: set[int] = set()
+        settled = 0
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="backfill") as pool:
             futures: list[Future[_Queried]] = [pool.submit(self._query, send) for send in sends]
             try:
                 for future in as_completed(futures):
-                    settled.add(id(future))
                     if future.cancelled():
                         continue
+                    settled += 1
                     try:
                         self._settle(future.result())
                     except _Stop as exc:
@@ -393,7 +390,7 @@ class _Run:
                 raise
             finally:
                 # Sends never started, or whose answer was not used because a sink stopped the run.
-                self.report.not_tried += sum(1 for f in futures if f.cancelled() or id(f) not in settled)
+                self.report.not_tried += len(futures) - settled
 
     def _cancel(self, futures: list[Future[_Queried]]) -> None:
         """Start no more queries; running ones end at their next retry wait (it watches ``stop``)."""

@@ -115,10 +115,7 @@ def read_sends(path: Path, text: str | None = None) -> list[Send]:
     problems: list[str] = []
     sends: list[Send] = []
     for where, values in rows:
-        if isinstance(values, str):
-            problems.append(values)
-            continue
-        send = _checked(values, where)
+        send = [values] if isinstance(values, str) else _checked(values, where)
         if isinstance(send, list):
             problems.extend(send)
         else:
@@ -239,10 +236,7 @@ def collect_sends(
             )
         sends.append(make_send(phone_number or "", send_date or "", biz_id or ""))
     if sends_file is not None:
-        if str(sends_file) == "-":
-            sends.extend(read_sends(Path("<stdin>"), stdin or ""))
-        else:
-            sends.extend(read_sends(sends_file))
+        sends.extend(read_sends(Path("<stdin>"), stdin or "") if str(sends_file) == "-" else read_sends(sends_file))
     if not sends:
         raise InvalidSendsError(
             "command line", ["no sends: give --phone, --date and --biz-id, or --sends FILE (CSV or JSON Lines)"]
