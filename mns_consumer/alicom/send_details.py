@@ -201,20 +201,13 @@ def _detail_from(dto: Any, request_id: str | None) -> SendDetail:
         raise SendDetailsError(
             INVALID_RESPONSE, f"SendStatus {safe_text(dto.send_status)[:20]!r} is not 1, 2 or 3", request_id=request_id
         )
-    return SendDetail(
-        phone_number=_text(dto.phone_num) or "",
-        send_status=status,
-        err_code=_text(dto.err_code),
-        template_code=_text(dto.template_code),
-        content=_text(dto.content),
-        send_date=_text(dto.send_date),
-        receive_date=_text(dto.receive_date),
-        out_id=_text(dto.out_id),
-        raw=raw,
-    )
+    # The DTO's attributes share SendDetail's names, but for PhoneNum.
+    texts = {name: _text(getattr(dto, name)) for name in _TEXT_FIELDS}
+    return SendDetail(phone_number=_text(dto.phone_num) or "", send_status=status, raw=raw, **texts)
+
+
+_TEXT_FIELDS: Final = ("err_code", "template_code", "content", "send_date", "receive_date", "out_id")
 
 
 def _text(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return value if isinstance(value, str) else str(value)
+    return None if value is None or value == "" else str(value)

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 
@@ -495,16 +495,12 @@ class _Run:
         report = self.report
         if report.already_stored is None:
             return frozenset()
-        held: frozenset[str] | None = None
-        for sink in self._sinks:
-            assert isinstance(sink, StoredKeys)  # noqa: S101  (checked in _open)
-            try:
-                found = sink.stored_keys(keys)
-            except SinkUnavailable:
-                report.already_stored = report.newly_stored = None
-                return frozenset()
-            held = found if held is None else held & found
-        return held or frozenset()
+        try:
+            held = [cast(StoredKeys, sink).stored_keys(keys) for sink in self._sinks]  # StoredKeys: checked in _open
+        except SinkUnavailable:
+            report.already_stored = report.newly_stored = None
+            return frozenset()
+        return frozenset.intersection(*held) if held else frozenset()
 
 
 class _Delivery(Dispatcher):
