@@ -117,7 +117,7 @@ class SendDetailsClient(DysmsapiCaller):
     Args:
         page_size: Records per page, 1..50.
         today: Today's Beijing day, for the window check (tests move it).
-        options: As :class:`~mns_consumer.alicom.dysmsapi.DysmsapiCaller` takes them.
+        options: The rest of :class:`~mns_consumer.alicom.dysmsapi.DysmsapiCaller`'s arguments.
 
     Raises:
         ValueError: If ``page_size`` or ``attempts`` is out of range.
