@@ -40,8 +40,8 @@ INVALID_SEND_DATE: Final = "InvalidSendDate"
 INVALID_PHONE_NUMBER: Final = "InvalidPhoneNumber"
 """Local SendDetailsError code: not one phone number."""
 
-# Mainland 11 digits, or an international number with its country code and no "+" (reference 6.1).
-_PHONE_NUMBER = re.compile(r"[0-9]{5,15}")
+PHONE_NUMBER: Final = re.compile(r"[0-9]{5,15}")
+"""One PhoneNumber QuerySendDetails takes: mainland 11 digits, or international with its country code, no + (6.1)."""
 
 
 def beijing_today(now: datetime | None = None) -> date:
@@ -77,7 +77,7 @@ def check_phone_number(phone_number: str) -> None:
     Raises:
         SendDetailsError: ``InvalidPhoneNumber``.
     """
-    if not _PHONE_NUMBER.fullmatch(phone_number):
+    if not PHONE_NUMBER.fullmatch(phone_number):
         raise SendDetailsError(
             INVALID_PHONE_NUMBER,
             "PhoneNumber must be one number of 5 to 15 digits (international ones with their country code, no +)",

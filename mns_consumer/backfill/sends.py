@@ -12,6 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from mns_consumer.alicom.send_details import PHONE_NUMBER
 from mns_consumer.errors import InvalidSendsError
 from mns_consumer.observe.redaction import mask_phone_number
 
@@ -29,7 +30,6 @@ _ALIASES: Final[Mapping[str, str]] = {
     "biz_id": "biz_id",
 }
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d")
-_PHONE_NUMBER = re.compile(r"[0-9]{5,15}")
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def _checked(values: Mapping[str, str], where: str) -> Send | list[str]:
     phone = values.get("phone_number", "").strip()
     if not phone:
         problems.append(f"{where}: phone_number: missing")
-    elif not _PHONE_NUMBER.fullmatch(phone):
+    elif not PHONE_NUMBER.fullmatch(phone):
         problems.append(
             f"{where}: phone_number: {mask_phone_number(phone)!r} is not one number of 5 to 15 digits "
             "(international numbers with their country code, no + or spaces)"
