@@ -200,13 +200,12 @@ class BackfillReport:
 
 @dataclass
 class _Queried:
-    """What one worker brings back for one send."""
+    """What one worker brings back for one send (None instead: not tried, the run was stopping)."""
 
     send: Send
     records: list[SendDetail] = field(default_factory=list)
     pages: int = 0
     error: SendDetailsError | None = None
-    skipped: bool = False
 
 
 class _Stop(Exception):  # noqa: N818  (a flow signal, STYLE.md 4)
@@ -371,7 +370,7 @@ class _Run:
         concurrency = self.options.concurrency or self.settings.concurrency
         settled = 0
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="backfill") as pool:
-            futures: list[Future[_Queried]] = [pool.submit(self._query, send) for send in sends]
+            futures: list[Future[_Queried | None]] = [pool.submit(self._query, send) for send in sends]
             try:
                 for future in as_completed(futures):
                     if future.cancelled():
@@ -392,7 +391,7 @@ class _Run:
                 # Sends never started, or whose answer was not used because a sink stopped the run.
                 self.report.not_tried += len(futures) - settled
 
-    def _cancel(self, futures: list[Future[_Queried]]) -> None:
+    def _cancel(self, futures: list[Future[_Queried | None]]) -> None:
         """Start no more queries; running ones end at their next retry wait (it watches ``stop``)."""
         self.stop.set()
         for future in futures:
@@ -400,11 +399,10 @@ class _Run:
 
     # -- one send (worker threads) ---------------------------------------------------------------
 
-    def _query(self, send: Send) -> _Queried:
-        result = _Queried(send)
+    def _query(self, send: Send) -> _Queried | None:
         if self.stop.is_set():
-            result.skipped = True
-            return result
+            return None
+        result = _Queried(send)
         self._current.send = send
         try:
             for page in self.client.pages(send.phone_number, send.send_date, send.biz_id):
@@ -422,9 +420,9 @@ class _Run:
 
     # -- results (caller's thread) ---------------------------------------------------------------
 
-    def _settle(self, result: _Queried) -> None:
+    def _settle(self, result: _Queried | None) -> None:
         report = self.report
-        if result.skipped:
+        if result is None:
             report.not_tried += 1
             return
         report.pages += result.pages
