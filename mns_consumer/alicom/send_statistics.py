@@ -121,5 +121,4 @@ def _entry_from(item: Any, request_id: str | None) -> DailySendStatistics:
         raise SendDetailsError(
             INVALID_RESPONSE, f"the counts of {send_date.isoformat()} are not all counts", request_id=request_id
         )
-    total, success, fail, no_response = (count or 0 for count in counts)
-    return DailySendStatistics(send_date, total, success, fail, no_response)
+    return DailySendStatistics(send_date, *(count or 0 for count in counts))
