@@ -1,4 +1,4 @@
-"""What QuerySendDetails and QuerySendStatistics share: the Tea client, its retries and its typed errors.
+"""What QuerySendDetails and QuerySendStatistics share: the Tea client, retries, paging and typed errors.
 
 Both are Dysmsapi actions behind one AccessKey, failing the same ways, so one :class:`DysmsapiCaller`
 makes every call: a Tea client per thread (they are not shared, pitfall 10), jittered back-off on
@@ -10,10 +10,11 @@ Dysmsapi failure.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from alibabacloud_dysmsapi20170525.client import Client as DysmsClient
 from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
@@ -55,6 +56,29 @@ _RETRYABLE_CODES = (
 )
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+class Page(NamedTuple, Generic[_R]):
+    """One answered page: its number (from 1), the total the answer reports, and its records."""
+
+    page: int
+    total_count: int
+    records: list[_R]
+
+
+def pages(fetch: Callable[[int], tuple[int, list[_R]]]) -> Iterator[Page[_R]]:
+    """``fetch(page_number)`` from page 1 until a page is empty or as many records as its total were seen.
+
+    The total is re-read on every page: sends made meanwhile only append (oldest first).
+    """
+    seen = 0
+    for number in itertools.count(1):
+        total, records = fetch(number)
+        yield Page(number, total, records)
+        seen += len(records)
+        if not records or seen >= total:
+            return
 
 
 def classify(code: str, message: str, *, status: int, request_id: str | None) -> SendDetailsError:
@@ -94,10 +118,7 @@ class DysmsapiCaller:
     """Makes Dysmsapi calls with a Tea client per thread, retried per ``attempts`` and typed.
 
     Args:
-        credentials: The AccessKey (or default chain) that signs the calls.
         endpoints: ``dysmsapi``, ``protocol``, ``ca_file`` and the proxy settings are used.
-        connect_timeout_seconds: TCP (and TLS) connect timeout of each call.
-        read_timeout_seconds: Timeout waiting for each answer.
         attempts: Tries of one call on a transient failure (1: no retry).
         retry_initial_seconds: First back-off; it doubles (with jitter) up to ``retry_max_seconds``,
             and is never shorter than what a throttling answer asked for.

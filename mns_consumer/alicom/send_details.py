@@ -10,7 +10,6 @@ the caller knows it from SendSms and passes it in.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any, Final
 from alibabacloud_dysmsapi20170525 import models as dysms_models
 
 from mns_consumer.alicom.credentials import AccessKeySource
-from mns_consumer.alicom.dysmsapi import MAX_PAGE_SIZE, DysmsapiCaller, as_int, check_answer
+from mns_consumer.alicom.dysmsapi import MAX_PAGE_SIZE, DysmsapiCaller, Page, as_int, check_answer, pages
 from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.pop_text import BEIJING, safe_text
 from mns_consumer.alicom.tea import INVALID_RESPONSE, request_id_of
@@ -41,8 +40,8 @@ INVALID_SEND_DATE: Final = "InvalidSendDate"
 INVALID_PHONE_NUMBER: Final = "InvalidPhoneNumber"
 """Local SendDetailsError code: not one phone number."""
 
-# Mainland 11 digits, or an international number with its country code and no "+" (reference 6.1).
-_PHONE_NUMBER = re.compile(r"[0-9]{5,15}")
+PHONE_NUMBER: Final = re.compile(r"[0-9]{5,15}")
+"""One PhoneNumber QuerySendDetails takes: mainland 11 digits, or international with its country code, no + (6.1)."""
 
 
 def beijing_today(now: datetime | None = None) -> date:
@@ -51,11 +50,7 @@ def beijing_today(now: datetime | None = None) -> date:
 
 
 def check_send_date(send_date: date, today: date) -> None:
-    """Refuse a day QuerySendDetails cannot answer for, before a call is spent on it.
-
-    Args:
-        send_date: The Beijing calendar day of the send.
-        today: Today's Beijing calendar day.
+    """Refuse a Beijing day QuerySendDetails cannot answer for, before a call is spent on it.
 
     Raises:
         SendDetailsError: ``InvalidSendDate`` for a day in the future or more than
@@ -82,7 +77,7 @@ def check_phone_number(phone_number: str) -> None:
     Raises:
         SendDetailsError: ``InvalidPhoneNumber``.
     """
-    if not _PHONE_NUMBER.fullmatch(phone_number):
+    if not PHONE_NUMBER.fullmatch(phone_number):
         raise SendDetailsError(
             INVALID_PHONE_NUMBER,
             "PhoneNumber must be one number of 5 to 15 digits (international ones with their country code, no +)",
@@ -115,27 +110,6 @@ class SendDetail:
     out_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
 
-    def raw_json(self) -> bytes:
-        """The DTO as compact UTF-8 JSON: the ``raw`` body of a receipt made from it."""
-        return json.dumps(dict(self.raw), ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
-
-
-@dataclass(frozen=True)
-class SendDetailsPage:
-    """One answered page.
-
-    Attributes:
-        page: Its ``CurrentPage``.
-        total_count: ``TotalCount`` as a number: records on all pages.
-        records: The page's records.
-        request_id: Alibaba's request id.
-    """
-
-    page: int
-    total_count: int
-    records: list[SendDetail]
-    request_id: str | None
-
 
 class SendDetailsClient(DysmsapiCaller):
     """QuerySendDetails through the real Tea client, paged, retried and typed as every Dysmsapi call.
@@ -143,7 +117,7 @@ class SendDetailsClient(DysmsapiCaller):
     Args:
         page_size: Records per page, 1..50.
         today: Today's Beijing day, for the window check (tests move it).
-        options: As :class:`~mns_consumer.alicom.dysmsapi.DysmsapiCaller` takes them.
+        options: The rest of :class:`~mns_consumer.alicom.dysmsapi.DysmsapiCaller`'s arguments.
 
     Raises:
         ValueError: If ``page_size`` or ``attempts`` is out of range.
@@ -167,11 +141,6 @@ class SendDetailsClient(DysmsapiCaller):
     def query(self, phone_number: str, send_date: date, biz_id: str | None = None) -> list[SendDetail]:
         """Every record of one number's sends on one Beijing day (of one send, with ``biz_id``).
 
-        Args:
-            phone_number: The recipient as passed to SendSms.
-            send_date: The Beijing calendar day of the send.
-            biz_id: The ``BizId`` SendSms returned; narrows the query to that send.
-
         Returns:
             The records of all pages, oldest first.
 
@@ -183,26 +152,19 @@ class SendDetailsClient(DysmsapiCaller):
         """
         return [record for page in self.pages(phone_number, send_date, biz_id) for record in page.records]
 
-    def pages(self, phone_number: str, send_date: date, biz_id: str | None = None) -> Iterator[SendDetailsPage]:
-        """The pages of :meth:`query`, one call each, as they are answered.
+    def pages(self, phone_number: str, send_date: date, biz_id: str | None = None) -> Iterator[Page[SendDetail]]:
+        """The pages of :meth:`query` (``CurrentPage``, ``TotalCount``, records), one call each, as answered.
 
         Raises:
             SendDetailsError: See :meth:`query`; raised before the first page for a bad number or day.
         """
         check_phone_number(phone_number)
         check_send_date(send_date, self._today())
-        seen = 0
-        page_number = 1
-        while True:
-            page = self._page(phone_number, send_date, biz_id, page_number)
-            yield page
-            seen += len(page.records)
-            # TotalCount is re-read on every page: sends made meanwhile only append (oldest first).
-            if not page.records or seen >= page.total_count:
-                return
-            page_number += 1
+        yield from pages(lambda page_number: self._page(phone_number, send_date, biz_id, page_number))
 
-    def _page(self, phone_number: str, send_date: date, biz_id: str | None, page_number: int) -> SendDetailsPage:
+    def _page(
+        self, phone_number: str, send_date: date, biz_id: str | None, page_number: int
+    ) -> tuple[int, list[SendDetail]]:
         request = dysms_models.QuerySendDetailsRequest(
             phone_number=phone_number,
             send_date=send_date.strftime("%Y%m%d"),
@@ -210,13 +172,11 @@ class SendDetailsClient(DysmsapiCaller):
             page_size=self.page_size,
             current_page=page_number,
         )
-        return self.call(
-            lambda client: _page_from(getattr(client.query_send_details(request), "body", None), page_number)
-        )
+        return self.call(lambda client: _page_from(getattr(client.query_send_details(request), "body", None)))
 
 
-def _page_from(body: Any, page_number: int) -> SendDetailsPage:
-    """One page from a QuerySendDetails answer body (``Any``: the Tea model is untyped).
+def _page_from(body: Any) -> tuple[int, list[SendDetail]]:
+    """``(TotalCount, records)`` of a QuerySendDetails answer body (``Any``: the Tea model is untyped).
 
     Raises:
         SendDetailsError: The answer's own code when it is not ``OK``, typed by code;
@@ -231,8 +191,7 @@ def _page_from(body: Any, page_number: int) -> SendDetailsPage:
         )
     container = body.sms_send_detail_dtos
     dtos = (container.sms_send_detail_dto if container is not None else None) or []
-    records = [_detail_from(dto, request_id) for dto in dtos if dto is not None]
-    return SendDetailsPage(page=page_number, total_count=total, records=records, request_id=request_id)
+    return total, [_detail_from(dto, request_id) for dto in dtos if dto is not None]
 
 
 def _detail_from(dto: Any, request_id: str | None) -> SendDetail:
@@ -242,20 +201,13 @@ def _detail_from(dto: Any, request_id: str | None) -> SendDetail:
         raise SendDetailsError(
             INVALID_RESPONSE, f"SendStatus {safe_text(dto.send_status)[:20]!r} is not 1, 2 or 3", request_id=request_id
         )
-    return SendDetail(
-        phone_number=_text(dto.phone_num) or "",
-        send_status=status,
-        err_code=_text(dto.err_code),
-        template_code=_text(dto.template_code),
-        content=_text(dto.content),
-        send_date=_text(dto.send_date),
-        receive_date=_text(dto.receive_date),
-        out_id=_text(dto.out_id),
-        raw=raw,
-    )
+    # The DTO's attributes share SendDetail's names, but for PhoneNum.
+    texts = {name: _text(getattr(dto, name)) for name in _TEXT_FIELDS}
+    return SendDetail(phone_number=_text(dto.phone_num) or "", send_status=status, raw=raw, **texts)
+
+
+_TEXT_FIELDS: Final = ("err_code", "template_code", "content", "send_date", "receive_date", "out_id")
 
 
 def _text(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return value if isinstance(value, str) else str(value)
+    return None if value is None or value == "" else str(value)

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from alibabacloud_dysmsapi20170525 import models as dysms_models
 
-from mns_consumer.alicom.dysmsapi import MAX_PAGE_SIZE, DysmsapiCaller, as_int, check_answer
+from mns_consumer.alicom.dysmsapi import MAX_PAGE_SIZE, DysmsapiCaller, as_int, check_answer, pages
 from mns_consumer.alicom.pop_text import safe_text
 from mns_consumer.alicom.tea import INVALID_RESPONSE, request_id_of
 from mns_consumer.errors import SendDetailsError
@@ -43,11 +43,6 @@ class DailySendStatistics:
     responded_fail: int
     no_response: int
 
-    @classmethod
-    def empty(cls, send_date: date) -> DailySendStatistics:
-        """A day Alibaba lists no entry for: nothing was sent."""
-        return cls(send_date, 0, 0, 0, 0)
-
 
 class SendStatisticsClient(DysmsapiCaller):
     """QuerySendStatistics through the real Tea client, paged, retried and typed as every Dysmsapi call."""
@@ -64,7 +59,7 @@ class SendStatisticsClient(DysmsapiCaller):
         for entry in self.days(send_date, send_date, is_globe=is_globe):
             if entry.send_date == send_date:
                 return entry
-        return DailySendStatistics.empty(send_date)
+        return DailySendStatistics(send_date, 0, 0, 0, 0)
 
     def days(
         self, start: date, end: date, *, is_globe: int = IS_GLOBE_MAINLAND, page_size: int = MAX_PAGE_SIZE
@@ -77,14 +72,8 @@ class SendStatisticsClient(DysmsapiCaller):
         """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
-        entries: list[DailySendStatistics] = []
-        page_index = 1
-        while True:
-            total_size, page = self._page(start, end, is_globe, page_index, page_size)
-            entries.extend(page)
-            if not page or len(entries) >= total_size:
-                return entries
-            page_index += 1
+        answered = pages(lambda page_index: self._page(start, end, is_globe, page_index, page_size))
+        return [entry for page in answered for entry in page.records]
 
     def _page(
         self, start: date, end: date, is_globe: int, page_index: int, page_size: int
@@ -132,5 +121,4 @@ def _entry_from(item: Any, request_id: str | None) -> DailySendStatistics:
         raise SendDetailsError(
             INVALID_RESPONSE, f"the counts of {send_date.isoformat()} are not all counts", request_id=request_id
         )
-    total, success, fail, no_response = (count or 0 for count in counts)
-    return DailySendStatistics(send_date, total, success, fail, no_response)
+    return DailySendStatistics(send_date, *(count or 0 for count in counts))

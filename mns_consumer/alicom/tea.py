@@ -35,12 +35,9 @@ def tea_config(
     """The ``Config`` of a Tea client aimed at ``host`` (reference 6.3).
 
     Args:
-        credentials: The AccessKey (or default chain) that signs the calls.
         host: ``host[:port]`` of the API (``endpoints.dybaseapi`` or ``endpoints.dysmsapi``); it becomes
             the Host header, so it never carries a scheme.
         endpoints: ``protocol``, ``ca_file`` and the proxy settings are used.
-        connect_timeout_seconds: TCP (and TLS) connect timeout.
-        read_timeout_seconds: Timeout waiting for the answer.
     """
     # The Tea transport has no NO_PROXY rule of its own and falls back to HTTP(S)_PROXY when given
     # none, so a host NO_PROXY exempts is reached directly only where those variables are unset: the
@@ -86,10 +83,8 @@ class HttpFailure:
     """An HTTP 4xx/5xx answer of a Tea client, in log-safe words.
 
     Attributes:
-        status: The HTTP status.
         code: Alibaba's ``Code`` (``SignatureDoesNotMatch``, ``Throttling.User``...) or ``HTTP<status>``.
         text: ``HTTP <status>: <Message>``, scrubbed, with the retry-after delay when throttled.
-        request_id: Alibaba's request id, when the answer carried one.
         retry_after_seconds: The delay a throttling answer asked for, if any.
     """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -102,7 +102,7 @@ class ReconcileReport:
     sends_of_day: int | None = None
     sends_other_days: int = 0
     before: list[SinkCount] | None = None
-    backfill: BackfillReport | None = field(default=None)
+    backfill: BackfillReport | None = None
     beijing_today: date | None = None
 
     @property
@@ -156,12 +156,7 @@ class ReconcileReport:
         a = self.alibaba
         return {
             "send_date": self.send_date.isoformat(),
-            "alibaba": {
-                "total": a.total,
-                "responded_success": a.responded_success,
-                "responded_fail": a.responded_fail,
-                "no_response": a.no_response,
-            },
+            "alibaba": {name: count for name, count in asdict(a).items() if name != "send_date"},
             "sinks": [_sink_json(sink, a, mask=mask) for sink in self.sinks],
             "before_backfill": None if self.before is None else [_sink_json(s, a, mask=mask) for s in self.before],
             "backfill": None if self.backfill is None else self.backfill.to_json(mask=mask),
@@ -176,10 +171,6 @@ class ReconcileReport:
 class StoredReceipts:
     """Read-only counts of one database sink's table: the sink is not opened, so nothing is created (a
     server is read through :meth:`DatabaseSink.read_engine`, a SQLite file opened ``mode=ro``).
-
-    Args:
-        name: The sink's name.
-        config: The sink's configuration.
 
     Raises:
         ConfigError: If a SQLite database file does not exist.

@@ -40,7 +40,6 @@ def receipt_from_detail(detail: SendDetail, biz_id: str, *, phone_number: str | 
     key of that status.
 
     Args:
-        detail: The record.
         biz_id: The BizId of the send it was queried for (records carry none).
         phone_number: The number queried, used if the record lacks ``PhoneNum``.
 

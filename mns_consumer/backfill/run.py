@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 
@@ -200,13 +200,12 @@ class BackfillReport:
 
 @dataclass
 class _Queried:
-    """What one worker brings back for one send."""
+    """What one worker brings back for one send (None instead: not tried, the run was stopping)."""
 
     send: Send
     records: list[SendDetail] = field(default_factory=list)
     pages: int = 0
     error: SendDetailsError | None = None
-    skipped: bool = False
 
 
 class _Stop(Exception):  # noqa: N818  (a flow signal, STYLE.md 4)
@@ -234,11 +233,8 @@ def run_backfill(
     """Query each send, map its records to receipts and store them in the SmsReport sinks.
 
     Args:
-        config: The configuration: credentials, endpoints, sinks, dead letters and the ``backfill`` section.
         sends: The sends; repeated ones are queried once.
-        options: Per-run choices (sinks, dry run, pending receipts, concurrency).
         environ: The process environment (AccessKey variables).
-        events: Logs and counts the run (and its metrics, if it has some).
         build_sink: Makes a sink by name (default: from ``config.sinks``); for tests and embedding.
         dead_letter: The dead-letter sink (default: from ``config.dead_letter``, if configured).
         stop: Set it (e.g. from a signal handler) to stop querying; in-flight sends finish.
@@ -372,14 +368,14 @@ class _Run:
 
     def _query_all(self, sends: list[Send]) -> None:
         concurrency = self.options.concurrency or self.settings.concurrency
-        settled: set[int] = set()
+        settled = 0
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="backfill") as pool:
-            futures: list[Future[_Queried]] = [pool.submit(self._query, send) for send in sends]
+            futures: list[Future[_Queried | None]] = [pool.submit(self._query, send) for send in sends]
             try:
                 for future in as_completed(futures):
-                    settled.add(id(future))
                     if future.cancelled():
                         continue
+                    settled += 1
                     try:
                         self._settle(future.result())
                     except _Stop as exc:
@@ -393,9 +389,9 @@ class _Run:
                 raise
             finally:
                 # Sends never started, or whose answer was not used because a sink stopped the run.
-                self.report.not_tried += sum(1 for f in futures if f.cancelled() or id(f) not in settled)
+                self.report.not_tried += len(futures) - settled
 
-    def _cancel(self, futures: list[Future[_Queried]]) -> None:
+    def _cancel(self, futures: list[Future[_Queried | None]]) -> None:
         """Start no more queries; running ones end at their next retry wait (it watches ``stop``)."""
         self.stop.set()
         for future in futures:
@@ -403,11 +399,10 @@ class _Run:
 
     # -- one send (worker threads) ---------------------------------------------------------------
 
-    def _query(self, send: Send) -> _Queried:
-        result = _Queried(send)
+    def _query(self, send: Send) -> _Queried | None:
         if self.stop.is_set():
-            result.skipped = True
-            return result
+            return None
+        result = _Queried(send)
         self._current.send = send
         try:
             for page in self.client.pages(send.phone_number, send.send_date, send.biz_id):
@@ -425,9 +420,9 @@ class _Run:
 
     # -- results (caller's thread) ---------------------------------------------------------------
 
-    def _settle(self, result: _Queried) -> None:
+    def _settle(self, result: _Queried | None) -> None:
         report = self.report
-        if result.skipped:
+        if result is None:
             report.not_tried += 1
             return
         report.pages += result.pages
@@ -498,16 +493,12 @@ class _Run:
         report = self.report
         if report.already_stored is None:
             return frozenset()
-        held: frozenset[str] | None = None
-        for sink in self._sinks:
-            assert isinstance(sink, StoredKeys)  # noqa: S101  (checked in _open)
-            try:
-                found = sink.stored_keys(keys)
-            except SinkUnavailable:
-                report.already_stored = report.newly_stored = None
-                return frozenset()
-            held = found if held is None else held & found
-        return held or frozenset()
+        try:
+            held = [cast(StoredKeys, sink).stored_keys(keys) for sink in self._sinks]  # StoredKeys: checked in _open
+        except SinkUnavailable:
+            report.already_stored = report.newly_stored = None
+            return frozenset()
+        return frozenset.intersection(*held) if held else frozenset()
 
 
 class _Delivery(Dispatcher):

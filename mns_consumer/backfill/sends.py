@@ -12,6 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from mns_consumer.alicom.send_details import PHONE_NUMBER
 from mns_consumer.errors import InvalidSendsError
 from mns_consumer.observe.redaction import mask_phone_number
 
@@ -29,7 +30,6 @@ _ALIASES: Final[Mapping[str, str]] = {
     "biz_id": "biz_id",
 }
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d")
-_PHONE_NUMBER = re.compile(r"[0-9]{5,15}")
 
 
 @dataclass(frozen=True)
@@ -115,10 +115,7 @@ def read_sends(path: Path, text: str | None = None) -> list[Send]:
     problems: list[str] = []
     sends: list[Send] = []
     for where, values in rows:
-        if isinstance(values, str):
-            problems.append(values)
-            continue
-        send = _checked(values, where)
+        send = [values] if isinstance(values, str) else _checked(values, where)
         if isinstance(send, list):
             problems.extend(send)
         else:
@@ -189,7 +186,7 @@ def _checked(values: Mapping[str, str], where: str) -> Send | list[str]:
     phone = values.get("phone_number", "").strip()
     if not phone:
         problems.append(f"{where}: phone_number: missing")
-    elif not _PHONE_NUMBER.fullmatch(phone):
+    elif not PHONE_NUMBER.fullmatch(phone):
         problems.append(
             f"{where}: phone_number: {mask_phone_number(phone)!r} is not one number of 5 to 15 digits "
             "(international numbers with their country code, no + or spaces)"
@@ -239,10 +236,7 @@ def collect_sends(
             )
         sends.append(make_send(phone_number or "", send_date or "", biz_id or ""))
     if sends_file is not None:
-        if str(sends_file) == "-":
-            sends.extend(read_sends(Path("<stdin>"), stdin or ""))
-        else:
-            sends.extend(read_sends(sends_file))
+        sends.extend(read_sends(Path("<stdin>"), stdin or "") if str(sends_file) == "-" else read_sends(sends_file))
     if not sends:
         raise InvalidSendsError(
             "command line", ["no sends: give --phone, --date and --biz-id, or --sends FILE (CSV or JSON Lines)"]
