@@ -557,27 +557,27 @@ def load_config(path: str | Path) -> Config:
     return parse_config(read_yaml(path), str(path))
 
 
+_PYDANTIC_ERRORS = {
+    "extra_forbidden": ("unknown key", "remove it or check its spelling against config.example.yaml"),
+    "missing": ("required key is missing", ""),
+    "finite_number": (
+        "must be a finite number, not .inf or .nan",
+        "give a number in the key's unit; where the key allows null, null means no limit",
+    ),
+}
+"""(message, hint) in place of pydantic's own, by error type."""
+
+
 def _config_error(error: ValidationError, source: str) -> ConfigError:
     first = error.errors(include_url=False)[0]
     location = [str(part) for part in first["loc"]]
-    context = first.get("ctx") or {}
-    nested = context.get("error")
-    message = str(first["msg"]).removeprefix("Value error, ")
+    nested = (first.get("ctx") or {}).get("error")
     if isinstance(nested, _KeyValueError):
         location.append(nested.key)
-    key_path = _format_location(location)
-    hint = ""
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-        hint = "remove it or check its spelling against config.example.yaml"
-    elif first["type"] == "missing":
-        message = "required key is missing"
-    elif first["type"] == "finite_number":
-        message = "must be a finite number, not .inf or .nan"
-        hint = "give a number in the key's unit; where the key allows null, null means no limit"
-    elif location and location[0] == "sinks" and "unknown sink type" in message:
+    message, hint = _PYDANTIC_ERRORS.get(first["type"], (str(first["msg"]).removeprefix("Value error, "), ""))
+    if location[:1] == ["sinks"] and "unknown sink type" in message:
         hint = f"use one of: {', '.join(sorted(known_sink_types()))}"
-    return ConfigError(source, key_path, message, hint)
+    return ConfigError(source, _format_location(location), message, hint)
 
 
 def _format_location(parts: list[str]) -> str:
