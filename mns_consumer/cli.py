@@ -377,11 +377,8 @@ def replay(letters_file: Path, config_file: Path, remaining: Path | None) -> Non
     if remaining is not None and (problem := never_openable(str(remaining), is_folder=False)) is not None:
         _fail(EXIT_USAGE, f"--remaining: {str(remaining)!r} {problem}")
     config = _load(config_file)
-    try:
-        with _exit_on((SinkUnavailable, EXIT_FAILURE)):
-            report = replay_dead_letters(letters_file, config)
-    except ValueError as exc:
-        _fail(EXIT_FAILURE, exc)
+    with _exit_on(((SinkUnavailable, ValueError), EXIT_FAILURE)):
+        report = replay_dead_letters(letters_file, config)
     for letter in report.remaining:
         where = letter.message_id or letter.dedupe_key or "-"
         click.echo(f"still failing: {letter.message_type} {where}: {letter.reason}", err=True)
