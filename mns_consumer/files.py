@@ -110,10 +110,10 @@ def open_private(
     return fd
 
 
-def create_private_file(path: str, *, make_dirs: bool = True) -> bool:
+def create_private_file(path: str) -> bool:
     """Make sure a file another library opens by name (SQLite) exists, 0600; True if this call created it."""
     existed = os.path.lexists(path)
-    os.close(open_private(path, os.O_RDONLY, make_dirs=make_dirs))
+    os.close(open_private(path, os.O_RDONLY, make_dirs=True))
     return not existed
 
 
@@ -148,7 +148,7 @@ def check_can_create_in(folder: str) -> str:
     return f"{target} is writable"
 
 
-def describe_os_error(exc: OSError, path: str = "") -> str:
+def describe_os_error(exc: OSError, path: str) -> str:
     """``<path>: <reason>`` for an OSError, naming the path the system call failed on."""
     return f"{exc.filename or path}: {exc.strerror or exc}"
 
