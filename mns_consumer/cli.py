@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
 import signal
@@ -12,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_FAILURE", "EXIT_KILLED", "EXIT_OK", "EXIT_USAGE", "main"]
 
 _T = TypeVar("_T")
-_Decorator: TypeAlias = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 EPILOG = """\b
 Examples:
@@ -57,33 +57,19 @@ def main() -> None:
     """Consume Alibaba Cloud SMS receipts (MNS queues, HTTP push, QuerySendDetails) into durable sinks."""
 
 
-def _config_option(help_text: str, *, required: bool = True, name: str = "config_file") -> _Decorator:
-    """The ``--config FILE`` every command that reads a configuration takes (also MNS_CONSUMER_CONFIG).
-
-    One spelling for all of them, so a command copied from one place to another keeps working.
-    """
-    return click.option(
-        "--config",
-        name,
-        required=required,
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar="MNS_CONSUMER_CONFIG",
-        help=help_text,
-    )
-
-
-def _json_option(help_text: str) -> _Decorator:
-    return click.option("--json", "as_json", is_flag=True, help=help_text)
-
-
-def _sink_option(help_text: str) -> _Decorator:
-    return click.option("--sink", "sink_names", multiple=True, help=help_text)
-
-
-def _sends_option(help_text: str) -> _Decorator:
-    return click.option(
-        "--sends", "sends_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), help=help_text
-    )
+_config_option = functools.partial(
+    click.option,
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MNS_CONSUMER_CONFIG",
+)
+_json_option = functools.partial(click.option, "--json", "as_json", is_flag=True)
+_sink_option = functools.partial(click.option, "--sink", "sink_names", multiple=True)
+_sends_option = functools.partial(
+    click.option, "--sends", "sends_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path)
+)
 
 
 def _fail(code: int, message: object) -> NoReturn:
@@ -157,12 +143,11 @@ def decode(message_type: str, body_file: str) -> None:
     try:
         if body.lstrip().startswith(b"["):
             results = decode_push(message_type, body)
-            receipts = [result for result in results if not isinstance(result, DecodeError)]
             errors = [result for result in results if isinstance(result, DecodeError)]
-            click.echo(json.dumps([r.to_json_dict() for r in receipts], ensure_ascii=False, indent=2))
+            output: object = [result.to_json_dict() for result in results if not isinstance(result, DecodeError)]
         else:
-            receipt = decode_mns_body(message_type, body)
-            click.echo(json.dumps(receipt.to_json_dict(), ensure_ascii=False, indent=2))
+            output = decode_mns_body(message_type, body).to_json_dict()
+        click.echo(json.dumps(output, ensure_ascii=False, indent=2))
     except DecodeError as exc:
         errors = [exc]
     for error in errors:
@@ -171,7 +156,7 @@ def decode(message_type: str, body_file: str) -> None:
 
 
 @main.command("run", epilog=EPILOG)
-@_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG).")
+@_config_option(help="The YAML configuration (also from MNS_CONSUMER_CONFIG).")
 def run(config_file: Path) -> None:
     """Consume the configured queues (and HTTP pushes, with a push section) into their sinks until stopped.
 
@@ -190,7 +175,7 @@ Examples:
   mns-consumer emulator push --url http://127.0.0.1:8080/alicom/SmsReport/$PUSH_SECRET --type SmsReport --count 50
 """,
 )
-@_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG); its push section is required.")
+@_config_option(help="The YAML configuration (also from MNS_CONSUMER_CONFIG); its push section is required.")
 def push_server(config_file: Path) -> None:
     """Serve only the HTTP push receiver of the configuration (its queues are ignored) until SIGTERM.
 
@@ -290,7 +275,7 @@ Examples:
     show_default=True,
     help="HOST:PORT of /metrics, /healthz and /readyz; port 0 picks a free one.",
 )
-@_json_option("Also print the summary as one JSON line at the end.")
+@_json_option(help="Also print the summary as one JSON line at the end.")
 def demo(**options: Any) -> None:
     """Run the emulator and the daemon in-process on seeded receipts, show progress, and sum up.
 
@@ -306,8 +291,12 @@ def demo(**options: Any) -> None:
 
 
 @main.command("check-config", epilog=EPILOG)
-@_config_option(
-    "The YAML configuration to check (also from MNS_CONSUMER_CONFIG).", required=False, name="config_option"
+@click.option(
+    "--config",
+    "config_option",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MNS_CONSUMER_CONFIG",
+    help="The YAML configuration to check (also from MNS_CONSUMER_CONFIG).",
 )
 @click.argument("config_argument", metavar="[CONFIG]", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -368,7 +357,7 @@ def dead_letters() -> None:
 
 @dead_letters.command("replay", epilog=EPILOG)
 @click.argument("letters_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_config_option("The configuration naming queues and sinks (also from MNS_CONSUMER_CONFIG).")
+@_config_option(help="The configuration naming queues and sinks (also from MNS_CONSUMER_CONFIG).")
 @click.option(
     "--remaining",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -388,11 +377,8 @@ def replay(letters_file: Path, config_file: Path, remaining: Path | None) -> Non
     if remaining is not None and (problem := never_openable(str(remaining), is_folder=False)) is not None:
         _fail(EXIT_USAGE, f"--remaining: {str(remaining)!r} {problem}")
     config = _load(config_file)
-    try:
-        with _exit_on((SinkUnavailable, EXIT_FAILURE)):
-            report = replay_dead_letters(letters_file, config)
-    except ValueError as exc:
-        _fail(EXIT_FAILURE, exc)
+    with _exit_on(((SinkUnavailable, ValueError), EXIT_FAILURE)):
+        report = replay_dead_letters(letters_file, config)
     for letter in report.remaining:
         where = letter.message_id or letter.dedupe_key or "-"
         click.echo(f"still failing: {letter.message_type} {where}: {letter.reason}", err=True)
@@ -421,8 +407,8 @@ def status() -> None:
     epilog=f"{STATUS_EPILOG}\b\nRun it from a timer (systemd timer, Kubernetes CronJob) every 10 minutes or so;"
     " several at once are harmless.\n",
 )
-@_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG).")
-@_sink_option("Sweep this database sink (repeatable); default: all.")
+@_config_option(help="The YAML configuration (also from MNS_CONSUMER_CONFIG).")
+@_sink_option(help="Sweep this database sink (repeatable); default: all.")
 @click.option(
     "--older-than-hours",
     type=click.FloatRange(min=0, min_open=False),
@@ -431,7 +417,7 @@ def status() -> None:
 @click.option(
     "--batch-rows", default=1000, show_default=True, type=click.IntRange(1, 100000), help="Rows per transaction."
 )
-@_json_option("Print the result as one JSON object.")
+@_json_option(help="Print the result as one JSON object.")
 def status_sweep(
     config_file: Path, sink_names: tuple[str, ...], older_than_hours: float | None, batch_rows: int, as_json: bool
 ) -> None:
@@ -479,12 +465,12 @@ phone_number, send_date (YYYY-MM-DD or YYYYMMDD, Beijing day) and biz_id:
   13900001111,2024-05-01,812345678901234567^0
 """,
 )
-@_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG): credentials, endpoints, sinks, backfill.")
+@_config_option(help="The YAML configuration (also from MNS_CONSUMER_CONFIG): credentials, endpoints, sinks, backfill.")
 @click.option("--phone", help="One send: the recipient's number (with --date and --biz-id).")
 @click.option("--date", "send_date", help="One send: its Beijing day, YYYY-MM-DD or YYYYMMDD (last 30 days).")
 @click.option("--biz-id", help="One send: the BizId SendSms returned (required: it is part of the dedupe key).")
-@_sends_option("CSV (with a header row) or JSON Lines file of sends; - reads standard input.")
-@_sink_option("Write to this sink (repeatable) instead of the sinks SmsReport is routed to.")
+@_sends_option(help="CSV (with a header row) or JSON Lines file of sends; - reads standard input.")
+@_sink_option(help="Write to this sink (repeatable) instead of the sinks SmsReport is routed to.")
 @click.option(
     "--include-pending/--skip-pending",
     default=None,
@@ -497,7 +483,7 @@ phone_number, send_date (YYYY-MM-DD or YYYYMMDD, Beijing day) and biz_id:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the run's metrics here for node_exporter's textfile collector (*.prom); counters accumulate.",
 )
-@_json_option("Print the summary as one JSON object.")
+@_json_option(help="Print the summary as one JSON object.")
 def backfill(
     config_file: Path,
     phone: str | None,
@@ -579,14 +565,15 @@ Examples:
   mns-consumer reconcile --config config.yaml --date 2024-05-01 --sends sends.csv --backfill --json
 """,
 )
-@_config_option("The YAML configuration (also from MNS_CONSUMER_CONFIG): credentials, endpoints, database sinks.")
+@_config_option(help="The YAML configuration (also from MNS_CONSUMER_CONFIG): credentials, endpoints, database sinks.")
 @click.option("--date", "send_date", required=True, help="The Beijing day to reconcile, YYYYMMDD or YYYY-MM-DD.")
 @_sends_option(
-    "The application's send log (CSV or JSON Lines, as for backfill): list the day's sends without a final receipt."
+    help="The application's send log (CSV or JSON Lines, as for backfill): "
+    "list the day's sends without a final receipt."
 )
 @click.option("--backfill", "do_backfill", is_flag=True, help="Recover those sends through backfill, then count again.")
-@_sink_option("Count this database sink (repeatable); default: all routed.")
-@_json_option("Print the report as one JSON object.")
+@_sink_option(help="Count this database sink (repeatable); default: all routed.")
+@_json_option(help="Print the report as one JSON object.")
 def reconcile(
     config_file: Path,
     send_date: str,

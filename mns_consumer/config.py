@@ -1,12 +1,9 @@
 """The YAML configuration: pydantic models, ``${VAR}`` interpolation, and errors that say what to write.
 
-:func:`load_config` is the only place that reads YAML or the environment for configuration. Models
-are strict (a typo must not silently change behaviour) and frozen; secrets are ``SecretStr``.
+Models are strict (a typo must not silently change behaviour) and frozen; secrets are ``SecretStr``.
 ``${NAME}`` is the environment variable (an error if unset), ``${NAME:-fallback}`` falls back when it
-is unset or empty, ``$${`` is a literal ``${``. Loading refuses, with the file, key path and fix, the
-YAML (:mod:`~mns_consumer.config_yaml`), the models, the secrets (:mod:`~mns_consumer.config_secrets`)
-and the paths (:mod:`~mns_consumer.config_paths`), so a configuration that cannot work never starts a
-daemon that would crash later (a restart loop under systemd).
+is unset or empty, ``$${`` is a literal ``${``. :func:`load_config` refuses a configuration that cannot
+work, with the file, key path and fix, so it never starts a daemon that would crash later.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -156,6 +154,18 @@ class _RoutedConfig(StrictModel):
                 f"{self.message_type!r} is not a MessageType (letters and digits, as the console shows it)",
             )
         return self
+
+
+def _typed_sink(section: Any) -> Any:
+    """A ``sinks.<name>`` mapping as its type's model; pydantic reports the model's errors under the sink."""
+    if isinstance(section, SinkConfig):
+        return section
+    if not isinstance(section, Mapping):
+        raise ValueError("must be a mapping with a 'type'")
+    try:
+        return parse_sink_config(section)
+    except LookupError as exc:
+        raise ValueError(str(exc).strip("'\"")) from None
 
 
 class QueueConfig(_RoutedConfig):
@@ -399,7 +409,7 @@ class Config(StrictModel):
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig, description="Endpoint overrides.")
     queues: list[QueueConfig] = Field(default_factory=list, description="Receipt queues to consume.")
     # SerializeAsAny: dumps show each sink's own fields, not just those of the base class.
-    sinks: dict[str, SerializeAsAny[SinkConfig]] = Field(
+    sinks: dict[str, Annotated[SerializeAsAny[SinkConfig], BeforeValidator(_typed_sink)]] = Field(
         default_factory=dict, description="Named sinks; each has a `type` and that type's keys."
     )
     dead_letter: DeadLetterSinkConfig | None = Field(
@@ -432,26 +442,6 @@ class Config(StrictModel):
     )
     sink_retry_initial_seconds: float = Field(0.5, gt=0, le=60, description="First back-off after a sink failure, s.")
     sink_retry_max_seconds: float = Field(30.0, gt=0, le=3600, description="Longest back-off between sink retries, s.")
-
-    @field_validator("sinks", mode="before")
-    @classmethod
-    def _typed_sinks(cls, value: Any) -> Any:
-        if not isinstance(value, Mapping):
-            return value
-        parsed: dict[str, Any] = {}
-        for name, section in value.items():
-            if isinstance(section, SinkConfig):
-                parsed[name] = section
-                continue
-            if not isinstance(section, Mapping):
-                raise ValueError(f"sink {name!r} must be a mapping with a 'type'")
-            try:
-                parsed[name] = parse_sink_config(section)
-            except LookupError as exc:
-                raise _NestedSinkError(name, str(exc).strip("'\"")) from None
-            except ValidationError as exc:
-                raise _NestedSinkError(name, "is invalid", exc) from None
-        return parsed
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -503,16 +493,6 @@ class Config(StrictModel):
         """The effective configuration as plain data with every secret masked (a database URL's password
         only, so host and path stay checkable)."""
         return self.model_dump(mode="json")
-
-
-class _NestedSinkError(ValueError):
-    """Carries a sink's name (and its own validation errors) up so the key path can be reported."""
-
-    def __init__(self, name: str, problem: str, error: ValidationError | None = None) -> None:
-        super().__init__(problem)
-        self.name = name
-        self.problem = problem
-        self.error = error
 
 
 def interpolate(value: Any, source: str, path: str = "") -> Any:
@@ -577,41 +557,31 @@ def load_config(path: str | Path) -> Config:
     return parse_config(read_yaml(path), str(path))
 
 
+_PYDANTIC_ERRORS = {
+    "extra_forbidden": ("unknown key", "remove it or check its spelling against config.example.yaml"),
+    "missing": ("required key is missing", ""),
+    "finite_number": (
+        "must be a finite number, not .inf or .nan",
+        "give a number in the key's unit; where the key allows null, null means no limit",
+    ),
+}
+"""(message, hint) in place of pydantic's own, by error type."""
+
+
 def _config_error(error: ValidationError, source: str) -> ConfigError:
     first = error.errors(include_url=False)[0]
     location = [str(part) for part in first["loc"]]
-    context = first.get("ctx") or {}
-    nested = context.get("error")
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if isinstance(nested, _NestedSinkError):
-        location = ["sinks", nested.name]
-        message = nested.problem
-        if nested.error is not None:
-            first = nested.error.errors(include_url=False)[0]
-            location += [str(part) for part in first["loc"]]
-            message = str(first["msg"]).removeprefix("Value error, ")
-    elif isinstance(nested, _KeyValueError):
+    nested = (first.get("ctx") or {}).get("error")
+    if isinstance(nested, _KeyValueError):
         location.append(nested.key)
-    key_path = _format_location(location)
-    hint = ""
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-        hint = "remove it or check its spelling against config.example.yaml"
-    elif first["type"] == "missing":
-        message = "required key is missing"
-    elif first["type"] == "finite_number":
-        message = "must be a finite number, not .inf or .nan"
-        hint = "give a number in the key's unit; where the key allows null, null means no limit"
-    elif location and location[0] == "sinks" and "unknown sink type" in message:
+    message, hint = _PYDANTIC_ERRORS.get(first["type"], (str(first["msg"]).removeprefix("Value error, "), ""))
+    if location[:1] == ["sinks"] and "unknown sink type" in message:
         hint = f"use one of: {', '.join(sorted(known_sink_types()))}"
-    return ConfigError(source, key_path, message, hint)
+    return ConfigError(source, _format_location(location), message, hint)
 
 
 def _format_location(parts: list[str]) -> str:
     text = ""
     for part in parts:
-        if part.isdigit():
-            text += f"[{part}]"
-        else:
-            text = join_key(text, part)
+        text = f"{text}[{part}]" if part.isdigit() else join_key(text, part)
     return text

@@ -60,10 +60,8 @@ def _paths(config: Config) -> Iterator[tuple[str, str, bool]]:
 
             if isinstance(sink, FileSinkConfig):
                 template = sink.template()
-                if template.has_date or template.has_message_type:
-                    yield f"sinks.{name}.path", template.fixed_directory() or ".", True
-                else:
-                    yield f"sinks.{name}.path", sink.path, False
+                varies = template.has_date or template.has_message_type
+                yield f"sinks.{name}.path", (template.fixed_directory() or ".") if varies else sink.path, varies
         elif sink.type == "database":
             from mns_consumer.sinks.database import DatabaseSinkConfig  # noqa: PLC0415  (see the comment above)
 

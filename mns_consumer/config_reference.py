@@ -16,7 +16,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from mns_consumer.config import Config
 from mns_consumer.sinks.base import BUILTIN_SINK_TYPES, sink_config_class
@@ -64,7 +63,7 @@ def _default(name: str, info: FieldInfo) -> str:
         return "required"
     if info.default_factory is not None:
         return "see below" if info.default_factory not in (list, dict) else "empty"
-    if info.default is PydanticUndefined or info.default is None:
+    if info.default is None:
         return "unset"
     value = info.default
     if isinstance(value, bool):

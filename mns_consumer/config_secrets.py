@@ -1,11 +1,10 @@
 """Refusing secrets that are not secret: placeholders, and values too short to resist guessing.
 
-``config.example.yaml`` once fell back to a published push secret, and ``check-config`` masked it so
-nobody noticed; so loading stops at the first secret that is a placeholder (:func:`placeholder_reason`)
-or shorter than its minimum (:data:`MINIMUM_LENGTHS`). Secrets are read from the models: every
-``SecretStr`` field but identifiers (``*_id``). A secret URL's password and query parameters, and the
-credential of a secret mapping entry, get the placeholder rules without a minimum (their length is
-someone else's policy). Errors name the rule, never the value.
+``config.example.yaml`` once fell back to a published push secret that ``check-config`` masked, so
+loading stops at the first ``SecretStr`` field (identifiers, ``*_id``, aside) that is a placeholder
+(:func:`placeholder_reason`) or shorter than its minimum (:data:`MINIMUM_LENGTHS`). A secret URL's
+password and query parameters, and a secret mapping entry's credential, get the placeholder rules only
+(their length is someone else's policy). Errors name the rule, never the value.
 """
 
 from __future__ import annotations

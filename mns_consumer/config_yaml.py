@@ -1,10 +1,9 @@
 """Reading a configuration file into plain data: UTF-8, bounded, no key given twice.
 
-``yaml.safe_load`` lets a second ``secret:`` silently win, expands alias bombs without bound, builds
-recursive structures, and turns deep nesting or a 5,000-digit integer into Python tracebacks (a
-restart loop under systemd). :class:`ConfigLoader` refuses each of these from the parser's events,
-with the key path and line, before anything is built. The limits (``MAX_*``) are far above a real
-configuration (``config.example.yaml``: about 15 KB, 6 levels, 300 values).
+``yaml.safe_load`` lets a second ``secret:`` silently win, expands alias bombs, builds recursive
+structures, and turns deep nesting or a 5,000-digit integer into tracebacks. :class:`ConfigLoader`
+refuses each from the parser's events, with key path and line, before anything is built; the limits
+(``MAX_*``) are far above a real configuration (``config.example.yaml``: 15 KB, 6 levels, 300 values).
 """
 
 from __future__ import annotations
@@ -49,10 +48,8 @@ class _Collection:
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """A ``SafeLoader`` that refuses duplicate keys, alias bombs, recursive aliases, deep nesting and huge
-    integers with :class:`ConfigError` (file, key path, line), checking each event as the composer takes
-    it, so a refused document is never built past the point where it went wrong.
-    """
+    """A ``SafeLoader`` that refuses what the module docstring lists with :class:`ConfigError` (file, key
+    path, line), checking each event as the composer takes it."""
 
     def __init__(self, stream: str, source: str) -> None:
         super().__init__(stream)

@@ -2,9 +2,8 @@
 
 Queues: a token is fetched and the queue's attributes read (no message becomes invisible). Sinks:
 their ``probe`` (webhook: an empty batch marked ``X-MNS-Consumer-Probe: 1``; database: ``SELECT 1``;
-S3: HeadBucket), or open and close for a third-party type without one. Files, dead letters and the
-spool: their folder is writable or can be created, creating nothing (the check may run as another
-user than the daemon).
+S3: HeadBucket), or open and close for a type without one. Files, dead letters and the spool: their
+folder is writable or can be created, creating nothing (the check may run as another user).
 """
 
 from __future__ import annotations
@@ -37,11 +36,9 @@ def check_connections(config: Config) -> list[CheckResult]:
     Returns:
         One result per dependency, in that order; the command fails if any is not ``ok``.
     """
-    results = _check_queues(config)
-    names = {name for queue in config.queues for name in queue.sinks}
-    if config.push is not None:
-        names.update(name for route in config.push.routes for name in route.sinks)
-    results += [check_sink(name, config.sinks[name]) for name in sorted(names)]
+    routes = config.push.routes if config.push is not None else []
+    names = {name for source in (*config.queues, *routes) for name in source.sinks}
+    results = _check_queues(config) + [check_sink(name, config.sinks[name]) for name in sorted(names)]
     if config.dead_letter is not None:
         results.append(check_dead_letter(config.dead_letter))
     if config.push is not None:

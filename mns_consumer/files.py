@@ -1,11 +1,9 @@
 """Private files and folders: what every part of the daemon that creates a file on disk goes through.
 
 Receipts, logs and dead letters hold phone numbers and message text, so a file the daemon creates is
-0600 and a folder 0700 *whatever the umask*: each creator asks for the private mode (never more, not
-even for an instant) and then sets it exactly, since a umask such as 0277 could also take the owner's
-own bits away. Existing files and folders keep their modes. SQLite gives its ``-wal``, ``-shm`` and
-journal files the mode of the database file, so creating that here first makes them private too,
-without touching the process-wide umask other threads rely on.
+0600 and a folder 0700 *whatever the umask* (asked for at creation, then set exactly: a umask such as
+0277 also takes the owner's bits). Existing ones keep their modes. SQLite gives its ``-wal``, ``-shm``
+and journal files the database file's mode, so creating that here first makes them private too.
 """
 
 from __future__ import annotations
@@ -90,14 +88,12 @@ def open_private(
     if make_dirs:
         ensure_private_dir(directory, fsync=fsync)
     flags |= os.O_CLOEXEC
-    attempts_left = _OPEN_ATTEMPTS
-    while True:
+    for attempts_left in reversed(range(_OPEN_ATTEMPTS)):
         try:
             # O_EXCL tells whether this call created the file, which alone gets the mode (and the fsync).
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
             break
         except FileExistsError:
-            attempts_left -= 1
             try:
                 return os.open(path, flags)
             except FileNotFoundError:
@@ -114,10 +110,10 @@ def open_private(
     return fd
 
 
-def create_private_file(path: str, *, make_dirs: bool = True) -> bool:
+def create_private_file(path: str) -> bool:
     """Make sure a file another library opens by name (SQLite) exists, 0600; True if this call created it."""
     existed = os.path.lexists(path)
-    os.close(open_private(path, os.O_RDONLY, make_dirs=make_dirs))
+    os.close(open_private(path, os.O_RDONLY, make_dirs=True))
     return not existed
 
 
@@ -125,8 +121,7 @@ def check_can_create_in(folder: str) -> str:
     """Check, leaving nothing behind, that files can be created in ``folder`` (``""``: the current one).
 
     An existing folder is tested by creating and removing a file. A missing one is judged from its
-    nearest existing ancestor and not created: ``check-config --connect`` may run as another user than
-    the daemon, whose folders would then have the wrong owner.
+    nearest existing ancestor and not created (``check-config --connect`` may run as another user).
 
     Returns:
         What was found, for a report line.
@@ -153,7 +148,7 @@ def check_can_create_in(folder: str) -> str:
     return f"{target} is writable"
 
 
-def describe_os_error(exc: OSError, path: str = "") -> str:
+def describe_os_error(exc: OSError, path: str) -> str:
     """``<path>: <reason>`` for an OSError, naming the path the system call failed on."""
     return f"{exc.filename or path}: {exc.strerror or exc}"
 
