@@ -29,7 +29,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import SinkConfig, SinkResult, keys_digest
+from mns_consumer.sinks.base import SinkConfig, SinkResult, first_unseen, keys_digest
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
 
 CONTENT_TYPE = "application/x-ndjson"
@@ -288,15 +288,13 @@ class S3Sink:
         """
         if self._client is None:
             raise RuntimeError(f"s3 sink {self.name!r} is not open")
-        unique: dict[str, Receipt] = {}
-        for receipt in batch:
-            unique.setdefault(receipt.dedupe_key, receipt)
+        unique, fresh = first_unseen(batch, self._recent)
         by_type: dict[str, list[Receipt]] = {}
-        for key in self._recent.unseen(unique):
-            by_type.setdefault(unique[key].message_type, []).append(unique[key])
+        for receipt in fresh:
+            by_type.setdefault(receipt.message_type, []).append(receipt)
         for message_type, receipts in sorted(by_type.items()):
             self._put(message_type, receipts)
-        return SinkResult(accepted=frozenset(unique))
+        return SinkResult(accepted=unique)
 
     def _put(self, message_type: str, receipts: Sequence[Receipt]) -> None:
         keys = [receipt.dedupe_key for receipt in receipts]

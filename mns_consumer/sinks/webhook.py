@@ -25,7 +25,7 @@ from mns_consumer import __version__
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.observe.redaction import redact_text
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import SinkConfig, SinkResult, keys_digest
+from mns_consumer.sinks.base import SinkConfig, SinkResult, first_unseen, keys_digest
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
 
 USER_AGENT = f"mns-consumer/{__version__}"
@@ -239,11 +239,8 @@ class WebhookSink:
         client = self._client
         if client is None:
             raise RuntimeError(f"webhook sink {self.name!r} is not open")
-        unique: dict[str, Receipt] = {}
-        for receipt in batch:
-            unique.setdefault(receipt.dedupe_key, receipt)
         # Requests go out in batch order, so a receiver sees receipts roughly as MNS delivered them.
-        fresh = [unique[key] for key in self._recent.unseen(unique)]
+        unique, fresh = first_unseen(batch, self._recent)
         accepted = set(unique) - {receipt.dedupe_key for receipt in fresh}
         rejected: dict[str, str] = {}
         size = 1 if self.config.one_per_request else self.config.max_batch
