@@ -302,10 +302,9 @@ class FileSink:
         """Create the fixed part of the folder and preload the dedupe window from the live files.
 
         Raises:
-            ConfigError: If the folder can never be created as things stand (a regular file in the way,
-                no permission, a read-only mount): the daemon stops at start, naming the path.
-            SinkUnavailable: If the folder cannot be created or the files cannot be read for a reason
-                that may pass (a full disk, an I/O error).
+            ConfigError: If the folder can never be created as things stand (a file in the way, no
+                permission, a read-only mount): the daemon stops at start, naming the path.
+            SinkUnavailable: If it fails for a reason that may pass (a full disk, an I/O error).
         """
         with self._lock:
             path = self._template.fixed_directory()
@@ -454,17 +453,13 @@ def _last_keys(path: str, limit: int, message_type: str | None) -> list[str]:
 
 
 def _key_of(line: bytes, message_type: str | None) -> str | None:
-    if not line.strip():
-        return None
     try:
-        data: Any = json.loads(line)
+        data: Any = json.loads(line)  # a blank line is a ValueError too
     except ValueError:
         return None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not isinstance(key := data.get("dedupe_key"), str):
         return None
-    key, line_type = data.get("dedupe_key"), data.get("message_type")
-    if not isinstance(key, str):
-        return None
+    line_type = data.get("message_type")
     # Another file that merely fits the {message_type} pattern (a dead-letter file, say) must not
     # make the sink believe it stored those receipts.
     if message_type is not None and not (isinstance(line_type, str) and safe_component(line_type) == message_type):
