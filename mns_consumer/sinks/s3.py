@@ -101,11 +101,7 @@ class S3SinkConfig(SinkConfig):
         return self
 
     def build(self, name: str) -> S3Sink:
-        """The sink ``sinks.<name>``, not opened yet.
-
-        Raises:
-            ConfigError: If boto3 is not installed.
-        """
+        """The sink ``sinks.<name>``, not opened yet; ConfigError if boto3 is not installed."""
         _import_boto3(name)
         return S3Sink(name, self)
 
@@ -223,19 +219,15 @@ class S3Sink:
                 self._preload()
         except self._errors as exc:
             self.close()
-            code = _error_code(exc)
-            where = f"sinks.{self.name}"
+            code, where = _error_code(exc), f"sinks.{self.name}"
             if code in _MISSING_BUCKET_CODES:
                 raise ConfigError(
                     where, "bucket", f"bucket {config.bucket!r} does not exist", "create it first"
                 ) from exc
             if code in _FORBIDDEN_CODES:
-                raise ConfigError(
-                    where,
-                    "access_key_id",
-                    f"access to bucket {config.bucket!r} denied ({code})",
-                    "grant s3:ListBucket, s3:GetObject and s3:PutObject on it",
-                ) from exc
+                problem = f"access to bucket {config.bucket!r} denied ({code})"
+                hint = "grant s3:ListBucket, s3:GetObject and s3:PutObject on it"
+                raise ConfigError(where, "access_key_id", problem, hint) from exc
             raise SinkUnavailable(self.name, self._describe(exc)) from exc
 
     def _preload(self) -> None:

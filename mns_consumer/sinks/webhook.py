@@ -153,9 +153,7 @@ def verify_signature(
 
 def idempotency_key(dedupe_keys: Sequence[str]) -> str:
     """One receipt's dedupe key, else the hex SHA-256 of the sorted keys joined with newlines."""
-    if len(dedupe_keys) == 1:
-        return dedupe_keys[0]
-    return keys_digest(dedupe_keys)
+    return dedupe_keys[0] if len(dedupe_keys) == 1 else keys_digest(dedupe_keys)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -175,9 +173,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 class WebhookSink:
     """Posts receipts to the configured endpoint (see ``docs/sinks.md`` for the wire format).
 
-    One pooled, thread-safe HTTP client, opened by :meth:`open`, serves every write, so concurrent
-    pollers may share the sink. Receipts among the last ``dedupe_window`` keys sent are reported
-    accepted without being sent again.
+    One pooled, thread-safe HTTP client serves every write, so concurrent pollers may share the sink.
+    Receipts among the last ``dedupe_window`` keys sent are reported accepted without being sent again.
     """
 
     def __init__(self, name: str, config: WebhookSinkConfig) -> None:
