@@ -202,10 +202,8 @@ def sink_config_class(type_name: str) -> type[SinkConfig]:
         ImportError: If the type's module (or its optional dependency) cannot be imported.
     """
     known = known_sink_types()
-    try:
-        target = known[type_name]
-    except KeyError:
-        raise LookupError(f"unknown sink type {type_name!r}; known types: {', '.join(sorted(known))}") from None
+    if (target := known.get(type_name)) is None:
+        raise LookupError(f"unknown sink type {type_name!r}; known types: {', '.join(sorted(known))}")
     module_name, _, attribute = target.partition(":")
     loaded: Any = getattr(import_module(module_name), attribute)
     if not (isinstance(loaded, type) and issubclass(loaded, SinkConfig)):

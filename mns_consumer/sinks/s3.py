@@ -158,7 +158,6 @@ class S3Sink:
         self._attempts: OrderedDict[str, datetime] = OrderedDict()
         self._attempts_lock = threading.Lock()
         self._client: Any = None
-        self._client_error: type[Exception] = Exception
         self._errors: tuple[type[Exception], ...] = ()
 
     def __repr__(self) -> str:
@@ -186,7 +185,6 @@ class S3Sink:
         boto3 = _import_boto3(self.name)
         botocore_config: Any = importlib.import_module("botocore.config")
         exceptions: Any = importlib.import_module("botocore.exceptions")
-        self._client_error = exceptions.ClientError
         self._errors = (exceptions.ClientError, exceptions.BotoCoreError)
         config = self.config
         client_config = botocore_config.Config(
@@ -259,7 +257,7 @@ class S3Sink:
     def _read_keys(self, key: str) -> list[str]:
         try:
             response = self._client.get_object(Bucket=self.config.bucket, Key=key)
-        except self._client_error as exc:
+        except self._errors as exc:
             if _error_code(exc) in ("404", "NoSuchKey"):
                 return []
             raise
