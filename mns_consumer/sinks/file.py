@@ -394,16 +394,12 @@ class FileSink:
             if still_at_path(path, current.identity):
                 return current
             os.close(self._files.pop(path).fd)
+        # Kept at once, so that the caller's _close_all closes it should a check below fail.
         fd = open_for_append(path, file_mode=self.config.file_mode, fsync=self.config.fsync)
-        try:
-            status = os.fstat(fd)
-            size = status.st_size
-            needs_newline = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        except OSError:
-            os.close(fd)
-            raise
-        opened = _OpenFile(fd, (status.st_dev, status.st_ino), needs_newline)
-        self._files[path] = opened
+        opened = self._files[path] = _OpenFile(fd, identity=(0, 0), needs_newline=False)
+        status = os.fstat(fd)
+        opened.identity = (status.st_dev, status.st_ino)
+        opened.needs_newline = status.st_size > 0 and os.pread(fd, 1, status.st_size - 1) != b"\n"
         return opened
 
     def _close_all(self) -> None:
