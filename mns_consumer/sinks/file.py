@@ -100,14 +100,9 @@ class PathTemplate:
 
     def fixed_directory(self) -> str:
         """The deepest folder that depends on neither the time nor the MessageType ("" for the current one)."""
-        prefix = ""
-        for segment in self._segments:
-            if segment is _MESSAGE_TYPE:
-                break
-            prefix += segment.split("%", 1)[0]
-            if "%" in segment:
-                break
-        return os.path.dirname(prefix)
+        # What comes before the first {message_type} (a NUL here, which no valid path holds) or strftime directive.
+        template = "".join("\0" if s is _MESSAGE_TYPE else s for s in self._segments)
+        return os.path.dirname(re.split("[%\0]", template, maxsplit=1)[0])
 
     def live_paths(self, when: datetime) -> dict[str, str | None]:
         """Files on disk that ``render`` gives at ``when``: path -> its (path-safe) MessageType, or None without one."""
@@ -116,14 +111,10 @@ class PathTemplate:
             path = self.render("", utc)
             return {path: None} if os.path.isfile(path) else {}
         pattern = "".join("*" if s is _MESSAGE_TYPE else glob.escape(utc.strftime(s)) for s in self._segments)
-        regex, seen = "", False
-        for segment in self._segments:
-            if segment is not _MESSAGE_TYPE:
-                regex += re.escape(utc.strftime(segment))
-            else:
-                regex += "(?P=message_type)" if seen else "(?P<message_type>[A-Za-z0-9_-][A-Za-z0-9_.-]*)"
-                seen = True
-        matcher = re.compile(regex)
+        # Every {message_type} must match the same text: the first one is the group, the others repeat it.
+        again = "(?P=message_type)"
+        regex = "".join(again if s is _MESSAGE_TYPE else re.escape(utc.strftime(s)) for s in self._segments)
+        matcher = re.compile(regex.replace(again, "(?P<message_type>[A-Za-z0-9_-][A-Za-z0-9_.-]*)", 1))
         matches = ((path, matcher.fullmatch(path)) for path in glob.glob(pattern))
         return {path: match.group("message_type") for path, match in matches if match and os.path.isfile(path)}
 
