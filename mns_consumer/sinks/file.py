@@ -41,7 +41,7 @@ from mns_consumer.sinks.base import SinkConfig, SinkResult, first_unseen
 from mns_consumer.sinks.recent_keys import RecentKeys
 
 _STRFTIME_DIRECTIVES = frozenset("aAwdbBmyYHIpMSfzZjUWcxXGuV%")
-_SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9_.-]")
+_UNSAFE_IN_COMPONENT = re.compile(r"[^A-Za-z0-9_.-]|^\.")
 _READ_BLOCK_BYTES = 1 << 20
 _MESSAGE_TYPE: Final = None
 """The segment that stands for ``{message_type}``; every other segment is strftime text."""
@@ -155,10 +155,7 @@ def _check_strftime(source: str, text: str) -> str:
 
 def safe_component(message_type: str) -> str:
     """A MessageType made safe as (part of) a file name: no separators, no leading dot, never empty."""
-    cleaned = _SAFE_COMPONENT.sub("_", message_type)
-    if cleaned.startswith("."):
-        cleaned = "_" + cleaned[1:]
-    return cleaned or "_"
+    return _UNSAFE_IN_COMPONENT.sub("_", message_type) or "_"
 
 
 _RETIRED_KEYS: Final = {
