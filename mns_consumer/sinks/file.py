@@ -364,10 +364,9 @@ class FileSink:
         # A path left behind (the last hour's, yesterday's) is never written again: close its handle.
         left = self._path_of_type.get(message_type)
         self._path_of_type[message_type] = path
-        stale = self._files.pop(left) if left in self._files and left not in self._path_of_type.values() else None
-        if stale is not None:
+        if left in self._files and left not in self._path_of_type.values():
             with contextlib.suppress(OSError):
-                os.close(stale.fd)
+                os.close(self._files.pop(left).fd)
 
     def _append(self, path: str, lines: list[bytes]) -> None:
         current = self._file_at(path)
