@@ -31,9 +31,7 @@ class ConfigError(MnsConsumerError):
 
 
 class DecodeError(MnsConsumerError):
-    """A receipt body cannot be decoded into a :class:`~mns_consumer.receipts.Receipt`.
-
-    It goes to the dead-letter sink with the raw body and this reason; it is never retried.
+    """A receipt body cannot be decoded into a :class:`~mns_consumer.receipts.Receipt`: dead-lettered, never retried.
 
     Attributes:
         message_type: The MessageType the body was decoded as.
@@ -70,10 +68,9 @@ class AlicomError(MnsConsumerError):
 
 
 class MessageGone(AlicomError):  # noqa: N818  (a state, named as one: see STYLE.md)
-    """The receipt handle no longer designates a message this consumer holds.
+    """The receipt handle no longer designates a message this consumer holds (deleted, expired, stale: pitfall 11).
 
-    The message was deleted or expired, or the handle is stale (reference pitfall 11). Retrying cannot
-    help; if the receipt still exists it comes back through a new receive, and its dedupe key absorbs it.
+    Retrying cannot help; a receipt that still exists comes back through a new receive, and its dedupe key absorbs it.
     """
 
 
@@ -90,7 +87,7 @@ class QueueNotFound(AlicomError):  # noqa: N818  (a state, named as one: see STY
 
 
 class QueueAuthError(AlicomError):
-    """MNS refused the credentials (expired or wrong token, wrong queue for the token, bad signature).
+    """MNS refused the credentials (expired or wrong token, wrong queue, bad signature).
 
     The token is refreshed at once and the call retried (reference 2.6, pitfall 3).
     """
@@ -103,19 +100,17 @@ class QueueUnavailable(AlicomError):  # noqa: N818  (a state, named as one: see 
 class QueueThrottled(QueueUnavailable):
     """MNS's flow limiter refused the call (HTTP 429 ``TooManyRequests``, reference 3.9): backpressure.
 
-    Not a failure of the consumer or of the service: the poller slows down (fewer concurrent calls,
-    a jittered pause) and retries; nothing is dead-lettered. A subclass of :class:`QueueUnavailable`
-    so code that only knows "retry later" keeps working.
+    The poller slows down (fewer concurrent calls, a jittered pause) and retries; nothing is dead-lettered.
+    A :class:`QueueUnavailable`, so code that only knows "retry later" keeps working.
     """
 
 
 class SendDetailsError(AlicomError):
-    """QuerySendDetails (Dysmsapi) did not answer one query with its records.
+    """QuerySendDetails (Dysmsapi) did not answer one query with its records; other queries may still work.
 
-    Raised as it is for a query Alibaba refused on its merits (a ``Code`` other than ``OK``, e.g.
-    ``isv.INVALID_PARAMETERS`` for a day outside the 30-day window, or an HTTP 4xx), and, with a local
-    code (``InvalidSendDate``, ``InvalidPhoneNumber``, ``InvalidResponse``), for a query refused before
-    it is sent or an answer that cannot be read. Other queries may still work.
+    Alibaba refused it on its merits (a ``Code`` other than ``OK``, an HTTP 4xx), or, with a local code
+    (``InvalidSendDate``, ``InvalidPhoneNumber``, ``InvalidResponse``), it was refused before being sent
+    or its answer cannot be read.
     """
 
 
@@ -157,9 +152,7 @@ class SinkError(MnsConsumerError):
 
 
 class SinkUnavailable(SinkError):  # noqa: N818  (a state, named as one: see STYLE.md)
-    """A sink cannot accept writes right now (server down, disk full, timeout): retry later.
-
-    Nothing of the batch that raised it may be assumed stored.
+    """A sink cannot accept writes right now (server down, disk full, timeout): retry; nothing of the batch is stored.
 
     Attributes:
         sink: The name of the sink.
@@ -182,9 +175,7 @@ class Abandoned(MnsConsumerError):  # noqa: N818  (a flow signal, STYLE.md 4)
 
 
 class SpoolUnavailable(MnsConsumerError):  # noqa: N818  (a state, named as one: see STYLE.md)
-    """The HTTP push spool cannot store or remove entries right now (disk full, I/O error, locked).
-
-    A push that could not be stored is answered 5xx, so Alibaba sends it again later.
+    """The HTTP push spool cannot store or remove entries now (disk full, I/O error, locked): the push gets a 5xx.
 
     Attributes:
         reason: What SQLite or the operating system said (never a path secret: routes are stored by name).

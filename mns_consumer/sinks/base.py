@@ -1,23 +1,15 @@
 """The sink interface, its result type, the config base class and the registry of sink types.
 
-A sink is anything with ``name``, ``open()``, ``write(batch) -> SinkResult`` and ``close()``; it need
-not inherit from anything (:class:`Sink` is a structural Protocol). The contract:
+A sink is anything with ``name``, ``open()``, ``write(batch) -> SinkResult`` and ``close()`` (:class:`Sink`
+is a structural Protocol). ``write`` returns only once every receipt it reports accepted is durable; a
+receipt already stored (same ``dedupe_key``) counts as accepted, which absorbs duplicates. A receipt the
+sink will never accept goes in ``SinkResult.rejected`` with a reason (then to the dead-letter sink). A
+transient failure of the whole call raises :class:`~mns_consumer.errors.SinkUnavailable`: nothing of the
+batch counts as stored, and the next ``write`` must work once the cause is gone. Anything else raised is
+a bug. Retries, timing, metrics, logging and dead-lettering live in the dispatcher.
 
-* ``write`` returns only once every receipt it reports as accepted is durable (fsynced, committed,
-  acknowledged by the remote end). A receipt already stored (same ``dedupe_key``) counts as accepted:
-  that is how duplicates are absorbed.
-* A receipt the sink will never accept (it violates the sink's own constraints) is reported in
-  ``SinkResult.rejected`` with a reason; it goes to the dead-letter sink. That is data, not an error.
-* A transient failure of the whole call (server down, timeout, disk full) raises
-  :class:`~mns_consumer.errors.SinkUnavailable`; nothing of the batch is assumed stored, and the
-  caller retries later. The next ``write`` must work again once the cause is gone (reconnecting on its
-  own if needed).
-* Anything else raised is a bug in the sink.
-
-Retries, timing, metrics, logging and dead-lettering live in the dispatcher, not in sinks.
-
-New sink types register a :class:`SinkConfig` subclass, either built in (:data:`BUILTIN_SINK_TYPES`)
-or from another distribution through the entry-point group ``mns_consumer.sinks``::
+New sink types register a :class:`SinkConfig` subclass, built in (:data:`BUILTIN_SINK_TYPES`) or through
+the entry-point group ``mns_consumer.sinks``::
 
     [project.entry-points."mns_consumer.sinks"]
     kafka = "my_package.kafka:KafkaSinkConfig"
@@ -36,6 +28,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from mns_consumer.receipt_model import Receipt
+from mns_consumer.sinks.recent_keys import RecentKeys
 
 ENTRY_POINT_GROUP = "mns_consumer.sinks"
 
@@ -63,6 +56,14 @@ def keys_digest(dedupe_keys: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(dedupe_keys)).encode("utf-8")).hexdigest()
 
 
+def first_unseen(batch: Sequence[Receipt], recent: RecentKeys | None) -> tuple[frozenset[str], list[Receipt]]:
+    """The batch's dedupe keys, and the first receipt of each key ``recent`` does not remember, in batch order."""
+    unique: dict[str, Receipt] = {}
+    for receipt in batch:
+        unique.setdefault(receipt.dedupe_key, receipt)
+    return frozenset(unique), [unique[key] for key in (recent.unseen(unique) if recent is not None else unique)]
+
+
 @runtime_checkable
 class Sink(Protocol):
     """Where receipts are stored. See the module docstring for the contract."""
@@ -70,7 +71,7 @@ class Sink(Protocol):
     name: str
 
     def open(self) -> None:
-        """Acquire resources (files, connections, tables); called once before the first write.
+        """Acquire resources (files, connections, tables) once before the first write.
 
         Raises:
             SinkUnavailable: If the destination cannot be reached now.
@@ -96,8 +97,7 @@ class Reopenable(Protocol):
 class Probeable(Protocol):
     """A sink that can check its destination without storing anything (``check-config --connect``).
 
-    Optional: a sink without ``probe`` is checked by opening and closing it, which proves less (the
-    built-in webhook sink, for one, opens without sending a request).
+    Optional: a sink without ``probe`` is checked by opening and closing it, which proves less.
     """
 
     def probe(self) -> str:
@@ -161,10 +161,9 @@ class DeadLetterSink(Protocol):
 
 
 class SinkConfig(BaseModel):
-    """Base of every sink's configuration model; subclasses add their own fields and ``build``.
+    """Base of every sink's configuration model: subclasses set ``type`` to a ``Literal`` and implement ``build``.
 
-    Subclasses set ``type`` to a ``Literal`` of their type name and implement :meth:`build`. Subclasses
-    inherit ``allow_inf_nan=False``: no sink setting is meaningful as ``.inf`` or ``.nan``.
+    ``allow_inf_nan=False`` is inherited: no sink setting is meaningful as ``.inf`` or ``.nan``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -187,14 +186,6 @@ BUILTIN_SINK_TYPES: dict[str, str] = {
 extras such as boto3 are only needed when their sink is configured)."""
 
 
-def _load(target: str) -> type[SinkConfig]:
-    module_name, _, attribute = target.partition(":")
-    loaded: Any = getattr(import_module(module_name), attribute)
-    if not (isinstance(loaded, type) and issubclass(loaded, SinkConfig)):
-        raise TypeError(f"{target} is not a SinkConfig subclass")
-    return loaded
-
-
 def known_sink_types() -> dict[str, str]:
     """Every sink type name -> where its config model lives, built-ins first, then entry points."""
     known = dict(BUILTIN_SINK_TYPES)
@@ -207,16 +198,17 @@ def sink_config_class(type_name: str) -> type[SinkConfig]:
     """The config model of a sink type.
 
     Raises:
-        LookupError: If no built-in or installed plugin provides the type; the message lists the known
-            ones.
+        LookupError: If no built-in or installed plugin provides the type; the message lists the known ones.
         ImportError: If the type's module (or its optional dependency) cannot be imported.
     """
     known = known_sink_types()
-    try:
-        target = known[type_name]
-    except KeyError:
-        raise LookupError(f"unknown sink type {type_name!r}; known types: {', '.join(sorted(known))}") from None
-    return _load(target)
+    if (target := known.get(type_name)) is None:
+        raise LookupError(f"unknown sink type {type_name!r}; known types: {', '.join(sorted(known))}")
+    module_name, _, attribute = target.partition(":")
+    loaded: Any = getattr(import_module(module_name), attribute)
+    if not (isinstance(loaded, type) and issubclass(loaded, SinkConfig)):
+        raise TypeError(f"{target} is not a SinkConfig subclass")
+    return loaded
 
 
 def parse_sink_config(data: Mapping[str, Any]) -> SinkConfig:

@@ -1,18 +1,12 @@
 """A client-side deadline on each call a database sink makes to its server: :class:`CallDeadlines`.
 
-A server that keeps the connection open but stops answering (a frozen process, a stalled disk, a
-proxy whose backend vanished) is noticed by nothing else: the server's ``statement_timeout`` never
-fires because the server never runs the statement, TCP keepalives and ``tcp_user_timeout`` see a
-healthy peer as long as some kernel acknowledges the packets, and libpq (so psycopg) offers no
-timeout on a statement. A call here is everything one ``write`` (or ``open``) asks of the server:
-taking a pooled connection and checking it, the statements and the commit.
-
-When a call outlives its deadline, a watchdog thread asks the server to cancel the statement (where
-the driver can, e.g. psycopg's ``cancel_safe``), waits a moment for that to end it, and otherwise
-shuts the connection's socket down. The blocked driver call then fails as a lost connection, the pool
-discards the connection, and the sink reports itself unavailable. The socket is shut down, never
-closed, so the descriptor stays the driver's until it closes it; and only while the connection is
-checked out by the late call, so no other call's connection is ever touched.
+A server that keeps the connection open but stops answering (a frozen process, a stalled disk, a proxy
+whose backend vanished) is noticed by nothing else: ``statement_timeout`` never fires on a statement never
+run, keepalives see a healthy peer, and libpq offers no statement timeout. A call is everything one
+``write`` (or ``open``) asks of the server: checking out a connection, the statements and the commit. Past
+its deadline, a watchdog asks the server to cancel the statement where the driver can, and otherwise shuts
+the connection's socket down (never closes it: the descriptor stays the driver's), only while the late call
+holds it. The blocked call then fails as a lost connection, and the sink reports itself unavailable.
 """
 
 from __future__ import annotations
@@ -23,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -37,31 +32,28 @@ does not answer the cancel request)."""
 _POLL_SECONDS = 0.02
 
 
+@dataclass(slots=True, eq=False)
 class _Call:
     """One call in progress: when it must end, and the connection it holds (if any)."""
 
-    __slots__ = ("connection", "deadline", "done", "late")
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.connection: Any = None
-        self.done = False
-        self.late = False
+    deadline: float
+    connection: Any = None
+    done: bool = False
+    late: bool = False
 
 
 class CallDeadlines:
     """Deadlines of the calls one sink makes, and the watchdog that breaks the calls that pass them.
 
-    The sink wraps each call in :meth:`call` and reports, from its pool's events, which connection
-    the calling thread holds (:meth:`attach`) and when it gives it back (:meth:`release`).
+    The sink wraps each call in :meth:`call` and reports, from its pool's events, which connection the
+    calling thread holds (:meth:`attach`) and when it gives it back (:meth:`release`).
 
     Args:
         sink: The sink's name, for the log.
         seconds: The deadline of each call.
         cancel: Asks the server to cancel what a connection runs, waiting at most the given seconds
-            (errors are the driver's; they are ignored), or None when the driver cannot.
-        fileno: The socket descriptor of a connection, or None when the driver does not expose it;
-            with neither, no watchdog runs and the driver's own timeouts must bound each call.
+            (driver errors are ignored), or None when the driver cannot.
+        fileno: The socket descriptor of a connection, or None; with neither, no watchdog runs.
     """
 
     def __init__(
@@ -139,16 +131,6 @@ class CallDeadlines:
         if watchdog is not None and watchdog is not threading.current_thread():
             watchdog.join(timeout=5)
 
-    def _try_cancel(self, connection: Any) -> bool:
-        """Whether the server took the cancel request within the grace (a frozen one never answers it)."""
-        if self._cancel is None:
-            return False
-        try:
-            self._cancel(connection, CANCEL_GRACE_SECONDS)
-        except Exception:  # noqa: BLE001  (the driver's own errors: timed out, refused, connection gone)
-            return False
-        return True
-
     def _watch(self) -> None:
         """Sleep until the next deadline; hand each call that passes it to its own breaker thread."""
         with self._changed:
@@ -174,7 +156,12 @@ class CallDeadlines:
                 return  # ended meanwhile, or still connecting (bounded by the connect timeout)
             log.warning("sink.database.deadline_passed", sink=self.sink, deadline_seconds=self.seconds)
             # Under the lock, so the owner cannot close the connection while the cancel request reads it.
-            cancelled = self._try_cancel(connection)
+            # Cancelled only if the server took the request within the grace (a frozen one never answers).
+            cancelled = False
+            if self._cancel is not None:
+                with contextlib.suppress(Exception):  # the driver's own errors: timed out, refused, connection gone
+                    self._cancel(connection, CANCEL_GRACE_SECONDS)
+                    cancelled = True
         # A cancel the server took ends the statement with an error, and the connection stays usable.
         ends = time.monotonic() + CANCEL_GRACE_SECONDS
         while cancelled and not call.done and time.monotonic() < ends:

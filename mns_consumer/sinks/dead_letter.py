@@ -79,6 +79,7 @@ class FileDeadLetterSink:
         self.name = name
         self.config = config
         self._fd: int | None = None
+        self._identity = (0, 0)
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -137,22 +138,21 @@ class FileDeadLetterSink:
                 self._close()
                 raise self._unavailable(exc) from exc
 
-    def reopen(self) -> None:
-        """Close the file; the next write opens it again at its path (logrotate, SIGHUP)."""
+    def close(self) -> None:
+        """Close the file (every record was fsynced when written); the next write opens it again at its path."""
         with self._lock:
             self._close()
 
-    def close(self) -> None:
-        """Close the file (every record was fsynced when written)."""
-        with self._lock:
-            self._close()
+    reopen = close
+    """SIGHUP after logrotate: close the file, so the next write opens the new one."""
 
     def _file(self) -> int:
-        if self._fd is not None:
-            if still_at_path(self._fd, self.config.path) is not None:
-                return self._fd
-            self._close()
+        if self._fd is not None and still_at_path(self.config.path, self._identity):
+            return self._fd
+        self._close()
         self._fd = open_for_append(self.config.path, file_mode=self.config.file_mode, fsync=self.config.fsync)
+        status = os.fstat(self._fd)
+        self._identity = (status.st_dev, status.st_ino)
         return self._fd
 
     def _close(self) -> None:

@@ -1,25 +1,14 @@
 """The file sink: receipts appended as JSON Lines to local files, fsynced before they count as accepted.
 
-Each receipt is one line, :meth:`Receipt.to_json_dict` as compact UTF-8 JSON, ``dedupe_key`` first.
-
-Paths. ``path`` is a ``strftime`` pattern of the UTC time of the write (not the receipt's own time, so a
-late receipt never reopens a closed day's file), plus ``{message_type}``, made safe as a file name.
-``%%`` and ``{{ }}`` are literal. A new rendered path starts a new file, and a MessageType that moves to a
-new path closes the one it left (unless another type still writes there): one handle per type stays open.
-
-Size rotation is logrotate's job: the sink notices a renamed or removed file before each write
-(``os.stat`` against its handle) and opens a new one at the path; SIGHUP (:meth:`FileSink.reopen`) works
-too. ``copytruncate`` needs nothing.
-
-Durability: ``write`` then ``os.fsync`` per file before ``write`` returns, and the parent folder of a
-created name. New folders get 0700 and new files ``file_mode`` (0600) whatever the umask. An ``OSError``
-raises :class:`~mns_consumer.errors.SinkUnavailable` (nothing of the batch accepted, handles closed); at
-:meth:`FileSink.open`, a folder that only an operator can fix is a :class:`~mns_consumer.errors.ConfigError`.
-
-Dedupe: the last ``dedupe_window`` keys stored are skipped (reported accepted), remembered only once
-fsynced. :meth:`FileSink.open` refills the window from the end of the live files (what the pattern renders
-now), skipping torn lines and, under ``{message_type}``, lines of another type. A torn last line gets a
-newline before the next append so it stays on a line of its own.
+Each receipt is one line, :meth:`Receipt.to_json_dict` as compact UTF-8 JSON, ``dedupe_key`` first. ``path``
+is a ``strftime`` pattern of the UTC write time (never the receipt's, so a late receipt does not reopen a
+closed day's file) plus ``{message_type}``; ``%%`` and ``{{ }}`` are literal. One handle per MessageType
+stays open: moving to a new path closes the one it left. Rotation is logrotate's: a renamed or removed file
+is noticed before each write (SIGHUP works too). New folders get 0700 and new files ``file_mode`` whatever
+the umask; files (and the folder of a created name) are fsynced before ``write`` returns. An ``OSError`` is
+:class:`~mns_consumer.errors.SinkUnavailable`, or at ``open`` a :class:`~mns_consumer.errors.ConfigError`
+when only an operator can fix it. The last ``dedupe_window`` keys stored are skipped; ``open`` refills them
+from the end of the live files, skipping torn lines and lines of another type.
 """
 
 from __future__ import annotations
@@ -34,6 +23,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
@@ -47,21 +37,18 @@ from mns_consumer.files import (
     open_private,
 )
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import SinkConfig, SinkResult
+from mns_consumer.sinks.base import SinkConfig, SinkResult, first_unseen
 from mns_consumer.sinks.recent_keys import RecentKeys
 
 _STRFTIME_DIRECTIVES = frozenset("aAwdbBmyYHIpMSfzZjUWcxXGuV%")
-_SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9_.-]")
+_UNSAFE_IN_COMPONENT = re.compile(r"[^A-Za-z0-9_.-]|^\.")
 _READ_BLOCK_BYTES = 1 << 20
 _MESSAGE_TYPE: Final = None
 """The segment that stands for ``{message_type}``; every other segment is strftime text."""
 
 Clock: TypeAlias = Callable[[], datetime]
 """Returns the current time; timezone-aware (a naive value is read as local time)."""
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+_utc_now: Clock = partial(datetime.now, UTC)
 
 
 def _parse_file_mode(value: object) -> object:
@@ -88,18 +75,10 @@ it must include owner read and write."""
 
 
 class PathTemplate:
-    """A parsed ``path``: strftime text and ``{message_type}`` segments.
-
-    Attributes:
-        source: The template as configured.
-    """
+    """A parsed ``path`` (``source``, as configured): strftime text and ``{message_type}`` segments."""
 
     def __init__(self, source: str) -> None:
-        """Parse and validate a template.
-
-        Raises:
-            ValueError: If a placeholder or strftime directive is unknown, or the path names no file.
-        """
+        """Parse ``source``; ValueError if a placeholder or strftime directive is unknown, or it names no file."""
         self.source = source
         self._segments = _parse_template(source)
 
@@ -121,40 +100,23 @@ class PathTemplate:
 
     def fixed_directory(self) -> str:
         """The deepest folder that depends on neither the time nor the MessageType ("" for the current one)."""
-        prefix = ""
-        for segment in self._segments:
-            if segment is _MESSAGE_TYPE:
-                break
-            prefix += segment.split("%", 1)[0]
-            if "%" in segment:
-                break
-        return os.path.dirname(prefix)
+        # What comes before the first {message_type} (a NUL here, which no valid path holds) or strftime directive.
+        template = "".join("\0" if s is _MESSAGE_TYPE else s for s in self._segments)
+        return os.path.dirname(re.split("[%\0]", template, maxsplit=1)[0])
 
     def live_paths(self, when: datetime) -> dict[str, str | None]:
-        """Files on disk that ``render`` gives for some MessageType at ``when``.
-
-        Returns:
-            Path -> the (path-safe) MessageType it belongs to, or None without a ``{message_type}``.
-        """
+        """Files on disk that ``render`` gives at ``when``: path -> its (path-safe) MessageType, or None without one."""
         utc = when.astimezone(UTC)
         if not self.has_message_type:
             path = self.render("", utc)
             return {path: None} if os.path.isfile(path) else {}
         pattern = "".join("*" if s is _MESSAGE_TYPE else glob.escape(utc.strftime(s)) for s in self._segments)
-        regex, seen = "", False
-        for segment in self._segments:
-            if segment is not _MESSAGE_TYPE:
-                regex += re.escape(utc.strftime(segment))
-            else:
-                regex += "(?P=message_type)" if seen else "(?P<message_type>[A-Za-z0-9_-][A-Za-z0-9_.-]*)"
-                seen = True
-        matcher = re.compile(regex)
-        found: dict[str, str | None] = {}
-        for candidate in glob.glob(pattern):
-            match = matcher.fullmatch(candidate)
-            if match and os.path.isfile(candidate):
-                found[candidate] = match.group("message_type")
-        return found
+        # Every {message_type} must match the same text: the first one is the group, the others repeat it.
+        again = "(?P=message_type)"
+        regex = "".join(again if s is _MESSAGE_TYPE else re.escape(utc.strftime(s)) for s in self._segments)
+        matcher = re.compile(regex.replace(again, "(?P<message_type>[A-Za-z0-9_-][A-Za-z0-9_.-]*)", 1))
+        matches = ((path, matcher.fullmatch(path)) for path in glob.glob(pattern))
+        return {path: match.group("message_type") for path, match in matches if match and os.path.isfile(path)}
 
 
 def _parse_template(source: str) -> tuple[str | None, ...]:
@@ -193,10 +155,7 @@ def _check_strftime(source: str, text: str) -> str:
 
 def safe_component(message_type: str) -> str:
     """A MessageType made safe as (part of) a file name: no separators, no leading dot, never empty."""
-    cleaned = _SAFE_COMPONENT.sub("_", message_type)
-    if cleaned.startswith("."):
-        cleaned = "_" + cleaned[1:]
-    return cleaned or "_"
+    return _UNSAFE_IN_COMPONENT.sub("_", message_type) or "_"
 
 
 _RETIRED_KEYS: Final = {
@@ -270,10 +229,7 @@ _JSON_LINE: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def encode_json_line(data: dict[str, Any]) -> bytes:
-    """One compact UTF-8 JSON line ending in a newline.
-
-    Text with lone surrogates cannot be UTF-8, so such a value is written with ``\\u`` escapes instead.
-    """
+    """One compact UTF-8 JSON line ending in a newline (``\\u`` escapes for lone surrogates, which UTF-8 lacks)."""
     try:
         return (_JSON_LINE.encode(data) + "\n").encode("utf-8")
     except UnicodeEncodeError:
@@ -289,33 +245,24 @@ def open_for_append(path: str, *, file_mode: int, fsync: bool) -> int:
 
 
 def write_all(fd: int, data: bytes) -> None:
-    """Write every byte (``os.write`` may write fewer than asked).
-
-    Raises:
-        OSError: If a write fails; an unknown prefix of ``data`` may have been written.
-    """
+    """Write every byte (``os.write`` may write fewer); OSError if a write fails, after an unknown prefix."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
 
 
-def still_at_path(fd: int, path: str, identity: tuple[int, int] | None = None) -> os.stat_result | None:
-    """The path's status if it still names the file open at ``fd``, else None (renamed, removed, replaced).
+def still_at_path(path: str, identity: tuple[int, int]) -> bool:
+    """Whether ``path`` still names the open file whose ``(st_dev, st_ino)`` is ``identity`` (not renamed or removed).
 
-    ``identity`` is the open file's ``(st_dev, st_ino)`` when the caller kept it, which saves an fstat:
-    every system call releases the GIL, and getting it back costs a busy daemon more than the call.
+    Callers keep the identity rather than fstat the file each time: every system call releases the GIL,
+    and getting it back costs a busy daemon more than the call.
     """
     try:
         at_path = os.stat(path)
     except OSError:
-        return None
-    if identity is None:
-        opened = os.fstat(fd)
-        identity = (opened.st_dev, opened.st_ino)
-    if (at_path.st_dev, at_path.st_ino) != identity:
-        return None
-    return at_path
+        return False
+    return (at_path.st_dev, at_path.st_ino) == identity
 
 
 @dataclass
@@ -326,23 +273,10 @@ class _OpenFile:
 
 
 class FileSink:
-    """Appends receipts as JSON Lines to local files; see the module docstring for the semantics.
-
-    Thread-safe: ``open``, ``write``, ``reopen`` and ``close`` hold one lock.
-
-    Attributes:
-        name: The sink's name in the configuration.
-        config: Its configuration.
-    """
+    """Appends receipts as JSON Lines to local files (see the module docstring); every method holds one lock."""
 
     def __init__(self, name: str, config: FileSinkConfig, *, now: Clock = _utc_now) -> None:
-        """Create a sink; nothing is opened until :meth:`open`.
-
-        Args:
-            name: The sink's name in the configuration (used in errors).
-            config: Its configuration.
-            now: The clock that dates writes (tests move time with it).
-        """
+        """Create a sink, opening nothing; ``now`` dates the writes (tests move time with it)."""
         self.name = name
         self.config = config
         self._template = config.template()
@@ -356,10 +290,9 @@ class FileSink:
         """Create the fixed part of the folder and preload the dedupe window from the live files.
 
         Raises:
-            ConfigError: If the folder can never be created as things stand (a regular file in the way,
-                no permission, a read-only mount): the daemon stops at start, naming the path.
-            SinkUnavailable: If the folder cannot be created or the files cannot be read for a reason
-                that may pass (a full disk, an I/O error).
+            ConfigError: If the folder can never be created as things stand (a file in the way, no
+                permission, a read-only mount): the daemon stops at start, naming the path.
+            SinkUnavailable: If it fails for a reason that may pass (a full disk, an I/O error).
         """
         with self._lock:
             path = self._template.fixed_directory()
@@ -378,14 +311,7 @@ class FileSink:
                 raise self._unavailable(exc, path) from exc
 
     def probe(self) -> str:
-        """Check, creating nothing, that the sink's folder exists or can be created, and is writable.
-
-        Returns:
-            What was found (see :func:`mns_consumer.files.check_can_create_in`).
-
-        Raises:
-            SinkUnavailable: If files cannot be created there, naming the path and the reason.
-        """
+        """Check, creating nothing, that the folder exists or can be created and is writable; else SinkUnavailable."""
         path = self._template.fixed_directory()
         try:
             return check_can_create_in(path)
@@ -423,29 +349,24 @@ class FileSink:
     """SIGHUP after logrotate: close every file, so the next write opens the new ones."""
 
     def _group_new_receipts(self, batch: Sequence[Receipt], now: datetime) -> dict[str, list[Receipt]]:
-        keys = [r.dedupe_key for r in batch]
-        fresh = set(self._recent.unseen(keys) if self._recent is not None else keys)
         groups: dict[str, list[Receipt]] = {}
         # A batch is nearly always one MessageType: render its path once, not once per receipt.
         paths: dict[str, str] = {}
-        for receipt in batch:
-            if receipt.dedupe_key in fresh:
-                fresh.discard(receipt.dedupe_key)
-                path = paths.get(receipt.message_type)
-                if path is None:
-                    path = paths[receipt.message_type] = self._template.render(receipt.message_type, now)
-                    self._move(receipt.message_type, path)
-                groups.setdefault(path, []).append(receipt)
+        for receipt in first_unseen(batch, self._recent)[1]:
+            path = paths.get(receipt.message_type)
+            if path is None:
+                path = paths[receipt.message_type] = self._template.render(receipt.message_type, now)
+                self._move(receipt.message_type, path)
+            groups.setdefault(path, []).append(receipt)
         return groups
 
     def _move(self, message_type: str, path: str) -> None:
         # A path left behind (the last hour's, yesterday's) is never written again: close its handle.
         left = self._path_of_type.get(message_type)
         self._path_of_type[message_type] = path
-        stale = self._files.pop(left) if left in self._files and left not in self._path_of_type.values() else None
-        if stale is not None:
+        if left in self._files and left not in self._path_of_type.values():
             with contextlib.suppress(OSError):
-                os.close(stale.fd)
+                os.close(self._files.pop(left).fd)
 
     def _append(self, path: str, lines: list[bytes]) -> None:
         current = self._file_at(path)
@@ -457,19 +378,15 @@ class FileSink:
     def _file_at(self, path: str) -> _OpenFile:
         current = self._files.get(path)
         if current is not None:
-            if still_at_path(current.fd, path, current.identity) is not None:
+            if still_at_path(path, current.identity):
                 return current
             os.close(self._files.pop(path).fd)
+        # Kept at once, so that the caller's _close_all closes it should a check below fail.
         fd = open_for_append(path, file_mode=self.config.file_mode, fsync=self.config.fsync)
-        try:
-            status = os.fstat(fd)
-            size = status.st_size
-            needs_newline = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        except OSError:
-            os.close(fd)
-            raise
-        opened = _OpenFile(fd, (status.st_dev, status.st_ino), needs_newline)
-        self._files[path] = opened
+        opened = self._files[path] = _OpenFile(fd, identity=(0, 0), needs_newline=False)
+        status = os.fstat(fd)
+        opened.identity = (status.st_dev, status.st_ino)
+        opened.needs_newline = status.st_size > 0 and os.pread(fd, 1, status.st_size - 1) != b"\n"
         return opened
 
     def _close_all(self) -> None:
@@ -519,17 +436,13 @@ def _last_keys(path: str, limit: int, message_type: str | None) -> list[str]:
 
 
 def _key_of(line: bytes, message_type: str | None) -> str | None:
-    if not line.strip():
-        return None
     try:
-        data: Any = json.loads(line)
+        data: Any = json.loads(line)  # a blank line is a ValueError too
     except ValueError:
         return None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not isinstance(key := data.get("dedupe_key"), str):
         return None
-    key, line_type = data.get("dedupe_key"), data.get("message_type")
-    if not isinstance(key, str):
-        return None
+    line_type = data.get("message_type")
     # Another file that merely fits the {message_type} pattern (a dead-letter file, say) must not
     # make the sink believe it stored those receipts.
     if message_type is not None and not (isinstance(line_type, str) and safe_component(line_type) == message_type):

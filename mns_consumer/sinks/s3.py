@@ -29,7 +29,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import SinkConfig, SinkResult, keys_digest
+from mns_consumer.sinks.base import SinkConfig, SinkResult, first_unseen, keys_digest
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
 
 CONTENT_TYPE = "application/x-ndjson"
@@ -101,11 +101,7 @@ class S3SinkConfig(SinkConfig):
         return self
 
     def build(self, name: str) -> S3Sink:
-        """The sink ``sinks.<name>``, not opened yet.
-
-        Raises:
-            ConfigError: If boto3 is not installed.
-        """
+        """The sink ``sinks.<name>``, not opened yet; ConfigError if boto3 is not installed."""
         _import_boto3(name)
         return S3Sink(name, self)
 
@@ -162,7 +158,6 @@ class S3Sink:
         self._attempts: OrderedDict[str, datetime] = OrderedDict()
         self._attempts_lock = threading.Lock()
         self._client: Any = None
-        self._client_error: type[Exception] = Exception
         self._errors: tuple[type[Exception], ...] = ()
 
     def __repr__(self) -> str:
@@ -190,7 +185,6 @@ class S3Sink:
         boto3 = _import_boto3(self.name)
         botocore_config: Any = importlib.import_module("botocore.config")
         exceptions: Any = importlib.import_module("botocore.exceptions")
-        self._client_error = exceptions.ClientError
         self._errors = (exceptions.ClientError, exceptions.BotoCoreError)
         config = self.config
         client_config = botocore_config.Config(
@@ -223,19 +217,15 @@ class S3Sink:
                 self._preload()
         except self._errors as exc:
             self.close()
-            code = _error_code(exc)
-            where = f"sinks.{self.name}"
+            code, where = _error_code(exc), f"sinks.{self.name}"
             if code in _MISSING_BUCKET_CODES:
                 raise ConfigError(
                     where, "bucket", f"bucket {config.bucket!r} does not exist", "create it first"
                 ) from exc
             if code in _FORBIDDEN_CODES:
-                raise ConfigError(
-                    where,
-                    "access_key_id",
-                    f"access to bucket {config.bucket!r} denied ({code})",
-                    "grant s3:ListBucket, s3:GetObject and s3:PutObject on it",
-                ) from exc
+                problem = f"access to bucket {config.bucket!r} denied ({code})"
+                hint = "grant s3:ListBucket, s3:GetObject and s3:PutObject on it"
+                raise ConfigError(where, "access_key_id", problem, hint) from exc
             raise SinkUnavailable(self.name, self._describe(exc)) from exc
 
     def _preload(self) -> None:
@@ -267,7 +257,7 @@ class S3Sink:
     def _read_keys(self, key: str) -> list[str]:
         try:
             response = self._client.get_object(Bucket=self.config.bucket, Key=key)
-        except self._client_error as exc:
+        except self._errors as exc:
             if _error_code(exc) in ("404", "NoSuchKey"):
                 return []
             raise
@@ -288,15 +278,13 @@ class S3Sink:
         """
         if self._client is None:
             raise RuntimeError(f"s3 sink {self.name!r} is not open")
-        unique: dict[str, Receipt] = {}
-        for receipt in batch:
-            unique.setdefault(receipt.dedupe_key, receipt)
+        unique, fresh = first_unseen(batch, self._recent)
         by_type: dict[str, list[Receipt]] = {}
-        for key in self._recent.unseen(unique):
-            by_type.setdefault(unique[key].message_type, []).append(unique[key])
+        for receipt in fresh:
+            by_type.setdefault(receipt.message_type, []).append(receipt)
         for message_type, receipts in sorted(by_type.items()):
             self._put(message_type, receipts)
-        return SinkResult(accepted=frozenset(unique))
+        return SinkResult(accepted=unique)
 
     def _put(self, message_type: str, receipts: Sequence[Receipt]) -> None:
         keys = [receipt.dedupe_key for receipt in receipts]

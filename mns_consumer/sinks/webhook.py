@@ -25,7 +25,7 @@ from mns_consumer import __version__
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.observe.redaction import redact_text
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import SinkConfig, SinkResult, keys_digest
+from mns_consumer.sinks.base import SinkConfig, SinkResult, first_unseen, keys_digest
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
 
 USER_AGENT = f"mns-consumer/{__version__}"
@@ -153,9 +153,7 @@ def verify_signature(
 
 def idempotency_key(dedupe_keys: Sequence[str]) -> str:
     """One receipt's dedupe key, else the hex SHA-256 of the sorted keys joined with newlines."""
-    if len(dedupe_keys) == 1:
-        return dedupe_keys[0]
-    return keys_digest(dedupe_keys)
+    return dedupe_keys[0] if len(dedupe_keys) == 1 else keys_digest(dedupe_keys)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -175,9 +173,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 class WebhookSink:
     """Posts receipts to the configured endpoint (see ``docs/sinks.md`` for the wire format).
 
-    One pooled, thread-safe HTTP client, opened by :meth:`open`, serves every write, so concurrent
-    pollers may share the sink. Receipts among the last ``dedupe_window`` keys sent are reported
-    accepted without being sent again.
+    One pooled, thread-safe HTTP client serves every write, so concurrent pollers may share the sink.
+    Receipts among the last ``dedupe_window`` keys sent are reported accepted without being sent again.
     """
 
     def __init__(self, name: str, config: WebhookSinkConfig) -> None:
@@ -239,11 +236,8 @@ class WebhookSink:
         client = self._client
         if client is None:
             raise RuntimeError(f"webhook sink {self.name!r} is not open")
-        unique: dict[str, Receipt] = {}
-        for receipt in batch:
-            unique.setdefault(receipt.dedupe_key, receipt)
         # Requests go out in batch order, so a receiver sees receipts roughly as MNS delivered them.
-        fresh = [unique[key] for key in self._recent.unseen(unique)]
+        unique, fresh = first_unseen(batch, self._recent)
         accepted = set(unique) - {receipt.dedupe_key for receipt in fresh}
         rejected: dict[str, str] = {}
         size = 1 if self.config.one_per_request else self.config.max_batch
