@@ -28,7 +28,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeAlias
@@ -69,7 +69,7 @@ _MEDIUMTEXT_BYTES: Final = 2**24 - 1
 _INT32: Final = 2**31
 _DEADLOCK_ATTEMPTS: Final = 3
 _LOOKUP_CHUNK: Final = 500
-"""Dedupe keys per SELECT of :meth:`DatabaseSink.stored_keys`."""
+"""Dedupe keys per SELECT of :func:`stored_among`."""
 _REASON_CHARS: Final = 300
 _DEFAULT_STATEMENT_SECONDS: Final = 30.0
 _CALL_DEADLINE_MARGIN_SECONDS: Final = 15.0
@@ -112,14 +112,8 @@ class DatabaseUrl(SecretStr):
 
 
 def masked_url(url: str | URL) -> str:
-    """A database URL safe to log: password and password-like query parameters replaced by ``***``.
-
-    Args:
-        url: The URL, as text or parsed.
-
-    Returns:
-        The URL with secrets masked, or ``"<invalid database URL>"`` if it does not parse.
-    """
+    """A database URL safe to log: password and password-like query parameters replaced by ``***``
+    (``"<invalid database URL>"`` if it does not parse)."""
     try:
         parsed = make_url(url)
     except (sa.exc.ArgumentError, ValueError):
@@ -360,14 +354,8 @@ class utc_now(FunctionElement[datetime]):  # noqa: N801  (SQL functions are lowe
 
 @compiles(utc_now)
 def _compile_utc_now(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
-    return "CURRENT_TIMESTAMP"
-
-
-@compiles(utc_now, "mysql")
-@compiles(utc_now, "mariadb")
-def _compile_utc_now_mysql(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
     # MySQL refuses a default whose precision differs from the column's DATETIME(6).
-    return "CURRENT_TIMESTAMP(6)"
+    return "CURRENT_TIMESTAMP(6)" if compiler.dialect.name in _MYSQL else "CURRENT_TIMESTAMP"
 
 
 def dialect_module(name: str) -> Any:
@@ -380,16 +368,10 @@ def dialect_module(name: str) -> Any:
 
 
 def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: str | None = None) -> sa.Table:
-    """The documented receipts table (see the module docstring), added to ``metadata``.
+    """The documented receipts table, with its unique constraint and indexes, added to ``metadata``.
 
-    Args:
-        metadata: Where the table is defined.
-        name: The table name.
-        backend: ``postgresql``, ``mysql`` or ``sqlite`` to define it for that backend alone (only
-            its dialect is imported); None for a definition that serves every backend.
-
-    Returns:
-        The table, with its unique constraint and indexes.
+    ``backend`` (``postgresql``, ``mysql`` or ``sqlite``) defines it for that backend alone, importing
+    only its dialect; None defines it for every backend.
     """
     text: sa.types.TypeEngine[Any] = sa.Text()
     extra: sa.types.TypeEngine[Any] = sa.JSON()
@@ -502,7 +484,10 @@ class DatabaseSink:
         self._status_table = status_table(sa.MetaData(), status_name) if status_name else None
         self._opt_out_table = opt_out_table(sa.MetaData(), opt_out_name) if opt_out_name else None
         self._upserts: list[tuple[int, sa.Table, sa.Insert]] | None = None
-        self._lookups: dict[bool, sa.Select[Any]] = {}
+        self._lookup = key_lookup(self._table)
+        # PostgreSQL: only the rows this transaction inserted. xmin is 32 bits; txid_current() (any
+        # PostgreSQL version) carries the epoch above them.
+        self._inserted_here = self._lookup.where(sa.text("xmin::text::bigint = txid_current() % 4294967296"))
 
     def __repr__(self) -> str:
         return f"DatabaseSink(name={self.name!r}, url={self.config.display_url!r}, table={self.config.table!r})"
@@ -573,7 +558,7 @@ class DatabaseSink:
         """
         engine = self._open_engine()
         with self._availability(engine), engine.connect() as connection:
-            return frozenset(self._stored_among(connection, list(dict.fromkeys(keys))))
+            return frozenset(stored_among(connection, self._lookup, keys))
 
     def _open_engine(self) -> Engine:
         if self._engine is None:
@@ -948,31 +933,14 @@ class DatabaseSink:
             # Not INSERT ... RETURNING: SQLAlchemy then sends one statement of every row's VALUES, which
             # psycopg re-parses on each call, 3.5 times slower at 256 rows (bench/sink_bench.py).
             connection.execute(statement, rows)
-            inserted = self._stored_among(connection, keys, inserted_here=True)
+            inserted = stored_among(connection, self._inserted_here, keys)
             new = [key for key in keys if key in inserted]
         else:
-            before = self._stored_among(connection, keys)
+            before = stored_among(connection, self._lookup, keys)
             connection.execute(statement, rows)
-            after = self._stored_among(connection, keys)
+            after = stored_among(connection, self._lookup, keys)
             new = [key for key in keys if key in after and key not in before]
         self._project(connection, [wanted[key] for key in new])
-
-    def _stored_among(self, connection: sa.Connection, keys: Sequence[str], *, inserted_here: bool = False) -> set[str]:
-        """Which of ``keys`` the table holds, as this transaction sees it (PostgreSQL: ``inserted_here``,
-        only the rows this transaction inserted)."""
-        query = self._lookups.get(inserted_here)
-        if query is None:
-            column = self._table.c.dedupe_key
-            query = sa.select(column).where(column.in_(sa.bindparam("keys", expanding=True)))
-            if inserted_here:
-                # xmin is 32 bits; txid_current() (any PostgreSQL version) carries the epoch above them.
-                query = query.where(sa.text("xmin::text::bigint = txid_current() % 4294967296"))
-            self._lookups[inserted_here] = query
-        found: set[str] = set()
-        # Bounded IN lists: SQLite allows 32,766 parameters at most, other servers a packet size.
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            found.update(connection.execute(query, {"keys": list(keys[start : start + _LOOKUP_CHUNK])}).scalars())
-        return found
 
     def _project(self, connection: sa.Connection, contributions: Sequence[_Contribution]) -> None:
         """Upsert the status and opt-out rows of new receipts, folded per row and in key order."""
@@ -1071,6 +1039,24 @@ class DatabaseSink:
         if password:
             reason = reason.replace(str(password), "***")
         return f"{reason} ({self.config.display_url})"
+
+
+def key_lookup(table: sa.Table) -> sa.Select[Any]:
+    """``SELECT dedupe_key FROM table`` among the expanding parameter ``keys``, for :func:`stored_among`."""
+    column = table.c.dedupe_key
+    return sa.select(column).where(column.in_(sa.bindparam("keys", expanding=True)))
+
+
+def stored_among(connection: sa.Connection, lookup: sa.Select[Any], keys: Iterable[str]) -> set[str]:
+    """Which of ``keys`` the :func:`key_lookup` (or a narrower one) finds, as ``connection`` sees the table.
+
+    The keys go in bounded IN lists: SQLite allows 32,766 parameters at most, other servers a packet size.
+    """
+    unique = list(dict.fromkeys(keys))
+    found: set[str] = set()
+    for start in range(0, len(unique), _LOOKUP_CHUNK):
+        found.update(connection.execute(lookup, {"keys": unique[start : start + _LOOKUP_CHUNK]}).scalars())
+    return found
 
 
 def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
