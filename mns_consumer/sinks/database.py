@@ -62,6 +62,13 @@ INDEXED_COLUMNS: Final = ("phone_number", "biz_id", "out_id", "reported_at")
 OUTCOME_COLUMNS: Final = ("outcome_class", "retryable", "opt_out")
 """Nullable columns added after the first release: written when the table has them (see the module docstring)."""
 
+MYSQL_TABLE_OPTIONS: Final[Mapping[str, str]] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+"""Every table's MySQL options: InnoDB, 4-byte UTF-8, compared bytewise."""
+
 _MYSQL: Final = ("mysql", "mariadb")
 _DRIVERS: Final[Mapping[str, str]] = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql"}
 _EXTRAS: Final[Mapping[str, str]] = {"postgresql": "postgres", "mysql": "mysql"}
@@ -82,6 +89,8 @@ _PG_RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
 # psycopg raises read_only_sql_transaction (a primary demoted during failover) as InternalError.
 _PG_UNAVAILABLE_SQLSTATES: Final = frozenset({"25006"})
 _SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+# A NUL as JSON encodes it: \u0000 after an even number of backslashes (not the text "\\u0000").
+_JSON_NUL: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _json_dumps: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -102,13 +111,8 @@ class DatabaseUrl(SecretStr):
     """A SQLAlchemy URL that may embed a password: shown everywhere with the password masked."""
 
     def _display(self) -> str:
+        # pydantic's documented hook: str() and repr() show this.
         return masked_url(self.get_secret_value())
-
-    def __str__(self) -> str:
-        return self._display()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._display()!r})"
 
 
 def masked_url(url: str | URL) -> str:
@@ -416,9 +420,7 @@ def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: st
         *columns,
         sa.UniqueConstraint("dedupe_key", name=f"uq_{name}_dedupe_key"),
         *(sa.Index(f"ix_{name}_{column}", column) for column in INDEXED_COLUMNS),
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mysql_collate="utf8mb4_bin",
+        **MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -825,17 +827,15 @@ class DatabaseSink:
         for table in missing:
             create = str(sa.schema.CreateTable(table).compile(dialect=engine.dialect)).strip()
             indexes = [str(sa.schema.CreateIndex(index).compile(dialect=engine.dialect)) for index in table.indexes]
+            setting = "status_table" if table is self._status_table else "opt_out_table"
             log.warning(
                 "sink.database.table_missing",
                 sink=self.name,
                 table=table.name,
                 fix="; ".join([create, *indexes]),
-                setting=f"sinks.{self.name}.{'status_table' if table is self._status_table else 'opt_out_table'}",
+                setting=f"sinks.{self.name}.{setting}",
             )
-            if table is self._status_table:
-                self._status_table = None
-            else:
-                self._opt_out_table = None
+            setattr(self, f"_{setting}", None)
 
     def _add_column_statements(self, dialect: Dialect, columns: Sequence[str]) -> list[str]:
         """``ALTER TABLE ... ADD COLUMN`` for each of ``columns``, in the dialect's own words."""
@@ -952,11 +952,8 @@ class DatabaseSink:
                 connection.execute(statement, [update.as_row() for update in updates])
 
     def _projection_upserts(self) -> list[tuple[int, sa.Table, sa.Insert]]:
-        """(index in a contribution, table, its upsert) of each projection table written.
-
-        Built once (after ``open`` settled which tables exist): constructing the CASE expressions took a
-        third of a 16-receipt write.
-        """
+        """(index in a contribution, table, its upsert) of each projection table written; built once, after
+        ``open`` settled which tables exist (the CASE expressions took a third of a 16-receipt write)."""
         if self._upserts is None:
             from mns_consumer.sinks.status_tables import opt_out_upsert, status_upsert  # noqa: PLC0415
 
@@ -967,16 +964,11 @@ class DatabaseSink:
         return self._upserts
 
     def sweep_unknown(self, older_than_hours: float, *, batch_rows: int = 1000, now: datetime | None = None) -> int:
-        """Mark status rows still ``pending`` ``older_than_hours`` after sending as ``unknown``.
+        """Mark status rows still ``pending`` ``older_than_hours`` after sending (as of ``now``, default
+        UTC now) as ``unknown``.
 
         Runs in transactions of at most ``batch_rows`` rows until none is left, so it never holds
         many row locks at once; safe to run from several hosts at the same time.
-
-        Args:
-            older_than_hours: Age past which a message without a final report is ``unknown`` (72 on
-                Alibaba's console).
-            batch_rows: Rows changed per transaction.
-            now: The current time (UTC now when None).
 
         Returns:
             How many rows became ``unknown``; 0 when the status table is turned off.
@@ -1014,14 +1006,12 @@ class DatabaseSink:
         ``_RefusedDataError`` when ``data_refusals`` is set."""
         try:
             yield
-        except sa.exc.DBAPIError as exc:
-            if data_refusals and _is_data_error(exc):
-                raise _RefusedDataError(_describe(exc)) from exc
-            if not _is_unavailable(exc):
-                raise
-            engine.dispose()
-            raise SinkUnavailable(self.name, self._scrub(self._late(_describe(exc)))) from exc
-        except (sa.exc.DisconnectionError, sa.exc.TimeoutError, TimeoutError) as exc:
+        except (sa.exc.DBAPIError, sa.exc.DisconnectionError, sa.exc.TimeoutError, TimeoutError) as exc:
+            if isinstance(exc, sa.exc.DBAPIError):
+                if data_refusals and _is_data_error(exc):
+                    raise _RefusedDataError(_describe(exc)) from exc
+                if not _is_unavailable(exc):
+                    raise
             engine.dispose()
             raise SinkUnavailable(self.name, self._scrub(self._late(_describe(exc)))) from exc
 
@@ -1161,15 +1151,10 @@ def _invalid_text(value: object, backend: str, limit: int | None, *, required: b
         return f"is not text but {type(value).__name__}"
     if limit is not None and len(value) > limit:
         return f"is {len(value)} characters long; the column holds {limit}"
-    # ASCII text (ids, numbers, codes: most columns) is valid UTF-8 of its own length; only other text
-    # is encoded, to find lone surrogates and count bytes.
-    if value.isascii():
-        size = len(value)
-    else:
-        try:
-            size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:
-            return "is not valid Unicode (it contains a lone surrogate)"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it contains a lone surrogate)"
     if backend == "postgresql" and "\x00" in value:
         return "contains a NUL character, which PostgreSQL text cannot hold"
     if backend == "mysql" and limit is None and size > _MEDIUMTEXT_BYTES:
@@ -1206,16 +1191,6 @@ def _storable_extra(extra: Mapping[str, Any], backend: str) -> _EncodedJson | st
     except (TypeError, ValueError) as exc:
         # UnicodeEncodeError is a ValueError: a lone surrogate decoded from a JSON "\ud83d" escape.
         return f"extra is not storable as JSON: {exc}"
-    if backend == "postgresql" and "\\u0000" in encoded and _has_nul(extra):
+    if backend == "postgresql" and _JSON_NUL.search(encoded):
         return "extra contains a NUL character, which PostgreSQL jsonb cannot hold"
     return _EncodedJson(encoded)
-
-
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(item) for item in value)
-    return False
