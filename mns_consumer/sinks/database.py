@@ -2,21 +2,18 @@
 
 PostgreSQL (``postgresql+psycopg://``, extra ``postgres``) and MySQL/MariaDB (``mysql+pymysql://``, extra
 ``mysql``) run here; a ``sqlite:///`` URL builds :class:`~mns_consumer.sinks.sqlite.SqliteSink` on the same
-table. The columns are :func:`receipts_table` (documented in docs/sinks.md); the row checks read it.
+:func:`receipts_table` (documented in docs/sinks.md). Semantics of :meth:`DatabaseSink.write`:
 
-Semantics of :meth:`DatabaseSink.write`:
-
-* One transaction per batch, committed before ``write`` returns (durability is the server's:
-  ``synchronous_commit=on``, ``innodb_flush_log_at_trx_commit=1``, both defaults).
+* One transaction per batch, committed before ``write`` returns (durability is the server's defaults:
+  ``synchronous_commit=on``, ``innodb_flush_log_at_trx_commit=1``).
 * Duplicates count as accepted and are stored once: ``ON CONFLICT (dedupe_key) DO NOTHING``, on MySQL a
-  no-op ``ON DUPLICATE KEY UPDATE``. Never ``INSERT IGNORE``, which would also turn data errors into
-  silent truncation (MySQL sessions add ``STRICT_ALL_TABLES`` for the same reason).
+  no-op ``ON DUPLICATE KEY UPDATE``; never ``INSERT IGNORE``, which would also turn data errors into silent
+  truncation (MySQL sessions add ``STRICT_ALL_TABLES`` for the same reason).
 * A receipt the table cannot hold is rejected with the reason, the rest stored; if the server still
   refuses the batch for its data, rows are retried one by one and only those refused are rejected.
-* Connection loss, timeouts, locks and too many connections raise
-  :class:`~mns_consumer.errors.SinkUnavailable` (password scrubbed) and discard the pool; a deadlock is
-  retried at once, twice. Each call to a server has a client-side deadline, ``call_deadline_seconds``
-  (:mod:`~mns_consumer.sinks.call_deadline`), so a server that stops answering cannot stall the queue.
+* Connection loss, timeouts, locks and too many connections raise :class:`~mns_consumer.errors.SinkUnavailable`
+  (password scrubbed) and discard the pool; a deadlock is retried at once, twice. Each call to a server has
+  a deadline, ``call_deadline_seconds`` (:mod:`~mns_consumer.sinks.call_deadline`).
 * The status and opt-out tables (:mod:`~mns_consumer.sinks.status_tables`) are written in the same
   transaction, for the receipts that transaction inserted.
 """
@@ -60,7 +57,8 @@ INDEXED_COLUMNS: Final = ("phone_number", "biz_id", "out_id", "reported_at")
 """Columns with a (non-unique) index: the lookups people run on receipts."""
 
 OUTCOME_COLUMNS: Final = ("outcome_class", "retryable", "opt_out")
-"""Nullable columns added after the first release: written when the table has them (see the module docstring)."""
+"""Nullable columns added after the first release: added to an older table at start (``create_table: true``),
+else written only when the table has them."""
 
 MYSQL_TABLE_OPTIONS: Final[Mapping[str, str]] = {
     "mysql_engine": "InnoDB",
@@ -283,11 +281,7 @@ class DatabaseSinkConfig(SinkConfig):
         return url
 
     def build(self, name: str) -> DatabaseSink:
-        """The sink described by this configuration, not opened yet.
-
-        Args:
-            name: The sink's name in the configuration (``sinks.<name>``).
-        """
+        """The sink ``sinks.<name>`` described by this configuration, not opened yet."""
         if _backend_name(make_url(self.url.get_secret_value())) == "sqlite":
             from mns_consumer.sinks.sqlite import SqliteSink  # noqa: PLC0415  (it builds on this module)
 
@@ -460,10 +454,6 @@ class DatabaseSink:
     """Inserts receipts into one table; duplicates are absorbed by the unique ``dedupe_key``.
 
     Thread-safe: concurrent ``write`` calls each use their own pooled connection.
-
-    Attributes:
-        name: The sink's name in the configuration.
-        config: Its configuration.
     """
 
     default_pool_size = 4
@@ -520,10 +510,7 @@ class DatabaseSink:
         log.info("sink.database.opened", sink=self.name, url=self.config.display_url, table=self.config.table)
 
     def write(self, batch: Sequence[Receipt]) -> SinkResult:
-        """Insert a batch in one committed transaction; see the module docstring for the semantics.
-
-        Args:
-            batch: The receipts, possibly with duplicates.
+        """Insert a batch (possibly with duplicates) in one committed transaction; see the module docstring.
 
         Returns:
             Accepted dedupe keys (stored now or before) and rejected ones with their reasons.
@@ -839,8 +826,7 @@ class DatabaseSink:
 
     def _add_column_statements(self, dialect: Dialect, columns: Sequence[str]) -> list[str]:
         """``ALTER TABLE ... ADD COLUMN`` for each of ``columns``, in the dialect's own words."""
-        preparer = dialect.identifier_preparer
-        table = preparer.quote(self.config.table)
+        table = dialect.identifier_preparer.quote(self.config.table)
         return [
             f"ALTER TABLE {table} ADD COLUMN {sa.schema.CreateColumn(self._table.c[column]).compile(dialect=dialect)}"
             for column in columns
@@ -1050,15 +1036,15 @@ def stored_among(connection: sa.Connection, lookup: sa.Select[Any], keys: Iterab
 
 
 def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
-    if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        return True
-    return getattr(exc.orig, "sqlstate", None) in _PG_UNAVAILABLE_SQLSTATES
+    return (
+        exc.connection_invalidated
+        or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        or getattr(exc.orig, "sqlstate", None) in _PG_UNAVAILABLE_SQLSTATES
+    )
 
 
 def _is_data_error(exc: sa.exc.DBAPIError) -> bool:
-    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
-        return True
-    return _mysql_errno(exc) in _MYSQL_DATA_ERRNOS
+    return isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError) or _mysql_errno(exc) in _MYSQL_DATA_ERRNOS
 
 
 def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
@@ -1169,16 +1155,13 @@ def _invalid_time(value: object) -> str | None:
         return f"is not a datetime but {type(value).__name__}"
     if value.utcoffset() is None:
         return "has no time zone"
-    if 1000 < value.year < 9999:
-        # An offset moves a time by less than a day, so only the first and last years need converting.
-        return None
     try:
-        year = value.astimezone(UTC).year
+        # An offset moves a time by less than a day, so only the first and last years need converting.
+        if 1000 < value.year < 9999 or 1000 <= value.astimezone(UTC).year <= 9999:
+            return None
     except OverflowError:
-        year = 0
-    if not 1000 <= year <= 9999:
-        return "is outside the years 1000 to 9999"
-    return None
+        pass
+    return "is outside the years 1000 to 9999"
 
 
 def _storable_extra(extra: Mapping[str, Any], backend: str) -> _EncodedJson | str:
