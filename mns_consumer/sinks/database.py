@@ -60,7 +60,7 @@ OUTCOME_COLUMNS: Final = ("outcome_class", "retryable", "opt_out")
 """Nullable columns added after the first release: added to an older table at start (``create_table: true``),
 else written only when the table has them."""
 
-MYSQL_TABLE_OPTIONS: Final[Mapping[str, str]] = {
+MYSQL_TABLE_OPTIONS: Final[Mapping[str, Any]] = {
     "mysql_engine": "InnoDB",
     "mysql_charset": "utf8mb4",
     "mysql_collate": "utf8mb4_bin",
