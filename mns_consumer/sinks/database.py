@@ -862,27 +862,23 @@ class DatabaseSink:
         # One key order for every writer keeps concurrent transactions from locking rows in crossed order.
         return [rows[key] for key in sorted(rows)], rejected
 
-    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections | None = None) -> None:
-        projections = projections or {}
+    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections) -> None:
         wanted = {row["dedupe_key"]: projections[row["dedupe_key"]] for row in rows if row["dedupe_key"] in projections}
         statement = self._insert_statement()
-        attempt = 0
-        while True:
-            attempt += 1
+        for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
             try:
                 with self._call(), self._availability(engine, data_refusals=True), engine.begin() as connection:
                     if wanted:
                         self._insert_projecting(connection, statement, rows, wanted)
                     else:
                         connection.execute(statement, rows)
+                return
             except SinkUnavailable as exc:
                 cause = exc.__cause__
-                if attempt < _DEADLOCK_ATTEMPTS and isinstance(cause, sa.exc.DBAPIError) and _is_deadlock(cause):
-                    # The server rolled the whole transaction back and asks for it to be retried.
-                    log.warning("sink.database.deadlock_retry", sink=self.name, attempt=attempt)
-                    continue
-                raise
-            return
+                if attempt == _DEADLOCK_ATTEMPTS or not (isinstance(cause, sa.exc.DBAPIError) and _is_deadlock(cause)):
+                    raise
+                # The server rolled the whole transaction back and asks for it to be retried.
+                log.warning("sink.database.deadlock_retry", sink=self.name, attempt=attempt)
 
     def _projections(self, batch: Sequence[Receipt], rows: list[dict[str, Any]]) -> Projections:
         """What each storable receipt of the batch contributes to the status and opt-out tables."""

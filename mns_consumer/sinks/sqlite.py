@@ -136,9 +136,9 @@ class SqliteSink(DatabaseSink):
         # every page it logged; over 10000 most were changed several times and are copied once.
         cursor.execute(f"PRAGMA wal_autocheckpoint={int(self.config.wal_autocheckpoint_pages)}")
 
-    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections | None = None) -> None:
+    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections) -> None:
         keys = {row["dedupe_key"] for row in rows}
-        wanted = {key: part for key, part in sorted((projections or {}).items()) if key in keys}
+        wanted = {key: part for key, part in sorted(projections.items()) if key in keys}
         columns = [*WRITTEN_COLUMNS, *self._outcome_columns]
         insert = self._bound(engine, "receipts", self._insert_statement(), columns, rows)
         with self._availability(engine, data_refusals=True), engine.begin() as connection:
