@@ -32,12 +32,10 @@ from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK
 from mns_consumer.observe.events import Events
 from mns_consumer.receipts import dedupe_key
-from mns_consumer.sinks.database import DatabaseSinkConfig, receipts_table
+from mns_consumer.sinks.database import DatabaseSinkConfig, key_lookup, receipts_table, stored_among
 
 FINAL_STATUSES: Final = ("delivered", "failed")
 """Statuses of a final delivery report: a send with one of them needs nothing more."""
-
-_LOOKUP_CHUNK: Final = 500
 
 
 @dataclass(frozen=True)
@@ -227,21 +225,13 @@ class StoredReceipts:
                     .group_by(table.c.status)
                 )
                 statuses = {str(status): int(count) for status, count in connection.execute(query)}
-                held = self._final_keys(connection, sends)
+                finals = (key for send in sends for key in _final_keys_of(send))
+                held = stored_among(connection, key_lookup(table), finals)
         except sa.exc.DBAPIError as exc:
             reason = f"cannot read {self.config.display_url}: {type(exc.orig).__name__}"
             raise SinkUnavailable(self.name, reason) from exc
         without = tuple(send for send in sends if not _final_keys_of(send) & held)
         return SinkCount(self.name, statuses, without)
-
-    def _final_keys(self, connection: sa.Connection, sends: Sequence[Send]) -> set[str]:
-        column = self._table.c.dedupe_key
-        keys = list(dict.fromkeys(key for send in sends for key in _final_keys_of(send)))
-        found: set[str] = set()
-        for first in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[first : first + _LOOKUP_CHUNK]
-            found.update(connection.execute(sa.select(column).where(column.in_(chunk))).scalars())
-        return found
 
 
 def database_sinks(config: Config, names: Sequence[str] = ()) -> dict[str, DatabaseSinkConfig]:

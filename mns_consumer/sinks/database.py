@@ -2,21 +2,18 @@
 
 PostgreSQL (``postgresql+psycopg://``, extra ``postgres``) and MySQL/MariaDB (``mysql+pymysql://``, extra
 ``mysql``) run here; a ``sqlite:///`` URL builds :class:`~mns_consumer.sinks.sqlite.SqliteSink` on the same
-table. The columns are :func:`receipts_table` (documented in docs/sinks.md); the row checks read it.
+:func:`receipts_table` (documented in docs/sinks.md). Semantics of :meth:`DatabaseSink.write`:
 
-Semantics of :meth:`DatabaseSink.write`:
-
-* One transaction per batch, committed before ``write`` returns (durability is the server's:
-  ``synchronous_commit=on``, ``innodb_flush_log_at_trx_commit=1``, both defaults).
+* One transaction per batch, committed before ``write`` returns (durability is the server's defaults:
+  ``synchronous_commit=on``, ``innodb_flush_log_at_trx_commit=1``).
 * Duplicates count as accepted and are stored once: ``ON CONFLICT (dedupe_key) DO NOTHING``, on MySQL a
-  no-op ``ON DUPLICATE KEY UPDATE``. Never ``INSERT IGNORE``, which would also turn data errors into
-  silent truncation (MySQL sessions add ``STRICT_ALL_TABLES`` for the same reason).
+  no-op ``ON DUPLICATE KEY UPDATE``; never ``INSERT IGNORE``, which would also turn data errors into silent
+  truncation (MySQL sessions add ``STRICT_ALL_TABLES`` for the same reason).
 * A receipt the table cannot hold is rejected with the reason, the rest stored; if the server still
   refuses the batch for its data, rows are retried one by one and only those refused are rejected.
-* Connection loss, timeouts, locks and too many connections raise
-  :class:`~mns_consumer.errors.SinkUnavailable` (password scrubbed) and discard the pool; a deadlock is
-  retried at once, twice. Each call to a server has a client-side deadline, ``call_deadline_seconds``
-  (:mod:`~mns_consumer.sinks.call_deadline`), so a server that stops answering cannot stall the queue.
+* Connection loss, timeouts, locks and too many connections raise :class:`~mns_consumer.errors.SinkUnavailable`
+  (password scrubbed) and discard the pool; a deadlock is retried at once, twice. Each call to a server has
+  a deadline, ``call_deadline_seconds`` (:mod:`~mns_consumer.sinks.call_deadline`).
 * The status and opt-out tables (:mod:`~mns_consumer.sinks.status_tables`) are written in the same
   transaction, for the receipts that transaction inserted.
 """
@@ -28,7 +25,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeAlias
@@ -60,7 +57,15 @@ INDEXED_COLUMNS: Final = ("phone_number", "biz_id", "out_id", "reported_at")
 """Columns with a (non-unique) index: the lookups people run on receipts."""
 
 OUTCOME_COLUMNS: Final = ("outcome_class", "retryable", "opt_out")
-"""Nullable columns added after the first release: written when the table has them (see the module docstring)."""
+"""Nullable columns added after the first release: added to an older table at start (``create_table: true``),
+else written only when the table has them."""
+
+MYSQL_TABLE_OPTIONS: Final[Mapping[str, Any]] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+"""Every table's MySQL options: InnoDB, 4-byte UTF-8, compared bytewise."""
 
 _MYSQL: Final = ("mysql", "mariadb")
 _DRIVERS: Final[Mapping[str, str]] = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql"}
@@ -69,7 +74,7 @@ _MEDIUMTEXT_BYTES: Final = 2**24 - 1
 _INT32: Final = 2**31
 _DEADLOCK_ATTEMPTS: Final = 3
 _LOOKUP_CHUNK: Final = 500
-"""Dedupe keys per SELECT of :meth:`DatabaseSink.stored_keys`."""
+"""Dedupe keys per SELECT of :func:`stored_among`."""
 _REASON_CHARS: Final = 300
 _DEFAULT_STATEMENT_SECONDS: Final = 30.0
 _CALL_DEADLINE_MARGIN_SECONDS: Final = 15.0
@@ -82,6 +87,8 @@ _PG_RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
 # psycopg raises read_only_sql_transaction (a primary demoted during failover) as InternalError.
 _PG_UNAVAILABLE_SQLSTATES: Final = frozenset({"25006"})
 _SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+# A NUL as JSON encodes it: \u0000 after an even number of backslashes (not the text "\\u0000").
+_JSON_NUL: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _json_dumps: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -102,24 +109,13 @@ class DatabaseUrl(SecretStr):
     """A SQLAlchemy URL that may embed a password: shown everywhere with the password masked."""
 
     def _display(self) -> str:
+        # pydantic's documented hook: str() and repr() show this.
         return masked_url(self.get_secret_value())
-
-    def __str__(self) -> str:
-        return self._display()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._display()!r})"
 
 
 def masked_url(url: str | URL) -> str:
-    """A database URL safe to log: password and password-like query parameters replaced by ``***``.
-
-    Args:
-        url: The URL, as text or parsed.
-
-    Returns:
-        The URL with secrets masked, or ``"<invalid database URL>"`` if it does not parse.
-    """
+    """A database URL safe to log: password and password-like query parameters replaced by ``***``
+    (``"<invalid database URL>"`` if it does not parse)."""
     try:
         parsed = make_url(url)
     except (sa.exc.ArgumentError, ValueError):
@@ -285,11 +281,7 @@ class DatabaseSinkConfig(SinkConfig):
         return url
 
     def build(self, name: str) -> DatabaseSink:
-        """The sink described by this configuration, not opened yet.
-
-        Args:
-            name: The sink's name in the configuration (``sinks.<name>``).
-        """
+        """The sink ``sinks.<name>`` described by this configuration, not opened yet."""
         if _backend_name(make_url(self.url.get_secret_value())) == "sqlite":
             from mns_consumer.sinks.sqlite import SqliteSink  # noqa: PLC0415  (it builds on this module)
 
@@ -360,14 +352,8 @@ class utc_now(FunctionElement[datetime]):  # noqa: N801  (SQL functions are lowe
 
 @compiles(utc_now)
 def _compile_utc_now(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
-    return "CURRENT_TIMESTAMP"
-
-
-@compiles(utc_now, "mysql")
-@compiles(utc_now, "mariadb")
-def _compile_utc_now_mysql(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
     # MySQL refuses a default whose precision differs from the column's DATETIME(6).
-    return "CURRENT_TIMESTAMP(6)"
+    return "CURRENT_TIMESTAMP(6)" if compiler.dialect.name in _MYSQL else "CURRENT_TIMESTAMP"
 
 
 def dialect_module(name: str) -> Any:
@@ -380,16 +366,10 @@ def dialect_module(name: str) -> Any:
 
 
 def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: str | None = None) -> sa.Table:
-    """The documented receipts table (see the module docstring), added to ``metadata``.
+    """The documented receipts table, with its unique constraint and indexes, added to ``metadata``.
 
-    Args:
-        metadata: Where the table is defined.
-        name: The table name.
-        backend: ``postgresql``, ``mysql`` or ``sqlite`` to define it for that backend alone (only
-            its dialect is imported); None for a definition that serves every backend.
-
-    Returns:
-        The table, with its unique constraint and indexes.
+    ``backend`` (``postgresql``, ``mysql`` or ``sqlite``) defines it for that backend alone, importing
+    only its dialect; None defines it for every backend.
     """
     text: sa.types.TypeEngine[Any] = sa.Text()
     extra: sa.types.TypeEngine[Any] = sa.JSON()
@@ -434,9 +414,7 @@ def receipts_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE, backend: st
         *columns,
         sa.UniqueConstraint("dedupe_key", name=f"uq_{name}_dedupe_key"),
         *(sa.Index(f"ix_{name}_{column}", column) for column in INDEXED_COLUMNS),
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mysql_collate="utf8mb4_bin",
+        **MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -476,10 +454,6 @@ class DatabaseSink:
     """Inserts receipts into one table; duplicates are absorbed by the unique ``dedupe_key``.
 
     Thread-safe: concurrent ``write`` calls each use their own pooled connection.
-
-    Attributes:
-        name: The sink's name in the configuration.
-        config: Its configuration.
     """
 
     default_pool_size = 4
@@ -502,7 +476,10 @@ class DatabaseSink:
         self._status_table = status_table(sa.MetaData(), status_name) if status_name else None
         self._opt_out_table = opt_out_table(sa.MetaData(), opt_out_name) if opt_out_name else None
         self._upserts: list[tuple[int, sa.Table, sa.Insert]] | None = None
-        self._lookups: dict[bool, sa.Select[Any]] = {}
+        self._lookup = key_lookup(self._table)
+        # PostgreSQL: only the rows this transaction inserted. xmin is 32 bits; txid_current() (any
+        # PostgreSQL version) carries the epoch above them.
+        self._inserted_here = self._lookup.where(sa.text("xmin::text::bigint = txid_current() % 4294967296"))
 
     def __repr__(self) -> str:
         return f"DatabaseSink(name={self.name!r}, url={self.config.display_url!r}, table={self.config.table!r})"
@@ -533,10 +510,7 @@ class DatabaseSink:
         log.info("sink.database.opened", sink=self.name, url=self.config.display_url, table=self.config.table)
 
     def write(self, batch: Sequence[Receipt]) -> SinkResult:
-        """Insert a batch in one committed transaction; see the module docstring for the semantics.
-
-        Args:
-            batch: The receipts, possibly with duplicates.
+        """Insert a batch (possibly with duplicates) in one committed transaction; see the module docstring.
 
         Returns:
             Accepted dedupe keys (stored now or before) and rejected ones with their reasons.
@@ -573,7 +547,7 @@ class DatabaseSink:
         """
         engine = self._open_engine()
         with self._availability(engine), engine.connect() as connection:
-            return frozenset(self._stored_among(connection, list(dict.fromkeys(keys))))
+            return frozenset(stored_among(connection, self._lookup, keys))
 
     def _open_engine(self) -> Engine:
         if self._engine is None:
@@ -840,22 +814,19 @@ class DatabaseSink:
         for table in missing:
             create = str(sa.schema.CreateTable(table).compile(dialect=engine.dialect)).strip()
             indexes = [str(sa.schema.CreateIndex(index).compile(dialect=engine.dialect)) for index in table.indexes]
+            setting = "status_table" if table is self._status_table else "opt_out_table"
             log.warning(
                 "sink.database.table_missing",
                 sink=self.name,
                 table=table.name,
                 fix="; ".join([create, *indexes]),
-                setting=f"sinks.{self.name}.{'status_table' if table is self._status_table else 'opt_out_table'}",
+                setting=f"sinks.{self.name}.{setting}",
             )
-            if table is self._status_table:
-                self._status_table = None
-            else:
-                self._opt_out_table = None
+            setattr(self, f"_{setting}", None)
 
     def _add_column_statements(self, dialect: Dialect, columns: Sequence[str]) -> list[str]:
         """``ALTER TABLE ... ADD COLUMN`` for each of ``columns``, in the dialect's own words."""
-        preparer = dialect.identifier_preparer
-        table = preparer.quote(self.config.table)
+        table = dialect.identifier_preparer.quote(self.config.table)
         return [
             f"ALTER TABLE {table} ADD COLUMN {sa.schema.CreateColumn(self._table.c[column]).compile(dialect=dialect)}"
             for column in columns
@@ -891,27 +862,23 @@ class DatabaseSink:
         # One key order for every writer keeps concurrent transactions from locking rows in crossed order.
         return [rows[key] for key in sorted(rows)], rejected
 
-    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections | None = None) -> None:
-        projections = projections or {}
+    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections) -> None:
         wanted = {row["dedupe_key"]: projections[row["dedupe_key"]] for row in rows if row["dedupe_key"] in projections}
         statement = self._insert_statement()
-        attempt = 0
-        while True:
-            attempt += 1
+        for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
             try:
                 with self._call(), self._availability(engine, data_refusals=True), engine.begin() as connection:
                     if wanted:
                         self._insert_projecting(connection, statement, rows, wanted)
                     else:
                         connection.execute(statement, rows)
+                return
             except SinkUnavailable as exc:
                 cause = exc.__cause__
-                if attempt < _DEADLOCK_ATTEMPTS and isinstance(cause, sa.exc.DBAPIError) and _is_deadlock(cause):
-                    # The server rolled the whole transaction back and asks for it to be retried.
-                    log.warning("sink.database.deadlock_retry", sink=self.name, attempt=attempt)
-                    continue
-                raise
-            return
+                if attempt == _DEADLOCK_ATTEMPTS or not (isinstance(cause, sa.exc.DBAPIError) and _is_deadlock(cause)):
+                    raise
+                # The server rolled the whole transaction back and asks for it to be retried.
+                log.warning("sink.database.deadlock_retry", sink=self.name, attempt=attempt)
 
     def _projections(self, batch: Sequence[Receipt], rows: list[dict[str, Any]]) -> Projections:
         """What each storable receipt of the batch contributes to the status and opt-out tables."""
@@ -948,31 +915,14 @@ class DatabaseSink:
             # Not INSERT ... RETURNING: SQLAlchemy then sends one statement of every row's VALUES, which
             # psycopg re-parses on each call, 3.5 times slower at 256 rows (bench/sink_bench.py).
             connection.execute(statement, rows)
-            inserted = self._stored_among(connection, keys, inserted_here=True)
+            inserted = stored_among(connection, self._inserted_here, keys)
             new = [key for key in keys if key in inserted]
         else:
-            before = self._stored_among(connection, keys)
+            before = stored_among(connection, self._lookup, keys)
             connection.execute(statement, rows)
-            after = self._stored_among(connection, keys)
+            after = stored_among(connection, self._lookup, keys)
             new = [key for key in keys if key in after and key not in before]
         self._project(connection, [wanted[key] for key in new])
-
-    def _stored_among(self, connection: sa.Connection, keys: Sequence[str], *, inserted_here: bool = False) -> set[str]:
-        """Which of ``keys`` the table holds, as this transaction sees it (PostgreSQL: ``inserted_here``,
-        only the rows this transaction inserted)."""
-        query = self._lookups.get(inserted_here)
-        if query is None:
-            column = self._table.c.dedupe_key
-            query = sa.select(column).where(column.in_(sa.bindparam("keys", expanding=True)))
-            if inserted_here:
-                # xmin is 32 bits; txid_current() (any PostgreSQL version) carries the epoch above them.
-                query = query.where(sa.text("xmin::text::bigint = txid_current() % 4294967296"))
-            self._lookups[inserted_here] = query
-        found: set[str] = set()
-        # Bounded IN lists: SQLite allows 32,766 parameters at most, other servers a packet size.
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            found.update(connection.execute(query, {"keys": list(keys[start : start + _LOOKUP_CHUNK])}).scalars())
-        return found
 
     def _project(self, connection: sa.Connection, contributions: Sequence[_Contribution]) -> None:
         """Upsert the status and opt-out rows of new receipts, folded per row and in key order."""
@@ -984,11 +934,8 @@ class DatabaseSink:
                 connection.execute(statement, [update.as_row() for update in updates])
 
     def _projection_upserts(self) -> list[tuple[int, sa.Table, sa.Insert]]:
-        """(index in a contribution, table, its upsert) of each projection table written.
-
-        Built once (after ``open`` settled which tables exist): constructing the CASE expressions took a
-        third of a 16-receipt write.
-        """
+        """(index in a contribution, table, its upsert) of each projection table written; built once, after
+        ``open`` settled which tables exist (the CASE expressions took a third of a 16-receipt write)."""
         if self._upserts is None:
             from mns_consumer.sinks.status_tables import opt_out_upsert, status_upsert  # noqa: PLC0415
 
@@ -999,16 +946,11 @@ class DatabaseSink:
         return self._upserts
 
     def sweep_unknown(self, older_than_hours: float, *, batch_rows: int = 1000, now: datetime | None = None) -> int:
-        """Mark status rows still ``pending`` ``older_than_hours`` after sending as ``unknown``.
+        """Mark status rows still ``pending`` ``older_than_hours`` after sending (as of ``now``, default
+        UTC now) as ``unknown``.
 
         Runs in transactions of at most ``batch_rows`` rows until none is left, so it never holds
         many row locks at once; safe to run from several hosts at the same time.
-
-        Args:
-            older_than_hours: Age past which a message without a final report is ``unknown`` (72 on
-                Alibaba's console).
-            batch_rows: Rows changed per transaction.
-            now: The current time (UTC now when None).
 
         Returns:
             How many rows became ``unknown``; 0 when the status table is turned off.
@@ -1046,14 +988,12 @@ class DatabaseSink:
         ``_RefusedDataError`` when ``data_refusals`` is set."""
         try:
             yield
-        except sa.exc.DBAPIError as exc:
-            if data_refusals and _is_data_error(exc):
-                raise _RefusedDataError(_describe(exc)) from exc
-            if not _is_unavailable(exc):
-                raise
-            engine.dispose()
-            raise SinkUnavailable(self.name, self._scrub(self._late(_describe(exc)))) from exc
-        except (sa.exc.DisconnectionError, sa.exc.TimeoutError, TimeoutError) as exc:
+        except (sa.exc.DBAPIError, sa.exc.DisconnectionError, sa.exc.TimeoutError, TimeoutError) as exc:
+            if isinstance(exc, sa.exc.DBAPIError):
+                if data_refusals and _is_data_error(exc):
+                    raise _RefusedDataError(_describe(exc)) from exc
+                if not _is_unavailable(exc):
+                    raise
             engine.dispose()
             raise SinkUnavailable(self.name, self._scrub(self._late(_describe(exc)))) from exc
 
@@ -1073,16 +1013,34 @@ class DatabaseSink:
         return f"{reason} ({self.config.display_url})"
 
 
+def key_lookup(table: sa.Table) -> sa.Select[Any]:
+    """``SELECT dedupe_key FROM table`` among the expanding parameter ``keys``, for :func:`stored_among`."""
+    column = table.c.dedupe_key
+    return sa.select(column).where(column.in_(sa.bindparam("keys", expanding=True)))
+
+
+def stored_among(connection: sa.Connection, lookup: sa.Select[Any], keys: Iterable[str]) -> set[str]:
+    """Which of ``keys`` the :func:`key_lookup` (or a narrower one) finds, as ``connection`` sees the table.
+
+    The keys go in bounded IN lists: SQLite allows 32,766 parameters at most, other servers a packet size.
+    """
+    unique = list(dict.fromkeys(keys))
+    found: set[str] = set()
+    for start in range(0, len(unique), _LOOKUP_CHUNK):
+        found.update(connection.execute(lookup, {"keys": unique[start : start + _LOOKUP_CHUNK]}).scalars())
+    return found
+
+
 def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
-    if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        return True
-    return getattr(exc.orig, "sqlstate", None) in _PG_UNAVAILABLE_SQLSTATES
+    return (
+        exc.connection_invalidated
+        or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        or getattr(exc.orig, "sqlstate", None) in _PG_UNAVAILABLE_SQLSTATES
+    )
 
 
 def _is_data_error(exc: sa.exc.DBAPIError) -> bool:
-    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
-        return True
-    return _mysql_errno(exc) in _MYSQL_DATA_ERRNOS
+    return isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError) or _mysql_errno(exc) in _MYSQL_DATA_ERRNOS
 
 
 def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
@@ -1175,15 +1133,10 @@ def _invalid_text(value: object, backend: str, limit: int | None, *, required: b
         return f"is not text but {type(value).__name__}"
     if limit is not None and len(value) > limit:
         return f"is {len(value)} characters long; the column holds {limit}"
-    # ASCII text (ids, numbers, codes: most columns) is valid UTF-8 of its own length; only other text
-    # is encoded, to find lone surrogates and count bytes.
-    if value.isascii():
-        size = len(value)
-    else:
-        try:
-            size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:
-            return "is not valid Unicode (it contains a lone surrogate)"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it contains a lone surrogate)"
     if backend == "postgresql" and "\x00" in value:
         return "contains a NUL character, which PostgreSQL text cannot hold"
     if backend == "mysql" and limit is None and size > _MEDIUMTEXT_BYTES:
@@ -1198,16 +1151,13 @@ def _invalid_time(value: object) -> str | None:
         return f"is not a datetime but {type(value).__name__}"
     if value.utcoffset() is None:
         return "has no time zone"
-    if 1000 < value.year < 9999:
-        # An offset moves a time by less than a day, so only the first and last years need converting.
-        return None
     try:
-        year = value.astimezone(UTC).year
+        # An offset moves a time by less than a day, so only the first and last years need converting.
+        if 1000 < value.year < 9999 or 1000 <= value.astimezone(UTC).year <= 9999:
+            return None
     except OverflowError:
-        year = 0
-    if not 1000 <= year <= 9999:
-        return "is outside the years 1000 to 9999"
-    return None
+        pass
+    return "is outside the years 1000 to 9999"
 
 
 def _storable_extra(extra: Mapping[str, Any], backend: str) -> _EncodedJson | str:
@@ -1220,16 +1170,6 @@ def _storable_extra(extra: Mapping[str, Any], backend: str) -> _EncodedJson | st
     except (TypeError, ValueError) as exc:
         # UnicodeEncodeError is a ValueError: a lone surrogate decoded from a JSON "\ud83d" escape.
         return f"extra is not storable as JSON: {exc}"
-    if backend == "postgresql" and "\\u0000" in encoded and _has_nul(extra):
+    if backend == "postgresql" and _JSON_NUL.search(encoded):
         return "extra contains a NUL character, which PostgreSQL jsonb cannot hold"
     return _EncodedJson(encoded)
-
-
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(item) for item in value)
-    return False

@@ -83,12 +83,8 @@ class RecentKeys:
 
     def unseen(self, keys: Iterable[str]) -> list[str]:
         """The keys not remembered, in order, each once (a batch's internal duplicates collapse)."""
-        fresh: dict[str, None] = {}
         with self._lock:
-            for key in keys:
-                if _compact(key) not in self._members:
-                    fresh[key] = None
-        return list(fresh)
+            return list(dict.fromkeys(key for key in keys if _compact(key) not in self._members))
 
     def _compact_order(self) -> None:
         """Keep only each key's latest entry, in order (caller holds the lock)."""

@@ -1,15 +1,11 @@
 """The database sink on a SQLite file: :class:`SqliteSink`, built by ``type: database`` for ``sqlite://`` URLs.
 
-Same table, checks and results as :class:`~mns_consumer.sinks.database.DatabaseSink`; what differs is
-SQLite's own. The file is created 0600 (folders 0700) before SQLite would create it 0644, and its
-``-wal`` and ``-shm`` files take that mode. Every connection runs WAL with ``synchronous=FULL``.
-
-One insert path, in the daemon: ``BEGIN IMMEDIATE`` (the write lock first, so keys absent before the
-insert are the ones it stored), then the receipts and their status and opt-out rows, then commit. The
-statements are compiled once and handed to the driver's ``executemany`` with the columns' own bind
-processing: SQLAlchemy Core would rebuild each row's parameters, a quarter of the daemon's CPU. A child
-writer process was measured against this at a steady 1,000 receipts/s and bought nothing
-(docs/benchmarks.md).
+Same table, checks and results as :class:`~mns_consumer.sinks.database.DatabaseSink`. The file is created
+0600 (folders 0700) before SQLite would create it 0644, and its ``-wal`` and ``-shm`` files take that mode;
+every connection runs WAL with ``synchronous=FULL``. Each write, in the daemon: ``BEGIN IMMEDIATE`` (the
+write lock first, so keys absent before the insert are the ones it stored), the receipts and their status
+and opt-out rows, commit. The statements are compiled once and handed to the driver's ``executemany`` with
+the columns' own bind processing: Core would rebuild each row's parameters, a quarter of the daemon's CPU.
 """
 
 from __future__ import annotations
@@ -140,9 +136,9 @@ class SqliteSink(DatabaseSink):
         # every page it logged; over 10000 most were changed several times and are copied once.
         cursor.execute(f"PRAGMA wal_autocheckpoint={int(self.config.wal_autocheckpoint_pages)}")
 
-    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections | None = None) -> None:
+    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections) -> None:
         keys = {row["dedupe_key"] for row in rows}
-        wanted = {key: part for key, part in sorted((projections or {}).items()) if key in keys}
+        wanted = {key: part for key, part in sorted(projections.items()) if key in keys}
         columns = [*WRITTEN_COLUMNS, *self._outcome_columns]
         insert = self._bound(engine, "receipts", self._insert_statement(), columns, rows)
         with self._availability(engine, data_refusals=True), engine.begin() as connection:
@@ -179,28 +175,21 @@ class SqliteSink(DatabaseSink):
         return sql, params
 
     def _compile(self, engine: Engine, name: str, statement: sa.Insert, columns: list[str]) -> _Statement:
-        """Compile once: the SQL, what reads a row's values in order (with the statement's constants), the
-        processing each column's type gives the dialect (so the values stored are Core's; tested)."""
+        """Compile once: the SQL, what reads a row's values in order, the processing each column's type
+        gives the dialect (so the values stored are Core's; tested)."""
         dialect = engine.dialect
         compiled = statement.compile(dialect=dialect, column_keys=columns)
         order = list(compiled.positiontup or [])
         table = statement.table
         assert isinstance(table, sa.Table)  # noqa: S101  (every statement here inserts into a table)
-        constants = {key: value for key, value in compiled.params.items() if key not in columns}
         processors: list[tuple[int, Callable[[Any], Any]]] = []
         for index, key in enumerate(order):
-            if key not in columns:
-                continue
             column_type = table.c[key].type
             if isinstance(column_type, UtcDateTime):
                 # UtcDateTime's conversion and then SQLite's DATETIME text, in one step (tested equal).
                 processors.append((index, sqlite_utc_text))
             elif (process := column_type.dialect_impl(dialect).bind_processor(dialect)) is not None:
                 processors.append((index, process))
-
-        def values_of(row: Mapping[str, Any]) -> tuple[Any, ...]:
-            return tuple(row[key] if key in row else constants[key] for key in order)
-
-        reader = operator.itemgetter(*order) if not constants and len(order) > 1 else values_of
-        self._statements[name] = (str(compiled), reader, processors)
+        # Every parameter is a column of the row (no statement here binds a constant).
+        self._statements[name] = (str(compiled), operator.itemgetter(*order), processors)
         return self._statements[name]

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal, TypeAlias
 import sqlalchemy as sa
 
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.database import UtcDateTime, dialect_module, utc_now
+from mns_consumer.sinks.database import MYSQL_TABLE_OPTIONS, UtcDateTime, dialect_module, utc_now
 
 State: TypeAlias = Literal["pending", "delivered", "failed", "unknown"]
 """A message's state in the status table."""
@@ -232,9 +232,7 @@ def status_table(metadata: sa.MetaData, name: str) -> sa.Table:
         sa.Index(f"ix_{name}_out_id", "out_id"),
         # The sweep's lookup: pending rows by age.
         sa.Index(f"ix_{name}_sweep", "state", "sent_at"),
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mysql_collate="utf8mb4_bin",
+        **MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -252,9 +250,7 @@ def opt_out_table(metadata: sa.MetaData, name: str) -> sa.Table:
         sa.Column("created_at", UtcDateTime(), nullable=False, server_default=utc_now()),
         sa.Column("updated_at", UtcDateTime(), nullable=False, server_default=utc_now()),
         sa.PrimaryKeyConstraint("phone_number", "sign_name", "dest_code", name=f"pk_{name}"),
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mysql_collate="utf8mb4_bin",
+        **MYSQL_TABLE_OPTIONS,
     )
 
 
