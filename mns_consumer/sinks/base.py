@@ -1,15 +1,23 @@
 """The sink interface, its result type, the config base class and the registry of sink types.
 
-A sink is anything with ``name``, ``open()``, ``write(batch) -> SinkResult`` and ``close()`` (:class:`Sink`
-is a structural Protocol). ``write`` returns only once every receipt it reports accepted is durable; a
-receipt already stored (same ``dedupe_key``) counts as accepted, which absorbs duplicates. A receipt the
-sink will never accept goes in ``SinkResult.rejected`` with a reason (then to the dead-letter sink). A
-transient failure of the whole call raises :class:`~mns_consumer.errors.SinkUnavailable`: nothing of the
-batch counts as stored, and the next ``write`` must work once the cause is gone. Anything else raised is
-a bug. Retries, timing, metrics, logging and dead-lettering live in the dispatcher.
+A sink is anything with ``name``, ``open()``, ``write(batch) -> SinkResult`` and ``close()``; it need
+not inherit from anything (:class:`Sink` is a structural Protocol). The contract:
 
-New sink types register a :class:`SinkConfig` subclass, built in (:data:`BUILTIN_SINK_TYPES`) or through
-the entry-point group ``mns_consumer.sinks``::
+* ``write`` returns only once every receipt it reports as accepted is durable (fsynced, committed,
+  acknowledged by the remote end). A receipt already stored (same ``dedupe_key``) counts as accepted:
+  that is how duplicates are absorbed.
+* A receipt the sink will never accept (it violates the sink's own constraints) is reported in
+  ``SinkResult.rejected`` with a reason; it goes to the dead-letter sink. That is data, not an error.
+* A transient failure of the whole call (server down, timeout, disk full) raises
+  :class:`~mns_consumer.errors.SinkUnavailable`; nothing of the batch is assumed stored, and the
+  caller retries later. The next ``write`` must work again once the cause is gone (reconnecting on its
+  own if needed).
+* Anything else raised is a bug in the sink.
+
+Retries, timing, metrics, logging and dead-lettering live in the dispatcher, not in sinks.
+
+New sink types register a :class:`SinkConfig` subclass, either built in (:data:`BUILTIN_SINK_TYPES`)
+or from another distribution through the entry-point group ``mns_consumer.sinks``::
 
     [project.entry-points."mns_consumer.sinks"]
     kafka = "my_package.kafka:KafkaSinkConfig"
