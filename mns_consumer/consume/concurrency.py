@@ -61,18 +61,14 @@ class ReceiverControl:
         """
         with self._lock:
             before = self._target
-            if received >= self.batch_size:
-                self._short_run = 0
-                self._full_run += 1
-                if self._full_run >= SCALE_UP_AFTER_FULL and room_for_more and self._target < self.max_receivers:
-                    self._target += 1
-                    self._full_run = 0
-            else:
+            full = received >= self.batch_size
+            self._full_run, self._short_run = (self._full_run + 1, 0) if full else (0, self._short_run + 1)
+            if self._full_run >= SCALE_UP_AFTER_FULL and room_for_more and self._target < self.max_receivers:
+                self._target += 1
                 self._full_run = 0
-                self._short_run += 1
-                if self._short_run >= SCALE_DOWN_AFTER_SHORT and self._target > 1:
-                    self._target -= 1
-                    self._short_run = 0
+            elif self._short_run >= SCALE_DOWN_AFTER_SHORT and self._target > 1:
+                self._target -= 1
+                self._short_run = 0
             after = self._target
         return self._report(before, after, "backlog" if after > before else "caught_up")
 

@@ -142,11 +142,7 @@ class Poller:
         self.crashed: BaseException | None = None
         self.last_progress = time.monotonic()
         """When receiver 0's loop last completed an iteration (for the systemd watchdog)."""
-        self.control = ReceiverControl(
-            settings.max_receivers,
-            settings.batch_size,
-            on_change=self._receivers_changed,
-        )
+        self.control = ReceiverControl(settings.max_receivers, settings.batch_size, on_change=self._receivers_changed)
         self.budget = MessageBudget(settings.max_in_flight_messages)
         self._rate = ReceiptRate(settings.max_receipts_per_second) if settings.max_receipts_per_second else None
         self._slots: dict[int, threading.BoundedSemaphore] = {}
@@ -533,15 +529,12 @@ class Poller:
         queue, settled = self.settings.queue_name, batch.messages
         attempt = throttled = 0
         while True:
-            error: QueueAuthError | QueueUnavailable | TokenError | None = None
             with batch.lock:
-                handles = [item.handle for item in settled]
                 try:
-                    failed = client.delete(handles)
+                    failed = client.delete([item.handle for item in settled])
+                    break
                 except (QueueAuthError, QueueUnavailable, TokenError) as exc:
                     error = exc
-            if error is None:
-                break
             if isinstance(error, QueueThrottled):
                 # Backpressure, not a failure: retried for as long as the handles live, counted apart.
                 throttled += 1
@@ -555,9 +548,9 @@ class Poller:
             # messages come back on their own and their dedupe keys absorb the repeat.
             remaining = batch.visible_until() - self._clock()
             if remaining <= delay or self.abandon.wait(delay):
-                self.events.delete_failed(queue, len(handles), error.code)
+                self.events.delete_failed(queue, len(settled), error.code)
                 return
-        deleted = len(handles) - len(failed)
+        deleted = len(settled) - len(failed)
         if deleted:
             now = datetime.now(UTC)
             delays = [
