@@ -343,8 +343,9 @@ class Poller:
         self.budget.release(batch_size - len(messages))
         if self._rate is not None:
             self._rate.spend(len(messages))
-        oldest_ms = min((m.enqueue_time_ms for m in messages), default=None)
-        self._receive_ages[index] = 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
+        wall_ms = time.time() * 1000
+        oldest_ms = min((m.enqueue_time_ms for m in messages), default=wall_ms)
+        age = self._receive_ages[index] = max(0.0, (wall_ms - oldest_ms) / 1000)
         self.events.receive_finished(self.settings.queue_name, time.monotonic() - started)
         target = self.control.observe(len(messages), room_for_more=self._room_for_more())
         if not messages:
@@ -354,7 +355,7 @@ class Poller:
             elif wait_seconds == 0:
                 self.stopping.wait(1.0)
             return 0
-        self._hand_over(messages, index)
+        self._hand_over(messages, index, age)
         if len(messages) < batch_size and target == 1 and self.settings.batch_linger_seconds > 0:
             # A partial batch means the queue is keeping up with its producer: let a few more
             # messages arrive rather than pay a request (and a delete) for every one or two.
@@ -427,27 +428,20 @@ class Poller:
             if index == 0:
                 self.last_progress = time.monotonic()
 
-    def _hand_over(self, messages: list[ReceivedMessage], receiver: int) -> None:
+    def _hand_over(self, messages: list[ReceivedMessage], receiver: int, age: float) -> None:
+        """Queue a received batch for the dispatcher; ``age`` is its oldest message's, in seconds."""
         now = self._clock()
         batch_id = next(self._batch_ids)
-        wall_ms = time.time() * 1000
-        visibility = self._measured_visibility(messages, wall_ms)
+        visibility = self._measured_visibility(messages, time.time() * 1000)
         items = [
             InFlight(message=message, handle=message.receipt_handle, visible_until=now + visibility)
             for message in messages
         ]
-        oldest = min(m.enqueue_time_ms for m in messages)
         batch = Batch(batch_id, items, received_at=now, visibility_seconds=visibility, receiver=receiver)
         with self._in_flight_lock:
             self._in_flight[batch_id] = batch
             self._undispatched += 1
-        self.events.batch_received(
-            self.settings.queue_name,
-            self.settings.message_type,
-            batch_id,
-            len(items),
-            max(0.0, (wall_ms - oldest) / 1000),
-        )
+        self.events.batch_received(self.settings.queue_name, self.settings.message_type, batch_id, len(items), age)
         self._to_dispatch.put(batch)
 
     def _measured_visibility(self, messages: list[ReceivedMessage], wall_ms: float) -> float:

@@ -99,12 +99,11 @@ class Dispatcher:
             deadline passed while a sink was down): then the source must let go of none.
         """
         letters: list[DeadLetter] = []
+        unique: dict[str, Receipt] = {}
         for item in items:
             if item.error is not None:
                 self.events.decode_failed(self.queue, self.message_type, item.ref, item.error.field, item.error.reason)
                 letters.append(self._letter(item, f"undecodable: {item.error}", None))
-        unique: dict[str, Receipt] = {}
-        for item in items:
             if item.receipt is not None:
                 unique.setdefault(item.receipt.dedupe_key, self._with_opt_out(item.receipt))
         refused: dict[str, tuple[str, str]] = {}
