@@ -6,8 +6,8 @@ after one ``shutdown.killed`` line saying what it abandoned. The drain, each ste
 
 1. ``STOPPING=1`` to systemd, stop receiving (long polls interrupted, HTTP pushes answered 503 so Alibaba
    retries them later): no new work.
-2. Let the batches in flight finish their sinks and deletes, and the push spool deliver, up to
-   ``drain_timeout_seconds``: the next start does not see them again (what the spool keeps waits for it).
+2. Up to ``drain_timeout_seconds``, let the batches in flight finish their sinks and deletes (so the next
+   start does not see them again) and the push spool deliver (what is left stays for the next start).
 3. Abandon what is still in flight: nothing of it is deleted, so MNS hands it out again after its
    visibility timeout (at least once, never lost).
 4. Close the sinks (flushing them) and the dead-letter sink, last, because steps 2-3 still write.
