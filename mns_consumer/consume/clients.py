@@ -51,10 +51,7 @@ def token_fetcher(
 def token_provider(config: Config, fetcher: TokenFetcher, queue: QueueConfig) -> TokenProvider:
     """The token cache of one configured queue."""
     return TokenProvider(
-        fetcher,
-        queue.message_type,
-        queue.queue_name,
-        refresh_margin_seconds=config.tokens.refresh_margin_seconds,
+        fetcher, queue.message_type, queue.queue_name, refresh_margin_seconds=config.tokens.refresh_margin_seconds
     )
 
 

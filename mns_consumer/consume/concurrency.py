@@ -1,18 +1,7 @@
 """How many receives a queue runs at once, how many messages it may hold, and how fast it may take them.
 
-Three small pieces the poller's receivers share:
-
-:class:`ReceiverControl`
-    The number of concurrent receivers, adapted like TCP's congestion window (AIMD): one more after a
-    run of full batches (a backlog the sinks keep up with), one fewer after a run of short or empty
-    ones (caught up), half as many on a 429 from MNS's flow limiter (once a second at most). SMQ
-    answers short batches under load too, so a single short batch never means "drained": both
-    directions need a run.
-:class:`MessageBudget`
-    The messages received and not yet deleted, reserved before each receive, so the cap holds however
-    many receivers run.
-:class:`ReceiptRate`
-    An optional token bucket for users who share an account's budget with other consumers.
+Three small pieces the poller's receivers share: :class:`ReceiverControl` (how many receivers),
+:class:`MessageBudget` (how many messages in flight), :class:`ReceiptRate` (how many a second).
 """
 
 from __future__ import annotations
@@ -35,7 +24,11 @@ of four happens about once in 120 receives, a run of three full ones every few: 
 class ReceiverControl:
     """The target number of concurrent receivers of one queue, between 1 and ``max_receivers``.
 
-    Receiver 0 always runs (the long poll); receiver ``i`` runs while ``i < target``, then ends. Thread-safe.
+    Adapted like TCP's congestion window (AIMD): one more after a run of full batches (a backlog the sinks
+    keep up with), one fewer after a run of short or empty ones (caught up), half as many on a 429 from
+    MNS's flow limiter (once a second at most). SMQ answers short batches under load too, so a single
+    short batch never means "drained": both directions need a run. Receiver 0 always runs (the long
+    poll); receiver ``i`` runs while ``i < target``, then ends. Thread-safe.
     """
 
     def __init__(
@@ -61,27 +54,21 @@ class ReceiverControl:
         return self._target
 
     def observe(self, received: int, *, room_for_more: bool) -> int:
-        """Count one receive's answer and return the new target.
+        """Count a receive's answer of ``received`` messages and return the new target.
 
-        Args:
-            received: Messages the receive returned.
-            room_for_more: Whether another receiver could take a batch now (the in-flight budget and the
-                dispatcher keep up); without it a full batch does not add a receiver.
+        A full batch adds a receiver only with ``room_for_more`` (the in-flight budget and the dispatcher
+        keep up with another one).
         """
         with self._lock:
             before = self._target
-            if received >= self.batch_size:
-                self._short_run = 0
-                self._full_run += 1
-                if self._full_run >= SCALE_UP_AFTER_FULL and room_for_more and self._target < self.max_receivers:
-                    self._target += 1
-                    self._full_run = 0
-            else:
+            full = received >= self.batch_size
+            self._full_run, self._short_run = (self._full_run + 1, 0) if full else (0, self._short_run + 1)
+            if self._full_run >= SCALE_UP_AFTER_FULL and room_for_more and self._target < self.max_receivers:
+                self._target += 1
                 self._full_run = 0
-                self._short_run += 1
-                if self._short_run >= SCALE_DOWN_AFTER_SHORT and self._target > 1:
-                    self._target -= 1
-                    self._short_run = 0
+            elif self._short_run >= SCALE_DOWN_AFTER_SHORT and self._target > 1:
+                self._target -= 1
+                self._short_run = 0
             after = self._target
         return self._report(before, after, "backlog" if after > before else "caught_up")
 
@@ -107,8 +94,8 @@ class ReceiverControl:
 class MessageBudget:
     """Messages received and not yet deleted or given up, against a cap (``max_in_flight_messages``).
 
-    A receiver reserves a full batch before it receives and gives back what did not come, so the count
-    of messages held never exceeds the cap, whatever MNS answers.
+    A receiver reserves a full batch before it receives and gives back what did not come, so the cap
+    holds however many receivers run, whatever MNS answers.
     """
 
     def __init__(self, cap: int) -> None:
@@ -145,8 +132,8 @@ class MessageBudget:
 class ReceiptRate:
     """A token bucket of messages a second (``max_receipts_per_second``), with a one-second burst.
 
-    Receivers wait for a positive balance before receiving and pay for what came afterwards, so the
-    average rate holds; a burst is at most one batch per running receiver above it.
+    For users who share an account's budget with other consumers. Receivers wait for a positive balance
+    and pay for what came afterwards: the average rate holds, a burst exceeds it by a batch per receiver.
     """
 
     def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:

@@ -1,20 +1,16 @@
 """One pipelined consumer of one MNS queue: receive, decode, dispatch, delete, keep slow batches invisible.
 
-Threads, each with its own MNS connection (the SDK client is not thread-safe): receiver 0 long-polls
-BatchReceiveMessage, and while receives come back full and the sinks keep up,
-:class:`~mns_consumer.consume.concurrency.ReceiverControl` starts more receivers (up to
-``max_receivers``) that do not wait, so they never count against MNS's cap of concurrent long polls,
-and retire once it falls again; one ``dispatcher`` decodes batches and hands them, in order, to the
-:class:`~mns_consumer.delivery.Dispatcher`; one ``deleter`` per receiver deletes exactly the settled
-messages with their newest handles; the ``keeper`` extends batches in flight past half their
-visibility timeout, for at most ``max_hold_seconds``, several messages at once (MNS has no batch
-call; a few round trips per batch rather than one per message keep short timeouts alive over a WAN).
-While batch k is stored, batch k+1 is received and batch k-1 deleted: only overlap hides each call's
-network round trip.
+Threads, each with its own MNS connection (the SDK client is not thread-safe): receiver 0 long-polls;
+while receives come back full and the sinks keep up, :class:`~mns_consumer.consume.concurrency.ReceiverControl`
+adds receivers that do not wait (so they never count against MNS's cap of long polls) and retires them
+once the backlog is gone. One ``dispatcher`` hands batches in order to the
+:class:`~mns_consumer.delivery.Dispatcher`; one ``deleter`` per receiver deletes the settled messages with
+their newest handles; the ``keeper`` extends batches past half their visibility timeout, for at most
+``max_hold_seconds``. Only overlap hides each call's round trip: while batch k is stored, batch k+1 is
+received and batch k-1 deleted.
 
-Receiving pauses while the sinks fail, so an outage neither churns visibility nor fills the dead
-letters. A 429 ``TooManyRequests`` is backpressure: retried after a jittered pause while the receivers
-halve; nothing is dead-lettered or given up for it.
+Receiving pauses while the sinks fail, so an outage neither churns visibility nor fills the dead letters.
+A 429 is backpressure: retried after a jittered pause while the receivers halve, never dead-lettered.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ import math
 import queue as queue_module
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,8 +50,7 @@ MIN_VISIBILITY_SECONDS = 1.0
 KEEPER_TICK_SECONDS = 0.25
 """How often the keeper looks for batches to extend: a fraction of the shortest useful timeout."""
 KEEPER_CONNECTIONS = 4
-"""Extensions the keeper makes at once, each on its own connection: a batch of 16 in four round trips.
-More would cost each queue more memory (a client holds its own TLS trust store) for little."""
+"""Extensions the keeper makes at once, each on its own connection (a client holds its own TLS trust store)."""
 MAX_VISIBILITY_SECONDS = 43200.0
 """The MNS limit; longer measured values come from skewed clocks too."""
 QUEUE_MISSING_RETRY_SECONDS = 60.0
@@ -146,14 +140,9 @@ class Poller:
         self.abandon = dispatcher.abandon
         """Set to give up on everything in flight at once (the drain deadline, or a crash)."""
         self.crashed: BaseException | None = None
-        self.crashed_traceback = ""
         self.last_progress = time.monotonic()
         """When receiver 0's loop last completed an iteration (for the systemd watchdog)."""
-        self.control = ReceiverControl(
-            settings.max_receivers,
-            settings.batch_size,
-            on_change=self._receivers_changed,
-        )
+        self.control = ReceiverControl(settings.max_receivers, settings.batch_size, on_change=self._receivers_changed)
         self.budget = MessageBudget(settings.max_in_flight_messages)
         self._rate = ReceiptRate(settings.max_receipts_per_second) if settings.max_receipts_per_second else None
         self._slots: dict[int, threading.BoundedSemaphore] = {}
@@ -273,11 +262,10 @@ class Poller:
         return len(batches), sum(len(batch.messages) for batch in batches)
 
     def oldest_message_age_seconds(self) -> float:
-        """The queue's lag as this poller knows it (at scrape time): the larger of two ages.
+        """The queue's lag as this poller knows it: the oldest message's age at the latest receive, or more.
 
-        The oldest message's age at the latest receive (MNS hands out roughly oldest first), and the
-        age now of the oldest message held in flight, which is still in the queue. The second keeps
-        the gauge growing while receiving pauses for a failing sink, instead of repeating a stale value.
+        More when a message held in flight (still in the queue) is older now: the gauge keeps growing
+        while receiving pauses for a failing sink, instead of repeating a stale value.
         """
         with self._in_flight_lock:
             held = [batch.messages for batch in self._in_flight.values() if not batch.abandoned]
@@ -292,7 +280,6 @@ class Poller:
             target()
         except BaseException as exc:  # noqa: BLE001  (any death of a thread is a crash of the poller)
             self.crashed = exc
-            self.crashed_traceback = traceback.format_exc()
             self.give_up()
 
     # -- receiver --------------------------------------------------------------------------------
@@ -356,8 +343,9 @@ class Poller:
         self.budget.release(batch_size - len(messages))
         if self._rate is not None:
             self._rate.spend(len(messages))
-        oldest_ms = min((m.enqueue_time_ms for m in messages), default=None)
-        self._receive_ages[index] = 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
+        wall_ms = time.time() * 1000
+        oldest_ms = min((m.enqueue_time_ms for m in messages), default=wall_ms)
+        age = self._receive_ages[index] = max(0.0, (wall_ms - oldest_ms) / 1000)
         self.events.receive_finished(self.settings.queue_name, time.monotonic() - started)
         target = self.control.observe(len(messages), room_for_more=self._room_for_more())
         if not messages:
@@ -367,7 +355,7 @@ class Poller:
             elif wait_seconds == 0:
                 self.stopping.wait(1.0)
             return 0
-        self._hand_over(messages, index)
+        self._hand_over(messages, index, age)
         if len(messages) < batch_size and target == 1 and self.settings.batch_linger_seconds > 0:
             # A partial batch means the queue is keeping up with its producer: let a few more
             # messages arrive rather than pay a request (and a delete) for every one or two.
@@ -377,9 +365,8 @@ class Poller:
     def _room_for_more(self) -> bool:
         """Whether another receiver would help: a batch's worth of budget free and the sinks keeping up.
 
-        The sinks keep up while no more batches wait for (or are in) the dispatcher than receivers run
-        (the dispatcher writes every batch waiting in one go): a slow or stalled sink stops the growth
-        before more batches pile up behind it.
+        They keep up while no more batches wait for (or are in) the dispatcher than receivers run: a slow
+        or stalled sink stops the growth before more batches pile up behind it.
         """
         with self._in_flight_lock:
             undispatched = self._undispatched
@@ -441,28 +428,20 @@ class Poller:
             if index == 0:
                 self.last_progress = time.monotonic()
 
-    def _hand_over(self, messages: list[ReceivedMessage], receiver: int) -> None:
+    def _hand_over(self, messages: list[ReceivedMessage], receiver: int, age: float) -> None:
+        """Queue a received batch for the dispatcher; ``age`` is its oldest message's, in seconds."""
         now = self._clock()
         batch_id = next(self._batch_ids)
-        wall_ms = time.time() * 1000
-        visibility = self._measured_visibility(messages, wall_ms)
-        # Decoding is the dispatcher thread's (see _store): the receiver goes straight back to MNS.
+        visibility = self._measured_visibility(messages, time.time() * 1000)
         items = [
             InFlight(message=message, handle=message.receipt_handle, visible_until=now + visibility)
             for message in messages
         ]
-        oldest = min(m.enqueue_time_ms for m in messages)
         batch = Batch(batch_id, items, received_at=now, visibility_seconds=visibility, receiver=receiver)
         with self._in_flight_lock:
             self._in_flight[batch_id] = batch
             self._undispatched += 1
-        self.events.batch_received(
-            self.settings.queue_name,
-            self.settings.message_type,
-            batch_id,
-            len(items),
-            max(0.0, (wall_ms - oldest) / 1000),
-        )
+        self.events.batch_received(self.settings.queue_name, self.settings.message_type, batch_id, len(items), age)
         self._to_dispatch.put(batch)
 
     def _measured_visibility(self, messages: list[ReceivedMessage], wall_ms: float) -> float:
@@ -509,8 +488,7 @@ class Poller:
     def _store(self, batches: list[Batch]) -> bool:
         """Decode the batches and write them to the sinks together; True when every message is settled.
 
-        Decoding happens here rather than in the receiver, which bounds a queue's throughput (its
-        receives are sequential) and so goes straight back to MNS.
+        Decoded here, not in the receiver, whose sequential receives bound a queue's throughput.
         """
         message_type, queue = self.settings.message_type, self.settings.queue_name
         items: list[Item] = []
@@ -545,15 +523,12 @@ class Poller:
         queue, settled = self.settings.queue_name, batch.messages
         attempt = throttled = 0
         while True:
-            error: QueueAuthError | QueueUnavailable | TokenError | None = None
             with batch.lock:
-                handles = [item.handle for item in settled]
                 try:
-                    failed = client.delete(handles)
+                    failed = client.delete([item.handle for item in settled])
+                    break
                 except (QueueAuthError, QueueUnavailable, TokenError) as exc:
                     error = exc
-            if error is None:
-                break
             if isinstance(error, QueueThrottled):
                 # Backpressure, not a failure: retried for as long as the handles live, counted apart.
                 throttled += 1
@@ -567,9 +542,9 @@ class Poller:
             # messages come back on their own and their dedupe keys absorb the repeat.
             remaining = batch.visible_until() - self._clock()
             if remaining <= delay or self.abandon.wait(delay):
-                self.events.delete_failed(queue, len(handles), error.code)
+                self.events.delete_failed(queue, len(settled), error.code)
                 return
-        deleted = len(handles) - len(failed)
+        deleted = len(settled) - len(failed)
         if deleted:
             now = datetime.now(UTC)
             delays = [
@@ -618,10 +593,9 @@ class Poller:
     def _release(self, batch: Batch, now: float) -> None:
         """Stop extending a batch held past ``max_hold_seconds``: MNS makes its messages visible again.
 
-        Held received-and-undeleted for 30 minutes, a message trips MNS's abnormal-consumption rule
-        (receives on the queue slow down sharply, reference 3.9), and extensions do not restart that
-        clock. So a batch stuck behind a long sink outage is let go well before: it is redelivered once
-        the sinks are back (receiving is paused until then), and its dedupe keys absorb the repeat.
+        Held undeleted for 30 minutes, a message trips MNS's abnormal-consumption rule (receives slow down
+        sharply, reference 3.9) however often it was extended. So a batch stuck behind a sink outage is let
+        go well before: it is redelivered once the sinks are back, and its dedupe keys absorb the repeat.
         """
         batch.released = True
         self.events.visibility_released(self.settings.queue_name, len(batch.messages), now - batch.received_at)

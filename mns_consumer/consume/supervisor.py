@@ -1,24 +1,19 @@
 """The daemon's top: builds sinks, tokens and pollers from the configuration, owns signals, drains.
 
-Signals only set flags; the main loop acts on them:
+Signals only set flags; the main loop acts on them. SIGHUP reopens the file sinks' and the log's files
+(logrotate). SIGTERM or SIGINT drains and exits 0; a second one exits at once with :data:`EXIT_KILLED`,
+after one ``shutdown.killed`` line saying what it abandoned. The drain, each step after the one before:
 
-* SIGTERM or SIGINT: drain (below) and exit 0. A second one exits at once with :data:`EXIT_KILLED`,
-  after one ``shutdown.killed`` line saying what it abandoned (batches and receipts in flight, per queue).
-* SIGHUP: reopen the file sinks' and the log's files (after logrotate).
-
-The drain order, each step after the one before for the reason given:
-
-1. ``STOPPING=1`` to systemd and stop receiving (long polls are interrupted; HTTP pushes are answered
-   503, so Alibaba retries them later): no new work.
-2. Let the batches in flight finish their sinks and deletes, up to ``drain_timeout_seconds``: what
-   was received is stored and removed, so the next start does not see it again. The push spool is
-   delivered within the same deadline; what is left stays spooled for the next start.
-3. Abandon what is still in flight at the deadline: nothing of it is deleted, so MNS hands it out
-   again after its visibility timeout (at least once, never lost).
+1. ``STOPPING=1`` to systemd, stop receiving (long polls interrupted, HTTP pushes answered 503 so Alibaba
+   retries them later): no new work.
+2. Up to ``drain_timeout_seconds``, let the batches in flight finish their sinks and deletes (so the next
+   start does not see them again) and the push spool deliver (what is left stays for the next start).
+3. Abandon what is still in flight: nothing of it is deleted, so MNS hands it out again after its
+   visibility timeout (at least once, never lost).
 4. Close the sinks (flushing them) and the dead-letter sink, last, because steps 2-3 still write.
 
-A poller that dies of an unexpected error is logged with its traceback, counted and replaced by a
-new one after a back-off; its in-flight batches are abandoned as in step 3.
+A poller that dies of an unexpected error is logged with its traceback, counted and replaced by a new
+one after a back-off; its in-flight batches are abandoned as in step 3.
 """
 
 from __future__ import annotations
@@ -134,11 +129,9 @@ class Supervisor:
     def _exit_when_killed(self) -> None:
         """Wait for a second signal, log what it abandons, and end the process with :data:`EXIT_KILLED`.
 
-        A thread rather than the handler: a handler runs on the main thread between two bytecodes, maybe
-        inside a log write whose lock it would then wait for forever. The line itself gets
-        :data:`KILL_LOG_SECONDS` (a blocked stderr must not keep the process alive), then ``os._exit``
-        skips the drain: undeleted messages come back from MNS after their visibility timeout, and
-        their dedupe keys absorb the repeat.
+        A thread, not the handler, which may run inside a log write whose lock it would wait for forever.
+        The line gets :data:`KILL_LOG_SECONDS` (a blocked stderr must not keep the process alive), then
+        ``os._exit`` skips the drain: undeleted messages come back from MNS, their dedupe keys absorb it.
         """
         self._killed.wait()
         writer = threading.Thread(target=self._log_killed, name="killed-log", daemon=True)
@@ -291,15 +284,10 @@ class Supervisor:
             return False
         return True
 
-    def _token_source(self) -> TokenFetcher:
-        if self._token_fetcher is None:
-            self._token_fetcher = token_fetcher(self.config, self.endpoints, self.environ)
-        return self._token_fetcher
-
     def _start_pollers(self) -> None:
         if not self.config.queues:
             return
-        fetcher = self._token_source()
+        fetcher = self._token_fetcher or token_fetcher(self.config, self.endpoints, self.environ)
         for queue in self.config.queues:
             tokens = token_provider(self.config, fetcher, queue)
             slot = _Slot(queue=queue, tokens=tokens, poller=self._new_poller(queue, tokens))

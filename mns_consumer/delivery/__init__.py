@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mns_consumer.delivery.dispatcher import Dispatcher, Item
-from mns_consumer.delivery.settle import SinkRetry, store_dead_letters, write_until_settled
+from mns_consumer.delivery.settle import SinkRetry, write_until_settled
 from mns_consumer.errors import Abandoned
 
-__all__ = ["Abandoned", "Dispatcher", "Item", "SinkRetry", "store_dead_letters", "write_until_settled"]
+__all__ = ["Abandoned", "Dispatcher", "Item", "SinkRetry", "write_until_settled"]

@@ -1,16 +1,13 @@
 """Fan items out to a source's sinks and settle every one: stored everywhere, or dead-lettered.
 
-An item is settled, and its source may then let go of it (delete it from MNS, remove it from the
-spool), when its receipt was accepted by every sink (already stored counts), or when it went to the
-dead-letter sink: its body did not decode, or a sink rejected its receipt for good. An unavailable
-sink is retried for as long as it takes (an outage dead-letters nothing); meanwhile :attr:`healthy`
-is cleared so the source pauses. Only ``abandon`` (the drain deadline) ends the wait, and then
-nothing of the call is settled: the source hands the items out again and their dedupe keys absorb
-the repeat.
+Settled, an item may be let go of by its source (deleted from MNS, removed from the spool): every sink
+accepted its receipt (already stored counts), or it went to the dead-letter sink (its body did not
+decode, or a sink rejected it for good). An unavailable sink is retried for as long as it takes, with
+:attr:`Dispatcher.healthy` cleared so the source pauses; only ``abandon`` (the drain deadline) ends the
+wait, and then nothing of the call is settled: the items come again and their dedupe keys absorb it.
 
-Stored receipts are counted (outcomes, opt-outs) once per dedupe key while it is remembered (the last
-:data:`COUNTED_KEYS`), so a redelivery after a lost delete does not count twice; across restarts and
-daemons the counters are close to, not exactly, one per receipt.
+Stored receipts are counted once per dedupe key while it is remembered (the last :data:`COUNTED_KEYS`),
+so a redelivery after a lost delete does not count twice (across restarts: close to once).
 """
 
 from __future__ import annotations
@@ -21,12 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from mns_consumer.delivery.settle import (
-    DEAD_LETTER_SINK,
-    SinkRetry,
-    store_dead_letters,
-    write_until_settled,
-)
+from mns_consumer.delivery.settle import DEAD_LETTER_SINK, SinkRetry, write_until_settled
 from mns_consumer.errors import Abandoned, DecodeError, SinkUnavailable
 from mns_consumer.observe.events import Events
 from mns_consumer.opt_out import OptOutMatcher
@@ -49,8 +41,7 @@ class Item:
         raw: The body exactly as the source received it (what a dead letter keeps).
         ref: Names it in log events: the MNS MessageId (also kept in dead letters), or a push's
             ``<spool entry>.<index>``.
-        receipt: The decoded receipt; None when decoding failed.
-        error: Why decoding failed.
+        receipt: The decoded receipt; None when decoding failed (then ``error`` says why).
         dequeue_count: How often MNS delivered it, for dead letters; None for other sources.
     """
 
@@ -108,12 +99,11 @@ class Dispatcher:
             deadline passed while a sink was down): then the source must let go of none.
         """
         letters: list[DeadLetter] = []
+        unique: dict[str, Receipt] = {}
         for item in items:
             if item.error is not None:
                 self.events.decode_failed(self.queue, self.message_type, item.ref, item.error.field, item.error.reason)
                 letters.append(self._letter(item, f"undecodable: {item.error}", None))
-        unique: dict[str, Receipt] = {}
-        for item in items:
             if item.receipt is not None:
                 unique.setdefault(item.receipt.dedupe_key, self._with_opt_out(item.receipt))
         refused: dict[str, tuple[str, str]] = {}
@@ -127,7 +117,9 @@ class Dispatcher:
                     self._rejected(item, sink_name, reason)
                     letters.append(self._letter(item, f"rejected by sink {sink_name!r}: {reason}", sink_name))
             if letters:
-                self._guarded(DEAD_LETTER_SINK, lambda: store_dead_letters(self.dead_letter, letters, self._retry))
+                self._guarded(
+                    DEAD_LETTER_SINK, lambda: self._retry.retrying(DEAD_LETTER_SINK)(self.dead_letter.write, letters)
+                )
                 self._dead_lettered(len(letters))
                 self.healthy.set()
         except Abandoned:

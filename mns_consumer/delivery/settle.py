@@ -17,7 +17,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from mns_consumer.errors import Abandoned, SinkUnavailable
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.retry import Backoff, failed_attempt
-from mns_consumer.sinks.base import DeadLetter, DeadLetterSink, Sink, SinkResult
+from mns_consumer.sinks.base import Sink, SinkResult
 
 DEAD_LETTER_SINK = "dead_letter"
 """The name the dead-letter sink goes by in retry events."""
@@ -30,8 +30,7 @@ class SinkRetry:
     Attributes:
         backoff: The delays; a sink's ``retry_after_seconds`` is honoured.
         stop: Set to abandon at the next wait (the drain deadline, an interrupted backfill).
-        on_retry: Called before each wait with the sink's name, the attempt that failed, the error
-            and the delay.
+        on_retry: Called before each wait with the sink's name, the failed attempt, the error and the delay.
         attempts: Tries before the last :class:`SinkUnavailable` is raised; None retries until ``stop``.
     """
 
@@ -74,9 +73,8 @@ def write_until_settled(
 ) -> tuple[dict[str, str], int]:
     """Write receipts (one per dedupe key) to one sink until each is accepted or rejected.
 
-    Only the receipts still pending are written again. ``written`` is called after each answer with
-    the sink's result, the receipts it settled as accepted and as rejected in that answer, and the
-    seconds the write took.
+    Only the receipts still pending are written again. After each answer ``written`` gets the sink's
+    result, the receipts that answer accepted and rejected, and the seconds the write took.
 
     Returns:
         The rejections (dedupe key to reason) and the number of attempts.
@@ -104,13 +102,3 @@ def write_until_settled(
     if pending:
         retry.retrying(sink.name)(write_pending)
     return rejected, attempts
-
-
-def store_dead_letters(dead_letter: DeadLetterSink, letters: list[DeadLetter], retry: SinkRetry) -> None:
-    """Write dead letters until the dead-letter sink stores them.
-
-    Raises:
-        Abandoned: See :meth:`SinkRetry.retrying`.
-        SinkUnavailable: See :meth:`SinkRetry.retrying`.
-    """
-    retry.retrying(DEAD_LETTER_SINK)(dead_letter.write, letters)
