@@ -1,49 +1,19 @@
 """Decoders of every supported Alicom receipt body into one normalized :class:`Receipt`, and its dedupe key.
 
-Three entry points cover the three ways a body arrives:
+:func:`decode_mns_body` takes an MNS body, base64 or already decoded (reference 3.6, pitfall 1);
+:func:`decode_push` an HTTP push array (reference 5), each element on its own; :func:`decode_object` a
+parsed object (backfill). Every failure is a :class:`~mns_consumer.errors.DecodeError` naming the field
+and why, never quoting a value (receipts hold phone numbers; reasons reach logs and dead letters).
 
-* :func:`decode_mns_body` takes one MNS message body, either the base64 text Alibaba enqueues or the
-  bytes the SDK already decoded (reference 3.6, pitfall 1), and decides which one it got.
-* :func:`decode_push` takes one HTTP push POST body, a JSON array (reference 5), and decodes each element
-  on its own, so one bad element does not cost the others.
-* :func:`decode_object` decodes one JSON object that was already parsed (backfill, tests).
+Normalization (reference 4, 4.9; docs/receipts.md): every time becomes an aware ``datetime`` (mainland
+ones Beijing time), ``success`` may be ``true``, ``"true"`` or ``1``, numbers may be strings and ids
+numbers, ``order_id``/``orderId`` become ``extra["order_id"]``, nulls and empty optional strings read as
+absent, unmapped fields stay in ``extra``. SmsReport's international shape is told by its PascalCase keys.
 
-Every failure, whatever the input, is a :class:`~mns_consumer.errors.DecodeError` naming the field at
-fault and why; the caller dead-letters it with the raw body. Nothing else escapes.
-
-Reasons never quote a value of the body: receipts carry phone numbers and message texts, and reasons
-travel on to logs, dead letters and the replay output, which are read by more people than the raw
-bodies are. A reason names the field (in :attr:`DecodeError.field`), what was expected and what kind of
-value came instead, e.g. ``expected a time like 2024-01-01 00:00:00 (...), got a string of another
-form`` or ``expected true or false (...), got an array``; the raw body, kept with the error, holds the
-value itself.
-
-Normalization (reference 4 and 4.9): mainland times are Beijing time (UTC+8) in ``yyyy-MM-dd HH:mm:ss``
-or ``yyyyMMddHHmmss``, international ones RFC 2822 with an offset; every time becomes an aware
-``datetime``. ``success`` may be ``true``, ``"true"`` or ``1``. Numbers may come as strings and ids as
-numbers. ``order_id`` and ``orderId`` are one field, kept as ``extra["order_id"]``. Nulls and empty
-strings of optional fields read as absent. Every field the :class:`Receipt` has no attribute for is kept,
-under its own name, in ``extra``. SmsReport bodies come in two shapes, told apart by their keys: the
-mainland snake_case one (``biz_id``, ``phone_number``) and the international PascalCase one (``To``,
-``MessageId``, ``Status``); DypnsSmsVerifyReport uses the mainland SmsReport field set.
-
-Dedupe keys. A receipt's :attr:`Receipt.dedupe_key` is the SHA-256 hex digest of the UTF-8 bytes of
-the compact, ASCII-escaped JSON array ``[family, *identity]``: JSON quoting makes the separator
-unambiguous whatever the values contain. Identity values are normalized first (surrounding whitespace
-stripped, numbers as decimal strings, statuses as :data:`Status` values, times as UTC ISO 8601), so
-key order, JSON whitespace, escaping, base64 or not, and number-versus-string spellings never change a
-key. The source, queue, raw body and the MNS message id are never part of it, so the same receipt has the same
-key whether it came from MNS, a push or a backfill. :func:`dedupe_key` computes it from the identity
-values alone, for code that builds receipts from other data (QuerySendDetails backfill).
-
-The identity of each family is :data:`IDENTITY_FIELDS`; docs/receipts.md tabulates it with the body
-fields and says why. What the table there leaves out: ``report_time`` and ``err_code`` stay out of a
-report's identity so that a backfill, whose times and codes may be written differently, dedupes against
-the MNS receipt; SmsUp's ``send_time`` is compared as an instant, so both time formats give one key;
-MnsCardVender's status is the numeric ``render_status`` (every non-zero code normalizes to ``failed``);
-``tmp_ops`` is the compact JSON of the sorted ``[vendorCode, state]`` pairs of ``tmpOps``, so vendor
-order and ``desc`` make no new event, a vendor's new state does. Every identity field is required (an
-object, a boolean or a fraction there is rejected too), except ``tmpOps``, whose absence reads as no vendors.
+A dedupe key is the SHA-256 of the compact ASCII JSON ``[family, *identity]`` (:data:`IDENTITY_FIELDS`),
+values normalized so no spelling, encoding or source changes it. ``report_time`` and ``err_code`` stay
+out so a backfill dedupes against the MNS receipt; ``render_status`` is the numeric code; ``tmp_ops`` is
+the sorted ``[vendorCode, state]`` pairs of ``tmpOps`` (absent: none), so vendor order and ``desc`` do not count.
 """
 
 from __future__ import annotations
@@ -106,17 +76,10 @@ _REVIEW_STATUSES: Mapping[str, Status] = {"approving": "approving", "approved": 
 def dedupe_key(family: str, **identity: str | datetime | None) -> str:
     """The dedupe key of a receipt from its identity values (see :data:`IDENTITY_FIELDS` and docs/receipts.md).
 
-    Decoders call it for every receipt; code that builds receipts from other data calls it with the same
-    normalized values to get the same key, e.g. a backfilled mainland report:
+    For code that builds receipts from other data (backfill), with the values normalized as the decoders
+    do (stripped text, numbers as decimal strings, :data:`Status` values, aware datetimes), e.g.
     ``dedupe_key("SmsReport", biz_id="812^0", phone_number="13900001111", status="delivered")``.
-
-    Args:
-        family: One of :data:`IDENTITY_FIELDS` (a MessageType, or ``SmsReport/international``).
-        **identity: Exactly the family's identity values, normalized as the decoders do: stripped text,
-            numbers as decimal strings, statuses as :data:`Status` values; a datetime must be aware.
-
-    Returns:
-        64 lower-case hex digits.
+    Returns 64 lower-case hex digits.
 
     Raises:
         ValueError: If the family is unknown, the names are not exactly its identity fields, or a
@@ -154,20 +117,11 @@ def decode_mns_body(
     queue: str | None = None,
     source: Source = "mns",
 ) -> Receipt:
-    """Decode one MNS message body of the given MessageType.
+    """Decode one MNS message body of the given MessageType; ``raw`` is the body as given (text as UTF-8).
 
     The body may be the base64 text Alibaba enqueues (the SDK with ``set_encoding(False)``) or the JSON
     bytes the SDK already decoded (its default): a body that parses as a JSON object is used as it is,
     anything else must be strict base64 of UTF-8 JSON (reference 3.6, pitfall 1).
-
-    Args:
-        message_type: The queue's MessageType, one of :data:`MESSAGE_TYPES`.
-        body: The message body as received, text or bytes.
-        queue: The queue it came from, recorded on the receipt.
-        source: Recorded on the receipt; ``mns`` unless replaying a body from elsewhere.
-
-    Returns:
-        The normalized receipt, whose ``raw`` is the body exactly as given (text encoded as UTF-8).
 
     Raises:
         DecodeError: If the type is unknown, the body is neither a JSON object nor base64 of one, or
@@ -186,17 +140,7 @@ def decode_object(
     source: Source,
     queue: str | None,
 ) -> Receipt:
-    """Decode one receipt JSON object of the given MessageType.
-
-    Args:
-        message_type: One of :data:`MESSAGE_TYPES`.
-        obj: The parsed JSON object.
-        raw: The body it was parsed from, kept on the receipt and on any error.
-        source: Where it came from.
-        queue: The MNS queue or push route it came from, if any.
-
-    Returns:
-        The normalized receipt.
+    """Decode one receipt JSON object of the given MessageType, parsed from ``raw``.
 
     Raises:
         DecodeError: If the type is unknown, ``obj`` is not a JSON object, a required field is missing
@@ -211,15 +155,8 @@ def decode_push(message_type: str, payload: bytes, *, route: str | None = None) 
     Each element decodes on its own, with ``source="push"``, ``queue=route`` and, as ``raw``, the bytes of
     that element exactly as they were in the body, so a dead letter holds exactly the element that failed
     and replaying it decodes what Alibaba sent (re-encoding would turn ``1e400`` into ``Infinity`` and a
-    lone ``\\ud800`` escape into replacement characters).
-
-    Args:
-        message_type: The MessageType the push route is configured for (pushes carry no type, reference 5).
-        payload: The POST body.
-        route: The push route (URL path) it came to, recorded as the receipts' queue.
-
-    Returns:
-        One result per element, in order: its receipt, or the DecodeError that rejects it.
+    lone ``\\ud800`` escape into replacement characters). ``message_type`` is the route's (pushes carry
+    none, reference 5). Returns one result per element, in order: its receipt or its DecodeError.
 
     Raises:
         DecodeError: If the type is unknown, or the payload is not UTF-8 JSON, or is JSON but neither an
@@ -418,12 +355,10 @@ def _decode_object(
     if not plain:
         _check_plain(message_type, obj, raw)
     fields = _Fields(message_type, obj, raw, source, queue)
-    if message_type in _MAINLAND_REPORT_TYPES and _is_international(obj):
-        return _INTERNATIONAL_REPORT(fields)
-    return _DECODERS[message_type](fields)
-
-
-_MAINLAND_REPORT_TYPES: Final = frozenset({"SmsReport", "DypnsSmsVerifyReport"})
+    decoder = _DECODERS[message_type]
+    if decoder is _MAINLAND_REPORT and _is_international(obj):
+        decoder = _INTERNATIONAL_REPORT
+    return decoder(fields)
 
 
 def _check_plain(message_type: str, obj: Mapping[str, Any], raw: bytes) -> None:
@@ -442,29 +377,26 @@ def _is_international(obj: Mapping[str, Any]) -> bool:
     return not keys.isdisjoint(_INTERNATIONAL_KEYS) and keys.isdisjoint(_MAINLAND_KEYS)
 
 
+@dataclasses.dataclass(slots=True)
 class _Fields:
     """One body being decoded: typed access to its fields.
 
     Every accessor takes the field's spellings in order of preference and uses the first one present
-    and not null. Which fields a decoder maps is a constant beside it, so ``extra`` is one set
-    difference instead of bookkeeping on every access.
+    and not null.
     """
 
-    def __init__(
-        self, message_type: str, obj: Mapping[str, Any], raw: bytes, source: Source, queue: str | None
-    ) -> None:
-        self.message_type = message_type
-        self.source: Source = source
-        self.queue = queue
-        self.raw = raw
-        self._obj = obj
+    message_type: str
+    obj: Mapping[str, Any]
+    raw: bytes
+    source: Source
+    queue: str | None
 
     def error(self, field: str, reason: str) -> DecodeError:
         """A DecodeError about one field of this body."""
         return DecodeError(self.message_type, field, reason, self.raw)
 
     def _lookup(self, names: tuple[str, ...]) -> tuple[str, Any]:
-        get = self._obj.get
+        get = self.obj.get
         for name in names:
             value = get(name)
             if value is not None:
@@ -472,7 +404,7 @@ class _Fields:
         return names[0], None
 
     def _absent(self, names: tuple[str, ...], null: str = "required field is null") -> DecodeError:
-        present = any(name in self._obj for name in names)
+        present = any(name in self.obj for name in names)
         return self.error(names[0], null if present else "required field is missing")
 
     def text(self, *names: str) -> str | None:
@@ -517,7 +449,7 @@ class _Fields:
 
     def flag(self, name: str) -> bool:
         """A required boolean: ``true``/``false``, their strings in any case, or 1/0 (reference 4.9)."""
-        value = self._obj.get(name)
+        value = self.obj.get(name)
         if value is True or value is False:
             return value
         if value is None:
@@ -568,13 +500,9 @@ class _Fields:
             raise self.error(name, f"expected a non-negative integer, got {_kind(value, _OTHER_FORM)}")
         return count
 
-    def raw_value(self, name: str) -> Any:
-        """A field's value as received."""
-        return self._obj.get(name)
-
     def unmapped(self, mapped: frozenset[str]) -> dict[str, Any]:
         """The body's fields that are not in ``mapped``, in body order."""
-        obj = self._obj
+        obj = self.obj
         return {} if obj.keys() <= mapped else {key: value for key, value in obj.items() if key not in mapped}
 
 
@@ -621,7 +549,7 @@ def _opt_out(fields: _Fields, name: str) -> bool:
 
 def _canonical_tmp_ops(fields: _Fields, name: str) -> str:
     """``tmpOps`` as the compact JSON of its sorted ``[vendorCode, state]`` pairs."""
-    ops = fields.raw_value(name)
+    ops = fields.obj.get(name)
     if ops is None:
         return "[]"
     if not isinstance(ops, list):
