@@ -45,38 +45,31 @@ _CONTENT: Final = "content_rejected"
 _CARRIER: Final = "carrier_failure"
 
 
-def _codes(outcome: OutcomeClass, codes: str) -> dict[str, OutcomeClass]:
-    return dict.fromkeys(codes.split(), outcome)
+def _codes(outcome: OutcomeClass, *codes: str) -> dict[str, OutcomeClass]:
+    return dict.fromkeys(codes, outcome)
 
 
 EXACT_CODES: Final[Mapping[str, OutcomeClass]] = {
     # Success spellings: mainland err_code, CMPP stat, international ErrorCode.
-    **_codes("delivered", "DELIVERED DELIVRD SUCCESS"),
+    **_codes("delivered", "DELIVERED", "DELIVRD", "SUCCESS"),
     # The CMPP/SMPP final states.
-    **_codes(_INVALID, "UNDELIV UNDELIVRD"),
+    **_codes(_INVALID, "UNDELIV", "UNDELIVRD"),
     **_codes("expired", "EXPIRED"),
-    **_codes(_CONTENT, "REJECTD REJECT"),
-    **_codes("unknown", "UNKNOWN UNKNOW SP_UNKNOW_ERROR"),
+    **_codes(_CONTENT, "REJECTD", "REJECT"),
+    **_codes("unknown", "UNKNOWN", "UNKNOW", "SP_UNKNOW_ERROR"),
     # China Mobile SMSC (MK:, MN:, MI:, MC:, MB:, MA:), gateway (ISMG: IA: to ID:) and DSMP (DB:) codes.
-    **_codes(
-        _INVALID,
-        "MK:0000 MK:0001 MK:0005 MK:0012 MK:0013 MK:0075 MK00001 MN:0001 MN:0012 MN:0022 MN:0029 MN:0050 "
-        "MN:0054 MI:0000 MI:0004 MI:0005 MI:0011 MI:0012 MI:0017 MI:0020 MI:0054 MI:0055 MI:0059 MI:0084 "
-        "MC:0151 IC:0151 DB:0101 DB:0102 DB:0107",
-    ),
-    **_codes(
-        _OFF,
-        "MK:0004 MK:0008 MK:0010 MK:0011 MK:0015 MK:0017 MK:0023 MK:0024 MK:0029 MN:0059 MI:0013 MI:0024 "
-        "MI:0029 MC:0055 MB:1042 IC:0001",
-    ),
-    **_codes(_BLOCKED, "MB:1077 DB:0141 DB:0142 DB:0144 DB:0164"),
-    **_codes(_CONTENT, "MK:0014 MK:0115 ID:0076 DB00141"),
-    **_codes(
-        _CARRIER,
-        "MK:0020 MK:0022 MN:0020 MN:0052 MN:0053 MN:0055 MN:0075 MN00001 MI:0008 MI:0022 MI:0036 MI:0041 "
-        "MI:0045 MI:0081 MB:1078 MA:0051 MA:0054 IA:0051 IA:0054 IA:0073 IB:0008 IC:0015 IC:0055 IC:0154 "
-        "ID:0013 ID:0070 DB:0108 DB:0505",
-    ),
+    **_codes(_INVALID, "MK:0000", "MK:0001", "MK:0005", "MK:0012", "MK:0013", "MK:0075", "MK00001", "MN:0001"),
+    **_codes(_INVALID, "MN:0012", "MN:0022", "MN:0029", "MN:0050", "MN:0054", "MI:0000", "MI:0004", "MI:0005"),
+    **_codes(_INVALID, "MI:0011", "MI:0012", "MI:0017", "MI:0020", "MI:0054", "MI:0055", "MI:0059", "MI:0084"),
+    **_codes(_INVALID, "MC:0151", "IC:0151", "DB:0101", "DB:0102", "DB:0107"),
+    **_codes(_OFF, "MK:0004", "MK:0008", "MK:0010", "MK:0011", "MK:0015", "MK:0017", "MK:0023", "MK:0024", "MK:0029"),
+    **_codes(_OFF, "MN:0059", "MI:0013", "MI:0024", "MI:0029", "MC:0055", "MB:1042", "IC:0001"),
+    **_codes(_BLOCKED, "MB:1077", "DB:0141", "DB:0142", "DB:0144", "DB:0164"),
+    **_codes(_CONTENT, "MK:0014", "MK:0115", "ID:0076", "DB00141"),
+    **_codes(_CARRIER, "MK:0020", "MK:0022", "MN:0020", "MN:0052", "MN:0053", "MN:0055", "MN:0075", "MN00001"),
+    **_codes(_CARRIER, "MI:0008", "MI:0022", "MI:0036", "MI:0041", "MI:0045", "MI:0081", "MB:1078", "MA:0051"),
+    **_codes(_CARRIER, "MA:0054", "IA:0051", "IA:0054", "IA:0073", "IB:0008", "IC:0015", "IC:0055", "IC:0154"),
+    **_codes(_CARRIER, "ID:0013", "ID:0070", "DB:0108", "DB:0505"),
     **_codes("expired", "MI00000"),
     **_codes("unknown", "MC:0001"),
     # Alibaba's own receipt codes (mainland "短信发送状态回执错误码"), classed by Alibaba's explanation.
@@ -100,7 +93,7 @@ EXACT_CODES: Final[Mapping[str, OutcomeClass]] = {
     "SP_UNKNOWN_ERROR": "unknown",  # the carrier reported an unknown error
     "REQUEST_SUCCESS": "unknown",  # accepted, but no carrier report came back (Alibaba: likely the recipient)
     # Blacklists and keyword filters named in words.
-    **_codes(_BLOCKED, "MBBLACK DBBLACK BLACK TSBLACK TDBLACK W-BLACK BWLIST HD:19"),
+    **_codes(_BLOCKED, "MBBLACK", "DBBLACK", "BLACK", "TSBLACK", "TDBLACK", "W-BLACK", "BWLIST", "HD:19"),
     **_codes(_CONTENT, "KEYWORD"),
     **_codes(_CARRIER, "NOROUTE"),
 }
