@@ -63,8 +63,6 @@ IDENTITY_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
 BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
 """Alibaba's platform time zone, in which mainland receipt times are written without an offset."""
 
-_MAINLAND_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-_COMPACT_TIME_FORMAT = "%Y%m%d%H%M%S"
 # int() refuses longer digit strings (CPython's conversion limit); such a string is kept as text.
 _MAX_DIGITS = 4300
 _T = TypeVar("_T")
@@ -261,21 +259,16 @@ def _scan_elements(text: str) -> list[tuple[Any, bytes]] | None:
         return None
     elements: list[tuple[Any, bytes]] = []
     position = _skip_space(text, start + 1)
-    if text[position] == "]":
-        position += 1
-    else:
-        while True:
-            element, end = _JSON_DECODER.raw_decode(text, position)
-            elements.append((element, text[position:end].encode("utf-8")))
-            position = _skip_space(text, end)
-            if text[position] == "]":
-                position += 1
-                break
-            if text[position] != ",":
-                raise ValueError("expected , or ] between elements")
+    more = text[position] != "]"
+    while more:
+        element, end = _JSON_DECODER.raw_decode(text, position)
+        elements.append((element, text[position:end].encode("utf-8")))
+        position = _skip_space(text, end)
+        more = text[position] == ","
+        if more:
             position = _skip_space(text, position + 1)
-    if _skip_space(text, position) != len(text):
-        raise ValueError("extra data after the array")
+    if text[position] != "]" or _skip_space(text, position + 1) != len(text):
+        raise ValueError("expected an array's elements separated by , and closed by ]")
     return elements
 
 
@@ -500,15 +493,6 @@ class _Fields:
             raise self.error(name, f"expected a non-negative integer, got {_kind(value, _OTHER_FORM)}")
         return count
 
-    def unmapped(self, mapped: frozenset[str]) -> dict[str, Any]:
-        """The body's fields that are not in ``mapped``, in body order."""
-        obj = self.obj
-        return {} if obj.keys() <= mapped else {key: value for key, value in obj.items() if key not in mapped}
-
-
-def _delivered(fields: _Fields, name: str) -> Status:
-    return "delivered" if fields.flag(name) else "failed"
-
 
 def _coded(statuses: Mapping[int, Status]) -> Callable[[_Fields, str], Status]:
     """An accessor of a numeric status code mapped to its normalized status."""
@@ -531,15 +515,6 @@ def _review_status(fields: _Fields, name: str) -> Status:
             name, f"unknown review status: expected one of {', '.join(_REVIEW_STATUSES)} (any case), got another string"
         )
     return _REVIEW_STATUSES[word]
-
-
-def _render_code(fields: _Fields, name: str) -> str:
-    return str(fields.code(name))
-
-
-def _render_status(fields: _Fields, name: str) -> Status:
-    """MnsCardVender's ``render_status``: 0 is success, every other code a failure."""
-    return "rendered" if fields.code(name) == 0 else "failed"
 
 
 def _opt_out(fields: _Fields, name: str) -> bool:
@@ -601,7 +576,8 @@ class _Format:
 
     def __call__(self, fields: _Fields) -> Receipt:
         values = {key: read(fields, *names) for key, read, names in self.reads}
-        extra = fields.unmapped(self.mapped)
+        obj, mapped = fields.obj, self.mapped
+        extra = {} if obj.keys() <= mapped else {key: value for key, value in obj.items() if key not in mapped}
         for key in self.extra:
             extra[key] = values[key]
         attributes = {key: values[key] for key in self.attributes}
@@ -627,7 +603,7 @@ _MAINLAND_REPORT: Final = _Format(
     ("biz_id", "phone_number", "status"),
     ("biz_id", _Fields.identity, ("biz_id",)),
     ("phone_number", _Fields.identity, ("phone_number",)),
-    ("status", _delivered, ("success",)),
+    ("status", lambda fields, name: "delivered" if fields.flag(name) else "failed", ("success",)),
     ("error_code", _Fields.text, ("err_code",)),
     ("out_id", _Fields.text, ("out_id", "outId")),
     ("error_message", _Fields.text, ("err_msg",)),
@@ -676,7 +652,7 @@ _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
         ("dest_code", _Fields.identity, ("dest_code",)),
         ("sent_at", _Fields.required_time, ("send_time",)),
         ("content", _Fields.text, ("content",)),
-        ("status", lambda _: "received", ()),
+        ("status", lambda fields: "received", ()),
         ("opt_out", _opt_out, ("content",)),
         ("sign_name", _Fields.text, ("sign_name",)),
         extra=("sequence_id",),
@@ -713,8 +689,9 @@ _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
         ("phone_number", "out_id", "render_status"),
         ("phone_number", _Fields.identity, ("mobile", "phone_number")),
         ("out_id", _Fields.identity, ("outId", "out_id")),
-        ("render_status", _render_code, ("render_status",)),
-        ("status", _render_status, ("render_status",)),
+        ("render_status", lambda fields, name: str(fields.code(name)), ("render_status",)),
+        # 0 is success, every other code a failure.
+        ("status", lambda fields, name: "rendered" if fields.code(name) == 0 else "failed", ("render_status",)),
         ("reason", _Fields.text, ("desc",)),
     ),
     # MnsCardTemplate (reference 4.5): a card template review summed over phone vendors (``tmpOps``).
@@ -778,8 +755,8 @@ def _parse_time(value: str) -> datetime | None:
             return datetime.fromisoformat(text + "+08:00")
         except ValueError:
             pass
-    formats = (_COMPACT_TIME_FORMAT,) if len(text) == 14 and text.isascii() and text.isdigit() else ()
-    for time_format in (*formats, _MAINLAND_TIME_FORMAT):
+    formats = ("%Y%m%d%H%M%S",) if len(text) == 14 and text.isascii() and text.isdigit() else ()
+    for time_format in (*formats, "%Y-%m-%d %H:%M:%S"):
         try:
             return datetime.strptime(text, time_format).replace(tzinfo=BEIJING)
         except ValueError:
@@ -819,11 +796,8 @@ _OUT_OF_RANGE_TIME: Final = (
 def _kind(value: Any, string: str = "a string", *, integer: str | None = None) -> str:
     """What kind of JSON value ``value`` is, for the "got ..." of an error reason; never the value itself.
 
-    Args:
-        value: The value that was refused.
-        string: How to call a non-blank string: ``a string`` when strings are refused as such,
-            :data:`_OTHER_FORM` when a string of the right form would have done.
-        integer: How to call a non-negative integer, when some integers would have done.
+    ``string`` names a non-blank string (:data:`_OTHER_FORM` when one of the right form would have done),
+    ``integer`` a non-negative integer when some integers would have done.
     """
     if value is None:
         return "null"
