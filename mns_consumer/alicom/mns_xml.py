@@ -1,24 +1,11 @@
 """A fast parser of BatchReceiveMessage answers and a fast writer of BatchDeleteMessage requests.
 
-The SDK parses every answer with ``xml.dom.minidom``, which builds a full DOM in Python: a third of the
-daemon's CPU at full speed went there (py-spy on ``bench/daemon_bench.py``). ElementTree's C parser reads
-the same answer about seven times faster. Everything else of the call (signing, the security token,
-the HTTP exchange, error answers) stays the SDK's; see :meth:`MnsQueue.receive`.
-
-BatchDeleteMessage's body, which the SDK builds as a minidom document too, is written here as the
-same bytes by string formatting (:func:`receipt_handles_xml`, checked against the SDK's encoder).
-
-The answer (reference 3.4, BatchReceiveMessage)::
-
-    <Messages xmlns="http://mns.aliyuncs.com/doc/v1/">
-      <Message><MessageId>..</MessageId><ReceiptHandle>..</ReceiptHandle><MessageBodyMD5>..</MessageBodyMD5>
-        <MessageBody>..</MessageBody><EnqueueTime>..</EnqueueTime><NextVisibleTime>..</NextVisibleTime>
-        <FirstDequeueTime>..</FirstDequeueTime><DequeueCount>..</DequeueCount><Priority>..</Priority>
-      </Message>...
-    </Messages>
-
-Like the SDK, fields are matched by local name (the namespace is not checked), unknown elements are
-ignored, and a missing required field makes the whole answer damaged.
+The SDK parses every answer with ``xml.dom.minidom``, a third of the daemon's CPU at full speed (py-spy on
+``bench/daemon_bench.py``); ElementTree's C parser is about seven times faster. Signing, the HTTP exchange
+and error answers stay the SDK's (:meth:`MnsQueue.receive`). The delete body is written by string
+formatting, byte for byte what the SDK's minidom encoder writes. The answer is reference 3.4's
+``<Messages><Message><MessageId>..</MessageId>...</Message>...</Messages>``; like the SDK, fields are
+matched by local name, unknown elements are ignored, and a missing required field damages the answer.
 """
 
 from __future__ import annotations
