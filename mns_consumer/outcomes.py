@@ -25,14 +25,8 @@ OUTCOME_CLASSES: Final[tuple[OutcomeClass, ...]] = get_args(OutcomeClass)
 """Every outcome class, in documentation order."""
 
 RETRYABLE: Final[Mapping[OutcomeClass, bool]] = {
-    "delivered": False,
-    "invalid_number": False,
-    "powered_off": True,
-    "blocked": False,
-    "content_rejected": False,
-    "carrier_failure": True,
-    "expired": True,
-    "unknown": False,
+    **dict.fromkeys(OUTCOME_CLASSES, False),
+    **dict.fromkeys(("powered_off", "carrier_failure", "expired"), True),
 }
 """Whether sending the same message to the same number again later may succeed. ``content_rejected`` is
 not retryable as it stands (change the content or signature first); ``unknown`` is not, so that an

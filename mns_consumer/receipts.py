@@ -100,20 +100,15 @@ def _key(family: str, values: Iterable[str | datetime | None]) -> str:
     parts = [encode_basestring_ascii(family)]
     for value in values:
         text = value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
-        # Exactly what a JSON encoder with ensure_ascii and compact separators writes for a list of
-        # strings and nulls, without the encoder's set-up on every call; ASCII escapes keep the text
-        # encodable whatever the values hold (lone surrogates included).
+        # What json.dumps(ensure_ascii=True, compact) writes for strings and nulls, without its set-up on
+        # every call; ASCII escapes keep any text (lone surrogates included) encodable.
         parts.append("null" if text is None else encode_basestring_ascii(text))
     canonical = "[" + ",".join(parts) + "]"
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 def decode_mns_body(
-    message_type: str,
-    body: bytes | str,
-    *,
-    queue: str | None = None,
-    source: Source = "mns",
+    message_type: str, body: bytes | str, *, queue: str | None = None, source: Source = "mns"
 ) -> Receipt:
     """Decode one MNS message body of the given MessageType; ``raw`` is the body as given (text as UTF-8).
 
@@ -131,12 +126,7 @@ def decode_mns_body(
 
 
 def decode_object(
-    message_type: str,
-    obj: Mapping[str, Any],
-    *,
-    raw: bytes,
-    source: Source,
-    queue: str | None,
+    message_type: str, obj: Mapping[str, Any], *, raw: bytes, source: Source, queue: str | None
 ) -> Receipt:
     """Decode one receipt JSON object of the given MessageType, parsed from ``raw``.
 
@@ -297,9 +287,8 @@ def _strict_base64_json(raw: bytes) -> tuple[dict[str, Any], bool] | None:
         return None
     if type(obj) is not dict:
         return None
-    # The decoder made every value plain JSON data (NaN and out-of-range numbers refused); only a
-    # \uD8xx-\uDFxx escape can still yield text that is not Unicode, so the costly re-encoding check
-    # runs only then.
+    # The decoder refused NaN and out-of-range numbers; only a \uD8xx-\uDFxx escape can still yield text
+    # that is not Unicode, so the costly re-encoding check runs only then.
     return obj, b"\\ud" not in decoded and b"\\uD" not in decoded
 
 
@@ -329,11 +318,9 @@ def _finite_float(text: str) -> float:
     return value
 
 
-# Decoders built once: json.loads with options builds a new one each time, which costs a few
-# microseconds per receipt (about as much as decoding a short body). The fast path's also refuses
-# numbers beyond the float range, which json.loads reads as inf: such a body then takes the full
-# path, whose plain-data check words the refusal. Push payloads use the other one, so that such a
-# number costs only its own element.
+# Built once (json.loads with options builds one per call, microseconds per receipt). The fast path's also
+# refuses numbers beyond the float range, so such a body takes the full path, whose plain-data check words
+# the refusal; push payloads use the other, so that such a number costs only its own element.
 _JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 _FINITE_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
@@ -517,11 +504,6 @@ def _review_status(fields: _Fields, name: str) -> Status:
     return _REVIEW_STATUSES[word]
 
 
-def _opt_out(fields: _Fields, name: str) -> bool:
-    # The default keywords; the daemon re-reads the reply with the configured opt_out matcher.
-    return DEFAULT_MATCHER(fields.text(name))
-
-
 def _canonical_tmp_ops(fields: _Fields, name: str) -> str:
     """``tmpOps`` as the compact JSON of its sorted ``[vendorCode, state]`` pairs."""
     ops = fields.obj.get(name)
@@ -563,10 +545,10 @@ class _Format:
     def __init__(
         self,
         kind: Kind,
-        family: str | None,
         identity: tuple[str, ...],
         *reads: tuple[str, Callable[..., Any], tuple[str, ...]],
         extra: tuple[str, ...] = (),
+        family: str | None = None,
     ) -> None:
         self.kind, self.family, self.identity, self.reads, self.extra = kind, family, identity, reads, extra
         self.mapped = frozenset(
@@ -599,7 +581,6 @@ class _Format:
 # SmsReport (reference 4.1); DypnsSmsVerifyReport shares its field set, not its dedupe family.
 _MAINLAND_REPORT: Final = _Format(
     "delivery_report",
-    None,
     ("biz_id", "phone_number", "status"),
     ("biz_id", _Fields.identity, ("biz_id",)),
     ("phone_number", _Fields.identity, ("phone_number",)),
@@ -614,7 +595,6 @@ _MAINLAND_REPORT: Final = _Format(
 # The international site's SmsReport (reference 4.7): PascalCase, Status 1/2/6, RFC 2822 dates.
 _INTERNATIONAL_REPORT: Final = _Format(
     "delivery_report",
-    "SmsReport/international",
     ("message_id", "phone_number", "status"),
     ("message_id", _Fields.identity, ("MessageId",)),
     ("phone_number", _Fields.identity, ("To",)),
@@ -625,13 +605,13 @@ _INTERNATIONAL_REPORT: Final = _Format(
     ("sent_at", _Fields.time, ("SendDate",)),
     ("reported_at", _Fields.time, ("ReceiveDate",)),
     ("sms_parts", _Fields.count, ("SmsSize",)),
+    family="SmsReport/international",
 )
 _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
     "SmsReport": _MAINLAND_REPORT,
     # GlobeSmsReport (reference 4.6): status "1" delivered or "2" failed, Beijing times.
     "GlobeSmsReport": _Format(
         "delivery_report",
-        "GlobeSmsReport",
         ("message_id", "phone_number", "status"),
         ("message_id", _Fields.identity, ("message_id",)),
         ("phone_number", _Fields.identity, ("to",)),
@@ -645,7 +625,6 @@ _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
     # SmsUp (reference 4.2): a reply; ``sequence_id`` may be a number or a string.
     "SmsUp": _Format(
         "reply",
-        "SmsUp",
         ("phone_number", "sequence_id", "sent_at", "dest_code"),
         ("phone_number", _Fields.identity, ("phone_number",)),
         ("sequence_id", _Fields.number, ("sequence_id",)),
@@ -653,14 +632,14 @@ _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
         ("sent_at", _Fields.required_time, ("send_time",)),
         ("content", _Fields.text, ("content",)),
         ("status", lambda fields: "received", ()),
-        ("opt_out", _opt_out, ("content",)),
+        # The default keywords; the daemon re-reads the reply with the configured opt_out matcher.
+        ("opt_out", lambda fields, name: DEFAULT_MATCHER(fields.text(name)), ("content",)),
         ("sign_name", _Fields.text, ("sign_name",)),
         extra=("sequence_id",),
     ),
     # SignSmsReport (reference 4.3): a signature review step; ``order_id`` or ``orderId`` by mode.
     "SignSmsReport": _Format(
         "sign_review",
-        "SignSmsReport",
         ("sign_name", "order_id", "status"),
         ("sign_name", _Fields.identity, ("sign_name",)),
         ("order_id", _Fields.identity, ("order_id", "orderId")),
@@ -672,7 +651,6 @@ _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
     # TemplateSmsReport (reference 4.4): a template review step; its content keeps ``${var}`` holes.
     "TemplateSmsReport": _Format(
         "template_review",
-        "TemplateSmsReport",
         ("template_code", "order_id", "status"),
         ("template_code", _Fields.identity, ("template_code",)),
         ("order_id", _Fields.identity, ("order_id", "orderId")),
@@ -685,7 +663,6 @@ _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
     # MnsCardVender (reference 4.5): a card render result.
     "MnsCardVender": _Format(
         "card_render",
-        "MnsCardVender",
         ("phone_number", "out_id", "render_status"),
         ("phone_number", _Fields.identity, ("mobile", "phone_number")),
         ("out_id", _Fields.identity, ("outId", "out_id")),
@@ -697,7 +674,6 @@ _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
     # MnsCardTemplate (reference 4.5): a card template review summed over phone vendors (``tmpOps``).
     "MnsCardTemplate": _Format(
         "card_template_review",
-        "MnsCardTemplate",
         ("template_code", "status", "tmp_ops"),
         ("template_code", _Fields.identity, ("template_code",)),
         ("status", _coded({0: "approving", 1: "approved", 2: "rejected"}), ("approval_status",)),
@@ -741,16 +717,14 @@ def _as_code(value: Any) -> int | None:
     return None
 
 
-# Receipts of one burst share their seconds, so most times were parsed a moment ago; datetimes are
-# immutable, so receipts may share them.
+# Receipts of one burst share their seconds; datetimes are immutable, so receipts may share them.
 @lru_cache(maxsize=256)
 def _parse_time(value: str) -> datetime | None:
     """A receipt time as an aware datetime, or None when it is in none of the known formats."""
     text = value.strip()
     if len(text) == 19 and text.isascii() and text[4] + text[7] + text[10] + text[13] + text[16] == "-- ::":
-        # yyyy-MM-dd HH:mm:ss, by far the most common form: fromisoformat reads it faster than strptime
-        # and agrees with it on every 19-character string of that shape. The offset is parsed with it,
-        # cheaper than replace(tzinfo=...), for the same instant and the same +08:00 offset.
+        # yyyy-MM-dd HH:mm:ss, by far the most common form: fromisoformat (offset included) is faster than
+        # strptime and replace(tzinfo=...), and agrees with them on every 19-character string of that shape.
         try:
             return datetime.fromisoformat(text + "+08:00")
         except ValueError:
