@@ -336,7 +336,9 @@ def _decode_object(
         _check_plain(message_type, obj, raw)
     fields = _Fields(message_type, obj, raw, source, queue)
     decoder = _DECODERS[message_type]
-    if decoder is _MAINLAND_REPORT and _is_international(obj):
+    keys = obj.keys()
+    # The international site's SmsReport is told by its PascalCase keys (reference 4.7).
+    if decoder is _MAINLAND_REPORT and not keys.isdisjoint(_INTERNATIONAL_KEYS) and keys.isdisjoint(_MAINLAND_KEYS):
         decoder = _INTERNATIONAL_REPORT
     return decoder(fields)
 
@@ -349,12 +351,6 @@ def _check_plain(message_type: str, obj: Mapping[str, Any], raw: bytes) -> None:
         raise DecodeError(message_type, "", "body contains a lone surrogate escape (not valid Unicode)", raw) from None
     except (TypeError, ValueError) as exc:
         raise DecodeError(message_type, "", f"body is not plain JSON data ({_short(str(exc))})", raw) from None
-
-
-def _is_international(obj: Mapping[str, Any]) -> bool:
-    """Whether an SmsReport body is the international site's PascalCase shape (reference 4.7)."""
-    keys = obj.keys()
-    return not keys.isdisjoint(_INTERNATIONAL_KEYS) and keys.isdisjoint(_MAINLAND_KEYS)
 
 
 @dataclasses.dataclass(slots=True)

@@ -22,8 +22,10 @@ __all__ = ["parse_batch_receive", "receipt_handles_xml"]
 _XMLNS: Final = "http://mns.aliyuncs.com/doc/v1/"
 _QUOTE: Final = {'"': "&quot;"}  # minidom escapes quotes in text nodes too
 
+# In ReceivedMessage's field order.
+_TEXT_FIELDS: Final = ("MessageId", "ReceiptHandle", "MessageBody", "MessageBodyMD5")
 _INTEGER_FIELDS: Final = ("DequeueCount", "EnqueueTime", "FirstDequeueTime", "NextVisibleTime", "Priority")
-_FIELDS: Final = ("MessageId", "ReceiptHandle", "MessageBody", "MessageBodyMD5", *_INTEGER_FIELDS)
+_FIELDS: Final = (*_TEXT_FIELDS, *_INTEGER_FIELDS)
 # The local names of the tags MNS writes, looked up rather than split off for each of the ~10 elements
 # of each message; any other tag (another namespace, an unknown field) still goes through _local.
 _LOCAL_NAMES: Final = {tag: name for name in (*_FIELDS, "Message") for tag in (f"{{{_XMLNS}}}{name}", name)}
@@ -57,18 +59,8 @@ def parse_batch_receive(answer: str | bytes) -> list[ReceivedMessage]:
 
 def _message(fields: dict[str, str], index: int) -> ReceivedMessage:
     try:
-        numbers = {name: int(fields[name]) for name in _INTEGER_FIELDS}
-        return ReceivedMessage(
-            message_id=fields["MessageId"],
-            receipt_handle=fields["ReceiptHandle"],
-            body=fields["MessageBody"],
-            body_md5=fields["MessageBodyMD5"],
-            dequeue_count=numbers["DequeueCount"],
-            enqueue_time_ms=numbers["EnqueueTime"],
-            first_dequeue_time_ms=numbers["FirstDequeueTime"],
-            next_visible_time_ms=numbers["NextVisibleTime"],
-            priority=numbers["Priority"],
-        )
+        numbers = [int(fields[name]) for name in _INTEGER_FIELDS]
+        return ReceivedMessage._make([*(fields[name] for name in _TEXT_FIELDS), *numbers])
     except KeyError as exc:
         raise DamagedAnswerError(f"message {index} has no {exc.args[0]}") from None
     except ValueError:
