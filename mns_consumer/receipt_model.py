@@ -101,11 +101,8 @@ class Receipt:
         """
         raw = data["raw"].encode("utf-8") if "raw" in data else base64.b64decode(data["raw_base64"])
         values: dict[str, Any] = {name: data.get(name) for name in _OPTIONAL_FIELDS}
-        values.update(
-            sent_at=_parse_iso(values["sent_at"]),
-            reported_at=_parse_iso(values["reported_at"]),
-            extra=dict(values["extra"] or {}),
-        )
+        values["sent_at"], values["reported_at"] = _parse_iso(values["sent_at"]), _parse_iso(values["reported_at"])
+        values["extra"] = dict(values["extra"] or {})
         return cls(data["kind"], data["message_type"], data["source"], data["dedupe_key"], raw, **values)
 
 

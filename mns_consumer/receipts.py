@@ -5,10 +5,8 @@
 parsed object (backfill). Every failure is a :class:`~mns_consumer.errors.DecodeError` naming the field
 and why, never quoting a value (receipts hold phone numbers; reasons reach logs and dead letters).
 
-Normalization (reference 4, 4.9; docs/receipts.md): every time becomes an aware ``datetime`` (mainland
-ones Beijing time), ``success`` may be ``true``, ``"true"`` or ``1``, numbers may be strings and ids
-numbers, ``order_id``/``orderId`` become ``extra["order_id"]``, nulls and empty optional strings read as
-absent, unmapped fields stay in ``extra``. SmsReport's international shape is told by its PascalCase keys.
+Normalization (reference 4, 4.9) is what docs/receipts.md says: times become aware datetimes (mainland
+ones Beijing time), loose spellings of numbers, ids and flags are accepted, unmapped fields kept in ``extra``.
 
 A dedupe key is the SHA-256 of the compact ASCII JSON ``[family, *identity]`` (:data:`IDENTITY_FIELDS`),
 values normalized so no spelling, encoding or source changes it. ``report_time`` and ``err_code`` stay
@@ -222,8 +220,7 @@ def _push_elements(message_type: str, raw: bytes) -> list[tuple[Any, bytes]]:
     """Each element of a push body (an array, or one object) with its bytes, sliced from the body."""
     _check_message_type(message_type, raw)
     try:
-        text = raw.decode("utf-8-sig")
-        elements = _scan_elements(text)
+        elements = _scan_elements(raw.decode("utf-8-sig"))
     except (ValueError, IndexError):  # UnicodeDecodeError is a ValueError
         elements = None
     if elements is not None:
