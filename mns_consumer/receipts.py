@@ -350,9 +350,9 @@ def _check_plain(message_type: str, obj: Mapping[str, Any], raw: bytes) -> None:
         raise DecodeError(message_type, "", f"body is not plain JSON data ({_short(str(exc))})", raw) from None
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, repr=False, eq=False)
 class _Fields:
-    """One body being decoded: typed access to its fields.
+    """One body being decoded: typed access to its fields (no repr: bodies hold phone numbers).
 
     Every accessor takes the field's spellings in order of preference and uses the first one present
     and not null.
