@@ -48,14 +48,10 @@ class OptOutMatcher:
 
     def __call__(self, content: str | None) -> bool:
         """True when ``content`` is an opt-out reply; False for None or anything else."""
-        if not content:
-            return False
-        reply = normalize_reply(content)
-        if not reply:
-            return False
-        if reply in self.keywords:
+        reply = normalize_reply(content) if content else ""
+        if reply in self.keywords:  # never empty
             return True
-        return self.pattern is not None and self.pattern.fullmatch(reply) is not None
+        return bool(reply) and self.pattern is not None and self.pattern.fullmatch(reply) is not None
 
 
 DEFAULT_MATCHER: Final = OptOutMatcher()

@@ -25,14 +25,8 @@ OUTCOME_CLASSES: Final[tuple[OutcomeClass, ...]] = get_args(OutcomeClass)
 """Every outcome class, in documentation order."""
 
 RETRYABLE: Final[Mapping[OutcomeClass, bool]] = {
-    "delivered": False,
-    "invalid_number": False,
-    "powered_off": True,
-    "blocked": False,
-    "content_rejected": False,
-    "carrier_failure": True,
-    "expired": True,
-    "unknown": False,
+    **dict.fromkeys(OUTCOME_CLASSES, False),
+    **dict.fromkeys(("powered_off", "carrier_failure", "expired"), True),
 }
 """Whether sending the same message to the same number again later may succeed. ``content_rejected`` is
 not retryable as it stands (change the content or signature first); ``unknown`` is not, so that an
@@ -44,110 +38,34 @@ _BLOCKED: Final = "blocked"
 _CONTENT: Final = "content_rejected"
 _CARRIER: Final = "carrier_failure"
 
+
+def _codes(outcome: OutcomeClass, *codes: str) -> dict[str, OutcomeClass]:
+    return dict.fromkeys(codes, outcome)
+
+
 EXACT_CODES: Final[Mapping[str, OutcomeClass]] = {
     # Success spellings: mainland err_code, CMPP stat, international ErrorCode.
-    "DELIVERED": "delivered",
-    "DELIVRD": "delivered",
-    "SUCCESS": "delivered",
+    **_codes("delivered", "DELIVERED", "DELIVRD", "SUCCESS"),
     # The CMPP/SMPP final states.
-    "UNDELIV": _INVALID,
-    "UNDELIVRD": _INVALID,
-    "EXPIRED": "expired",
-    "REJECTD": _CONTENT,
-    "REJECT": _CONTENT,
-    "UNKNOWN": "unknown",
-    "UNKNOW": "unknown",
-    "SP_UNKNOW_ERROR": "unknown",
-    # China Mobile MK: (SMSC final results).
-    "MK:0000": _INVALID,
-    "MK:0001": _INVALID,
-    "MK:0004": _OFF,
-    "MK:0005": _INVALID,
-    "MK:0008": _OFF,
-    "MK:0010": _OFF,
-    "MK:0011": _OFF,
-    "MK:0012": _INVALID,
-    "MK:0013": _INVALID,
-    "MK:0014": _CONTENT,
-    "MK:0015": _OFF,
-    "MK:0017": _OFF,
-    "MK:0020": _CARRIER,
-    "MK:0022": _CARRIER,
-    "MK:0023": _OFF,
-    "MK:0024": _OFF,
-    "MK:0029": _OFF,
-    "MK:0075": _INVALID,
-    "MK:0115": _CONTENT,
-    "MK00001": _INVALID,
-    # China Mobile MN: (SMSC results).
-    "MN:0001": _INVALID,
-    "MN:0012": _INVALID,
-    "MN:0020": _CARRIER,
-    "MN:0022": _INVALID,
-    "MN:0029": _INVALID,
-    "MN:0050": _INVALID,
-    "MN:0052": _CARRIER,
-    "MN:0053": _CARRIER,
-    "MN:0054": _INVALID,
-    "MN:0055": _CARRIER,
-    "MN:0059": _OFF,
-    "MN:0075": _CARRIER,
-    "MN00001": _CARRIER,
-    # China Mobile MI: (SMSC results).
-    "MI:0000": _INVALID,
-    "MI:0004": _INVALID,
-    "MI:0005": _INVALID,
-    "MI:0008": _CARRIER,
-    "MI:0011": _INVALID,
-    "MI:0012": _INVALID,
-    "MI:0013": _OFF,
-    "MI:0017": _INVALID,
-    "MI:0020": _INVALID,
-    "MI:0022": _CARRIER,
-    "MI:0024": _OFF,
-    "MI:0029": _OFF,
-    "MI:0036": _CARRIER,
-    "MI:0041": _CARRIER,
-    "MI:0045": _CARRIER,
-    "MI:0054": _INVALID,
-    "MI:0055": _INVALID,
-    "MI:0059": _INVALID,
-    "MI:0081": _CARRIER,
-    "MI:0084": _INVALID,
-    "MI00000": "expired",
-    # China Mobile MC:/MB:/MA: (SMSC).
-    "MC:0001": "unknown",
-    "MC:0055": _OFF,
-    "MC:0151": _INVALID,
-    "MB:1042": _OFF,
-    "MB:1077": _BLOCKED,
-    "MB:1078": _CARRIER,
-    "MA:0051": _CARRIER,
-    "MA:0054": _CARRIER,
-    # China Mobile gateway (ISMG) codes.
-    "IA:0051": _CARRIER,
-    "IA:0054": _CARRIER,
-    "IA:0073": _CARRIER,
-    "IB:0008": _CARRIER,
-    "IC:0001": _OFF,
-    "IC:0015": _CARRIER,
-    "IC:0055": _CARRIER,
-    "IC:0151": _INVALID,
-    "IC:0154": _CARRIER,
-    "ID:0013": _CARRIER,
-    "ID:0070": _CARRIER,
-    "ID:0076": _CONTENT,
-    # China Mobile DSMP codes.
-    "DB:0101": _INVALID,
-    "DB:0102": _INVALID,
-    "DB:0107": _INVALID,
-    "DB:0108": _CARRIER,
-    "DB:0141": _BLOCKED,
-    "DB:0142": _BLOCKED,
-    "DB:0144": _BLOCKED,
-    "DB:0164": _BLOCKED,
-    "DB:0505": _CARRIER,
-    "DB00141": _CONTENT,
+    **_codes(_INVALID, "UNDELIV", "UNDELIVRD"),
+    **_codes("expired", "EXPIRED"),
+    **_codes(_CONTENT, "REJECTD", "REJECT"),
+    **_codes("unknown", "UNKNOWN", "UNKNOW", "SP_UNKNOW_ERROR"),
+    # China Mobile SMSC (MK:, MN:, MI:, MC:, MB:, MA:), gateway (ISMG: IA: to ID:) and DSMP (DB:) codes.
+    **_codes(_INVALID, "MK:0000", "MK:0001", "MK:0005", "MK:0012", "MK:0013", "MK:0075", "MK00001", "MN:0001"),
+    **_codes(_INVALID, "MN:0012", "MN:0022", "MN:0029", "MN:0050", "MN:0054", "MI:0000", "MI:0004", "MI:0005"),
+    **_codes(_INVALID, "MI:0011", "MI:0012", "MI:0017", "MI:0020", "MI:0054", "MI:0055", "MI:0059", "MI:0084"),
+    **_codes(_INVALID, "MC:0151", "IC:0151", "DB:0101", "DB:0102", "DB:0107"),
+    **_codes(_OFF, "MK:0004", "MK:0008", "MK:0010", "MK:0011", "MK:0015", "MK:0017", "MK:0023", "MK:0024", "MK:0029"),
+    **_codes(_OFF, "MN:0059", "MI:0013", "MI:0024", "MI:0029", "MC:0055", "MB:1042", "IC:0001"),
+    **_codes(_BLOCKED, "MB:1077", "DB:0141", "DB:0142", "DB:0144", "DB:0164"),
+    **_codes(_CONTENT, "MK:0014", "MK:0115", "ID:0076", "DB00141"),
+    **_codes(_CARRIER, "MK:0020", "MK:0022", "MN:0020", "MN:0052", "MN:0053", "MN:0055", "MN:0075", "MN00001"),
+    **_codes(_CARRIER, "MI:0008", "MI:0022", "MI:0036", "MI:0041", "MI:0045", "MI:0081", "MB:1078", "MA:0051"),
+    **_codes(_CARRIER, "MA:0054", "IA:0051", "IA:0054", "IA:0073", "IB:0008", "IC:0015", "IC:0055", "IC:0154"),
+    **_codes(_CARRIER, "ID:0013", "ID:0070", "DB:0108", "DB:0505"),
+    **_codes("expired", "MI00000"),
+    **_codes("unknown", "MC:0001"),
     # Alibaba's own receipt codes (mainland "短信发送状态回执错误码"), classed by Alibaba's explanation.
     "MOBILE_NOT_ON_SERVICE": _INVALID,  # suspended, empty, out of service, off or out of coverage: check the number
     "MOBILE_ACCOUNT_ABNORMAL": _INVALID,  # account abnormal, ported, in arrears: send again once the number is fixed
@@ -169,16 +87,9 @@ EXACT_CODES: Final[Mapping[str, OutcomeClass]] = {
     "SP_UNKNOWN_ERROR": "unknown",  # the carrier reported an unknown error
     "REQUEST_SUCCESS": "unknown",  # accepted, but no carrier report came back (Alibaba: likely the recipient)
     # Blacklists and keyword filters named in words.
-    "MBBLACK": _BLOCKED,
-    "DBBLACK": _BLOCKED,
-    "BLACK": _BLOCKED,
-    "TSBLACK": _BLOCKED,
-    "TDBLACK": _BLOCKED,
-    "W-BLACK": _BLOCKED,
-    "BWLIST": _BLOCKED,
-    "HD:19": _BLOCKED,
-    "KEYWORD": _CONTENT,
-    "NOROUTE": _CARRIER,
+    **_codes(_BLOCKED, "MBBLACK", "DBBLACK", "BLACK", "TSBLACK", "TDBLACK", "W-BLACK", "BWLIST", "HD:19"),
+    **_codes(_CONTENT, "KEYWORD"),
+    **_codes(_CARRIER, "NOROUTE"),
 }
 """Codes with a published meaning (upper case)."""
 

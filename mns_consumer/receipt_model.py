@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any, Final, Literal, TypeAlias
 
 from mns_consumer.outcomes import OutcomeClass
@@ -82,30 +83,8 @@ class Receipt:
 
         A raw body that is not valid UTF-8 is given as ``raw_base64`` instead of ``raw``.
         """
-        data: dict[str, Any] = {
-            "dedupe_key": self.dedupe_key,
-            "kind": self.kind,
-            "message_type": self.message_type,
-            "source": self.source,
-            "queue": self.queue,
-            "phone_number": self.phone_number,
-            "biz_id": self.biz_id,
-            "out_id": self.out_id,
-            "status": self.status,
-            "error_code": self.error_code,
-            "error_message": self.error_message,
-            "sent_at": _isoformat(self.sent_at),
-            "reported_at": _isoformat(self.reported_at),
-            "sms_parts": self.sms_parts,
-            "content": self.content,
-            "sign_name": self.sign_name,
-            "template_code": self.template_code,
-            "reason": self.reason,
-            "outcome_class": self.outcome_class,
-            "retryable": self.retryable,
-            "opt_out": self.opt_out,
-            "extra": dict(self.extra),
-        }
+        data = dict(zip(_JSON_KEYS, _json_values(self), strict=True))
+        data.update(sent_at=_isoformat(self.sent_at), reported_at=_isoformat(self.reported_at), extra=dict(self.extra))
         try:
             data["raw"] = self.raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -122,14 +101,18 @@ class Receipt:
         """
         raw = data["raw"].encode("utf-8") if "raw" in data else base64.b64decode(data["raw_base64"])
         values: dict[str, Any] = {name: data.get(name) for name in _OPTIONAL_FIELDS}
-        values.update(
-            sent_at=_parse_iso(values["sent_at"]),
-            reported_at=_parse_iso(values["reported_at"]),
-            extra=dict(values["extra"] or {}),
-        )
+        values["sent_at"], values["reported_at"] = _parse_iso(values["sent_at"]), _parse_iso(values["reported_at"])
+        values["extra"] = dict(values["extra"] or {})
         return cls(data["kind"], data["message_type"], data["source"], data["dedupe_key"], raw, **values)
 
 
+_JSON_KEYS: Final = (
+    "dedupe_key",
+    *(item.name for item in fields(Receipt) if item.name not in {"dedupe_key", "raw", "extra"}),
+    "extra",
+)
+"""The keys of :meth:`Receipt.to_json_dict`, in its order (``raw`` or ``raw_base64`` follows)."""
+_json_values: Final = attrgetter(*_JSON_KEYS)
 _OPTIONAL_FIELDS: Final = tuple(
     item.name for item in fields(Receipt) if item.default is not MISSING or item.default_factory is not MISSING
 )

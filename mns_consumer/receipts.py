@@ -1,55 +1,24 @@
 """Decoders of every supported Alicom receipt body into one normalized :class:`Receipt`, and its dedupe key.
 
-Three entry points cover the three ways a body arrives:
+:func:`decode_mns_body` takes an MNS body, base64 or already decoded (reference 3.6, pitfall 1);
+:func:`decode_push` an HTTP push array (reference 5), each element on its own; :func:`decode_object` a
+parsed object (backfill). Every failure is a :class:`~mns_consumer.errors.DecodeError` naming the field
+and why, never quoting a value (receipts hold phone numbers; reasons reach logs and dead letters).
 
-* :func:`decode_mns_body` takes one MNS message body, either the base64 text Alibaba enqueues or the
-  bytes the SDK already decoded (reference 3.6, pitfall 1), and decides which one it got.
-* :func:`decode_push` takes one HTTP push POST body, a JSON array (reference 5), and decodes each element
-  on its own, so one bad element does not cost the others.
-* :func:`decode_object` decodes one JSON object that was already parsed (backfill, tests).
+Normalization (reference 4, 4.9) is what docs/receipts.md says: times become aware datetimes (mainland
+ones Beijing time), loose spellings of numbers, ids and flags are accepted, unmapped fields kept in ``extra``.
 
-Every failure, whatever the input, is a :class:`~mns_consumer.errors.DecodeError` naming the field at
-fault and why; the caller dead-letters it with the raw body. Nothing else escapes.
-
-Reasons never quote a value of the body: receipts carry phone numbers and message texts, and reasons
-travel on to logs, dead letters and the replay output, which are read by more people than the raw
-bodies are. A reason names the field (in :attr:`DecodeError.field`), what was expected and what kind of
-value came instead, e.g. ``expected a time like 2024-01-01 00:00:00 (...), got a string of another
-form`` or ``expected true or false (...), got an array``; the raw body, kept with the error, holds the
-value itself.
-
-Normalization (reference 4 and 4.9): mainland times are Beijing time (UTC+8) in ``yyyy-MM-dd HH:mm:ss``
-or ``yyyyMMddHHmmss``, international ones RFC 2822 with an offset; every time becomes an aware
-``datetime``. ``success`` may be ``true``, ``"true"`` or ``1``. Numbers may come as strings and ids as
-numbers. ``order_id`` and ``orderId`` are one field, kept as ``extra["order_id"]``. Nulls and empty
-strings of optional fields read as absent. Every field the :class:`Receipt` has no attribute for is kept,
-under its own name, in ``extra``. SmsReport bodies come in two shapes, told apart by their keys: the
-mainland snake_case one (``biz_id``, ``phone_number``) and the international PascalCase one (``To``,
-``MessageId``, ``Status``); DypnsSmsVerifyReport uses the mainland SmsReport field set.
-
-Dedupe keys. A receipt's :attr:`Receipt.dedupe_key` is the SHA-256 hex digest of the UTF-8 bytes of
-the compact, ASCII-escaped JSON array ``[family, *identity]``: JSON quoting makes the separator
-unambiguous whatever the values contain. Identity values are normalized first (surrounding whitespace
-stripped, numbers as decimal strings, statuses as :data:`Status` values, times as UTC ISO 8601), so
-key order, JSON whitespace, escaping, base64 or not, and number-versus-string spellings never change a
-key. The source, queue, raw body and the MNS message id are never part of it, so the same receipt has the same
-key whether it came from MNS, a push or a backfill. :func:`dedupe_key` computes it from the identity
-values alone, for code that builds receipts from other data (QuerySendDetails backfill).
-
-The identity of each family is :data:`IDENTITY_FIELDS`; docs/receipts.md tabulates it with the body
-fields and says why. What the table there leaves out: ``report_time`` and ``err_code`` stay out of a
-report's identity so that a backfill, whose times and codes may be written differently, dedupes against
-the MNS receipt; SmsUp's ``send_time`` is compared as an instant, so both time formats give one key;
-MnsCardVender's status is the numeric ``render_status`` (every non-zero code normalizes to ``failed``);
-``tmp_ops`` is the compact JSON of the sorted ``[vendorCode, state]`` pairs of ``tmpOps``, so vendor
-order and ``desc`` make no new event, a vendor's new state does. Every identity field is required (an
-object, a boolean or a fraction there is rejected too), except ``tmpOps``, whose absence reads as no vendors.
+A dedupe key is the SHA-256 of the compact ASCII JSON ``[family, *identity]`` (:data:`IDENTITY_FIELDS`),
+values normalized so no spelling, encoding or source changes it. ``report_time`` and ``err_code`` stay
+out so a backfill dedupes against the MNS receipt; ``render_status`` is the numeric code; ``tmp_ops`` is
+the sorted ``[vendorCode, state]`` pairs of ``tmpOps`` (absent: none), so vendor order and ``desc`` do not count.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import math
@@ -92,33 +61,21 @@ IDENTITY_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
 BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
 """Alibaba's platform time zone, in which mainland receipt times are written without an offset."""
 
-_MAINLAND_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-_COMPACT_TIME_FORMAT = "%Y%m%d%H%M%S"
 # int() refuses longer digit strings (CPython's conversion limit); such a string is kept as text.
 _MAX_DIGITS = 4300
 _T = TypeVar("_T")
 _INTERNATIONAL_KEYS = ("To", "MessageId", "Status")
 _MAINLAND_KEYS = ("biz_id", "phone_number")
-_INTERNATIONAL_STATUSES: Mapping[int, Status] = {1: "delivered", 2: "failed", 6: "expired"}
-_GLOBE_STATUSES: Mapping[int, Status] = {1: "delivered", 2: "failed"}
-_CARD_APPROVAL_STATUSES: Mapping[int, Status] = {0: "approving", 1: "approved", 2: "rejected"}
 _REVIEW_STATUSES: Mapping[str, Status] = {"approving": "approving", "approved": "approved", "rejected": "rejected"}
 
 
 def dedupe_key(family: str, **identity: str | datetime | None) -> str:
     """The dedupe key of a receipt from its identity values (see :data:`IDENTITY_FIELDS` and docs/receipts.md).
 
-    Decoders call it for every receipt; code that builds receipts from other data calls it with the same
-    normalized values to get the same key, e.g. a backfilled mainland report:
+    For code that builds receipts from other data (backfill), with the values normalized as the decoders
+    do (stripped text, numbers as decimal strings, :data:`Status` values, aware datetimes), e.g.
     ``dedupe_key("SmsReport", biz_id="812^0", phone_number="13900001111", status="delivered")``.
-
-    Args:
-        family: One of :data:`IDENTITY_FIELDS` (a MessageType, or ``SmsReport/international``).
-        **identity: Exactly the family's identity values, normalized as the decoders do: stripped text,
-            numbers as decimal strings, statuses as :data:`Status` values; a datetime must be aware.
-
-    Returns:
-        64 lower-case hex digits.
+    Returns 64 lower-case hex digits.
 
     Raises:
         ValueError: If the family is unknown, the names are not exactly its identity fields, or a
@@ -141,35 +98,21 @@ def _key(family: str, values: Iterable[str | datetime | None]) -> str:
     parts = [encode_basestring_ascii(family)]
     for value in values:
         text = value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
-        # Exactly what a JSON encoder with ensure_ascii and compact separators writes for a list of
-        # strings and nulls, without the encoder's set-up on every call; ASCII escapes keep the text
-        # encodable whatever the values hold (lone surrogates included).
+        # What json.dumps(ensure_ascii=True, compact) writes for strings and nulls, without its set-up on
+        # every call; ASCII escapes keep any text (lone surrogates included) encodable.
         parts.append("null" if text is None else encode_basestring_ascii(text))
     canonical = "[" + ",".join(parts) + "]"
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 def decode_mns_body(
-    message_type: str,
-    body: bytes | str,
-    *,
-    queue: str | None = None,
-    source: Source = "mns",
+    message_type: str, body: bytes | str, *, queue: str | None = None, source: Source = "mns"
 ) -> Receipt:
-    """Decode one MNS message body of the given MessageType.
+    """Decode one MNS message body of the given MessageType; ``raw`` is the body as given (text as UTF-8).
 
     The body may be the base64 text Alibaba enqueues (the SDK with ``set_encoding(False)``) or the JSON
     bytes the SDK already decoded (its default): a body that parses as a JSON object is used as it is,
     anything else must be strict base64 of UTF-8 JSON (reference 3.6, pitfall 1).
-
-    Args:
-        message_type: The queue's MessageType, one of :data:`MESSAGE_TYPES`.
-        body: The message body as received, text or bytes.
-        queue: The queue it came from, recorded on the receipt.
-        source: Recorded on the receipt; ``mns`` unless replaying a body from elsewhere.
-
-    Returns:
-        The normalized receipt, whose ``raw`` is the body exactly as given (text encoded as UTF-8).
 
     Raises:
         DecodeError: If the type is unknown, the body is neither a JSON object nor base64 of one, or
@@ -181,24 +124,9 @@ def decode_mns_body(
 
 
 def decode_object(
-    message_type: str,
-    obj: Mapping[str, Any],
-    *,
-    raw: bytes,
-    source: Source,
-    queue: str | None,
+    message_type: str, obj: Mapping[str, Any], *, raw: bytes, source: Source, queue: str | None
 ) -> Receipt:
-    """Decode one receipt JSON object of the given MessageType.
-
-    Args:
-        message_type: One of :data:`MESSAGE_TYPES`.
-        obj: The parsed JSON object.
-        raw: The body it was parsed from, kept on the receipt and on any error.
-        source: Where it came from.
-        queue: The MNS queue or push route it came from, if any.
-
-    Returns:
-        The normalized receipt.
+    """Decode one receipt JSON object of the given MessageType, parsed from ``raw``.
 
     Raises:
         DecodeError: If the type is unknown, ``obj`` is not a JSON object, a required field is missing
@@ -213,15 +141,8 @@ def decode_push(message_type: str, payload: bytes, *, route: str | None = None) 
     Each element decodes on its own, with ``source="push"``, ``queue=route`` and, as ``raw``, the bytes of
     that element exactly as they were in the body, so a dead letter holds exactly the element that failed
     and replaying it decodes what Alibaba sent (re-encoding would turn ``1e400`` into ``Infinity`` and a
-    lone ``\\ud800`` escape into replacement characters).
-
-    Args:
-        message_type: The MessageType the push route is configured for (pushes carry no type, reference 5).
-        payload: The POST body.
-        route: The push route (URL path) it came to, recorded as the receipts' queue.
-
-    Returns:
-        One result per element, in order: its receipt, or the DecodeError that rejects it.
+    lone ``\\ud800`` escape into replacement characters). ``message_type`` is the route's (pushes carry
+    none, reference 5). Returns one result per element, in order: its receipt or its DecodeError.
 
     Raises:
         DecodeError: If the type is unknown, or the payload is not UTF-8 JSON, or is JSON but neither an
@@ -299,8 +220,7 @@ def _push_elements(message_type: str, raw: bytes) -> list[tuple[Any, bytes]]:
     """Each element of a push body (an array, or one object) with its bytes, sliced from the body."""
     _check_message_type(message_type, raw)
     try:
-        text = raw.decode("utf-8-sig")
-        elements = _scan_elements(text)
+        elements = _scan_elements(raw.decode("utf-8-sig"))
     except (ValueError, IndexError):  # UnicodeDecodeError is a ValueError
         elements = None
     if elements is not None:
@@ -326,21 +246,16 @@ def _scan_elements(text: str) -> list[tuple[Any, bytes]] | None:
         return None
     elements: list[tuple[Any, bytes]] = []
     position = _skip_space(text, start + 1)
-    if text[position] == "]":
-        position += 1
-    else:
-        while True:
-            element, end = _JSON_DECODER.raw_decode(text, position)
-            elements.append((element, text[position:end].encode("utf-8")))
-            position = _skip_space(text, end)
-            if text[position] == "]":
-                position += 1
-                break
-            if text[position] != ",":
-                raise ValueError("expected , or ] between elements")
+    more = text[position] != "]"
+    while more:
+        element, end = _JSON_DECODER.raw_decode(text, position)
+        elements.append((element, text[position:end].encode("utf-8")))
+        position = _skip_space(text, end)
+        more = text[position] == ","
+        if more:
             position = _skip_space(text, position + 1)
-    if _skip_space(text, position) != len(text):
-        raise ValueError("extra data after the array")
+    if text[position] != "]" or _skip_space(text, position + 1) != len(text):
+        raise ValueError("expected an array's elements separated by , and closed by ]")
     return elements
 
 
@@ -369,9 +284,8 @@ def _strict_base64_json(raw: bytes) -> tuple[dict[str, Any], bool] | None:
         return None
     if type(obj) is not dict:
         return None
-    # The decoder made every value plain JSON data (NaN and out-of-range numbers refused); only a
-    # \uD8xx-\uDFxx escape can still yield text that is not Unicode, so the costly re-encoding check
-    # runs only then.
+    # The decoder refused NaN and out-of-range numbers; only a \uD8xx-\uDFxx escape can still yield text
+    # that is not Unicode, so the costly re-encoding check runs only then.
     return obj, b"\\ud" not in decoded and b"\\uD" not in decoded
 
 
@@ -401,11 +315,9 @@ def _finite_float(text: str) -> float:
     return value
 
 
-# Decoders built once: json.loads with options builds a new one each time, which costs a few
-# microseconds per receipt (about as much as decoding a short body). The fast path's also refuses
-# numbers beyond the float range, which json.loads reads as inf: such a body then takes the full
-# path, whose plain-data check words the refusal. Push payloads use the other one, so that such a
-# number costs only its own element.
+# Built once (json.loads with options builds one per call, microseconds per receipt). The fast path's also
+# refuses numbers beyond the float range, so such a body takes the full path, whose plain-data check words
+# the refusal; push payloads use the other, so that such a number costs only its own element.
 _JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 _FINITE_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
@@ -420,12 +332,12 @@ def _decode_object(
     if not plain:
         _check_plain(message_type, obj, raw)
     fields = _Fields(message_type, obj, raw, source, queue)
-    if message_type in _MAINLAND_REPORT_TYPES and _is_international(obj):
-        return _international_report(fields)
-    return _DECODERS[message_type](fields)
-
-
-_MAINLAND_REPORT_TYPES: Final = frozenset({"SmsReport", "DypnsSmsVerifyReport"})
+    decoder = _DECODERS[message_type]
+    keys = obj.keys()
+    # The international site's SmsReport is told by its PascalCase keys (reference 4.7).
+    if decoder is _MAINLAND_REPORT and not keys.isdisjoint(_INTERNATIONAL_KEYS) and keys.isdisjoint(_MAINLAND_KEYS):
+        decoder = _INTERNATIONAL_REPORT
+    return decoder(fields)
 
 
 def _check_plain(message_type: str, obj: Mapping[str, Any], raw: bytes) -> None:
@@ -438,35 +350,26 @@ def _check_plain(message_type: str, obj: Mapping[str, Any], raw: bytes) -> None:
         raise DecodeError(message_type, "", f"body is not plain JSON data ({_short(str(exc))})", raw) from None
 
 
-def _is_international(obj: Mapping[str, Any]) -> bool:
-    """Whether an SmsReport body is the international site's PascalCase shape (reference 4.7)."""
-    keys = obj.keys()
-    return not keys.isdisjoint(_INTERNATIONAL_KEYS) and keys.isdisjoint(_MAINLAND_KEYS)
-
-
+@dataclasses.dataclass(slots=True, repr=False, eq=False)
 class _Fields:
-    """One body being decoded: typed access to its fields.
+    """One body being decoded: typed access to its fields (no repr: bodies hold phone numbers).
 
     Every accessor takes the field's spellings in order of preference and uses the first one present
-    and not null. Which fields a decoder maps is a constant beside it, so ``extra`` is one set
-    difference instead of bookkeeping on every access.
+    and not null.
     """
 
-    def __init__(
-        self, message_type: str, obj: Mapping[str, Any], raw: bytes, source: Source, queue: str | None
-    ) -> None:
-        self.message_type = message_type
-        self.source: Source = source
-        self.queue = queue
-        self.raw = raw
-        self._obj = obj
+    message_type: str
+    obj: Mapping[str, Any]
+    raw: bytes
+    source: Source
+    queue: str | None
 
     def error(self, field: str, reason: str) -> DecodeError:
         """A DecodeError about one field of this body."""
         return DecodeError(self.message_type, field, reason, self.raw)
 
     def _lookup(self, names: tuple[str, ...]) -> tuple[str, Any]:
-        get = self._obj.get
+        get = self.obj.get
         for name in names:
             value = get(name)
             if value is not None:
@@ -474,7 +377,7 @@ class _Fields:
         return names[0], None
 
     def _absent(self, names: tuple[str, ...], null: str = "required field is null") -> DecodeError:
-        present = any(name in self._obj for name in names)
+        present = any(name in self.obj for name in names)
         return self.error(names[0], null if present else "required field is missing")
 
     def text(self, *names: str) -> str | None:
@@ -487,8 +390,8 @@ class _Fields:
             raise self.error(name, f"expected a string, got {_kind(value)}")
         return text or None
 
-    def identity(self, *names: str, numeric: bool = False) -> str:
-        """A required identity field as stripped text; ``numeric`` canonicalizes ``"0042"`` to ``"42"``."""
+    def identity(self, *names: str) -> str:
+        """A required identity field as stripped text."""
         name, value = self._lookup(names)
         if value is None:
             raise self._absent(names)
@@ -498,9 +401,12 @@ class _Fields:
         text = text.strip()
         if not text:
             raise self.error(name, "required field is empty")
-        if numeric and text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS:
-            text = str(int(text))
         return text
+
+    def number(self, *names: str) -> str:
+        """A required identity field that may be a number: ``"0042"`` reads as ``"42"``."""
+        text = self.identity(*names)
+        return str(int(text)) if text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS else text
 
     def code(self, *names: str) -> int:
         """A required integer status code, given as a number or a decimal string (reference pitfall 17)."""
@@ -516,7 +422,7 @@ class _Fields:
 
     def flag(self, name: str) -> bool:
         """A required boolean: ``true``/``false``, their strings in any case, or 1/0 (reference 4.9)."""
-        value = self._obj.get(name)
+        value = self.obj.get(name)
         if value is True or value is False:
             return value
         if value is None:
@@ -538,11 +444,16 @@ class _Fields:
             return None
         if not isinstance(value, str):
             raise self.error(name, f"expected a time string, got {_kind(value)}")
-        parsed = _receipt_time(value)
+        parsed = _parse_time(value)
         if parsed is None:
-            if _parse_time(value) is not None:
-                raise self.error(name, _OUT_OF_RANGE_TIME)
             raise self.error(name, f"{_EXPECTED_TIME}, got {_kind(value, _OTHER_FORM)}")
+        if not 1 < parsed.year < 9999:
+            # Shifting to UTC, as dedupe keys and sinks do, overflows only on the first or last day datetime
+            # holds (an offset is less than a day): 0001-01-01 00:00:00 Beijing time, for one.
+            try:
+                parsed.astimezone(UTC)
+            except OverflowError:
+                raise self.error(name, _OUT_OF_RANGE_TIME) from None
         return parsed
 
     def required_time(self, *names: str) -> datetime:
@@ -562,304 +473,207 @@ class _Fields:
             raise self.error(name, f"expected a non-negative integer, got {_kind(value, _OTHER_FORM)}")
         return count
 
-    def raw_value(self, name: str) -> Any:
-        """A field's value as received."""
-        return self._obj.get(name)
 
-    def unmapped(self, mapped: frozenset[str]) -> dict[str, Any]:
-        """The body's fields that are not in ``mapped``, in body order."""
-        obj = self._obj
-        return {} if obj.keys() <= mapped else {key: value for key, value in obj.items() if key not in mapped}
+def _coded(statuses: Mapping[int, Status]) -> Callable[[_Fields, str], Status]:
+    """An accessor of a numeric status code mapped to its normalized status."""
 
-    def receipt(
-        self,
-        kind: Kind,
-        family: str,
-        identity: tuple[str | datetime, ...],
-        mapped: frozenset[str],
-        extra: Mapping[str, Any] | None = None,
-        **fields: Any,
-    ) -> Receipt:
-        """The receipt: the decoded ``fields``, every body field not in ``mapped`` in ``extra``, its dedupe key.
+    def status(fields: _Fields, name: str) -> Status:
+        code = fields.code(name)
+        if code not in statuses:
+            known = ", ".join(f"{number} ({value})" for number, value in statuses.items())
+            raise fields.error(name, f"unknown status code: expected one of {known}, got another integer")
+        return statuses[code]
 
-        ``identity`` holds the family's identity values in key order; ``extra`` (normalized values) replaces
-        or adds to the unmapped fields. A delivery report also gets its outcome (:func:`classify`).
-        """
-        remaining = self.unmapped(mapped)
-        if extra:
-            remaining.update(extra)
-        if kind == "delivery_report":
-            fields["outcome_class"], fields["retryable"] = classify(fields["status"], fields["error_code"]) or (
-                None,
-                None,
-            )
-        return Receipt(
-            kind=kind,
-            message_type=self.message_type,
-            source=self.source,
-            queue=self.queue,
-            raw=self.raw,
-            dedupe_key=_key(family, identity),
-            extra=remaining,
-            **fields,
-        )
-
-
-# The body fields each decoder maps to Receipt attributes; every other field is kept in ``extra``. Identity
-# fields kept under their own name (``MessageId``, ``message_id``, ``dest_code``) and ``tmpOps`` are not mapped.
-_MAINLAND_MAPPED: Final = frozenset(
-    {
-        "biz_id",
-        "phone_number",
-        "success",
-        "err_code",
-        "out_id",
-        "outId",
-        "err_msg",
-        "send_time",
-        "report_time",
-        "sms_size",
-    }
-)
-_INTERNATIONAL_MAPPED: Final = frozenset(
-    {"To", "Status", "ErrorCode", "OutId", "out_id", "outId", "ErrorDescription", "SendDate", "ReceiveDate", "SmsSize"}
-)
-_GLOBE_MAPPED: Final = frozenset(
-    {"to", "status", "error_code", "out_id", "outId", "error_description", "send_date", "receive_date"}
-)
-_SMS_UP_MAPPED: Final = frozenset({"phone_number", "sequence_id", "send_time", "content", "sign_name"})
-_SIGN_MAPPED: Final = frozenset({"sign_name", "order_id", "orderId", "sign_status", "reason", "create_date"})
-_TEMPLATE_MAPPED: Final = frozenset(
-    {"template_code", "order_id", "orderId", "template_status", "reason", "template_content", "create_date"}
-)
-_CARD_VENDER_MAPPED: Final = frozenset({"mobile", "phone_number", "outId", "out_id", "render_status", "desc"})
-_CARD_TEMPLATE_MAPPED: Final = frozenset({"template_code", "approval_status", "desc"})
-
-
-def _mainland_report(fields: _Fields) -> Receipt:
-    """SmsReport (reference 4.1) and DypnsSmsVerifyReport, which shares its field set.
-
-    Nearly every receipt is one of these, so it builds its Receipt directly rather than through
-    :meth:`_Fields.receipt`'s keyword forwarding.
-    """
-    biz_id = fields.identity("biz_id")
-    phone_number = fields.identity("phone_number")
-    status: Status = "delivered" if fields.flag("success") else "failed"
-    error_code = fields.text("err_code")
-    outcome_class, retryable = classify(status, error_code) or (None, None)
-    return Receipt(
-        kind="delivery_report",
-        message_type=fields.message_type,
-        source=fields.source,
-        queue=fields.queue,
-        raw=fields.raw,
-        dedupe_key=_key(fields.message_type, (biz_id, phone_number, status)),
-        extra=fields.unmapped(_MAINLAND_MAPPED),
-        outcome_class=outcome_class,
-        retryable=retryable,
-        biz_id=biz_id,
-        phone_number=phone_number,
-        status=status,
-        out_id=fields.text("out_id", "outId"),
-        error_code=error_code,
-        error_message=fields.text("err_msg"),
-        sent_at=fields.time("send_time"),
-        reported_at=fields.time("report_time"),
-        sms_parts=fields.count("sms_size"),
-    )
-
-
-def _international_report(fields: _Fields) -> Receipt:
-    """The international site's SmsReport (reference 4.7): PascalCase, Status 1/2/6, RFC 2822 dates."""
-    message_id = fields.identity("MessageId")
-    to = fields.identity("To")
-    status = _mapped_code(fields, "Status", _INTERNATIONAL_STATUSES)
-    error_code = fields.text("ErrorCode")
-    return fields.receipt(
-        "delivery_report",
-        "SmsReport/international",
-        (message_id, to, status),
-        _INTERNATIONAL_MAPPED,
-        phone_number=to,
-        status=status,
-        out_id=fields.text("OutId", "out_id", "outId"),
-        error_code=error_code,
-        error_message=fields.text("ErrorDescription"),
-        sent_at=fields.time("SendDate"),
-        reported_at=fields.time("ReceiveDate"),
-        sms_parts=fields.count("SmsSize"),
-    )
-
-
-def _globe_report(fields: _Fields) -> Receipt:
-    """GlobeSmsReport (reference 4.6): status "1" delivered or "2" failed, Beijing times."""
-    message_id = fields.identity("message_id")
-    to = fields.identity("to")
-    status = _mapped_code(fields, "status", _GLOBE_STATUSES)
-    error_code = fields.text("error_code")
-    return fields.receipt(
-        "delivery_report",
-        "GlobeSmsReport",
-        (message_id, to, status),
-        _GLOBE_MAPPED,
-        phone_number=to,
-        status=status,
-        out_id=fields.text("out_id", "outId"),
-        error_code=error_code,
-        error_message=fields.text("error_description"),
-        sent_at=fields.time("send_date"),
-        reported_at=fields.time("receive_date"),
-    )
-
-
-def _sms_up(fields: _Fields) -> Receipt:
-    """SmsUp (reference 4.2): a reply; ``sequence_id`` may be a number or a string."""
-    phone_number = fields.identity("phone_number")
-    sequence_id = fields.identity("sequence_id", numeric=True)
-    dest_code = fields.identity("dest_code")
-    sent_at = fields.required_time("send_time")
-    content = fields.text("content")
-    return fields.receipt(
-        "reply",
-        "SmsUp",
-        (phone_number, sequence_id, sent_at, dest_code),
-        _SMS_UP_MAPPED,
-        extra={"sequence_id": sequence_id},
-        phone_number=phone_number,
-        status="received",
-        sent_at=sent_at,
-        content=content,
-        # The default keywords; the daemon re-reads the reply with the configured opt_out matcher.
-        opt_out=DEFAULT_MATCHER(content),
-        sign_name=fields.text("sign_name"),
-    )
-
-
-def _sign_report(fields: _Fields) -> Receipt:
-    """SignSmsReport (reference 4.3): a signature review step; ``order_id`` or ``orderId`` by mode."""
-    sign_name = fields.identity("sign_name")
-    order_id = fields.identity("order_id", "orderId")
-    status = _review_status(fields, "sign_status")
-    return fields.receipt(
-        "sign_review",
-        "SignSmsReport",
-        (sign_name, order_id, status),
-        _SIGN_MAPPED,
-        extra={"order_id": order_id},
-        sign_name=sign_name,
-        status=status,
-        reason=fields.text("reason"),
-        reported_at=fields.time("create_date"),
-    )
-
-
-def _template_report(fields: _Fields) -> Receipt:
-    """TemplateSmsReport (reference 4.4): a template review step; its content keeps ``${var}`` holes."""
-    template_code = fields.identity("template_code")
-    order_id = fields.identity("order_id", "orderId")
-    status = _review_status(fields, "template_status")
-    return fields.receipt(
-        "template_review",
-        "TemplateSmsReport",
-        (template_code, order_id, status),
-        _TEMPLATE_MAPPED,
-        extra={"order_id": order_id},
-        template_code=template_code,
-        status=status,
-        reason=fields.text("reason"),
-        content=fields.text("template_content"),
-        reported_at=fields.time("create_date"),
-    )
-
-
-def _card_vender(fields: _Fields) -> Receipt:
-    """MnsCardVender (reference 4.5): a card render result; ``render_status`` 0 is success."""
-    mobile = fields.identity("mobile", "phone_number")
-    out_id = fields.identity("outId", "out_id")
-    render_status = fields.code("render_status")
-    return fields.receipt(
-        "card_render",
-        "MnsCardVender",
-        (mobile, out_id, str(render_status)),
-        _CARD_VENDER_MAPPED,
-        phone_number=mobile,
-        out_id=out_id,
-        status="rendered" if render_status == 0 else "failed",
-        reason=fields.text("desc"),
-    )
-
-
-def _card_template(fields: _Fields) -> Receipt:
-    """MnsCardTemplate (reference 4.5): a card template review summed over phone vendors (``tmpOps``)."""
-    template_code = fields.identity("template_code")
-    status = _mapped_code(fields, "approval_status", _CARD_APPROVAL_STATUSES)
-    tmp_ops = _canonical_tmp_ops(fields)
-    return fields.receipt(
-        "card_template_review",
-        "MnsCardTemplate",
-        (template_code, status, tmp_ops),
-        _CARD_TEMPLATE_MAPPED,
-        template_code=template_code,
-        status=status,
-        reason=fields.text("desc"),
-    )
-
-
-def _canonical_tmp_ops(fields: _Fields) -> str:
-    """``tmpOps`` as the compact JSON of its sorted ``[vendorCode, state]`` pairs."""
-    ops = fields.raw_value("tmpOps")
-    if ops is None:
-        return "[]"
-    if not isinstance(ops, list):
-        raise fields.error("tmpOps", f"expected an array, got {_kind(ops)}")
-    pairs: list[tuple[str, str]] = []
-    for index, op in enumerate(ops):
-        if not isinstance(op, Mapping):
-            raise fields.error(f"tmpOps[{index}]", f"expected an object, got {_kind(op)}")
-        vendor = _as_text(op.get("vendorCode"))
-        state = _as_code(op.get("state"))
-        if vendor is None or not vendor.strip():
-            raise fields.error(
-                f"tmpOps[{index}].vendorCode", f"expected a non-empty string, got {_kind(op.get('vendorCode'))}"
-            )
-        if state is None:
-            raise fields.error(
-                f"tmpOps[{index}].state", f"expected a non-negative integer, got {_kind(op.get('state'), _OTHER_FORM)}"
-            )
-        pairs.append((vendor.strip(), str(state)))
-    return json.dumps(sorted(pairs), ensure_ascii=True, separators=(",", ":"))
-
-
-def _mapped_code(fields: _Fields, name: str, statuses: Mapping[int, Status]) -> Status:
-    """A numeric status code mapped to its normalized status."""
-    code = fields.code(name)
-    status = statuses.get(code)
-    if status is None:
-        known = ", ".join(f"{number} ({value})" for number, value in statuses.items())
-        raise fields.error(name, f"unknown status code: expected one of {known}, got another integer")
     return status
 
 
 def _review_status(fields: _Fields, name: str) -> Status:
     """A review status word (``approving``, ``approved``, ``rejected``), in any case."""
-    word = fields.identity(name)
-    status = _REVIEW_STATUSES.get(word.lower())
-    if status is None:
+    word = fields.identity(name).lower()
+    if word not in _REVIEW_STATUSES:
         raise fields.error(
             name, f"unknown review status: expected one of {', '.join(_REVIEW_STATUSES)} (any case), got another string"
         )
-    return status
+    return _REVIEW_STATUSES[word]
 
 
+def _canonical_tmp_ops(fields: _Fields, name: str) -> str:
+    """``tmpOps`` as the compact JSON of its sorted ``[vendorCode, state]`` pairs."""
+    ops = fields.obj.get(name)
+    if ops is None:
+        return "[]"
+    if not isinstance(ops, list):
+        raise fields.error(name, f"expected an array, got {_kind(ops)}")
+    pairs: list[tuple[str, str]] = []
+    for index, op in enumerate(ops):
+        if not isinstance(op, Mapping):
+            raise fields.error(f"{name}[{index}]", f"expected an object, got {_kind(op)}")
+        vendor = _as_text(op.get("vendorCode"))
+        state = _as_code(op.get("state"))
+        if vendor is None or not vendor.strip():
+            raise fields.error(
+                f"{name}[{index}].vendorCode", f"expected a non-empty string, got {_kind(op.get('vendorCode'))}"
+            )
+        if state is None:
+            raise fields.error(
+                f"{name}[{index}].state", f"expected a non-negative integer, got {_kind(op.get('state'), _OTHER_FORM)}"
+            )
+        pairs.append((vendor.strip(), str(state)))
+    return json.dumps(sorted(pairs), ensure_ascii=True, separators=(",", ":"))
+
+
+_RECEIPT_ATTRIBUTES: Final = frozenset(item.name for item in dataclasses.fields(Receipt))
+
+
+class _Format:
+    """How one body shape becomes a Receipt, as data; called with its fields, it decodes them.
+
+    ``reads`` are ``(key, accessor, body spellings)``, read in order, so the first bad field is the one
+    reported. A key is a Receipt attribute, an identity value, or one of ``extra``, whose normalized
+    value replaces the body's. A body field read into an attribute or ``extra`` is mapped; every other
+    field (identity values kept under their own name included) stays in ``extra`` as received.
+    ``identity`` names the keys of the dedupe key in order; ``family`` None means the MessageType.
+    """
+
+    def __init__(
+        self,
+        kind: Kind,
+        identity: tuple[str, ...],
+        *reads: tuple[str, Callable[..., Any], tuple[str, ...]],
+        extra: tuple[str, ...] = (),
+        family: str | None = None,
+    ) -> None:
+        self.kind, self.family, self.identity, self.reads, self.extra = kind, family, identity, reads, extra
+        self.mapped = frozenset(
+            name for key, _, names in reads if key in _RECEIPT_ATTRIBUTES or key in extra for name in names
+        )
+        self.attributes = tuple(key for key, _, _ in reads if key in _RECEIPT_ATTRIBUTES)
+
+    def __call__(self, fields: _Fields) -> Receipt:
+        values = {key: read(fields, *names) for key, read, names in self.reads}
+        obj, mapped = fields.obj, self.mapped
+        extra = {} if obj.keys() <= mapped else {key: value for key, value in obj.items() if key not in mapped}
+        for key in self.extra:
+            extra[key] = values[key]
+        attributes = {key: values[key] for key in self.attributes}
+        if self.kind == "delivery_report":
+            outcome = classify(values["status"], values["error_code"])
+            attributes["outcome_class"], attributes["retryable"] = outcome or (None, None)
+        return Receipt(
+            kind=self.kind,
+            message_type=fields.message_type,
+            source=fields.source,
+            queue=fields.queue,
+            raw=fields.raw,
+            dedupe_key=_key(self.family or fields.message_type, [values[key] for key in self.identity]),
+            extra=extra,
+            **attributes,
+        )
+
+
+# SmsReport (reference 4.1); DypnsSmsVerifyReport shares its field set, not its dedupe family.
+_MAINLAND_REPORT: Final = _Format(
+    "delivery_report",
+    ("biz_id", "phone_number", "status"),
+    ("biz_id", _Fields.identity, ("biz_id",)),
+    ("phone_number", _Fields.identity, ("phone_number",)),
+    ("status", lambda fields, name: "delivered" if fields.flag(name) else "failed", ("success",)),
+    ("error_code", _Fields.text, ("err_code",)),
+    ("out_id", _Fields.text, ("out_id", "outId")),
+    ("error_message", _Fields.text, ("err_msg",)),
+    ("sent_at", _Fields.time, ("send_time",)),
+    ("reported_at", _Fields.time, ("report_time",)),
+    ("sms_parts", _Fields.count, ("sms_size",)),
+)
+# The international site's SmsReport (reference 4.7): PascalCase, Status 1/2/6, RFC 2822 dates.
+_INTERNATIONAL_REPORT: Final = _Format(
+    "delivery_report",
+    ("message_id", "phone_number", "status"),
+    ("message_id", _Fields.identity, ("MessageId",)),
+    ("phone_number", _Fields.identity, ("To",)),
+    ("status", _coded({1: "delivered", 2: "failed", 6: "expired"}), ("Status",)),
+    ("error_code", _Fields.text, ("ErrorCode",)),
+    ("out_id", _Fields.text, ("OutId", "out_id", "outId")),
+    ("error_message", _Fields.text, ("ErrorDescription",)),
+    ("sent_at", _Fields.time, ("SendDate",)),
+    ("reported_at", _Fields.time, ("ReceiveDate",)),
+    ("sms_parts", _Fields.count, ("SmsSize",)),
+    family="SmsReport/international",
+)
 _DECODERS: Final[Mapping[str, Callable[[_Fields], Receipt]]] = {
-    "SmsReport": _mainland_report,
-    "GlobeSmsReport": _globe_report,
-    "SmsUp": _sms_up,
-    "SignSmsReport": _sign_report,
-    "TemplateSmsReport": _template_report,
-    "MnsCardVender": _card_vender,
-    "MnsCardTemplate": _card_template,
-    "DypnsSmsVerifyReport": _mainland_report,
+    "SmsReport": _MAINLAND_REPORT,
+    # GlobeSmsReport (reference 4.6): status "1" delivered or "2" failed, Beijing times.
+    "GlobeSmsReport": _Format(
+        "delivery_report",
+        ("message_id", "phone_number", "status"),
+        ("message_id", _Fields.identity, ("message_id",)),
+        ("phone_number", _Fields.identity, ("to",)),
+        ("status", _coded({1: "delivered", 2: "failed"}), ("status",)),
+        ("error_code", _Fields.text, ("error_code",)),
+        ("out_id", _Fields.text, ("out_id", "outId")),
+        ("error_message", _Fields.text, ("error_description",)),
+        ("sent_at", _Fields.time, ("send_date",)),
+        ("reported_at", _Fields.time, ("receive_date",)),
+    ),
+    # SmsUp (reference 4.2): a reply; ``sequence_id`` may be a number or a string.
+    "SmsUp": _Format(
+        "reply",
+        ("phone_number", "sequence_id", "sent_at", "dest_code"),
+        ("phone_number", _Fields.identity, ("phone_number",)),
+        ("sequence_id", _Fields.number, ("sequence_id",)),
+        ("dest_code", _Fields.identity, ("dest_code",)),
+        ("sent_at", _Fields.required_time, ("send_time",)),
+        ("content", _Fields.text, ("content",)),
+        ("status", lambda fields: "received", ()),
+        # The default keywords; the daemon re-reads the reply with the configured opt_out matcher.
+        ("opt_out", lambda fields, name: DEFAULT_MATCHER(fields.text(name)), ("content",)),
+        ("sign_name", _Fields.text, ("sign_name",)),
+        extra=("sequence_id",),
+    ),
+    # SignSmsReport (reference 4.3): a signature review step; ``order_id`` or ``orderId`` by mode.
+    "SignSmsReport": _Format(
+        "sign_review",
+        ("sign_name", "order_id", "status"),
+        ("sign_name", _Fields.identity, ("sign_name",)),
+        ("order_id", _Fields.identity, ("order_id", "orderId")),
+        ("status", _review_status, ("sign_status",)),
+        ("reason", _Fields.text, ("reason",)),
+        ("reported_at", _Fields.time, ("create_date",)),
+        extra=("order_id",),
+    ),
+    # TemplateSmsReport (reference 4.4): a template review step; its content keeps ``${var}`` holes.
+    "TemplateSmsReport": _Format(
+        "template_review",
+        ("template_code", "order_id", "status"),
+        ("template_code", _Fields.identity, ("template_code",)),
+        ("order_id", _Fields.identity, ("order_id", "orderId")),
+        ("status", _review_status, ("template_status",)),
+        ("reason", _Fields.text, ("reason",)),
+        ("content", _Fields.text, ("template_content",)),
+        ("reported_at", _Fields.time, ("create_date",)),
+        extra=("order_id",),
+    ),
+    # MnsCardVender (reference 4.5): a card render result.
+    "MnsCardVender": _Format(
+        "card_render",
+        ("phone_number", "out_id", "render_status"),
+        ("phone_number", _Fields.identity, ("mobile", "phone_number")),
+        ("out_id", _Fields.identity, ("outId", "out_id")),
+        ("render_status", lambda fields, name: str(fields.code(name)), ("render_status",)),
+        # 0 is success, every other code a failure.
+        ("status", lambda fields, name: "rendered" if fields.code(name) == 0 else "failed", ("render_status",)),
+        ("reason", _Fields.text, ("desc",)),
+    ),
+    # MnsCardTemplate (reference 4.5): a card template review summed over phone vendors (``tmpOps``).
+    "MnsCardTemplate": _Format(
+        "card_template_review",
+        ("template_code", "status", "tmp_ops"),
+        ("template_code", _Fields.identity, ("template_code",)),
+        ("status", _coded({0: "approving", 1: "approved", 2: "rejected"}), ("approval_status",)),
+        ("tmp_ops", _canonical_tmp_ops, ("tmpOps",)),
+        ("reason", _Fields.text, ("desc",)),
+    ),
+    "DypnsSmsVerifyReport": _MAINLAND_REPORT,
 }
 
 MESSAGE_TYPES: Final[tuple[str, ...]] = tuple(_DECODERS)
@@ -896,22 +710,20 @@ def _as_code(value: Any) -> int | None:
     return None
 
 
-# Receipts of one burst share their seconds, so most times were parsed a moment ago; datetimes are
-# immutable, so receipts may share them.
+# Receipts of one burst share their seconds; datetimes are immutable, so receipts may share them.
 @lru_cache(maxsize=256)
 def _parse_time(value: str) -> datetime | None:
     """A receipt time as an aware datetime, or None when it is in none of the known formats."""
     text = value.strip()
     if len(text) == 19 and text.isascii() and text[4] + text[7] + text[10] + text[13] + text[16] == "-- ::":
-        # yyyy-MM-dd HH:mm:ss, by far the most common form: fromisoformat reads it faster than strptime
-        # and agrees with it on every 19-character string of that shape. The offset is parsed with it,
-        # cheaper than replace(tzinfo=...), for the same instant and the same +08:00 offset.
+        # yyyy-MM-dd HH:mm:ss, by far the most common form: fromisoformat (offset included) is faster than
+        # strptime and replace(tzinfo=...), and agrees with them on every 19-character string of that shape.
         try:
             return datetime.fromisoformat(text + "+08:00")
         except ValueError:
             pass
-    formats = (_COMPACT_TIME_FORMAT,) if len(text) == 14 and text.isascii() and text.isdigit() else ()
-    for time_format in (*formats, _MAINLAND_TIME_FORMAT):
+    formats = ("%Y%m%d%H%M%S",) if len(text) == 14 and text.isascii() and text.isdigit() else ()
+    for time_format in (*formats, "%Y-%m-%d %H:%M:%S"):
         try:
             return datetime.strptime(text, time_format).replace(tzinfo=BEIJING)
         except ValueError:
@@ -922,26 +734,6 @@ def _parse_time(value: str) -> datetime | None:
         return None
     # RFC 2822's "-0000" means UTC with no local zone known; parsedate_to_datetime leaves it naive.
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-# Cached like _parse_time, for the same reason; a time whose UTC instant is representable is the rule.
-@lru_cache(maxsize=256)
-def _receipt_time(value: str) -> datetime | None:
-    """:func:`_parse_time`, but None also for a time that cannot be shifted to UTC.
-
-    ``0001-01-01 00:00:00`` in Beijing time is an instant before the first one :class:`datetime` holds,
-    and ``Fri, 31 Dec 9999 23:00:00 -0800`` one after the last: converting either to UTC, as dedupe keys
-    and sinks do, raises OverflowError. Only the first and the last day of that range can be affected,
-    since an offset is less than a day.
-    """
-    parsed = _parse_time(value)
-    if parsed is None or 1 < parsed.year < 9999:
-        return parsed
-    try:
-        parsed.astimezone(UTC)
-    except OverflowError:
-        return None
-    return parsed
 
 
 def _json_type(value: Any) -> str:
@@ -971,11 +763,8 @@ _OUT_OF_RANGE_TIME: Final = (
 def _kind(value: Any, string: str = "a string", *, integer: str | None = None) -> str:
     """What kind of JSON value ``value`` is, for the "got ..." of an error reason; never the value itself.
 
-    Args:
-        value: The value that was refused.
-        string: How to call a non-blank string: ``a string`` when strings are refused as such,
-            :data:`_OTHER_FORM` when a string of the right form would have done.
-        integer: How to call a non-negative integer, when some integers would have done.
+    ``string`` names a non-blank string (:data:`_OTHER_FORM` when one of the right form would have done),
+    ``integer`` a non-negative integer when some integers would have done.
     """
     if value is None:
         return "null"

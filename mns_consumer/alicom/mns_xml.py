@@ -1,24 +1,11 @@
 """A fast parser of BatchReceiveMessage answers and a fast writer of BatchDeleteMessage requests.
 
-The SDK parses every answer with ``xml.dom.minidom``, which builds a full DOM in Python: a third of the
-daemon's CPU at full speed went there (py-spy on ``bench/daemon_bench.py``). ElementTree's C parser reads
-the same answer about seven times faster. Everything else of the call (signing, the security token,
-the HTTP exchange, error answers) stays the SDK's; see :meth:`MnsQueue.receive`.
-
-BatchDeleteMessage's body, which the SDK builds as a minidom document too, is written here as the
-same bytes by string formatting (:func:`receipt_handles_xml`, checked against the SDK's encoder).
-
-The answer (reference 3.4, BatchReceiveMessage)::
-
-    <Messages xmlns="http://mns.aliyuncs.com/doc/v1/">
-      <Message><MessageId>..</MessageId><ReceiptHandle>..</ReceiptHandle><MessageBodyMD5>..</MessageBodyMD5>
-        <MessageBody>..</MessageBody><EnqueueTime>..</EnqueueTime><NextVisibleTime>..</NextVisibleTime>
-        <FirstDequeueTime>..</FirstDequeueTime><DequeueCount>..</DequeueCount><Priority>..</Priority>
-      </Message>...
-    </Messages>
-
-Like the SDK, fields are matched by local name (the namespace is not checked), unknown elements are
-ignored, and a missing required field makes the whole answer damaged.
+The SDK parses every answer with ``xml.dom.minidom``, a third of the daemon's CPU at full speed (py-spy on
+``bench/daemon_bench.py``); ElementTree's C parser is about seven times faster. Signing, the HTTP exchange
+and error answers stay the SDK's (:meth:`MnsQueue.receive`). The delete body is written by string
+formatting, byte for byte what the SDK's minidom encoder writes. The answer is reference 3.4's
+``<Messages><Message><MessageId>..</MessageId>...</Message>...</Messages>``; like the SDK, fields are
+matched by local name, unknown elements are ignored, and a missing required field damages the answer.
 """
 
 from __future__ import annotations
@@ -35,8 +22,10 @@ __all__ = ["parse_batch_receive", "receipt_handles_xml"]
 _XMLNS: Final = "http://mns.aliyuncs.com/doc/v1/"
 _QUOTE: Final = {'"': "&quot;"}  # minidom escapes quotes in text nodes too
 
+# In ReceivedMessage's field order.
+_TEXT_FIELDS: Final = ("MessageId", "ReceiptHandle", "MessageBody", "MessageBodyMD5")
 _INTEGER_FIELDS: Final = ("DequeueCount", "EnqueueTime", "FirstDequeueTime", "NextVisibleTime", "Priority")
-_FIELDS: Final = ("MessageId", "ReceiptHandle", "MessageBody", "MessageBodyMD5", *_INTEGER_FIELDS)
+_FIELDS: Final = (*_TEXT_FIELDS, *_INTEGER_FIELDS)
 # The local names of the tags MNS writes, looked up rather than split off for each of the ~10 elements
 # of each message; any other tag (another namespace, an unknown field) still goes through _local.
 _LOCAL_NAMES: Final = {tag: name for name in (*_FIELDS, "Message") for tag in (f"{{{_XMLNS}}}{name}", name)}
@@ -70,18 +59,8 @@ def parse_batch_receive(answer: str | bytes) -> list[ReceivedMessage]:
 
 def _message(fields: dict[str, str], index: int) -> ReceivedMessage:
     try:
-        numbers = {name: int(fields[name]) for name in _INTEGER_FIELDS}
-        return ReceivedMessage(
-            message_id=fields["MessageId"],
-            receipt_handle=fields["ReceiptHandle"],
-            body=fields["MessageBody"],
-            body_md5=fields["MessageBodyMD5"],
-            dequeue_count=numbers["DequeueCount"],
-            enqueue_time_ms=numbers["EnqueueTime"],
-            first_dequeue_time_ms=numbers["FirstDequeueTime"],
-            next_visible_time_ms=numbers["NextVisibleTime"],
-            priority=numbers["Priority"],
-        )
+        numbers = [int(fields[name]) for name in _INTEGER_FIELDS]
+        return ReceivedMessage._make([*(fields[name] for name in _TEXT_FIELDS), *numbers])
     except KeyError as exc:
         raise DamagedAnswerError(f"message {index} has no {exc.args[0]}") from None
     except ValueError:
