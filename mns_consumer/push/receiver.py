@@ -1,17 +1,13 @@
 """The HTTP endpoint Alibaba's batch push mode POSTs receipts to (reference section 5).
 
 A push is answered ``200 {"code":0,"msg":"接收成功"}`` only once its body is committed to the
-:class:`~mns_consumer.push.spool.Spool`; the spool workers write the sinks later, so the answer
-never waits for a sink and stays far inside Alibaba's 700 ms. Refusals carry a ``code`` equal to the
-HTTP status and store nothing (the manual's HTTP push page lists them). Elements of a valid array
-that are not valid receipts are still accepted and dead-lettered by the workers: a 4xx would make
-Alibaba resend the whole array three times, then drop the good receipts with the bad.
-
-The server is the standard library's ``ThreadingHTTPServer``: a thread per connection is plenty for
-Alibaba's push rate. Alibaba drops a push for good after three refused or slow attempts, so three
-limits keep it available: a deep listen backlog, one ``read_timeout_seconds`` deadline for a whole
-request (a trickling client cannot hold its thread), and a connection cap that sheds the connection
-waiting longest for its request (:meth:`_Server.connection_limit`).
+:class:`~mns_consumer.push.spool.Spool`, so the answer never waits for a sink and stays far inside
+Alibaba's 700 ms. Refusals carry a ``code`` equal to the HTTP status and store nothing. Elements of a
+valid array that are not valid receipts are accepted and dead-lettered by the workers: a 4xx would make
+Alibaba resend the whole array, then drop the good receipts with the bad. Alibaba drops a push after
+three refused or slow attempts, so the ``ThreadingHTTPServer`` has a deep backlog, one
+``read_timeout_seconds`` deadline per request, and a connection cap that sheds the connection waiting
+longest for its request.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -78,13 +74,9 @@ class PushReceiver:
         self.on_spooled = on_spooled
         self.accepting = threading.Event()
         self.accepting.set()
-        self._routes: Sequence[tuple[bytes, PushRouteConfig]] = [
-            (route.url_path().encode("utf-8"), route) for route in config.routes
-        ]
-        host, port = config.address()
+        self._routes = [(route.url_path().encode("utf-8"), route) for route in config.routes]
         handler = type("PushHandler", (_Handler,), {"owner": self, "timeout": config.read_timeout_seconds})
-        self._server = _Server((host, port), handler, _Server.connection_limit(config.max_connections))
-        self._server.daemon_threads = True
+        self._server = _Server(config.address(), handler, config.read_timeout_seconds, config.max_connections)
         if config.tls_cert_file is not None and config.tls_key_file is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -170,12 +162,12 @@ class PushReceiver:
         return len(document)
 
 
-class _Connection:
-    """One accepted connection as the server sees it: whether it is waiting for a request, since when."""
-
-    __slots__ = ("deadline", "reading", "sock", "waiting_since")
+class _Connection(io.RawIOBase):
+    """One accepted connection: whether it is waiting for a request, since when, and its reads, each
+    bounded by what is left of the request's deadline (the socket timeout bounds only one recv)."""
 
     def __init__(self, sock: socket.socket, read_timeout_seconds: float) -> None:
+        super().__init__()
         self.sock = sock
         self.expect_request(read_timeout_seconds)
 
@@ -191,50 +183,39 @@ class _Connection:
         with contextlib.suppress(OSError):
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
-
-class _DeadlineReader(io.RawIOBase):
-    """The connection's reads, each bounded by what is left of the request's deadline."""
-
-    def __init__(self, connection: _Connection) -> None:
-        super().__init__()
-        self._connection = connection
-
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        remaining = self._connection.deadline - time.monotonic()
+        remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("the request did not arrive within read_timeout_seconds")
-        self._connection.sock.settimeout(remaining)
-        return self._connection.sock.recv_into(buffer)
+        self.sock.settimeout(remaining)
+        return self.sock.recv_into(buffer)
 
 
 class _Server(ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler: type[_Handler], max_connections: int) -> None:
+    def __init__(
+        self, address: tuple[str, int], handler: type[_Handler], read_timeout_seconds: float, max_connections: int
+    ) -> None:
         super().__init__(address, handler)
+        self.read_timeout_seconds = read_timeout_seconds
+        # Lowered to fit the soft RLIMIT_NOFILE with RESERVED_DESCRIPTORS to spare.
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY:
+            max_connections = max(1, min(max_connections, soft - RESERVED_DESCRIPTORS))
         self.max_connections = max_connections
         self._connections: dict[int, _Connection] = {}
         self._connections_lock = threading.Lock()
-        self.read_timeout_seconds = float(handler.timeout or 0) or 10.0
-
-    @staticmethod
-    def connection_limit(configured: int) -> int:
-        """``configured``, lowered to fit the soft ``RLIMIT_NOFILE`` with :data:`RESERVED_DESCRIPTORS` to spare."""
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return configured
-        return max(1, min(configured, soft - RESERVED_DESCRIPTORS))
 
     def process_request(self, request: Any, client_address: Any) -> None:
         connection = _Connection(request, self.read_timeout_seconds)
         with self._connections_lock:
-            if len(self._connections) >= self.max_connections and not self._shed_one():
-                refused = True
-            else:
-                refused = False
+            refused = len(self._connections) >= self.max_connections and not self._shed_one()
+            if not refused:
                 self._connections[id(request)] = connection
         if refused:
             # Every slot is storing a push: closing at once lets the client retry rather than wait.
@@ -245,12 +226,10 @@ class _Server(ThreadingHTTPServer):
 
     def _shed_one(self) -> bool:
         """Shed the connection waiting longest for its request; False if none waits (lock held)."""
-        waiting = [(c.waiting_since, key) for key, c in self._connections.items() if c.reading]
-        if not waiting:
-            return False
-        _, key = min(waiting)
-        self._connections.pop(key).shed()
-        return True
+        oldest = min(((c.waiting_since, key) for key, c in self._connections.items() if c.reading), default=None)
+        if oldest is not None:
+            self._connections.pop(oldest[1]).shed()
+        return oldest is not None
 
     def connection(self, request: Any) -> _Connection:
         """The state of an accepted connection (a shed one keeps its state, though no longer counted)."""
@@ -281,9 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._state = self.server.connection(self.request)
-        # Every read of the request goes through the deadline (the socket timeout bounds only one recv).
+        # Every read of the request goes through the deadline.
         self.rfile.close()
-        self.rfile = io.BufferedReader(_DeadlineReader(self._state))
+        self.rfile = io.BufferedReader(self._state)
         if isinstance(self.connection, ssl.SSLSocket):
             self.connection.do_handshake()
 

@@ -1,22 +1,18 @@
 """The push receiver, its spool and one spool worker per route, started and drained as one unit.
 
-The supervisor owns it next to the MNS pollers. It listens before the sinks are opened (pushes are
-spooled even while a sink is down at start) and delivers once they are. Its drain mirrors the pollers':
-
-1. :meth:`PushService.stop_accepting`: pushes are answered 503 from now on, so Alibaba keeps them and
-   sends them again later (nothing new enters the spool while it is being emptied).
-2. :meth:`PushService.drain`: the workers deliver what is spooled until the spool is empty or the
-   deadline passes; at the deadline a batch still waiting for a sink is abandoned and stays spooled
-   for the next run.
-3. :meth:`PushService.close`: the listener closes (after the drain, so the 503s keep telling Alibaba to
-   retry rather than leaving it with refused connections), then the spool.
+It listens before the sinks are opened (pushes are spooled even while a sink is down at start) and
+delivers once they are. Its drain mirrors the pollers': :meth:`PushService.stop_accepting` answers
+pushes 503 so Alibaba sends them again later; :meth:`PushService.drain` delivers the spool until it is
+empty or the deadline passes (a batch still waiting for a sink stays spooled for the next run);
+:meth:`PushService.close` closes the listener (after the drain, so Alibaba sees 503s rather than
+refused connections), then the spool.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from mns_consumer.config import PushConfig, PushRouteConfig
 from mns_consumer.delivery import Dispatcher
@@ -76,9 +72,6 @@ class PushService:
     def listen(self) -> PushService:
         """Open the spool and serve pushes into it; nothing is delivered until :meth:`deliver`.
 
-        Started before the sinks are opened, so pushes are acknowledged even while a sink cannot be
-        reached at start (Alibaba drops a push after three failed retries).
-
         Raises:
             ConfigError: If the spool cannot be opened or the listen address cannot be bound.
         """
@@ -107,6 +100,7 @@ class PushService:
 
     def deliver(self, sinks: Mapping[str, Sink], dead_letter: DeadLetterSink) -> PushService:
         """Start one worker per route, delivering its spool (earlier runs' pushes first) to opened sinks."""
+        initial, longest = self.retry_initial_seconds, self.retry_max_seconds
         for route in self.config.routes:
             dispatcher = Dispatcher(
                 route.label,
@@ -115,20 +109,19 @@ class PushService:
                 dead_letter,
                 self.events,
                 threading.Event(),
-                retry_initial_seconds=self.retry_initial_seconds,
-                retry_max_seconds=self.retry_max_seconds,
+                retry_initial_seconds=initial,
+                retry_max_seconds=longest,
                 source="push",
                 opt_out=self.opt_out,
             )
-            worker = SpoolWorker(
+            self.workers[route.label] = SpoolWorker(
                 self.spool,
                 dispatcher,
                 batch_entries=self.config.spool_batch_entries,
                 batch_receipts=self.config.spool_batch_receipts,
-                retry_initial_seconds=self.retry_initial_seconds,
-                retry_max_seconds=self.retry_max_seconds,
-            )
-            self.workers[route.label] = worker.start()
+                retry_initial_seconds=initial,
+                retry_max_seconds=longest,
+            ).start()
         return self
 
     def _wake(self, route: str) -> None:
@@ -156,23 +149,15 @@ class PushService:
         for worker in self.workers.values():
             worker.finish()
         unfinished = [worker for worker in self.workers.values() if not worker.join(deadline)]
-        for worker in unfinished:
-            worker.abandon()
-        for worker in unfinished:
-            worker.join(time.monotonic() + 5.0)
+        _abandon(unfinished)
         return not unfinished
 
     def close(self) -> None:
         """Stop the listener and the workers, and close the spool (what is left stays in it)."""
         if self.receiver is not None:
             self.receiver.stop()
-        for worker in self.workers.values():
-            worker.abandon()
-        for worker in self.workers.values():
-            worker.join(time.monotonic() + 5.0)
+        _abandon(self.workers.values())
         self.spool.close()
-
-    # -- probes ----------------------------------------------------------------------------------
 
     def accepting(self) -> bool:
         """Whether pushes are being stored (listening and not draining)."""
@@ -206,3 +191,11 @@ class PushService:
             "orphaned_spool_entries": {route: n for route, n in depths.items() if route not in self.workers},
             "routes": routes,
         }
+
+
+def _abandon(workers: Collection[SpoolWorker]) -> None:
+    """Stop the workers at once (each abandons its batch), then give each 5 s to end."""
+    for worker in workers:
+        worker.abandon()
+    for worker in workers:
+        worker.join(time.monotonic() + 5.0)

@@ -1,11 +1,9 @@
 """Drain one push route's spool into its sinks through the delivery core, oldest entries first.
 
 Each round takes up to ``push.spool_batch_entries`` pushes holding at most ``push.spool_batch_receipts``
-receipts (or one larger push alone), decodes every element of their arrays and hands them to the
-:class:`~mns_consumer.delivery.Dispatcher` at once, so the MNS path's rules hold. The entries leave
-the spool only once all are settled; until then they stay, whatever happens to the process. The
-receipt bound bounds memory: a round killed for memory would come back whole after a restart and
-never drain.
+receipts (or one larger push alone: a round killed for memory would come back whole and never drain),
+and hands every element to the :class:`~mns_consumer.delivery.Dispatcher` at once, so the MNS path's
+rules hold. The entries leave the spool only once all are settled.
 """
 
 from __future__ import annotations
