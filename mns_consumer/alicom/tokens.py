@@ -179,10 +179,8 @@ class TokenProvider:
         A token already replaced (another thread saw the same error) is left alone, so one expiry costs
         one API call. A pending back-off is cut short: an auth error is news the last failure did not know.
         """
-        if token is None:
-            return
         with self._state:
-            if self._token is not token:
+            if token is None or self._token is not token:
                 return
             self._token = None
             self._refresh_at = None
@@ -197,9 +195,7 @@ class TokenProvider:
         """Seconds until the cached token's ExpireTime (negative once past), or None without a token."""
         with self._state:
             token = self._token
-        if token is None:
-            return None
-        return (token.expires_at - self._now()).total_seconds()
+        return None if token is None else (token.expires_at - self._now()).total_seconds()
 
     @property
     def last_error(self) -> str | None:
@@ -229,7 +225,13 @@ class TokenProvider:
             if token is not None and self._serves(now):
                 return token
             if self._retry_at is not None and now < self._retry_at:
-                raise self._backing_off_error(now)
+                last = self._last_error
+                raise TokenError(
+                    last.code if last is not None else NETWORK_ERROR,
+                    f"no valid token for {self.queue_name}; QueryTokenForMnsQueue failed recently ({last}) "
+                    f"and is retried in {(self._retry_at - now).total_seconds():.1f} s",
+                    request_id=last.request_id if last is not None else None,
+                )
         try:
             fresh = self.fetcher.fetch(self.message_type, self.queue_name)
         except TokenError as exc:
@@ -278,7 +280,9 @@ class TokenProvider:
         now = self._now()
         with self._state:
             self._failures += 1
-            delay = self._backoff_seconds(self._failures)
+            # Full jitter between the shortest wait and a ceiling that doubles with each failure.
+            shortest, longest = self._retry_range
+            delay = random.uniform(shortest, min(longest, shortest * 2 ** min(self._failures - 1, 32)))
             self._retry_at = now + timedelta(seconds=delay)
             self._last_error = error
             token = self._token
@@ -296,22 +300,6 @@ class TokenProvider:
         if token is not None and serving:
             return token
         raise error
-
-    def _backoff_seconds(self, failures: int) -> float:
-        """Full jitter between the shortest wait and a ceiling that doubles with each failure."""
-        shortest, longest = self._retry_range
-        return random.uniform(shortest, min(longest, shortest * 2 ** min(failures - 1, 32)))
-
-    def _backing_off_error(self, now: datetime) -> TokenError:
-        last = self._last_error
-        retry_in = (self._retry_at - now).total_seconds() if self._retry_at is not None else 0.0
-        code = last.code if last is not None else NETWORK_ERROR
-        return TokenError(
-            code,
-            f"no valid token for {self.queue_name}; QueryTokenForMnsQueue failed recently ({last}) "
-            f"and is retried in {retry_in:.1f} s",
-            request_id=last.request_id if last is not None else None,
-        )
 
 
 class QueueCredentialsProvider(CredentialsProvider):  # type: ignore[misc]  # mns ships no type hints

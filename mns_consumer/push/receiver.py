@@ -63,6 +63,7 @@ class PushReceiver:
     """Serves the push routes on ``push.listen`` in background threads, writing into a spool.
 
     ``on_spooled`` is called with the route's name after each stored push (it wakes the route's worker).
+    ``tls`` says whether it serves HTTPS itself; ``port`` and ``address`` (``host:port``) are as bound.
     """
 
     def __init__(
@@ -86,21 +87,9 @@ class PushReceiver:
                 self._server.socket, server_side=True, do_handshake_on_connect=False
             )
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,), name="push", daemon=True)
-
-    @property
-    def tls(self) -> bool:
-        """Whether the receiver serves HTTPS itself."""
-        return self.config.tls_cert_file is not None
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        return int(self._server.server_address[1])
-
-    @property
-    def address(self) -> str:
-        """``host:port`` as bound."""
-        return f"{self.config.address()[0]}:{self.port}"
+        self.tls = config.tls_cert_file is not None
+        self.port = int(self._server.server_address[1])
+        self.address = f"{config.address()[0]}:{self.port}"
 
     def alive(self) -> bool:
         """Whether the accept loop runs."""
@@ -124,12 +113,9 @@ class PushReceiver:
 
     def route_for(self, path: bytes) -> PushRouteConfig | None:
         """The route whose whole path (secret included) is ``path``, compared in constant time."""
-        found: PushRouteConfig | None = None
-        for candidate, route in self._routes:
-            # Every route is compared, so the time taken says nothing about how much of a secret matched.
-            if hmac.compare_digest(candidate, path):
-                found = route
-        return found
+        # Every route is compared, so the time taken says nothing about how much of a secret matched.
+        found = [route for candidate, route in self._routes if hmac.compare_digest(candidate, path)]
+        return found[-1] if found else None
 
     def handle_push(self, route: PushRouteConfig, content_type: str, body: bytes) -> int:
         """Check and spool one push body; returns how many receipts it holds.
