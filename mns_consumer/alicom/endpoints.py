@@ -133,12 +133,8 @@ def _variable(environ: Mapping[str, str], name: str) -> str | None:
 
 
 def _check_host(key_path: str, value: str) -> None:
-    """Refuse a Tea endpoint with a scheme or a path: the Tea client copies it into the Host header
-    verbatim (reference 6.3), which strict servers and proxies refuse.
-
-    Raises:
-        ConfigError: If the value carries a scheme or a path.
-    """
+    """Raise ConfigError for a Tea endpoint with a scheme or a path: the Tea client copies it into the Host
+    header verbatim (reference 6.3), which strict servers and proxies refuse."""
     if "://" in value or "/" in value:
         raise ConfigError(
             "config", key_path, f"{value!r} is not host[:port]", "drop the scheme and path; set endpoints.protocol"

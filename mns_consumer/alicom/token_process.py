@@ -32,9 +32,6 @@ from mns_consumer.alicom.pop_text import safe_text
 from mns_consumer.alicom.tokens import NETWORK_ERROR, QueueToken
 from mns_consumer.errors import TokenError
 
-CHILD_MODULE = "mns_consumer.alicom.token_child"
-"""The module the child process runs (``python -m``)."""
-
 CHILD_FAILED = "TokenChildFailed"
 """TokenError code when the child process could not be started, crashed or answered nonsense."""
 
@@ -100,7 +97,7 @@ class ChildProcessTokenFetcher:
     ) -> None:
         self.endpoint = endpoints.dybaseapi
         self.credentials_description = credentials.describe()
-        self.command = command if command is not None else [sys.executable, "-m", CHILD_MODULE]
+        self.command = command if command is not None else [sys.executable, "-m", "mns_consumer.alicom.token_child"]
         self._request: dict[str, Any] = {
             "credentials": credentials_to_wire(credentials),
             "endpoints": dataclasses.asdict(endpoints),
@@ -184,20 +181,19 @@ _PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_prox
 def _parse_answer(stdout: bytes, expected: int) -> list[QueueToken | TokenError] | None:
     """The child's results, or None when its answer is not one well-formed result per fetch."""
     try:
-        answer = json.loads(stdout)
-        wires = answer["results"]
+        wires = json.loads(stdout)["results"]
         if not isinstance(wires, list) or len(wires) != expected:
             return None
-        results: list[QueueToken | TokenError] = []
-        for wire in wires:
-            if "token" in wire:
-                results.append(token_from_wire(wire["token"]))
-            else:
-                error = wire["error"]
-                results.append(TokenError(str(error["code"]), str(error["detail"]), request_id=error["request_id"]))
+        return [
+            token_from_wire(wire["token"])
+            if "token" in wire
+            else TokenError(
+                str(wire["error"]["code"]), str(wire["error"]["detail"]), request_id=wire["error"]["request_id"]
+            )
+            for wire in wires
+        ]
     except (ValueError, TypeError, KeyError):
         return None
-    return results
 
 
 def _child_failure(done: subprocess.CompletedProcess[bytes]) -> str:

@@ -28,8 +28,7 @@ EXPIRE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 """``yyyy-MM-dd HH:mm:ss``, the format of ExpireTime and CreateTime."""
 
 NETWORK_ERROR = "NetworkError"
-"""TokenError code when Dybaseapi could not be reached or did not answer in time; ``INVALID_RESPONSE``
-(shared with Dysmsapi, :mod:`mns_consumer.alicom.tea`) when it answered something that is not a token."""
+"""TokenError code when Dybaseapi could not be reached or did not answer in time."""
 
 CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
 """TokenError code when the default credential chain found no AccessKey to sign with."""
@@ -214,11 +213,7 @@ class TokenProvider:
         return token
 
     def _refresh_locked(self) -> QueueToken:
-        """Fetch a token, unless another thread did while this one waited. Call with ``_refresh`` held.
-
-        Raises:
-            TokenError: See :meth:`get`.
-        """
+        """Fetch a token unless another thread did while this one waited (``_refresh`` held); raises as :meth:`get`."""
         now = self._now()
         with self._state:
             token = self._token
@@ -272,11 +267,7 @@ class TokenProvider:
         )
 
     def _failed(self, error: TokenError) -> QueueToken:
-        """Record a failed refresh and start the back-off; serve the cached token if it has not expired.
-
-        Raises:
-            TokenError: ``error`` itself, when there is no unexpired token to fall back on.
-        """
+        """Record a failed refresh and start the back-off; serve the cached token if unexpired, else raise ``error``."""
         now = self._now()
         with self._state:
             self._failures += 1

@@ -73,7 +73,7 @@ class PushReceiver:
         self.spool = spool
         self.events = events
         self.on_spooled = on_spooled
-        self.accepting = threading.Event()
+        self.accepting = threading.Event()  # cleared: pushes are answered 503, so Alibaba retries them later
         self.accepting.set()
         self._routes = [(route.url_path().encode("utf-8"), route) for route in config.routes]
         handler = type("PushHandler", (_Handler,), {"owner": self, "timeout": config.read_timeout_seconds})
@@ -99,10 +99,6 @@ class PushReceiver:
         """Serve in the background."""
         self._thread.start()
         return self
-
-    def stop_accepting(self) -> None:
-        """Answer every push 503 from now on, so Alibaba keeps it and retries (the drain's first step)."""
-        self.accepting.clear()
 
     def stop(self) -> None:
         """Stop serving and close the socket."""

@@ -47,7 +47,6 @@ class PushService:
         self.config = config
         self.opt_out = opt_out
         self.events = events
-        self.metrics = metrics
         self.source = source
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
@@ -95,7 +94,15 @@ class PushService:
                 f"cannot serve on {self.config.listen}: {reason}",
                 "pick a free port, and check tls_cert_file and tls_key_file",
             ) from None
-        self.events.push_listening(self.receiver.address, self._public_routes(), self.receiver.tls)
+        routes = [
+            {
+                "route": route.label,
+                "message_type": route.message_type,
+                "path": route.path.rstrip("/") + "/********" if route.secret is not None else route.path,
+            }
+            for route in self.config.routes
+        ]
+        self.events.push_listening(self.receiver.address, routes, self.receiver.tls)
         return self
 
     def deliver(self, sinks: Mapping[str, Sink], dead_letter: DeadLetterSink) -> PushService:
@@ -129,20 +136,10 @@ class PushService:
         if worker is not None:
             worker.wake()
 
-    def _public_routes(self) -> list[dict[str, str]]:
-        return [
-            {
-                "route": route.label,
-                "message_type": route.message_type,
-                "path": route.path.rstrip("/") + "/********" if route.secret is not None else route.path,
-            }
-            for route in self.config.routes
-        ]
-
     def stop_accepting(self) -> None:
         """Answer pushes 503 from now on (the drain's first step)."""
         if self.receiver is not None:
-            self.receiver.stop_accepting()
+            self.receiver.accepting.clear()
 
     def drain(self, deadline: float) -> bool:
         """Deliver the spool until it is empty or ``deadline`` (monotonic) passes; True if it emptied."""

@@ -144,16 +144,13 @@ class Spool:
 
     def oldest_age_seconds(self, route: str) -> float:
         """Age of the route's oldest waiting entry; 0 when none waits or the spool cannot be read."""
-        with self._lock:
-            if not self._depth.get(route) or self._connection is None:
-                return 0.0
-            try:
-                row = self._connection.execute(
+        with contextlib.suppress(SpoolUnavailable), self._connected() as connection:
+            if self._depth.get(route):
+                row = connection.execute(
                     "SELECT received_at FROM push_spool WHERE route = ? ORDER BY id LIMIT 1", (route,)
                 ).fetchone()
-            except sqlite3.Error:
-                return 0.0
-        return max(0.0, time.time() - float(row[0])) if row else 0.0
+                return max(0.0, time.time() - float(row[0])) if row else 0.0
+        return 0.0
 
     def close(self) -> None:
         """Close the file; entries still waiting stay for the next run."""
