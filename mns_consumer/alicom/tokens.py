@@ -144,12 +144,10 @@ class TokenProvider:
         """
         now = self._now()
         with self._state:
-            token = self._token
-            valid = token is not None and token.expires_at > now
-            served = self._serves(now)
-        if token is not None and served:
-            return self._handing_out(token)
-        if token is not None and valid:
+            token, served = self._token, self._served(now)
+        if served is not None:
+            return self._handing_out(served)
+        if token is not None and token.expires_at > now:
             # Someone is refreshing already: the token in hand still works, so do not queue behind them.
             if not self._refresh.acquire(blocking=False):
                 return self._handing_out(token)
@@ -216,9 +214,9 @@ class TokenProvider:
         """Fetch a token unless another thread did while this one waited (``_refresh`` held); raises as :meth:`get`."""
         now = self._now()
         with self._state:
-            token = self._token
-            if token is not None and self._serves(now):
-                return token
+            served = self._served(now)
+            if served is not None:
+                return served
             if self._retry_at is not None and now < self._retry_at:
                 last = self._last_error
                 raise TokenError(
@@ -234,13 +232,14 @@ class TokenProvider:
         self._store(fresh)
         return fresh
 
-    def _serves(self, now: datetime) -> bool:
-        """Whether the cached token is served without a call: fresh, or unexpired during a back-off."""
+    def _served(self, now: datetime) -> QueueToken | None:
+        """The cached token if it is served without a call: fresh, or unexpired during a back-off."""
         token = self._token
         if token is None:
-            return False
+            return None
         fresh = self._refresh_at is not None and now < self._refresh_at
-        return fresh or (token.expires_at > now and self._retry_at is not None and now < self._retry_at)
+        backing_off = self._retry_at is not None and now < self._retry_at
+        return token if fresh or (token.expires_at > now and backing_off) else None
 
     def _store(self, token: QueueToken) -> None:
         now = self._now()

@@ -313,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_post(self) -> None:
         route = self._route()
         if route is not None:
-            self._refuse(route, PushRejected(405, "request", "only POST is served here"), allow="POST, GET")
+            self._refuse(route, PushRejected(405, "request", "only POST is served here"))
 
     def _route(self) -> PushRouteConfig | None:
         """The route the request's path names; None after answering 404 when it names none."""
@@ -326,8 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET  # noqa: N815
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_post  # noqa: N815
 
-    def _refuse(self, route: PushRouteConfig | None, rejected: PushRejected, allow: str | None = None) -> None:
-        headers = {"Allow": allow} if allow else {}
+    def _refuse(self, route: PushRouteConfig | None, rejected: PushRejected) -> None:
+        headers = {"Allow": "POST, GET"} if rejected.status == 405 else {}
         if rejected.status == 503:
             headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         if rejected.status in (400, 411, 413, 415) or route is None:

@@ -162,11 +162,8 @@ class PushService:
 
     def alive(self) -> bool:
         """Whether the listener and every started worker thread run (false before listen and after close)."""
-        return (
-            self.receiver is not None
-            and self.receiver.alive()
-            and all(worker.alive() for worker in self.workers.values())
-        )
+        workers = self.workers.values()
+        return self.receiver is not None and self.receiver.alive() and all(worker.alive() for worker in workers)
 
     def state(self) -> dict[str, object]:
         """JSON-ready state for /healthz and /readyz; routes by name, never by path."""
