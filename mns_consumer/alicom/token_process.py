@@ -133,8 +133,7 @@ class ChildProcessTokenFetcher:
         """The worker thread: one child for every fetch waiting when the previous child ended."""
         while True:
             with self._arrived:
-                while not self._waiting:
-                    self._arrived.wait()
+                self._arrived.wait_for(lambda: self._waiting)
                 batch, self._waiting = self._waiting, []
             try:
                 results = self._run_child(batch)
