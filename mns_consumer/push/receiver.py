@@ -277,12 +277,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         lengths = self.headers.get_all("Content-Length") or []
-        if self.headers.get("Transfer-Encoding") is not None:
-            if lengths:
-                # Which of the two framings a proxy in front used is unknowable: the smuggling case.
-                raise PushRejected(400, "request", "Transfer-Encoding and Content-Length together")
-            if self.headers.get("Transfer-Encoding", "").strip().lower() != "identity":
-                raise PushRejected(411, "request", "send the body with a Content-Length")
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is not None and lengths:
+            # Which of the two framings a proxy in front used is unknowable: the smuggling case.
+            raise PushRejected(400, "request", "Transfer-Encoding and Content-Length together")
+        if encoding is not None and encoding.strip().lower() != "identity":
+            raise PushRejected(411, "request", "send the body with a Content-Length")
         if not lengths:
             # Neither Content-Length nor Transfer-Encoding: no body (RFC 9112 6.3), as in a URL check.
             return b""
