@@ -1,15 +1,10 @@
-"""Which AccessKey signs QueryTokenForMnsQueue (and QuerySendDetails): configuration, environment, default chain.
+"""Which AccessKey signs QueryTokenForMnsQueue (and QuerySendDetails), in the documented order: the
+``credentials`` section of the configuration; ``ALIBABA_CLOUD_ACCESS_KEY_ID`` and
+``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` (plus ``ALIBABA_CLOUD_SECURITY_TOKEN`` for an STS key); the
+``alibabacloud-credentials`` default chain (ECS RAM role, RRSA/OIDC, the credentials file).
 
-The order is the one the configuration documents:
-
-1. the ``credentials`` section of the configuration;
-2. ``ALIBABA_CLOUD_ACCESS_KEY_ID`` and ``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` (plus
-   ``ALIBABA_CLOUD_SECURITY_TOKEN`` when the key is an STS one);
-3. the ``alibabacloud-credentials`` default chain: ECS RAM role, RRSA/OIDC, the credentials file.
-
-The result is an :data:`AccessKeySource`, which knows how to appear in a Tea ``Config``
-(:meth:`AccessKey.tea_config_fields`) and how to appear in a log line (``describe()``, which never
-shows a secret).
+An :data:`AccessKeySource` knows how to appear in a Tea ``Config`` (``tea_config_fields()``) and in a
+log line (``describe()``, which never shows a secret).
 """
 
 from __future__ import annotations
@@ -21,26 +16,16 @@ from typing import TypeAlias
 from mns_consumer.config import CredentialsConfig
 from mns_consumer.errors import ConfigError
 
+# The environment variables every Alibaba SDK reads (names, not secrets).
 ENV_ACCESS_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
-"""The environment variable holding the AccessKey id (the name every Alibaba SDK reads)."""
-
-ENV_ACCESS_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105  (a variable name, not a secret)
-"""The environment variable holding the AccessKey secret."""
-
-ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"  # noqa: S105  (a variable name, not a secret)
-"""The environment variable holding an STS security token, when the AccessKey is temporary."""
+ENV_ACCESS_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105
+ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"  # noqa: S105
 
 
 @dataclass(frozen=True)
 class AccessKey:
-    """An explicit AccessKey pair (optionally an STS one).
-
-    Attributes:
-        access_key_id: The AccessKey id; safe to log.
-        access_key_secret: The AccessKey secret; never logged, left out of ``repr``.
-        security_token: The STS token of a temporary AccessKey, else None; left out of ``repr``.
-        origin: Where the key came from (``configuration`` or ``environment``), for logs.
-    """
+    """An explicit AccessKey pair (optionally an STS one); ``origin`` (``configuration`` or
+    ``environment``) is for logs, the secret and the token are never logged nor in ``repr``."""
 
     access_key_id: str
     access_key_secret: str = field(repr=False)
@@ -54,21 +39,16 @@ class AccessKey:
 
     def tea_config_fields(self) -> dict[str, object]:
         """The keyword arguments of ``alibabacloud_tea_openapi.models.Config`` that carry this key."""
-        fields: dict[str, object] = {
-            "access_key_id": self.access_key_id,
-            "access_key_secret": self.access_key_secret,
-        }
-        if self.security_token:
-            fields["security_token"] = self.security_token
-        return fields
+        fields: dict[str, object] = {"access_key_id": self.access_key_id, "access_key_secret": self.access_key_secret}
+        return fields | ({"security_token": self.security_token} if self.security_token else {})
 
 
 @dataclass(frozen=True)
 class DefaultCredentialChain:
     """The ``alibabacloud-credentials`` default chain, resolved lazily by the Tea client on each call.
 
-    Building it does nothing: the chain's client is created in :meth:`tea_config_fields` (which starts
-    the library's background refresh thread for ECS RAM roles) and asked for a key on the first request.
+    Building it does nothing: :meth:`tea_config_fields` creates the chain's client (which starts the
+    library's refresh thread for ECS RAM roles), asked for a key on the first request.
     """
 
     def describe(self) -> str:
@@ -89,14 +69,7 @@ AccessKeySource: TypeAlias = AccessKey | DefaultCredentialChain
 
 
 def resolve_access_key(config: CredentialsConfig | None, environ: Mapping[str, str]) -> AccessKeySource:
-    """Find the AccessKey to sign Dybaseapi and Dysmsapi calls with.
-
-    Args:
-        config: The ``credentials`` section of the configuration, or None when it is absent.
-        environ: The process environment (passed in so that callers and tests choose it).
-
-    Returns:
-        The configured key, else the key in the environment, else the default credential chain.
+    """The configured key, else the key in ``environ``, else the default credential chain.
 
     Raises:
         ConfigError: If the configured key has an empty id or secret, or if only one of

@@ -7,7 +7,8 @@ resident), which is why the daemon calls it from a short-lived child process
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import Any
 
 from alibabacloud_dybaseapi20170525 import models as dybase_models
 from alibabacloud_dybaseapi20170525.client import Client as DybaseClient
@@ -27,23 +28,13 @@ from mns_consumer.alicom.tea import (
 from mns_consumer.alicom.tokens import QueueToken, parse_expire_time
 from mns_consumer.errors import TokenError
 
-if TYPE_CHECKING:
-    from datetime import datetime
-
 
 class DybaseTokenFetcher:
     """QueryTokenForMnsQueue through the real Tea client (``alibabacloud_dybaseapi20170525``).
 
     Aimed explicitly, since the client's own resolution ignores the region (reference 2.1, pitfall 4),
-    with the proxy :class:`~mns_consumer.alicom.endpoints.Endpoints` decided (see
-    :func:`~mns_consumer.alicom.tea.tea_config` for ``NO_PROXY``). No retries of its own: the
-    :class:`TokenProvider` decides when to try again.
-
-    Args:
-        credentials: The AccessKey (or default chain) that signs the calls.
-        endpoints: ``dybaseapi``, ``protocol`` and ``ca_file`` are used.
-        connect_timeout_seconds: TCP (and TLS) connect timeout.
-        read_timeout_seconds: Timeout waiting for the answer.
+    with the proxy :class:`~mns_consumer.alicom.endpoints.Endpoints` decided. No retries of its own:
+    the :class:`TokenProvider` decides when to try again.
     """
 
     def __init__(
@@ -56,24 +47,18 @@ class DybaseTokenFetcher:
     ) -> None:
         self.endpoint = endpoints.dybaseapi
         self.credentials_description = credentials.describe()
-        config = tea_config(
-            credentials,
-            endpoints.dybaseapi,
-            endpoints,
-            connect_timeout_seconds=connect_timeout_seconds,
-            read_timeout_seconds=read_timeout_seconds,
+        self._client = DybaseClient(
+            tea_config(
+                credentials,
+                endpoints.dybaseapi,
+                endpoints,
+                connect_timeout_seconds=connect_timeout_seconds,
+                read_timeout_seconds=read_timeout_seconds,
+            )
         )
-        self._client = DybaseClient(config)
 
     def fetch(self, message_type: str, queue_name: str) -> QueueToken:
-        """Call QueryTokenForMnsQueue once.
-
-        Args:
-            message_type: The MessageType, e.g. ``SmsReport``.
-            queue_name: The QueueName as the console shows it.
-
-        Returns:
-            The token, its times converted to UTC.
+        """Call QueryTokenForMnsQueue once; the token's times are converted to UTC.
 
         Raises:
             TokenError: With Alibaba's code for an HTTP error (``SignatureDoesNotMatch``,
@@ -86,7 +71,8 @@ class DybaseTokenFetcher:
         try:
             response = self._client.query_token_for_mns_queue(request)
         except AlibabaCloudException as exc:
-            raise _http_error(exc) from exc
+            failure = http_failure(exc)
+            raise TokenError(failure.code, failure.text, request_id=failure.request_id) from exc
         except UnretryableException as exc:
             code, text = transport_failure(exc, "Dybaseapi", self.endpoint, self.credentials_description)
             raise TokenError(code, text) from exc
@@ -95,12 +81,6 @@ class DybaseTokenFetcher:
             # (AttributeError, TypeError, KeyError); none of it may crash the caller.
             raise TokenError(INVALID_RESPONSE, f"unreadable answer ({type(exc).__name__})") from exc
         return _token_from(getattr(response, "body", None))
-
-
-def _http_error(exc: AlibabaCloudException) -> TokenError:
-    """A TokenError from the Tea SDK's ClientException, ServerException or ThrottlingException."""
-    failure = http_failure(exc)
-    return TokenError(failure.code, failure.text, request_id=failure.request_id)
 
 
 def _token_from(body: Any) -> QueueToken:
@@ -134,15 +114,8 @@ def _token_from(body: Any) -> QueueToken:
         raise TokenError(
             INVALID_RESPONSE, f"ExpireTime {dto.expire_time[:40]!r} is not yyyy-MM-dd HH:mm:ss", request_id=request_id
         ) from None
-    created_at: datetime | None
+    token = QueueToken(dto.access_key_id, dto.access_key_secret, dto.security_token, expires_at)
     try:
-        created_at = parse_expire_time(dto.create_time)
+        return dataclasses.replace(token, created_at=parse_expire_time(dto.create_time))
     except ValueError:
-        created_at = None
-    return QueueToken(
-        access_key_id=dto.access_key_id,
-        access_key_secret=dto.access_key_secret,
-        security_token=dto.security_token,
-        expires_at=expires_at,
-        created_at=created_at,
-    )
+        return token

@@ -1,10 +1,9 @@
 """Which hosts serve Dybaseapi, Dysmsapi and the receipt queues for a region, and how to reach them.
 
-Alibaba keeps receipt queues in one of two Alibaba-owned MNS accounts, chosen by site, not by the
-customer's region (reference 2.7), and the Python Dybaseapi client ignores ``region_id`` altogether
-(reference 2.1, pitfall 4). So the region is turned into explicit endpoints here, once, and every
-client is aimed with them. The proxy of every call is decided here too (:meth:`Endpoints.proxy_for`),
-so MNS, Dybaseapi and Dysmsapi calls follow the same ``proxy``/``HTTP(S)_PROXY``/``NO_PROXY`` rules.
+Receipt queues live in one of two Alibaba-owned MNS accounts, chosen by site, not by the customer's
+region (reference 2.7), and the Python Dybaseapi client ignores ``region_id`` (reference 2.1, pitfall
+4). So the region becomes explicit endpoints here, once, with the proxy of every call
+(:meth:`Endpoints.proxy_for`), so MNS, Dybaseapi and Dysmsapi follow the same proxy rules.
 """
 
 from __future__ import annotations
@@ -40,31 +39,18 @@ DYSMSAPI_REGION_HOSTS: dict[str, str] = {
     "eu-central-1": "dysmsapi.eu-central-1.aliyuncs.com",
     "us-east-1": "dysmsapi.us-east-1.aliyuncs.com",
 }
-"""The regions whose Dysmsapi host differs from :data:`DEFAULT_DYSMSAPI`.
-
-Copied from the endpoint map of ``alibabacloud_dysmsapi20170525`` 4.6.0 (reference 6.3), so that an
-explicit endpoint picks the host the SDK itself would have picked.
-"""
-
-_INTERNATIONAL_PREFIXES = ("ap-", "eu-", "us-", "me-")
-_SCHEMES = ("http://", "https://")
+"""The regions whose Dysmsapi host differs from :data:`DEFAULT_DYSMSAPI`: the endpoint map of
+``alibabacloud_dysmsapi20170525`` 4.6.0 (reference 6.3), so an explicit endpoint is the SDK's own."""
 
 
 @dataclass(frozen=True)
 class Endpoints:
     """Where the Alibaba APIs are, in the form each client takes.
 
-    Attributes:
-        dybaseapi: ``host[:port]`` of Dybaseapi (QueryTokenForMnsQueue); no scheme, as it becomes the
-            Host header of the Tea client (reference 6.3).
-        dysmsapi: ``host[:port]`` of Dysmsapi (QuerySendDetails).
-        mns: MNS endpoint URL with its scheme and without a trailing slash, as ``mns.account.Account``
-            takes it.
-        protocol: ``https`` or ``http``, for Dybaseapi and Dysmsapi.
-        ca_file: A CA bundle to trust instead of the system's (e.g. the emulator's in TLS mode).
-        http_proxy: Proxy URL for ``http://`` endpoints (``endpoints.proxy``, else ``HTTP_PROXY``).
-        https_proxy: Proxy URL for ``https://`` endpoints (``endpoints.proxy``, else ``HTTPS_PROXY``).
-        no_proxy: ``NO_PROXY``: comma-separated hosts (and domain suffixes) reached directly.
+    ``dybaseapi`` and ``dysmsapi`` are ``host[:port]`` without a scheme (it becomes the Tea client's
+    Host header, reference 6.3), reached by ``protocol``; ``mns`` is a URL with its scheme and no
+    trailing slash, as ``mns.account.Account`` takes it. ``ca_file`` replaces the system's CA bundle.
+    The proxies are ``endpoints.proxy``, else ``HTTP(S)_PROXY``; ``no_proxy`` is ``NO_PROXY``.
     """
 
     dybaseapi: str
@@ -97,29 +83,20 @@ class Endpoints:
 
 
 def resolve_endpoints(region: str, overrides: EndpointsConfig, environ: Mapping[str, str] = os.environ) -> Endpoints:
-    """The endpoints for a region, with the configured overrides applied.
+    """The endpoints for a region, each override in ``endpoints`` winning over the region's.
 
     Mainland regions (``cn-*`` except ``cn-hongkong``) use the mainland Dybaseapi host and MNS account;
-    ``cn-hongkong``, ``ap-*``, ``eu-*``, ``us-*`` and ``me-*`` use the international ones. Dysmsapi
-    follows the SDK's own region map (:data:`DYSMSAPI_REGION_HOSTS`).
-
-    Args:
-        region: The configured region, e.g. ``cn-hangzhou`` or ``ap-southeast-1``.
-        overrides: The ``endpoints`` section; each value given wins over the region's.
-        environ: Where ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY`` (or their lower-case forms, which
-            win) are read; ``endpoints.proxy`` replaces the first two.
-
-    Returns:
-        The endpoints to aim every client with.
+    ``cn-hongkong``, ``ap-*``, ``eu-*``, ``us-*`` and ``me-*`` the international ones; Dysmsapi follows
+    :data:`DYSMSAPI_REGION_HOSTS`. The proxy variables are read from ``environ``, lower case winning.
 
     Raises:
         ConfigError: If the region belongs to no known site while an endpoint it decides is not
             overridden, if the MNS override lacks its ``http://``/``https://`` scheme, or if a Dybaseapi
             or Dysmsapi override carries one.
     """
-    site = _site(region)
-    needs_site = not overrides.dybaseapi or not overrides.mns
-    if site is None and needs_site:
+    name = region.strip().lower()
+    international = name == "cn-hongkong" or name.startswith(("ap-", "eu-", "us-", "me-"))
+    if not international and not name.startswith("cn-") and (not overrides.dybaseapi or not overrides.mns):
         raise ConfigError(
             "config",
             "region",
@@ -127,13 +104,12 @@ def resolve_endpoints(region: str, overrides: EndpointsConfig, environ: Mapping[
             "(cn-hongkong, ap-*, eu-*, us-*, me-*)",
             "fix the region, or set endpoints.dybaseapi and endpoints.mns explicitly",
         )
-    international = site == "international"
     dybaseapi = overrides.dybaseapi or (INTERNATIONAL_DYBASEAPI if international else MAINLAND_DYBASEAPI)
-    dysmsapi = overrides.dysmsapi or DYSMSAPI_REGION_HOSTS.get(region.strip().lower(), DEFAULT_DYSMSAPI)
+    dysmsapi = overrides.dysmsapi or DYSMSAPI_REGION_HOSTS.get(name, DEFAULT_DYSMSAPI)
     mns = overrides.mns or (INTERNATIONAL_MNS if international else MAINLAND_MNS)
     _check_host("endpoints.dybaseapi", dybaseapi)
     _check_host("endpoints.dysmsapi", dysmsapi)
-    if not mns.startswith(_SCHEMES):
+    if not mns.startswith(("http://", "https://")):
         raise ConfigError(
             "config",
             "endpoints.mns",
@@ -156,24 +132,9 @@ def _variable(environ: Mapping[str, str], name: str) -> str | None:
     return environ.get(name) or environ.get(name.upper()) or None
 
 
-def _site(region: str) -> str | None:
-    """``mainland``, ``international``, or None for a region of neither form."""
-    name = region.strip().lower()
-    if name == "cn-hongkong" or name.startswith(_INTERNATIONAL_PREFIXES):
-        return "international"
-    if name.startswith("cn-"):
-        return "mainland"
-    return None
-
-
 def _check_host(key_path: str, value: str) -> None:
-    """Refuse a Tea endpoint that is a URL rather than ``host[:port]``.
-
-    Raises:
-        ConfigError: If the value carries a scheme or a path.
-    """
-    # The Tea client copies the endpoint into the Host header verbatim (reference 6.3): a scheme there
-    # reaches the server but is refused by strict servers and proxies.
+    """Raise ConfigError for a Tea endpoint with a scheme or a path: the Tea client copies it into the Host
+    header verbatim (reference 6.3), which strict servers and proxies refuse."""
     if "://" in value or "/" in value:
         raise ConfigError(
             "config", key_path, f"{value!r} is not host[:port]", "drop the scheme and path; set endpoints.protocol"

@@ -1,10 +1,8 @@
 """The child side of :mod:`mns_consumer.alicom.token_process`: read a request, fetch the tokens, answer.
 
-Run as ``python -m mns_consumer.alicom.token_child`` with the JSON request on stdin; the answer is one
-JSON document on stdout and the exit status is 0 whenever that answer was written, failed fetches
-included (they are results). Anything the SDK or a library prints goes to stderr, so stdout carries
-the answer alone; stderr is read by the parent only when the child fails, and never holds a secret
-written by this module.
+Run as ``python -m mns_consumer.alicom.token_child`` with the JSON request on stdin. The answer is the
+only thing on stdout, and the exit status is 0 once it is written, failed fetches included; anything
+else that prints goes to stderr, which the parent reads only when the child fails.
 """
 
 from __future__ import annotations
@@ -16,12 +14,7 @@ from typing import Any
 
 from mns_consumer.alicom.dybase import DybaseTokenFetcher
 from mns_consumer.alicom.endpoints import Endpoints
-from mns_consumer.alicom.token_process import (
-    CHILD_FAILED,
-    credentials_from_wire,
-    error_to_wire,
-    token_to_wire,
-)
+from mns_consumer.alicom.token_process import CHILD_FAILED, credentials_from_wire, error_to_wire, token_to_wire
 from mns_consumer.errors import TokenError
 
 

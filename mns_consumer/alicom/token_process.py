@@ -1,22 +1,17 @@
 """QueryTokenForMnsQueue in a short-lived child process, so the daemon never loads Alibaba's Tea SDK.
 
-The Tea SDK that ``alibabacloud_dybaseapi20170525`` is built on imports aiohttp, requests and the
-OpenAPI client with cryptography at module level: about 27 MB resident for one call per queue and
-token lifetime. :class:`ChildProcessTokenFetcher` makes that call with the same client
-(:class:`~mns_consumer.alicom.dybase.DybaseTokenFetcher`) in ``python -m
-mns_consumer.alicom.token_child``, which lives about half a second, and hands its answers back.
-
-The wire between the two is one JSON document each way, over the child's stdin and stdout (never its
-arguments or environment, which other users of the host can read):
+The Tea SDK behind ``alibabacloud_dybaseapi20170525`` costs about 27 MB resident for one call per
+queue and token lifetime, so :class:`ChildProcessTokenFetcher` makes that call with
+:class:`~mns_consumer.alicom.dybase.DybaseTokenFetcher` in ``python -m mns_consumer.alicom.token_child``,
+which lives about half a second. The wire is one JSON document each way over the child's stdin and
+stdout (never its arguments or environment, which other users of the host can read):
 
 * request: ``{"credentials": {...}, "endpoints": {...}, "connect_timeout_seconds": 5,
   "read_timeout_seconds": 10, "queues": [["SmsReport", "Alicom-Queue-..."], ...]}``;
-* answer: ``{"results": [{"token": {...}} | {"error": {"code": ..., "detail": ..., "request_id": ...}}]}``,
-  one result per queue, in order.
+* answer: ``{"results": [{"token": {...}} | {"error": {"code": ..., "detail": ..., "request_id": ...}}]}``.
 
-Refreshes that come due together share one child: one worker thread runs the children, one at a time,
-and each takes every fetch that arrived while the previous one ran, so a daemon with 8 queues starts
-one or two children, not 8, and never runs two at once.
+One worker thread runs the children one at a time, each taking every fetch that arrived while the
+previous one ran, so refreshes that come due together share a child.
 """
 
 from __future__ import annotations
@@ -27,7 +22,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
@@ -37,9 +31,6 @@ from mns_consumer.alicom.endpoints import Endpoints
 from mns_consumer.alicom.pop_text import safe_text
 from mns_consumer.alicom.tokens import NETWORK_ERROR, QueueToken
 from mns_consumer.errors import TokenError
-
-CHILD_MODULE = "mns_consumer.alicom.token_child"
-"""The module the child process runs (``python -m``)."""
 
 CHILD_FAILED = "TokenChildFailed"
 """TokenError code when the child process could not be started, crashed or answered nonsense."""
@@ -68,14 +59,8 @@ def token_to_wire(token: QueueToken) -> dict[str, Any]:
 
 def token_from_wire(wire: dict[str, Any]) -> QueueToken:
     """The inverse of :func:`token_to_wire`."""
-    created_at = wire.get("created_at")
-    return QueueToken(
-        **{
-            **wire,
-            "expires_at": datetime.fromisoformat(wire["expires_at"]),
-            "created_at": datetime.fromisoformat(created_at) if created_at else None,
-        }
-    )
+    created_at = datetime.fromisoformat(wire["created_at"]) if wire.get("created_at") else None
+    return QueueToken(**{**wire, "expires_at": datetime.fromisoformat(wire["expires_at"]), "created_at": created_at})
 
 
 def error_to_wire(error: TokenError) -> dict[str, Any]:
@@ -93,22 +78,11 @@ class _Fetch:
 class ChildProcessTokenFetcher:
     """A :class:`~mns_consumer.alicom.tokens.TokenFetcher` that runs the Tea client in a child process.
 
-    Thread-safe; concurrent fetches share a child (see the module's docstring). Every failure, the
-    child's own included, is a :class:`~mns_consumer.errors.TokenError`, so the
-    :class:`~mns_consumer.alicom.tokens.TokenProvider` backs off and retries as it does for the API's.
-
-    Args:
-        credentials: The AccessKey (or default chain) that signs the calls; the child resolves a
-            default chain itself.
-        endpoints: Where Dybaseapi is, and how to reach it.
-        connect_timeout_seconds: TCP (and TLS) connect timeout of each call in the child.
-        read_timeout_seconds: Read timeout of each call in the child.
-        start_timeout_seconds: What the child may take beyond its calls' timeouts (starting Python
-            and importing the SDK take about half a second) before it is killed.
-        command: The child's command line; ``[sys.executable, "-m", CHILD_MODULE]`` by default.
-
-    Attributes:
-        children_started: How many child processes were started, for tests and debugging.
+    Thread-safe; every failure, the child's own included, is a :class:`~mns_consumer.errors.TokenError`,
+    so the :class:`~mns_consumer.alicom.tokens.TokenProvider` backs off as it does for the API's.
+    The connect and read timeouts are each call's in the child; ``start_timeout_seconds`` is what the
+    child may take beyond them (starting Python and importing the SDK) before it is killed.
+    ``children_started`` counts the children, for tests and debugging.
     """
 
     def __init__(
@@ -123,7 +97,7 @@ class ChildProcessTokenFetcher:
     ) -> None:
         self.endpoint = endpoints.dybaseapi
         self.credentials_description = credentials.describe()
-        self.command = command if command is not None else [sys.executable, "-m", CHILD_MODULE]
+        self.command = command if command is not None else [sys.executable, "-m", "mns_consumer.alicom.token_child"]
         self._request: dict[str, Any] = {
             "credentials": credentials_to_wire(credentials),
             "endpoints": dataclasses.asdict(endpoints),
@@ -159,8 +133,7 @@ class ChildProcessTokenFetcher:
         """The worker thread: one child for every fetch waiting when the previous child ended."""
         while True:
             with self._arrived:
-                while not self._waiting:
-                    self._arrived.wait()
+                self._arrived.wait_for(lambda: self._waiting)
                 batch, self._waiting = self._waiting, []
             try:
                 results = self._run_child(batch)
@@ -186,7 +159,8 @@ class ChildProcessTokenFetcher:
                 check=False,
                 # Its own session: a Ctrl-C meant for the daemon's drain does not kill a refresh.
                 start_new_session=True,
-                env=_without_proxy_variables(os.environ),
+                # The proxy travels in the request (Endpoints): the Tea SDK reads HTTP(S)_PROXY but not NO_PROXY.
+                env={name: value for name, value in os.environ.items() if name.lower() not in _PROXY_VARIABLES},
             )
         except subprocess.TimeoutExpired:
             text = f"no token from Dybaseapi at {self.endpoint} within {timeout:.0f} s (child process killed)"
@@ -196,15 +170,8 @@ class ChildProcessTokenFetcher:
             return [TokenError(CHILD_FAILED, text) for _ in batch]
         results = _parse_answer(done.stdout, len(batch))
         if done.returncode != 0 or results is None:
-            text = _child_failure(done)
-            return [TokenError(CHILD_FAILED, text) for _ in batch]
+            return [TokenError(CHILD_FAILED, _child_failure(done)) for _ in batch]
         return results
-
-
-def _without_proxy_variables(environ: Mapping[str, str]) -> dict[str, str]:
-    """The child's environment: the proxy was decided in the parent (``Endpoints``) and travels in the
-    request, so the Tea SDK, which reads HTTP(S)_PROXY but not NO_PROXY, must not see the variables."""
-    return {name: value for name, value in environ.items() if name.lower() not in _PROXY_VARIABLES}
 
 
 _PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
@@ -213,20 +180,19 @@ _PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_prox
 def _parse_answer(stdout: bytes, expected: int) -> list[QueueToken | TokenError] | None:
     """The child's results, or None when its answer is not one well-formed result per fetch."""
     try:
-        answer = json.loads(stdout)
-        wires = answer["results"]
+        wires = json.loads(stdout)["results"]
         if not isinstance(wires, list) or len(wires) != expected:
             return None
-        results: list[QueueToken | TokenError] = []
-        for wire in wires:
-            if "token" in wire:
-                results.append(token_from_wire(wire["token"]))
-            else:
-                error = wire["error"]
-                results.append(TokenError(str(error["code"]), str(error["detail"]), request_id=error["request_id"]))
+        return [
+            token_from_wire(wire["token"])
+            if "token" in wire
+            else TokenError(
+                str(wire["error"]["code"]), str(wire["error"]["detail"]), request_id=wire["error"]["request_id"]
+            )
+            for wire in wires
+        ]
     except (ValueError, TypeError, KeyError):
         return None
-    return results
 
 
 def _child_failure(done: subprocess.CompletedProcess[bytes]) -> str:

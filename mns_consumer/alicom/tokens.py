@@ -1,12 +1,10 @@
 """Queue tokens: one per (MessageType, QueueName), refreshed ahead of ExpireTime without stampedes.
 
-A receipt queue lives in an Alibaba-owned MNS account, read with temporary credentials Dybaseapi hands
-out per queue (reference 1, 2). A :class:`TokenFetcher` makes the call (in-process
-:class:`~mns_consumer.alicom.dybase.DybaseTokenFetcher` or the daemon's child-process one; this module
-imports neither, to keep the Tea SDK out). :class:`TokenProvider` caches the token, lets one thread at a
-time refresh it, backs off while the API fails, and hands MNS clients a credentials provider read on
-every request, so a refreshed token is used at once. After a token error from MNS, the caller
-invalidates the token it signed with (``invalidate(current())``), leaving a newer one alone.
+Receipt queues live in an Alibaba-owned MNS account, read with temporary credentials Dybaseapi hands
+out per queue (reference 1, 2). A :class:`TokenFetcher` makes the call (this module imports none, to
+keep the Tea SDK out); :class:`TokenProvider` caches the token and hands MNS clients a credentials
+provider read on every request. After a token error from MNS, the caller invalidates the token it
+signed with (``invalidate(current())``), leaving a newer one alone.
 """
 
 from __future__ import annotations
@@ -30,8 +28,7 @@ EXPIRE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 """``yyyy-MM-dd HH:mm:ss``, the format of ExpireTime and CreateTime."""
 
 NETWORK_ERROR = "NetworkError"
-"""TokenError code when Dybaseapi could not be reached or did not answer in time; ``INVALID_RESPONSE``
-(shared with Dysmsapi, :mod:`mns_consumer.alicom.tea`) when it answered something that is not a token."""
+"""TokenError code when Dybaseapi could not be reached or did not answer in time."""
 
 CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
 """TokenError code when the default credential chain found no AccessKey to sign with."""
@@ -42,16 +39,10 @@ def _utc_now() -> datetime:
 
 
 def parse_expire_time(text: str) -> datetime:
-    """Parse ExpireTime (or CreateTime): zone-less Beijing time, as an aware UTC datetime.
+    """Parse ExpireTime (or CreateTime), zone-less Beijing time, e.g. ``2024-05-01 11:00:00`` (03:00 UTC).
 
-    Alibaba's own Java helpers pin the format to Asia/Shanghai; reading it as host-local time, as the
-    Python demos do, is wrong on any host not at UTC+8 (reference 2.4, pitfall 3).
-
-    Args:
-        text: ``yyyy-MM-dd HH:mm:ss``, e.g. ``2024-05-01 11:00:00`` (which is 03:00 UTC).
-
-    Returns:
-        The same instant, with ``tzinfo=UTC``.
+    Alibaba's Java helpers pin it to Asia/Shanghai; host-local time, as the Python demos read it, is
+    wrong on any host not at UTC+8 (reference 2.4, pitfall 3).
 
     Raises:
         ValueError: If the text is not in that format.
@@ -67,12 +58,8 @@ def parse_expire_time(text: str) -> datetime:
 class QueueToken:
     """Temporary credentials for one receipt queue, as QueryTokenForMnsQueue returned them.
 
-    Attributes:
-        access_key_id: Temporary AccessKey id (``STS.``...); safe to log.
-        access_key_secret: Temporary secret; left out of ``repr``, never logged.
-        security_token: STS token for the ``security-token`` header; left out of ``repr``, never logged.
-        expires_at: ExpireTime as an aware UTC datetime.
-        created_at: CreateTime as an aware UTC datetime, when the answer carried a readable one.
+    The secret and the STS token are left out of ``repr`` and never logged; the times are aware UTC
+    datetimes, ``created_at`` None when the answer's CreateTime was unreadable.
     """
 
     access_key_id: str
@@ -101,27 +88,15 @@ class TokenFetcher(Protocol):
 class TokenProvider:
     """The token of one (MessageType, QueueName), fetched when needed and refreshed ahead of expiry.
 
-    * **Fresh:** :meth:`get` returns the cached token while more than ``refresh_margin_seconds`` remain
-      before its ExpireTime (reference 2.6: the official helpers use 2 minutes). For tokens that live
-      less than twice the margin, half their lifetime is used as the margin instead, so a short-lived
-      token is not refreshed on every call.
-    * **No stampede:** one thread at a time calls the API. Threads that need a token while none is
-      valid wait for that call and share its result; threads that still hold a valid token during a
-      refresh are not held up and keep using it.
-    * **Back-off:** after a failed refresh the API is not called again before an exponential, jittered
-      delay (``min_retry_seconds`` doubling up to ``max_retry_seconds``). Meanwhile a token that has
-      not expired is still served; without one, :meth:`get` raises at once.
-    * **Auth errors:** :meth:`invalidate` drops a token MNS refused, so the next :meth:`get` fetches a
-      new one at once (pitfall 3).
+    * **Fresh:** the cached token is served while more than ``refresh_margin_seconds`` remain before
+      its ExpireTime (reference 2.6), or half its lifetime for a token living less than twice that.
+    * **No stampede:** one thread at a time calls the API; threads without a valid token wait for it
+      and share its result, threads holding a valid one keep using it.
+    * **Back-off:** after a failed refresh the API rests for a jittered delay (``min_retry_seconds``
+      doubling up to ``max_retry_seconds``), serving a token that has not expired meanwhile.
+    * **Auth errors:** :meth:`invalidate` drops a token MNS refused (pitfall 3).
 
-    Args:
-        fetcher: What calls QueryTokenForMnsQueue.
-        message_type: The queue's MessageType.
-        queue_name: The queue's QueueName.
-        refresh_margin_seconds: Refresh when less than this remains before ExpireTime.
-        min_retry_seconds: First delay after a failed refresh.
-        max_retry_seconds: Longest delay between failed refreshes.
-        now: The clock, returning an aware datetime; tests move it.
+    ``now`` is the clock (an aware datetime); tests move it.
 
     Raises:
         ValueError: If the margin is negative or the retry delays are not ``0 < min <= max``.
@@ -160,14 +135,8 @@ class TokenProvider:
         self._refresh_count = 0
         self._local = threading.local()
 
-    # -- the token -------------------------------------------------------------------------------
-
     def get(self) -> QueueToken:
         """The token to sign the next MNS request with, fetching or refreshing it when due.
-
-        Returns:
-            A token; during a back-off after failed refreshes, the cached one as long as it has not
-            expired.
 
         Raises:
             TokenError: When there is no unexpired token and the API failed now or is in back-off
@@ -175,13 +144,10 @@ class TokenProvider:
         """
         now = self._now()
         with self._state:
-            token = self._token
-            fresh = token is not None and self._refresh_at is not None and now < self._refresh_at
-            valid = token is not None and token.expires_at > now
-            backing_off = self._retry_at is not None and now < self._retry_at
-        if token is not None and (fresh or (valid and backing_off)):
-            return self._handing_out(token)
-        if token is not None and valid:
+            token, served = self._token, self._served(now)
+        if served is not None:
+            return self._handing_out(served)
+        if token is not None and token.expires_at > now:
             # Someone is refreshing already: the token in hand still works, so do not queue behind them.
             if not self._refresh.acquire(blocking=False):
                 return self._handing_out(token)
@@ -193,11 +159,10 @@ class TokenProvider:
             self._refresh.release()
 
     def current(self) -> QueueToken | None:
-        """The token the calling thread's latest :meth:`get` returned, else the cached one.
+        """The token the calling thread's latest :meth:`get` returned, else the cached one; no API call.
 
-        The MNS SDK calls :meth:`get` (through :meth:`credentials_provider`) on the thread that makes the
-        request, so right after a failed MNS call this is exactly the token that call was signed with:
-        the one to pass to :meth:`invalidate`. Makes no API call.
+        The MNS SDK calls :meth:`get` on the thread that makes the request, so after a failed MNS call
+        this is the token that call was signed with: the one to pass to :meth:`invalidate`.
         """
         token: QueueToken | None = getattr(self._local, "token", None)
         if token is not None:
@@ -206,19 +171,13 @@ class TokenProvider:
             return self._token
 
     def invalidate(self, token: QueueToken | None) -> None:
-        """Drop a token MNS refused, so the next :meth:`get` fetches a new one at once.
+        """Drop a token MNS refused (None is ignored), so the next :meth:`get` fetches a new one at once.
 
-        Only the cached token is dropped: if the token given was already replaced (another thread saw
-        the same error and refreshed), nothing happens, so one expiry costs one API call. A pending
-        back-off is cut short, as an auth error is news the last failure did not know.
-
-        Args:
-            token: The token the refused request was signed with (see :meth:`current`); None is ignored.
+        A token already replaced (another thread saw the same error) is left alone, so one expiry costs
+        one API call. A pending back-off is cut short: an auth error is news the last failure did not know.
         """
-        if token is None:
-            return
         with self._state:
-            if self._token is not token:
+            if token is None or self._token is not token:
                 return
             self._token = None
             self._refresh_at = None
@@ -229,15 +188,11 @@ class TokenProvider:
         """A ``mns.auth.CredentialsProvider`` for ``mns.account.Account(url, credentials_provider=...)``."""
         return QueueCredentialsProvider(self)
 
-    # -- for metrics and health ------------------------------------------------------------------
-
     def seconds_to_expiry(self) -> float | None:
         """Seconds until the cached token's ExpireTime (negative once past), or None without a token."""
         with self._state:
             token = self._token
-        if token is None:
-            return None
-        return (token.expires_at - self._now()).total_seconds()
+        return None if token is None else (token.expires_at - self._now()).total_seconds()
 
     @property
     def last_error(self) -> str | None:
@@ -251,33 +206,40 @@ class TokenProvider:
         with self._state:
             return self._refresh_count
 
-    # -- internals -------------------------------------------------------------------------------
-
     def _handing_out(self, token: QueueToken) -> QueueToken:
         self._local.token = token
         return token
 
     def _refresh_locked(self) -> QueueToken:
-        """Fetch a token, unless another thread did while this one waited. Call with ``_refresh`` held.
-
-        Raises:
-            TokenError: See :meth:`get`.
-        """
+        """Fetch a token unless another thread did while this one waited (``_refresh`` held); raises as :meth:`get`."""
         now = self._now()
         with self._state:
-            token = self._token
-            if token is not None and self._refresh_at is not None and now < self._refresh_at:
-                return token
+            served = self._served(now)
+            if served is not None:
+                return served
             if self._retry_at is not None and now < self._retry_at:
-                if token is not None and token.expires_at > now:
-                    return token
-                raise self._backing_off_error(now)
+                last = self._last_error
+                raise TokenError(
+                    last.code if last is not None else NETWORK_ERROR,
+                    f"no valid token for {self.queue_name}; QueryTokenForMnsQueue failed recently ({last}) "
+                    f"and is retried in {(self._retry_at - now).total_seconds():.1f} s",
+                    request_id=last.request_id if last is not None else None,
+                )
         try:
             fresh = self.fetcher.fetch(self.message_type, self.queue_name)
         except TokenError as exc:
             return self._failed(exc)
         self._store(fresh)
         return fresh
+
+    def _served(self, now: datetime) -> QueueToken | None:
+        """The cached token if it is served without a call: fresh, or unexpired during a back-off."""
+        token = self._token
+        if token is None:
+            return None
+        fresh = self._refresh_at is not None and now < self._refresh_at
+        backing_off = self._retry_at is not None and now < self._retry_at
+        return token if fresh or (token.expires_at > now and backing_off) else None
 
     def _store(self, token: QueueToken) -> None:
         now = self._now()
@@ -304,15 +266,13 @@ class TokenProvider:
         )
 
     def _failed(self, error: TokenError) -> QueueToken:
-        """Record a failed refresh and start the back-off; serve the cached token if it still works.
-
-        Raises:
-            TokenError: ``error`` itself, when there is no unexpired token to fall back on.
-        """
+        """Record a failed refresh and start the back-off; serve the cached token if unexpired, else raise ``error``."""
         now = self._now()
         with self._state:
             self._failures += 1
-            delay = self._backoff_seconds(self._failures)
+            # Full jitter between the shortest wait and a ceiling that doubles with each failure.
+            shortest, longest = self._retry_range
+            delay = random.uniform(shortest, min(longest, shortest * 2 ** min(self._failures - 1, 32)))
             self._retry_at = now + timedelta(seconds=delay)
             self._last_error = error
             token = self._token
@@ -331,29 +291,12 @@ class TokenProvider:
             return token
         raise error
 
-    def _backoff_seconds(self, failures: int) -> float:
-        """Full jitter between the shortest wait and a ceiling that doubles with each failure."""
-        shortest, longest = self._retry_range
-        return random.uniform(shortest, min(longest, shortest * 2 ** min(failures - 1, 32)))
-
-    def _backing_off_error(self, now: datetime) -> TokenError:
-        last = self._last_error
-        retry_in = (self._retry_at - now).total_seconds() if self._retry_at is not None else 0.0
-        code = last.code if last is not None else NETWORK_ERROR
-        return TokenError(
-            code,
-            f"no valid token for {self.queue_name}; QueryTokenForMnsQueue failed recently ({last}) "
-            f"and is retried in {retry_in:.1f} s",
-            request_id=last.request_id if last is not None else None,
-        )
-
 
 class QueueCredentialsProvider(CredentialsProvider):  # type: ignore[misc]  # mns ships no type hints
     """What ``mns.account.Account`` takes as ``credentials_provider``: the provider's token, per request.
 
     The MNS SDK calls :meth:`get_credentials` before every request (reference 3.7), so refreshes reach
-    it without rebuilding the client, and the token each request used is recorded per thread for
-    :meth:`TokenProvider.current`.
+    it without rebuilding the client.
     """
 
     def __init__(self, tokens: TokenProvider) -> None:

@@ -1,17 +1,13 @@
 """The HTTP endpoint Alibaba's batch push mode POSTs receipts to (reference section 5).
 
 A push is answered ``200 {"code":0,"msg":"接收成功"}`` only once its body is committed to the
-:class:`~mns_consumer.push.spool.Spool`; the spool workers write the sinks later, so the answer
-never waits for a sink and stays far inside Alibaba's 700 ms. Refusals carry a ``code`` equal to the
-HTTP status and store nothing (the manual's HTTP push page lists them). Elements of a valid array
-that are not valid receipts are still accepted and dead-lettered by the workers: a 4xx would make
-Alibaba resend the whole array three times, then drop the good receipts with the bad.
-
-The server is the standard library's ``ThreadingHTTPServer``: a thread per connection is plenty for
-Alibaba's push rate. Alibaba drops a push for good after three refused or slow attempts, so three
-limits keep it available: a deep listen backlog, one ``read_timeout_seconds`` deadline for a whole
-request (a trickling client cannot hold its thread), and a connection cap that sheds the connection
-waiting longest for its request (:meth:`_Server.connection_limit`).
+:class:`~mns_consumer.push.spool.Spool`, so the answer never waits for a sink and stays far inside
+Alibaba's 700 ms. Refusals carry a ``code`` equal to the HTTP status and store nothing. Elements of a
+valid array that are not valid receipts are accepted and dead-lettered by the workers: a 4xx would make
+Alibaba resend the whole array, then drop the good receipts with the bad. Alibaba drops a push after
+three refused or slow attempts, so the ``ThreadingHTTPServer`` has a deep backlog, one
+``read_timeout_seconds`` deadline per request, and a connection cap that sheds the connection waiting
+longest for its request.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -67,6 +63,7 @@ class PushReceiver:
     """Serves the push routes on ``push.listen`` in background threads, writing into a spool.
 
     ``on_spooled`` is called with the route's name after each stored push (it wakes the route's worker).
+    ``tls`` says whether it serves HTTPS itself; ``port`` and ``address`` (``host:port``) are as bound.
     """
 
     def __init__(
@@ -76,15 +73,11 @@ class PushReceiver:
         self.spool = spool
         self.events = events
         self.on_spooled = on_spooled
-        self.accepting = threading.Event()
+        self.accepting = threading.Event()  # cleared: pushes are answered 503, so Alibaba retries them later
         self.accepting.set()
-        self._routes: Sequence[tuple[bytes, PushRouteConfig]] = [
-            (route.url_path().encode("utf-8"), route) for route in config.routes
-        ]
-        host, port = config.address()
+        self._routes = [(route.url_path().encode("utf-8"), route) for route in config.routes]
         handler = type("PushHandler", (_Handler,), {"owner": self, "timeout": config.read_timeout_seconds})
-        self._server = _Server((host, port), handler, _Server.connection_limit(config.max_connections))
-        self._server.daemon_threads = True
+        self._server = _Server(config.address(), handler, config.read_timeout_seconds, config.max_connections)
         if config.tls_cert_file is not None and config.tls_key_file is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -94,21 +87,9 @@ class PushReceiver:
                 self._server.socket, server_side=True, do_handshake_on_connect=False
             )
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,), name="push", daemon=True)
-
-    @property
-    def tls(self) -> bool:
-        """Whether the receiver serves HTTPS itself."""
-        return self.config.tls_cert_file is not None
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        return int(self._server.server_address[1])
-
-    @property
-    def address(self) -> str:
-        """``host:port`` as bound."""
-        return f"{self.config.address()[0]}:{self.port}"
+        self.tls = config.tls_cert_file is not None
+        self.port = int(self._server.server_address[1])
+        self.address = f"{config.address()[0]}:{self.port}"
 
     def alive(self) -> bool:
         """Whether the accept loop runs."""
@@ -119,10 +100,6 @@ class PushReceiver:
         self._thread.start()
         return self
 
-    def stop_accepting(self) -> None:
-        """Answer every push 503 from now on, so Alibaba keeps it and retries (the drain's first step)."""
-        self.accepting.clear()
-
     def stop(self) -> None:
         """Stop serving and close the socket."""
         self.accepting.clear()
@@ -132,12 +109,9 @@ class PushReceiver:
 
     def route_for(self, path: bytes) -> PushRouteConfig | None:
         """The route whose whole path (secret included) is ``path``, compared in constant time."""
-        found: PushRouteConfig | None = None
-        for candidate, route in self._routes:
-            # Every route is compared, so the time taken says nothing about how much of a secret matched.
-            if hmac.compare_digest(candidate, path):
-                found = route
-        return found
+        # Every route is compared, so the time taken says nothing about how much of a secret matched.
+        found = [route for candidate, route in self._routes if hmac.compare_digest(candidate, path)]
+        return found[-1] if found else None
 
     def handle_push(self, route: PushRouteConfig, content_type: str, body: bytes) -> int:
         """Check and spool one push body; returns how many receipts it holds.
@@ -170,12 +144,12 @@ class PushReceiver:
         return len(document)
 
 
-class _Connection:
-    """One accepted connection as the server sees it: whether it is waiting for a request, since when."""
-
-    __slots__ = ("deadline", "reading", "sock", "waiting_since")
+class _Connection(io.RawIOBase):
+    """One accepted connection: whether it is waiting for a request, since when, and its reads, each
+    bounded by what is left of the request's deadline (the socket timeout bounds only one recv)."""
 
     def __init__(self, sock: socket.socket, read_timeout_seconds: float) -> None:
+        super().__init__()
         self.sock = sock
         self.expect_request(read_timeout_seconds)
 
@@ -191,50 +165,39 @@ class _Connection:
         with contextlib.suppress(OSError):
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
-
-class _DeadlineReader(io.RawIOBase):
-    """The connection's reads, each bounded by what is left of the request's deadline."""
-
-    def __init__(self, connection: _Connection) -> None:
-        super().__init__()
-        self._connection = connection
-
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        remaining = self._connection.deadline - time.monotonic()
+        remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("the request did not arrive within read_timeout_seconds")
-        self._connection.sock.settimeout(remaining)
-        return self._connection.sock.recv_into(buffer)
+        self.sock.settimeout(remaining)
+        return self.sock.recv_into(buffer)
 
 
 class _Server(ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler: type[_Handler], max_connections: int) -> None:
+    def __init__(
+        self, address: tuple[str, int], handler: type[_Handler], read_timeout_seconds: float, max_connections: int
+    ) -> None:
         super().__init__(address, handler)
+        self.read_timeout_seconds = read_timeout_seconds
+        # Lowered to fit the soft RLIMIT_NOFILE with RESERVED_DESCRIPTORS to spare.
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY:
+            max_connections = max(1, min(max_connections, soft - RESERVED_DESCRIPTORS))
         self.max_connections = max_connections
         self._connections: dict[int, _Connection] = {}
         self._connections_lock = threading.Lock()
-        self.read_timeout_seconds = float(handler.timeout or 0) or 10.0
-
-    @staticmethod
-    def connection_limit(configured: int) -> int:
-        """``configured``, lowered to fit the soft ``RLIMIT_NOFILE`` with :data:`RESERVED_DESCRIPTORS` to spare."""
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return configured
-        return max(1, min(configured, soft - RESERVED_DESCRIPTORS))
 
     def process_request(self, request: Any, client_address: Any) -> None:
         connection = _Connection(request, self.read_timeout_seconds)
         with self._connections_lock:
-            if len(self._connections) >= self.max_connections and not self._shed_one():
-                refused = True
-            else:
-                refused = False
+            refused = len(self._connections) >= self.max_connections and not self._shed_one()
+            if not refused:
                 self._connections[id(request)] = connection
         if refused:
             # Every slot is storing a push: closing at once lets the client retry rather than wait.
@@ -245,12 +208,10 @@ class _Server(ThreadingHTTPServer):
 
     def _shed_one(self) -> bool:
         """Shed the connection waiting longest for its request; False if none waits (lock held)."""
-        waiting = [(c.waiting_since, key) for key, c in self._connections.items() if c.reading]
-        if not waiting:
-            return False
-        _, key = min(waiting)
-        self._connections.pop(key).shed()
-        return True
+        oldest = min(((c.waiting_since, key) for key, c in self._connections.items() if c.reading), default=None)
+        if oldest is not None:
+            self._connections.pop(oldest[1]).shed()
+        return oldest is not None
 
     def connection(self, request: Any) -> _Connection:
         """The state of an accepted connection (a shed one keeps its state, though no longer counted)."""
@@ -281,9 +242,9 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._state = self.server.connection(self.request)
-        # Every read of the request goes through the deadline (the socket timeout bounds only one recv).
+        # Every read of the request goes through the deadline.
         self.rfile.close()
-        self.rfile = io.BufferedReader(_DeadlineReader(self._state))
+        self.rfile = io.BufferedReader(self._state)
         if isinstance(self.connection, ssl.SSLSocket):
             self.connection.do_handshake()
 
@@ -316,12 +277,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         lengths = self.headers.get_all("Content-Length") or []
-        if self.headers.get("Transfer-Encoding") is not None:
-            if lengths:
-                # Which of the two framings a proxy in front used is unknowable: the smuggling case.
-                raise PushRejected(400, "request", "Transfer-Encoding and Content-Length together")
-            if self.headers.get("Transfer-Encoding", "").strip().lower() != "identity":
-                raise PushRejected(411, "request", "send the body with a Content-Length")
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is not None and lengths:
+            # Which of the two framings a proxy in front used is unknowable: the smuggling case.
+            raise PushRejected(400, "request", "Transfer-Encoding and Content-Length together")
+        if encoding is not None and encoding.strip().lower() != "identity":
+            raise PushRejected(411, "request", "send the body with a Content-Length")
         if not lengths:
             # Neither Content-Length nor Transfer-Encoding: no body (RFC 9112 6.3), as in a URL check.
             return b""
@@ -352,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_post(self) -> None:
         route = self._route()
         if route is not None:
-            self._refuse(route, PushRejected(405, "request", "only POST is served here"), allow="POST, GET")
+            self._refuse(route, PushRejected(405, "request", "only POST is served here"))
 
     def _route(self) -> PushRouteConfig | None:
         """The route the request's path names; None after answering 404 when it names none."""
@@ -365,8 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET  # noqa: N815
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_post  # noqa: N815
 
-    def _refuse(self, route: PushRouteConfig | None, rejected: PushRejected, allow: str | None = None) -> None:
-        headers = {"Allow": allow} if allow else {}
+    def _refuse(self, route: PushRouteConfig | None, rejected: PushRejected) -> None:
+        headers = {"Allow": "POST, GET"} if rejected.status == 405 else {}
         if rejected.status == 503:
             headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         if rejected.status in (400, 411, 413, 415) or route is None:

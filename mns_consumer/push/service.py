@@ -1,22 +1,18 @@
 """The push receiver, its spool and one spool worker per route, started and drained as one unit.
 
-The supervisor owns it next to the MNS pollers. It listens before the sinks are opened (pushes are
-spooled even while a sink is down at start) and delivers once they are. Its drain mirrors the pollers':
-
-1. :meth:`PushService.stop_accepting`: pushes are answered 503 from now on, so Alibaba keeps them and
-   sends them again later (nothing new enters the spool while it is being emptied).
-2. :meth:`PushService.drain`: the workers deliver what is spooled until the spool is empty or the
-   deadline passes; at the deadline a batch still waiting for a sink is abandoned and stays spooled
-   for the next run.
-3. :meth:`PushService.close`: the listener closes (after the drain, so the 503s keep telling Alibaba to
-   retry rather than leaving it with refused connections), then the spool.
+It listens before the sinks are opened (pushes are spooled even while a sink is down at start) and
+delivers once they are. Its drain mirrors the pollers': :meth:`PushService.stop_accepting` answers
+pushes 503 so Alibaba sends them again later; :meth:`PushService.drain` delivers the spool until it is
+empty or the deadline passes (a batch still waiting for a sink stays spooled for the next run);
+:meth:`PushService.close` closes the listener (after the drain, so Alibaba sees 503s rather than
+refused connections), then the spool.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from mns_consumer.config import PushConfig, PushRouteConfig
 from mns_consumer.delivery import Dispatcher
@@ -51,7 +47,6 @@ class PushService:
         self.config = config
         self.opt_out = opt_out
         self.events = events
-        self.metrics = metrics
         self.source = source
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
@@ -76,9 +71,6 @@ class PushService:
     def listen(self) -> PushService:
         """Open the spool and serve pushes into it; nothing is delivered until :meth:`deliver`.
 
-        Started before the sinks are opened, so pushes are acknowledged even while a sink cannot be
-        reached at start (Alibaba drops a push after three failed retries).
-
         Raises:
             ConfigError: If the spool cannot be opened or the listen address cannot be bound.
         """
@@ -102,11 +94,20 @@ class PushService:
                 f"cannot serve on {self.config.listen}: {reason}",
                 "pick a free port, and check tls_cert_file and tls_key_file",
             ) from None
-        self.events.push_listening(self.receiver.address, self._public_routes(), self.receiver.tls)
+        routes = [
+            {
+                "route": route.label,
+                "message_type": route.message_type,
+                "path": route.path.rstrip("/") + "/********" if route.secret is not None else route.path,
+            }
+            for route in self.config.routes
+        ]
+        self.events.push_listening(self.receiver.address, routes, self.receiver.tls)
         return self
 
     def deliver(self, sinks: Mapping[str, Sink], dead_letter: DeadLetterSink) -> PushService:
         """Start one worker per route, delivering its spool (earlier runs' pushes first) to opened sinks."""
+        initial, longest = self.retry_initial_seconds, self.retry_max_seconds
         for route in self.config.routes:
             dispatcher = Dispatcher(
                 route.label,
@@ -115,20 +116,19 @@ class PushService:
                 dead_letter,
                 self.events,
                 threading.Event(),
-                retry_initial_seconds=self.retry_initial_seconds,
-                retry_max_seconds=self.retry_max_seconds,
+                retry_initial_seconds=initial,
+                retry_max_seconds=longest,
                 source="push",
                 opt_out=self.opt_out,
             )
-            worker = SpoolWorker(
+            self.workers[route.label] = SpoolWorker(
                 self.spool,
                 dispatcher,
                 batch_entries=self.config.spool_batch_entries,
                 batch_receipts=self.config.spool_batch_receipts,
-                retry_initial_seconds=self.retry_initial_seconds,
-                retry_max_seconds=self.retry_max_seconds,
-            )
-            self.workers[route.label] = worker.start()
+                retry_initial_seconds=initial,
+                retry_max_seconds=longest,
+            ).start()
         return self
 
     def _wake(self, route: str) -> None:
@@ -136,43 +136,25 @@ class PushService:
         if worker is not None:
             worker.wake()
 
-    def _public_routes(self) -> list[dict[str, str]]:
-        return [
-            {
-                "route": route.label,
-                "message_type": route.message_type,
-                "path": route.path.rstrip("/") + "/********" if route.secret is not None else route.path,
-            }
-            for route in self.config.routes
-        ]
-
     def stop_accepting(self) -> None:
         """Answer pushes 503 from now on (the drain's first step)."""
         if self.receiver is not None:
-            self.receiver.stop_accepting()
+            self.receiver.accepting.clear()
 
     def drain(self, deadline: float) -> bool:
         """Deliver the spool until it is empty or ``deadline`` (monotonic) passes; True if it emptied."""
         for worker in self.workers.values():
             worker.finish()
         unfinished = [worker for worker in self.workers.values() if not worker.join(deadline)]
-        for worker in unfinished:
-            worker.abandon()
-        for worker in unfinished:
-            worker.join(time.monotonic() + 5.0)
+        _abandon(unfinished)
         return not unfinished
 
     def close(self) -> None:
         """Stop the listener and the workers, and close the spool (what is left stays in it)."""
         if self.receiver is not None:
             self.receiver.stop()
-        for worker in self.workers.values():
-            worker.abandon()
-        for worker in self.workers.values():
-            worker.join(time.monotonic() + 5.0)
+        _abandon(self.workers.values())
         self.spool.close()
-
-    # -- probes ----------------------------------------------------------------------------------
 
     def accepting(self) -> bool:
         """Whether pushes are being stored (listening and not draining)."""
@@ -180,11 +162,8 @@ class PushService:
 
     def alive(self) -> bool:
         """Whether the listener and every started worker thread run (false before listen and after close)."""
-        return (
-            self.receiver is not None
-            and self.receiver.alive()
-            and all(worker.alive() for worker in self.workers.values())
-        )
+        workers = self.workers.values()
+        return self.receiver is not None and self.receiver.alive() and all(worker.alive() for worker in workers)
 
     def state(self) -> dict[str, object]:
         """JSON-ready state for /healthz and /readyz; routes by name, never by path."""
@@ -206,3 +185,11 @@ class PushService:
             "orphaned_spool_entries": {route: n for route, n in depths.items() if route not in self.workers},
             "routes": routes,
         }
+
+
+def _abandon(workers: Collection[SpoolWorker]) -> None:
+    """Stop the workers at once (each abandons its batch), then give each 5 s to end."""
+    for worker in workers:
+        worker.abandon()
+    for worker in workers:
+        worker.join(time.monotonic() + 5.0)

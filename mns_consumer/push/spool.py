@@ -1,24 +1,17 @@
 """The durable spool between the HTTP push receiver and the sinks: one SQLite file, one row per push.
 
-Alibaba waits at most 700 ms for an answer and never sends an acknowledged push again (reference 5),
-so a push is acknowledged only once its row is committed here, and sinks are written afterwards, at
-their own pace, by the spool workers. A row is deleted only once every receipt of it is settled (every
-sink accepted it, or it is in the dead-letter sink); a crash at any instant therefore loses nothing,
-and what it repeats is absorbed by the sinks' dedupe keys.
-
-Durability: WAL with ``synchronous=FULL``, so every commit fsyncs the WAL before it returns. With
-``NORMAL`` a commit survives a crash of the process but not of the machine (power loss, kernel panic),
-and a push acknowledged just before would be gone for good; one fsync per push (milliseconds) is well
-inside the 700 ms budget.
-
-Rows hold the route's *name* (``push:SmsReport``), never its URL path, whose last segment is secret.
-One connection serves every thread behind a lock: SQLite writes one transaction at a time anyway, and
-each operation here is short (the sinks are written outside the lock).
+Alibaba never sends an acknowledged push again (reference 5), so a push is acknowledged only once its
+row is committed here; a row is deleted only once every receipt of it is settled, so a crash loses
+nothing and what it repeats is absorbed by the sinks' dedupe keys. WAL with ``synchronous=FULL``
+fsyncs every commit (``NORMAL`` would lose an acknowledged push to a power loss); milliseconds, well
+inside the 700 ms. Rows hold the route's *name*, never its secret URL path. One connection serves
+every thread behind a lock: SQLite writes one transaction at a time anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import threading
@@ -45,16 +38,8 @@ CREATE INDEX IF NOT EXISTS push_spool_route ON push_spool (route, id);
 
 @dataclass(frozen=True)
 class SpoolEntry:
-    """One acknowledged push waiting for its sinks.
-
-    Attributes:
-        entry_id: Position in the spool; entries of a route are delivered in this order.
-        route: The route's name (``push:<name>``).
-        message_type: The MessageType the route was configured with when the push arrived.
-        received_at: When it was stored, seconds since the epoch.
-        receipts: Elements of the pushed array.
-        body: The POST body exactly as received.
-    """
+    """One acknowledged push waiting for its sinks, delivered in ``entry_id`` order within its route
+    (``push:<name>``); ``received_at`` is seconds since the epoch, ``receipts`` the array's length."""
 
     entry_id: int
     route: str
@@ -80,8 +65,7 @@ class Spool:
             SpoolUnavailable: If the folder or file cannot be created or opened.
         """
         try:
-            # Created before SQLite opens it, so it (and SQLite's -wal and -shm files, which take its
-            # mode) is 0600 and its missing folders 0700, whatever the umask.
+            # First, so SQLite's -wal and -shm files take its mode whatever the umask.
             create_private_file(str(self.path))
             connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
             connection.execute("PRAGMA journal_mode=WAL")
@@ -111,19 +95,20 @@ class Spool:
     def take(self, route: str, limit: int, max_receipts: int | None = None) -> list[SpoolEntry]:
         """The oldest ``limit`` entries of a route, left in the spool until :meth:`remove`.
 
-        At most ``max_receipts`` receipts in all (the oldest entry is taken even if it alone holds
-        more); bodies beyond it are not read, so memory stays bounded whatever the spool holds.
+        At most ``max_receipts`` receipts in all (the oldest entry alone may hold more); bodies beyond
+        it are not read, so memory stays bounded.
 
         Raises:
             SpoolUnavailable: If the spool cannot be read.
         """
         with self._connected() as connection:
             if max_receipts is not None:
-                # Counts first (no bodies), to find how many entries fit in the budget.
+                # Counts first (no bodies); the leading entries that fit, and at least one.
                 counts = connection.execute(
                     "SELECT receipts FROM push_spool WHERE route = ? ORDER BY id LIMIT ?", (route, limit)
                 ).fetchall()
-                limit = _entries_within(max_receipts, [int(row[0]) for row in counts])
+                totals = itertools.accumulate(int(row[0]) for row in counts)
+                limit = max(1, sum(1 for _ in itertools.takewhile(lambda total: total <= max_receipts, totals)))
             rows = connection.execute(
                 "SELECT id, route, message_type, received_at, receipts, body FROM push_spool "
                 "WHERE route = ? ORDER BY id LIMIT ?",
@@ -132,8 +117,7 @@ class Spool:
         return [SpoolEntry(int(r[0]), str(r[1]), str(r[2]), float(r[3]), int(r[4]), bytes(r[5])) for r in rows]
 
     def remove(self, entries: Sequence[SpoolEntry]) -> None:
-        """Delete settled entries in one statement (so one transaction; at most 10,000 of them, the
-        configured limit, well within SQLite's bound on parameters).
+        """Delete settled entries in one statement (one transaction; at most 10,000, within SQLite's bounds).
 
         Raises:
             SpoolUnavailable: If they could not be deleted; they are then delivered again later, and the
@@ -160,16 +144,13 @@ class Spool:
 
     def oldest_age_seconds(self, route: str) -> float:
         """Age of the route's oldest waiting entry; 0 when none waits or the spool cannot be read."""
-        with self._lock:
-            if not self._depth.get(route) or self._connection is None:
-                return 0.0
-            try:
-                row = self._connection.execute(
+        with contextlib.suppress(SpoolUnavailable), self._connected() as connection:
+            if self._depth.get(route):
+                row = connection.execute(
                     "SELECT received_at FROM push_spool WHERE route = ? ORDER BY id LIMIT 1", (route,)
                 ).fetchone()
-            except sqlite3.Error:
-                return 0.0
-        return max(0.0, time.time() - float(row[0])) if row else 0.0
+                return max(0.0, time.time() - float(row[0])) if row else 0.0
+        return 0.0
 
     def close(self) -> None:
         """Close the file; entries still waiting stay for the next run."""
@@ -188,16 +169,6 @@ class Spool:
                 yield self._connection
             except sqlite3.Error as exc:
                 raise SpoolUnavailable(_reason(exc)) from None
-
-
-def _entries_within(max_receipts: int, counts: Sequence[int]) -> int:
-    """How many of the leading entries (receipt ``counts``) fit in ``max_receipts``; at least one."""
-    total = 0
-    for taken, count in enumerate(counts):
-        total += count
-        if total > max_receipts:
-            return max(1, taken)
-    return len(counts)
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,11 +1,9 @@
 """Drain one push route's spool into its sinks through the delivery core, oldest entries first.
 
 Each round takes up to ``push.spool_batch_entries`` pushes holding at most ``push.spool_batch_receipts``
-receipts (or one larger push alone), decodes every element of their arrays and hands them to the
-:class:`~mns_consumer.delivery.Dispatcher` at once, so the MNS path's rules hold. The entries leave
-the spool only once all are settled; until then they stay, whatever happens to the process. The
-receipt bound bounds memory: a round killed for memory would come back whole after a restart and
-never drain.
+receipts (or one larger push alone: a round killed for memory would come back whole and never drain),
+and hands every element to the :class:`~mns_consumer.delivery.Dispatcher` at once, so the MNS path's
+rules hold. The entries leave the spool only once all are settled.
 """
 
 from __future__ import annotations
@@ -73,9 +71,8 @@ class SpoolWorker:
 
     def abandon(self) -> None:
         """Stop at once; a batch waiting for a sink is left in the spool for the next run."""
-        self._finish.set()
         self.dispatcher.abandon.set()
-        self._wake.set()
+        self.finish()
 
     def join(self, deadline: float) -> bool:
         """Wait for the thread until ``deadline`` (monotonic); True if it ended."""
@@ -92,12 +89,11 @@ class SpoolWorker:
                 delivered = self._retrying(self._deliver_once)
             except Abandoned:
                 return
-            if delivered:
-                continue
-            if self._finish.is_set():
-                return
-            self._wake.wait(IDLE_WAIT_SECONDS)
-            self._wake.clear()
+            if not delivered:
+                if self._finish.is_set():
+                    return
+                self._wake.wait(IDLE_WAIT_SECONDS)
+                self._wake.clear()
 
     def _sleep(self, seconds: float) -> None:
         if self.dispatcher.abandon.wait(seconds):
@@ -133,8 +129,7 @@ class SpoolWorker:
         try:
             results = decode_push(entry.message_type, entry.body, route=self.route)
         except DecodeError as exc:
-            # The receiver checked the body is a JSON array, so only a spool from another version
-            # (or a type no longer known) gets here; the whole body becomes one dead letter.
+            # Only a spool from another version (or a type no longer known): one dead letter for the body.
             results = [exc]
         return [
             Item(result.raw, f"{entry.entry_id}.{index}", error=result)
