@@ -333,10 +333,11 @@ class _Handler(BaseHTTPRequestHandler):
         if rejected.status in (400, 411, 413, 415) or route is None:
             # The body may be unread (or half read): the connection cannot be reused.
             self.close_connection = True
-        body = json.dumps({"code": rejected.status, "msg": rejected.message}).encode("utf-8")
-        self._answer(rejected.status, body, headers)
+        # Counted before the answer, so whoever sees the 503 also sees it in /metrics.
         label, message_type = (route.label, route.message_type) if route is not None else (UNKNOWN_PUSH_ROUTE, "")
         self.owner.events.push_rejected(label, message_type, rejected.stage, rejected.status, rejected.message)
+        body = json.dumps({"code": rejected.status, "msg": rejected.message}).encode("utf-8")
+        self._answer(rejected.status, body, headers)
 
     def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
