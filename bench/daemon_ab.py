@@ -166,11 +166,15 @@ def daemon_from(tree: Path) -> Iterator[None]:
         del os.environ["PYTHONPATH"]
 
 
+EMULATOR_OPTIONS: list[str] = []
+"""Options every emulator of the run gets (``--tls`` serves MNS over HTTPS, as Alibaba does)."""
+
+
 def emulator(folder: Path, latency_ms: float = 0.0, message_types: tuple[str, ...] = (QUEUE_TYPE,)) -> EmulatorProcess:
     """A fresh emulator, with a WAN profile of ``latency_ms`` a call if given, logging into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     wan = ("--latency-ms", f"{latency_ms:g}") if latency_ms else ()
-    return EmulatorProcess(message_types, *wan, stderr=folder / "emulator.stderr")
+    return EmulatorProcess(message_types, *wan, *EMULATOR_OPTIONS, stderr=folder / "emulator.stderr")
 
 
 # -- one run of each kind; each returns its figures by measure label ------------------------------
@@ -291,7 +295,10 @@ def main() -> None:
     parser.add_argument(
         "--scratch", type=Path, default=None, help="folder for the sinks' files (default: the system's temporary one)"
     )
+    parser.add_argument("--tls", action="store_true", help="the emulator serves MNS over HTTPS (every measure)")
     args = parser.parse_args()
+    if args.tls:
+        EMULATOR_OPTIONS.append("--tls")
     args.sinks = [sink.strip() for sink in args.sinks.split(",")]
     args.measures = [measure.strip() for measure in args.measures.split(",")]
     for given, known, what in ((args.sinks, SINKS, "sink"), (args.measures, MEASURES, "measure")):

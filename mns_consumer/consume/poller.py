@@ -60,6 +60,10 @@ THROTTLE_RETRY_MAX_SECONDS = 4.0
 """Longest pause after a 429: fewer receivers is what relieves the limiter; long sleeps only stall the drain."""
 EXTRA_RECEIVER_IDLE_SECONDS = 0.05
 """How long an extra receiver (no long poll) waits after an empty answer before it asks again."""
+EXTRA_RECEIVER_KEEP_SECONDS = 5.0
+"""How long an extra receiver stays parked above the target before it ends. Near one long poll's capacity
+the target moves several times a second, and a receiver started anew is a thread and a new connection
+(on the real network a TLS handshake, two round trips before its first receive)."""
 
 
 @dataclass
@@ -211,12 +215,21 @@ class Poller:
         self._start_receivers()
 
     def _retiring(self, index: int) -> bool:
-        """Whether receiver ``index`` is above the target and so ends (then it no longer counts as running)."""
-        with self._threads_lock:
-            if index < self.control.target:
-                return False
-            self._receivers_running.discard(index)
-            return True
+        """Whether receiver ``index`` ends (then it no longer counts as running).
+
+        Above the target it parks, keeping its thread and connection, and ends only once it stayed above
+        for :data:`EXTRA_RECEIVER_KEEP_SECONDS`; False at once when the target reaches it again or on a stop.
+        """
+        parked_at = time.monotonic()
+        while not self.stopping.is_set():
+            with self._threads_lock:
+                if index < self.control.target:
+                    return False
+                if time.monotonic() - parked_at >= EXTRA_RECEIVER_KEEP_SECONDS:
+                    self._receivers_running.discard(index)
+                    return True
+            self.stopping.wait(EXTRA_RECEIVER_IDLE_SECONDS)
+        return False
 
     def stop_receiving(self) -> None:
         """Stop taking new batches and interrupt the receives in progress; in-flight batches go on."""

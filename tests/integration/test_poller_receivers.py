@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from mns_consumer.consume.poller import Poller
+from mns_consumer.consume.poller import EXTRA_RECEIVER_KEEP_SECONDS, Poller
 from mns_consumer.emulator import Emulator, QueueDefaults, WanProfile
 from mns_consumer.observe.events import Events
 from mns_consumer.receipt_model import Receipt
@@ -52,6 +52,45 @@ def test_the_receivers_a_backlog_started_end_with_their_deleters_once_it_is_drai
     emulator.produce("SmsReport", 5)
     wait_until(lambda: len(sink.stored) == 1505 and poller.in_flight == 0, "new receipts still consumed")
     assert emulator.queue(QUEUE).consumption().received_not_deleted == 0
+
+
+def receiver_threads() -> set[threading.Thread]:
+    """The live extra receiver threads (index 1 and up) of the poller of :data:`QUEUE`."""
+    return {t for t in threading.enumerate() if t.name.startswith("receiver-") and t.name.endswith(f":{QUEUE}")}
+
+
+@pytest.mark.timeout(120)
+def test_a_backlog_that_returns_soon_is_taken_by_the_parked_receivers_not_new_ones(
+    make_emulator: Callable[..., Emulator], stop_afterwards: list[Poller]
+) -> None:
+    """Near one long poll's capacity the target moves often: each new receiver would be a new connection."""
+    # Given a backlog that started extra receivers and was drained
+    emulator = make_emulator(queues={"SmsReport": QUEUE}, wan=WanProfile(0.01, 0.0, "mns"))
+    emulator.produce("SmsReport", 1500)
+    sink = RecordingSink()
+    poller = make_poller(emulator, sink, Events(), max_receivers=4, in_flight_batches=4)
+    stop_afterwards.append(poller)
+    seen: set[threading.Thread] = set()
+
+    def grown() -> bool:
+        seen.update(receiver_threads())
+        return bool(seen)
+
+    poller.start()
+    wait_until(grown, "more receivers started for the backlog")
+    wait_until(lambda: len(sink.stored) == 1500 and poller.receivers == 1, "backlog drained, target back to one")
+    drained_at = time.monotonic()
+    seen.update(receiver_threads())
+
+    # When another backlog arrives within the keep time
+    emulator.produce("SmsReport", 1500)
+    wait_until(lambda: poller.receivers > 1, "the target rose again")
+    risen_in = time.monotonic() - drained_at
+    wait_until(lambda: len(sink.stored) == 3000, "second backlog stored")
+
+    # Then it was taken by the receivers already there (while they were parked, not ended)
+    assert risen_in < EXTRA_RECEIVER_KEEP_SECONDS, f"the target took {risen_in:.1f} s to rise; the test needs less"
+    assert receiver_threads() <= seen, "a new receiver thread was started while parked ones were kept"
 
 
 class SlowSink(RecordingSink):
