@@ -225,6 +225,8 @@ class Poller:
             with self._threads_lock:
                 if index < self.control.target:
                     return False
+                # Parked, its latest receive no longer says where the queue is (oldest_message_age_seconds).
+                self._receive_ages.pop(index, None)
                 if time.monotonic() - parked_at >= EXTRA_RECEIVER_KEEP_SECONDS:
                     self._receivers_running.discard(index)
                     return True
