@@ -19,9 +19,35 @@ from tests.integration.test_poller_hold import QUEUE, make_poller, stop_afterwar
 __all__ = ["stop_afterwards"]
 
 
-def threads_named(role: str) -> list[str]:
-    """The live threads of the poller of :data:`QUEUE` in ``role`` (``receiver`` or ``deleter``)."""
-    return [t.name for t in threading.enumerate() if t.name.startswith(role) and t.name.endswith(f":{QUEUE}")]
+def threads_named(prefix: str) -> set[threading.Thread]:
+    """The live threads of the poller of :data:`QUEUE` whose name starts with ``prefix`` (``receiver``,
+    ``receiver-`` for the extra ones only, ``deleter``)."""
+    return {t for t in threading.enumerate() if t.name.startswith(prefix) and t.name.endswith(f":{QUEUE}")}
+
+
+def drain_a_backlog(
+    make_emulator: Callable[..., Emulator], stop_afterwards: list[Poller]
+) -> tuple[Emulator, RecordingSink, Poller, set[threading.Thread]]:
+    """Start a poller on a backlog large enough for more receivers and wait until it is drained.
+
+    Returns the emulator, the sink, the poller and the extra receiver threads seen meanwhile.
+    """
+    emulator = make_emulator(queues={"SmsReport": QUEUE}, wan=WanProfile(0.01, 0.0, "mns"))
+    emulator.produce("SmsReport", 1500)
+    sink = RecordingSink()
+    poller = make_poller(emulator, sink, Events(), max_receivers=4, in_flight_batches=4)
+    stop_afterwards.append(poller)
+    seen: set[threading.Thread] = set()
+
+    def grown() -> bool:
+        seen.update(threads_named("receiver-"))
+        return bool(seen)
+
+    poller.start()
+    wait_until(grown, "more receivers started for the backlog")
+    wait_until(lambda: len(sink.stored) == 1500 and poller.receivers == 1, "backlog drained, target back to one")
+    seen.update(threads_named("receiver-"))
+    return emulator, sink, poller, seen
 
 
 @pytest.mark.timeout(120)
@@ -29,22 +55,8 @@ def test_the_receivers_a_backlog_started_end_with_their_deleters_once_it_is_drai
     make_emulator: Callable[..., Emulator], stop_afterwards: list[Poller]
 ) -> None:
     """Extra receivers are threads with a connection each: parked forever they would be a pool that only grows."""
-    # Given a backlog large enough to start more receivers
-    emulator = make_emulator(queues={"SmsReport": QUEUE}, wan=WanProfile(0.01, 0.0, "mns"))
-    emulator.produce("SmsReport", 1500)
-    sink = RecordingSink()
-    poller = make_poller(emulator, sink, Events(), max_receivers=4, in_flight_batches=4)
-    stop_afterwards.append(poller)
-    peak = [0]
-
-    def grown() -> bool:
-        peak[0] = max(peak[0], len(threads_named("receiver")))
-        return peak[0] > 1
-
-    # When the poller drains it
-    poller.start()
-    wait_until(grown, "more receivers started for the backlog")
-    wait_until(lambda: len(sink.stored) == 1500 and poller.receivers == 1, "backlog drained, target back to one")
+    # Given a backlog large enough to start more receivers, when the poller drains it
+    emulator, sink, poller, _ = drain_a_backlog(make_emulator, stop_afterwards)
 
     # Then only the long poll and its deleter are left running, while the queue is still consumed
     wait_until(lambda: len(threads_named("receiver")) == 1, "the extra receivers ended")
@@ -54,33 +66,14 @@ def test_the_receivers_a_backlog_started_end_with_their_deleters_once_it_is_drai
     assert emulator.queue(QUEUE).consumption().received_not_deleted == 0
 
 
-def receiver_threads() -> set[threading.Thread]:
-    """The live extra receiver threads (index 1 and up) of the poller of :data:`QUEUE`."""
-    return {t for t in threading.enumerate() if t.name.startswith("receiver-") and t.name.endswith(f":{QUEUE}")}
-
-
 @pytest.mark.timeout(120)
 def test_a_backlog_that_returns_soon_is_taken_by_the_parked_receivers_not_new_ones(
     make_emulator: Callable[..., Emulator], stop_afterwards: list[Poller]
 ) -> None:
     """Near one long poll's capacity the target moves often: each new receiver would be a new connection."""
     # Given a backlog that started extra receivers and was drained
-    emulator = make_emulator(queues={"SmsReport": QUEUE}, wan=WanProfile(0.01, 0.0, "mns"))
-    emulator.produce("SmsReport", 1500)
-    sink = RecordingSink()
-    poller = make_poller(emulator, sink, Events(), max_receivers=4, in_flight_batches=4)
-    stop_afterwards.append(poller)
-    seen: set[threading.Thread] = set()
-
-    def grown() -> bool:
-        seen.update(receiver_threads())
-        return bool(seen)
-
-    poller.start()
-    wait_until(grown, "more receivers started for the backlog")
-    wait_until(lambda: len(sink.stored) == 1500 and poller.receivers == 1, "backlog drained, target back to one")
+    emulator, sink, poller, seen = drain_a_backlog(make_emulator, stop_afterwards)
     drained_at = time.monotonic()
-    seen.update(receiver_threads())
 
     # When another backlog arrives within the keep time
     emulator.produce("SmsReport", 1500)
@@ -90,7 +83,7 @@ def test_a_backlog_that_returns_soon_is_taken_by_the_parked_receivers_not_new_on
 
     # Then it was taken by the receivers already there (while they were parked, not ended)
     assert risen_in < EXTRA_RECEIVER_KEEP_SECONDS, f"the target took {risen_in:.1f} s to rise; the test needs less"
-    assert receiver_threads() <= seen, "a new receiver thread was started while parked ones were kept"
+    assert threads_named("receiver-") <= seen, "a new receiver thread was started while parked ones were kept"
 
 
 class SlowSink(RecordingSink):
