@@ -26,19 +26,21 @@ or from another distribution through the entry-point group ``mns_consumer.sinks`
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from mns_consumer.receipt_model import Receipt
 from mns_consumer.sinks.recent_keys import RecentKeys
 
-ENTRY_POINT_GROUP = "mns_consumer.sinks"
+compact_json: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""Compact JSON keeping non-ASCII text; one encoder built once (json.dumps with options builds one per call)."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ extras such as boto3 are only needed when their sink is configured)."""
 def known_sink_types() -> dict[str, str]:
     """Every sink type name -> where its config model lives, built-ins first, then entry points."""
     known = dict(BUILTIN_SINK_TYPES)
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+    for entry_point in entry_points(group="mns_consumer.sinks"):
         known.setdefault(entry_point.name, entry_point.value)
     return known
 

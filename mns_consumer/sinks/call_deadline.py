@@ -29,8 +29,6 @@ CANCEL_GRACE_SECONDS = 1.0
 connection is shut down: a late call ends at most twice this past its deadline (once, if the server
 does not answer the cancel request)."""
 
-_POLL_SECONDS = 0.02
-
 
 @dataclass(slots=True, eq=False)
 class _Call:
@@ -165,7 +163,7 @@ class CallDeadlines:
         # A cancel the server took ends the statement with an error, and the connection stays usable.
         ends = time.monotonic() + CANCEL_GRACE_SECONDS
         while cancelled and not call.done and time.monotonic() < ends:
-            time.sleep(_POLL_SECONDS)
+            time.sleep(0.02)
         with self._changed:
             if call.done or call.connection is not connection or self._fileno is None:
                 return

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias
+from typing import Annotated, Any, Final, Literal, TypeAlias
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
@@ -37,7 +37,7 @@ from mns_consumer.files import (
     open_private,
 )
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import SinkConfig, SinkResult, first_unseen
+from mns_consumer.sinks.base import SinkConfig, SinkResult, compact_json, first_unseen
 from mns_consumer.sinks.recent_keys import RecentKeys
 
 _STRFTIME_DIRECTIVES = frozenset("aAwdbBmyYHIpMSfzZjUWcxXGuV%")
@@ -170,8 +170,6 @@ _RETIRED_KEYS: Final = {
 class FileSinkConfig(SinkConfig):
     """Configuration of a :class:`FileSink` (``type: file``); see the module docstring for semantics."""
 
-    sink_type: ClassVar[str] = "file"
-
     type: Literal["file"] = Field(default="file", description="Sink type; always `file`. Default: file.")
     path: str = Field(
         min_length=1,
@@ -224,14 +222,10 @@ class FileSinkConfig(SinkConfig):
         return FileSink(name, self)
 
 
-_JSON_LINE: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-"""Built once: json.dumps with options builds an encoder per call."""
-
-
 def encode_json_line(data: dict[str, Any]) -> bytes:
     """One compact UTF-8 JSON line ending in a newline (``\\u`` escapes for lone surrogates, which UTF-8 lacks)."""
     try:
-        return (_JSON_LINE.encode(data) + "\n").encode("utf-8")
+        return (compact_json(data) + "\n").encode("utf-8")
     except UnicodeEncodeError:
         return (json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
@@ -397,7 +391,7 @@ class FileSink:
                 os.close(opened.fd)
 
     def _unavailable(self, exc: OSError, path: str) -> SinkUnavailable:
-        return SinkUnavailable(self.name, f"{exc.filename or path}: {exc.strerror or exc}")
+        return SinkUnavailable(self.name, describe_os_error(exc, path))
 
     def _stored_keys_to_preload(self) -> list[str]:
         candidates = self._template.live_paths(self._now())

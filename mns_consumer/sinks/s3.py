@@ -29,25 +29,21 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import SinkConfig, SinkResult, first_unseen, keys_digest
+from mns_consumer.sinks.base import SinkConfig, SinkResult, compact_json, first_unseen, keys_digest
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
 
-CONTENT_TYPE = "application/x-ndjson"
 OBJECT_SUFFIX = ".jsonl.gz"
 DIGEST_HEX_CHARS = 16
 _MISSING_BUCKET_CODES = frozenset({"404", "NoSuchBucket"})
 _FORBIDDEN_CODES = frozenset(
     {"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 )
-_PRELOAD_THREADS = 8
 # Enough to recognise a retry of any batch still being retried, bounded so memory stays flat.
 _ATTEMPT_MEMORY = 4096
 
 
 class S3SinkConfig(SinkConfig):
     """``type: s3``: gzip JSON Lines objects in an S3 bucket (AWS, Alibaba OSS, MinIO, ...)."""
-
-    sink_type = "s3"
 
     type: Literal["s3"] = Field(default="s3", description="Sink type name.")
     bucket: str = Field(min_length=3, max_length=63, description="Bucket name; it must exist.")
@@ -114,9 +110,7 @@ def object_key(prefix: str, message_type: str, first_attempt: datetime, dedupe_k
 
 def encode_object(receipts: Sequence[Receipt]) -> bytes:
     """The gzip JSON Lines body of an object holding these receipts, identical for identical input."""
-    lines = "".join(
-        json.dumps(receipt.to_json_dict(), ensure_ascii=False, separators=(",", ":")) + "\n" for receipt in receipts
-    )
+    lines = "".join(compact_json(receipt.to_json_dict()) + "\n" for receipt in receipts)
     return gzip.compress(lines.encode("utf-8"), mtime=0)
 
 
@@ -241,7 +235,7 @@ class S3Sink:
                 found += [(key[len(type_prefix) :], key) for key in keys if key.endswith(OBJECT_SUFFIX)]
         # Keys sort by their date and HHMMSS after the type prefix, so this is newest first.
         newest = [key for _, key in sorted(found, reverse=True)[:limit]]
-        with ThreadPoolExecutor(max_workers=_PRELOAD_THREADS) as pool:
+        with ThreadPoolExecutor(max_workers=8) as pool:
             contents = list(pool.map(self._read_keys, newest))
         # Oldest first, so the newest keys are the last the bounded window evicts.
         for keys in reversed(contents):
@@ -301,7 +295,7 @@ class S3Sink:
                 Key=object_key(self.config.prefix, message_type, first_attempt, keys),
                 Body=body,
                 ContentMD5=base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii"),
-                ContentType=CONTENT_TYPE,
+                ContentType="application/x-ndjson",
                 ContentEncoding="gzip",
             )
         except self._errors as exc:

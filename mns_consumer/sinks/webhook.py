@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import ssl
 import time
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from mns_consumer import __version__
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.observe.redaction import redact_text
 from mns_consumer.receipt_model import Receipt
-from mns_consumer.sinks.base import SinkConfig, SinkResult, first_unseen, keys_digest
+from mns_consumer.sinks.base import SinkConfig, SinkResult, compact_json, first_unseen, keys_digest
 from mns_consumer.sinks.recent_keys import DEFAULT_CAPACITY, RecentKeys
 
 USER_AGENT = f"mns-consumer/{__version__}"
@@ -42,8 +41,6 @@ _UNAVAILABLE_4XX = frozenset({401, 403, 404, 405, 407, 408, 425, 429})
 
 class WebhookSinkConfig(SinkConfig):
     """``type: webhook``: POST signed JSON batches of receipts to an HTTP(S) endpoint."""
-
-    sink_type = "webhook"
 
     type: Literal["webhook"] = Field(default="webhook", description="Sink type name.")
     url: str = Field(
@@ -238,7 +235,6 @@ class WebhookSink:
             raise RuntimeError(f"webhook sink {self.name!r} is not open")
         # Requests go out in batch order, so a receiver sees receipts roughly as MNS delivered them.
         unique, fresh = first_unseen(batch, self._recent)
-        accepted = set(unique) - {receipt.dedupe_key for receipt in fresh}
         rejected: dict[str, str] = {}
         size = 1 if self.config.one_per_request else self.config.max_batch
         for start in range(0, len(fresh), size):
@@ -248,16 +244,13 @@ class WebhookSink:
             if rejection is None:
                 # Remembered at once, so a retry after a later request fails does not resend these.
                 self._recent.add_all(keys)
-                accepted.update(keys)
             else:
                 rejected.update(dict.fromkeys(keys, rejection))
-        return SinkResult(accepted=frozenset(accepted), rejected=rejected)
+        return SinkResult(accepted=unique.difference(rejected), rejected=rejected)
 
     def _post(self, client: httpx.Client, receipts: Sequence[Receipt], keys: Sequence[str]) -> str | None:
         """Send one request; None when it was accepted, else the rejection reason."""
-        body = json.dumps(
-            {"receipts": [receipt.to_json_dict() for receipt in receipts]}, ensure_ascii=False, separators=(",", ":")
-        ).encode("utf-8")
+        body = compact_json({"receipts": [receipt.to_json_dict() for receipt in receipts]}).encode("utf-8")
         response = self._send(client, body, idempotency_key(keys))
         status = response.status_code
         if 200 <= status < 300:
