@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 from alibabacloud_dysmsapi20170525 import models as dysms_models
@@ -44,9 +44,9 @@ PHONE_NUMBER: Final = re.compile(r"[0-9]{5,15}")
 """One PhoneNumber QuerySendDetails takes: mainland 11 digits, or international with its country code, no + (6.1)."""
 
 
-def beijing_today(now: datetime | None = None) -> date:
+def beijing_today() -> date:
     """The current Beijing calendar day (QuerySendDetails counts its window in these)."""
-    return (now or datetime.now(UTC)).astimezone(BEIJING).date()
+    return datetime.now(BEIJING).date()
 
 
 def check_send_date(send_date: date, today: date) -> None:
@@ -116,7 +116,6 @@ class SendDetailsClient(DysmsapiCaller):
 
     Args:
         page_size: Records per page, 1..50.
-        today: Today's Beijing day, for the window check (tests move it).
         options: The rest of :class:`~mns_consumer.alicom.dysmsapi.DysmsapiCaller`'s arguments.
 
     Raises:
@@ -129,14 +128,13 @@ class SendDetailsClient(DysmsapiCaller):
         endpoints: Endpoints,
         *,
         page_size: int = MAX_PAGE_SIZE,
-        today: Callable[[], date] = beijing_today,
         **options: Any,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
         super().__init__(credentials, endpoints, **options)
         self.page_size = page_size
-        self._today = today
+        self._today: Callable[[], date] = beijing_today  # for the window check; tests move it
 
     def query(self, phone_number: str, send_date: date, biz_id: str | None = None) -> list[SendDetail]:
         """Every record of one number's sends on one Beijing day (of one send, with ``biz_id``).

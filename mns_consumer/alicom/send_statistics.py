@@ -20,9 +20,8 @@ from mns_consumer.alicom.tea import INVALID_RESPONSE, request_id_of
 from mns_consumer.errors import SendDetailsError
 
 IS_GLOBE_MAINLAND: Final = 1
-"""``IsGlobe`` of messages to mainland China numbers (the SmsReport receipts of reference 4.1)."""
-IS_GLOBE_INTERNATIONAL: Final = 2
-"""``IsGlobe`` of international (and Hong Kong, Macao, Taiwan) messages."""
+"""``IsGlobe`` of messages to mainland China numbers (the SmsReport receipts of reference 4.1), the only
+ones asked for: international messages (2) have no SmsReport receipts to reconcile."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,8 @@ class DailySendStatistics:
 class SendStatisticsClient(DysmsapiCaller):
     """QuerySendStatistics through the real Tea client, paged, retried and typed as every Dysmsapi call."""
 
-    def day(self, send_date: date, *, is_globe: int = IS_GLOBE_MAINLAND) -> DailySendStatistics:
-        """Alibaba's counts of one Beijing send day (all zero when it lists no entry for the day).
+    def day(self, send_date: date) -> DailySendStatistics:
+        """Alibaba's mainland counts of one Beijing send day (all zero when it lists no entry for the day).
 
         Raises:
             SendDetailsError: A refusal (e.g. ``isv.INVALID_PARAMETERS``) or an unreadable answer.
@@ -56,15 +55,13 @@ class SendStatisticsClient(DysmsapiCaller):
                 ``dysms:QuerySendStatistics``.
             SendDetailsUnavailable: Throttling, 5xx or network failures outlasted every retry.
         """
-        for entry in self.days(send_date, send_date, is_globe=is_globe):
+        for entry in self.days(send_date, send_date):
             if entry.send_date == send_date:
                 return entry
         return DailySendStatistics(send_date, 0, 0, 0, 0)
 
-    def days(
-        self, start: date, end: date, *, is_globe: int = IS_GLOBE_MAINLAND, page_size: int = MAX_PAGE_SIZE
-    ) -> list[DailySendStatistics]:
-        """Every entry from ``start`` to ``end`` (both included), all pages, in Alibaba's order.
+    def days(self, start: date, end: date, *, page_size: int = MAX_PAGE_SIZE) -> list[DailySendStatistics]:
+        """Every mainland entry from ``start`` to ``end`` (both included), all pages, in Alibaba's order.
 
         Raises:
             ValueError: If ``page_size`` is not 1..50.
@@ -72,14 +69,12 @@ class SendStatisticsClient(DysmsapiCaller):
         """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
-        answered = pages(lambda page_index: self._page(start, end, is_globe, page_index, page_size))
+        answered = pages(lambda page_index: self._page(start, end, page_index, page_size))
         return [entry for page in answered for entry in page.records]
 
-    def _page(
-        self, start: date, end: date, is_globe: int, page_index: int, page_size: int
-    ) -> tuple[int, list[DailySendStatistics]]:
+    def _page(self, start: date, end: date, page_index: int, page_size: int) -> tuple[int, list[DailySendStatistics]]:
         request = dysms_models.QuerySendStatisticsRequest(
-            is_globe=is_globe,
+            is_globe=IS_GLOBE_MAINLAND,
             start_date=start.strftime("%Y%m%d"),
             end_date=end.strftime("%Y%m%d"),
             page_index=page_index,

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -30,12 +30,8 @@ from mns_consumer.backfill.sends import Send
 from mns_consumer.config import Config
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.exit_codes import EXIT_FAILURE, EXIT_OK
-from mns_consumer.observe.events import Events
 from mns_consumer.receipts import dedupe_key
 from mns_consumer.sinks.database import DatabaseSinkConfig, key_lookup, receipts_table, stored_among
-
-FINAL_STATUSES: Final = ("delivered", "failed")
-"""Statuses of a final delivery report: a send with one of them needs nothing more."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +120,8 @@ class ReconcileReport:
         if self.beijing_today is not None and self.send_date >= self.beijing_today:
             out.append("  the day is not over in Beijing: sends, reports and receipts are still coming in")
         if self.before is not None and self.backfill is not None:
-            out.append(f"  before the backfill: {_missing_text(self.before, a)}")
+            before = ", ".join(f"sink {count.sink} missing {count.missing(a)}" for count in self.before)
+            out.append(f"  before the backfill: {before}")
             out.append(f"  {self.backfill.summary()}")
         for sink in self.sinks:
             note = " (its table does not exist yet)" if sink.table_missing else ""
@@ -277,7 +274,6 @@ def reconcile(
     sends: Sequence[Send] | None = None,
     sink_names: Sequence[str] = (),
     backfill: bool = False,
-    events: Events | None = None,
 ) -> ReconcileReport:
     """Compare Alibaba's counts of ``send_date`` with the database sinks; optionally backfill what is missing.
 
@@ -313,13 +309,7 @@ def reconcile(
         if backfill:
             missing = list(dict.fromkeys(send for count in counts for send in count.without_final))
             report.before = counts
-            report.backfill = run_backfill(
-                config,
-                missing,
-                BackfillOptions(sinks=tuple(sink_names)),
-                environ=environ,
-                events=events or Events(),
-            )
+            report.backfill = run_backfill(config, missing, BackfillOptions(sinks=tuple(sink_names)), environ=environ)
             report.sinks = [reader.count(send_date, of_day) for reader in readers]
     finally:
         for reader in readers:
@@ -328,14 +318,11 @@ def reconcile(
 
 
 def _final_keys_of(send: Send) -> set[str]:
+    """The keys of the send's final reports (delivered or failed): a send with one needs nothing more."""
     return {
         dedupe_key(MESSAGE_TYPE, biz_id=send.biz_id, phone_number=send.phone_number, status=status)
-        for status in FINAL_STATUSES
+        for status in ("delivered", "failed")
     }
-
-
-def _missing_text(counts: list[SinkCount], alibaba: DailySendStatistics) -> str:
-    return ", ".join(f"sink {count.sink} missing {count.missing(alibaba)}" for count in counts)
 
 
 def _sink_json(sink: SinkCount, alibaba: DailySendStatistics, *, mask: bool) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
@@ -225,10 +225,8 @@ def run_backfill(
     environ: Mapping[str, str],
     events: Events | None = None,
     build_sink: Callable[[str], Sink] | None = None,
-    dead_letter: DeadLetterSink | None = None,
     stop: threading.Event | None = None,
     emit: Callable[[Receipt], None] | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BackfillReport:
     """Query each send, map its records to receipts and store them in the SmsReport sinks.
 
@@ -236,10 +234,8 @@ def run_backfill(
         sends: The sends; repeated ones are queried once.
         environ: The process environment (AccessKey variables).
         build_sink: Makes a sink by name (default: from ``config.sinks``); for tests and embedding.
-        dead_letter: The dead-letter sink (default: from ``config.dead_letter``, if configured).
         stop: Set it (e.g. from a signal handler) to stop querying; in-flight sends finish.
         emit: Called with every receipt that is stored (or, in a dry run, would be).
-        now: The clock stamped on dead letters.
 
     Returns:
         The report; its ``exit_code`` is the command's.
@@ -249,9 +245,8 @@ def run_backfill(
             the credentials or endpoints cannot be resolved, or a sink cannot ever work.
     """
     options = options or BackfillOptions()
-    run = _Run(
-        config, options, environ, events or Events(), build_sink, dead_letter, stop or threading.Event(), emit, now
-    )
+    emit = emit or (lambda receipt: None)
+    run = _Run(config, options, environ, events or Events(), build_sink, stop or threading.Event(), emit)
     return run.execute(list(dict.fromkeys(sends)))
 
 
@@ -264,10 +259,8 @@ class _Run:
     environ: Mapping[str, str]
     events: Events
     build_sink: Callable[[str], Sink] | None
-    dead_letter: DeadLetterSink | None
     stop: threading.Event
-    emit: Callable[[Receipt], None] | None
-    now: Callable[[], datetime]
+    emit: Callable[[Receipt], None]
 
     def __post_init__(self) -> None:
         config, options = self.config, self.options
@@ -277,7 +270,7 @@ class _Run:
             options.include_pending if options.include_pending is not None else self.settings.include_pending
         )
         self.sink_names = self._sink_names()
-        if self.dead_letter is None and config.dead_letter is None and not options.dry_run:
+        if config.dead_letter is None and not options.dry_run:
             raise ConfigError(
                 "config",
                 "dead_letter",
@@ -286,6 +279,7 @@ class _Run:
             )
         self._stopped: _Stop | None = None
         self._sinks: list[Sink] = []
+        self._dead_letter: DeadLetterSink | None = None
         self._delivery: _Delivery | None = None
         self._buffer: dict[str, Receipt] = {}
         self._current = threading.local()
@@ -316,7 +310,7 @@ class _Run:
     def execute(self, sends: list[Send]) -> BackfillReport:
         started = time.monotonic()
         self.report.sends = len(sends)
-        self.report.beijing_today = beijing_today(self.now())
+        self.report.beijing_today = beijing_today()
         if self.events.metrics is not None:
             self.events.metrics.watch_backfill(MESSAGE_TYPE, self.sink_names)
         try:
@@ -354,17 +348,16 @@ class _Run:
             self._sinks.append(sink)
         if not all(isinstance(sink, StoredKeys) for sink in self._sinks):
             self.report.already_stored = self.report.newly_stored = None
-        if self.dead_letter is None:
-            assert self.config.dead_letter is not None  # noqa: S101  (__init__ requires one unless dry_run)
-            self.dead_letter = self.config.dead_letter.build()
-        _open_or_stop("the dead-letter sink", self.dead_letter)
-        self._delivery = _Delivery(self, self._sinks, self.dead_letter)
+        assert self.config.dead_letter is not None  # noqa: S101  (__init__ requires one unless dry_run)
+        self._dead_letter = self.config.dead_letter.build()
+        _open_or_stop("the dead-letter sink", self._dead_letter)
+        self._delivery = _Delivery(self, self._sinks, self._dead_letter)
 
     def _close(self) -> None:
         for sink in self._sinks:
             sink.close()
-        if self.dead_letter is not None and not self.options.dry_run:
-            self.dead_letter.close()
+        if self._dead_letter is not None:
+            self._dead_letter.close()
 
     def _query_all(self, sends: list[Send]) -> None:
         concurrency = self.options.concurrency or self.settings.concurrency
@@ -475,8 +468,7 @@ class _Run:
             self._buffer.clear()
             self.report.would_store += len(batch)
             for receipt in batch:
-                if self.emit is not None:
-                    self.emit(receipt)
+                self.emit(receipt)
             return
         assert self._delivery is not None  # noqa: S101  (opened unless dry_run)
         self._delivery.held_before = self._held_by_every_sink([receipt.dedupe_key for receipt in batch])
@@ -516,7 +508,6 @@ class _Delivery(Dispatcher):
             run.stop,
             retry_initial_seconds=config.sink_retry_initial_seconds,
             retry_max_seconds=config.sink_retry_max_seconds,
-            now=run.now,
             source="query",
             sink_attempts=run.settings.sink_attempts,
         )
@@ -571,9 +562,8 @@ class _Delivery(Dispatcher):
             old = sum(1 for receipt in receipts if receipt.dedupe_key in self.held_before)
             report.already_stored += old
             report.newly_stored += len(receipts) - old
-        if self.run.emit is not None:
-            for receipt in receipts:
-                self.run.emit(receipt)
+        for receipt in receipts:
+            self.run.emit(receipt)
 
 
 def _open_or_stop(what: str, sink: Sink | DeadLetterSink) -> None:
