@@ -107,7 +107,6 @@ class PushService:
 
     def deliver(self, sinks: Mapping[str, Sink], dead_letter: DeadLetterSink) -> PushService:
         """Start one worker per route, delivering its spool (earlier runs' pushes first) to opened sinks."""
-        initial, longest = self.retry_initial_seconds, self.retry_max_seconds
         for route in self.config.routes:
             dispatcher = Dispatcher(
                 route.label,
@@ -116,8 +115,8 @@ class PushService:
                 dead_letter,
                 self.events,
                 threading.Event(),
-                retry_initial_seconds=initial,
-                retry_max_seconds=longest,
+                retry_initial_seconds=self.retry_initial_seconds,
+                retry_max_seconds=self.retry_max_seconds,
                 source="push",
                 opt_out=self.opt_out,
             )
@@ -126,8 +125,8 @@ class PushService:
                 dispatcher,
                 batch_entries=self.config.spool_batch_entries,
                 batch_receipts=self.config.spool_batch_receipts,
-                retry_initial_seconds=initial,
-                retry_max_seconds=longest,
+                retry_initial_seconds=self.retry_initial_seconds,
+                retry_max_seconds=self.retry_max_seconds,
             ).start()
         return self
 
