@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -213,12 +214,10 @@ def _decode_mns_body(message_type: str, raw: bytes, queue: str | None, source: S
 
 def _push_elements(message_type: str, raw: bytes) -> list[tuple[Any, bytes]]:
     """Each element of a push body (an array, or one object) with its bytes, sliced from the body."""
-    try:
+    with contextlib.suppress(ValueError, IndexError):  # UnicodeDecodeError is a ValueError
         elements = _scan_elements(raw.decode("utf-8-sig"))
-    except (ValueError, IndexError):  # UnicodeDecodeError is a ValueError
-        elements = None
-    if elements is not None:
-        return elements
+        if elements is not None:
+            return elements
     # Not an array or object of valid JSON: the whole-body parse words why.
     data = _load_json(message_type, raw, raw)
     raise DecodeError(message_type, "", f"push body is a JSON {_json_type(data)}, not an array or object", raw)
