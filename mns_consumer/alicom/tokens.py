@@ -176,7 +176,6 @@ class TokenProvider:
             if token is None or self._token is not token:
                 return
             self._token = None
-            self._refresh_at = None
             self._retry_at = None
         log.info("token.invalidated", message_type=self.message_type, queue=self.queue_name)
 
