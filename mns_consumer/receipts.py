@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -37,6 +38,7 @@ from mns_consumer.receipt_model import Kind, Receipt, Source, Status
 __all__ = [
     "BEIJING",
     "IDENTITY_FIELDS",
+    "JSON_DECODER",
     "MESSAGE_TYPES",
     "Receipt",
     "decode_mns_body",
@@ -61,8 +63,6 @@ IDENTITY_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
 BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
 """Alibaba's platform time zone, in which mainland receipt times are written without an offset."""
 
-# int() refuses longer digit strings (CPython's conversion limit); such a string is kept as text.
-_MAX_DIGITS = 4300
 _T = TypeVar("_T")
 _INTERNATIONAL_KEYS = ("To", "MessageId", "Status")
 _MAINLAND_KEYS = ("biz_id", "phone_number")
@@ -160,7 +160,11 @@ def decode_push(message_type: str, payload: bytes, *, route: str | None = None) 
 
 
 def _guarded(message_type: str, raw: bytes, decode: Callable[[], _T]) -> _T:
-    """Run a decoder so that whatever it raises reaches the caller as a DecodeError."""
+    """Run a decoder of a known MessageType so that whatever it raises reaches the caller as a DecodeError."""
+    if message_type not in _DECODERS:
+        raise DecodeError(
+            message_type, "", f"unknown message type {message_type!r}; known: {', '.join(MESSAGE_TYPES)}", raw
+        )
     try:
         return decode()
     except DecodeError:
@@ -173,15 +177,7 @@ def _guarded(message_type: str, raw: bytes, decode: Callable[[], _T]) -> _T:
         raise DecodeError(message_type, "", f"internal decoder error ({type(exc).__name__})", raw) from exc
 
 
-def _check_message_type(message_type: str, raw: bytes) -> None:
-    if message_type not in _DECODERS:
-        raise DecodeError(
-            message_type, "", f"unknown message type {message_type!r}; known: {', '.join(MESSAGE_TYPES)}", raw
-        )
-
-
 def _decode_mns_body(message_type: str, raw: bytes, queue: str | None, source: Source) -> Receipt:
-    _check_message_type(message_type, raw)
     fast = _strict_base64_json(raw)
     if fast is not None:
         return _decode_object(message_type, fast[0], raw, source, queue, plain=fast[1])
@@ -218,13 +214,10 @@ def _decode_mns_body(message_type: str, raw: bytes, queue: str | None, source: S
 
 def _push_elements(message_type: str, raw: bytes) -> list[tuple[Any, bytes]]:
     """Each element of a push body (an array, or one object) with its bytes, sliced from the body."""
-    _check_message_type(message_type, raw)
-    try:
+    with contextlib.suppress(ValueError, IndexError):  # UnicodeDecodeError is a ValueError
         elements = _scan_elements(raw.decode("utf-8-sig"))
-    except (ValueError, IndexError):  # UnicodeDecodeError is a ValueError
-        elements = None
-    if elements is not None:
-        return elements
+        if elements is not None:
+            return elements
     # Not an array or object of valid JSON: the whole-body parse words why.
     data = _load_json(message_type, raw, raw)
     raise DecodeError(message_type, "", f"push body is a JSON {_json_type(data)}, not an array or object", raw)
@@ -238,7 +231,7 @@ def _scan_elements(text: str) -> list[tuple[Any, bytes]] | None:
     """
     start = _skip_space(text, 0)
     if text[start] == "{":
-        element, end = _JSON_DECODER.raw_decode(text, start)
+        element, end = JSON_DECODER.raw_decode(text, start)
         if _skip_space(text, end) != len(text):
             raise ValueError("extra data after the object")
         return [(element, text[start:end].encode("utf-8"))]
@@ -248,7 +241,7 @@ def _scan_elements(text: str) -> list[tuple[Any, bytes]] | None:
     position = _skip_space(text, start + 1)
     more = text[position] != "]"
     while more:
-        element, end = _JSON_DECODER.raw_decode(text, position)
+        element, end = JSON_DECODER.raw_decode(text, position)
         elements.append((element, text[position:end].encode("utf-8")))
         position = _skip_space(text, end)
         more = text[position] == ","
@@ -259,12 +252,9 @@ def _scan_elements(text: str) -> list[tuple[Any, bytes]] | None:
     return elements
 
 
-_JSON_SPACE: Final = " \t\n\r"
-
-
 def _skip_space(text: str, position: int) -> int:
     """The first position from ``position`` on that is not JSON whitespace."""
-    while position < len(text) and text[position] in _JSON_SPACE:
+    while position < len(text) and text[position] in " \t\n\r":
         position += 1
     return position
 
@@ -296,7 +286,7 @@ def _load_json(message_type: str, data: bytes, raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise DecodeError(message_type, "", f"body is not UTF-8 (byte {exc.start})", raw) from None
     try:
-        return _JSON_DECODER.decode(text)
+        return JSON_DECODER.decode(text)
     except RecursionError:
         raise DecodeError(message_type, "", "JSON is nested too deeply", raw) from None
     except ValueError as exc:
@@ -318,7 +308,8 @@ def _finite_float(text: str) -> float:
 # Built once (json.loads with options builds one per call, microseconds per receipt). The fast path's also
 # refuses numbers beyond the float range, so such a body takes the full path, whose plain-data check words
 # the refusal; push payloads use the other, so that such a number costs only its own element.
-_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+"""Parses JSON, refusing ``NaN`` and ``Infinity`` (not JSON); the push receiver checks bodies with it too."""
 _FINITE_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
@@ -326,7 +317,6 @@ def _decode_object(
     message_type: str, obj: Mapping[str, Any], raw: bytes, source: Source, queue: str | None, *, plain: bool = False
 ) -> Receipt:
     """Decode one JSON object; ``plain`` says it is known to hold only JSON data that encodes as UTF-8."""
-    _check_message_type(message_type, raw)
     if type(obj) is not dict and not isinstance(obj, Mapping):
         raise DecodeError(message_type, "", f"body is a JSON {_json_type(obj)}, not an object", raw)
     if not plain:
@@ -406,7 +396,8 @@ class _Fields:
     def number(self, *names: str) -> str:
         """A required identity field that may be a number: ``"0042"`` reads as ``"42"``."""
         text = self.identity(*names)
-        return str(int(text)) if text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS else text
+        # int() refuses longer digit strings (CPython's conversion limit); such a string is kept as text.
+        return str(int(text)) if text.isascii() and text.isdigit() and len(text) <= 4300 else text
 
     def code(self, *names: str) -> int:
         """A required integer status code, given as a number or a decimal string (reference pitfall 17)."""

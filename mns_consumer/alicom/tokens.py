@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 import structlog
@@ -24,18 +25,13 @@ from mns_consumer.errors import TokenError
 
 log = structlog.get_logger(__name__)
 
-EXPIRE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-"""``yyyy-MM-dd HH:mm:ss``, the format of ExpireTime and CreateTime."""
-
 NETWORK_ERROR = "NetworkError"
 """TokenError code when Dybaseapi could not be reached or did not answer in time."""
 
 CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
 """TokenError code when the default credential chain found no AccessKey to sign with."""
 
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+_utc_now: Callable[[], datetime] = partial(datetime.now, UTC)
 
 
 def parse_expire_time(text: str) -> datetime:
@@ -48,7 +44,7 @@ def parse_expire_time(text: str) -> datetime:
         ValueError: If the text is not in that format.
     """
     try:
-        local = datetime.strptime(text.strip(), EXPIRE_TIME_FORMAT)
+        local = datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S")
     except (AttributeError, ValueError):
         raise ValueError(f"not a yyyy-MM-dd HH:mm:ss time: {text!r}") from None
     return local.replace(tzinfo=BEIJING).astimezone(UTC)
@@ -180,7 +176,6 @@ class TokenProvider:
             if token is None or self._token is not token:
                 return
             self._token = None
-            self._refresh_at = None
             self._retry_at = None
         log.info("token.invalidated", message_type=self.message_type, queue=self.queue_name)
 

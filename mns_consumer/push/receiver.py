@@ -34,6 +34,7 @@ from mns_consumer.observe.events import Events
 from mns_consumer.observe.health import LISTEN_BACKLOG
 from mns_consumer.observe.metrics import UNKNOWN_PUSH_ROUTE
 from mns_consumer.push.spool import Spool
+from mns_consumer.receipts import JSON_DECODER
 
 log = structlog.get_logger("mns_consumer.push")
 
@@ -52,11 +53,6 @@ from ``RLIMIT_NOFILE``: a listener out of descriptors cannot accept anything, pu
 
 _ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
 """A ``Content-Length`` (RFC 9110 8.6): ASCII digits only; ``str.isdigit`` also takes ``²`` and ``٣``."""
-
-
-def refuse_constant(name: str) -> Any:
-    """``parse_constant`` of the receiver's JSON decoder: ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON."""
-    raise ValueError(f"{name} is not a JSON value")
 
 
 class PushReceiver:
@@ -124,7 +120,7 @@ class PushReceiver:
         if not _is_json_utf8(content_type):
             raise PushRejected(415, "request", "Content-Type must be application/json (UTF-8)")
         try:
-            document: Any = _JSON_DECODER.decode(body.decode("utf-8"))
+            document: Any = JSON_DECODER.decode(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             # NaN and Infinity included: the workers' decoder refuses them, and refusing the push here
             # keeps Alibaba retrying it instead of losing its good receipts in one undecodable dead letter.
@@ -350,9 +346,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-
-
-_JSON_DECODER = json.JSONDecoder(parse_constant=refuse_constant)
 
 
 def _is_json_utf8(content_type: str) -> bool:

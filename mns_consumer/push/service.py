@@ -13,8 +13,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection, Mapping
+from functools import partial
 
-from mns_consumer.config import PushConfig, PushRouteConfig
+from mns_consumer.config import PushConfig
 from mns_consumer.delivery import Dispatcher
 from mns_consumer.errors import ConfigError, SpoolUnavailable
 from mns_consumer.observe.events import Events
@@ -56,17 +57,13 @@ class PushService:
         for route in config.routes:
             events.register_queue(route.label, route.message_type)
             if metrics is not None:
-                self._watch(metrics, route)
-
-    def _watch(self, metrics: Metrics, route: PushRouteConfig) -> None:
-        label = route.label
-        metrics.watch_push_route(
-            label,
-            route.message_type,
-            route.sinks,
-            spool_entries=lambda: float(self.spool.depth(label)),
-            spool_oldest_age_seconds=lambda: self.spool.oldest_age_seconds(label),
-        )
+                metrics.watch_push_route(
+                    route.label,
+                    route.message_type,
+                    route.sinks,
+                    spool_entries=partial(self.spool.depth, route.label),
+                    spool_oldest_age_seconds=partial(self.spool.oldest_age_seconds, route.label),
+                )
 
     def listen(self) -> PushService:
         """Open the spool and serve pushes into it; nothing is delivered until :meth:`deliver`.
@@ -107,7 +104,6 @@ class PushService:
 
     def deliver(self, sinks: Mapping[str, Sink], dead_letter: DeadLetterSink) -> PushService:
         """Start one worker per route, delivering its spool (earlier runs' pushes first) to opened sinks."""
-        initial, longest = self.retry_initial_seconds, self.retry_max_seconds
         for route in self.config.routes:
             dispatcher = Dispatcher(
                 route.label,
@@ -116,8 +112,8 @@ class PushService:
                 dead_letter,
                 self.events,
                 threading.Event(),
-                retry_initial_seconds=initial,
-                retry_max_seconds=longest,
+                retry_initial_seconds=self.retry_initial_seconds,
+                retry_max_seconds=self.retry_max_seconds,
                 source="push",
                 opt_out=self.opt_out,
             )
@@ -126,8 +122,8 @@ class PushService:
                 dispatcher,
                 batch_entries=self.config.spool_batch_entries,
                 batch_receipts=self.config.spool_batch_receipts,
-                retry_initial_seconds=initial,
-                retry_max_seconds=longest,
+                retry_initial_seconds=self.retry_initial_seconds,
+                retry_max_seconds=self.retry_max_seconds,
             ).start()
         return self
 

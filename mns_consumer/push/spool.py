@@ -78,19 +78,18 @@ class Spool:
             self._connection = connection
             self._depth = {str(route): int(count) for route, count in rows}
 
-    def append(self, route: str, message_type: str, body: bytes, receipts: int) -> int:
-        """Store a push durably (committed and fsynced) and return its entry id.
+    def append(self, route: str, message_type: str, body: bytes, receipts: int) -> None:
+        """Store a push durably (committed and fsynced).
 
         Raises:
             SpoolUnavailable: If it could not be stored (disk full, I/O error, closed); nothing was stored.
         """
         with self._connected() as connection:
-            cursor = connection.execute(
+            connection.execute(
                 "INSERT INTO push_spool (route, message_type, received_at, receipts, body) VALUES (?, ?, ?, ?, ?)",
                 (route, message_type, time.time(), receipts, body),
             )
             self._depth[route] = self._depth.get(route, 0) + 1
-            return int(cursor.lastrowid or 0)
 
     def take(self, route: str, limit: int, max_receipts: int | None = None) -> list[SpoolEntry]:
         """The oldest ``limit`` entries of a route, left in the spool until :meth:`remove`.
