@@ -56,12 +56,9 @@ SinkNames = Annotated[
 ]
 """The ``sinks`` of a queue or push route: at least one, none twice."""
 
-LISTEN_PATTERN = r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$"
-"""``host:port`` of a listening socket; an IPv6 host in brackets."""
-
 
 def host_and_port(listen: str) -> tuple[str, int]:
-    """(host, port) to bind, from a ``listen`` value that matched :data:`LISTEN_PATTERN`."""
+    """(host, port) to bind, from a valid ``listen`` value (``host:port``, an IPv6 host in brackets)."""
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)
 
@@ -73,7 +70,7 @@ def _port_in_range(listen: str) -> str:
     return listen
 
 
-Listen = Annotated[str, Field(pattern=LISTEN_PATTERN), AfterValidator(_port_in_range)]
+Listen = Annotated[str, Field(pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$"), AfterValidator(_port_in_range)]
 
 
 class StrictModel(BaseModel):
@@ -445,17 +442,24 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
+        routes = self.push.routes if self.push is not None else []
+        if self.dead_letter is None and (self.queues or routes):
+            raise ValueError(
+                f"dead_letter is required when {'queues are' if self.queues else 'push is'} configured: undecodable "
+                "or rejected receipts must go somewhere (add dead_letter: {type: file, path: "
+                "/var/lib/mns-consumer/dead-letter.jsonl})"
+            )
         seen: set[tuple[str, str]] = set()
         for index, queue in enumerate(self.queues):
-            self._check_sources("queues are", "queues", index, queue.sinks)
+            self._check_defined(f"queues[{index}]", queue.sinks)
             identity = (queue.message_type, queue.queue_name)
             if identity in seen:
                 raise ValueError(f"queues[{index}] repeats {queue.message_type} on {queue.queue_name}")
             seen.add(identity)
         labels: set[str] = set()
         paths: set[str] = set()
-        for index, route in enumerate(self.push.routes if self.push is not None else ()):
-            self._check_sources("push is", "push.routes", index, route.sinks)
+        for index, route in enumerate(routes):
+            self._check_defined(f"push.routes[{index}]", route.sinks)
             if route.label in labels:
                 raise ValueError(
                     f"push.routes[{index}] is named {route.label} like an earlier route "
@@ -467,18 +471,12 @@ class Config(StrictModel):
             paths.add(route.url_path())
         return self
 
-    def _check_sources(self, what: str, where: str, index: int, sinks: list[str]) -> None:
-        """A queue or push route needs a dead-letter sink and only sinks that are defined."""
-        if self.dead_letter is None:
-            raise ValueError(
-                f"dead_letter is required when {what} configured: undecodable "
-                "or rejected receipts must go somewhere (add dead_letter: {type: file, path: "
-                "/var/lib/mns-consumer/dead-letter.jsonl})"
-            )
+    def _check_defined(self, where: str, sinks: list[str]) -> None:
+        """A queue or push route may only name sinks that are defined."""
         missing = [name for name in sinks if name not in self.sinks]
         if missing:
             known = ", ".join(sorted(self.sinks)) or "none defined"
-            raise ValueError(f"{where}[{index}].sinks names undefined sink(s) {', '.join(missing)} (defined: {known})")
+            raise ValueError(f"{where}.sinks names undefined sink(s) {', '.join(missing)} (defined: {known})")
 
     def sinks_for(self, message_type: str, queue_name: str | None = None) -> list[str]:
         """The sink names receipts of a type (from a queue, when given) are routed to."""

@@ -73,12 +73,10 @@ def _default(name: str, info: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def model_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
+def model_table(model: type[BaseModel]) -> str:
     """A Markdown table of a model's keys: name, type, default and description."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, info in model.model_fields.items():
-        if name in skip:
-            continue
         description = (info.description or "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{name}` | {_type_name(info.annotation)} | {_default(name, info)} | {description} |")
     return "\n".join(rows)

@@ -28,7 +28,6 @@ MAX_VALUES: Final = 100_000
 MAX_INTEGER_DIGITS: Final = 64
 """Longest integer, digits: every numeric key has a range far below this."""
 
-_INT_TAG: Final = "tag:yaml.org,2002:int"
 _MERGE_KEY: Final = "<<"
 _FIX_NESTING: Final = "write the section as config.example.yaml does"
 
@@ -147,7 +146,7 @@ class ConfigLoader(yaml.SafeLoader):
         if tag in (None, "!"):
             tag = cast(str, self.resolve(yaml.ScalarNode, event.value, event.implicit))  # type: ignore[no-untyped-call]
         digits = sum(character.isdigit() for character in event.value)
-        if tag == _INT_TAG and digits > MAX_INTEGER_DIGITS:
+        if tag == "tag:yaml.org,2002:int" and digits > MAX_INTEGER_DIGITS:
             self._fail(
                 path,
                 f"is an integer of {digits:,} digits, far beyond any key's range",
@@ -202,13 +201,12 @@ def _read_text(path: Path, source: str) -> str:
             source, "", f"is larger than {MAX_FILE_BYTES // 1024} KiB: not a configuration file", "check the path"
         )
     save_as_utf8 = "save it as UTF-8 (e.g. iconv -t UTF-8 or your editor's encoding menu)"
-    for bom, name in (
-        (codecs.BOM_UTF32_LE, "UTF-32"),
-        (codecs.BOM_UTF32_BE, "UTF-32"),
-        (codecs.BOM_UTF16_LE, "UTF-16"),
-        (codecs.BOM_UTF16_BE, "UTF-16"),
+    # UTF-32 first: its little-endian mark starts with UTF-16's.
+    for name, marks in (
+        ("UTF-32", (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)),
+        ("UTF-16", (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)),
     ):
-        if data.startswith(bom):
+        if data.startswith(marks):
             problem = f"is {name} (it starts with a {name} byte-order mark), not UTF-8"
             raise ConfigError(source, "", problem, save_as_utf8)
     if b"\0" in data:

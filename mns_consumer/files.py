@@ -18,8 +18,6 @@ PRIVATE_DIRECTORY_MODE: Final = 0o700
 _OPERATOR_ERRNOS: Final = frozenset(
     {errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP, errno.ENAMETOOLONG}
 )
-# Opening an existing file may race with its removal (logrotate); that many tries, then the error stands.
-_OPEN_ATTEMPTS: Final = 3
 
 
 def needs_operator(exc: OSError) -> bool:
@@ -88,7 +86,8 @@ def open_private(
     if make_dirs:
         ensure_private_dir(directory, fsync=fsync)
     flags |= os.O_CLOEXEC
-    for attempts_left in reversed(range(_OPEN_ATTEMPTS)):
+    # Opening an existing file may race with its removal (logrotate): three tries, then the error stands.
+    for attempts_left in reversed(range(3)):
         try:
             # O_EXCL tells whether this call created the file, which alone gets the mode (and the fsync).
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)

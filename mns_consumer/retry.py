@@ -20,8 +20,8 @@ MAX_RETRY_AFTER_SECONDS = 300.0
 class Backoff:
     """Delays that double from ``initial_seconds`` up to ``max_seconds``, with up to ``initial`` of jitter."""
 
-    initial_seconds: float = 0.5
-    max_seconds: float = 30.0
+    initial_seconds: float
+    max_seconds: float
 
     def delay(self, attempt: int, retry_after_seconds: float | None = None) -> float:
         """Seconds to wait after failed attempt ``attempt`` (from 1); a retry-after is honoured up to 5 min."""
