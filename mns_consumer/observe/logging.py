@@ -54,12 +54,9 @@ class LoggingConfig(BaseModel):
     )
 
 
-_LEADING_KEYS: Final = ("ts", "level", "logger", "event")
-
-
 def _leading_keys_first(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     # JSON objects keep insertion order: put what a reader scans for at the start of every line.
-    ordered: EventDict = {key: event_dict.pop(key) for key in _LEADING_KEYS if key in event_dict}
+    ordered: EventDict = {key: event_dict.pop(key) for key in ("ts", "level", "logger", "event") if key in event_dict}
     ordered.update(event_dict)
     return ordered
 

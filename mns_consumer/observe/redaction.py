@@ -210,9 +210,7 @@ def mask_phone_number(value: str) -> str:
 
 
 def _masked_phone(value: Any) -> Any | None:
-    if isinstance(value, str):
-        return mask_phone_number(value)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, str | int) and not isinstance(value, bool):
         return mask_phone_number(str(value))
     return None
 

@@ -7,10 +7,10 @@ no increase), so the file's values are added to this run's before it is atomical
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from prometheus_client import Counter, write_to_textfile
+from prometheus_client import write_to_textfile
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -36,12 +36,6 @@ class _Families(Collector):
                 yield family
 
 
-def _counters(metrics: Metrics) -> Mapping[str, Counter]:
-    """The counters carried over between runs, by family name."""
-    counters = (metrics.backfill_queries, metrics.backfill_found, metrics.backfill_stored)
-    return {family.name: c for c in (*counters, metrics.failures, metrics.dead_lettered) for family in c.describe()}
-
-
 def carry_over(metrics: Metrics, path: Path) -> int:
     """Add the counters of an earlier run's textfile (missing, unreadable or damaged: none) to this
     run's ``metrics``; returns how many series were carried over."""
@@ -50,7 +44,8 @@ def carry_over(metrics: Metrics, path: Path) -> int:
     except (OSError, ValueError):
         # A damaged file is replaced by this run's values rather than stopping the run.
         return 0
-    counters = _counters(metrics)
+    backfill = (metrics.backfill_queries, metrics.backfill_found, metrics.backfill_stored)
+    counters = {family.name: c for c in (*backfill, metrics.failures, metrics.dead_lettered) for family in c.describe()}
     carried = 0
     for family in families:
         counter = counters.get(family.name)
