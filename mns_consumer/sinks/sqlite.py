@@ -155,13 +155,11 @@ class SqliteSink(DatabaseSink):
     def _compile(self, dialect: sa.Dialect, statement: sa.Insert, columns: list[str]) -> _Statement:
         """Compile once: the SQL, what reads a row's values in order, the processing each column's type
         gives the dialect (so the values stored are Core's; tested)."""
-        table = statement.table
-        assert isinstance(table, sa.Table)  # noqa: S101  (every statement here inserts into a table)
         compiled = statement.compile(dialect=dialect, column_keys=columns)
         order = list(compiled.positiontup or [])
         processors: list[tuple[int, Callable[[Any], Any]]] = []
         for index, key in enumerate(order):
-            column_type = table.c[key].type
+            column_type = compiled.binds[key].type
             if isinstance(column_type, UtcDateTime):
                 # UtcDateTime's conversion and then SQLite's DATETIME text, in one step (tested equal).
                 processors.append((index, sqlite_utc_text))
