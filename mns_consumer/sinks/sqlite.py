@@ -10,13 +10,12 @@ the columns' own bind processing: Core would rebuild each row's parameters, a qu
 
 from __future__ import annotations
 
-import functools
 import operator
 import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -80,7 +79,7 @@ class SqliteSink(DatabaseSink):
         if path is None:
             return super().read_engine()
         uri = Path(path).absolute().as_uri() + "?mode=rw"
-        connect = functools.partial(sqlite3.connect, uri, uri=True, timeout=self.config.busy_timeout_seconds)
+        connect = partial(sqlite3.connect, uri, uri=True, timeout=self.config.busy_timeout_seconds)
         return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
 
     def _path(self) -> str | None:
