@@ -106,23 +106,18 @@ def _json_serializer(value: Any) -> str:
 
 
 class DatabaseUrl(SecretStr):
-    """A SQLAlchemy URL that may embed a password: shown everywhere with the password masked."""
+    """A SQLAlchemy URL that may embed a password: shown everywhere with the password and password-like query
+    parameters replaced by ``***`` (``"<invalid database URL>"`` if it does not parse)."""
 
     def _display(self) -> str:
         # pydantic's documented hook: str() and repr() show this.
-        return masked_url(self.get_secret_value())
-
-
-def masked_url(url: str | URL) -> str:
-    """A database URL safe to log: password and password-like query parameters replaced by ``***``
-    (``"<invalid database URL>"`` if it does not parse)."""
-    try:
-        parsed = make_url(url)
-    except (sa.exc.ArgumentError, ValueError):
-        return "<invalid database URL>"
-    placeholder = "MNSCONSUMERMASKED"
-    query = {key: placeholder if _SECRET_QUERY_KEY.search(key) else value for key, value in parsed.query.items()}
-    return parsed.set(query=query).render_as_string(hide_password=True).replace(placeholder, "***")
+        try:
+            parsed = make_url(self.get_secret_value())
+        except (sa.exc.ArgumentError, ValueError):
+            return "<invalid database URL>"
+        placeholder = "MNSCONSUMERMASKED"
+        query = {key: placeholder if _SECRET_QUERY_KEY.search(key) else value for key, value in parsed.query.items()}
+        return parsed.set(query=query).render_as_string(hide_password=True).replace(placeholder, "***")
 
 
 class DatabaseSinkConfig(SinkConfig):
@@ -263,7 +258,7 @@ class DatabaseSinkConfig(SinkConfig):
     @property
     def display_url(self) -> str:
         """The URL with its password masked, for logs and messages."""
-        return masked_url(self.url.get_secret_value())
+        return str(self.url)
 
     def call_deadline(self) -> float:
         """The deadline of each call to a PostgreSQL or MySQL server, seconds (see ``call_deadline_seconds``)."""
@@ -465,8 +460,9 @@ class DatabaseSink:
         self._backend = _backend_name(config.engine_url())
         self._table = receipts_table(sa.MetaData(), config.table, self._backend)
         self._deadlines: CallDeadlines | None = None
-        self._ping: Callable[[Any], object] = _no_ping
-        self._driver_error: type[Exception] = Exception
+        # Set with the deadlines (_watch), the only ones that use them.
+        self._ping: Callable[[Any], object]
+        self._driver_error: type[Exception]
         # The outcome columns the table has (all of them once created or upgraded by this sink).
         self._outcome_columns: tuple[str, ...] = OUTCOME_COLUMNS
         # Imported here: status_tables builds on this module's column types, so it imports this module.
@@ -475,7 +471,13 @@ class DatabaseSink:
         status_name, opt_out_name = config.status_table_name(), config.opt_out_table_name()
         self._status_table = status_table(sa.MetaData(), status_name) if status_name else None
         self._opt_out_table = opt_out_table(sa.MetaData(), opt_out_name) if opt_out_name else None
-        self._upserts: list[tuple[int, sa.Table, sa.Insert]] | None = None
+        self._upserts: list[tuple[int, sa.Insert]] | None = None
+        insert = dialect_module(self._backend).insert(self._table)
+        if self._backend in ("postgresql", "sqlite"):
+            self._insert_into: sa.Insert = insert.on_conflict_do_nothing(index_elements=["dedupe_key"])
+        else:
+            # A no-op update, unlike INSERT IGNORE, lets every other error (data too long, ...) raise.
+            self._insert_into = insert.on_duplicate_key_update(dedupe_key=self._table.c.dedupe_key)
         self._lookup = key_lookup(self._table)
         # PostgreSQL: only the rows this transaction inserted. xmin is 32 bits; txid_current() (any
         # PostgreSQL version) carries the epoch above them.
@@ -639,7 +641,10 @@ class DatabaseSink:
         """
         if self._backend == "postgresql":
             self._deadlines = CallDeadlines(
-                self.name, self.config.call_deadline(), cancel=_cancel_postgres, fileno=operator.methodcaller("fileno")
+                self.name,
+                self.config.call_deadline(),
+                cancel=lambda connection, seconds: connection.cancel_safe(timeout=seconds),
+                fileno=operator.methodcaller("fileno"),
             )
         else:
             self._deadlines = CallDeadlines(self.name, self.config.call_deadline())
@@ -652,7 +657,7 @@ class DatabaseSink:
 
     def _call(self) -> AbstractContextManager[None]:
         """One call to the database: bounded by the deadline on servers, unbounded for SQLite."""
-        return _UNBOUNDED if self._deadlines is None else self._deadlines.call()
+        return nullcontext() if self._deadlines is None else self._deadlines.call()
 
     def _on_do_connect(self, dialect: Dialect, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
         """A connection opened during a call may take only what is left of the call's deadline."""
@@ -766,6 +771,11 @@ class DatabaseSink:
             present = {column["name"] for column in inspector.get_columns(table)}
             unique_sets = [tuple(c["column_names"]) for c in inspector.get_unique_constraints(table)]
             unique_sets += [tuple(map(str, i["column_names"])) for i in inspector.get_indexes(table) if i.get("unique")]
+            missing_projections = [
+                projection
+                for projection in (self._status_table, self._opt_out_table)
+                if projection is not None and not inspector.has_table(projection.name)
+            ]
         missing = [column for column in WRITTEN_COLUMNS if column not in present]
         if missing:
             raise self._table_error(
@@ -786,7 +796,7 @@ class DatabaseSink:
                 fix="; ".join(self._add_column_statements(engine.dialect, absent)),
             )
         self._outcome_columns = tuple(column for column in OUTCOME_COLUMNS if column not in absent)
-        self._check_projection_tables(engine)
+        self._drop_missing_projections(engine.dialect, missing_projections)
         if ("dedupe_key",) not in unique_sets:
             raise self._table_error(
                 f"table {table!r} has no unique constraint on dedupe_key alone, so duplicates would be stored",
@@ -798,22 +808,15 @@ class DatabaseSink:
     ) -> ConfigError:
         return ConfigError(f"sink {self.name!r}", f"sinks.{self.name}.table", problem, fix)
 
-    def _check_projection_tables(self, engine: Engine) -> None:
+    def _drop_missing_projections(self, dialect: Dialect, missing: Sequence[sa.Table]) -> None:
         """A status or opt-out table that is missing (``create_table: false``) is not written, with a warning.
 
         The receipts are what the daemon must not lose; the projections can be rebuilt from them, so
         their absence is logged once at start with the statement to create them, and does not stop it.
         """
-        with engine.connect() as connection:
-            inspector = sa.inspect(connection)
-            missing = [
-                table
-                for table in (self._status_table, self._opt_out_table)
-                if table is not None and not inspector.has_table(table.name)
-            ]
         for table in missing:
-            create = str(sa.schema.CreateTable(table).compile(dialect=engine.dialect)).strip()
-            indexes = [str(sa.schema.CreateIndex(index).compile(dialect=engine.dialect)) for index in table.indexes]
+            create = str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip()
+            indexes = [str(sa.schema.CreateIndex(index).compile(dialect=dialect)) for index in table.indexes]
             setting = "status_table" if table is self._status_table else "opt_out_table"
             log.warning(
                 "sink.database.table_missing",
@@ -853,7 +856,7 @@ class DatabaseSink:
             key = receipt.dedupe_key
             if key in rows:
                 continue
-            verdict = _storable(receipt, self._backend)
+            verdict = _invalid_columns(receipt, self._backend) or _storable_extra(receipt.extra, self._backend)
             if isinstance(verdict, _EncodedJson):
                 rows[key] = _row(receipt, verdict, self._outcome_columns)
                 rejected.pop(key, None)
@@ -864,14 +867,10 @@ class DatabaseSink:
 
     def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections) -> None:
         wanted = {row["dedupe_key"]: projections[row["dedupe_key"]] for row in rows if row["dedupe_key"] in projections}
-        statement = self._insert_statement()
         for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
             try:
                 with self._call(), self._availability(engine, data_refusals=True), engine.begin() as connection:
-                    if wanted:
-                        self._insert_projecting(connection, statement, rows, wanted)
-                    else:
-                        connection.execute(statement, rows)
+                    self._insert_projecting(connection, rows, wanted)
                 return
             except SinkUnavailable as exc:
                 cause = exc.__cause__
@@ -898,9 +897,7 @@ class DatabaseSink:
                 projections[key] = (status, opt_out)
         return projections
 
-    def _insert_projecting(
-        self, connection: sa.Connection, statement: sa.Insert, rows: list[dict[str, Any]], wanted: Projections
-    ) -> None:
+    def _insert_projecting(self, connection: sa.Connection, rows: list[dict[str, Any]], wanted: Projections) -> None:
         """Insert the receipts and, in the same transaction, project the ones this insert stored.
 
         How each backend tells "stored now" from "stored before" (a redelivery must not count twice):
@@ -910,6 +907,10 @@ class DatabaseSink:
         insert: a row another transaction committed meanwhile is invisible in the snapshot, so the keys
         that appear are exactly the ones this transaction inserted.
         """
+        statement = self._insert_into
+        if not wanted:
+            connection.execute(statement, rows)
+            return
         keys = list(wanted)
         if self._backend == "postgresql":
             # Not INSERT ... RETURNING: SQLAlchemy then sends one statement of every row's VALUES, which
@@ -928,20 +929,24 @@ class DatabaseSink:
         """Upsert the status and opt-out rows of new receipts, folded per row and in key order."""
         from mns_consumer.sinks.status_tables import fold  # noqa: PLC0415
 
-        for index, _table, statement in self._projection_upserts():
+        for index, statement in self._projection_upserts():
             updates = fold(contribution[index] for contribution in contributions)
             if updates:
-                connection.execute(statement, [update.as_row() for update in updates])
+                self._execute_many(connection, statement, [update.as_row() for update in updates])
 
-    def _projection_upserts(self) -> list[tuple[int, sa.Table, sa.Insert]]:
-        """(index in a contribution, table, its upsert) of each projection table written; built once, after
+    def _execute_many(self, connection: sa.Connection, statement: sa.Insert, rows: list[dict[str, Any]]) -> None:
+        """Run ``statement`` once per row (SQLite hands it to the driver itself)."""
+        connection.execute(statement, rows)
+
+    def _projection_upserts(self) -> list[tuple[int, sa.Insert]]:
+        """(index in a contribution, its table's upsert) of each projection table written; built once, after
         ``open`` settled which tables exist (the CASE expressions took a third of a 16-receipt write)."""
         if self._upserts is None:
             from mns_consumer.sinks.status_tables import opt_out_upsert, status_upsert  # noqa: PLC0415
 
             tables = ((0, self._status_table, status_upsert), (1, self._opt_out_table, opt_out_upsert))
             self._upserts = [
-                (index, table, upsert(table, self._backend)) for index, table, upsert in tables if table is not None
+                (index, upsert(table, self._backend)) for index, table, upsert in tables if table is not None
             ]
         return self._upserts
 
@@ -973,14 +978,6 @@ class DatabaseSink:
             swept += changed
             if changed < batch_rows:
                 return swept
-
-    def _insert_statement(self) -> sa.Insert:
-        table = self._table
-        dialect = dialect_module(self._backend)
-        if self._backend in ("postgresql", "sqlite"):
-            return dialect.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])  # type: ignore[no-any-return]
-        # A no-op update, unlike INSERT IGNORE, lets every other error (data too long, ...) raise.
-        return dialect.insert(table).on_duplicate_key_update(dedupe_key=table.c.dedupe_key)  # type: ignore[no-any-return]
 
     @contextmanager
     def _availability(self, engine: Engine, *, data_refusals: bool = False) -> Iterator[None]:
@@ -1055,18 +1052,8 @@ def _mysql_errno(exc: sa.exc.DBAPIError) -> int | None:
     return None
 
 
-_UNBOUNDED: Final = nullcontext()
 _FRESH: Final = "mns_consumer_fresh"
 """Marks, in a pool record's ``info``, a connection opened and not yet checked out (so not pinged)."""
-
-
-def _no_ping(dbapi_connection: Any) -> object:
-    return True
-
-
-def _cancel_postgres(connection: Any, seconds: float) -> None:
-    """Ask PostgreSQL to cancel what ``connection`` runs, over a new connection, for at most ``seconds``."""
-    connection.cancel_safe(timeout=seconds)
 
 
 def _describe(exc: BaseException) -> str:
@@ -1078,7 +1065,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
 
 
-def _row(receipt: Receipt, extra: _EncodedJson, outcome_columns: Sequence[str] = OUTCOME_COLUMNS) -> dict[str, Any]:
+def _row(receipt: Receipt, extra: _EncodedJson, outcome_columns: Sequence[str]) -> dict[str, Any]:
     row = dict(zip(_PLAIN_COLUMNS, _plain_values(receipt), strict=True))
     row["extra"] = extra
     row["raw"] = bytes(receipt.raw)
@@ -1096,11 +1083,6 @@ def _is_duplicate_column(exc: sa.exc.DBAPIError) -> bool:
     )
 
 
-def _storable(receipt: Receipt, backend: str) -> str | _EncodedJson:
-    """The receipt's ``extra`` encoded as the column stores it, or (plain text) why the table cannot hold it."""
-    return _invalid_columns(receipt, backend) or _storable_extra(receipt.extra, backend)
-
-
 def _invalid_columns(receipt: Receipt, backend: str) -> str | None:
     """Why the table cannot hold this receipt's columns (all but ``extra``), or None if it can."""
     for (column, limit, required), value in zip(_TEXT_CHECKS, _text_values(receipt), strict=True):
@@ -1110,7 +1092,7 @@ def _invalid_columns(receipt: Receipt, backend: str) -> str | None:
         # column of every backend, since its length is its size in bytes; anything else is checked.
         if type(value) is str and value.isascii() and len(value) <= (limit or _MEDIUMTEXT_BYTES) and "\0" not in value:
             continue
-        reason = _invalid_text(value, backend, limit, required=required)
+        reason = _invalid_text(value, backend, limit)
         if reason:
             return f"{column} {reason}"
     for column in TIME_COLUMNS:
@@ -1126,9 +1108,9 @@ def _invalid_columns(receipt: Receipt, backend: str) -> str | None:
     return None
 
 
-def _invalid_text(value: object, backend: str, limit: int | None, *, required: bool) -> str | None:
+def _invalid_text(value: object, backend: str, limit: int | None) -> str | None:
     if value is None:
-        return "is missing" if required else None
+        return "is missing"  # an optional column's None never gets here
     if not isinstance(value, str):
         return f"is not text but {type(value).__name__}"
     if limit is not None and len(value) > limit:

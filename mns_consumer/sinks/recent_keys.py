@@ -79,17 +79,11 @@ class RecentKeys:
                 else:
                     repeats[oldest] = older_entries - 1
             if len(order) > 2 * self.capacity:
-                self._compact_order()
+                # Keep only each key's latest entry, in order: no key is repeated any more.
+                self._order = deque(reversed(dict.fromkeys(reversed(order))))
+                repeats.clear()
 
     def unseen(self, keys: Iterable[str]) -> list[str]:
         """The keys not remembered, in order, each once (a batch's internal duplicates collapse)."""
         with self._lock:
             return list(dict.fromkeys(key for key in keys if _compact(key) not in self._members))
-
-    def _compact_order(self) -> None:
-        """Keep only each key's latest entry, in order (caller holds the lock)."""
-        latest: dict[str | bytes, None] = {}
-        for key in reversed(self._order):
-            latest.setdefault(key, None)
-        self._order = deque(reversed(latest))
-        self._repeats.clear()

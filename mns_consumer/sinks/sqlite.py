@@ -15,9 +15,9 @@ import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, TypeAlias
 
 import sqlalchemy as sa
 import structlog
@@ -25,11 +25,9 @@ from sqlalchemy.engine import Engine
 
 from mns_consumer.errors import ConfigError, SinkUnavailable
 from mns_consumer.files import check_can_create_in, create_private_file, describe_os_error, needs_operator
-from mns_consumer.sinks.database import WRITTEN_COLUMNS, DatabaseSink, DatabaseSinkConfig, Projections, UtcDateTime
+from mns_consumer.sinks.database import DatabaseSink, DatabaseSinkConfig, Projections, UtcDateTime, stored_among
 
 log = structlog.get_logger(__name__)
-
-_LOOKUP_CHUNK: Final = 500
 
 _Statement: TypeAlias = tuple[str, Callable[[Mapping[str, Any]], Any], list[tuple[int, Callable[[Any], Any]]]]
 """A compiled statement: its SQL, what reads a row's values in parameter order, and the bind processing
@@ -60,7 +58,7 @@ class SqliteSink(DatabaseSink):
 
     def __init__(self, name: str, config: DatabaseSinkConfig) -> None:
         super().__init__(name, config)
-        self._statements: dict[str, _Statement] = {}
+        self._statements: dict[sa.Insert, _Statement] = {}
 
     def probe(self) -> str:
         """:meth:`DatabaseSink.probe`, creating nothing: a missing file's folder is checked instead."""
@@ -81,11 +79,7 @@ class SqliteSink(DatabaseSink):
         if path is None:
             return super().read_engine()
         uri = Path(path).absolute().as_uri() + "?mode=rw"
-        timeout = self.config.busy_timeout_seconds
-
-        def connect() -> sqlite3.Connection:
-            return sqlite3.connect(uri, uri=True, timeout=timeout)
-
+        connect = partial(sqlite3.connect, uri, uri=True, timeout=self.config.busy_timeout_seconds)
         return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
 
     def _path(self) -> str | None:
@@ -136,60 +130,40 @@ class SqliteSink(DatabaseSink):
         # every page it logged; over 10000 most were changed several times and are copied once.
         cursor.execute(f"PRAGMA wal_autocheckpoint={int(self.config.wal_autocheckpoint_pages)}")
 
-    def _insert(self, engine: Engine, rows: list[dict[str, Any]], projections: Projections) -> None:
-        keys = {row["dedupe_key"] for row in rows}
-        wanted = {key: part for key, part in sorted(projections.items()) if key in keys}
-        columns = [*WRITTEN_COLUMNS, *self._outcome_columns]
-        insert = self._bound(engine, "receipts", self._insert_statement(), columns, rows)
-        with self._availability(engine, data_refusals=True), engine.begin() as connection:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-            before = self._stored(connection, list(wanted)) if wanted else set()
-            connection.exec_driver_sql(*insert)
-            new = [part for key, part in wanted.items() if key not in before]
-            for index, table, upsert in self._projection_upserts():
-                updates = [contribution[index].as_row() for contribution in new if contribution[index] is not None]
-                if updates:
-                    connection.exec_driver_sql(*self._bound(engine, table.name, upsert, list(updates[0]), updates))
+    def _insert_projecting(self, connection: sa.Connection, rows: list[dict[str, Any]], wanted: Projections) -> None:
+        """Insert the receipts and project the ones absent before: the write lock comes first, so no other
+        writer can store one of them in between."""
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        before = stored_among(connection, self._lookup, wanted) if wanted else set()
+        self._execute_many(connection, self._insert_into, rows)
+        self._project(connection, [part for key, part in wanted.items() if key not in before])
 
-    def _stored(self, connection: sa.Connection, keys: list[str]) -> set[str]:
-        """Which of ``keys`` the table holds (inside the insert's transaction, before the insert)."""
-        quoted = connection.dialect.identifier_preparer.quote(self.config.table)
-        found: set[str] = set()
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = tuple(keys[start : start + _LOOKUP_CHUNK])
-            lookup = f"SELECT dedupe_key FROM {quoted} WHERE dedupe_key IN ({','.join('?' * len(chunk))})"  # noqa: S608
-            found.update(connection.exec_driver_sql(lookup, chunk).scalars())
-        return found
-
-    def _bound(
-        self, engine: Engine, name: str, statement: sa.Insert, columns: list[str], rows: list[dict[str, Any]]
-    ) -> tuple[str, list[tuple[Any, ...]]]:
-        """The statement's driver SQL and each row's values in its parameter order, bind-processed."""
-        sql, values_of, processors = self._statements.get(name) or self._compile(engine, name, statement, columns)
+    def _execute_many(self, connection: sa.Connection, statement: sa.Insert, rows: list[dict[str, Any]]) -> None:
+        """Run ``statement`` once per row through the driver's ``executemany``, its values bind-processed."""
+        sql, values_of, processors = self._statements.get(statement) or self._compile(
+            connection.dialect, statement, list(rows[0])
+        )
         params = []
         for row in rows:
             values = list(values_of(row))
             for index, process in processors:
                 values[index] = process(values[index])
             params.append(tuple(values))
-        return sql, params
+        connection.exec_driver_sql(sql, params)
 
-    def _compile(self, engine: Engine, name: str, statement: sa.Insert, columns: list[str]) -> _Statement:
+    def _compile(self, dialect: sa.Dialect, statement: sa.Insert, columns: list[str]) -> _Statement:
         """Compile once: the SQL, what reads a row's values in order, the processing each column's type
         gives the dialect (so the values stored are Core's; tested)."""
-        dialect = engine.dialect
         compiled = statement.compile(dialect=dialect, column_keys=columns)
         order = list(compiled.positiontup or [])
-        table = statement.table
-        assert isinstance(table, sa.Table)  # noqa: S101  (every statement here inserts into a table)
         processors: list[tuple[int, Callable[[Any], Any]]] = []
         for index, key in enumerate(order):
-            column_type = table.c[key].type
+            column_type = compiled.binds[key].type
             if isinstance(column_type, UtcDateTime):
                 # UtcDateTime's conversion and then SQLite's DATETIME text, in one step (tested equal).
                 processors.append((index, sqlite_utc_text))
             elif (process := column_type.dialect_impl(dialect).bind_processor(dialect)) is not None:
                 processors.append((index, process))
         # Every parameter is a column of the row (no statement here binds a constant).
-        self._statements[name] = (str(compiled), operator.itemgetter(*order), processors)
-        return self._statements[name]
+        self._statements[statement] = (str(compiled), operator.itemgetter(*order), processors)
+        return self._statements[statement]

@@ -26,9 +26,6 @@ from mns_consumer.sinks.database import MYSQL_TABLE_OPTIONS, UtcDateTime, dialec
 State: TypeAlias = Literal["pending", "delivered", "failed", "unknown"]
 """A message's state in the status table."""
 
-DEFAULT_SWEEP_BATCH_ROWS: Final = 1000
-"""Rows one sweep statement changes at most, so no transaction locks a large part of the table."""
-
 DECIDED_BY_LENGTH: Final = 200
 """Length of ``decided_by``: 32 characters of prefix, an outcome class and a 128-character error code."""
 
@@ -100,8 +97,9 @@ class StatusUpdate(_Row):
         """
         decided = self
         if other.decided_by > self.decided_by:
-            final = other.state in ("delivered", "failed")
-            decided = replace(other, state=other.state if final else self.state_if_not_final())
+            # A non-final winner leaves unknown (the sweep's verdict) standing, anything else pending.
+            kept: State = "unknown" if self.state == "unknown" else "pending"
+            decided = replace(other, state=other.state if other.state in ("delivered", "failed") else kept)
         return replace(
             decided,
             out_id=_greatest(self.out_id, other.out_id),
@@ -112,10 +110,6 @@ class StatusUpdate(_Row):
             last_report_at=_greatest(self.last_report_at, other.last_report_at),
             receipts_seen=self.receipts_seen + other.receipts_seen,
         )
-
-    def state_if_not_final(self) -> State:
-        """The state a non-final winner leaves: ``unknown`` stays (the sweep's verdict), else ``pending``."""
-        return "unknown" if self.state == "unknown" else "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,11 +348,7 @@ class SweepResult:
 
 
 def sweep_configured_sinks(
-    sinks: Mapping[str, Any],
-    names: Sequence[str] = (),
-    *,
-    older_than_hours: float | None = None,
-    batch_rows: int = DEFAULT_SWEEP_BATCH_ROWS,
+    sinks: Mapping[str, Any], names: Sequence[str], *, older_than_hours: float | None, batch_rows: int
 ) -> list[SweepResult]:
     """Run the sweep on every database sink with a status table (or on the named ones).
 
@@ -366,7 +356,7 @@ def sweep_configured_sinks(
         sinks: The configuration's ``sinks`` section (name -> sink configuration).
         names: Only these sinks; every database sink with a status table when empty.
         older_than_hours: Overrides each sink's ``status_unknown_after_hours``.
-        batch_rows: Rows changed per transaction.
+        batch_rows: Rows changed per transaction, so no transaction locks a large part of the table.
 
     Raises:
         ValueError: If a named sink does not exist, is not a database sink, or has no status table.
