@@ -315,8 +315,18 @@ def check_config(ctx: click.Context, config_option: Path | None, config_argument
     the file is invalid (with the file, the key and the fix), and 1 when a connection check failed (its
     line starts with [FAILED] and names the dependency and the reason).
     """
-    config = _load(_one_config_file(ctx, config_option, config_argument))
-    click.echo(yaml_dump(config.masked()))
+    import yaml
+    from click.core import ParameterSource
+
+    # The positional wins over MNS_CONSUMER_CONFIG, since it was typed on this command line.
+    typed = ctx.get_parameter_source("config_option") is ParameterSource.COMMANDLINE
+    if typed and config_argument is not None and config_argument != config_option:
+        raise click.UsageError(f"two configurations given ({config_argument} and --config {config_option}): give one")
+    config_file = config_argument or config_option
+    if config_file is None:
+        raise click.UsageError("Missing option '--config' (or the positional CONFIG).")
+    config = _load(config_file)
+    click.echo(str(yaml.safe_dump(config.masked(), sort_keys=False, allow_unicode=True)).rstrip())
     if connect:
         from mns_consumer.connect_check import check_connections
 
@@ -325,29 +335,6 @@ def check_config(ctx: click.Context, config_option: Path | None, config_argument
         for result in results:
             click.echo(f"  [{'ok' if result.ok else 'FAILED'}] {result.subject}: {result.detail}")
         sys.exit(EXIT_OK if all(result.ok for result in results) else EXIT_FAILURE)
-
-
-def _one_config_file(ctx: click.Context, option: Path | None, argument: Path | None) -> Path:
-    """The file of ``--config FILE`` or of the positional CONFIG; a usage error when neither or two differ.
-
-    The positional wins over MNS_CONSUMER_CONFIG, since it was typed on this command line.
-    """
-    from click.core import ParameterSource
-
-    typed = ctx.get_parameter_source("config_option") is ParameterSource.COMMANDLINE
-    if argument is not None and option is not None and typed and argument != option:
-        raise click.UsageError(f"two configurations given ({argument} and --config {option}): give one")
-    chosen = argument if argument is not None else option
-    if chosen is None:
-        raise click.UsageError("Missing option '--config' (or the positional CONFIG).")
-    return chosen
-
-
-def yaml_dump(data: object) -> str:
-    """Readable YAML of plain data, keys in their declared order."""
-    import yaml
-
-    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True)).rstrip()
 
 
 @main.group("dead-letters")

@@ -54,7 +54,6 @@ FINISH_SECONDS: Final = 10.0  # with --forever, how long the first Ctrl-C waits 
 TRICKLE_PER_SECOND: Final = 3.0  # mean receipts enqueued per second with --forever
 TRICKLE_MALFORMED_CHANCE: Final = 0.05
 
-_SUMMARIZED_EVENTS: Final = frozenset({"receipt.undecodable", "receipt.rejected"})
 _SAMPLE_SQL: Final = (
     "SELECT status, COUNT(*) AS receipts, ROUND(100.0 * COUNT(*) / SUM(COUNT(*)) OVER (), 1) AS percent "
     "FROM sms_receipts WHERE message_type = 'SmsReport' GROUP BY status ORDER BY receipts DESC"
@@ -67,12 +66,12 @@ _TOTAL_COLUMNS: Final = ("seeded", "received", "stored", "dead_lettered", "rows"
 class DemoOptions:
     """What ``mns-consumer demo`` was asked to do (its command-line options)."""
 
-    receipts_per_queue: int = 200
-    seed: int = 0
-    data_dir: Path = Path("mns-consumer-demo")
-    forever: bool = False
-    http_listen: str = "127.0.0.1:9464"
-    as_json: bool = False
+    receipts_per_queue: int
+    seed: int
+    data_dir: Path
+    forever: bool
+    http_listen: str
+    as_json: bool
 
 
 @dataclass(frozen=True)
@@ -178,7 +177,7 @@ class DemoSummary:
     drained: bool
     forever: bool
     seed: int
-    metrics_url: str | None
+    metrics_url: str
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     delivery: Counter[str] = field(default_factory=Counter)
     opt_outs: tuple[int, int] = (0, 0)
@@ -337,7 +336,7 @@ def _short_reason(reason: str, message_type: str) -> str:
 
 def _drop_summarized_events(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     # The per-message dead-letter warnings would drown the display; the summary counts them by reason.
-    if event_dict.get("event") in _SUMMARIZED_EVENTS:
+    if event_dict.get("event") in ("receipt.undecodable", "receipt.rejected"):
         raise structlog.DropEvent
     return event_dict
 
@@ -498,15 +497,6 @@ class _Console:
             time.sleep(TICK_SECONDS)
 
 
-def _demo_config(emulator: Emulator, options: DemoOptions, paths: DemoPaths) -> dict[str, Any]:
-    data: dict[str, Any] = emulator_config(emulator.describe(), paths.data_dir)
-    for queue in data["queues"]:
-        queue["wait_seconds"] = 1  # a short long poll, so that the end is noticed quickly
-    data["logging"] = {"level": "warning"}
-    data["http"] = {"listen": options.http_listen}
-    return data
-
-
 def _wait_until_ready(
     supervisor: Supervisor, runner: threading.Thread, errors: list[Exception], interrupts: _Interrupts
 ) -> bool:
@@ -526,7 +516,7 @@ def _wait_until_ready(
 
 
 def _summarize(
-    options: DemoOptions, paths: DemoPaths, tallies: list[QueueTally], seconds: float, drained: bool, url: str | None
+    options: DemoOptions, paths: DemoPaths, tallies: list[QueueTally], seconds: float, drained: bool, url: str
 ) -> DemoSummary:
     """The summary, with rows per queue, messages per outcome class (or state) and opt-outs read-only
     from SQLite, and dead letters counted by reason."""
@@ -546,24 +536,16 @@ def _summarize(
         )
     for tally in tallies:
         tally.rows = rows.get(tally.queue_name, 0)
-        tally.jsonl_lines = _count_lines(paths.jsonl[tally.message_type])
+        if (jsonl := paths.jsonl[tally.message_type]).exists():
+            tally.jsonl_lines = sum(1 for line in jsonl.read_bytes().splitlines() if line.strip())
     return summary
 
 
-def _count_lines(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with path.open("rb") as file:
-        return sum(1 for line in file if line.strip())
-
-
-def _metrics_url(supervisor: Supervisor, listen: str) -> str | None:
-    if supervisor.health is None:
-        return None
-    host = host_and_port(listen)[0] or "127.0.0.1"
+def _metrics_url(listen: str, port: int) -> str:
+    host = host_and_port(listen)[0]
     if host in ("0.0.0.0", "::"):  # noqa: S104  (a wildcard bind is reached through loopback)
         host = "127.0.0.1"
-    return f"http://{f'[{host}]' if ':' in host else host}:{supervisor.health.port}/metrics"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -589,7 +571,11 @@ def run_demo(options: DemoOptions) -> int:
     ):
         for tally in tallies:
             _seed(emulator, tally, options.receipts_per_queue)
-        data = _demo_config(emulator, options, paths)
+        data: dict[str, Any] = emulator_config(emulator.describe(), paths.data_dir)
+        for queue in data["queues"]:
+            queue["wait_seconds"] = 1  # a short long poll, so that the end is noticed quickly
+        data["logging"] = {"level": "warning"}
+        data["http"] = {"listen": options.http_listen}
         config = parse_config(data, "demo")
         # 0600 like every file the daemon creates: it holds the emulator's key.
         with os.fdopen(open_private(str(paths.config), os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as file:
@@ -610,13 +596,14 @@ def run_demo(options: DemoOptions) -> int:
             if not _wait_until_ready(supervisor, runner, errors, interrupts):
                 stream.write("Stopped before the daemon was ready.\n")
                 return EXIT_OK
-            metrics_url = _metrics_url(supervisor, options.http_listen)
+            assert supervisor.health is not None  # noqa: S101  (http.listen is set: it started before ready)
+            metrics_url = _metrics_url(options.http_listen, supervisor.health.port)
             malformed = tallies[0].malformed
             stream.write(
                 f"mns-consumer demo: emulator at {emulator.url}, {len(tallies)} queues seeded with "
                 f"{tallies[0].seeded - malformed} receipts and {malformed} malformed bodies each "
                 f"(seed {options.seed})\n"
-                f"  data:    {paths.data_dir}\n  metrics: {metrics_url or 'off'}\n"
+                f"  data:    {paths.data_dir}\n  metrics: {metrics_url}\n"
                 + (
                     "Consuming while receipts trickle in; Ctrl-C to stop (the summary follows).\n"
                     if options.forever

@@ -7,7 +7,7 @@ a separate file, with their new reason, for the operator to swap in or inspect.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,18 +125,15 @@ def _fail(letter: DeadLetter, reason: str) -> DeadLetter:
     return replace(letter, reason=redact_text(reason), failed_at=datetime.now(UTC))
 
 
-def write_remaining(letters: Iterable[DeadLetter], path: Path) -> int:
-    """Write letters to a new dead-letter file (durably); returns how many.
+def write_remaining(letters: Sequence[DeadLetter], path: Path) -> None:
+    """Write letters to a new dead-letter file (durably).
 
     Raises:
         SinkUnavailable: If the file cannot be written.
     """
-    items = list(letters)
-    target = DeadLetterSinkConfig(type="file", path=str(path)).build("replay-remaining")
+    target = DeadLetterSinkConfig(path=str(path)).build("replay-remaining")
     target.open()
     try:
-        if items:
-            target.write(items)
+        target.write(letters)
     finally:
         target.close()
-    return len(items)
