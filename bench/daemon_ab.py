@@ -21,6 +21,8 @@ The measures (``--measures``; the default is the first three, issue 20's guardra
 * ``throughput``: a ``--wan-messages`` backlog drained into SQLite at ``--latency-ms`` with one long
   poll per queue (``max_receivers: 1``), from the first receive to the last delete.
 * ``drain``: a seeded loopback backlog of ``--messages`` per sink: messages/s and CPU per receipt.
+* ``calls``: the throughput drain into the file sink, with ``bench/call_probe`` on the daemon's path:
+  the median thread CPU of a receive and of a delete of 16 messages (the transport's share of a receipt).
 
 Then a table: baseline and candidate (medians over rounds), the median ratio with the rounds' range,
 and each guardrail's verdict (``GUARDRAILS``). Run with::
@@ -60,8 +62,10 @@ from daemon_bench import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+CALL_PROBE = Path(__file__).resolve().parent / "call_probe"
+"""The folder with the ``sitecustomize`` that times MNS calls (``--measures calls``)."""
 SIDES = ("baseline", "candidate")
-MEASURES = ("steady", "rss", "throughput", "drain")
+MEASURES = ("steady", "rss", "throughput", "drain", "calls")
 THROUGHPUT_SINK = "sqlite"
 
 
@@ -156,14 +160,18 @@ def imported_package(tree: Path, folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def daemon_from(tree: Path) -> Iterator[None]:
+def daemon_from(tree: Path, call_probe: Path | None = None) -> Iterator[None]:
     """Processes started meanwhile import the package from ``tree``: enter it after the emulator started,
-    so that only the daemon (and its child processes) differ between the sides."""
-    os.environ["PYTHONPATH"] = str(tree)
+    so that only the daemon (and its child processes) differ between the sides. With ``call_probe``,
+    the daemon writes its MNS calls' thread CPU there (``bench/call_probe``)."""
+    os.environ["PYTHONPATH"] = str(tree) if call_probe is None else os.pathsep.join((str(tree), str(CALL_PROBE)))
+    if call_probe is not None:
+        os.environ["MNS_CONSUMER_CALL_PROBE"] = str(call_probe)
     try:
         yield
     finally:
         del os.environ["PYTHONPATH"]
+        os.environ.pop("MNS_CONSUMER_CALL_PROBE", None)
 
 
 EMULATOR_OPTIONS: list[str] = []
@@ -212,6 +220,18 @@ def throughput_run(tree: Path, folder: Path, *, latency_ms: float, count: int) -
     return {f"throughput, +{latency_ms:g} ms, 1 long poll": row["messages_per_second"]}
 
 
+def calls_run(tree: Path, folder: Path, *, latency_ms: float, count: int) -> dict[str, float]:
+    """The throughput drain (file sink), with the thread CPU of each full receive and delete (16 messages)."""
+    probe = folder / "calls.json"
+    with emulator(folder, latency_ms) as running, daemon_from(tree, call_probe=probe):
+        daemon_drain(running, folder=folder, sinks=SINKS["file"], count=count, queue_settings={"max_receivers": 1})
+    calls = json.loads(probe.read_text())
+    return {
+        f"thread CPU per {name} of 16": statistics.median(cpu for cpu, messages in calls[name] if messages == 16) * 1e6
+        for name in ("receive", "delete")
+    }
+
+
 def drain_run(tree: Path, folder: Path, *, sink: str, count: int) -> dict[str, float]:
     with emulator(folder) as running, daemon_from(tree):
         row = daemon_drain(running, folder=folder, sinks=SINKS[sink], count=count)
@@ -249,6 +269,10 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, Run]], list[Measure]
     if "throughput" in args.measures:
         runs.append(("throughput", partial(throughput_run, latency_ms=args.latency_ms, count=args.wan_messages)))
         rows.append(Measure(f"throughput, {latency}, 1 long poll", "/s", GUARDRAILS["throughput"]))
+    if "calls" in args.measures:
+        runs.append(("calls", partial(calls_run, latency_ms=args.latency_ms, count=args.wan_messages)))
+        rows.append(Measure("thread CPU per receive of 16", "µs"))
+        rows.append(Measure("thread CPU per delete of 16", "µs"))
     if "drain" in args.measures:
         for sink in args.sinks:
             runs.append((f"drain {sink}", partial(drain_run, sink=sink, count=args.messages)))
