@@ -319,7 +319,7 @@ def main() -> None:
     parser.add_argument(
         "--scratch", type=Path, default=None, help="folder for the sinks' files (default: the system's temporary one)"
     )
-    parser.add_argument("--tls", action="store_true", help="the emulator serves MNS over HTTPS (every measure)")
+    parser.add_argument("--tls", action="store_true", help="the emulator serves MNS over HTTPS (every measure but rss)")
     args = parser.parse_args()
     if args.tls:
         EMULATOR_OPTIONS.append("--tls")
@@ -329,6 +329,9 @@ def main() -> None:
         unknown = sorted(set(given) - set(known))
         if unknown:
             parser.error(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    if args.tls and "rss" in args.measures:
+        # Its 8 queues are seeded through the SDK's own client, which cannot be given the emulator's CA.
+        parser.error("rss runs over plain HTTP only: leave it out of --measures with --tls")
     runs, rows = plan(args)
     began = time.perf_counter()
     figures: dict[str, dict[str, list[float]]] = {row.label: {side: [] for side in SIDES} for row in rows}
