@@ -7,31 +7,16 @@ are about growth and recovery, not speed, so a loaded machine slows it without f
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import service_unavailable
+from tests.support.bench_scripts import bench_module
 
-
-def _soak_module() -> ModuleType:
-    """bench/soak.py, imported by path (bench/ is scripts, not a package)."""
-    path = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
-    spec = importlib.util.spec_from_file_location("soak_bench", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-soak = _soak_module()
+soak = bench_module("soak", "soak_bench")
 
 
 def _require_postgres() -> None:

@@ -6,28 +6,12 @@ into a verdict, so a wrong median or a bound read the wrong way round would pass
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
+from tests.support.bench_scripts import bench_module
 
-def _bench_module(name: str) -> ModuleType:
-    """A script of bench/, imported by path (bench/ is scripts, not a package)."""
-    path = Path(__file__).resolve().parents[2] / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-ab = _bench_module("daemon_ab")
-bench = _bench_module("daemon_bench")
+ab = bench_module("daemon_ab")
+bench = bench_module("daemon_bench")
 
 
 def test_percentile_is_the_nearest_rank() -> None:

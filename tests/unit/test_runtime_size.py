@@ -6,18 +6,11 @@ kind would move a figure the team judges the refactor by.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from textwrap import dedent
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "runtime_size.py"
-_SPEC = importlib.util.spec_from_file_location("runtime_size", _PATH)
-assert _SPEC is not None
-assert _SPEC.loader is not None
-size = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = size  # dataclasses look their module up by name
-_SPEC.loader.exec_module(size)
+from tests.support.bench_scripts import bench_module
+
+size = bench_module("runtime_size")
 
 MODULE = dedent(
     '''\
