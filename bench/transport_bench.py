@@ -1,4 +1,4 @@
-"""Which HTTP client carries the SDK-signed MNS calls: httpx or urllib3, on loopback and with 20 ms of latency.
+"""Which HTTP client carries the SDK-signed MNS calls: httpx, urllib3 or http.client, on loopback and at +20 ms.
 
 Each row runs receive(16) + delete cycles against an in-process emulator for a few seconds: the SDK
 signs (``MNSClient.build_header``), the client sends, ``mns_xml`` parses. It reports receipts a second
@@ -11,6 +11,7 @@ not counted). ``--mnsqueue`` adds a row for :class:`~mns_consumer.alicom.queue.M
 from __future__ import annotations
 
 import argparse
+import http.client
 import ssl
 import threading
 import time
@@ -42,6 +43,15 @@ def _sender(kind: str, emulator: Emulator) -> Send:
             return answer.status_code, answer.content
 
         return send_httpx
+    if kind == "http.client":
+        connection = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=10)
+
+        def send_http_client(method: str, uri: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+            connection.request(method, uri, body=body or None, headers=headers)
+            answer = connection.getresponse()
+            return answer.status, answer.read()
+
+        return send_http_client
     pool = urllib3.HTTPConnectionPool("127.0.0.1", emulator.port, maxsize=1, retries=False)
     limits = urllib3.Timeout(connect=5, read=10)
 
@@ -103,7 +113,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each row, s")
     parser.add_argument("--mnsqueue", action="store_true", help="add a row for MnsQueue itself")
     args = parser.parse_args()
-    kinds = ["httpx", "urllib3"] + (["MnsQueue"] if args.mnsqueue else [])
+    kinds = ["httpx", "urllib3", "http.client"] + (["MnsQueue"] if args.mnsqueue else [])
     print("| network | client | receipts/s | client CPU ms per 1,000 receipts |\n|---|---|---|---|")
     for label, wan, threads in (("loopback", None, 1), ("20 ms, 4 threads", WanProfile(0.02), 4)):
         emulator = Emulator(EmulatorSettings(queues={"SmsReport": QUEUE}, wan=wan)).start()

@@ -105,7 +105,8 @@ class EndpointsConfig(StrictModel):
         None,
         pattern="^https?://",
         description="Proxy URL (http://host:port) for every MNS, Dybaseapi and Dysmsapi call, instead of "
-        "HTTP_PROXY/HTTPS_PROXY; NO_PROXY still exempts hosts. Unset: those variables apply.",
+        "HTTP_PROXY/HTTPS_PROXY; NO_PROXY still exempts hosts. HTTPS is tunnelled through it (CONNECT), so an "
+        "https:// proxy is refused for an HTTPS MNS endpoint. Unset: those variables apply.",
     )
 
 

@@ -91,8 +91,8 @@ def resolve_endpoints(region: str, overrides: EndpointsConfig, environ: Mapping[
 
     Raises:
         ConfigError: If the region belongs to no known site while an endpoint it decides is not
-            overridden, if the MNS override lacks its ``http://``/``https://`` scheme, or if a Dybaseapi
-            or Dysmsapi override carries one.
+            overridden, if the MNS override lacks its ``http://``/``https://`` scheme, if a Dybaseapi
+            or Dysmsapi override carries one, or if HTTPS calls to MNS would go through an ``https://`` proxy.
     """
     name = region.strip().lower()
     international = name == "cn-hongkong" or name.startswith(("ap-", "eu-", "us-", "me-"))
@@ -116,7 +116,7 @@ def resolve_endpoints(region: str, overrides: EndpointsConfig, environ: Mapping[
             f"{mns!r} has no scheme",
             f"write https://{mns} (the MNS SDK refuses an endpoint without http:// or https://)",
         )
-    return Endpoints(
+    endpoints = Endpoints(
         dybaseapi=dybaseapi,
         dysmsapi=dysmsapi,
         mns=mns.rstrip("/"),
@@ -126,6 +126,15 @@ def resolve_endpoints(region: str, overrides: EndpointsConfig, environ: Mapping[
         https_proxy=overrides.proxy or _variable(environ, "https_proxy"),
         no_proxy=_variable(environ, "no_proxy"),
     )
+    proxy = endpoints.proxy_for(endpoints.mns)
+    if endpoints.mns.startswith("https://") and proxy is not None and proxy.lower().startswith("https://"):
+        # MNS calls go over http.client, which tunnels HTTPS only through a proxy it speaks plain HTTP to.
+        raise ConfigError(
+            *(("config", "endpoints.proxy") if overrides.proxy else ("environment", "HTTPS_PROXY")),
+            "an https:// proxy cannot tunnel the HTTPS calls to MNS",
+            "give the proxy as http://host:port (the tunnel still carries TLS from end to end)",
+        )
+    return endpoints
 
 
 def _variable(environ: Mapping[str, str], name: str) -> str | None:

@@ -1,11 +1,13 @@
 """One MNS queue as the poller sees it: batch receive, batch delete, visibility changes, abort.
 
-The SDK (``aliyun-mns-sdk``) signs every request and decodes every error answer; urllib3 carries them
-(chosen over httpx for half the CPU per receipt: docs/benchmarks.md). The SDK has no public way to sign
-without sending, so its two public-named steps are called around our transport: ``MNSClient.build_header``
-(sign, security token) and ``MNSClient.check_status`` (error XML to ``MNSServerException``). Its own
-``http.client`` transport has no read timeout over HTTPS, no proxy support and no way to interrupt a long
-poll (reference 3.7, pitfalls 9 and 10).
+The SDK (``aliyun-mns-sdk``) signs every request and decodes every error answer; the standard library's
+``http.client``, which the SDK itself sends with, carries them on one kept-alive connection per client
+(chosen over urllib3 and httpx, which add a third and two thirds to its CPU per call: docs/benchmarks.md).
+The SDK has no public way to sign without sending, so its two public-named steps are called around our
+transport: ``MNSClient.build_header`` (sign, security token) and ``MNSClient.check_status`` (error XML to
+``MNSServerException``). The SDK's own connection has no read timeout over HTTPS, no proxy and no way to
+interrupt a long poll (reference 3.7, pitfalls 9 and 10); here the connect and read timeouts are the
+socket's, an HTTPS endpoint behind a proxy is tunnelled (CONNECT), and abort shuts the socket down.
 
 Error mapping (the raised error keeps the MNS or local ``code``): ``MessageNotExist`` on receive is the
 idle path (``[]``); ``QueueNotExist`` is :class:`QueueNotFound`; ``AccessDenied``, ``TimeExpired`` and any
@@ -13,21 +15,22 @@ code naming a key, token, signature or authorization is :class:`QueueAuthError` 
 its token); ``MessageNotExist``/``ReceiptHandleError`` on change_visibility is :class:`MessageGone`;
 ``TooManyRequests`` (429), ``QpsLimitExceeded`` and ``Throttling.*`` are :class:`QueueThrottled`
 (backpressure); anything else, and every transport failure, is :class:`QueueUnavailable`. Messages
-never quote the SDK's or urllib3's text, which can hold response bodies or header values (the token).
+never quote the SDK's or http.client's text, which can hold response bodies or header values (the token).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import os
 import socket
 import ssl
 import threading
 from collections.abc import Sequence
 from typing import Any, Final
+from urllib.parse import urlsplit
 
-import urllib3
 from mns.account import Account
 from mns.auth import CredentialsProvider
 from mns.mns_exception import MNSClientNetworkException, MNSClientParameterException, MNSServerException
@@ -41,9 +44,6 @@ from mns.mns_request import (
 )
 from mns.mns_tool import BatchDeleteMessageValidator
 from mns.mns_xml_handler import BatchDeleteMessageDecoder, ChangeMsgVisDecoder, ErrorDecoder, GetQueueAttrDecoder
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from mns_consumer.alicom.message import ReceivedMessage
 from mns_consumer.alicom.mns_xml import parse_batch_receive, receipt_handles_xml
@@ -133,30 +133,33 @@ class MnsQueue:
             self._signer: Any = Account(endpoint_url, credentials_provider=credentials).mns_client
         except MNSClientParameterException as exc:
             raise ValueError(f"{exc.type}: {exc.message}") from exc
-        try:
-            context = tls_context(ca_file)
-        except OSError as exc:
-            raise ValueError(f"cannot load ca_file {ca_file}: {exc}") from exc
         self._queue_name = queue_name
         base_url = endpoint_url.rstrip("/")
         self._request_timeout_seconds = float(request_timeout_seconds)
         self._connect_timeout_seconds = float(connect_timeout_seconds)
-        # The proxy was decided by Endpoints, the same way for MNS, Dybaseapi and Dysmsapi.
-        pool_settings: dict[str, Any] = {"maxsize": 1, "retries": False, "ssl_context": context}
-        manager = urllib3.ProxyManager(proxy, **pool_settings) if proxy else urllib3.PoolManager(**pool_settings)
-        manager.pool_classes_by_scheme = _POOL_CLASSES
-        # One endpoint, one pool: asked for once, not found again by the manager on every call.
-        self._pool = manager.connection_from_url(base_url)
-        # What ProxyManager.urlopen adds to plain HTTP through a proxy: the whole URL in the request line
-        # and an Accept header. HTTPS through a proxy is tunnelled (CONNECT) and sent as if direct.
-        forwarded = proxy is not None and base_url.startswith("http://")
+        target = urlsplit(base_url)
+        self._tls = target.scheme == "https"
+        self._address = (target.hostname or "", target.port)
+        # The proxy was decided by Endpoints, the same way for MNS, Dybaseapi and Dysmsapi. HTTPS is
+        # tunnelled through it (CONNECT) and then sent as if direct; plain HTTP is forwarded, with the
+        # whole URL in the request line.
+        self._proxy = urlsplit(proxy) if proxy else None
+        if self._proxy is not None and self._proxy.scheme == "https" and self._tls:
+            raise ValueError("an https:// proxy cannot tunnel HTTPS (http.client has no TLS in TLS): use http://")
+        forwarded = self._proxy is not None and not self._tls
         self._target_prefix = base_url if forwarded else ""
         self._proxy_headers = {"Accept": "*/*"} if forwarded else {}
+        # The context of the first hop's TLS (endpoint or proxy); none for plain HTTP, as reading the
+        # system CA store costs tens of milliseconds and about a megabyte.
+        self._context: ssl.SSLContext | None = None
+        if self._tls or (self._proxy is not None and self._proxy.scheme == "https"):
+            try:
+                self._context = tls_context(ca_file)
+            except OSError as exc:
+                raise ValueError(f"cannot load ca_file {ca_file}: {exc}") from exc
         self._lock = threading.Lock()
         self._abort_requested = False
-        self._sock: socket.socket | None = None
-        # Whether the current attempt opened its connection (only a kept-alive one may be stale).
-        self._connected = False
+        self._connection: http.client.HTTPConnection | None = None
 
     @property
     def queue_name(self) -> str:
@@ -293,14 +296,18 @@ class MnsQueue:
         """
         with self._lock:
             self._abort_requested = True
-            sock = self._sock
+            connection = self._connection
+        sock = None if connection is None else connection.sock
         if sock is not None:
             with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         """Close the connection. Safe to call more than once."""
-        self._pool.close()
+        with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -314,7 +321,7 @@ class MnsQueue:
         body: bytes = b"",
         decoder: Any = ErrorDecoder,
     ) -> bytes:
-        """Sign with the SDK, send with urllib3, let the SDK decode an error answer; return a success body.
+        """Sign with the SDK, send with http.client, let the SDK decode an error answer; return a success body.
 
         Raises:
             MNSServerException: For an error answer, as the SDK's own methods raise it.
@@ -327,42 +334,30 @@ class MnsQueue:
         internal = RequestInternal(request.method, uri, data=body or "")
         self._signer.build_header(request, internal)
         headers = {**self._proxy_headers, **internal.header}
-        headers["Host"] = headers.pop("host")  # as urllib3 names it
-        timeout = urllib3.Timeout(connect=self._connect_timeout_seconds, read=timeout_seconds)
-        _calling.queue = self
-        try:
-            for attempt in (1, 2):
-                self._connected = False
-                try:
-                    answer = self._pool.urlopen(
-                        internal.method,
-                        self._target_prefix + uri,
-                        body=body or None,
-                        headers=headers,
-                        timeout=timeout,
-                        preload_content=False,
-                        redirect=False,
-                        assert_same_host=False,
-                    )
-                    break
-                except ProtocolError as exc:
-                    # A kept-alive connection the server closed while idle fails before any answer: send
-                    # again once on a new one, as the SDK did. A repeated receive at worst hides messages
-                    # for their visibility timeout; a repeated delete finds its handles used.
-                    with self._lock:
-                        stale = attempt == 1 and not (self._connected or self._abort_requested)
-                    if not stale:
-                        raise self._network_error(operation, exc, timeout_seconds) from None
-                except HTTPError as exc:
+        for attempt in (1, 2):
+            connection, fresh = self._connection, False
+            try:
+                if connection is None or connection.sock is None:
+                    connection, fresh = self._connect(operation), True
+                connection.sock.settimeout(timeout_seconds)
+                connection.request(internal.method, self._target_prefix + uri, body=body or None, headers=headers)
+                answer = connection.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                # A kept-alive connection the server closed while idle fails before any answer: send
+                # again once on a new one, as the SDK did. A repeated receive at worst hides messages
+                # for their visibility timeout; a repeated delete finds its handles used.
+                with self._lock:
+                    stale = attempt == 1 and not (fresh or self._abort_requested or isinstance(exc, TimeoutError))
+                if not stale:
                     raise self._network_error(operation, exc, timeout_seconds) from None
+                continue
             try:
                 content = answer.read()
-            except HTTPError as exc:
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
                 raise self._network_error(operation, exc, timeout_seconds) from None
-            finally:
-                answer.release_conn()
-        finally:
-            _calling.queue = None
+            break
         status = answer.status
         if 200 <= status < 400:
             return content
@@ -370,7 +365,7 @@ class MnsQueue:
             raise QueueUnavailable(UNEXPECTED_STATUS, self._where(operation, f"HTTP status {status}"))
         try:
             response = ResponseBase()
-            response.header = {name.lower(): value for name, value in answer.headers.items()}
+            response.header = {name.lower(): value for name, value in answer.getheaders()}
             text = content.decode("utf-8")
             self._signer.check_status(internal, ResponseInternal(status, response.header, text), response, decoder)
         except (UnicodeDecodeError, MNSClientNetworkException):
@@ -378,6 +373,33 @@ class MnsQueue:
                 RESP_DATA_DAMAGED, self._where(operation, "the error answer could not be parsed")
             ) from None
         raise QueueUnavailable(UNEXPECTED_STATUS, self._where(operation, f"HTTP status {status}"))
+
+    def _connect(self, operation: str) -> http.client.HTTPConnection:
+        """A new connection (TCP, proxy tunnel, TLS), each step within the connect timeout; kept for abort()."""
+        host, port = self._address
+        if self._proxy is not None:
+            host, port = self._proxy.hostname or "", self._proxy.port
+        timeout = self._connect_timeout_seconds
+        connection = (
+            http.client.HTTPConnection(host, port, timeout=timeout)
+            if self._context is None
+            else http.client.HTTPSConnection(host, port, timeout=timeout, context=self._context)
+        )
+        if self._proxy is not None and self._tls:
+            connection.set_tunnel(*self._address)
+        try:
+            connection.connect()
+        except TimeoutError:
+            connection.close()
+            raise QueueUnavailable(TIMEOUT, self._where(operation, f"no connection within {timeout:g} s")) from None
+        with self._lock:
+            self._connection = connection
+            aborted = self._abort_requested
+        if aborted:
+            # abort() landed while connecting, before there was a socket to shut down.
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+        return connection
 
     def _decode(self, operation: str, decoder: Any, body: bytes) -> Any:
         try:
@@ -387,27 +409,13 @@ class MnsQueue:
                 RESP_DATA_DAMAGED, self._where(operation, "the answer could not be parsed")
             ) from None
 
-    def _connected_on(self, sock: socket.socket) -> None:
-        """Called by this thread's new connection: keep its socket for :meth:`abort`."""
-        with self._lock:
-            self._sock = sock
-            self._connected = True
-            aborted = self._abort_requested
-        if aborted:
-            # abort() landed while connecting, before there was a socket to shut down.
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def _network_error(self, operation: str, exc: HTTPError, timeout_seconds: float) -> QueueUnavailable:
+    def _network_error(self, operation: str, exc: BaseException, timeout_seconds: float) -> QueueUnavailable:
         """Map a transport failure, reporting it as ``Aborted`` when abort() caused it."""
         with self._lock:
             aborted, self._abort_requested = self._abort_requested, False
         if aborted:
             return QueueUnavailable(ABORTED, self._where(operation, "aborted by MnsQueue.abort()"))
-        if isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError):
-            where = f"no connection within {self._connect_timeout_seconds:g} s"
-            return QueueUnavailable(TIMEOUT, self._where(operation, where))
-        if isinstance(exc, ReadTimeoutError):
+        if isinstance(exc, TimeoutError):
             return QueueUnavailable(TIMEOUT, self._where(operation, f"no answer within {timeout_seconds:g} s"))
         return QueueUnavailable(NETWORK_ERROR, self._where(operation, _describe(exc)))
 
@@ -432,16 +440,13 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _describe(exc: HTTPError) -> str:
+def _describe(exc: BaseException) -> str:
     """A safe description of a transport failure: the OS error if there is one, else only its type.
 
-    urllib3's and http.client's own texts may quote request headers, the security token included.
+    http.client's own texts may quote what the peer or a proxy answered.
     """
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, OSError):
-        cause = cause.__context__
-    if isinstance(cause, OSError):
-        return f"{type(cause).__name__}: {cause.strerror or 'connection failed'}"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or 'connection failed'}"
     return type(exc).__name__
 
 
@@ -458,34 +463,3 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
 def _shared_context(ca_file: str | None, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
     """One context per trust source; the variables are part of the key, as they decide what None trusts."""
     return ssl.create_default_context(cafile=ca_file)
-
-
-class _Calling(threading.local):
-    queue: MnsQueue | None = None
-
-
-_calling = _Calling()
-"""The MnsQueue whose call runs on this thread: new connections report their socket to it."""
-
-
-class _Connection(HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        if _calling.queue is not None and self.sock is not None:
-            _calling.queue._connected_on(self.sock)
-
-
-class _TlsConnection(_Connection, HTTPSConnection):
-    """Reports its socket once HTTPSConnection.connect (TCP, proxy tunnel, TLS) is done (MRO)."""
-
-
-class _Pool(HTTPConnectionPool):
-    ConnectionCls = _Connection
-
-
-class _TlsPool(HTTPSConnectionPool):
-    ConnectionCls = _TlsConnection
-
-
-_POOL_CLASSES: Final = {"http": _Pool, "https": _TlsPool}
-"""urllib3's pools with connections that report their socket (urllib3 has no connect hook)."""

@@ -472,6 +472,14 @@ def test_a_refused_connection_is_a_network_error_at_once(
     assert "ConnectionRefusedError" in str(caught.value)
 
 
+def test_an_https_proxy_is_refused_for_an_https_endpoint_before_any_call() -> None:
+    """HTTPS is tunnelled through a proxy spoken to in plain HTTP (configuration refuses the rest first)."""
+    with pytest.raises(ValueError, match="https:// proxy cannot tunnel HTTPS"):
+        MnsQueue(
+            "https://127.0.0.1:1", QUEUE, StaticCredentialsProvider("id", "secret", ""), proxy="https://127.0.0.1:2"
+        )
+
+
 def test_clients_share_one_tls_context_per_trust_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each receiver thread's client reuses the process's context instead of reading the CA bundle again,
     and a different SSL_CERT_FILE (what a None ca_file trusts) gets a context of its own."""

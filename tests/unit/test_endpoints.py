@@ -151,3 +151,32 @@ def test_no_proxy_entries_match_hosts_suffixes_and_ports(no_proxy: str, bypassed
     endpoints = resolve_endpoints("cn-hangzhou", EndpointsConfig(), environ)
 
     assert (endpoints.proxy_for("https://mns.example") is None) is bypassed
+
+
+@pytest.mark.parametrize(
+    ("setting", "environ", "where"),
+    [
+        ("https://configured:8443", {}, "config: endpoints.proxy"),
+        (None, {"HTTPS_PROXY": "HTTPS://env:8443"}, "environment: HTTPS_PROXY"),
+    ],
+)
+def test_an_https_proxy_for_the_https_mns_endpoint_stops_startup_with_the_fix(
+    setting: str | None, environ: dict[str, str], where: str
+) -> None:
+    """MNS calls tunnel HTTPS through a proxy spoken to in plain HTTP; a proxy URL asking for TLS to the
+    proxy itself is refused at start, naming where it came from and what to write instead."""
+    with pytest.raises(ConfigError) as caught:
+        resolve_endpoints("cn-hangzhou", EndpointsConfig(proxy=setting), environ)
+
+    assert str(caught.value).startswith(f"{where}: an https:// proxy cannot tunnel")
+    assert "http://host:port" in str(caught.value)
+
+
+def test_an_https_proxy_is_accepted_where_mns_is_not_reached_over_https_through_it() -> None:
+    """Plain-HTTP MNS through an https:// proxy, and an MNS host NO_PROXY exempts, need no tunnel."""
+    plain = EndpointsConfig(mns="http://mns.example", proxy="https://configured:8443")
+    assert resolve_endpoints("cn-hangzhou", plain, {}).proxy_for("http://mns.example") == "https://configured:8443"
+
+    exempt = {"HTTPS_PROXY": "https://env:8443", "NO_PROXY": "aliyuncs.com"}
+    endpoints = resolve_endpoints("cn-hangzhou", EndpointsConfig(), exempt)
+    assert endpoints.proxy_for(endpoints.mns) is None
