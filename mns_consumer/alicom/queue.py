@@ -335,10 +335,11 @@ class MnsQueue:
         self._signer.build_header(request, internal)
         headers = {**self._proxy_headers, **internal.header}
         for attempt in (1, 2):
-            connection, fresh = self._connection, False
+            connection = self._connection
+            fresh = connection is None or connection.sock is None  # (closed after a Connection: close answer)
             try:
-                if connection is None or connection.sock is None:
-                    connection, fresh = self._connect(operation), True
+                if connection is None or fresh:
+                    connection = self._connect(operation)
                 connection.sock.settimeout(timeout_seconds)
                 connection.request(internal.method, self._target_prefix + uri, body=body or None, headers=headers)
                 answer = connection.getresponse()

@@ -362,6 +362,37 @@ def test_a_new_connection_closed_before_any_answer_is_a_network_error_not_sent_a
         thread.join(5)
 
 
+def test_a_tunnel_the_proxy_refuses_is_a_network_error_not_asked_for_again() -> None:
+    """A connection that could not be made (a proxy answering CONNECT with 403) is not a stale one: one try."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    requests: list[bytes] = []
+
+    def refuse_tunnels() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            requests.append(connection.recv(65536))
+            connection.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            connection.close()
+
+    thread = threading.Thread(target=refuse_tunnels, daemon=True)
+    thread.start()
+    credentials = StaticCredentialsProvider("key", "secret", "")
+    proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    client = MnsQueue("https://mns.example", QUEUE, credentials, proxy=proxy)
+    try:
+        with pytest.raises(QueueUnavailable) as caught:
+            client.receive(1, 0)
+        assert caught.value.code == NETWORK_ERROR
+        assert [request.split(b" ")[:2] for request in requests] == [[b"CONNECT", b"mns.example:443"]]
+    finally:
+        client.close()
+        listener.close()
+        thread.join(5)
+
+
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("warm", [False, True], ids=["new-connection", "kept-alive-connection"])
 def test_hanging_peer_times_out_within_the_request_timeout(
