@@ -158,6 +158,8 @@ class Poller:
         self._receiver_clients: set[MnsQueue] = set()
         self._threads: list[threading.Thread] = []
         self._threads_lock = threading.Lock()
+        self._target_moved = threading.Condition(self._threads_lock)
+        """Notified when the receiver target moves or receiving stops: parked receivers wait on it."""
         self._receivers_running: set[int] = set()
         self._deleters = 0
         """Deleters running: one per receiver, until the end marker (one per retired receiver)."""
@@ -212,6 +214,8 @@ class Poller:
     def _receivers_changed(self, receivers: int, reason: str) -> None:
         """The target moved: start the receivers it asks for (those above it retire by themselves)."""
         self.events.receivers_changed(self.settings.queue_name, receivers, reason)
+        with self._target_moved:
+            self._target_moved.notify_all()
         self._start_receivers()
 
     def _retiring(self, index: int) -> bool:
@@ -219,23 +223,27 @@ class Poller:
 
         Above the target it parks, keeping its thread and connection, and ends only once it stayed above
         for :data:`EXTRA_RECEIVER_KEEP_SECONDS`; False at once when the target reaches it again or on a stop.
+        It sleeps until one of those happens: a drain leaves up to 15 parked receivers a queue.
         """
-        parked_at = time.monotonic()
-        while not self.stopping.is_set():
-            with self._threads_lock:
+        keep_until = time.monotonic() + EXTRA_RECEIVER_KEEP_SECONDS
+        with self._target_moved:
+            while not self.stopping.is_set():
                 if index < self.control.target:
                     return False
                 # Parked, its latest receive no longer says where the queue is (oldest_message_age_seconds).
                 self._receive_ages.pop(index, None)
-                if time.monotonic() - parked_at >= EXTRA_RECEIVER_KEEP_SECONDS:
+                remaining = keep_until - time.monotonic()
+                if remaining <= 0:
                     self._receivers_running.discard(index)
                     return True
-            self.stopping.wait(EXTRA_RECEIVER_IDLE_SECONDS)
+                self._target_moved.wait(remaining)
         return False
 
     def stop_receiving(self) -> None:
         """Stop taking new batches and interrupt the receives in progress; in-flight batches go on."""
         self.stopping.set()
+        with self._target_moved:
+            self._target_moved.notify_all()
         for client in list(self._receiver_clients):
             client.abort()
 

@@ -86,6 +86,26 @@ def test_a_backlog_that_returns_soon_is_taken_by_the_parked_receivers_not_new_on
     assert threads_named("receiver-") <= seen, "a new receiver thread was started while parked ones were kept"
 
 
+@pytest.mark.timeout(120)
+def test_a_stop_wakes_the_parked_receivers_at_once(
+    make_emulator: Callable[..., Emulator], stop_afterwards: list[Poller]
+) -> None:
+    """Parked receivers sleep until the target moves or their keep time runs out; a stop must wake them too."""
+    # Given a drained backlog whose extra receivers are parked (their keep time not yet over)
+    _, _, poller, _ = drain_a_backlog(make_emulator, stop_afterwards)
+    parked = threads_named("receiver-")
+    assert parked, "no parked receiver right after the drain; the test needs one"
+
+    # When receiving stops
+    stopped_at = time.monotonic()
+    poller.stop_receiving()
+
+    # Then they end within a fraction of the keep time
+    wait_until(lambda: not any(thread.is_alive() for thread in parked), "the parked receivers ended")
+    ended_in = time.monotonic() - stopped_at
+    assert ended_in < EXTRA_RECEIVER_KEEP_SECONDS / 5, f"parked receivers took {ended_in:.1f} s to see the stop"
+
+
 class SlowSink(RecordingSink):
     """Takes ``seconds`` over every write, as a sink behind a slow network does."""
 
