@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -332,65 +333,60 @@ def test_a_kept_alive_connection_the_server_dropped_is_replaced_and_the_call_sen
         proxy.stop()
 
 
-def test_a_new_connection_closed_before_any_answer_is_a_network_error_not_sent_again(open_queue: OpenQueue) -> None:
-    """Only a kept-alive connection may have gone stale: a new one that fails is an error at once."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
+@contextlib.contextmanager
+def answering_peer(reply: bytes) -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP peer that reads each connection's request, sends ``reply`` (``b""``: nothing) and closes it.
 
-    def accept_and_close() -> None:
+    Yields its port and the requests it read, one per connection.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    requests: list[bytes] = []
+
+    def serve() -> None:
         while True:
             try:
                 connection, _ = listener.accept()
             except OSError:
                 return
-            connection.recv(65536)
-            accepted.append(connection)
-            connection.close()
+            with connection:
+                requests.append(connection.recv(65536))
+                connection.sendall(reply)
 
-    thread = threading.Thread(target=accept_and_close, daemon=True)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    credentials = StaticCredentialsProvider("key", "secret", "")
-    client = MnsQueue(f"http://127.0.0.1:{listener.getsockname()[1]}", QUEUE, credentials)
     try:
-        with pytest.raises(QueueUnavailable) as caught:
-            client.receive(1, 0)
-        assert caught.value.code == NETWORK_ERROR
-        assert len(accepted) == 1
+        yield int(listener.getsockname()[1]), requests
     finally:
-        client.close()
         listener.close()
         thread.join(5)
+
+
+def test_a_new_connection_closed_before_any_answer_is_a_network_error_not_sent_again(open_queue: OpenQueue) -> None:
+    """Only a kept-alive connection may have gone stale: a new one that fails is an error at once."""
+    with answering_peer(b"") as (port, requests):
+        credentials = StaticCredentialsProvider("key", "secret", "")
+        client = MnsQueue(f"http://127.0.0.1:{port}", QUEUE, credentials)
+        try:
+            with pytest.raises(QueueUnavailable) as caught:
+                client.receive(1, 0)
+            assert caught.value.code == NETWORK_ERROR
+            assert len(requests) == 1
+        finally:
+            client.close()
 
 
 def test_a_tunnel_the_proxy_refuses_is_a_network_error_not_asked_for_again() -> None:
     """A connection that could not be made (a proxy answering CONNECT with 403) is not a stale one: one try."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    requests: list[bytes] = []
-
-    def refuse_tunnels() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            requests.append(connection.recv(65536))
-            connection.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-            connection.close()
-
-    thread = threading.Thread(target=refuse_tunnels, daemon=True)
-    thread.start()
-    credentials = StaticCredentialsProvider("key", "secret", "")
-    proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    client = MnsQueue("https://mns.example", QUEUE, credentials, proxy=proxy)
-    try:
-        with pytest.raises(QueueUnavailable) as caught:
-            client.receive(1, 0)
-        assert caught.value.code == NETWORK_ERROR
-        assert [request.split(b" ")[:2] for request in requests] == [[b"CONNECT", b"mns.example:443"]]
-    finally:
-        client.close()
-        listener.close()
-        thread.join(5)
+    with answering_peer(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n") as (port, requests):
+        credentials = StaticCredentialsProvider("key", "secret", "")
+        client = MnsQueue("https://mns.example", QUEUE, credentials, proxy=f"http://127.0.0.1:{port}")
+        try:
+            with pytest.raises(QueueUnavailable) as caught:
+                client.receive(1, 0)
+            assert caught.value.code == NETWORK_ERROR
+            assert [request.split(b" ")[:2] for request in requests] == [[b"CONNECT", b"mns.example:443"]]
+        finally:
+            client.close()
 
 
 @pytest.mark.timeout(20)
